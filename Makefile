@@ -1,0 +1,53 @@
+# Mesh build. `make setup` once on a fresh machine, then `make` (npm test runs it too).
+SHELL := /bin/bash
+# npm scripts put Node 24 (the pinned dev dependency) first on PATH; do the same for direct `make`.
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+CLANG ?= clang
+BPFTOOL ?= bpftool
+OUT := bpf/.output
+BPF_SRCS := bpf/connect.bpf.c bpf/sockops.bpf.c bpf/sk_lookup.bpf.c
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS))
+BPF_HDRS := bpf/mesh_shared.h bpf/mesh_maps.bpf.h
+ADDON := build/Release/mesh_native.node
+ADDON_SRCS := $(wildcard addon/*.cc addon/*.h) binding.gyp
+# node-gyp needs Node's headers and must not download them (no internet): use the system's.
+NODEDIR := $(shell test -f /usr/include/node/node_api.h && echo --nodedir=/usr)
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 nftables make g++ python3 \
+  pkg-config kmod
+
+.PHONY: all bpf addon setup test clean
+all: bpf addon
+
+bpf: $(OUT)/mesh.bpf.o
+addon: $(ADDON)
+
+$(OUT)/vmlinux.h:
+	@mkdir -p $(OUT)
+	@test -r /sys/kernel/btf/vmlinux || { echo "no /sys/kernel/btf/vmlinux: the kernel needs CONFIG_DEBUG_INFO_BTF=y (see meshctl check)"; exit 1; }
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(OUT)/vmlinux.h
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I$(OUT) -Ibpf -c $< -o $@
+
+# One object, statically linked, so the programs share one set of maps.
+$(OUT)/mesh.bpf.o: $(BPF_OBJS)
+	$(BPFTOOL) gen object $@ $^
+
+$(ADDON): $(ADDON_SRCS)
+	npx --no-install node-gyp rebuild $(NODEDIR) --silent
+
+setup:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	else echo "system packages: all present"; fi
+	npm ci --no-fund --no-audit
+	$(MAKE) all
+
+test: all
+	npm test
+
+clean:
+	rm -rf $(OUT) build

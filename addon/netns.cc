@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: Apache-2.0
+// Network-namespace helpers: sockets created inside another netns, netns and socket cookies.
+//
+// A socket belongs to the netns its creator was in at socket() time, forever. We enter the target
+// netns on a short-lived native thread (setns affects only the calling thread), create and bind the
+// socket there and hand its fd back; Node adopts it with listen({fd}) or new net.Socket({fd}).
+// Node's own threads never change namespace.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <functional>
+#include <thread>
+
+#include "common.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+namespace mesh {
+namespace {
+
+// Runs fn on a fresh thread that has entered the netns at path. Returns fn's result or -errno.
+int InNetns(const std::string& path, const std::function<int(NativeError*)>& fn, NativeError* err) {
+  int nsfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (nsfd < 0) {
+    *err = {errno, "open(" + path + ")", "is the network namespace path right, and does it still exist?"};
+    return -1;
+  }
+  int result = -1;
+  std::thread t([&] {
+    if (setns(nsfd, CLONE_NEWNET) < 0) {
+      *err = {errno, "setns(" + path + ")", "entering a network namespace needs CAP_SYS_ADMIN"};
+      return;
+    }
+    result = fn(err);
+  });
+  t.join();
+  close(nsfd);
+  return result;
+}
+
+struct SocketSpec {
+  int family = AF_INET;
+  std::vector<uint8_t> addr;  // empty: any address
+  int port = 0;
+  bool listen = false;
+  int backlog = 511;
+  int64_t mark = -1;
+  bool v6only = false;
+  bool freebind = false;
+};
+
+int MakeSocket(const SocketSpec& s, NativeError* err) {
+  int fd = socket(s.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP);
+  if (fd < 0) {
+    *err = {errno, "socket"};
+    return -1;
+  }
+  auto fail = [&](const char* what) {
+    *err = {errno, what};
+    close(fd);
+    return -1;
+  };
+  int one = 1;
+  if (s.mark >= 0) {
+    int mark = static_cast<int>(s.mark);
+    if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) return fail("setsockopt(SO_MARK)");
+  }
+  if (s.listen && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+    return fail("setsockopt(SO_REUSEADDR)");
+  if (s.family == AF_INET6) {
+    int v6only = s.v6only ? 1 : 0;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0)
+      return fail("setsockopt(IPV6_V6ONLY)");
+  }
+  if (s.freebind && setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0)
+    return fail("setsockopt(IP_FREEBIND)");
+  if (s.listen || s.port != 0 || !s.addr.empty()) {
+    sockaddr_storage ss{};
+    socklen_t len;
+    if (s.family == AF_INET) {
+      auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+      sin->sin_family = AF_INET;
+      sin->sin_port = htons(s.port);
+      if (s.addr.size() == 4) std::memcpy(&sin->sin_addr, s.addr.data(), 4);
+      len = sizeof(*sin);
+    } else {
+      auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+      sin6->sin6_family = AF_INET6;
+      sin6->sin6_port = htons(s.port);
+      if (s.addr.size() == 16) std::memcpy(&sin6->sin6_addr, s.addr.data(), 16);
+      len = sizeof(*sin6);
+    }
+    if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0) return fail("bind");
+  }
+  if (s.listen && ::listen(fd, s.backlog) < 0) return fail("listen");
+  return fd;
+}
+
+// netnsSocket(netnsPath, {family, addr?, port, listen, backlog, mark?, v6only, freebind}) -> fd
+Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "netnsPath");
+  if (info.Length() < 2 || !info[1].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
+  Napi::Object o = info[1].As<Napi::Object>();
+  SocketSpec s;
+  s.family = o.Get("family").As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET;
+  if (o.Has("addr") && o.Get("addr").IsBuffer()) {
+    auto b = o.Get("addr").As<Napi::Buffer<uint8_t>>();
+    s.addr.assign(b.Data(), b.Data() + b.Length());
+  }
+  if (o.Has("port")) s.port = o.Get("port").As<Napi::Number>().Int32Value();
+  if (o.Has("listen")) s.listen = o.Get("listen").ToBoolean();
+  if (o.Has("backlog")) s.backlog = o.Get("backlog").As<Napi::Number>().Int32Value();
+  if (o.Has("mark") && o.Get("mark").IsNumber()) s.mark = o.Get("mark").As<Napi::Number>().Int64Value();
+  if (o.Has("v6only")) s.v6only = o.Get("v6only").ToBoolean();
+  if (o.Has("freebind")) s.freebind = o.Get("freebind").ToBoolean();
+  NativeError err;
+  int fd = InNetns(path, [&](NativeError* e) { return MakeSocket(s, e); }, &err);
+  if (fd < 0) throw MakeError(env, err);
+  return Napi::Number::New(env, fd);
+}
+
+// netnsCookie(netnsPath) -> bigint: the cookie eBPF programs see from bpf_get_netns_cookie().
+Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "netnsPath");
+  uint64_t cookie = 0;
+  NativeError err;
+  int r = InNetns(path, [&](NativeError* e) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) { *e = {errno, "socket"}; return -1; }
+    socklen_t len = sizeof(cookie);
+    int rc = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+    if (rc < 0) *e = {errno, "getsockopt(SO_NETNS_COOKIE)", "needs Linux >= 5.14"};
+    close(fd);
+    return rc;
+  }, &err);
+  if (r < 0) throw MakeError(env, err);
+  return Napi::BigInt::New(env, cookie);
+}
+
+// socketCookie(fd) -> bigint
+Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(ArgInt(info, 0, "fd"), SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0)
+    Throw(info.Env(), errno, "getsockopt(SO_COOKIE)");
+  return Napi::BigInt::New(info.Env(), cookie);
+}
+
+// setsockoptInt(fd, level, name, value)
+Napi::Value SetsockoptInt(const Napi::CallbackInfo& info) {
+  int v = ArgInt(info, 3, "value");
+  if (setsockopt(ArgInt(info, 0, "fd"), ArgInt(info, 1, "level"), ArgInt(info, 2, "name"), &v, sizeof(v)) < 0)
+    Throw(info.Env(), errno, "setsockopt");
+  return info.Env().Undefined();
+}
+
+// getsockoptInt(fd, level, name) -> number
+Napi::Value GetsockoptInt(const Napi::CallbackInfo& info) {
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (getsockopt(ArgInt(info, 0, "fd"), ArgInt(info, 1, "level"), ArgInt(info, 2, "name"), &v, &len) < 0)
+    Throw(info.Env(), errno, "getsockopt");
+  return Napi::Number::New(info.Env(), v);
+}
+
+// closeFd(fd)
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  if (close(ArgInt(info, 0, "fd")) < 0) Throw(info.Env(), errno, "close");
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitNetns(Napi::Env env, Napi::Object exports) {
+  exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket));
+  exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie));
+  exports.Set("socketCookie", Napi::Function::New(env, SocketCookie));
+  exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt));
+  exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd));
+  Napi::Object c = exports.Get("constants").IsObject() ? exports.Get("constants").As<Napi::Object>()
+                                                       : Napi::Object::New(env);
+  c.Set("SOL_SOCKET", static_cast<int>(SOL_SOCKET));
+  c.Set("SO_MARK", static_cast<int>(SO_MARK));
+  c.Set("IPPROTO_TCP", static_cast<int>(IPPROTO_TCP));
+  c.Set("TCP_NODELAY", static_cast<int>(TCP_NODELAY));
+  exports.Set("constants", c);
+}
+
+}  // namespace mesh

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: Apache-2.0
+// Ring-buffer consumer: a dedicated thread polls the kernel ring buffer and delivers batches of
+// records to JavaScript through a ThreadSafeFunction. The libuv pool is never blocked.
+#include <bpf/libbpf.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common.h"
+
+namespace mesh {
+namespace {
+
+using Batch = std::vector<std::vector<uint8_t>>;
+
+class RingReader : public Napi::ObjectWrap<RingReader> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "RingReader", {InstanceMethod("close", &RingReader::Close)});
+  }
+
+  // new RingReader(mapFd, onBatch(records: Buffer[]), pollMs)
+  explicit RingReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RingReader>(info) {
+    Napi::Env env = info.Env();
+    int fd = ArgInt(info, 0, "mapFd");
+    if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "onBatch must be a function");
+    poll_ms_ = info.Length() > 2 ? ArgInt(info, 2, "pollMs") : 100;
+    rb_ = ring_buffer__new(fd, &RingReader::OnRecord, this, nullptr);
+    if (!rb_) Throw(env, errno, "ring_buffer__new", "is the fd a BPF_MAP_TYPE_RINGBUF map?");
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "mesh-ringbuf", 0, 1);
+    thread_ = std::thread([this] { Run(); });
+    napi_add_env_cleanup_hook(env, &RingReader::Cleanup, this);
+  }
+
+  ~RingReader() override { Stop(); }
+
+ private:
+  static int OnRecord(void* ctx, void* data, size_t size) {
+    auto* self = static_cast<RingReader*>(ctx);
+    auto* p = static_cast<uint8_t*>(data);
+    self->pending_.emplace_back(p, p + size);
+    return 0;
+  }
+
+  void Run() {
+    while (!stop_.load()) {
+      int n = ring_buffer__poll(rb_, poll_ms_);
+      if (n < 0 && n != -EINTR) break;
+      if (pending_.empty()) continue;
+      auto* batch = new Batch(std::move(pending_));
+      pending_.clear();
+      napi_status s = tsfn_.NonBlockingCall(batch, [](Napi::Env env, Napi::Function cb, Batch* b) {
+        Napi::Array arr = Napi::Array::New(env, b->size());
+        for (size_t i = 0; i < b->size(); i++)
+          arr.Set(i, Napi::Buffer<uint8_t>::Copy(env, (*b)[i].data(), (*b)[i].size()));
+        delete b;
+        cb.Call({arr});
+      });
+      if (s != napi_ok) delete batch;
+    }
+  }
+
+  void Stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+    if (rb_) ring_buffer__free(rb_);
+    rb_ = nullptr;
+    tsfn_.Release();
+  }
+
+  static void Cleanup(void* arg) { static_cast<RingReader*>(arg)->Stop(); }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    napi_remove_env_cleanup_hook(info.Env(), &RingReader::Cleanup, this);
+    Stop();
+    return info.Env().Undefined();
+  }
+
+  ring_buffer* rb_ = nullptr;
+  Napi::ThreadSafeFunction tsfn_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  bool stopped_ = false;
+  int poll_ms_ = 100;
+  Batch pending_;  // touched only by the polling thread
+};
+
+}  // namespace
+
+void InitRingBuf(Napi::Env env, Napi::Object exports) { exports.Set("RingReader", RingReader::Define(env)); }
+
+}  // namespace mesh

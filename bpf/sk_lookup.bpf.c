@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Inbound capture: steer connections arriving at an enrolled pod to ztunnel's in-pod sockets. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "mesh_maps.bpf.h"
+
+#define SK_DROP 0
+#define SK_PASS 1
+
+/* sk_lookup on each enrolled pod's network namespace: runs when a TCP SYN (or UDP datagram)
+ * looks for a listening socket there. HBONE (15008) goes to ztunnel's HBONE socket, every other
+ * port to its plaintext inbound socket. With no socket registered the lookup fails, so the
+ * client gets a reset: an enrolled pod never receives plaintext that bypassed ztunnel. */
+SEC("sk_lookup")
+int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	struct mesh_addr src, dst;
+	__u16 family = ctx->family;
+	if (family == AF_INET) {
+		mesh_addr_v4(&src, ctx->remote_ip4);
+		mesh_addr_v4(&dst, ctx->local_ip4);
+	} else {
+		__u32 s[4] = { ctx->remote_ip6[0], ctx->remote_ip6[1], ctx->remote_ip6[2], ctx->remote_ip6[3] };
+		__u32 d[4] = { ctx->local_ip6[0], ctx->local_ip6[1], ctx->local_ip6[2], ctx->local_ip6[3] };
+		mesh_addr_v6(&src, s);
+		mesh_addr_v6(&dst, d);
+	}
+	/* The pod is found by the address the connection is for (see mesh_pod_addrs). */
+	__u64 *nsp = bpf_map_lookup_elem(&mesh_pod_addrs, &dst);
+	if (!nsp)
+		return SK_PASS;
+	__u64 netns = *nsp;
+	struct mesh_pod *pod = bpf_map_lookup_elem(&mesh_pods, &netns);
+	if (!pod)
+		return SK_PASS;
+	__u16 sport = bpf_ntohs(ctx->remote_port);
+	__u16 dport = (__u16)ctx->local_port;
+
+	/* Made inside the pod's netns (the app calling itself, or ztunnel delivering to the app
+	 * from a loopback source such as 127.0.0.6): its source is the pod's own or loopback. */
+	if (mesh_addr_is_loopback(&src) || mesh_pod_owns(pod, &src)) {
+		mesh_emit(MESH_EV_PASSED, MESH_R_INSIDE, 0, netns, pod->pod_id, family, &src, sport, &dst,
+			  dport, dport);
+		return SK_PASS;
+	}
+	if (mesh_port_excluded(pod->pod_id, dport, MESH_DIR_INBOUND)) {
+		mesh_emit(MESH_EV_PASSED, MESH_R_EXCL_PORT, 0, netns, pod->pod_id, family, &src, sport, &dst,
+			  dport, dport);
+		return SK_PASS;
+	}
+
+	struct mesh_sock_key key = { .netns_cookie = netns };
+	key.kind = dport == mesh_hbone_port ? MESH_SOCK_HBONE : MESH_SOCK_INBOUND;
+	__u16 to = key.kind == MESH_SOCK_HBONE ? mesh_hbone_port : mesh_inbound_port;
+	struct bpf_sock *sk = bpf_map_lookup_elem(&mesh_socks, &key);
+	if (!sk) {
+		mesh_emit(MESH_EV_REFUSED, MESH_R_NO_SOCKET, 0, netns, pod->pod_id, family, &src, sport, &dst,
+			  dport, to);
+		return SK_DROP;
+	}
+	long err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		mesh_emit(MESH_EV_REFUSED, MESH_R_NO_SOCKET, 0, netns, pod->pod_id, family, &src, sport, &dst,
+			  dport, to);
+		return SK_DROP;
+	}
+	mesh_emit(MESH_EV_STEERED, MESH_R_NONE, 0, netns, pod->pod_id, family, &src, sport, &dst, dport, to);
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
