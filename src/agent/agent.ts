@@ -1,0 +1,90 @@
+// The node agent: owns the pinned datapath, enrols pods, and keeps recent datapath events.
+
+import { logger } from '../common/log.ts';
+import { Datapath, type DatapathEvent } from '../datapath/index.ts';
+import type { AgentConfig } from './config.ts';
+import { type EnrolledPod, Enrolment, type PodSpec } from './enrolment.ts';
+
+const log = logger('agent');
+
+export interface AgentStatus {
+  pods: number;
+  eventsSeen: number;
+  eventsLost: string;
+  bpffsDir: string;
+  podCgroup: string;
+}
+
+export class Agent {
+  readonly datapath: Datapath;
+  readonly enrolment: Enrolment;
+  private readonly ring: DatapathEvent[] = [];
+  private readonly ringSize: number;
+  private seen = 0;
+  private readonly events: { close(): void };
+
+  private constructor(dp: Datapath, ringSize: number) {
+    this.datapath = dp;
+    this.enrolment = new Enrolment(dp);
+    this.ringSize = ringSize;
+    this.events = dp.readEvents((evs) => this.onEvents(evs));
+  }
+
+  static async start(cfg: AgentConfig): Promise<Agent> {
+    const dp = await Datapath.open({ bpffsDir: cfg.bpffsDir, cgroupPath: cfg.podCgroup, mark: cfg.mark });
+    const agent = new Agent(dp, cfg.eventRing);
+    log.info(
+      { bpffsDir: cfg.bpffsDir, podCgroup: cfg.podCgroup, pods: agent.enrolment.list().length },
+      'datapath ready',
+    );
+    return agent;
+  }
+
+  private onEvents(evs: DatapathEvent[]): void {
+    this.seen += evs.length;
+    for (const e of evs) {
+      this.ring.push(e);
+      log.debug(
+        {
+          event: {
+            ...e,
+            tsNs: String(e.tsNs),
+            sockCookie: String(e.sockCookie),
+            netnsCookie: String(e.netnsCookie),
+          },
+        },
+        'datapath event',
+      );
+    }
+    if (this.ring.length > this.ringSize) this.ring.splice(0, this.ring.length - this.ringSize);
+  }
+
+  enrol(spec: PodSpec): EnrolledPod {
+    return this.enrolment.enrol(spec);
+  }
+
+  unenrol(uid: string): boolean {
+    return this.enrolment.unenrol(uid);
+  }
+
+  /** The most recent datapath events, oldest first. */
+  recentEvents(last = 100): DatapathEvent[] {
+    return this.ring.slice(-last);
+  }
+
+  status(): AgentStatus {
+    return {
+      pods: this.enrolment.list().length,
+      eventsSeen: this.seen,
+      eventsLost: String(this.datapath.eventsLost()),
+      bpffsDir: this.datapath.bpffsDir,
+      podCgroup: this.datapath.cgroupPath,
+    };
+  }
+
+  /** Stops this process's work; capture stays in the kernel for the next agent to pick up. */
+  stop(): void {
+    this.events.close();
+    this.datapath.close();
+  }
+}

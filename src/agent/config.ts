@@ -1,0 +1,55 @@
+// The node agent's configuration: read once from the environment into a frozen object.
+import { findCgroup2Mount } from '../common/cgroup.ts';
+
+export interface AgentConfig {
+  /** bpffs directory for the datapath's pins. */
+  readonly bpffsDir: string;
+  /** cgroup v2 directory whose subtree holds the node's pods; the capture programs attach here. */
+  readonly podCgroup: string;
+  /** Unix socket of the agent's local control API. */
+  readonly controlSocket: string;
+  /** SO_MARK that ztunnel puts on its own sockets. */
+  readonly mark: number;
+  /** How many recent datapath events the agent keeps for inspection. */
+  readonly eventRing: number;
+}
+
+const KNOWN = new Set([
+  'MESH_BPFFS_DIR',
+  'MESH_POD_CGROUP',
+  'MESH_AGENT_SOCKET',
+  'MESH_MARK',
+  'MESH_EVENT_RING',
+]);
+
+export class ConfigError extends Error {
+  readonly code = 'MESH_ERR_CONFIG';
+}
+
+function int(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min || v > max)
+    throw new ConfigError(`${name}=${raw}: expected an integer in ${min}-${max}`);
+  return v;
+}
+
+export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  // A misspelt agent setting must not silently fall back to a default.
+  for (const k of Object.keys(env)) {
+    if (/^MESH_(AGENT_|BPFFS|POD_|MARK|EVENT)/.test(k) && !KNOWN.has(k)) {
+      throw new ConfigError(`unknown setting ${k} (known: ${[...KNOWN].join(', ')})`);
+    }
+  }
+  return Object.freeze({
+    // /sys/fs/bpf is where Kubernetes nodes mount bpffs; the subdirectory keeps our pins apart.
+    bpffsDir: env.MESH_BPFFS_DIR || '/sys/fs/bpf/mesh',
+    // kubelet's pod subtree with the cgroupfs driver; the systemd driver uses kubepods.slice.
+    podCgroup: env.MESH_POD_CGROUP || `${findCgroup2Mount()}/kubepods`,
+    controlSocket: env.MESH_AGENT_SOCKET || '/var/run/mesh/agent.sock',
+    // 0x539: the mark Istio's ztunnel uses, so existing host rules that know it keep working.
+    mark: int('MESH_MARK', env.MESH_MARK, 0x539, 1, 0xffffffff),
+    // Hubble keeps 4095 flows per node by default; we match it.
+    eventRing: int('MESH_EVENT_RING', env.MESH_EVENT_RING, 4095, 16, 1 << 20),
+  });
+}

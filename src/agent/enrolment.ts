@@ -1,0 +1,258 @@
+// Enrolment: putting a pod under capture and taking it out again. The pinned maps are the source
+// of truth (this process may be a restart of one that enrolled the pods), mirrored in memory
+// because the agent is their only writer.
+import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { relative } from 'node:path';
+import { logger } from '../common/log.ts';
+import {
+  type Datapath,
+  formatMeshAddress,
+  layout,
+  meshAddress,
+  netnsCookie,
+  parseCidr,
+} from '../datapath/index.ts';
+
+const log = logger('enrol');
+
+/** What the agent needs to know to enrol a pod. */
+export interface PodSpec {
+  uid: string;
+  /** Path of the pod's network namespace, e.g. /proc/<pid>/ns/net or /run/netns/<name>. */
+  netnsPath: string;
+  /** The pod's cgroup; when given it must lie in the datapath's cgroup subtree. */
+  cgroupPath?: string;
+  /** The pod's IPs: at most one IPv4 and one IPv6. */
+  addresses: string[];
+  excludeOutboundPorts?: number[];
+  excludeInboundPorts?: number[];
+  excludeOutboundCidrs?: string[];
+  /** For logs only. */
+  name?: string;
+}
+
+export interface EnrolledPod {
+  uid: string;
+  netnsCookie: bigint;
+  podId: number;
+  addresses: string[];
+  excludeOutboundPorts: number[];
+  excludeInboundPorts: number[];
+  excludeOutboundCidrs: string[];
+}
+
+export class EnrolmentError extends Error {
+  readonly code = 'MESH_ERR_ENROL';
+}
+
+function validate(spec: PodSpec, cgroupRoot: string): void {
+  const who = spec.name ?? spec.uid;
+  if (typeof spec.uid !== 'string' || spec.uid.length === 0) throw new EnrolmentError('pod uid is required');
+  if (Buffer.byteLength(spec.uid) >= layout.UID_SIZE)
+    throw new EnrolmentError(`pod uid '${spec.uid}' is longer than 63 bytes`);
+  if (!spec.netnsPath || !existsSync(spec.netnsPath)) {
+    throw new EnrolmentError(`pod ${who}: network namespace '${spec.netnsPath}' does not exist`);
+  }
+  if (!Array.isArray(spec.addresses) || spec.addresses.length === 0) {
+    throw new EnrolmentError(`pod ${who}: at least one address is required`);
+  }
+  const families = spec.addresses.map((a) => isIP(a));
+  if (families.includes(0))
+    throw new EnrolmentError(`pod ${who}: '${spec.addresses[families.indexOf(0)]}' is not an IP address`);
+  if (spec.addresses.length > 2 || new Set(families).size !== families.length) {
+    throw new EnrolmentError(
+      `pod ${who}: at most one IPv4 and one IPv6 address (got ${spec.addresses.join(', ')})`,
+    );
+  }
+  for (const p of [...(spec.excludeOutboundPorts ?? []), ...(spec.excludeInboundPorts ?? [])]) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535)
+      throw new EnrolmentError(`pod ${who}: excluded port '${p}' is not in 1-65535`);
+  }
+  for (const c of spec.excludeOutboundCidrs ?? []) {
+    try {
+      parseCidr(c);
+    } catch (e) {
+      throw new EnrolmentError(`pod ${who}: ${(e as Error).message}`);
+    }
+  }
+  if (spec.cgroupPath !== undefined) {
+    const rel = relative(cgroupRoot, spec.cgroupPath);
+    if (rel.startsWith('..') || rel.startsWith('/')) {
+      throw new EnrolmentError(
+        `pod ${who}: its cgroup ${spec.cgroupPath} is outside the captured subtree ${cgroupRoot}; its connections would not be captured`,
+      );
+    }
+  }
+}
+
+export class Enrolment {
+  private readonly dp: Datapath;
+  private readonly byUid = new Map<string, EnrolledPod>();
+
+  constructor(dp: Datapath) {
+    this.dp = dp;
+    this.load();
+  }
+
+  /** Rebuilds the in-memory view from the pinned maps (after a restart). */
+  private load(): void {
+    const m = this.dp.maps;
+    const excl = new Map<number, { out: number[]; in: number[]; cidrs: string[] }>();
+    const slot = (id: number) => {
+      const e = excl.get(id) ?? { out: [], in: [], cidrs: [] };
+      excl.set(id, e);
+      return e;
+    };
+    for (const k of m.mesh_excl_ports.keys()) {
+      const { podId, port, dir } = layout.decodeExclPortKey(k);
+      (dir === layout.DIR_INBOUND ? slot(podId).in : slot(podId).out).push(port);
+    }
+    for (const k of m.mesh_excl_cidrs.keys()) {
+      const { podId, addr, bits } = layout.decodeExclCidrKey(k);
+      const text = formatMeshAddress(addr);
+      const v4 = text.includes('.');
+      slot(podId).cidrs.push(`${text}/${v4 ? bits - 96 : bits}`);
+    }
+    for (const k of m.mesh_pod_uids.keys()) {
+      const cookie = k.readBigUInt64LE(0);
+      const uidBuf = m.mesh_pod_uids.get(k);
+      const podBuf = m.mesh_pods.get(k);
+      if (!uidBuf || !podBuf) continue;
+      const pod = layout.decodePod(podBuf);
+      const e = excl.get(pod.podId) ?? { out: [], in: [], cidrs: [] };
+      const uid = layout.decodeUid(uidBuf);
+      this.byUid.set(uid, {
+        uid,
+        netnsCookie: cookie,
+        podId: pod.podId,
+        addresses: pod.addrs.map(formatMeshAddress).filter(Boolean),
+        excludeOutboundPorts: e.out.sort((a, b) => a - b),
+        excludeInboundPorts: e.in.sort((a, b) => a - b),
+        excludeOutboundCidrs: e.cidrs.sort(),
+      });
+    }
+    if (this.byUid.size > 0) log.info({ pods: this.byUid.size }, 'restored enrolment from pinned maps');
+  }
+
+  list(): EnrolledPod[] {
+    return [...this.byUid.values()];
+  }
+
+  get(uid: string): EnrolledPod | undefined {
+    return this.byUid.get(uid);
+  }
+
+  private nextPodId(): number {
+    const used = new Set([...this.byUid.values()].map((p) => p.podId));
+    for (let id = 1; ; id++) if (!used.has(id)) return id;
+  }
+
+  /**
+   * Puts a pod under capture. Idempotent: enrolling the same pod again changes only what differs;
+   * a pod whose sandbox (netns) was recreated under the same uid is moved to the new netns.
+   */
+  enrol(spec: PodSpec): EnrolledPod {
+    validate(spec, this.dp.cgroupPath);
+    const cookie = netnsCookie(spec.netnsPath);
+    const prev = this.byUid.get(spec.uid);
+    if (prev && prev.netnsCookie !== cookie) this.unenrol(spec.uid);
+    const current = this.byUid.get(spec.uid);
+    const podId = current?.podId ?? this.nextPodId();
+    const next: EnrolledPod = {
+      uid: spec.uid,
+      netnsCookie: cookie,
+      podId,
+      addresses: spec.addresses.map((a) => formatMeshAddress(meshAddress(a))),
+      excludeOutboundPorts: [...new Set(spec.excludeOutboundPorts ?? [])].sort((a, b) => a - b),
+      excludeInboundPorts: [...new Set(spec.excludeInboundPorts ?? [])].sort((a, b) => a - b),
+      excludeOutboundCidrs: [...new Set(spec.excludeOutboundCidrs ?? [])].sort(),
+    };
+    const m = this.dp.maps;
+    const key = layout.u64Key(cookie);
+    // Exclusions and addresses first, the pod entry (which turns capture on) last: the programs
+    // never see a half-enrolled pod.
+    if (current) this.clearExclusions(current);
+    for (const p of next.excludeOutboundPorts)
+      m.mesh_excl_ports.set(layout.encodeExclPortKey(podId, p, layout.DIR_OUTBOUND), Buffer.of(1));
+    for (const p of next.excludeInboundPorts)
+      m.mesh_excl_ports.set(layout.encodeExclPortKey(podId, p, layout.DIR_INBOUND), Buffer.of(1));
+    for (const c of next.excludeOutboundCidrs) {
+      const { addr, bits } = parseCidr(c);
+      m.mesh_excl_cidrs.set(layout.encodeExclCidrKey(podId, addr, bits), Buffer.of(1));
+    }
+    for (const a of current?.addresses ?? [])
+      if (!next.addresses.includes(a)) m.mesh_pod_addrs.delete(meshAddress(a));
+    for (const a of next.addresses) m.mesh_pod_addrs.set(meshAddress(a), key);
+    m.mesh_pod_uids.set(key, layout.encodeUid(spec.uid));
+    const addrs: [Buffer, Buffer] = [Buffer.alloc(16), Buffer.alloc(16)];
+    for (const [i, a] of next.addresses.entries()) meshAddress(a).copy(addrs[i] as Buffer);
+    m.mesh_pods.set(key, layout.encodePod({ podId, flags: layout.POD_F_ENROLLED, addrs }));
+    this.dp.attachPod(spec.netnsPath, cookie);
+    this.byUid.set(spec.uid, next);
+    if (!current)
+      log.info({ uid: spec.uid, pod: spec.name, netnsCookie: String(cookie), podId }, 'pod enrolled');
+    return next;
+  }
+
+  private clearExclusions(p: EnrolledPod): void {
+    const m = this.dp.maps;
+    for (const port of p.excludeOutboundPorts)
+      m.mesh_excl_ports.delete(layout.encodeExclPortKey(p.podId, port, layout.DIR_OUTBOUND));
+    for (const port of p.excludeInboundPorts)
+      m.mesh_excl_ports.delete(layout.encodeExclPortKey(p.podId, port, layout.DIR_INBOUND));
+    for (const c of p.excludeOutboundCidrs) {
+      const { addr, bits } = parseCidr(c);
+      m.mesh_excl_cidrs.delete(layout.encodeExclCidrKey(p.podId, addr, bits));
+    }
+  }
+
+  /** Takes a pod out of capture; false when it was not enrolled. */
+  unenrol(uid: string): boolean {
+    const p = this.byUid.get(uid);
+    if (!p) return false;
+    const m = this.dp.maps;
+    const key = layout.u64Key(p.netnsCookie);
+    m.mesh_pods.delete(key); // capture stops here; the rest is cleanup
+    this.dp.detachPod(p.netnsCookie);
+    for (const a of p.addresses) {
+      const owner = m.mesh_pod_addrs.get(meshAddress(a));
+      if (owner?.equals(key)) m.mesh_pod_addrs.delete(meshAddress(a));
+    }
+    this.clearExclusions(p);
+    m.mesh_pod_uids.delete(key);
+    this.byUid.delete(uid);
+    log.info({ uid, netnsCookie: String(p.netnsCookie) }, 'pod unenrolled');
+    return true;
+  }
+
+  /**
+   * Makes the enrolled set equal to `desired`: enrols what is missing or changed, unenrols what is
+   * no longer wanted, and leaves the rest untouched.
+   */
+  reconcile(desired: PodSpec[]): {
+    enrolled: string[];
+    unenrolled: string[];
+    failed: { uid: string; error: string }[];
+  } {
+    const want = new Set(desired.map((d) => d.uid));
+    const result = {
+      enrolled: [] as string[],
+      unenrolled: [] as string[],
+      failed: [] as { uid: string; error: string }[],
+    };
+    for (const uid of [...this.byUid.keys()]) {
+      if (!want.has(uid) && this.unenrol(uid)) result.unenrolled.push(uid);
+    }
+    for (const spec of desired) {
+      const had = this.byUid.has(spec.uid);
+      try {
+        this.enrol(spec);
+        if (!had) result.enrolled.push(spec.uid);
+      } catch (e) {
+        result.failed.push({ uid: spec.uid, error: (e as Error).message });
+      }
+    }
+    return result;
+  }
+}

@@ -1,0 +1,46 @@
+// Addresses as the datapath stores them: 16 bytes, IPv4 in its v4-mapped form (::ffff:a.b.c.d).
+import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
+
+export class AddressError extends Error {
+  readonly code = 'MESH_ERR_BAD_ADDRESS';
+}
+
+function parse(ip: string): ipaddr.IPv4 | ipaddr.IPv6 {
+  // node:net is strict (no "10.1" or octal shorthands), ipaddr.js then does the byte work.
+  if (isIP(ip) === 0) {
+    throw new AddressError(`'${ip}' is not an IPv4 or IPv6 address`);
+  }
+  return ipaddr.parse(ip);
+}
+
+/** The 4- or 16-byte network-order form of an address, for sockets. */
+export function rawAddress(ip: string): Buffer {
+  return Buffer.from(parse(ip).toByteArray());
+}
+
+/** The 16-byte mesh_addr form of an address. */
+export function meshAddress(ip: string): Buffer {
+  const a = parse(ip);
+  return Buffer.from((a.kind() === 'ipv4' ? (a as ipaddr.IPv4).toIPv4MappedAddress() : a).toByteArray());
+}
+
+/** Formats a mesh_addr: dotted quad for v4-mapped, RFC 5952 text otherwise, '' for all-zero. */
+export function formatMeshAddress(b: Buffer): string {
+  if (b.every((x) => x === 0)) return '';
+  const a = ipaddr.fromByteArray([...b]) as ipaddr.IPv6;
+  return a.isIPv4MappedAddress() ? a.toIPv4Address().toString() : a.toString();
+}
+
+/** Parses "a.b.c.d/n" or "x::/n" into the mesh_addr and the prefix length within 128 bits. */
+export function parseCidr(cidr: string): { addr: Buffer; bits: number; family: 4 | 6 } {
+  let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
+  try {
+    parsed = ipaddr.parseCIDR(cidr);
+  } catch {
+    throw new AddressError(`'${cidr}' is not a CIDR (expected e.g. 10.0.0.0/8 or fd00::/8)`);
+  }
+  const [a, len] = parsed;
+  if (a.kind() === 'ipv4') return { addr: meshAddress(a.toString()), bits: 96 + len, family: 4 };
+  return { addr: Buffer.from(a.toByteArray()), bits: len, family: 6 };
+}

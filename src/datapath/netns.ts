@@ -1,0 +1,54 @@
+// Sockets inside a pod's network namespace, created on a native thread that entered it (see
+// addon/netns.cc) and handed to Node as fds.
+import { isIPv6 } from 'node:net';
+import { rawAddress } from './addr.ts';
+import { DatapathError } from './errors.ts';
+import { type NativeError, native } from './native.ts';
+
+export interface InNetnsSocketOptions {
+  /** Address to bind; '0.0.0.0' / '::' when omitted (for the given family). */
+  host?: string;
+  port?: number;
+  family?: 4 | 6;
+  listen?: boolean;
+  backlog?: number;
+  /** SO_MARK for the socket, e.g. ztunnel's 0x539 so the datapath never captures it. */
+  mark?: number;
+  v6only?: boolean;
+  freebind?: boolean;
+}
+
+/** Creates a TCP socket inside the netns at netnsPath; returns its fd (non-blocking, CLOEXEC). */
+export function socketInNetns(netnsPath: string, opts: InNetnsSocketOptions): number {
+  const family = opts.family ?? (opts.host && isIPv6(opts.host) ? 6 : 4);
+  try {
+    return native().netnsSocket(netnsPath, {
+      family,
+      ...(opts.host ? { addr: rawAddress(opts.host) } : {}),
+      port: opts.port ?? 0,
+      listen: opts.listen ?? false,
+      backlog: opts.backlog ?? 511,
+      ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
+      v6only: opts.v6only ?? false,
+      freebind: opts.freebind ?? false,
+    });
+  } catch (e) {
+    const err = e as NativeError;
+    const where = `${opts.host ?? (family === 6 ? '[::]' : '0.0.0.0')}:${opts.port ?? 0} in ${netnsPath}`;
+    const hint = err.code === 'EADDRINUSE' ? ' (something in the pod already listens there)' : '';
+    throw new DatapathError('MESH_ERR_NETNS', `socket ${where}: ${err.message}${hint}`, err);
+  }
+}
+
+/** The netns cookie that eBPF programs see through bpf_get_netns_cookie(). */
+export function netnsCookie(netnsPath: string): bigint {
+  try {
+    return native().netnsCookie(netnsPath);
+  } catch (e) {
+    throw new DatapathError(
+      'MESH_ERR_NETNS',
+      `cannot read the cookie of ${netnsPath}: ${(e as Error).message}`,
+      e as NativeError,
+    );
+  }
+}

@@ -1,0 +1,72 @@
+// The maps ztunnel uses, opened by their pins: ztunnel never loads programs, so it can restart (or
+// run a different build) without touching the datapath the agent owns.
+import { join } from 'node:path';
+import { meshAddress } from './addr.ts';
+import { BpfMap } from './datapath.ts';
+import { DatapathError } from './errors.ts';
+import {
+  decodeOrigDst,
+  encodeOrigKey,
+  encodeSockKey,
+  type OrigDst,
+  SOCK_HBONE,
+  SOCK_INBOUND,
+  u64Key,
+} from './layout.ts';
+import { type NativeError, native } from './native.ts';
+
+export function openPinnedMap(path: string): BpfMap {
+  const n = native();
+  let fd: number;
+  try {
+    fd = n.objGet(path);
+  } catch (e) {
+    throw new DatapathError(
+      'MESH_ERR_STATE',
+      `cannot open pinned map ${path}: ${(e as Error).message} — is the node agent running and using the same bpffs directory?`,
+      e as NativeError,
+    );
+  }
+  const info = n.mapInfo(fd);
+  return new BpfMap({ ...info, fd, pinPath: path });
+}
+
+/** ztunnel's side of the datapath: register in-pod listeners, recover original destinations. */
+export class ZtunnelMaps {
+  private readonly socks: BpfMap;
+  private readonly origDst: BpfMap;
+
+  constructor(bpffsDir: string) {
+    this.socks = openPinnedMap(join(bpffsDir, 'maps', 'mesh_socks'));
+    this.origDst = openPinnedMap(join(bpffsDir, 'maps', 'mesh_orig_dst'));
+  }
+
+  /** Puts a listening socket (created in the pod's netns) where the pod's sk_lookup finds it. */
+  registerSocket(netnsCookie: bigint, kind: 'inbound' | 'hbone', fd: number): void {
+    this.socks.set(
+      encodeSockKey(netnsCookie, kind === 'hbone' ? SOCK_HBONE : SOCK_INBOUND),
+      u64Key(BigInt(fd)),
+    );
+  }
+
+  unregisterSocket(netnsCookie: bigint, kind: 'inbound' | 'hbone'): boolean {
+    return this.socks.delete(encodeSockKey(netnsCookie, kind === 'hbone' ? SOCK_HBONE : SOCK_INBOUND));
+  }
+
+  /**
+   * The original destination of a connection accepted on a pod's outbound listener, given the
+   * peer address:port that accept() reported. The entry is consumed.
+   */
+  takeOrigDst(netnsCookie: bigint, peerAddress: string, peerPort: number): OrigDst | null {
+    const key = encodeOrigKey(netnsCookie, meshAddress(peerAddress), peerPort);
+    const v = this.origDst.get(key);
+    if (!v) return null;
+    this.origDst.delete(key);
+    return decodeOrigDst(v);
+  }
+
+  close(): void {
+    native().closeFd(this.socks.fd);
+    native().closeFd(this.origDst.fd);
+  }
+}
