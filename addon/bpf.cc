@@ -373,6 +373,21 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// probeProgType(type) -> boolean: can this kernel load a program of this type?
+Napi::Value ProbeProgType(const Napi::CallbackInfo& info) {
+  int r = libbpf_probe_bpf_prog_type(static_cast<bpf_prog_type>(ArgUint(info, 0, "progType")), nullptr);
+  if (r < 0) Throw(info.Env(), -r, "libbpf_probe_bpf_prog_type");
+  return Napi::Boolean::New(info.Env(), r == 1);
+}
+
+// probeHelper(progType, helperId) -> boolean: may programs of this type call this helper?
+Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
+  int r = libbpf_probe_bpf_helper(static_cast<bpf_prog_type>(ArgUint(info, 0, "progType")),
+                                  static_cast<bpf_func_id>(ArgUint(info, 1, "helperId")), nullptr);
+  if (r < 0) Throw(info.Env(), -r, "libbpf_probe_bpf_helper");
+  return Napi::Boolean::New(info.Env(), r == 1);
+}
+
 Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
   int n = libbpf_num_possible_cpus();
   if (n < 0) Throw(info.Env(), -n, "libbpf_num_possible_cpus");
@@ -402,6 +417,8 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
   exports.Set("mapKeys", Napi::Function::New(env, MapKeys));
   exports.Set("progTestRun", Napi::Function::New(env, ProgTestRun));
+  exports.Set("probeProgType", Napi::Function::New(env, ProbeProgType));
+  exports.Set("probeHelper", Napi::Function::New(env, ProbeHelper));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion));
 
@@ -412,6 +429,12 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   c.Set("BPF_SK_LOOKUP", static_cast<uint32_t>(BPF_SK_LOOKUP));
   c.Set("BPF_LINK_TYPE_CGROUP", static_cast<uint32_t>(BPF_LINK_TYPE_CGROUP));
   c.Set("BPF_LINK_TYPE_NETNS", static_cast<uint32_t>(BPF_LINK_TYPE_NETNS));
+  c.Set("BPF_PROG_TYPE_CGROUP_SOCK_ADDR", static_cast<uint32_t>(BPF_PROG_TYPE_CGROUP_SOCK_ADDR));
+  c.Set("BPF_PROG_TYPE_SOCK_OPS", static_cast<uint32_t>(BPF_PROG_TYPE_SOCK_OPS));
+  c.Set("BPF_PROG_TYPE_SK_LOOKUP", static_cast<uint32_t>(BPF_PROG_TYPE_SK_LOOKUP));
+  c.Set("BPF_FUNC_get_netns_cookie", static_cast<uint32_t>(BPF_FUNC_get_netns_cookie));
+  c.Set("BPF_FUNC_sk_assign", static_cast<uint32_t>(BPF_FUNC_sk_assign));
+  c.Set("BPF_FUNC_ringbuf_reserve", static_cast<uint32_t>(BPF_FUNC_ringbuf_reserve));
   c.Set("BPF_ANY", static_cast<uint32_t>(BPF_ANY));
   c.Set("BPF_NOEXIST", static_cast<uint32_t>(BPF_NOEXIST));
   c.Set("BPF_EXIST", static_cast<uint32_t>(BPF_EXIST));

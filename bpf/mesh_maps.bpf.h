@@ -114,6 +114,10 @@ const volatile __u16 mesh_inbound_port __weak = MESH_PORT_INBOUND;
 const volatile __u16 mesh_hbone_port __weak = MESH_PORT_HBONE;
 const volatile __u8 mesh_emit_passed __weak = 1;
 
+/* Emits struct mesh_event into the object's BTF (a ring buffer has no value type), so that its
+ * layout can be checked against src/datapath/layout.ts. Never read. */
+const volatile struct mesh_event mesh_event_btf_anchor __weak;
+
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1

@@ -75,6 +75,8 @@ export interface Native {
   mapDelete(fd: number, key: Buffer): boolean;
   mapKeys(fd: number, keySize: number, limit: number): Buffer[];
   progTestRun(progFd: number, ctxIn: Buffer, ctxOutSize: number): { retval: number; ctxOut: Buffer };
+  probeProgType(progType: number): boolean;
+  probeHelper(progType: number, helperId: number): boolean;
   numPossibleCpus(): number;
   libbpfVersion(): string;
   netnsSocket(netnsPath: string, opts: NetnsSocketOptions): number;
@@ -91,6 +93,12 @@ export interface Native {
     BPF_SK_LOOKUP: number;
     BPF_LINK_TYPE_CGROUP: number;
     BPF_LINK_TYPE_NETNS: number;
+    BPF_PROG_TYPE_CGROUP_SOCK_ADDR: number;
+    BPF_PROG_TYPE_SOCK_OPS: number;
+    BPF_PROG_TYPE_SK_LOOKUP: number;
+    BPF_FUNC_get_netns_cookie: number;
+    BPF_FUNC_sk_assign: number;
+    BPF_FUNC_ringbuf_reserve: number;
     BPF_ANY: number;
     BPF_NOEXIST: number;
     BPF_EXIST: number;

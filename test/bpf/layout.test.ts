@@ -1,0 +1,42 @@
+// The structs shared with the eBPF programs: sizes and offsets in src/datapath/layout.ts must match
+// the compiled object's BTF (Cilium's alignchecker idea), so neither side can drift.
+import { execFileSync } from 'node:child_process';
+import test from 'ava';
+import { bpfObjectPath } from '../../src/datapath/index.ts';
+import { LAYOUT } from '../../src/datapath/layout.ts';
+
+interface BtfStruct {
+  size: number;
+  fields: Record<string, number>;
+}
+
+function structsFromBtf(objectPath: string): Map<string, BtfStruct> {
+  const raw = execFileSync('bpftool', ['btf', 'dump', 'file', objectPath, 'format', 'raw'], {
+    encoding: 'utf8',
+  });
+  const out = new Map<string, BtfStruct>();
+  let current: BtfStruct | undefined;
+  for (const line of raw.split('\n')) {
+    const head = /^\[\d+\] STRUCT '([^']+)' size=(\d+)/.exec(line);
+    if (head) {
+      current = { size: Number(head[2]), fields: {} };
+      out.set(head[1]!, current);
+      continue;
+    }
+    const member = /^\t'([^']+)' type_id=\d+ bits_offset=(\d+)/.exec(line);
+    if (member && current) current.fields[member[1]!] = Number(member[2]) / 8;
+    else if (!line.startsWith('\t')) current = undefined;
+  }
+  return out;
+}
+
+const btf = structsFromBtf(bpfObjectPath);
+
+for (const [name, want] of Object.entries(LAYOUT)) {
+  test(`${name} has the same size and offsets in C and TypeScript`, (t) => {
+    const got = btf.get(name);
+    t.truthy(got, `${name} is not in the object's BTF`);
+    t.is(got?.size, want.size);
+    t.deepEqual(got?.fields, want.fields);
+  });
+}
