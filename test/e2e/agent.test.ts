@@ -102,9 +102,9 @@ test('killing the agent leaves capture working; a restarted agent restores enrol
   const bad = await controlRequest(env.MESH_AGENT_SOCKET, {
     op: 'enrol',
     pod: { ...spec, uid: 'x', addresses: ['not-an-ip'] },
-  }).catch((e) => e);
-  t.is(bad.code, 'MESH_ERR_ENROL');
-  t.regex(bad.message, /'not-an-ip' is not an IP address/);
+  }).catch((e: Error & { code?: string }) => e);
+  t.is((bad as { code?: string }).code, 'MESH_ERR_ENROL');
+  t.regex((bad as Error).message, /'not-an-ip' is not an IP address/);
   const still = (await controlRequest(env.MESH_AGENT_SOCKET, { op: 'list' })) as EnrolledPod[];
   t.is(still.length, 1, 'a bad request changes nothing');
 });
