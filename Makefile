@@ -51,3 +51,11 @@ test: all
 
 clean:
 	rm -rf $(OUT) build
+
+# Benchmarks (not part of `make`): `npm run bench` builds what it needs.
+bench/.output/connect_bench: bench/connect_bench.c
+	@mkdir -p bench/.output
+	$(CC) -O2 -Wall -Werror -o $@ $<
+
+.PHONY: bench-tools
+bench-tools: all bench/.output/connect_bench

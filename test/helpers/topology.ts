@@ -27,22 +27,19 @@ export function uniquePrefix(): string {
 }
 
 /**
- * Creates a Topology for this test and registers a teardown that destroys it, unmounts and
- * removes the bpffs, then fails the test if anything with the prefix is left on the host.
+ * A Topology with its own cgroup parent and a private bpffs mount; `destroy()` removes all of it
+ * and reports what it could not. Tests use makeTopology; benchmarks use this directly.
  */
-export async function makeTopology(
-  t: ExecutionContext,
+export async function createScratch(
+  prefix: string,
   opts: Omit<TopologyOptions, 'prefix' | 'cgroupParent'> = {},
-): Promise<TestTopology> {
-  const prefix = uniquePrefix();
+): Promise<TestTopology & { destroy(): Promise<void> }> {
   const cgroupMount = findCgroup2Mount();
   const cgroupParent = join(cgroupMount, `mesh-test-${prefix}`);
   let topo: Topology | undefined;
   let bpffs: string | undefined;
   let mounted = false;
-
-  // Registered before anything exists, so a failure half-way through creation is cleaned too.
-  t.teardown(async () => {
+  const destroy = async () => {
     const errors: unknown[] = [];
     await topo?.destroy().catch((err) => errors.push(err));
     if (mounted && bpffs) {
@@ -52,16 +49,40 @@ export async function makeTopology(
       });
     }
     if (bpffs) await rmdir(bpffs).catch((err) => errors.push(err));
+    if (errors.length) throw new AggregateError(errors, `teardown of test topology ${prefix} failed`);
+  };
+  try {
+    bpffs = await mkdtemp(`/tmp/mesh-${prefix}-bpffs-`);
+    await run('mount', ['-t', 'bpf', 'bpf', bpffs]);
+    mounted = true;
+    topo = await Topology.create({ ...opts, prefix, cgroupParent });
+  } catch (err) {
+    await destroy().catch(() => {});
+    throw err;
+  }
+  return { topo, prefix, cgroupMount, cgroupParent, bpffs, destroy };
+}
+
+/**
+ * Creates a Topology for this test and registers a teardown that destroys it, unmounts and
+ * removes the bpffs, then fails the test if anything with the prefix is left on the host.
+ */
+export async function makeTopology(
+  t: ExecutionContext,
+  opts: Omit<TopologyOptions, 'prefix' | 'cgroupParent'> = {},
+): Promise<TestTopology> {
+  const prefix = uniquePrefix();
+  let scratch: Awaited<ReturnType<typeof createScratch>> | undefined;
+  // Registered before anything exists, so a failure half-way through creation is checked too.
+  t.teardown(async () => {
+    const errors: unknown[] = [];
+    await scratch?.destroy().catch((err) => errors.push(err));
     const leftovers = await assertNothingLeaked(prefix);
     if (leftovers.length) errors.push(new Error(`left on the host: ${leftovers.join('; ')}`));
     if (errors.length) throw new AggregateError(errors, `teardown of test topology ${prefix} failed`);
   });
-
-  bpffs = await mkdtemp(`/tmp/mesh-${prefix}-bpffs-`);
-  await run('mount', ['-t', 'bpf', 'bpf', bpffs]);
-  mounted = true;
-  topo = await Topology.create({ ...opts, prefix, cgroupParent });
-  return { topo, prefix, cgroupMount, cgroupParent, bpffs };
+  scratch = await createScratch(prefix, opts);
+  return scratch;
 }
 
 /** makeTopology, then `fn`; cleanup happens in the test's teardown. */

@@ -1,0 +1,162 @@
+// The cost of capture itself: connect() latency and rate from a pod, measured three ways in one
+// run, on the real kernel, in namespaces this benchmark makes:
+//   baseline   no programs attached anywhere; the pod connects to a listener on its own loopback
+//   bystander  programs attached, pod not enrolled (the hook runs and returns at the first lookup)
+//   captured   pod enrolled; it connects to another pod's IP and the hook rewrites the connect()
+//              to the same loopback listener, recording the original destination
+// All three end on the same loopback listener, so the difference is the datapath's cost alone.
+// Rounds alternate the order to spread noise; percentiles are over all samples of a scenario.
+//   npm run bench -- [--connects N] [--rounds R]
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Enrolment } from '../src/agent/index.ts';
+import { Datapath } from '../src/datapath/index.ts';
+import type { PodNet } from '../src/local/index.ts';
+import { createScratch, uniquePrefix } from '../test/helpers/topology.ts';
+
+const TOOL = fileURLToPath(new URL('.output/connect_bench', import.meta.url));
+const { values } = parseArgs({
+  options: { connects: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' } },
+});
+const CONNECTS = Number(values.connects);
+const ROUNDS = Number(values.rounds);
+
+interface Sample {
+  n: number;
+  failed: number;
+  seconds: number;
+  rate: number;
+  mean_us: number;
+  p50_us: number;
+  p90_us: number;
+  p99_us: number;
+  max_us: number;
+}
+
+type Scenario = 'baseline' | 'bystander' | 'captured';
+
+async function main(): Promise<void> {
+  const env = await createScratch(uniquePrefix().replace(/^mt/, 'mb'));
+  const { topo } = env;
+  let dp: Datapath | undefined;
+  try {
+    const node = await topo.addNode('a');
+    const [enrolled, plain, target] = await Promise.all([
+      topo.addPod(node, 'enr'),
+      topo.addPod(node, 'plain'),
+      topo.addPod(node, 'dst'),
+    ]);
+    for (const pod of [enrolled, plain]) await serve(topo, pod);
+    const samples: Record<Scenario, Sample[]> = { baseline: [], bystander: [], captured: [] };
+
+    // Baseline first, with nothing attached.
+    for (let r = 0; r < ROUNDS; r++) samples.baseline.push(await measure(topo, plain, '127.0.0.1'));
+
+    dp = await Datapath.open({ bpffsDir: env.bpffs, cgroupPath: env.cgroupParent, emitPassed: false });
+    const en = new Enrolment(dp);
+    en.enrol({ uid: enrolled.uid, netnsPath: enrolled.netnsPath, addresses: [enrolled.ip4] });
+    let events = 0;
+    const reader = dp.readEvents((e) => (events += e.length));
+    for (let r = 0; r < ROUNDS; r++) {
+      const order: Scenario[] = r % 2 ? ['captured', 'bystander'] : ['bystander', 'captured'];
+      for (const s of order) {
+        samples[s].push(
+          s === 'captured'
+            ? await measure(topo, enrolled, target.ip4, 8080)
+            : await measure(topo, plain, '127.0.0.1'),
+        );
+      }
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    reader.close();
+
+    const summary = summarize(samples);
+    const report = {
+      date: new Date().toISOString(),
+      kernel: (await import('node:os')).release(),
+      connectsPerRound: CONNECTS,
+      rounds: ROUNDS,
+      summary,
+      eventsDelivered: events,
+      eventsLost: String(dp.eventsLost()),
+      samples,
+    };
+    mkdirSync(new URL('results/', import.meta.url), { recursive: true });
+    const file = new URL(`results/capture-${report.date.replace(/[:.]/g, '-')}.json`, import.meta.url);
+    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+    print(summary, events, dp.eventsLost());
+    console.log(`\nfull results: ${fileURLToPath(file)}`);
+  } finally {
+    dp?.close();
+    Datapath.uninstall(env.bpffs);
+    await env.destroy();
+  }
+}
+
+async function serve(topo: Awaited<ReturnType<typeof createScratch>>['topo'], pod: PodNet): Promise<void> {
+  const child = topo.spawn(pod, TOOL, ['serve', '127.0.0.1', '15001'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await once(child.stdout!, 'data');
+}
+
+async function measure(
+  topo: Awaited<ReturnType<typeof createScratch>>['topo'],
+  pod: PodNet,
+  host: string,
+  port = 15001,
+): Promise<Sample> {
+  const r = await topo.exec(pod, TOOL, ['connect', host, String(port), String(CONNECTS)], {
+    timeoutMs: 120_000,
+  });
+  // Exit 1 means some connects failed; they are counted in the sample and reported.
+  if (r.code !== 0 && r.code !== 1)
+    throw new Error(`connect_bench in ${pod.netns} failed (${r.code}): ${r.stdout}${r.stderr}`);
+  return JSON.parse(r.stdout) as Sample;
+}
+
+function summarize(samples: Record<Scenario, Sample[]>) {
+  const agg = (xs: Sample[]) => {
+    const med = (f: (s: Sample) => number) => {
+      const v = xs.map(f).sort((a, b) => a - b);
+      return v[Math.floor(v.length / 2)] ?? Number.NaN;
+    };
+    return {
+      rate: med((s) => s.rate),
+      p50_us: med((s) => s.p50_us),
+      p99_us: med((s) => s.p99_us),
+      failed: xs.reduce((a, s) => a + s.failed, 0),
+    };
+  };
+  const base = agg(samples.baseline);
+  const out: Record<
+    string,
+    ReturnType<typeof agg> & { rate_ratio: number; p50_ratio: number; p99_ratio: number }
+  > = {};
+  for (const [name, xs] of Object.entries(samples)) {
+    const a = agg(xs);
+    out[name] = {
+      ...a,
+      rate_ratio: a.rate / base.rate,
+      p50_ratio: a.p50_us / base.p50_us,
+      p99_ratio: a.p99_us / base.p99_us,
+    };
+  }
+  return out;
+}
+
+function print(summary: ReturnType<typeof summarize>, events: number, lost: bigint): void {
+  console.log(`connect() from a pod, ${CONNECTS} per round × ${ROUNDS} rounds (median of rounds)\n`);
+  console.log('scenario    connects/s   ×base   p50 µs   ×base   p99 µs   ×base   failed');
+  for (const [name, s] of Object.entries(summary)) {
+    console.log(
+      `${name.padEnd(10)} ${s.rate.toFixed(0).padStart(11)} ${s.rate_ratio.toFixed(2).padStart(7)} ${s.p50_us.toFixed(1).padStart(8)} ${s.p50_ratio.toFixed(2).padStart(7)} ${s.p99_us.toFixed(1).padStart(8)} ${s.p99_ratio.toFixed(2).padStart(7)} ${String(s.failed).padStart(8)}`,
+    );
+  }
+  console.log(`\nring-buffer events delivered: ${events}, lost: ${lost}`);
+}
+
+await main();
