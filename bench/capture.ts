@@ -7,7 +7,6 @@
 // All three end on the same loopback listener, so the difference is the datapath's cost alone.
 // Rounds alternate the order to spread noise; percentiles are over all samples of a scenario.
 //   npm run bench -- [--connects N] [--rounds R]
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

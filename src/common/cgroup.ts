@@ -22,16 +22,9 @@ const PREFERRED_MOUNTS = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
  */
 export function findCgroup2Mount(mountinfo?: string): string {
   const text = mountinfo ?? readFileSync('/proc/self/mountinfo', 'utf8');
-  const mounts: string[] = [];
-  for (const line of text.split('\n')) {
-    // The optional fields before " - " vary in number; the filesystem type is the first
-    // field after the separator.
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const fstype = line.slice(sep + 3).split(' ')[0];
-    const mountPoint = line.slice(0, sep).split(' ')[4];
-    if (fstype === 'cgroup2' && mountPoint) mounts.push(unescapeMountField(mountPoint));
-  }
+  const mounts = parseMountinfo(text)
+    .filter((m) => m.fstype === 'cgroup2')
+    .map((m) => m.mountPoint);
   for (const preferred of PREFERRED_MOUNTS) {
     if (mounts.includes(preferred)) return preferred;
   }
@@ -41,6 +34,28 @@ export function findCgroup2Mount(mountinfo?: string): string {
       'with cgroup v2 (unified or hybrid mode; e.g. systemd.unified_cgroup_hierarchy=1 on the kernel ' +
       'command line, or `mount -t cgroup2 none /sys/fs/cgroup/unified`)',
   );
+}
+
+export interface Mount {
+  /** The path inside the filesystem that is mounted ("/" unless a bind mount or a cgroup namespace). */
+  root: string;
+  mountPoint: string;
+  fstype: string;
+}
+
+/** Parses /proc/PID/mountinfo (proc(5)): the filesystem type is the first field after " - ". */
+export function parseMountinfo(text: string): Mount[] {
+  const mounts: Mount[] = [];
+  for (const line of text.split('\n')) {
+    // The optional fields before " - " vary in number.
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const fields = line.slice(0, sep).split(' ');
+    const fstype = line.slice(sep + 3).split(' ')[0];
+    if (!fields[3] || !fields[4] || !fstype) continue;
+    mounts.push({ root: unescapeMountField(fields[3]), mountPoint: unescapeMountField(fields[4]), fstype });
+  }
+  return mounts;
 }
 
 /** Mount points in mountinfo escape space, tab, newline and backslash as \ooo octal. */

@@ -72,17 +72,17 @@ export async function makeTopology(
   opts: Omit<TopologyOptions, 'prefix' | 'cgroupParent'> = {},
 ): Promise<TestTopology> {
   const prefix = uniquePrefix();
-  let scratch: Awaited<ReturnType<typeof createScratch>> | undefined;
+  const holder: { scratch?: Awaited<ReturnType<typeof createScratch>> } = {};
   // Registered before anything exists, so a failure half-way through creation is checked too.
   t.teardown(async () => {
     const errors: unknown[] = [];
-    await scratch?.destroy().catch((err) => errors.push(err));
+    await holder.scratch?.destroy().catch((err) => errors.push(err));
     const leftovers = await assertNothingLeaked(prefix);
     if (leftovers.length) errors.push(new Error(`left on the host: ${leftovers.join('; ')}`));
     if (errors.length) throw new AggregateError(errors, `teardown of test topology ${prefix} failed`);
   });
-  scratch = await createScratch(prefix, opts);
-  return scratch;
+  holder.scratch = await createScratch(prefix, opts);
+  return holder.scratch;
 }
 
 /** makeTopology, then `fn`; cleanup happens in the test's teardown. */
