@@ -266,7 +266,7 @@ Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// progInfo(fd) -> {id, name, type, tag}
+// progInfo(fd) -> {id, name, type, tag, runTimeNs, runCount}
 Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bpf_prog_info pi{};
@@ -279,6 +279,9 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   char tag[BPF_TAG_SIZE * 2 + 1];
   for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(tag + 2 * i, 3, "%02x", pi.tag[i]);
   o.Set("tag", tag);
+  // Cumulative, and only counted while kernel.bpf_stats_enabled=1.
+  o.Set("runTimeNs", Napi::BigInt::New(env, static_cast<uint64_t>(pi.run_time_ns)));
+  o.Set("runCount", Napi::BigInt::New(env, static_cast<uint64_t>(pi.run_cnt)));
   return o;
 }
 

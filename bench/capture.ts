@@ -1,25 +1,36 @@
 // The cost of capture itself: connect() latency and rate from a pod, measured three ways in one
 // run, on the real kernel, in namespaces this benchmark makes:
-//   baseline   no programs attached anywhere; the pod connects to a listener on its own loopback
+//   baseline   the pod's process sits in a cgroup outside the attached subtree, so no program runs;
+//              it connects to a listener on its own loopback
 //   bystander  programs attached, pod not enrolled (the hook runs and returns at the first lookup)
 //   captured   pod enrolled; it connects to another pod's IP and the hook rewrites the connect()
 //              to the same loopback listener, recording the original destination
 // All three end on the same loopback listener, so the difference is the datapath's cost alone.
-// Rounds alternate the order to spread noise; percentiles are over all samples of a scenario.
-//   npm run bench -- [--connects N] [--rounds R]
+// Every round runs all three, in a rotating order, so drift in the machine hits each alike.
+//   npm run bench -- [--connects N] [--rounds R] [--prog-stats]
+// --prog-stats turns on kernel.bpf_stats_enabled for the run (restored after) and reports the
+// average time each program spends per invocation.
 import { once } from 'node:events';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Enrolment } from '../src/agent/index.ts';
-import { Datapath } from '../src/datapath/index.ts';
+import { Datapath, native } from '../src/datapath/index.ts';
 import type { PodNet } from '../src/local/index.ts';
 import { createScratch, uniquePrefix } from '../test/helpers/topology.ts';
 
+const execFileP = promisify(execFile);
 const TOOL = fileURLToPath(new URL('.output/connect_bench', import.meta.url));
 const { values } = parseArgs({
-  options: { connects: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' } },
+  options: {
+    connects: { type: 'string', default: '20000' },
+    rounds: { type: 'string', default: '3' },
+    'prog-stats': { type: 'boolean', default: false },
+  },
 });
+const STATS_SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
 const CONNECTS = Number(values.connects);
 const ROUNDS = Number(values.rounds);
 
@@ -41,6 +52,7 @@ async function main(): Promise<void> {
   const env = await createScratch(uniquePrefix().replace(/^mt/, 'mb'));
   const { topo } = env;
   let dp: Datapath | undefined;
+  const restore: (() => void)[] = [];
   try {
     const node = await topo.addNode('a');
     const [enrolled, plain, target] = await Promise.all([
@@ -51,27 +63,39 @@ async function main(): Promise<void> {
     for (const pod of [enrolled, plain]) await serve(topo, pod);
     const samples: Record<Scenario, Sample[]> = { baseline: [], bystander: [], captured: [] };
 
-    // Baseline first, with nothing attached.
-    for (let r = 0; r < ROUNDS; r++) samples.baseline.push(await measure(topo, plain, '127.0.0.1'));
-
+    const outside = `${env.cgroupParent}-base`;
+    mkdirSync(outside, { recursive: true });
+    restore.push(() => rmdirSync(outside));
     dp = await Datapath.open({ bpffsDir: env.bpffs, cgroupPath: env.cgroupParent, emitPassed: false });
+    const statsWas = values['prog-stats'] ? readFileSync(STATS_SYSCTL, 'utf8').trim() : undefined;
+    if (statsWas !== undefined) writeFileSync(STATS_SYSCTL, '1');
+    restore.push(() => statsWas !== undefined && writeFileSync(STATS_SYSCTL, statsWas));
     const en = new Enrolment(dp);
     en.enrol({ uid: enrolled.uid, netnsPath: enrolled.netnsPath, addresses: [enrolled.ip4] });
     let events = 0;
     const reader = dp.readEvents((e) => (events += e.length));
+    const run: Record<Scenario, () => Promise<Sample>> = {
+      baseline: () => measureOutside(plain, outside),
+      bystander: () => measure(topo, plain, '127.0.0.1'),
+      captured: () => measure(topo, enrolled, target.ip4, 8080),
+    };
+    const scenarios = Object.keys(run) as Scenario[];
     for (let r = 0; r < ROUNDS; r++) {
-      const order: Scenario[] = r % 2 ? ['captured', 'bystander'] : ['bystander', 'captured'];
-      for (const s of order) {
-        samples[s].push(
-          s === 'captured'
-            ? await measure(topo, enrolled, target.ip4, 8080)
-            : await measure(topo, plain, '127.0.0.1'),
-        );
+      for (let i = 0; i < scenarios.length; i++) {
+        const s = scenarios[(r + i) % scenarios.length]!;
+        samples[s].push(await run[s]());
       }
     }
     await new Promise((r) => setTimeout(r, 300));
     reader.close();
 
+    const progStats = Object.fromEntries(
+      (['mesh_connect4', 'mesh_sockops'] as const).map((name) => {
+        const info = native().progInfo(dp!.programFd(name));
+        const avg = info.runCount > 0n ? Number(info.runTimeNs) / Number(info.runCount) : Number.NaN;
+        return [name, { runs: String(info.runCount), avgNs: Math.round(avg) }];
+      }),
+    );
     const summary = summarize(samples);
     const report = {
       date: new Date().toISOString(),
@@ -81,14 +105,17 @@ async function main(): Promise<void> {
       summary,
       eventsDelivered: events,
       eventsLost: String(dp.eventsLost()),
+      ...(values['prog-stats'] ? { progStats } : {}),
       samples,
     };
     mkdirSync(new URL('results/', import.meta.url), { recursive: true });
     const file = new URL(`results/capture-${report.date.replace(/[:.]/g, '-')}.json`, import.meta.url);
     writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
     print(summary, events, dp.eventsLost());
+    if (values['prog-stats']) console.log('programs (avg ns per run, bystander + captured):', JSON.stringify(progStats));
     console.log(`\nfull results: ${fileURLToPath(file)}`);
   } finally {
+    for (const r of restore) r();
     dp?.close();
     Datapath.uninstall(env.bpffs);
     await env.destroy();
@@ -114,6 +141,17 @@ async function measure(
   // Exit 1 means some connects failed; they are counted in the sample and reported.
   if (r.code !== 0 && r.code !== 1)
     throw new Error(`connect_bench in ${pod.netns} failed (${r.code}): ${r.stdout}${r.stderr}`);
+  return JSON.parse(r.stdout) as Sample;
+}
+
+/** Like measure(), but with the client in `cgroup` instead of the pod's own cgroup. */
+async function measureOutside(pod: PodNet, cgroup: string): Promise<Sample> {
+  const enter = 'echo $$ > "$1" && shift && exec ip netns exec "$@"';
+  const args = ['-c', enter, 'sh', `${cgroup}/cgroup.procs`, pod.netns, TOOL, 'connect', '127.0.0.1', '15001', String(CONNECTS)];
+  const r = await execFileP('sh', args, { timeout: 120_000 }).catch((e: { stdout?: string; code?: number }) => {
+    if (e.code === 1 && e.stdout) return { stdout: e.stdout }; // some connects failed: counted
+    throw e;
+  });
   return JSON.parse(r.stdout) as Sample;
 }
 

@@ -51,8 +51,13 @@ static __always_inline int mesh_capture(struct bpf_sock_addr *ctx, __u16 family,
 		return 1;
 	}
 
-	struct mesh_orig_dst orig = { .addr = dst, .port = dport, .family = family, .pod_id = pod->pod_id };
-	bpf_map_update_elem(&mesh_pending, &cookie, &orig, BPF_ANY);
+	struct mesh_orig_dst *orig = bpf_sk_storage_get(&mesh_pending, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!orig)
+		return 1; /* out of memory: leave the connect alone rather than lose its destination */
+	orig->addr = dst;
+	orig->port = dport;
+	orig->family = family;
+	orig->pod_id = pod->pod_id;
 
 	if (v4) {
 		ctx->user_ip4 = bpf_htonl(0x7f000001);

@@ -69,12 +69,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mesh_socks SEC(".maps") __weak;
 
-/* Original destinations by client socket cookie, between connect() and the handshake.
- * Written by connect4/6; read and deleted by sockops. LRU: failed connects age out. */
+/* Original destination of a captured client socket, between connect() and the handshake: socket
+ * local storage, so it costs no hash update and is freed with the socket (a failed connect leaves
+ * nothing behind). Written by connect4/6; read and deleted by sockops. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct mesh_orig_dst);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mesh_pending SEC(".maps") __weak;
@@ -84,6 +85,8 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
+	/* Per-CPU LRU lists: updates on the connection path take no map-wide lock. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, struct mesh_orig_key);
 	__type(value, struct mesh_orig_dst);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* Original-destination handoff: re-key a captured connection's original destination from the
- * client socket's cookie (all connect() knows) to the tuple ztunnel's listener accepts. */
+/* Original-destination handoff: move a captured connection's original destination from the
+ * client socket's storage (all connect() has) to the tuple ztunnel's listener accepts. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -13,8 +13,10 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 {
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct mesh_orig_dst *orig = bpf_map_lookup_elem(&mesh_pending, &cookie);
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	struct mesh_orig_dst *orig = bpf_sk_storage_get(&mesh_pending, sk, 0, 0);
 	if (!orig)
 		return 1;
 
@@ -30,7 +32,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	key.port = (__u16)skops->local_port; /* host byte order in bpf_sock_ops */
 	struct mesh_orig_dst val = *orig;
 	bpf_map_update_elem(&mesh_orig_dst, &key, &val, BPF_ANY);
-	bpf_map_delete_elem(&mesh_pending, &cookie);
+	bpf_sk_storage_delete(&mesh_pending, sk);
 	return 1;
 }
 

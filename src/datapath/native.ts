@@ -61,7 +61,7 @@ export interface Native {
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   linkInfo(fd: number): NativeLinkInfo;
-  progInfo(fd: number): { id: number; name: string; type: number; tag: string };
+  progInfo(fd: number): { id: number; name: string; type: number; tag: string; runTimeNs: bigint; runCount: bigint };
   mapInfo(fd: number): {
     id: number;
     name: string;
