@@ -4,11 +4,16 @@
 // is made with `ip -n <one of ours>`, every cgroup under the parent we are given.
 //
 //   fabric  netns <prefix>-fabric        br0 ── f<N> ══╗
-//   node N  netns <prefix>-<node>                      eth0 10.250.0.(N+1)   cbr0 10.(100+N).0.1 ── v<k> ══╗
-//   pod     netns <prefix>-<node>-<pod>                                      eth0 10.(100+N).0.(2..) via .1
+//   node N  netns <prefix>-<node>                      eth0 10.250.0.(N+1)   v<k> 169.254.1.1, fe80::1 ══╗
+//   pod     netns <prefix>-<node>-<pod>                                      eth0 10.(100+N).0.(2..)/32
 //
-// Node N: fabric 10.250.0.(N+1) and fd00:250::(N+1); pods 10.(100+N).0.0/24 and fd00:(100+N)::/64,
-// gateway .1 / ::1, pods from .2 / ::2 (the IPv6 host part spells the IPv4 one's decimal digits).
+// Node N: fabric 10.250.0.(N+1) and fd00:250::(N+1); pods from 10.(100+N).0.0/24 and
+// fd00:(100+N)::/64 starting at .2 / ::2 (the IPv6 host part spells the IPv4 one's decimal digits).
+//
+// Pods are routed, not bridged (as Calico and Cilium do): each pod has a /32 (/128) and a default
+// route via the link-local gateway 169.254.1.1 (fe80::1), which every host veth carries; the node
+// has a /32 route per pod. All pod traffic, even between pods of one node, therefore crosses the
+// node's IP layer, where service DNAT and its reverse translation (conntrack) see both directions.
 
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -42,11 +47,9 @@ export interface NodeNet {
   readonly ip6?: string;
   readonly podCidr4: string;
   readonly podCidr6?: string;
-  /** The pods' default gateway: the address of `bridge`. */
+  /** The pods' default gateway: a link-local address on every host veth of the node. */
   readonly gateway4: string;
   readonly gateway6?: string;
-  /** The bridge in the node namespace that the pods' host veths join. */
-  readonly bridge: string;
 }
 
 /** A pod: a namespace whose only link is eth0, with its peer `hostVeth` in the node namespace. */
@@ -72,7 +75,8 @@ const MAX_NODES = 156; // 10.(100+N) must stay an octet
 const FIRST_POD_HOST = 2;
 const LAST_POD_HOST = 254;
 const FABRIC_BRIDGE = 'br0';
-const NODE_BRIDGE = 'cbr0';
+const GATEWAY4 = '169.254.1.1';
+const GATEWAY6 = 'fe80::1';
 // Addresses usable at once instead of after ~1s of duplicate address detection (RFC 4862 §5.4);
 // `nodad` covers the addresses we add, these cover the link-local ones the kernel adds.
 const NO_DAD = ['net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0'];
@@ -172,13 +176,12 @@ export class Topology {
       netnsPath: netnsPath(netns),
       ip4: `10.250.0.${index + 1}`,
       podCidr4: `10.${100 + index}.0.0/24`,
-      gateway4: `10.${100 + index}.0.1`,
-      bridge: NODE_BRIDGE,
+      gateway4: GATEWAY4,
       ...(this.ipv6
         ? {
             ip6: `fd00:250::${index + 1}`,
             podCidr6: `fd00:${100 + index}::/64`,
-            gateway6: `fd00:${100 + index}::1`,
+            gateway6: GATEWAY6,
           }
         : {}),
     };
@@ -203,17 +206,7 @@ export class Topology {
           'link set lo up',
           'link set eth0 up',
           `addr add ${net.ip4}/24 dev eth0`,
-          // A fixed MAC: a bridge otherwise takes its lowest port's MAC, which changes as pods come
-          // and go and leaves the pods' neighbour entries for their gateway stale.
-          `link add ${NODE_BRIDGE} address ${localMac(index)} type bridge`,
-          `link set ${NODE_BRIDGE} up`,
-          `addr add ${net.gateway4}/24 dev ${NODE_BRIDGE}`,
-          ...(this.ipv6
-            ? [
-                `addr add ${net.ip6}/64 dev eth0 nodad`,
-                `addr add ${net.gateway6}/64 dev ${NODE_BRIDGE} nodad`,
-              ]
-            : []),
+          ...(this.ipv6 ? [`addr add ${net.ip6}/64 dev eth0 nodad`] : []),
           ...others.flatMap((other) => this.#routesTo(other)),
         ],
         netns,
@@ -233,7 +226,7 @@ export class Topology {
     return this.ipv6 ? [v4, `route replace ${node.podCidr6} via ${node.ip6}`] : [v4];
   }
 
-  /** Adds a pod namespace on `node`, with a veth into the node's bridge and a cgroup `pod<uid>`. */
+  /** Adds a pod namespace on `node`, with a routed veth into the node and a cgroup `pod<uid>`. */
   addPod(node: NodeNet, name: string, opts: { uid?: string } = {}): Promise<PodNet> {
     this.#assertOpen();
     // destroy() waits for pods under construction, so it sees every namespace they create.
@@ -285,7 +278,12 @@ export class Topology {
       await ipBatch(
         [
           `link add ${pod.hostVeth} type veth peer name eth0 netns ${netns}`,
-          `link set ${pod.hostVeth} master ${NODE_BRIDGE} up`,
+          `link set ${pod.hostVeth} up`,
+          `addr add ${GATEWAY4}/32 dev ${pod.hostVeth}`,
+          `route add ${pod.ip4}/32 dev ${pod.hostVeth}`,
+          ...(this.ipv6
+            ? [`addr add ${GATEWAY6}/64 dev ${pod.hostVeth} nodad`, `route add ${pod.ip6}/128 dev ${pod.hostVeth}`]
+            : []),
         ],
         node.netns,
       );
@@ -293,10 +291,11 @@ export class Topology {
         [
           'link set lo up',
           'link set eth0 up',
-          `addr add ${pod.ip4}/24 dev eth0`,
-          `route add default via ${node.gateway4}`,
+          `addr add ${pod.ip4}/32 dev eth0`,
+          `route add ${GATEWAY4} dev eth0 scope link`,
+          `route add default via ${GATEWAY4} dev eth0`,
           ...(this.ipv6
-            ? [`addr add ${pod.ip6}/64 dev eth0 nodad`, `route add ::/0 via ${node.gateway6}`]
+            ? [`addr add ${pod.ip6}/128 dev eth0 nodad`, `route add ::/0 via ${GATEWAY6} dev eth0`]
             : []),
         ],
         netns,
@@ -404,11 +403,6 @@ export class Topology {
 function firstFree(inUse: Set<number>): number | undefined {
   for (let host = FIRST_POD_HOST; host <= LAST_POD_HOST; host++) if (!inUse.has(host)) return host;
   return undefined;
-}
-
-/** A locally administered unicast MAC (IEEE 802: bit 1 of the first octet set, bit 0 clear). */
-function localMac(index: number): string {
-  return ['02', 'fe', '00', '00', index.toString(16).padStart(2, '0'), '01'].join(':');
 }
 
 function checkName(kind: string, name: string): void {
