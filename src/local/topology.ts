@@ -98,7 +98,7 @@ export class Topology {
   readonly #createdCgroupDirs: string[];
   readonly #nodes = new Map<string, NodeState>();
   readonly #pods = new Map<string, PodNet>();
-  readonly #children = new Map<ChildProcess, PodNet>();
+  readonly #children = new Map<ChildProcess, PodNet | NodeNet>();
   readonly #inFlight = new Set<Promise<unknown>>();
   #nodeQueue: Promise<unknown> = Promise.resolve();
   #nextNodeIndex = 0;
@@ -341,6 +341,22 @@ export class Topology {
     const procs = join(pod.cgroup, 'cgroup.procs');
     const child = spawn('sh', ['-c', ENTER_POD, 'sh', procs, pod.netns, cmd, ...args], opts);
     this.#children.set(child, pod);
+    const forget = () => this.#children.delete(child);
+    child.once('exit', forget);
+    child.once('error', forget);
+    return child;
+  }
+
+  /**
+   * Starts `cmd` in a node's network namespace (a hostNetwork pod, e.g. the mesh's node agent), in
+   * `cgroup`, which must lie under this topology's cgroup parent. Stopped by destroy().
+   */
+  spawnInNode(node: NodeNet, cgroup: string, cmd: string, args: readonly string[], opts: SpawnOptions = {}): ChildProcess {
+    this.#assertOpen();
+    if (this.#nodes.get(node.name)?.net !== node) throw new TopologyError(`node ${node.name} is not part of topology ${this.prefix}`);
+    if (!cgroup.startsWith(`${this.cgroupParent}/`)) throw new TypeError(`cgroup ${cgroup} is not under ${this.cgroupParent}`);
+    const child = spawn('sh', ['-c', ENTER_POD, 'sh', join(cgroup, 'cgroup.procs'), node.netns, cmd, ...args], opts);
+    this.#children.set(child, node);
     const forget = () => this.#children.delete(child);
     child.once('exit', forget);
     child.once('error', forget);

@@ -1,0 +1,157 @@
+// One container of a local-cluster pod: its command run as a process in the pod's netns and
+// cgroup, its output appended to a log file, restarted per the pod's restartPolicy with a capped
+// exponential backoff (kubelet: 10 s doubling to 5 min; ours is shorter, for a dev loop).
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { constants } from 'node:os';
+import { logger } from '../../common/log.ts';
+
+const log = logger('kubelet');
+
+const BACKOFF_START_MS = 1000;
+const BACKOFF_MAX_MS = 30_000;
+// A container that ran this long before exiting starts over at the shortest backoff.
+const BACKOFF_RESET_MS = 60_000;
+const STOP_GRACE_MS = 5000;
+
+export type RestartPolicy = 'Always' | 'OnFailure' | 'Never';
+
+export interface ContainerState {
+  name: string;
+  state:
+    | { waiting: { reason: string; message?: string } }
+    | { running: { startedAt: string } }
+    | { terminated: { exitCode: number; signal?: number; reason: string; startedAt: string; finishedAt: string } };
+  lastState: ContainerState['state'] | Record<string, never>;
+  ready: boolean;
+  restartCount: number;
+  started: boolean;
+}
+
+/** Starts the container's process; the runtime decides where (pod netns or node netns). */
+export type Launch = (cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; logFd: number }) => ChildProcess;
+
+export class Container {
+  readonly name: string;
+  private readonly command: string[];
+  private readonly env: NodeJS.ProcessEnv;
+  private readonly cwd: string | undefined;
+  private readonly logPath: string;
+  private readonly policy: RestartPolicy;
+  private readonly launch: Launch;
+  private readonly onChange: () => void;
+  private child: ChildProcess | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private backoff = BACKOFF_START_MS;
+  private stopping = false;
+  private startedAt = '';
+  st: ContainerState;
+
+  constructor(opts: {
+    name: string;
+    command: string[];
+    env: NodeJS.ProcessEnv;
+    cwd?: string;
+    logPath: string;
+    policy: RestartPolicy;
+    launch: Launch;
+    onChange: () => void;
+  }) {
+    this.name = opts.name;
+    this.command = opts.command;
+    this.env = opts.env;
+    this.cwd = opts.cwd;
+    this.logPath = opts.logPath;
+    this.policy = opts.policy;
+    this.launch = opts.launch;
+    this.onChange = opts.onChange;
+    this.st = { name: opts.name, state: { waiting: { reason: 'ContainerCreating' } }, lastState: {}, ready: false, restartCount: 0, started: false };
+  }
+
+  get running(): boolean {
+    return this.child !== undefined;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  start(): void {
+    if (this.stopping || this.child) return;
+    const [cmd, ...args] = this.command;
+    if (!cmd) return;
+    const logFd = openSync(this.logPath, 'a');
+    let child: ChildProcess;
+    try {
+      child = this.launch(cmd, args, { env: this.env, ...(this.cwd ? { cwd: this.cwd } : {}), logFd });
+    } finally {
+      closeSync(logFd); // the child holds its own copy
+    }
+    this.child = child;
+    this.startedAt = new Date().toISOString();
+    this.st = { ...this.st, state: { running: { startedAt: this.startedAt } }, started: true };
+    const began = Date.now();
+    child.once('error', (err) => {
+      log.warn({ container: this.name, err: err.message }, 'container failed to start');
+    });
+    child.once('exit', (code, signal) => {
+      this.child = undefined;
+      const exitCode = code ?? 128 + signalNumber(signal);
+      const terminated = {
+        terminated: {
+          exitCode,
+          reason: exitCode === 0 ? 'Completed' : signal ? 'Killed' : 'Error',
+          startedAt: this.startedAt,
+          finishedAt: new Date().toISOString(),
+        },
+      };
+      if (this.stopping) {
+        this.st = { ...this.st, state: terminated, ready: false };
+        this.onChange();
+        return;
+      }
+      const restart = this.policy === 'Always' || (this.policy === 'OnFailure' && exitCode !== 0);
+      if (Date.now() - began > BACKOFF_RESET_MS) this.backoff = BACKOFF_START_MS;
+      if (restart) {
+        this.st = {
+          ...this.st,
+          lastState: terminated,
+          state: { waiting: { reason: 'CrashLoopBackOff', message: `back-off ${this.backoff / 1000}s restarting failed container=${this.name}` } },
+          ready: false,
+        };
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          this.st = { ...this.st, restartCount: this.st.restartCount + 1 };
+          this.start();
+          this.onChange();
+        }, this.backoff);
+        this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
+      } else {
+        this.st = { ...this.st, state: terminated, ready: false };
+      }
+      this.onChange();
+    });
+  }
+
+  /** Marks the container as unable to start (e.g. no command) without running anything. */
+  fail(reason: string, message: string): void {
+    this.st = { ...this.st, state: { waiting: { reason, message } } };
+  }
+
+  /** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */
+  async stop(graceMs = STOP_GRACE_MS): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    const child = this.child;
+    if (!child) return;
+    const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await gone;
+    clearTimeout(timer);
+  }
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  return signal ? (constants.signals[signal] ?? 0) : 0;
+}

@@ -1,0 +1,318 @@
+// A small kubelet for one node of the local cluster. It registers its Node, runs the pods bound to
+// it — each a network namespace with a routed veth, a cgroup named as kubelet's cgroupfs driver
+// names it (pod<uid>), and its containers' commands as processes — and writes their status back.
+// Images are ignored: a container runs its `command` + `args` on this host.
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { logger } from '../../common/log.ts';
+import { removeCgroup } from '../host.ts';
+import type { NodeNet, PodNet, Topology } from '../topology.ts';
+import { Container, type RestartPolicy } from './containers.ts';
+import type { HostsWriter } from './dns.ts';
+import { runProbe } from './probes.ts';
+
+const log = logger('kubelet');
+const HEARTBEAT_MS = 10_000;
+const STATUS_DEBOUNCE_MS = 50;
+
+interface PodRuntime {
+  uid: string;
+  key: string;
+  pod: k8s.V1Pod;
+  net: PodNet | undefined; // undefined for hostNetwork pods
+  cgroup: string;
+  podIP: string;
+  containers: Container[];
+  ready: Map<string, boolean>;
+  probeTimers: NodeJS.Timeout[];
+  statusTimer: NodeJS.Timeout | undefined;
+  startTime: string;
+  stopped: boolean;
+}
+
+export interface KubeletOptions {
+  kc: k8s.KubeConfig;
+  topology: Topology;
+  node: NodeNet;
+  logDir: string;
+  hosts: HostsWriter;
+}
+
+/** The netns-name part for a pod: `<namespace>-<name>`, shortened with a hash when too long. */
+export function sandboxName(namespace: string, name: string): string {
+  const full = `${namespace}-${name}`;
+  if (full.length <= 32) return full;
+  const hash = createHash('sha256').update(full).digest('hex').slice(0, 8);
+  return `${full.slice(0, 23).replace(/-+$/, '')}-${hash}`;
+}
+
+export function containerLogPath(logDir: string, namespace: string, pod: string, container: string): string {
+  return join(logDir, `${namespace}_${pod}_${container}.log`);
+}
+
+export class Kubelet {
+  readonly node: NodeNet;
+  private readonly opts: KubeletOptions;
+  private readonly core: k8s.CoreV1Api;
+  private readonly pods = new Map<string, PodRuntime>();
+  private readonly pending = new Map<string, Promise<void>>();
+  private heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(opts: KubeletOptions) {
+    this.opts = opts;
+    this.node = opts.node;
+    this.core = opts.kc.makeApiClient(k8s.CoreV1Api);
+    mkdirSync(opts.logDir, { recursive: true });
+  }
+
+  /** Registers (or re-registers) the Node object and keeps its Ready condition fresh. */
+  async start(): Promise<void> {
+    const n = this.node;
+    const body: k8s.V1Node = {
+      metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
+      spec: { podCIDR: n.podCidr4, podCIDRs: [n.podCidr4, ...(n.podCidr6 ? [n.podCidr6] : [])] },
+    };
+    await this.core.createNode({ body }).catch(async (e: { code?: number }) => {
+      if (e.code !== 409) throw e;
+    });
+    await this.writeNodeStatus();
+    this.heartbeat = setInterval(() => {
+      this.writeNodeStatus().catch((e: Error) => log.warn({ node: n.name, err: e.message }, 'node heartbeat failed'));
+    }, HEARTBEAT_MS);
+  }
+
+  private async writeNodeStatus(): Promise<void> {
+    const now = new Date().toISOString();
+    const n = this.node;
+    const status: k8s.V1NodeStatus = {
+      addresses: [
+        { type: 'InternalIP', address: n.ip4 },
+        ...(n.ip6 ? [{ type: 'InternalIP', address: n.ip6 }] : []),
+        { type: 'Hostname', address: n.name },
+      ],
+      conditions: [
+        { type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'local cluster kubelet is posting ready status', lastHeartbeatTime: now as unknown as Date, lastTransitionTime: now as unknown as Date },
+      ],
+      nodeInfo: {
+        kubeletVersion: 'v1.32.0-mesh-local',
+        kubeProxyVersion: 'v1.32.0-mesh-local',
+        architecture: process.arch === 'x64' ? 'amd64' : process.arch,
+        operatingSystem: 'linux',
+        containerRuntimeVersion: 'mesh-local://processes',
+        kernelVersion: (await import('node:os')).release(),
+        osImage: 'host',
+        machineID: '',
+        systemUUID: '',
+        bootID: '',
+      },
+    };
+    await this.core.patchNodeStatus({ name: n.name, body: { status } }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch));
+  }
+
+  /** Called for every change of a pod bound to this node (or its deletion). Serialized per pod. */
+  podChanged(pod: k8s.V1Pod, deleted: boolean): void {
+    const uid = pod.metadata?.uid;
+    if (!uid) return;
+    const prev = this.pending.get(uid) ?? Promise.resolve();
+    const next = prev
+      .then(() => (deleted || pod.metadata?.deletionTimestamp ? this.teardown(uid) : this.sync(pod)))
+      .catch((e: Error) => log.error({ pod: `${pod.metadata?.namespace}/${pod.metadata?.name}`, err: e.message }, 'pod sync failed'));
+    this.pending.set(uid, next);
+    void next.then(() => {
+      if (this.pending.get(uid) === next) this.pending.delete(uid);
+    });
+  }
+
+  /** The running pods, for status and logs. */
+  runtimes(): { key: string; uid: string; podIP: string; netns: string | undefined; cgroup: string; pids: number[] }[] {
+    return [...this.pods.values()].map((r) => ({
+      key: r.key,
+      uid: r.uid,
+      podIP: r.podIP,
+      netns: r.net?.netns,
+      cgroup: r.cgroup,
+      pids: r.containers.flatMap((c) => (c.pid ? [c.pid] : [])),
+    }));
+  }
+
+  private async sync(pod: k8s.V1Pod): Promise<void> {
+    const uid = pod.metadata!.uid!;
+    const existing = this.pods.get(uid);
+    if (existing) {
+      existing.pod = pod;
+      return;
+    }
+    const ns = pod.metadata!.namespace ?? 'default';
+    const name = pod.metadata!.name!;
+    const hostNetwork = pod.spec?.hostNetwork === true;
+    let net: PodNet | undefined;
+    let cgroup: string;
+    if (hostNetwork) {
+      cgroup = join(this.opts.topology.cgroupParent, `pod${uid}`);
+      mkdirSync(cgroup, { recursive: true });
+    } else {
+      net = await this.opts.topology.addPod(this.node, sandboxName(ns, name), { uid });
+      cgroup = net.cgroup;
+      this.opts.hosts.addPod(net.netns, { ip: net.ip4, hostname: name, namespace: ns });
+    }
+    const rt: PodRuntime = {
+      uid,
+      key: `${ns}/${name}`,
+      pod,
+      net,
+      cgroup,
+      podIP: net?.ip4 ?? this.node.ip4,
+      containers: [],
+      ready: new Map(),
+      probeTimers: [],
+      statusTimer: undefined,
+      startTime: new Date().toISOString(),
+      stopped: false,
+    };
+    this.pods.set(uid, rt);
+    const policy = (pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
+    for (const c of pod.spec?.containers ?? []) {
+      const container = new Container({
+        name: c.name,
+        command: [...(c.command ?? []), ...(c.args ?? [])],
+        env: this.containerEnv(rt, c),
+        ...(c.workingDir ? { cwd: c.workingDir } : {}),
+        logPath: containerLogPath(this.opts.logDir, ns, name, c.name),
+        policy,
+        launch: (cmd, args, o) => {
+          const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: ['ignore', o.logFd, o.logFd] as ('ignore' | number)[] };
+          return net
+            ? this.opts.topology.spawn(net, cmd, args, spawnOpts)
+            : this.opts.topology.spawnInNode(this.node, cgroup, cmd, args, spawnOpts);
+        },
+        onChange: () => this.scheduleStatus(rt),
+      });
+      rt.containers.push(container);
+      if (!c.command?.length) {
+        container.fail(
+          'CreateContainerConfigError',
+          'the local cluster runs each container\'s command on this host and ignores images: set spec.containers[].command',
+        );
+        continue;
+      }
+      container.start();
+      this.startProbe(rt, c);
+    }
+    log.info({ pod: rt.key, podIP: rt.podIP, netns: net?.netns ?? '(host network)' }, 'pod started');
+    this.scheduleStatus(rt);
+  }
+
+  private containerEnv(rt: PodRuntime, c: k8s.V1Container): NodeJS.ProcessEnv {
+    const pod = rt.pod;
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOSTNAME: pod.metadata!.name, HOME: '/root' };
+    const field = (path: string): string | undefined =>
+      ({
+        'metadata.name': pod.metadata?.name,
+        'metadata.namespace': pod.metadata?.namespace,
+        'metadata.uid': pod.metadata?.uid,
+        'spec.nodeName': pod.spec?.nodeName,
+        'spec.serviceAccountName': pod.spec?.serviceAccountName ?? 'default',
+        'status.podIP': rt.podIP,
+        'status.hostIP': this.node.ip4,
+      })[path];
+    for (const e of c.env ?? []) {
+      const v = e.value ?? (e.valueFrom?.fieldRef ? field(e.valueFrom.fieldRef.fieldPath) : undefined);
+      if (v !== undefined) env[e.name] = v.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, k: string) => env[k] ?? m);
+    }
+    return env;
+  }
+
+  private startProbe(rt: PodRuntime, c: k8s.V1Container): void {
+    const probe = c.readinessProbe;
+    if (!probe) return;
+    const namedPorts = new Map((c.ports ?? []).filter((p) => p.name).map((p) => [p.name!, p.containerPort]));
+    const tick = async () => {
+      if (rt.stopped) return;
+      const container = rt.containers.find((x) => x.name === c.name);
+      const result = container?.running
+        ? await runProbe(probe, { nodeNetnsPath: this.node.netnsPath, podIP: rt.podIP, namedPorts })
+        : { ok: false };
+      if (rt.ready.get(c.name) !== result.ok) {
+        rt.ready.set(c.name, result.ok);
+        this.scheduleStatus(rt);
+      }
+    };
+    const first = setTimeout(() => {
+      void tick();
+      rt.probeTimers.push(setInterval(() => void tick(), (probe.periodSeconds ?? 10) * 1000));
+    }, (probe.initialDelaySeconds ?? 0) * 1000);
+    rt.probeTimers.push(first);
+  }
+
+  private scheduleStatus(rt: PodRuntime): void {
+    if (rt.statusTimer || rt.stopped) return;
+    rt.statusTimer = setTimeout(() => {
+      rt.statusTimer = undefined;
+      this.writePodStatus(rt).catch((e: { code?: number; message?: string }) => {
+        if (e.code !== 404) log.warn({ pod: rt.key, err: e.message }, 'writing pod status failed');
+      });
+    }, STATUS_DEBOUNCE_MS);
+  }
+
+  private async writePodStatus(rt: PodRuntime): Promise<void> {
+    if (rt.stopped) return;
+    const specs = rt.pod.spec?.containers ?? [];
+    const statuses = rt.containers.map((c) => {
+      const spec = specs.find((s) => s.name === c.name);
+      const running = 'running' in c.st.state;
+      const ready = running && (spec?.readinessProbe ? rt.ready.get(c.name) === true : true);
+      return { ...c.st, ready, image: spec?.image ?? '', imageID: '', containerID: c.pid ? `process://${c.pid}` : '' };
+    });
+    const allReady = statuses.length > 0 && statuses.every((s) => s.ready);
+    const terminated = statuses.filter((s) => 'terminated' in s.state);
+    let phase = 'Pending';
+    if (statuses.some((s) => 'running' in s.state || s.restartCount > 0)) phase = 'Running';
+    if (statuses.length > 0 && terminated.length === statuses.length) {
+      phase = terminated.every((s) => 'terminated' in s.state && s.state.terminated.exitCode === 0) ? 'Succeeded' : 'Failed';
+    }
+    const now = new Date().toISOString();
+    const cond = (type: string, ok: boolean) => ({ type, status: ok ? 'True' : 'False', lastTransitionTime: now, lastProbeTime: null });
+    const status = {
+      phase,
+      hostIP: this.node.ip4,
+      hostIPs: [{ ip: this.node.ip4 }],
+      podIP: rt.podIP,
+      podIPs: [{ ip: rt.podIP }, ...(rt.net?.ip6 ? [{ ip: rt.net.ip6 }] : [])],
+      startTime: rt.startTime,
+      conditions: [cond('PodScheduled', true), cond('Initialized', true), cond('ContainersReady', allReady), cond('Ready', allReady)],
+      containerStatuses: statuses,
+    };
+    const { namespace, name } = rt.pod.metadata!;
+    await this.core.patchNamespacedPodStatus(
+      { name: name!, namespace: namespace!, body: { status } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
+  }
+
+  private async teardown(uid: string): Promise<void> {
+    const rt = this.pods.get(uid);
+    if (!rt) return;
+    rt.stopped = true;
+    for (const t of rt.probeTimers) clearTimeout(t);
+    if (rt.statusTimer) clearTimeout(rt.statusTimer);
+    const grace = (rt.pod.spec?.terminationGracePeriodSeconds ?? 5) * 1000;
+    await Promise.all(rt.containers.map((c) => c.stop(Math.min(grace, 30_000))));
+    if (rt.net) {
+      this.opts.hosts.removePod(rt.net.netns);
+      await this.opts.topology.removePod(rt.net);
+    } else {
+      await removeCgroup(rt.cgroup);
+    }
+    this.pods.delete(uid);
+    log.info({ pod: rt.key }, 'pod stopped');
+  }
+
+  /** Stops every pod of this node (the cluster is going down). */
+  async stop(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await Promise.allSettled([...this.pending.values()]);
+    await Promise.all([...this.pods.keys()].map((uid) => this.teardown(uid).catch(() => {})));
+  }
+}

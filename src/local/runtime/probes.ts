@@ -1,0 +1,68 @@
+// Readiness probes, made as kubelet makes them: from the node's network namespace, so they arrive
+// at the pod from the node's address (which the mesh must let through even under STRICT mTLS).
+import http from 'node:http';
+import net from 'node:net';
+import type { V1Probe } from '@kubernetes/client-node';
+import { socketInNetns } from '../../datapath/index.ts';
+
+export interface ProbeTarget {
+  /** The node's netns, where the probe's socket is made. */
+  nodeNetnsPath: string;
+  podIP: string;
+  /** Named container ports, to resolve `port: http`. */
+  namedPorts: Map<string, number>;
+}
+
+function portOf(p: number | string | undefined, t: ProbeTarget): number | undefined {
+  if (typeof p === 'number') return p;
+  if (p === undefined) return undefined;
+  return /^\d+$/.test(p) ? Number(p) : t.namedPorts.get(p);
+}
+
+function connectFromNode(t: ProbeTarget, port: number, timeoutMs: number): net.Socket {
+  const fd = socketInNetns(t.nodeNetnsPath, { family: net.isIPv6(t.podIP) ? 6 : 4 });
+  const sock = new net.Socket({ fd, readable: true, writable: true });
+  sock.setTimeout(timeoutMs, () => sock.destroy(new Error(`probe timed out after ${timeoutMs} ms`)));
+  sock.connect({ host: t.podIP, port });
+  return sock;
+}
+
+/** Runs one probe; resolves true on success. Exec probes are not supported (reported as failing). */
+export async function runProbe(probe: V1Probe, t: ProbeTarget): Promise<{ ok: boolean; message?: string }> {
+  const timeoutMs = (probe.timeoutSeconds ?? 1) * 1000;
+  if (probe.tcpSocket) {
+    const port = portOf(probe.tcpSocket.port as number | string, t);
+    if (!port) return { ok: false, message: `tcpSocket port ${probe.tcpSocket.port} is not a container port` };
+    return new Promise((resolve) => {
+      const s = connectFromNode(t, port, timeoutMs);
+      s.once('connect', () => {
+        s.destroy();
+        resolve({ ok: true });
+      });
+      s.once('error', (e) => resolve({ ok: false, message: e.message }));
+    });
+  }
+  if (probe.httpGet) {
+    const port = portOf(probe.httpGet.port as number | string, t);
+    if (!port) return { ok: false, message: `httpGet port ${probe.httpGet.port} is not a container port` };
+    return new Promise((resolve) => {
+      const req = http.get(
+        {
+          host: t.podIP,
+          port,
+          path: probe.httpGet!.path ?? '/',
+          headers: Object.fromEntries((probe.httpGet!.httpHeaders ?? []).map((h) => [h.name, h.value])),
+          createConnection: () => connectFromNode(t, port, timeoutMs),
+          agent: false,
+        },
+        (res) => {
+          res.resume();
+          const code = res.statusCode ?? 0;
+          resolve(code >= 200 && code < 400 ? { ok: true } : { ok: false, message: `HTTP probe failed with statuscode: ${code}` });
+        },
+      );
+      req.once('error', (e) => resolve({ ok: false, message: e.message }));
+    });
+  }
+  return { ok: false, message: 'only tcpSocket and httpGet probes are supported by the local cluster' };
+}
