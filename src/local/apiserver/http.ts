@@ -1,0 +1,276 @@
+// The HTTP face: authentication, routing of Kubernetes API paths, content negotiation (JSON,
+// Table, PartialObjectMetadata), body parsing, and metav1.Status errors.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import * as yaml from 'js-yaml';
+import { logger } from '../../common/log.ts';
+import { apiGroup, apiGroupList, apiVersions, openApiDocument, openApiRoot, versionInfo } from './discovery.ts';
+import { ApiError, BadRequestError, MethodNotAllowedError, NotFoundError, RequestTooLargeError, UnauthorizedError, UnsupportedMediaTypeError } from './errors.ts';
+import type { PatchType, Registry } from './registry.ts';
+import { type ResourceDef, apiResourceList, apiVersionOf, findResource, groupVersions } from './resources.ts';
+import { type Matcher, parseFieldSelector, parseLabelSelector } from './selectors.ts';
+import { type IncludeObject, toTable } from './tables.ts';
+import type { Tokens } from './tokens.ts';
+import type { JsonObject, KubeObject } from './types.ts';
+import { serveWatch, type WatchSettings } from './watch.ts';
+
+const log = logger('apiserver');
+const MAX_BODY = 3 * 1024 * 1024; // kube-apiserver's default request size limit
+
+export interface HandlerContext {
+  registry: Registry;
+  tokens: Tokens;
+  version: { major: number; minor: number };
+  watch: WatchSettings;
+  /** Longest watch when the client sets no timeoutSeconds (kube-apiserver: 30–60 min). */
+  maxWatchSeconds: number;
+  watches: Set<() => void>;
+}
+
+const PATCH_TYPES: Record<string, PatchType> = {
+  'application/merge-patch+json': 'merge',
+  'application/strategic-merge-patch+json': 'strategic',
+  'application/json-patch+json': 'json',
+  'application/apply-patch+yaml': 'apply',
+};
+
+interface Route {
+  def: ResourceDef;
+  namespace: string | undefined;
+  name: string | undefined;
+  subresource: string | undefined;
+}
+
+export function createHandler(ctx: HandlerContext): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    handle(ctx, req, res).catch((err: unknown) => {
+      const apiErr = err instanceof ApiError ? err : undefined;
+      if (!apiErr) log.error({ err, method: req.method, url: req.url }, 'request failed');
+      else log.debug({ method: req.method, url: req.url, code: apiErr.httpStatus, reason: apiErr.reason }, 'request rejected');
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const status = apiErr?.toStatus() ?? new ApiError(500, 'InternalError', `Internal error occurred: ${err instanceof Error ? err.message : String(err)}`).toStatus();
+      send(res, (status.code as number) ?? 500, status);
+    });
+  };
+}
+
+async function handle(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'https://apiserver');
+  const path = url.pathname.replace(/\/+$/, '') || '/';
+  const method = req.method ?? 'GET';
+
+  // Public endpoints (system:public-info-viewer on a real cluster).
+  if (method === 'GET' && path === '/version') return send(res, 200, versionInfo(ctx.version));
+  if (method === 'GET' && /^\/(healthz|livez|readyz)(\/.*)?$/.test(path)) {
+    res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
+    res.end('ok');
+    return;
+  }
+
+  const auth = req.headers.authorization;
+  const token = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
+  if (!token || !ctx.tokens.authenticate(token, ctx.registry.uidLookup)) throw new UnauthorizedError();
+
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  if (method === 'GET') {
+    if (path === '/api') return send(res, 200, apiVersions());
+    if (path === '/apis') return send(res, 200, apiGroupList());
+    if (path === '/api/v1') return send(res, 200, apiResourceList('', 'v1'));
+    if (parts[0] === 'apis' && parts.length === 2) {
+      const g = apiGroup(parts[1]!);
+      if (!g) throw new NotFoundError('', 'groups', parts[1]!);
+      return send(res, 200, g);
+    }
+    if (parts[0] === 'apis' && parts.length === 3 && groupVersions().some((gv) => gv.group === parts[1] && gv.version === parts[2])) {
+      return send(res, 200, apiResourceList(parts[1]!, parts[2]!));
+    }
+    if (path === '/openapi/v3') return send(res, 200, openApiRoot());
+    if (parts[0] === 'openapi' && parts[1] === 'v3') {
+      const gv = parts[2] === 'api' ? { group: '', version: parts[3] } : { group: parts[3], version: parts[4] };
+      if (groupVersions().some((x) => x.group === gv.group && x.version === gv.version) && parts.length === (gv.group ? 5 : 4)) {
+        return send(res, 200, openApiDocument(gv.group!, gv.version!));
+      }
+    }
+  }
+
+  const route = parseRoute(parts);
+  if (!route) throw new ApiError(404, 'NotFound', `the server could not find the requested resource (${method} ${path})`, {});
+  return serveResource(ctx, req, res, url, route, method);
+}
+
+/** /api/v1/… or /apis/{g}/{v}/…, then [namespaces/{ns}/]{resource}[/{name}[/{sub}]]. */
+function parseRoute(parts: string[]): Route | undefined {
+  let group: string;
+  let version: string;
+  let rest: string[];
+  if (parts[0] === 'api' && parts[1]) [group, version, rest] = ['', parts[1], parts.slice(2)];
+  else if (parts[0] === 'apis' && parts[1] && parts[2]) [group, version, rest] = [parts[1], parts[2], parts.slice(3)];
+  else return undefined;
+  if (rest[0] === 'namespaces' && rest.length >= 3) {
+    const def = findResource(group, version, rest[2]!);
+    if (def?.namespaced && rest.length <= 5) return { def, namespace: rest[1], name: rest[3], subresource: rest[4] };
+  }
+  const def = findResource(group, version, rest[0] ?? '');
+  if (!def || rest.length > 3) return undefined;
+  return { def, namespace: undefined, name: rest[1], subresource: rest[2] };
+}
+
+async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL, r: Route, method: string): Promise<void> {
+  const { def, name, subresource: sub } = r;
+  const ns = def.namespaced ? r.namespace : undefined;
+  const q = url.searchParams;
+  const dryRun = q.getAll('dryRun').includes('All');
+  const reg = ctx.registry;
+  if (sub && !def.subresources.includes(sub)) throw new ApiError(404, 'NotFound', `the server could not find the requested resource: ${def.plural}/${sub}`, {});
+  if (def.namespaced && name && ns === undefined) throw new ApiError(404, 'NotFound', `the server could not find the requested resource: ${def.plural} is namespaced; use /namespaces/{namespace}/${def.plural}/${name}`, {});
+
+  if (def.createOnly) {
+    if (method !== 'POST' || name) throw new MethodNotAllowedError(method, url.pathname);
+    return send(res, 201, reg.tokenReview(await readBody(req)));
+  }
+
+  if (!name) {
+    const match = selectors(q, def);
+    if (method === 'GET') {
+      if (q.get('watch') === 'true' || q.get('watch') === '1') return startWatch(ctx, req, res, def, ns, match ?? (() => true), q);
+      const list = reg.list(def, ns, { match, limit: Number(q.get('limit') ?? 0) || undefined, continueToken: q.get('continue') || undefined });
+      const meta: JsonObject = { resourceVersion: list.resourceVersion, ...(list.continueToken ? { continue: list.continueToken, remainingItemCount: list.remainingItemCount } : {}) };
+      const table = wantsTable(req, q);
+      if (table) return send(res, 200, toTable(def.kind, list.items, table, meta));
+      if (wantsPartial(req)) return send(res, 200, { kind: 'PartialObjectMetadataList', apiVersion: 'meta.k8s.io/v1', metadata: meta, items: list.items.map(partial) });
+      return send(res, 200, { kind: `${def.kind}List`, apiVersion: apiVersionOf(def), metadata: meta, items: list.items });
+    }
+    if (method === 'POST') {
+      if (def.namespaced && ns === undefined) throw new MethodNotAllowedError(method, url.pathname);
+      return send(res, 201, await reg.create(def, ns, await readBody(req), { dryRun }));
+    }
+    if (method === 'DELETE') {
+      const items = await reg.deleteCollection(def, ns, match, { dryRun });
+      return send(res, 200, { kind: `${def.kind}List`, apiVersion: apiVersionOf(def), metadata: { resourceVersion: String(reg.store.resourceVersion) }, items });
+    }
+    throw new MethodNotAllowedError(method, url.pathname);
+  }
+
+  if (sub === 'binding') {
+    if (method !== 'POST') throw new MethodNotAllowedError(method, url.pathname);
+    await reg.bind(ns!, name, await readBody(req));
+    return send(res, 201, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', code: 201 });
+  }
+  if (sub === 'token') {
+    if (method !== 'POST') throw new MethodNotAllowedError(method, url.pathname);
+    return send(res, 201, reg.tokenRequest(ns!, name, await readBody(req)));
+  }
+
+  const opts = { dryRun, ...(sub ? { subresource: sub } : {}) };
+  switch (method) {
+    case 'GET': {
+      const obj = reg.get(def, ns, name);
+      const table = wantsTable(req, q);
+      if (table) return send(res, 200, toTable(def.kind, [obj], table, { resourceVersion: obj.metadata.resourceVersion }));
+      if (wantsPartial(req)) return send(res, 200, partial(obj));
+      return send(res, 200, obj);
+    }
+    case 'PUT':
+      return send(res, 200, await reg.update(def, ns, name, await readBody(req), opts));
+    case 'PATCH': {
+      const type = PATCH_TYPES[mediaType(req)];
+      if (!type) throw new UnsupportedMediaTypeError(mediaType(req), Object.keys(PATCH_TYPES));
+      const body = await readBody(req, type === 'apply');
+      const { object, created } = await reg.patch(def, ns, name, type, body, opts);
+      return send(res, created ? 201 : 200, object);
+    }
+    case 'DELETE': {
+      if (sub) throw new MethodNotAllowedError(method, url.pathname);
+      const raw = await readBody(req).catch(() => undefined);
+      return send(res, 200, await reg.delete(def, ns, name, raw, { dryRun }));
+    }
+    default:
+      throw new MethodNotAllowedError(method, url.pathname);
+  }
+}
+
+function startWatch(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, def: ResourceDef, ns: string | undefined, match: Matcher, q: URLSearchParams): void {
+  const requested = Number(q.get('timeoutSeconds') ?? 0);
+  const timeoutSeconds = requested > 0 ? Math.min(requested, ctx.maxWatchSeconds) : ctx.maxWatchSeconds * (1 + Math.random()) * 0.5 + ctx.maxWatchSeconds * 0.5;
+  let ended = false;
+  let stop: (() => void) | undefined = undefined;
+  stop = serveWatch(
+    ctx.registry.store,
+    res,
+    { def, namespace: ns, match, resourceVersion: q.get('resourceVersion') ?? '', timeoutSeconds, bookmarks: q.get('allowWatchBookmarks') === 'true', table: wantsTable(req, q) },
+    ctx.watch,
+    () => {
+      ended = true;
+      if (stop) ctx.watches.delete(stop);
+    },
+  );
+  // A watch can end before serveWatch returns (410, or a client already too far behind).
+  if (!ended) ctx.watches.add(stop);
+}
+
+function selectors(q: URLSearchParams, def: ResourceDef): Matcher | undefined {
+  const ls = q.get('labelSelector');
+  const fs = q.get('fieldSelector');
+  const l = ls ? parseLabelSelector(ls) : undefined;
+  const f = fs ? parseFieldSelector(fs, def) : undefined;
+  if (!l && !f) return undefined;
+  return (o) => (!l || l(o)) && (!f || f(o));
+}
+
+/** Table when Accept asks for as=Table in meta.k8s.io (kubectl get's first choice). */
+function wantsTable(req: IncomingMessage, q: URLSearchParams): IncludeObject | undefined {
+  const accept = req.headers.accept ?? '';
+  if (!accept.split(',').some((a) => /;\s*as=Table/.test(a) && /;\s*g=meta\.k8s\.io/.test(a))) return undefined;
+  const inc = q.get('includeObject');
+  return inc === 'None' || inc === 'Object' ? inc : 'Metadata';
+}
+
+function wantsPartial(req: IncomingMessage): boolean {
+  const accept = (req.headers.accept ?? '').split(',')[0] ?? '';
+  return /;\s*as=PartialObjectMetadata/.test(accept);
+}
+
+const partial = (o: KubeObject): JsonObject => ({ kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: o.metadata });
+
+function mediaType(req: IncomingMessage): string {
+  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+/** Reads and parses the body: JSON, or YAML for application/yaml and apply patches. */
+async function readBody(req: IncomingMessage, yamlAllowed = false): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY) throw new RequestTooLargeError(MAX_BODY);
+    chunks.push(chunk as Buffer);
+  }
+  const type = mediaType(req);
+  if (type.includes('protobuf') || type === 'application/cbor') {
+    // kubectl's imperative generators (create namespace/configmap/secret) send protobuf.
+    throw new UnsupportedMediaTypeError(type, ['application/json', 'application/yaml', ...Object.keys(PATCH_TYPES)], 'this API server reads JSON and YAML only; write the object as a manifest and use `kubectl apply -f` or `kubectl create -f`');
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') return undefined;
+  if (yamlAllowed || type === 'application/yaml' || type === 'application/x-yaml') {
+    try {
+      return yaml.load(text);
+    } catch (err) {
+      throw new BadRequestError(`the request body is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new BadRequestError(`the request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function send(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-cache, private' });
+  res.end(text);
+}
+

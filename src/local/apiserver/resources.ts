@@ -1,0 +1,101 @@
+// The kinds this API server serves, with what discovery, routing and field selectors need to know.
+
+export interface ResourceDef {
+  group: string; // '' for the core group
+  version: string;
+  kind: string;
+  plural: string;
+  singular: string;
+  namespaced: boolean;
+  shortNames: string[];
+  /** Subresources served under {name}/{sub}; "status" also means the main resource ignores status. */
+  subresources: string[];
+  categories?: string[];
+  /** Field-selector keys beyond metadata.name and metadata.namespace (as the real kinds allow). */
+  fieldSelectors: string[];
+  /** Kinds that are only created (TokenReview): no storage, no list or watch. */
+  createOnly?: boolean;
+}
+
+const VERBS = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'];
+
+function def(d: Omit<ResourceDef, 'fieldSelectors' | 'shortNames' | 'subresources'> & Partial<ResourceDef>): ResourceDef {
+  return { shortNames: [], subresources: [], fieldSelectors: [], ...d };
+}
+
+export const RESOURCES: readonly ResourceDef[] = [
+  def({ group: '', version: 'v1', kind: 'Namespace', plural: 'namespaces', singular: 'namespace', namespaced: false, shortNames: ['ns'], subresources: ['status'], fieldSelectors: ['status.phase'] }),
+  def({
+    group: '', version: 'v1', kind: 'Pod', plural: 'pods', singular: 'pod', namespaced: true, shortNames: ['po'],
+    subresources: ['status', 'binding'], categories: ['all'],
+    fieldSelectors: ['spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName', 'spec.serviceAccountName', 'status.phase', 'status.podIP', 'status.nominatedNodeName'],
+  }),
+  def({ group: '', version: 'v1', kind: 'Service', plural: 'services', singular: 'service', namespaced: true, shortNames: ['svc'], subresources: ['status'], categories: ['all'], fieldSelectors: ['spec.clusterIP', 'spec.type'] }),
+  def({ group: '', version: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', singular: 'serviceaccount', namespaced: true, shortNames: ['sa'], subresources: ['token'] }),
+  def({ group: '', version: 'v1', kind: 'Node', plural: 'nodes', singular: 'node', namespaced: false, shortNames: ['no'], subresources: ['status'], fieldSelectors: ['spec.unschedulable'] }),
+  def({ group: '', version: 'v1', kind: 'ConfigMap', plural: 'configmaps', singular: 'configmap', namespaced: true, shortNames: ['cm'] }),
+  def({ group: '', version: 'v1', kind: 'Secret', plural: 'secrets', singular: 'secret', namespaced: true, fieldSelectors: ['type'] }),
+  def({
+    group: '', version: 'v1', kind: 'Event', plural: 'events', singular: 'event', namespaced: true, shortNames: ['ev'],
+    fieldSelectors: ['involvedObject.kind', 'involvedObject.namespace', 'involvedObject.name', 'involvedObject.uid', 'involvedObject.apiVersion', 'involvedObject.resourceVersion', 'involvedObject.fieldPath', 'reason', 'reportingComponent', 'source', 'type'],
+  }),
+  def({ group: 'discovery.k8s.io', version: 'v1', kind: 'EndpointSlice', plural: 'endpointslices', singular: 'endpointslice', namespaced: true, fieldSelectors: ['addressType'] }),
+  def({ group: 'gateway.networking.k8s.io', version: 'v1', kind: 'Gateway', plural: 'gateways', singular: 'gateway', namespaced: true, shortNames: ['gtw'], subresources: ['status'], categories: ['gateway-api'] }),
+  def({ group: 'gateway.networking.k8s.io', version: 'v1', kind: 'HTTPRoute', plural: 'httproutes', singular: 'httproute', namespaced: true, subresources: ['status'], categories: ['gateway-api'] }),
+  def({ group: 'security.mesh.io', version: 'v1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies', singular: 'authorizationpolicy', namespaced: true, shortNames: ['ap'], categories: ['mesh-io', 'mesh-io-security'] }),
+  def({ group: 'security.mesh.io', version: 'v1', kind: 'PeerAuthentication', plural: 'peerauthentications', singular: 'peerauthentication', namespaced: true, shortNames: ['pa'], categories: ['mesh-io', 'mesh-io-security'] }),
+  def({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', singular: 'tokenreview', namespaced: false, createOnly: true }),
+];
+
+export const apiVersionOf = (d: ResourceDef): string => (d.group ? `${d.group}/${d.version}` : d.version);
+
+/** "pods" or "authorizationpolicies.security.mesh.io": the key objects are stored under. */
+export const resourceKey = (d: ResourceDef): string => (d.group ? `${d.plural}.${d.group}` : d.plural);
+
+export function groupVersions(): { group: string; version: string }[] {
+  const seen = new Map<string, { group: string; version: string }>();
+  for (const d of RESOURCES) seen.set(`${d.group}/${d.version}`, { group: d.group, version: d.version });
+  return [...seen.values()];
+}
+
+export function findResource(group: string, version: string, plural: string): ResourceDef | undefined {
+  return RESOURCES.find((d) => d.group === group && d.version === version && d.plural === plural);
+}
+
+export function findByKind(apiVersion: string, kind: string): ResourceDef | undefined {
+  return RESOURCES.find((d) => apiVersionOf(d) === apiVersion && d.kind === kind);
+}
+
+export const byKind = (kind: string): ResourceDef => RESOURCES.find((d) => d.kind === kind)!;
+
+export function verbsOf(d: ResourceDef): string[] {
+  return d.createOnly ? ['create'] : VERBS;
+}
+
+/** The APIResourceList for one group-version, subresources included (pods/status, ...). */
+export function apiResourceList(group: string, version: string): Record<string, unknown> {
+  const resources: Record<string, unknown>[] = [];
+  for (const d of RESOURCES.filter((r) => r.group === group && r.version === version)) {
+    resources.push({
+      name: d.plural,
+      singularName: d.singular,
+      namespaced: d.namespaced,
+      kind: d.kind,
+      verbs: verbsOf(d),
+      ...(d.shortNames.length ? { shortNames: d.shortNames } : {}),
+      ...(d.categories ? { categories: d.categories } : {}),
+      storageVersionHash: '',
+    });
+    for (const sub of d.subresources) {
+      const sr = SUBRESOURCES[sub]!;
+      resources.push({ name: `${d.plural}/${sub}`, singularName: '', namespaced: d.namespaced, ...(sr.group ? { group: sr.group, version: sr.version } : {}), kind: sr.kind === '*' ? d.kind : sr.kind, verbs: sr.verbs });
+    }
+  }
+  return { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: group ? `${group}/${version}` : version, resources };
+}
+
+const SUBRESOURCES: Record<string, { kind: string; verbs: string[]; group?: string; version?: string }> = {
+  status: { kind: '*', verbs: ['get', 'patch', 'update'] },
+  binding: { kind: 'Binding', verbs: ['create'] },
+  token: { kind: 'TokenRequest', verbs: ['create'], group: 'authentication.k8s.io', version: 'v1' },
+};

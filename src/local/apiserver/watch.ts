@@ -1,0 +1,113 @@
+// WATCH streams: 200, chunked, one JSON event per line ({"type":…,"object":…}\n), which is how
+// client-node (readline) and kubectl (json framer) read them. resourceVersion "" or "0" starts with
+// the current objects as ADDED; any other value replays the kept events after it, or sends an
+// in-stream ERROR Status 410 when that version has left the window (client-node's informer then
+// relists, as does client-go's reflector).
+import type { ServerResponse } from 'node:http';
+import { BadRequestError, GoneError } from './errors.ts';
+import { type ResourceDef, apiVersionOf, resourceKey } from './resources.ts';
+import type { Matcher } from './selectors.ts';
+import type { Store, StoreEvent } from './store.ts';
+import { type IncludeObject, toTable } from './tables.ts';
+import type { KubeObject } from './types.ts';
+
+export interface WatchRequest {
+  def: ResourceDef;
+  namespace: string | undefined;
+  match: Matcher;
+  resourceVersion: string;
+  timeoutSeconds: number;
+  bookmarks: boolean;
+  /** Events carry one-row Tables (kubectl get -w) instead of objects. */
+  table: IncludeObject | undefined;
+}
+
+export interface WatchSettings {
+  /** BOOKMARK (or keep-alive) cadence; client-node aborts a watch after 30 s of silence. */
+  bookmarkIntervalMs: number;
+  /** A watcher this far behind on writes is cut off; it re-watches from its last version. */
+  maxBufferedBytes: number;
+}
+
+/** Serves one watch until timeout, client close or `stop()`; returns the stop function. */
+export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, settings: WatchSettings, onEnd: () => void): () => void {
+  const key = resourceKey(w.def);
+  let backlog: StoreEvent[] = [];
+  let initial: KubeObject[] = [];
+  const rv = w.resourceVersion;
+  if (rv === '' || rv === '0') {
+    initial = store.list(key, w.namespace).filter(w.match);
+  } else {
+    const n = Number(rv);
+    if (!/^\d+$/.test(rv) || !Number.isSafeInteger(n)) throw new BadRequestError(`invalid resourceVersion "${rv}": must be a decimal number from an earlier response`);
+    try {
+      backlog = store.eventsSince(n, rv);
+    } catch (err) {
+      if (!(err instanceof GoneError)) throw err;
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private' });
+      res.end(`${JSON.stringify({ type: 'ERROR', object: err.toStatus() })}\n`);
+      onEnd();
+      return () => {};
+    }
+  }
+
+  res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
+  res.flushHeaders();
+  let sentColumns = false;
+  let ended = false;
+
+  const write = (type: string, obj: KubeObject | Record<string, unknown>) => {
+    if (ended) return;
+    let object: unknown = obj;
+    if (w.table && type !== 'BOOKMARK') {
+      const t = toTable(w.def.kind, [obj as KubeObject], w.table, { resourceVersion: (obj as KubeObject).metadata?.resourceVersion });
+      if (sentColumns) t.columnDefinitions = [];
+      sentColumns = true;
+      object = t;
+    }
+    res.write(`${JSON.stringify({ type, object })}\n`);
+    if (res.writableLength > settings.maxBufferedBytes) stop();
+  };
+
+  const deliver = (ev: StoreEvent) => {
+    if (ev.resource !== key) return;
+    const inScope = (o: KubeObject | undefined) => o !== undefined && (w.namespace === undefined || (o.metadata.namespace ?? '') === w.namespace) && w.match(o);
+    const was = ev.type !== 'ADDED' && inScope(ev.prev);
+    const is = ev.type !== 'DELETED' && inScope(ev.object);
+    if (ev.type === 'DELETED') {
+      if (was) write('DELETED', ev.object);
+    } else if (is) {
+      write(was ? 'MODIFIED' : 'ADDED', ev.object);
+    } else if (was) {
+      // The object stopped matching the selector: to this watcher it is gone.
+      write('DELETED', ev.object);
+    }
+  };
+
+  for (const o of initial) write('ADDED', o);
+  for (const ev of backlog) deliver(ev);
+  const unsubscribe = store.subscribe(deliver);
+
+  const beat = setInterval(() => {
+    if (w.bookmarks && !w.table) {
+      write('BOOKMARK', { kind: w.def.kind, apiVersion: apiVersionOf(w.def), metadata: { resourceVersion: String(store.resourceVersion) } });
+    } else if (!ended) {
+      // Blank line: readline yields "" (client-node ignores unparsable lines) and Go's JSON
+      // framer skips whitespace; either way the client's idle timer restarts.
+      res.write('\n');
+    }
+  }, settings.bookmarkIntervalMs);
+  const timeout = setTimeout(() => stop(), w.timeoutSeconds * 1000);
+
+  function stop(): void {
+    if (ended) return;
+    ended = true;
+    unsubscribe();
+    clearInterval(beat);
+    clearTimeout(timeout);
+    res.end();
+    onEnd();
+  }
+  res.on('close', stop);
+  return stop;
+}
