@@ -2,6 +2,7 @@
 // bin/meshctl runs this file with Node 24, which strips the TypeScript types.
 import { Command, CommanderError } from 'commander';
 import { checkCommand } from './commands/check.ts';
+import { devCommand } from './commands/dev.ts';
 import { versionCommand } from './commands/version.ts';
 
 // Exit codes: 0 success, 1 the command ran and found a problem (or failed), 2 the command line
@@ -33,6 +34,7 @@ export function createProgram(): Command {
   const program = new Command('meshctl')
     .description('Operate Mesh, the sidecarless eBPF service mesh')
     .addCommand(checkCommand())
+    .addCommand(devCommand())
     .addCommand(versionCommand());
   configure(program);
   return program;

@@ -1,6 +1,7 @@
 // Running the host's networking tools (ip, sysctl, mount) for the local cluster.
 
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { CommandError } from './errors.ts';
 
@@ -8,6 +9,18 @@ const execFileAsync = promisify(execFile);
 
 function quote(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
+const SYSTEM_DIRS = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+/**
+ * The absolute path of a system tool. npm scripts put node_modules/.bin first on PATH, and npm
+ * packages ship binaries with system names (an `nft` from @vercel/nft is installed here), so the
+ * host's networking tools are never looked up through PATH.
+ */
+export function systemTool(name: string, debianPackage = name): string {
+  for (const dir of SYSTEM_DIRS) if (existsSync(`${dir}/${name}`)) return `${dir}/${name}`;
+  throw new CommandError(name, `${name} is not installed (Debian package ${debianPackage}; \`make setup\` installs it)`, 'ENOENT', undefined);
 }
 
 /**

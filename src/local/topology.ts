@@ -23,7 +23,7 @@ import { findCgroup2Mount } from '../common/cgroup.ts';
 import { CommandError, TopologyError } from './errors.ts';
 import { deleteNetns, mkdirTracked, netnsExists, netnsPath, removeCgroup } from './host.ts';
 import { collect, type ExecResult, stopChildren } from './process.ts';
-import { ipBatch, run } from './run.ts';
+import { ipBatch, run, systemTool } from './run.ts';
 
 export interface TopologyOptions {
   /** Short name ([a-z][a-z0-9]{0,11}) that starts every namespace name we create. */
@@ -193,7 +193,7 @@ export class Topology {
         'net.ipv4.ip_forward=1',
         ...(this.ipv6 ? ['net.ipv6.conf.all.forwarding=1', ...NO_DAD] : []),
       ];
-      await run('ip', ['netns', 'exec', netns, 'sysctl', '-q', '-w', ...sysctls]);
+      await run('ip', ['netns', 'exec', netns, systemTool('sysctl', 'procps'), '-q', '-w', ...sysctls]);
       await ipBatch(
         [
           `link add f${index} type veth peer name eth0 netns ${netns}`,
@@ -274,7 +274,7 @@ export class Topology {
       throw ns.status === 'rejected' ? ns.reason : (cg as PromiseRejectedResult).reason;
     }
     try {
-      if (this.ipv6) await run('ip', ['netns', 'exec', netns, 'sysctl', '-q', '-w', ...NO_DAD]);
+      if (this.ipv6) await run('ip', ['netns', 'exec', netns, systemTool('sysctl', 'procps'), '-q', '-w', ...NO_DAD]);
       await ipBatch(
         [
           `link add ${pod.hostVeth} type veth peer name eth0 netns ${netns}`,

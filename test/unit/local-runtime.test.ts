@@ -1,7 +1,6 @@
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { HostsWriter } from '../../src/local/runtime/dns.ts';
-import { desiredSlice } from '../../src/local/runtime/endpoints.ts';
 import { sandboxName } from '../../src/local/runtime/kubelet.ts';
 import { renderRuleset } from '../../src/local/runtime/proxy.ts';
 import { pickNode } from '../../src/local/runtime/scheduler.ts';
@@ -22,18 +21,6 @@ test('service rules: one endpoint DNATs, several pick at random, none refuse', (
   t.true(nft.includes('ip daddr 10.96.0.11 tcp dport 80 dnat ip to numgen random mod 2 map { 0 : 10.100.0.2 . 8080, 1 : 10.101.0.3 . 8080 }'));
   t.true(nft.includes('ip daddr 10.96.0.12 tcp dport 443 reject with tcp reset'));
   t.true(nft.startsWith('table ip mesh-services\ndelete table ip mesh-services\n'), 'replaces the table in one transaction');
-});
-
-test('endpoint slices list matching pods with readiness and resolve named target ports', (t) => {
-  const svc: k8s.V1Service = {
-    metadata: { name: 'web', namespace: 'shop', uid: 'svc-uid' },
-    spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' as unknown as k8s.IntOrString }] },
-  };
-  const slice = desiredSlice(svc, [pod('a', { app: 'web' }, '10.100.0.2', true), pod('b', { app: 'web' }, '10.101.0.2', false), pod('c', { app: 'db' }, '10.100.0.3', true)]);
-  t.deepEqual(slice?.endpoints?.map((e) => [e.addresses[0], e.conditions?.ready]), [['10.100.0.2', true], ['10.101.0.2', false]]);
-  t.deepEqual(slice?.ports, [{ name: 'http', protocol: 'TCP', port: 8080 }]);
-  t.is(slice?.metadata?.labels?.['kubernetes.io/service-name'], 'web');
-  t.is(desiredSlice({ metadata: { name: 'ext', namespace: 'shop' }, spec: {} }, []), undefined, 'no selector, no slice');
 });
 
 test('hosts files give services their DNS names, short names only within the namespace', (t) => {

@@ -235,6 +235,7 @@ export class Kubelet {
         ? await runProbe(probe, { nodeNetnsPath: this.node.netnsPath, podIP: rt.podIP, namedPorts })
         : { ok: false };
       if (rt.ready.get(c.name) !== result.ok) {
+        if (!result.ok && 'message' in result) log.info({ pod: rt.key, container: c.name, reason: result.message }, 'readiness probe failed');
         rt.ready.set(c.name, result.ok);
         this.scheduleStatus(rt);
       }

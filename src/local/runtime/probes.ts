@@ -52,8 +52,9 @@ export async function runProbe(probe: V1Probe, t: ProbeTarget): Promise<{ ok: bo
           port,
           path: probe.httpGet!.path ?? '/',
           headers: Object.fromEntries((probe.httpGet!.httpHeaders ?? []).map((h) => [h.name, h.value])),
+          // With no `agent` option, Node uses createConnection (with `agent: false` it would make a
+          // fresh Agent and connect from the host's own namespace instead).
           createConnection: () => connectFromNode(t, port, timeoutMs),
-          agent: false,
         },
         (res) => {
           res.resume();

@@ -3,7 +3,7 @@
 // routed through its node (see topology.ts), so the node's conntrack reverses the translation.
 // The whole table is replaced in one `nft -f` transaction, which is atomic.
 import { logger } from '../../common/log.ts';
-import { run } from '../run.ts';
+import { run, systemTool } from '../run.ts';
 
 const log = logger('proxy');
 const TABLE = 'mesh-services';
@@ -66,9 +66,10 @@ export class ServiceProxy {
   }
 
   private async apply(script: string): Promise<void> {
+    log.debug({ rules: this.rules.length, nodes: this.netns.length }, 'programming service rules');
     await Promise.all(
       this.netns.map((ns) =>
-        run('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], script).catch((e: Error) =>
+        run('ip', ['netns', 'exec', ns, systemTool('nft', 'nftables'), '-f', '-'], script).catch((e: Error) =>
           log.error({ netns: ns, err: e.message }, 'programming service rules failed'),
         ),
       ),

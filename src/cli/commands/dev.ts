@@ -1,0 +1,219 @@
+// `meshctl dev`: the local cluster — a Kubernetes API server plus nodes and pods made of network
+// namespaces on this host — for trying the mesh where no Kubernetes can run.
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, watch } from 'node:fs';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import * as k8s from '@kubernetes/client-node';
+import { type DaemonStatus, pidPath, statusPath } from '../../local/daemon.ts';
+import { containerLogPath } from '../../local/runtime/kubelet.ts';
+import { cgroupParentFor } from '../../local/runtime/cluster.ts';
+import { sweepLocalCluster } from '../../local/sweep.ts';
+
+const DEFAULT_STATE_DIR = process.env.MESH_DEV_STATE_DIR || '/var/lib/mesh/dev';
+// Starts every namespace the cluster makes; MESH_DEV_PREFIX lets tests run one beside a user's.
+const PREFIX = process.env.MESH_DEV_PREFIX || 'mesh';
+const DAEMON = new URL('../../local/daemon.ts', import.meta.url).pathname;
+const UP_TIMEOUT_MS = 120_000;
+
+function stateDirOption(): Option {
+  return new Option('--state-dir <dir>', 'where the cluster keeps its objects, logs and kubeconfig (env MESH_DEV_STATE_DIR)').default(DEFAULT_STATE_DIR);
+}
+
+function readStatus(stateDir: string): DaemonStatus | undefined {
+  try {
+    return JSON.parse(readFileSync(statusPath(stateDir), 'utf8')) as DaemonStatus;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The daemon's PID if it is alive and really our daemon (PIDs get reused). */
+function runningDaemon(stateDir: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(pidPath(stateDir), 'utf8').trim());
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return cmd.includes('daemon.ts') && cmd.includes(stateDir) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function say(s: string): void {
+  process.stdout.write(`${s}\n`);
+}
+
+async function up(opts: { nodes: string; stateDir: string }): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('the local cluster creates network namespaces and cgroups: run `meshctl dev up` as root');
+  const nodes = Number(opts.nodes);
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw new Error(`--nodes must be a whole number from 1 to 16, got '${opts.nodes}'`);
+  const running = runningDaemon(opts.stateDir);
+  if (running) {
+    const st = readStatus(opts.stateDir);
+    say(`the local cluster is already running (pid ${running}, ${st?.phase ?? 'unknown'}); \`meshctl dev status\` shows it`);
+    return;
+  }
+  mkdirSync(opts.stateDir, { recursive: true });
+  rmSync(statusPath(opts.stateDir), { force: true });
+  const logFile = join(opts.stateDir, 'daemon.log');
+  const out = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [DAEMON, '--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info' },
+  });
+  closeSync(out);
+  child.unref();
+  say(`starting a local cluster with ${nodes} node${nodes === 1 ? '' : 's'} (daemon pid ${child.pid}, log ${logFile})`);
+  const shown = new Set<string>();
+  const deadline = Date.now() + UP_TIMEOUT_MS;
+  for (;;) {
+    const st = readStatus(opts.stateDir);
+    for (const p of st?.progress ?? []) {
+      if (!shown.has(p)) {
+        shown.add(p);
+        say(`  • ${p}`);
+      }
+    }
+    if (st?.phase === 'ready') break;
+    if (st?.phase === 'failed' || child.exitCode !== null) {
+      throw new Error(`the local cluster failed to start: ${st?.message ?? 'the daemon exited'} (see ${logFile})`);
+    }
+    if (Date.now() > deadline) throw new Error(`the local cluster did not become ready within ${UP_TIMEOUT_MS / 1000}s (see ${logFile})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const st = readStatus(opts.stateDir)!;
+  say(`\nready: API server ${st.server}`);
+  say(`  export KUBECONFIG=${st.kubeconfig}`);
+  say('  kubectl get nodes -o wide');
+  say('  meshctl dev status');
+  say('  meshctl dev down        # removes every namespace, cgroup and process it made');
+}
+
+async function status(opts: { stateDir: string; output: string }): Promise<void> {
+  const pid = runningDaemon(opts.stateDir);
+  const st = readStatus(opts.stateDir);
+  if (!pid || !st?.kubeconfig) {
+    say(`no local cluster is running (state dir ${opts.stateDir}); start one with \`meshctl dev up\``);
+    process.exitCode = 1;
+    return;
+  }
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(st.kubeconfig);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const [nodes, pods] = await Promise.all([core.listNode(), core.listPodForAllNamespaces()]);
+  if (opts.output === 'json') {
+    say(JSON.stringify({ daemon: { pid, server: st.server, kubeconfig: st.kubeconfig }, nodes: nodes.items, pods: pods.items }, null, 2));
+    return;
+  }
+  say(`local cluster: daemon pid ${pid}, API server ${st.server}`);
+  say(`kubeconfig:    ${st.kubeconfig}\n`);
+  const rows = (header: string[], body: string[][]) => {
+    const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)));
+    for (const r of [header, ...body]) say(r.map((c, i) => (c ?? '').padEnd(widths[i]!)).join('   ').trimEnd());
+  };
+  rows(
+    ['NODE', 'STATUS', 'INTERNAL-IP', 'POD-CIDR'],
+    nodes.items.map((n) => [
+      n.metadata?.name ?? '',
+      n.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True' ? 'Ready' : 'NotReady',
+      n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address ?? '',
+      (n.spec?.podCIDRs ?? [n.spec?.podCIDR ?? '']).join(','),
+    ]),
+  );
+  say('');
+  rows(
+    ['NAMESPACE', 'POD', 'NODE', 'STATUS', 'IP'],
+    pods.items.map((p) => [p.metadata?.namespace ?? '', p.metadata?.name ?? '', p.spec?.nodeName ?? '', p.status?.phase ?? 'Pending', p.status?.podIP ?? '']),
+  );
+}
+
+async function down(opts: { stateDir: string; purge: boolean }): Promise<void> {
+  const pid = runningDaemon(opts.stateDir);
+  if (pid) {
+    say(`stopping the local cluster (pid ${pid})`);
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + 60_000;
+    while (runningDaemon(opts.stateDir) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (runningDaemon(opts.stateDir)) {
+      say('the daemon did not stop within 60s; killing it');
+      process.kill(pid, 'SIGKILL');
+    }
+    const st = readStatus(opts.stateDir);
+    if (st) say(`  • ${st.message}`);
+  } else {
+    say('no local cluster daemon is running');
+  }
+  // Whatever a crashed daemon may have left: namespaces, cgroups, processes, /etc/netns entries.
+  const removed = await sweepLocalCluster(PREFIX, cgroupParentFor(PREFIX));
+  for (const r of removed) say(`  • removed ${r}`);
+  if (opts.purge && existsSync(opts.stateDir)) {
+    rmSync(opts.stateDir, { recursive: true, force: true });
+    say(`  • removed ${opts.stateDir} (objects, logs, kubeconfig)`);
+  } else if (existsSync(opts.stateDir)) {
+    say(`kept ${opts.stateDir} (the API server's objects; \`meshctl dev down --purge\` removes it)`);
+  }
+}
+
+async function logs(pod: string, opts: { stateDir: string; namespace: string; container?: string; follow: boolean }): Promise<void> {
+  const st = readStatus(opts.stateDir);
+  let container = opts.container;
+  if (!container && st?.kubeconfig && existsSync(st.kubeconfig)) {
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(st.kubeconfig);
+    const p = await kc.makeApiClient(k8s.CoreV1Api).readNamespacedPod({ name: pod, namespace: opts.namespace });
+    const names = (p.spec?.containers ?? []).map((c) => c.name);
+    if (names.length > 1) throw new Error(`pod ${opts.namespace}/${pod} has several containers (${names.join(', ')}): choose one with -c`);
+    container = names[0];
+  }
+  if (!container) throw new Error(`cannot tell pod ${opts.namespace}/${pod}'s container: give it with -c`);
+  const file = containerLogPath(join(opts.stateDir, 'logs'), opts.namespace, pod, container);
+  if (!existsSync(file)) throw new Error(`no logs for ${opts.namespace}/${pod} container ${container} (${file})`);
+  process.stdout.write(readFileSync(file));
+  if (!opts.follow) return;
+  let offset = statSync(file).size;
+  await new Promise<void>(() => {
+    watch(file, () => {
+      const size = statSync(file).size;
+      if (size <= offset) return;
+      const fd = openSync(file, 'r');
+      const buf = Buffer.alloc(size - offset);
+      readSync(fd, buf, 0, buf.length, offset);
+      closeSync(fd);
+      offset = size;
+      process.stdout.write(buf);
+    });
+  });
+}
+
+export function devCommand(): Command {
+  const dev = new Command('dev').description('run a local cluster on this host: an API server, and nodes and pods made of network namespaces');
+  dev
+    .command('up')
+    .description('start the local cluster in the background and wait until it is ready')
+    .option('--nodes <n>', 'how many nodes', '2')
+    .addOption(stateDirOption())
+    .action(up);
+  dev
+    .command('status')
+    .description('show the local cluster\'s nodes and pods')
+    .addOption(stateDirOption())
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .action(status);
+  dev
+    .command('down')
+    .description('stop the local cluster and remove every namespace, cgroup and process it made')
+    .addOption(stateDirOption())
+    .option('--purge', 'also remove the state directory (the API server\'s objects, logs and kubeconfig)', false)
+    .action(down);
+  dev
+    .command('logs')
+    .description('print a pod\'s container log')
+    .argument('<pod>', 'pod name')
+    .option('-n, --namespace <ns>', 'namespace', 'default')
+    .option('-c, --container <name>', 'container (needed when the pod has several)')
+    .option('-f, --follow', 'keep printing as the log grows', false)
+    .addOption(stateDirOption())
+    .action(logs);
+  return dev;
+}

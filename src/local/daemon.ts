@@ -1,0 +1,92 @@
+// The local cluster's daemon: `meshctl dev up` starts it in the background. It runs the API
+// server, the node runtimes and the controllers until SIGTERM, then removes every namespace,
+// cgroup and process it made (the API server's objects stay in the state directory).
+//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P]
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { logger } from '../common/log.ts';
+import { LocalCluster } from './runtime/cluster.ts';
+
+const log = logger('local');
+
+export interface DaemonStatus {
+  phase: 'starting' | 'ready' | 'stopping' | 'stopped' | 'failed';
+  pid: number;
+  message: string;
+  progress: string[];
+  server?: string;
+  kubeconfig?: string;
+  nodes?: number;
+}
+
+export function statusPath(stateDir: string): string {
+  return join(stateDir, 'status.json');
+}
+
+export function pidPath(stateDir: string): string {
+  return join(stateDir, 'daemon.pid');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { 'state-dir': { type: 'string' }, nodes: { type: 'string', default: '2' }, prefix: { type: 'string', default: 'mesh' } },
+  });
+  const stateDir = values['state-dir'];
+  if (!stateDir) throw new Error('--state-dir is required');
+  const status: DaemonStatus = { phase: 'starting', pid: process.pid, message: 'starting', progress: [] };
+  const write = () => writeFileSync(statusPath(stateDir), `${JSON.stringify(status, null, 2)}\n`);
+  writeFileSync(pidPath(stateDir), `${process.pid}\n`);
+  write();
+  let cluster: LocalCluster | undefined;
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    status.phase = 'stopping';
+    status.message = why;
+    write();
+    try {
+      await cluster?.stop();
+      status.phase = 'stopped';
+      status.message = 'stopped; every namespace, cgroup and process of the cluster is gone';
+    } catch (e) {
+      status.phase = 'failed';
+      status.message = `stopping left something behind: ${(e as Error).message}`;
+    }
+    write();
+    rmSync(pidPath(stateDir), { force: true });
+    process.exit(status.phase === 'stopped' ? 0 : 1);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+  try {
+    cluster = await LocalCluster.start({
+      stateDir,
+      nodes: Number(values.nodes),
+      prefix: values.prefix!,
+      onProgress: (m) => {
+        status.progress.push(m);
+        status.message = m;
+        write();
+        log.info(m);
+      },
+    });
+  } catch (e) {
+    status.phase = 'failed';
+    status.message = (e as Error).message;
+    write();
+    rmSync(pidPath(stateDir), { force: true });
+    log.fatal({ err: (e as Error).message }, 'local cluster failed to start');
+    process.exit(1);
+  }
+  status.phase = 'ready';
+  status.message = 'ready';
+  status.server = cluster.api.url;
+  status.kubeconfig = cluster.kubeconfigPath;
+  status.nodes = cluster.kubelets.length;
+  write();
+  log.info({ server: cluster.api.url, kubeconfig: cluster.kubeconfigPath }, 'local cluster ready');
+}
+
+if (import.meta.main) await main();
