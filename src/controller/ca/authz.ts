@@ -1,0 +1,72 @@
+// Istio's impersonation check (security/pkg/server/ca/node_auth.go, reimplemented): a node's
+// ztunnel may ask for an identity only if a pod running as that identity is scheduled on its node.
+import { formatSpiffeId, type SpiffeId } from '../../identity/index.ts';
+import type { Caller } from './authn.ts';
+import { CaError, permissionDenied } from './errors.ts';
+import type { PodLookup } from './kube.ts';
+
+export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
+export const POD_NAME_EXTRA = 'authentication.kubernetes.io/pod-name';
+export const POD_UID_EXTRA = 'authentication.kubernetes.io/pod-uid';
+
+const SA_USER = /^system:serviceaccount:([^:]+):([^:]+)$/;
+
+export class NodeAuthorizer {
+  private readonly pods: PodLookup;
+  private readonly trusted: ReadonlySet<string>;
+
+  /** `trustedNodeAccounts`: usernames like system:serviceaccount:mesh-system:mesh-node. */
+  constructor(pods: PodLookup, trustedNodeAccounts: readonly string[]) {
+    this.pods = pods;
+    this.trusted = new Set(trustedNodeAccounts);
+  }
+
+  /** The node the caller runs on; PERMISSION_DENIED unless it is a trusted node account. */
+  async callerNode(caller: Caller): Promise<string> {
+    if (!this.trusted.has(caller.username)) {
+      throw permissionDenied(
+        `caller ${caller.username} is not a trusted node service account (trusted: ${[...this.trusted].join(', ')}); only the node's ztunnel may request workload certificates`,
+      );
+    }
+    // Kubernetes ≥ 1.30 puts the node of a pod-bound token in the TokenReview (KEP-4193).
+    const node = caller.extra[NODE_NAME_EXTRA]?.[0];
+    if (node) return node;
+    const podName = caller.extra[POD_NAME_EXTRA]?.[0];
+    const ns = SA_USER.exec(caller.username)?.[1];
+    if (!podName || !ns) {
+      throw permissionDenied(
+        `the token of ${caller.username} is not bound to a pod, so its node is unknown; mount a projected service-account token (not a legacy Secret token)`,
+      );
+    }
+    const pod = await this.pods.getPod(ns, podName);
+    const uid = caller.extra[POD_UID_EXTRA]?.[0];
+    if (!pod || (uid && pod.uid !== uid)) {
+      throw permissionDenied(`the caller's pod ${ns}/${podName} no longer exists; its token is stale`);
+    }
+    if (!pod.nodeName) throw permissionDenied(`the caller's pod ${ns}/${podName} is not scheduled on a node`);
+    return pod.nodeName;
+  }
+
+  /** Resolves when a live pod with `identity`'s namespace and service account is on `node`. */
+  async checkIdentityOnNode(identity: SpiffeId, node: string): Promise<void> {
+    let pods;
+    try {
+      pods = await this.pods.podsOnNode(node);
+    } catch (e) {
+      throw e instanceof CaError ? e : new CaError('MESH_ERR_CA_KUBE', `listing pods on node ${node} failed: ${(e as Error).message}`, e);
+    }
+    const live = pods.some(
+      (p) =>
+        p.namespace === identity.namespace &&
+        p.serviceAccountName === identity.serviceAccount &&
+        p.nodeName === node &&
+        p.phase !== 'Succeeded' &&
+        p.phase !== 'Failed',
+    );
+    if (!live) {
+      throw permissionDenied(
+        `node ${node} may not obtain identity ${formatSpiffeId(identity)}: no running pod in namespace ${identity.namespace} with service account ${identity.serviceAccount} is scheduled on that node`,
+      );
+    }
+  }
+}

@@ -1,0 +1,61 @@
+// PKCS#10 certificate signing requests carrying a SPIFFE URI SAN (RFC 2986, RFC 5280 §4.2.1.6).
+import { TlsError } from './errors.ts';
+import { type KeyPair, publicKeyFingerprint } from './keys.ts';
+import { sansOf } from './cert.ts';
+import { x509 } from './x509.ts';
+
+/** A CSR for `keys` whose only SAN is the URI `uri`; the subject is empty, as Istio's are. */
+export async function createCsr(keys: KeyPair, uri: string): Promise<string> {
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    keys: { privateKey: keys.privateKey, publicKey: keys.publicKey },
+    signingAlgorithm: keys.algorithm,
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: uri }], true)],
+  });
+  return csr.toString('pem');
+}
+
+const SAN_OID = '2.5.29.17'; // id-ce-subjectAltName, RFC 5280 §4.2.1.6
+
+export interface CsrInfo {
+  readonly uris: readonly string[];
+  readonly dnsNames: readonly string[];
+  readonly ipAddresses: readonly string[];
+  /** Number of SAN entries of any type (URI, DNS, IP, email, ...). */
+  readonly sanCount: number;
+  readonly subject: string;
+  /** The requester's public key, to put in the certificate. */
+  readonly publicKey: x509.PublicKey;
+  readonly publicKeyFingerprint: string;
+}
+
+/** Parses a PEM CSR and checks its self-signature (proof of possession of the key). */
+export async function parseCsr(pem: string): Promise<CsrInfo> {
+  if (typeof pem !== 'string' || !pem.includes('-----BEGIN CERTIFICATE REQUEST-----')) {
+    throw new TlsError('MESH_ERR_CSR', 'the CSR is not a PEM "CERTIFICATE REQUEST" block');
+  }
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(pem);
+    void csr.publicKey.algorithm;
+  } catch (e) {
+    throw new TlsError('MESH_ERR_CSR', `the CSR cannot be parsed as PKCS#10: ${(e as Error).message}`, e);
+  }
+  let ok: boolean;
+  try {
+    ok = await csr.verify();
+  } catch (e) {
+    throw new TlsError('MESH_ERR_CSR', `the CSR's signature cannot be checked (unsupported key or signature algorithm?): ${(e as Error).message}`, e);
+  }
+  if (!ok) throw new TlsError('MESH_ERR_CSR', "the CSR's signature does not verify with its own public key");
+  const sanExts = csr.extensions.filter((e) => e.type === SAN_OID);
+  if (sanExts.length > 1) throw new TlsError('MESH_ERR_CSR', 'the CSR has more than one subjectAltName extension');
+  const ext = sanExts[0] ? new x509.SubjectAlternativeNameExtension(sanExts[0].rawData) : undefined;
+  const sans = sansOf(ext);
+  return Object.freeze({
+    ...sans,
+    sanCount: ext?.names.items.length ?? 0,
+    subject: csr.subject,
+    publicKey: csr.publicKey,
+    publicKeyFingerprint: publicKeyFingerprint(csr.publicKey.rawData),
+  });
+}

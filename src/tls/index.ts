@@ -1,0 +1,27 @@
+// Certificates and mutual TLS: keys, CSRs, certificate reading, PEM bundles, and TLS options that
+// verify peers by SPIFFE identity. Shared by ztunnel, the waypoint, the config stream and the CA.
+export { TlsError, type TlsErrorCode } from './errors.ts';
+export { generateKeyPair, importPrivateKey, keyPairFingerprint, publicKeyFingerprint, P256, type KeyPair, type SigningAlgorithm } from './keys.ts';
+export { createCsr, parseCsr, type CsrInfo } from './csr.ts';
+export {
+  fingerprintOf,
+  isIssuedBy,
+  joinPem,
+  mergeBundles,
+  parseAltNames,
+  parseCertificate,
+  sansOf,
+  splitPemBundle,
+  verifyChain,
+  type CertInfo,
+} from './cert.ts';
+export {
+  mtlsClientOptions,
+  mtlsServerOptions,
+  peerSpiffeId,
+  spiffeCheckServerIdentity,
+  verifyPeer,
+  type MtlsCredentials,
+  type PeerPolicy,
+} from './mtls.ts';
+export { x509 } from './x509.ts';
