@@ -1,0 +1,58 @@
+// `meshctl dev up / status / down` as a user runs them, with the real kubectl in between; `down`
+// must leave nothing on the host.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+
+const run = promisify(execFile);
+const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
+
+test('dev up, kubectl apply, dev status, dev down --purge leaves nothing behind', async (t) => {
+  if (!(await requireRoot(t))) return;
+  const prefix = uniquePrefix();
+  const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-dev-`);
+  const env = { ...process.env, MESH_DEV_PREFIX: prefix, MESH_DEV_STATE_DIR: stateDir, KUBECONFIG: `${stateDir}/kubeconfig` };
+  const meshctl = (...args: string[]) => run(MESHCTL, args, { env, timeout: 120_000 });
+  t.teardown(async () => {
+    await meshctl('dev', 'down', '--purge').catch(() => {});
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  const up = await meshctl('dev', 'up', '--nodes', '1');
+  t.regex(up.stdout, /ready: API server https:\/\/127\.0\.0\.1:\d+/);
+  t.regex(up.stdout, new RegExp(`export KUBECONFIG=${stateDir}/kubeconfig`));
+  const again = await meshctl('dev', 'up');
+  t.regex(again.stdout, /already running/);
+
+  const manifest = `${stateDir}/pod.yaml`;
+  writeFileSync(
+    manifest,
+    `apiVersion: v1
+kind: Pod
+metadata: {name: sleeper, namespace: default}
+spec:
+  containers:
+  - {name: main, image: unused, command: ["sleep", "600"]}
+`,
+  );
+  await run('kubectl', ['apply', '-f', manifest], { env });
+  let status = '';
+  for (let i = 0; i < 50 && !/sleeper\s+node1\s+Running\s+10\.100\.0\.\d+/.test(status); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    status = (await meshctl('dev', 'status')).stdout;
+  }
+  t.regex(status, /node1\s+Ready\s+10\.250\.0\.1/);
+  t.regex(status, /default\s+sleeper\s+node1\s+Running\s+10\.100\.0\.\d+/);
+
+  const down = await meshctl('dev', 'down', '--purge');
+  t.regex(down.stdout, /stopped/);
+  t.false(existsSync(stateDir), '--purge removes the state directory');
+  t.deepEqual(await assertNothingLeaked(prefix), []);
+  t.deepEqual(existsSync('/etc/netns') ? readdirSync('/etc/netns').filter((d) => d.startsWith(`${prefix}-`)) : [], []);
+  const bad = await meshctl('dev', 'up', '--nodes', 'lots').catch((e: { stderr: string; code: number }) => e);
+  t.is((bad as { code: number }).code, 1);
+  t.regex((bad as { stderr: string }).stderr, /--nodes must be a whole number from 1 to 16, got 'lots'/);
+});
