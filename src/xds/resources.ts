@@ -60,6 +60,8 @@ export interface Workload {
   /** "namespace/name" of the WORKLOAD_SELECTOR Authorizations that select this workload. */
   authorizationPolicies: string[];
   clusterId: string;
+  /** The pod's Kubernetes metadata.uid: the node agent finds its cgroup and netns by it. */
+  podUid: string;
 }
 
 export interface Service {

@@ -28,6 +28,7 @@ export function workload(i: number, overrides: Partial<Workload> = {}): Workload
     services: { [`${ns}/app-${i % 20}.${ns}.svc.cluster.local`]: { ports: [{ servicePort: 80, targetPort: 8080, appProtocol: 'http' }] } },
     authorizationPolicies: [],
     clusterId: 'Kubernetes',
+    podUid: '',
     ...overrides,
   };
 }
