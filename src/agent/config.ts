@@ -12,6 +12,18 @@ export interface AgentConfig {
   readonly mark: number;
   /** How many recent datapath events the agent keeps for inspection. */
   readonly eventRing: number;
+  /** Set when the agent follows the controller (else it is driven by its control socket only). */
+  readonly mesh?: {
+    readonly nodeName: string;
+    readonly xdsAddress: string;
+    readonly caAddress: string;
+    readonly serverName: string;
+    readonly trustDomain: string;
+    readonly caRootFile: string;
+    readonly tokenFile: string;
+    readonly namespace: string;
+    readonly serviceAccount: string;
+  };
 }
 
 const KNOWN = new Set([
@@ -20,6 +32,15 @@ const KNOWN = new Set([
   'MESH_AGENT_SOCKET',
   'MESH_MARK',
   'MESH_EVENT_RING',
+  'MESH_NODE_NAME',
+  'MESH_CONTROLLER',
+  'MESH_CA_ADDRESS',
+  'MESH_CONTROLLER_NAME',
+  'MESH_TRUST_DOMAIN',
+  'MESH_CA_ROOT_FILE',
+  'MESH_TOKEN_FILE',
+  'MESH_POD_NAMESPACE',
+  'MESH_SERVICE_ACCOUNT',
 ]);
 
 export class ConfigError extends Error {
@@ -37,7 +58,7 @@ function int(name: string, raw: string | undefined, dflt: number, min: number, m
 export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
   // A misspelt agent setting must not silently fall back to a default.
   for (const k of Object.keys(env)) {
-    if (/^MESH_(AGENT_|BPFFS|POD_|MARK|EVENT)/.test(k) && !KNOWN.has(k)) {
+    if (/^MESH_(AGENT_|BPFFS|POD_|MARK|EVENT|NODE|CONTROLLER|CA_|TOKEN)/.test(k) && !KNOWN.has(k)) {
       throw new ConfigError(`unknown setting ${k} (known: ${[...KNOWN].join(', ')})`);
     }
   }
@@ -51,5 +72,24 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConf
     mark: int('MESH_MARK', env.MESH_MARK, 0x539, 1, 0xffffffff),
     // Hubble keeps 4095 flows per node by default; we match it.
     eventRing: int('MESH_EVENT_RING', env.MESH_EVENT_RING, 4095, 16, 1 << 20),
+    ...(env.MESH_NODE_NAME ? { mesh: meshSettings(env) } : {}),
+  });
+}
+
+function meshSettings(env: NodeJS.ProcessEnv): NonNullable<AgentConfig['mesh']> {
+  const controller = env.MESH_CONTROLLER || 'mesh-controller.mesh-system.svc:15010';
+  const host = controller.replace(/:\d+$/, '');
+  return Object.freeze({
+    nodeName: env.MESH_NODE_NAME!,
+    xdsAddress: controller,
+    caAddress: env.MESH_CA_ADDRESS || `${host}:15012`,
+    // The controller's certificate names its Service; an IP address is not on it.
+    serverName: env.MESH_CONTROLLER_NAME || 'mesh-controller.mesh-system.svc',
+    trustDomain: env.MESH_TRUST_DOMAIN || 'cluster.local',
+    // Where Kubernetes mounts the mesh-ca-root-cert ConfigMap and the projected token.
+    caRootFile: env.MESH_CA_ROOT_FILE || '/var/run/secrets/mesh/root-cert.pem',
+    tokenFile: env.MESH_TOKEN_FILE || '/var/run/secrets/tokens/mesh-token',
+    namespace: env.MESH_POD_NAMESPACE || 'mesh-system',
+    serviceAccount: env.MESH_SERVICE_ACCOUNT || 'mesh-node',
   });
 }

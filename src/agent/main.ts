@@ -3,6 +3,9 @@ import { logger } from '../common/log.ts';
 import { Agent } from './agent.ts';
 import { loadAgentConfig } from './config.ts';
 import { serveControl } from './control.ts';
+import { MeshSync } from './mesh-sync.ts';
+import { readFileSync } from 'node:fs';
+import { tokenFile } from '../identity/index.ts';
 
 const log = logger('agent');
 
@@ -10,10 +13,22 @@ async function main(): Promise<void> {
   const cfg = loadAgentConfig();
   const agent = await Agent.start(cfg);
   const server = await serveControl(agent, cfg.controlSocket);
+  let sync: MeshSync | undefined;
+  if (cfg.mesh) {
+    const m = cfg.mesh;
+    sync = new MeshSync(agent, {
+      ...m,
+      caRoots: readFileSync(m.caRootFile, 'utf8'),
+      token: tokenFile(m.tokenFile),
+      cgroupRoot: cfg.podCgroup,
+    });
+    await sync.start();
+  }
   log.info({ socket: cfg.controlSocket }, 'agent ready');
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping; capture stays in place for the next agent');
     server.close();
+    void sync?.close();
     agent.stop();
     process.exit(0);
   };

@@ -87,6 +87,11 @@ export class BpfMap {
     return this.wrap('iterate', () => native().mapKeys(this.fd, this.keySize, this.maxEntries + 1));
   }
 
+  /** Closes the fd: only for maps opened by pin (openPinnedMap); a loaded object owns its own. */
+  close(): void {
+    native().closeFd(this.fd);
+  }
+
   private wrap<T>(op: string, fn: () => T): T {
     try {
       return fn();

@@ -66,7 +66,7 @@ export class ZtunnelMaps {
   }
 
   close(): void {
-    native().closeFd(this.socks.fd);
-    native().closeFd(this.origDst.fd);
+    this.socks.close();
+    this.origDst.close();
   }
 }

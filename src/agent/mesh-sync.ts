@@ -1,0 +1,115 @@
+// From the controller's config stream to the datapath: the agent obtains its own workload
+// certificate from the CA (with its node's service-account token), subscribes to Workloads over
+// mutual TLS, and keeps the pods of its node that are in the mesh (tunnel protocol HBONE)
+// enrolled. A pod is found on this node by its UID (cgroup → a process → its netns), so capture
+// starts on running pods without restarting them.
+import * as grpc from '@grpc/grpc-js';
+import ipaddr from 'ipaddr.js';
+import { logger } from '../common/log.ts';
+import { CertificateClient, spiffeId } from '../identity/index.ts';
+import { ConfigClient, WORKLOAD, type Workload } from '../xds/index.ts';
+import type { Agent } from './agent.ts';
+import { locatePod } from './locate.ts';
+
+const log = logger('agent');
+
+export interface MeshSyncOptions {
+  nodeName: string;
+  /** host:port of the controller's config stream and CA. */
+  xdsAddress: string;
+  caAddress: string;
+  /** Name on the controller's serving certificate (its Service DNS name). */
+  serverName: string;
+  trustDomain: string;
+  /** PEM roots (the mesh-ca-root-cert bundle). */
+  caRoots: string;
+  token: () => string | Promise<string>;
+  /** The agent's own identity: namespace and service account of the node DaemonSet. */
+  namespace: string;
+  serviceAccount: string;
+  /** Where pod cgroups live (the cgroup v2 mount or the pods' subtree). */
+  cgroupRoot: string;
+}
+
+function ipText(b: Uint8Array): string {
+  return b.length === 4 || b.length === 16 ? ipaddr.fromByteArray([...b]).toString() : '';
+}
+
+export class MeshSync {
+  private readonly agent: Agent;
+  private readonly opts: MeshSyncOptions;
+  private client: ConfigClient<{ [WORKLOAD]: Workload }> | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private syncing = Promise.resolve();
+  private closed = false;
+
+  constructor(agent: Agent, opts: MeshSyncOptions) {
+    this.agent = agent;
+    this.opts = opts;
+  }
+
+  async start(): Promise<void> {
+    const o = this.opts;
+    const ca = new CertificateClient({ address: o.caAddress, caRoots: o.caRoots, serverName: o.serverName, token: o.token });
+    const cert = await ca.fetch(spiffeId(o.trustDomain, o.namespace, o.serviceAccount));
+    ca.close();
+    const creds = grpc.credentials.createSsl(Buffer.from(o.caRoots), Buffer.from(cert.key), Buffer.from(cert.certChain.join('\n')));
+    this.client = new ConfigClient<{ [WORKLOAD]: Workload }>({
+      address: o.xdsAddress,
+      credentials: creds,
+      node: { id: `agent~${o.nodeName}`, name: o.nodeName, cluster: '' },
+      types: [WORKLOAD],
+      channelOptions: { 'grpc.ssl_target_name_override': o.serverName },
+    });
+    this.client.on('change', () => this.schedule());
+    this.client.start();
+    await this.client.ready(30_000);
+    this.schedule();
+    log.info({ node: o.nodeName, identity: `${cert.identity.namespace}/${cert.identity.serviceAccount}` }, 'subscribed to the config stream');
+  }
+
+  private schedule(): void {
+    this.syncing = this.syncing.then(() => this.sync()).catch((e: Error) => log.error({ err: e.message }, 'enrolment sync failed'));
+  }
+
+  /** Enrols exactly the mesh pods of this node that are running; retries the ones still starting. */
+  private async sync(): Promise<void> {
+    if (this.closed || !this.client) return;
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = undefined;
+    const wanted = new Map<string, Workload>();
+    for (const [, { value: w }] of this.client.entries(WORKLOAD)) {
+      if (w.node === this.opts.nodeName && w.tunnelProtocol === 'HBONE' && w.podUid) wanted.set(w.podUid, w);
+    }
+    const enrolment = this.agent.enrolment;
+    for (const p of enrolment.list()) if (!wanted.has(p.uid)) enrolment.unenrol(p.uid);
+    let again = false;
+    for (const [uid, w] of wanted) {
+      // A pod not found (no process yet, or a container restarting) keeps what it has and is retried.
+      const where = await locatePod(uid, this.opts.cgroupRoot);
+      if (!where) {
+        again = true;
+        continue;
+      }
+      try {
+        enrolment.enrol({
+          uid,
+          name: `${w.namespace}/${w.name}`,
+          netnsPath: where.netnsPath,
+          cgroupPath: where.cgroupPath,
+          addresses: w.addresses.map(ipText).filter(Boolean),
+        });
+      } catch (e) {
+        again = true;
+        log.warn({ pod: `${w.namespace}/${w.name}`, err: (e as Error).message }, 'enrolment failed');
+      }
+    }
+    if (again) this.retry = setTimeout(() => this.schedule(), 200);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retry) clearTimeout(this.retry);
+    await this.client?.close();
+  }
+}

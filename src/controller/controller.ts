@@ -1,0 +1,201 @@
+// The controller: watches the Kubernetes API, builds the mesh model, serves it to every node over
+// the delta config stream (mutual TLS with certificates from its own CA), serves the CA, and
+// writes our policies' status back. One code path for a real cluster and the local one.
+import * as grpc from '@grpc/grpc-js';
+import * as k8s from '@kubernetes/client-node';
+import { logger } from '../common/log.ts';
+import { parseSpiffeId } from '../identity/index.ts';
+import { AUTHORIZATION, ConfigServer, SERVICE, WORKLOAD } from '../xds/index.ts';
+import { kubeCaBackend, type RunningCa, startCa } from './ca/index.ts';
+import { buildModel, type ClusterSnapshot, type MeshModel, type PolicyStatus } from './model/index.ts';
+
+const log = logger('controller');
+
+export interface ControllerConfig {
+  readonly trustDomain: string;
+  readonly clusterId: string;
+  readonly rootNamespace: string;
+  readonly host: string;
+  /** The config stream (mutual TLS). Istio serves xDS on 15010/15012; we keep the CA on 15012. */
+  readonly xdsPort: number;
+  readonly caPort: number;
+  /** How long changes are gathered before the model is rebuilt. */
+  readonly debounceMs: number;
+}
+
+export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
+  trustDomain: 'cluster.local',
+  clusterId: 'Kubernetes',
+  rootNamespace: 'mesh-system',
+  host: '0.0.0.0',
+  xdsPort: 15010,
+  caPort: 15012,
+  // Long enough to fold an informer's initial burst into one build, short against the 1 s goal.
+  debounceMs: 30,
+});
+
+// The names on the controller's serving certificate: its Service, and loopback for the local cluster.
+const SERVING_NAMES = { dnsNames: ['mesh-controller.mesh-system.svc', 'mesh-controller.mesh-system.svc.cluster.local', 'localhost'], ipAddresses: ['127.0.0.1'] };
+
+type Cache<T extends k8s.KubernetesObject> = k8s.Informer<T> & k8s.ObjectCache<T>;
+
+const CUSTOM = [
+  { key: 'gateways', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'gateways' },
+  { key: 'httpRoutes', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' },
+  { key: 'authorizationPolicies', group: 'security.mesh.io', version: 'v1', plural: 'authorizationpolicies' },
+  { key: 'peerAuthentications', group: 'security.mesh.io', version: 'v1', plural: 'peerauthentications' },
+] as const;
+
+export class Controller {
+  readonly config: ControllerConfig;
+  readonly ca: RunningCa;
+  readonly xds: ConfigServer;
+  readonly xdsPort: number;
+  private readonly kc: k8s.KubeConfig;
+  private readonly caches: Record<string, Cache<k8s.KubernetesObject>>;
+  private timer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private readonly written = new Map<string, string>();
+  private building: Promise<void> = Promise.resolve();
+  model: MeshModel | undefined;
+  builds = 0;
+
+  private constructor(kc: k8s.KubeConfig, config: ControllerConfig, ca: RunningCa, xds: ConfigServer, xdsPort: number, caches: Record<string, Cache<k8s.KubernetesObject>>) {
+    this.kc = kc;
+    this.config = config;
+    this.ca = ca;
+    this.xds = xds;
+    this.xdsPort = xdsPort;
+    this.caches = caches;
+  }
+
+  static async start(kc: k8s.KubeConfig, input: Partial<ControllerConfig> = {}): Promise<Controller> {
+    const config = Object.freeze({ ...CONTROLLER_DEFAULTS, ...input });
+    const ca = await startCa(kubeCaBackend(kc), { trustDomain: config.trustDomain, port: config.caPort, host: config.host });
+    const serving = await ca.authority.issueServing(SERVING_NAMES, 365 * 86_400_000);
+    const roots = Buffer.from(ca.authority.trustBundle.join('\n'));
+    const xds = new ConfigServer({
+      // Only workload certificates from our own CA and trust domain may read the mesh's config.
+      authorize: (peer) => {
+        const uri = peer.uris[0];
+        if (!uri) return 'no SPIFFE identity in the client certificate';
+        try {
+          return parseSpiffeId(uri).trustDomain === config.trustDomain ? undefined : `identity ${uri} is not in trust domain ${config.trustDomain}`;
+        } catch (e) {
+          return (e as Error).message;
+        }
+      },
+    });
+    const creds = grpc.ServerCredentials.createSsl(roots, [{ cert_chain: Buffer.from(serving.certChain.join('\n')), private_key: Buffer.from(serving.key) }], true);
+    const xdsPort = await xds.listen(`${config.host}:${config.xdsPort}`, creds);
+
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    const discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
+    const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    const inf = <T extends k8s.KubernetesObject>(path: string, list: () => Promise<k8s.KubernetesListObject<T>>) =>
+      k8s.makeInformer<T>(kc, path, list) as unknown as Cache<k8s.KubernetesObject>;
+    const caches: Record<string, Cache<k8s.KubernetesObject>> = {
+      namespaces: inf('/api/v1/namespaces', () => core.listNamespace()),
+      pods: inf('/api/v1/pods', () => core.listPodForAllNamespaces()),
+      services: inf('/api/v1/services', () => core.listServiceForAllNamespaces()),
+      endpointSlices: inf('/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces()),
+      nodes: inf('/api/v1/nodes', () => core.listNode()),
+    };
+    for (const c of CUSTOM) {
+      caches[c.key] = inf(`/apis/${c.group}/${c.version}/${c.plural}`, () =>
+        custom.listClusterCustomObject({ group: c.group, version: c.version, plural: c.plural }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
+      );
+    }
+    const controller = new Controller(kc, config, ca, xds, xdsPort, caches);
+    for (const [name, i] of Object.entries(caches)) {
+      for (const verb of ['add', 'update', 'delete'] as const) i.on(verb, () => controller.schedule());
+      // client-node stops an informer on errors other than 410; the controller must keep watching.
+      i.on('error', (e: unknown) => {
+        if (controller.stopping) return;
+        log.warn({ informer: name, err: String(e) }, 'watch failed; restarting in 1s');
+        setTimeout(() => void i.start().catch(() => {}), 1000);
+      });
+    }
+    await Promise.all(Object.values(caches).map((i) => i.start()));
+    controller.schedule();
+    log.info({ xdsPort, caPort: ca.port, trustDomain: config.trustDomain }, 'controller ready');
+    return controller;
+  }
+
+  private schedule(): void {
+    if (this.timer || this.stopping) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.building = this.building.then(() => this.rebuild()).catch((e: Error) => log.error({ err: e.message }, 'model build failed'));
+    }, this.config.debounceMs);
+  }
+
+  /** Waits until the model reflects everything the informers have seen (tests). */
+  async settle(): Promise<void> {
+    while (this.timer) await new Promise((r) => setTimeout(r, 5));
+    await this.building;
+  }
+
+  private snapshot(): ClusterSnapshot {
+    const list = <T>(k: string) => [...this.caches[k]!.list()] as T[];
+    return {
+      namespaces: list('namespaces'),
+      pods: list('pods'),
+      services: list('services'),
+      endpointSlices: list('endpointSlices'),
+      nodes: list('nodes'),
+      gateways: list('gateways'),
+      httpRoutes: list('httpRoutes'),
+      authorizationPolicies: list('authorizationPolicies'),
+      peerAuthentications: list('peerAuthentications'),
+    };
+  }
+
+  private async rebuild(): Promise<void> {
+    const started = performance.now();
+    const model = buildModel(this.snapshot(), { trustDomain: this.config.trustDomain, clusterId: this.config.clusterId, rootNamespace: this.config.rootNamespace });
+    this.xds.batch((tx) => {
+      for (const [type, items] of [
+        [WORKLOAD, model.workloads],
+        [SERVICE, model.services],
+        [AUTHORIZATION, model.authorizations],
+      ] as const) {
+        for (const [name, value] of items) tx.set(type, name, value as never);
+        for (const [name] of this.xds.store.entries(type)) if (!items.has(name)) tx.remove(type, name);
+      }
+    });
+    this.model = model;
+    this.builds++;
+    log.debug({ ms: Math.round(performance.now() - started), workloads: model.workloads.size }, 'model built');
+    await this.writeStatuses(model.policyStatus);
+  }
+
+  /** Writes each policy's status when it changed, through the status subresource. */
+  private async writeStatuses(statuses: Map<string, PolicyStatus>): Promise<void> {
+    const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
+    for (const [key, status] of statuses) {
+      const digest = JSON.stringify(status.conditions.map((c) => ({ ...c, lastTransitionTime: undefined })));
+      if (this.written.get(key) === digest) continue;
+      const [kind, namespace, name] = key.split('/') as [string, string, string];
+      const plural = kind === 'PeerAuthentication' ? 'peerauthentications' : 'authorizationpolicies';
+      await custom
+        .patchNamespacedCustomObjectStatus(
+          { group: 'security.mesh.io', version: 'v1', namespace, plural, name, body: { status } },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+        )
+        .then(
+          () => this.written.set(key, digest),
+          (e: Error) => log.warn({ policy: key, err: e.message }, 'writing policy status failed'),
+        );
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    await Promise.allSettled(Object.values(this.caches).map((i) => i.stop()));
+    await this.building;
+    await this.xds.close(1000);
+    await this.ca.close();
+  }
+}

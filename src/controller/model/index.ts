@@ -1,0 +1,25 @@
+// The mesh model: Kubernetes objects → the Workloads, Services and Authorizations of the config
+// stream (Istio ambient's workload.proto / authorization.proto shapes), plus the status of our
+// policy CRDs. A pure library: the controller feeds it informer caches and writes what it returns.
+export { buildModel } from './model.ts';
+export { ACCEPTED, ENFORCED, mergeConditions, REASON } from './status.ts';
+export { STATIC_STRICT } from './peerauthn.ts';
+export { appProtocol } from './services.ts';
+export { inMesh, isWorkloadPod, workloadOwner } from './workloads.ts';
+export {
+  ANNOTATION_DRY_RUN,
+  ANNOTATION_SUBJECT_ALT_NAMES,
+  DEFAULT_MODEL_OPTIONS,
+  HBONE_PORT,
+  LABEL_DATAPLANE_MODE,
+  LABEL_USE_WAYPOINT,
+  LABEL_USE_WAYPOINT_NAMESPACE,
+  WAYPOINT_CLASS,
+  type ClusterSnapshot,
+  type Condition,
+  type KubeObject,
+  type MeshModel,
+  type ModelOptions,
+  type PolicyStatus,
+  type WaypointUse,
+} from './types.ts';
