@@ -1,4 +1,5 @@
 // The node agent's configuration: read once from the environment into a frozen object.
+import { dirname, join } from 'node:path';
 import { findCgroup2Mount } from '../common/cgroup.ts';
 
 export interface AgentConfig {
@@ -8,6 +9,8 @@ export interface AgentConfig {
   readonly podCgroup: string;
   /** Unix socket of the agent's local control API. */
   readonly controlSocket: string;
+  /** Unix socket where ztunnel learns the enrolled pods (ZDS); beside the control socket. */
+  readonly zdsSocket: string;
   /** SO_MARK that ztunnel puts on its own sockets. */
   readonly mark: number;
   /** How many recent datapath events the agent keeps for inspection. */
@@ -41,6 +44,7 @@ const KNOWN = new Set([
   'MESH_TOKEN_FILE',
   'MESH_POD_NAMESPACE',
   'MESH_SERVICE_ACCOUNT',
+  'MESH_ZDS_SOCKET',
 ]);
 
 export class ConfigError extends Error {
@@ -68,6 +72,7 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConf
     // kubelet's pod subtree with the cgroupfs driver; the systemd driver uses kubepods.slice.
     podCgroup: env.MESH_POD_CGROUP || `${findCgroup2Mount()}/kubepods`,
     controlSocket: env.MESH_AGENT_SOCKET || '/var/run/mesh/agent.sock',
+    zdsSocket: env.MESH_ZDS_SOCKET || join(dirname(env.MESH_AGENT_SOCKET || '/var/run/mesh/agent.sock'), 'zds.sock'),
     // 0x539: the mark Istio's ztunnel uses, so existing host rules that know it keep working.
     mark: int('MESH_MARK', env.MESH_MARK, 0x539, 1, 0xffffffff),
     // Hubble keeps 4095 flows per node by default; we match it.

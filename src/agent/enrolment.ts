@@ -42,6 +42,11 @@ export interface EnrolledPod {
   excludeOutboundCidrs: string[];
 }
 
+/** What ztunnel must hear about: a pod entered (or re-entered) capture, or left it. */
+export type EnrolmentChange =
+  | { type: 'add'; pod: EnrolledPod; netnsPath: string }
+  | { type: 'del'; uid: string; netnsCookie: bigint };
+
 export class EnrolmentError extends Error {
   readonly code = 'MESH_ERR_ENROL';
 }
@@ -86,9 +91,17 @@ function validate(spec: PodSpec, cgroupRoot: string): void {
   }
 }
 
+function bigintSafe(_k: string, v: unknown): unknown {
+  return typeof v === 'bigint' ? v.toString() : v;
+}
+
 export class Enrolment {
   private readonly dp: Datapath;
   private readonly byUid = new Map<string, EnrolledPod>();
+  // The netns path each pod was last enrolled with (memory only: a path like /proc/PID/ns/net is
+  // not worth keeping across restarts; the agent locates pods again).
+  private readonly paths = new Map<string, string>();
+  private readonly listeners = new Set<(change: EnrolmentChange) => void>();
 
   constructor(dp: Datapath) {
     this.dp = dp;
@@ -133,6 +146,20 @@ export class Enrolment {
       });
     }
     if (this.byUid.size > 0) log.info({ pods: this.byUid.size }, 'restored enrolment from pinned maps');
+  }
+
+  /** Calls `fn` after every enrol that changed something and every unenrol. */
+  onChange(fn: (change: EnrolmentChange) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  netnsPathOf(uid: string): string | undefined {
+    return this.paths.get(uid);
+  }
+
+  private emit(change: EnrolmentChange): void {
+    for (const fn of this.listeners) fn(change);
   }
 
   list(): EnrolledPod[] {
@@ -190,6 +217,10 @@ export class Enrolment {
     m.mesh_pods.set(key, layout.encodePod({ podId, flags: layout.POD_F_ENROLLED, addrs }));
     this.dp.attachPod(spec.netnsPath, cookie);
     this.byUid.set(spec.uid, next);
+    const changed =
+      !current || JSON.stringify(current, bigintSafe) !== JSON.stringify(next, bigintSafe) || this.paths.get(spec.uid) === undefined;
+    this.paths.set(spec.uid, spec.netnsPath);
+    if (changed) this.emit({ type: 'add', pod: next, netnsPath: spec.netnsPath });
     if (!current)
       log.info({ uid: spec.uid, pod: spec.name, netnsCookie: String(cookie), podId }, 'pod enrolled');
     return next;
@@ -222,6 +253,8 @@ export class Enrolment {
     this.clearExclusions(p);
     m.mesh_pod_uids.delete(key);
     this.byUid.delete(uid);
+    this.paths.delete(uid);
+    this.emit({ type: 'del', uid, netnsCookie: p.netnsCookie });
     log.info({ uid, netnsCookie: String(p.netnsCookie) }, 'pod unenrolled');
     return true;
   }

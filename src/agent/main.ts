@@ -4,6 +4,7 @@ import { Agent } from './agent.ts';
 import { loadAgentConfig } from './config.ts';
 import { serveControl } from './control.ts';
 import { MeshSync } from './mesh-sync.ts';
+import { ZdsServer } from './zds.ts';
 import { readFileSync } from 'node:fs';
 import { tokenFile } from '../identity/index.ts';
 
@@ -13,6 +14,8 @@ async function main(): Promise<void> {
   const cfg = loadAgentConfig();
   const agent = await Agent.start(cfg);
   const server = await serveControl(agent, cfg.controlSocket);
+  // ztunnel learns the enrolled pods from here (ZDS).
+  const zds = await ZdsServer.listen(agent.enrolment, cfg.zdsSocket);
   let sync: MeshSync | undefined;
   if (cfg.mesh) {
     const m = cfg.mesh;
@@ -28,6 +31,7 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping; capture stays in place for the next agent');
     server.close();
+    zds.close();
     void sync?.close();
     agent.stop();
     process.exit(0);

@@ -1,0 +1,70 @@
+// The agent's side of ZDS (src/zds/protocol.ts): tells every connected ztunnel about the pods of
+// this node that are enrolled, so it can open its listeners inside them. A ztunnel that restarts
+// reconnects and gets the full snapshot again; capture itself never waits for it (fail closed).
+import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import { createInterface } from 'node:readline';
+import { logger } from '../common/log.ts';
+import type { ZdsAck, ZdsMessage, ZdsPod } from '../zds/protocol.ts';
+import type { EnrolledPod, Enrolment } from './enrolment.ts';
+
+const log = logger('zds');
+
+function toZds(p: EnrolledPod, netnsPath: string): ZdsPod {
+  return { uid: p.uid, netnsPath, netnsCookie: String(p.netnsCookie), addresses: p.addresses };
+}
+
+export class ZdsServer {
+  private readonly server: net.Server;
+  private readonly clients = new Set<net.Socket>();
+  private readonly unsubscribe: () => void;
+
+  private constructor(enrolment: Enrolment, server: net.Server) {
+    this.server = server;
+    const send = (m: ZdsMessage) => {
+      for (const c of this.clients) c.write(`${JSON.stringify(m)}\n`);
+    };
+    this.unsubscribe = enrolment.onChange((ch) => {
+      if (ch.type === 'add') send({ type: 'add', pod: toZds(ch.pod, ch.netnsPath) });
+      else send({ type: 'del', uid: ch.uid, netnsCookie: String(ch.netnsCookie) });
+    });
+    server.on('connection', (c) => {
+      this.clients.add(c);
+      const pods = enrolment.list().flatMap((p) => {
+        const path = enrolment.netnsPathOf(p.uid);
+        return path ? [toZds(p, path)] : [];
+      });
+      c.write(`${JSON.stringify({ type: 'snapshot', pods } satisfies ZdsMessage)}\n`);
+      log.info({ pods: pods.length }, 'ztunnel connected');
+      createInterface({ input: c }).on('line', (line) => {
+        try {
+          const ack = JSON.parse(line) as ZdsAck;
+          if (!ack.ok) log.warn({ uid: ack.uid, err: ack.error }, 'ztunnel could not set up a pod');
+        } catch {
+          log.warn({ line: line.slice(0, 200) }, 'unreadable message from ztunnel');
+        }
+      });
+      c.on('close', () => this.clients.delete(c));
+      c.on('error', () => c.destroy());
+    });
+  }
+
+  static async listen(enrolment: Enrolment, path: string): Promise<ZdsServer> {
+    mkdirSync(dirname(path), { recursive: true });
+    if (existsSync(path)) rmSync(path);
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+    chmodSync(path, 0o600);
+    return new ZdsServer(enrolment, server);
+  }
+
+  close(): void {
+    this.unsubscribe();
+    for (const c of this.clients) c.destroy();
+    this.server.close();
+  }
+}

@@ -1,0 +1,28 @@
+// ZDS: how the node agent tells ztunnel which pods are in the mesh on this node (after Istio's
+// ztunnel/CNI "zds" protocol, over newline-delimited JSON instead of protobuf). The agent serves a
+// unix socket; ztunnel connects, receives a snapshot and then changes, and acknowledges each.
+// Istio passes the pod's netns as an fd (SCM_RIGHTS); Node's net module cannot, so we pass the
+// netns path and ztunnel opens its in-pod sockets at once (a socket keeps its netns alive).
+
+export interface ZdsPod {
+  /** Kubernetes pod UID: ztunnel joins it with the Workload's podUid for identity and addresses. */
+  uid: string;
+  netnsPath: string;
+  /** Decimal string: the key of this pod's entries in the datapath's maps. */
+  netnsCookie: string;
+  addresses: string[];
+}
+
+/** agent → ztunnel */
+export type ZdsMessage =
+  | { type: 'snapshot'; pods: ZdsPod[] }
+  | { type: 'add'; pod: ZdsPod }
+  | { type: 'del'; uid: string; netnsCookie: string };
+
+/** ztunnel → agent */
+export interface ZdsAck {
+  type: 'ack';
+  uid: string;
+  ok: boolean;
+  error?: string;
+}

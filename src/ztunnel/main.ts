@@ -1,0 +1,43 @@
+// Entry point of the ztunnel process: `node src/ztunnel/main.ts` (the DaemonSet's ztunnel container).
+// It shares the agent's settings (MESH_NODE_NAME, MESH_CONTROLLER, …) and its bpffs directory.
+import { readFileSync } from 'node:fs';
+import { logger } from '../common/log.ts';
+import { tokenFile } from '../identity/index.ts';
+import { loadAgentConfig } from '../agent/config.ts';
+import { policyFromState } from './policy.ts';
+import { Ztunnel } from './ztunnel.ts';
+
+const log = logger('ztunnel');
+
+async function main(): Promise<void> {
+  const cfg = loadAgentConfig();
+  if (!cfg.mesh) throw new Error('ztunnel needs MESH_NODE_NAME and the controller settings (see README: node agent settings)');
+  const m = cfg.mesh;
+  const z = await Ztunnel.start(
+    {
+      nodeName: m.nodeName,
+      xdsAddress: m.xdsAddress,
+      caAddress: m.caAddress,
+      serverName: m.serverName,
+      trustDomain: m.trustDomain,
+      caRoots: readFileSync(m.caRootFile, 'utf8'),
+      token: tokenFile(m.tokenFile),
+      bpffsDir: cfg.bpffsDir,
+      zdsSocket: cfg.zdsSocket,
+      namespace: m.namespace,
+      serviceAccount: m.serviceAccount,
+    },
+    policyFromState,
+  );
+  const stop = (signal: string) => {
+    log.info({ signal }, 'stopping');
+    z.close().finally(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((e: Error & { code?: string }) => {
+  log.fatal({ code: e.code, err: e.message }, 'ztunnel failed to start');
+  process.exit(1);
+});

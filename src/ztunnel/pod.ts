@@ -1,0 +1,64 @@
+// ztunnel's listeners inside one enrolled pod's network namespace: outbound on 127.0.0.1:15001
+// (where connect() is redirected), plaintext inbound on 15006 and HBONE on 15008 (where sk_lookup
+// steers connections from outside the pod). Sockets are made inside the pod's netns on a native
+// thread, marked so the datapath never captures them, and adopted by Node.
+import net from 'node:net';
+import { socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
+import type { HboneServer } from './hbone/index.ts';
+
+export const ZTUNNEL_MARK = 0x539;
+
+export interface PodHandlers {
+  outbound(pod: PodProxy, conn: net.Socket): void;
+  plaintextInbound(pod: PodProxy, conn: net.Socket): void;
+}
+
+export class PodProxy {
+  readonly uid: string;
+  readonly netnsPath: string;
+  readonly netnsCookie: bigint;
+  readonly addresses: string[];
+  private readonly servers: net.Server[] = [];
+  private hbone: HboneServer | undefined;
+  private readonly maps: ZtunnelMaps;
+
+  constructor(opts: { uid: string; netnsPath: string; netnsCookie: bigint; addresses: string[]; maps: ZtunnelMaps }) {
+    this.uid = opts.uid;
+    this.netnsPath = opts.netnsPath;
+    this.netnsCookie = opts.netnsCookie;
+    this.addresses = opts.addresses;
+    this.maps = opts.maps;
+  }
+
+  /** Opens the three listeners and registers the inbound ones with the datapath. */
+  async open(handlers: PodHandlers, hbone: HboneServer): Promise<void> {
+    const listen = async (host: string, port: number, family: 4 | 6, onConn: (c: net.Socket) => void): Promise<number> => {
+      const fd = socketInNetns(this.netnsPath, { host, port, family, listen: true, mark: ZTUNNEL_MARK });
+      const server = net.createServer({ noDelay: true }, onConn);
+      server.on('error', () => {});
+      await new Promise<void>((resolve) => server.listen({ fd }, resolve));
+      this.servers.push(server);
+      return fd;
+    };
+    await listen('127.0.0.1', 15001, 4, (c) => handlers.outbound(this, c));
+    const inbound = await listen('::', 15006, 6, (c) => handlers.plaintextInbound(this, c));
+    const hboneFd = socketInNetns(this.netnsPath, { host: '::', port: 15008, family: 6, listen: true, mark: ZTUNNEL_MARK });
+    await hbone.listen({ fd: hboneFd } as unknown as net.ListenOptions);
+    this.hbone = hbone;
+    // Registration last: until now sk_lookup refused connections for this pod (fail closed).
+    this.maps.registerSocket(this.netnsCookie, 'inbound', inbound);
+    this.maps.registerSocket(this.netnsCookie, 'hbone', hboneFd);
+  }
+
+  /** A socket inside the pod's netns, marked, for connecting out from the pod (HBONE or passthrough). */
+  dialSocket(family: 4 | 6, bindHost?: string): number {
+    return socketInNetns(this.netnsPath, { family, mark: ZTUNNEL_MARK, ...(bindHost ? { host: bindHost } : {}) });
+  }
+
+  async close(): Promise<void> {
+    this.maps.unregisterSocket(this.netnsCookie, 'inbound');
+    this.maps.unregisterSocket(this.netnsCookie, 'hbone');
+    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    await this.hbone?.close();
+  }
+}

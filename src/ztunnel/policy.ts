@@ -1,0 +1,16 @@
+// ztunnel's inbound decision: the controller's Authorizations (incl. compiled PeerAuthentication),
+// evaluated at the destination with Istio's L4 semantics (src/authz).
+import { logger } from '../common/log.ts';
+import { evaluate } from '../authz/index.ts';
+import type { InboundPolicy } from './ztunnel.ts';
+
+const log = logger('authz');
+
+export const policyFromState: InboundPolicy = (conn, state) => {
+  const d = evaluate(
+    { srcIp: conn.srcIp, srcIdentity: conn.srcIdentity, dstWorkload: conn.dst, dstIp: conn.dstIp, dstPort: conn.dstPort },
+    state.policies(),
+  );
+  if (!d.allowed) log.debug({ src: conn.srcIp, dst: `${conn.dstIp}:${conn.dstPort}`, policy: d.policy, reason: d.reason }, 'connection denied');
+  return d.allowed ? undefined : d.reason;
+};

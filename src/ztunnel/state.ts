@@ -1,0 +1,97 @@
+// ztunnel's view of the mesh, fed by the config stream: workloads by address and by pod UID,
+// services by VIP, and which workloads back each service.
+import ipaddr from 'ipaddr.js';
+import { type CompiledPolicies, compilePolicies } from '../authz/index.ts';
+import { type Authorization, AUTHORIZATION, type Service, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
+
+export type MeshTypes = { [WORKLOAD]: Workload; [SERVICE]: Service; [AUTHORIZATION]: Authorization };
+
+export function ipText(b: Uint8Array): string {
+  return b.length === 4 || b.length === 16 ? ipaddr.fromByteArray([...b]).toString() : '';
+}
+
+/** Canonical text for an address, so that "::ffff:10.0.0.1" and "10.0.0.1" meet. */
+export function canonicalIp(ip: string): string {
+  const a = ipaddr.process(ip);
+  return a.toString();
+}
+
+export interface Destination {
+  workload: Workload | undefined;
+  /** The address and port to reach it on (a pod IP and target port after service resolution). */
+  ip: string;
+  port: number;
+  service: Service | undefined;
+}
+
+export class MeshState {
+  readonly workloads = new Map<string, Workload>();
+  readonly services = new Map<string, Service>();
+  readonly authorizations = new Map<string, Authorization>();
+  private byIp = new Map<string, Workload>();
+  private byPodUid = new Map<string, Workload>();
+  private byVip = new Map<string, Service>();
+  private backends = new Map<string, Workload[]>();
+  private compiled: CompiledPolicies | undefined;
+
+  /** Replaces one type's contents and rebuilds the indexes. */
+  replace<T extends keyof MeshTypes>(type: T, entries: Iterable<[string, MeshTypes[T]]>): void {
+    const target = (type === WORKLOAD ? this.workloads : type === SERVICE ? this.services : this.authorizations) as Map<string, MeshTypes[T]>;
+    target.clear();
+    for (const [k, v] of entries) target.set(k, v);
+    this.reindex();
+  }
+
+  /** The authorizations compiled for evaluation, once per change of the set. */
+  policies(): CompiledPolicies {
+    this.compiled ??= compilePolicies({ byKey: this.authorizations });
+    return this.compiled;
+  }
+
+  private reindex(): void {
+    this.compiled = undefined;
+    this.byIp = new Map();
+    this.byPodUid = new Map();
+    this.backends = new Map();
+    for (const w of this.workloads.values()) {
+      for (const a of w.addresses) this.byIp.set(ipText(a), w);
+      if (w.podUid) this.byPodUid.set(w.podUid, w);
+      for (const key of Object.keys(w.services)) {
+        const list = this.backends.get(key) ?? [];
+        list.push(w);
+        this.backends.set(key, list);
+      }
+    }
+    this.byVip = new Map();
+    for (const s of this.services.values()) for (const a of s.addresses) this.byVip.set(ipText(a.address), s);
+  }
+
+  workloadByIp(ip: string): Workload | undefined {
+    return this.byIp.get(canonicalIp(ip));
+  }
+
+  workloadByPodUid(uid: string): Workload | undefined {
+    return this.byPodUid.get(uid);
+  }
+
+  /**
+   * Where a connection for ip:port goes: a service VIP picks a healthy backend at random and maps
+   * the service port to its target port; a pod IP is itself; anything else is outside the mesh.
+   */
+  resolve(ip: string, port: number): Destination | { error: string } {
+    const svc = this.byVip.get(canonicalIp(ip));
+    if (svc) {
+      const key = `${svc.namespace}/${svc.hostname}`;
+      const candidates = (this.backends.get(key) ?? []).filter((w) => w.status === 'HEALTHY');
+      const usable = candidates.flatMap((w) => {
+        const p = w.services[key]?.ports.find((x) => x.servicePort === port);
+        const addr = w.addresses[0];
+        return p && addr ? [{ w, ip: ipText(addr), port: p.targetPort || port }] : [];
+      });
+      if (usable.length === 0) return { error: `service ${svc.hostname} has no healthy endpoint for port ${port}` };
+      const pick = usable[Math.floor(Math.random() * usable.length)]!;
+      return { workload: pick.w, ip: pick.ip, port: pick.port, service: svc };
+    }
+    return { workload: this.workloadByIp(ip), ip: canonicalIp(ip), port, service: undefined };
+  }
+}

@@ -1,0 +1,95 @@
+// The access log: one JSON line per completed connection with ztunnel's field names
+// (istio/ztunnel src/proxy/metrics.rs, ConnectionResult::record: src.addr, src.workload,
+// src.namespace, src.identity, dst.addr, dst.hbone_addr, dst.service, dst.workload,
+// dst.namespace, dst.identity, direction, bytes_sent, bytes_recv, duration, error), at info
+// when the connection ended cleanly and at error when it did not, message "connection complete".
+// Fields ztunnel would leave empty are omitted. `duration` is ztunnel's "<n>ms" string;
+// `duration_ms` adds the number for log pipelines that should not parse it.
+//
+// Its own pino instance (not a child of the component logger) so that it can go to its own
+// destination and be turned off (level "silent") without touching the other logs; its logger is
+// exposed so the admin /logging endpoint can change its level under the name "access".
+import { pino, type DestinationStream, type Level, type Logger } from 'pino';
+
+export interface AccessLogEntry {
+  direction: 'inbound' | 'outbound';
+  src: { addr: string; workload?: string | undefined; namespace?: string | undefined; identity?: string | undefined };
+  dst: {
+    addr: string;
+    hboneAddr?: string | undefined;
+    service?: string | undefined;
+    workload?: string | undefined;
+    namespace?: string | undefined;
+    identity?: string | undefined;
+  };
+  /** From ztunnel's side of the connection: outbound, what it sent to the destination (the
+   * request); inbound, what it sent back to the client (the response). */
+  bytesSent: number;
+  bytesRecv: number;
+  durationMs: number;
+  error?: string | undefined;
+}
+
+export interface AccessLogOptions {
+  /** Default: stdout, asynchronous (pino.destination with sync: false) — a write never blocks
+   * the proxy's event loop. */
+  destination?: DestinationStream;
+  /** Default "info"; "silent" turns the log off. */
+  level?: Level | 'silent';
+}
+
+/** "ip:port", with brackets for IPv6 (Rust's SocketAddr display, which ztunnel prints). */
+export function formatAddr(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+export class AccessLog {
+  readonly logger: Logger;
+  readonly #dest: DestinationStream;
+
+  constructor(opts: AccessLogOptions = {}) {
+    this.#dest = opts.destination ?? pino.destination({ dest: 1, sync: false });
+    this.logger = pino({ level: opts.level ?? 'info', base: { component: 'access' }, timestamp: pino.stdTimeFunctions.isoTime }, this.#dest);
+  }
+
+  write(e: AccessLogEntry): void {
+    const level = e.error ? 'error' : 'info';
+    if (!this.logger.isLevelEnabled(level)) return;
+    const rec: Record<string, string | number> = { 'src.addr': e.src.addr };
+    const put = (k: string, v: string | undefined): void => {
+      if (v && v !== 'unknown') rec[k] = v;
+    };
+    put('src.workload', e.src.workload);
+    put('src.namespace', e.src.namespace);
+    put('src.identity', e.src.identity);
+    rec['dst.addr'] = e.dst.addr;
+    put('dst.hbone_addr', e.dst.hboneAddr);
+    put('dst.service', e.dst.service);
+    put('dst.workload', e.dst.workload);
+    put('dst.namespace', e.dst.namespace);
+    put('dst.identity', e.dst.identity);
+    rec.direction = e.direction;
+    rec.bytes_sent = e.bytesSent;
+    rec.bytes_recv = e.bytesRecv;
+    rec.duration = `${Math.round(e.durationMs)}ms`;
+    rec.duration_ms = Math.round(e.durationMs);
+    if (e.error) {
+      rec.error = e.error;
+      this.logger.error(rec, 'connection complete');
+    } else this.logger.info(rec, 'connection complete');
+  }
+
+  /** Writes out what is buffered (on drain, before exit). */
+  flush(): Promise<void> {
+    return new Promise((resolve) => {
+      const d = this.#dest as DestinationStream & { flush?: (cb?: (err?: Error) => void) => void };
+      if (typeof d.flush !== 'function') return resolve();
+      try {
+        d.flush(() => resolve());
+      } catch {
+        // SonicBoom throws when it is not ready yet; nothing was written then.
+        resolve();
+      }
+    });
+  }
+}

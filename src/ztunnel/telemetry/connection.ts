@@ -1,0 +1,93 @@
+// One connection's telemetry from open to close: the metrics handle plus the access-log line
+// written when it completes — ztunnel's ConnectionResult.
+import { AccessLog, formatAddr } from './access-log.ts';
+import { trafficLabels, type ResponseFlag, type TrafficLabelInput, type TrafficLabels } from './labels.ts';
+import { TcpMetrics, type ConnectionMetrics } from './metrics.ts';
+
+export interface SocketAddress {
+  ip: string;
+  port: number;
+}
+
+export interface OpenedConnection extends TrafficLabelInput {
+  /** The client's address as this ztunnel saw it. */
+  src: SocketAddress;
+  /** The address connected to: the destination pod (inbound) or the original destination
+   * (outbound, a pod IP or a service VIP). */
+  dst: SocketAddress;
+  /** The HBONE :authority ("podIP:port") when the connection is tunnelled. */
+  hboneAddr?: string | undefined;
+}
+
+export interface TrackedConnection {
+  readonly labels: Readonly<TrafficLabels>;
+  readonly metrics: ConnectionMetrics;
+  /** Response-direction bytes (server → client). */
+  addSent(n: number): void;
+  /** Request-direction bytes (client → server). */
+  addReceived(n: number): void;
+  /** Records the close and writes the access-log line, once. `error` makes the line an error;
+   * `flags` is the response_flags label ("-" unless it failed to establish; see
+   * ConnectionMetrics.closed). */
+  close(result?: { flags?: ResponseFlag; error?: Error | string }): void;
+}
+
+export interface TelemetryOptions {
+  metrics?: TcpMetrics;
+  /** Omit for no access log. */
+  accessLog?: AccessLog | undefined;
+  /** Milliseconds clock, for tests. */
+  now?: () => number;
+}
+
+export class Telemetry {
+  readonly metrics: TcpMetrics;
+  readonly accessLog: AccessLog | undefined;
+  readonly #now: () => number;
+
+  constructor(opts: TelemetryOptions = {}) {
+    this.metrics = opts.metrics ?? new TcpMetrics();
+    this.accessLog = opts.accessLog;
+    this.#now = opts.now ?? (() => performance.now());
+  }
+
+  connectionOpened(c: OpenedConnection): TrackedConnection {
+    const start = this.#now();
+    const labels = trafficLabels(c);
+    const m = this.metrics.connectionOpened(labels);
+    const log = this.accessLog;
+    const now = this.#now;
+    const mtls = labels.connection_security_policy === 'mutual_tls';
+    return {
+      labels: m.labels,
+      metrics: m,
+      addSent: (n) => m.addSent(n),
+      addReceived: (n) => m.addReceived(n),
+      close(result = {}) {
+        if (m.isClosed) return;
+        m.closed(result.flags ?? '-');
+        if (!log) return;
+        const outbound = labels.reporter === 'source';
+        const err = result.error;
+        log.write({
+          direction: outbound ? 'outbound' : 'inbound',
+          // ztunnel: the pod's name when known, else the canonical service.
+          src: { addr: formatAddr(c.src.ip, c.src.port), workload: c.source?.name || labels.source_canonical_service, namespace: labels.source_workload_namespace, identity: mtls ? labels.source_principal : undefined },
+          dst: {
+            addr: formatAddr(c.dst.ip, c.dst.port),
+            hboneAddr: c.hboneAddr,
+            service: labels.destination_service,
+            workload: c.destination?.name || labels.destination_canonical_service,
+            namespace: labels.destination_workload_namespace,
+            identity: mtls ? labels.destination_principal : undefined,
+          },
+          // metrics.rs: "Istio flips the metric for source … Unflip for logs".
+          bytesSent: outbound ? m.received : m.sent,
+          bytesRecv: outbound ? m.sent : m.received,
+          durationMs: now() - start,
+          error: err === undefined ? undefined : typeof err === 'string' ? err : err.message,
+        });
+      },
+    };
+  }
+}

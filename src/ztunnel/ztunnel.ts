@@ -1,0 +1,248 @@
+// ztunnel: the node's L4 proxy. It learns the enrolled pods of its node from the agent (ZDS),
+// opens listeners inside each, and carries their traffic: outbound over HBONE (HTTP/2 CONNECT
+// over mutual TLS with the source workload's certificate) when the destination is in the mesh,
+// plain TCP otherwise; inbound HBONE terminated, authorized (L4) and delivered to the app.
+import net from 'node:net';
+import { createInterface } from 'node:readline';
+import * as grpc from '@grpc/grpc-js';
+import { logger } from '../common/log.ts';
+import { ZtunnelMaps } from '../datapath/index.ts';
+import { CertificateClient, formatSpiffeId, SecretManager, type SpiffeId, spiffeId } from '../identity/index.ts';
+import { AUTHORIZATION, ConfigClient, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
+import type { ZdsAck, ZdsMessage, ZdsPod } from '../zds/protocol.ts';
+import { HbonePool, HboneServer, type HboneTunnel, splice } from './hbone/index.ts';
+import { PodProxy } from './pod.ts';
+import { type MeshTypes, MeshState } from './state.ts';
+
+const log = logger('ztunnel');
+
+export interface ZtunnelConfig {
+  nodeName: string;
+  xdsAddress: string;
+  caAddress: string;
+  serverName: string;
+  trustDomain: string;
+  caRoots: string;
+  token: () => string | Promise<string>;
+  bpffsDir: string;
+  zdsSocket: string;
+  /** ztunnel's own identity on the config stream (the node DaemonSet's). */
+  namespace: string;
+  serviceAccount: string;
+}
+
+/** Decides an inbound connection at the destination: undefined allows, a string is the reason to deny. */
+export type InboundPolicy = (conn: { srcIp: string; srcIdentity: SpiffeId | undefined; dst: Workload; dstIp: string; dstPort: number }, state: MeshState) => string | undefined;
+
+function strip(a: string | undefined): string {
+  return (a ?? '').replace(/^::ffff:/, '');
+}
+
+export class Ztunnel {
+  readonly state = new MeshState();
+  private readonly cfg: ZtunnelConfig;
+  private readonly maps: ZtunnelMaps;
+  private readonly secrets: SecretManager;
+  private readonly policy: InboundPolicy;
+  private config: ConfigClient<MeshTypes> | undefined;
+  private readonly pods = new Map<string, { proxy: PodProxy; pool: HbonePool; hbone: HboneServer }>();
+  private zds: net.Socket | undefined;
+  private closed = false;
+
+  private constructor(cfg: ZtunnelConfig, policy: InboundPolicy) {
+    this.cfg = cfg;
+    this.policy = policy;
+    this.maps = new ZtunnelMaps(cfg.bpffsDir);
+    const ca = new CertificateClient({ address: cfg.caAddress, caRoots: cfg.caRoots, serverName: cfg.serverName, token: cfg.token });
+    this.secrets = new SecretManager({ provider: ca });
+  }
+
+  static async start(cfg: ZtunnelConfig, policy: InboundPolicy): Promise<Ztunnel> {
+    const z = new Ztunnel(cfg, policy);
+    const own = await z.secrets.fetchCertificate(spiffeId(cfg.trustDomain, cfg.namespace, cfg.serviceAccount));
+    const creds = grpc.credentials.createSsl(Buffer.from(cfg.caRoots), Buffer.from(own.key), Buffer.from(own.certChain.join('\n')));
+    z.config = new ConfigClient<MeshTypes>({
+      address: cfg.xdsAddress,
+      credentials: creds,
+      node: { id: `ztunnel~${cfg.nodeName}`, name: cfg.nodeName, cluster: '' },
+      types: [WORKLOAD, SERVICE, AUTHORIZATION],
+      channelOptions: { 'grpc.ssl_target_name_override': cfg.serverName },
+    });
+    z.config.on('change', (ev: { type: string }) => {
+      const type = ev.type as keyof MeshTypes;
+      z.state.replace(type, [...z.config!.entries(type)].map(([k, e]) => [k, e.value] as [string, never]));
+    });
+    z.config.start();
+    await z.config.ready(30_000);
+    for (const t of [WORKLOAD, SERVICE, AUTHORIZATION] as const) z.state.replace(t, [...z.config.entries(t)].map(([k, e]) => [k, e.value] as [string, never]));
+    z.connectZds();
+    log.info({ node: cfg.nodeName }, 'ztunnel ready');
+    return z;
+  }
+
+  private identityOf(w: Workload): SpiffeId {
+    return spiffeId(w.trustDomain || this.cfg.trustDomain, w.namespace, w.serviceAccount || 'default');
+  }
+
+  // ---- ZDS: which pods to serve ----
+
+  private connectZds(): void {
+    if (this.closed) return;
+    const sock = net.connect(this.cfg.zdsSocket);
+    this.zds = sock;
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      if (!this.closed) setTimeout(() => this.connectZds(), 500);
+    });
+    createInterface({ input: sock }).on('line', (line) => {
+      let msg: ZdsMessage;
+      try {
+        msg = JSON.parse(line) as ZdsMessage;
+      } catch {
+        return;
+      }
+      const ack = (uid: string, error?: string) => sock.write(`${JSON.stringify({ type: 'ack', uid, ok: !error, ...(error ? { error } : {}) } satisfies ZdsAck)}\n`);
+      if (msg.type === 'snapshot') {
+        const keep = new Set(msg.pods.map((p) => p.uid));
+        for (const uid of this.pods.keys()) if (!keep.has(uid)) void this.removePod(uid);
+        for (const p of msg.pods) void this.addPod(p).then(() => ack(p.uid), (e: Error) => ack(p.uid, e.message));
+      } else if (msg.type === 'add') {
+        const p = msg.pod;
+        void this.addPod(p).then(() => ack(p.uid), (e: Error) => ack(p.uid, e.message));
+      } else if (msg.type === 'del') {
+        void this.removePod(msg.uid).then(() => ack(msg.uid));
+      }
+    });
+  }
+
+  private async addPod(p: ZdsPod): Promise<void> {
+    log.debug({ uid: p.uid, netns: p.netnsPath }, 'ZDS add');
+    const existing = this.pods.get(p.uid);
+    if (existing && existing.proxy.netnsCookie === BigInt(p.netnsCookie)) return;
+    if (existing) await this.removePod(p.uid);
+    // The workload may reach us over the config stream a moment after the agent enrolled it.
+    let w = this.state.workloadByPodUid(p.uid);
+    for (let i = 0; !w && i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      w = this.state.workloadByPodUid(p.uid);
+    }
+    if (!w) throw new Error(`pod ${p.uid} is not among the workloads the controller sent`);
+    const identity = this.identityOf(w);
+    log.debug({ uid: p.uid, identity: formatSpiffeId(identity) }, 'fetching the workload certificate');
+    const cert = await this.secrets.fetchCertificate(identity);
+    log.debug({ uid: p.uid }, 'opening listeners in the pod');
+    const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps });
+    const hbone = new HboneServer({
+      credentials: { key: cert.key, certChain: cert.certChain, roots: cert.roots },
+      trustDomains: [this.cfg.trustDomain],
+      handler: (t) => this.inboundHbone(proxy, t),
+    });
+    const pool = new HbonePool({ connectFromNetns: (dst) => proxy.dialSocket(net.isIPv6(dst.host) ? 6 : 4) });
+    await proxy.open({ outbound: (pod, c) => void this.outbound(pod, c), plaintextInbound: (pod, c) => void this.plaintextInbound(pod, c) }, hbone);
+    this.pods.set(p.uid, { proxy, pool, hbone });
+    log.info({ pod: `${w.namespace}/${w.name}`, identity: formatSpiffeId(identity) }, 'serving pod');
+  }
+
+  private async removePod(uid: string): Promise<void> {
+    const entry = this.pods.get(uid);
+    if (!entry) return;
+    this.pods.delete(uid);
+    void entry.pool.close(1000);
+    await entry.proxy.close();
+  }
+
+  // ---- outbound ----
+
+  private async outbound(pod: PodProxy, conn: net.Socket): Promise<void> {
+    conn.on('error', () => {});
+    const orig = this.maps.takeOrigDst(pod.netnsCookie, strip(conn.remoteAddress), conn.remotePort ?? 0);
+    if (!orig) {
+      log.warn({ peer: `${conn.remoteAddress}:${conn.remotePort}` }, 'no original destination recorded for an outbound connection; closing');
+      conn.destroy();
+      return;
+    }
+    const dst = this.state.resolve(orig.address, orig.port);
+    if ('error' in dst) {
+      log.info({ dst: `${orig.address}:${orig.port}`, err: dst.error }, 'outbound refused');
+      conn.destroy();
+      return;
+    }
+    const src = this.state.workloadByPodUid(pod.uid);
+    const entry = this.pods.get(pod.uid);
+    try {
+      if (dst.workload?.tunnelProtocol === 'HBONE' && src && entry) {
+        const cert = await this.secrets.fetchCertificate(this.identityOf(src));
+        const stream = await entry.pool.connect({
+          source: { identity: cert.identity, key: cert.key, certChain: cert.certChain, roots: cert.roots },
+          dstAddr: { host: dst.ip, port: 15008 },
+          expectedIdentities: [formatSpiffeId(this.identityOf(dst.workload))],
+          authority: { host: dst.ip, port: dst.port },
+          forwardedFor: { host: pod.addresses[0] ?? strip(conn.localAddress) },
+          baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
+        });
+        await splice(conn, stream);
+      } else {
+        const up = new net.Socket({ fd: pod.dialSocket(net.isIPv6(dst.ip) ? 6 : 4), readable: true, writable: true });
+        up.connect({ host: dst.ip, port: dst.port });
+        await splice(conn, up);
+      }
+    } catch (e) {
+      log.info({ dst: `${dst.ip}:${dst.port}`, err: (e as Error).message }, 'outbound connection failed');
+      conn.destroy();
+    }
+  }
+
+  // ---- inbound ----
+
+  /** Connects to the app inside the pod from 127.0.0.6, which sk_lookup leaves alone. */
+  private deliver(pod: PodProxy, ip: string, port: number): Promise<net.Socket> {
+    const v6 = net.isIPv6(ip);
+    const fd = pod.dialSocket(v6 ? 6 : 4, v6 ? '::1' : '127.0.0.6');
+    const sock = new net.Socket({ fd, readable: true, writable: true });
+    return new Promise((resolve, reject) => {
+      sock.once('connect', () => resolve(sock));
+      sock.once('error', reject);
+      sock.connect({ host: ip, port });
+    });
+  }
+
+  private async inboundHbone(pod: PodProxy, t: HboneTunnel) {
+    const dst = this.state.workloadByPodUid(pod.uid);
+    if (!dst || !pod.addresses.includes(t.target.host)) return { status: 400 as const, reason: `${t.target.host} is not an address of this pod` };
+    const srcIp = t.forwardedFor?.host ?? t.peerAddress.host;
+    const deny = this.policy({ srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port }, this.state);
+    if (deny) return { status: 401 as const, reason: deny };
+    try {
+      return { status: 200 as const, upstream: await this.deliver(pod, t.target.host, t.target.port) };
+    } catch (e) {
+      return { status: 503 as const, reason: `the application at ${t.target.host}:${t.target.port} is unreachable: ${(e as Error).message}` };
+    }
+  }
+
+  private async plaintextInbound(pod: PodProxy, conn: net.Socket): Promise<void> {
+    conn.on('error', () => {});
+    const dst = this.state.workloadByPodUid(pod.uid);
+    const dstIp = strip(conn.localAddress);
+    const dstPort = conn.localPort ?? 0;
+    const srcIp = strip(conn.remoteAddress);
+    const deny = dst ? this.policy({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort }, this.state) : 'unknown destination workload';
+    if (deny) {
+      log.info({ src: srcIp, dst: `${dstIp}:${dstPort}`, reason: deny }, 'plaintext connection denied');
+      conn.destroy();
+      return;
+    }
+    try {
+      await splice(conn, await this.deliver(pod, dstIp, dstPort));
+    } catch {
+      conn.destroy();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.zds?.destroy();
+    for (const uid of [...this.pods.keys()]) await this.removePod(uid);
+    await this.config?.close();
+    this.maps.close();
+  }
+}
