@@ -6,6 +6,7 @@ import { tokenFile } from '../identity/index.ts';
 import { loadAgentConfig } from '../agent/config.ts';
 import { policyFromState } from './policy.ts';
 import { Ztunnel } from './ztunnel.ts';
+import { LogLevels, startZtunnelServers } from './admin/index.ts';
 
 const log = logger('ztunnel');
 
@@ -29,9 +30,19 @@ async function main(): Promise<void> {
     },
     policyFromState,
   );
+  const port = (name: string, dflt: number) => (process.env[name] !== undefined && process.env[name] !== '' ? Number(process.env[name]) : dflt);
+  const servers = await startZtunnelServers({
+    admin: { port: port('MESH_ADMIN_PORT', 15000), configDump: () => z.configDump(), logLevels: new LogLevels().register('ztunnel', log) },
+    metrics: { port: port('MESH_METRICS_PORT', 15020), registries: [z.telemetry.metrics.registry] },
+    readiness: { port: port('MESH_READINESS_PORT', 15021), ready: () => z.readiness() },
+  });
+  log.info({ admin: servers.admin.port, metrics: servers.metrics.port, readiness: servers.readiness.port }, 'admin, metrics and readiness listening');
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
-    z.close().finally(() => process.exit(0));
+    servers
+      .close(2000)
+      .then(() => z.close())
+      .finally(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));

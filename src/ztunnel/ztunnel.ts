@@ -12,6 +12,8 @@ import { AUTHORIZATION, ConfigClient, SERVICE, WORKLOAD, type Workload } from '.
 import type { ZdsAck, ZdsMessage, ZdsPod } from '../zds/protocol.ts';
 import { HbonePool, HboneServer, type HboneTunnel, splice } from './hbone/index.ts';
 import { PodProxy } from './pod.ts';
+import type { ConfigDump, Readiness } from './admin/index.ts';
+import { AccessLog, Telemetry, type TrackedConnection } from './telemetry/index.ts';
 import { type MeshTypes, MeshState } from './state.ts';
 
 const log = logger('ztunnel');
@@ -40,6 +42,9 @@ function strip(a: string | undefined): string {
 
 export class Ztunnel {
   readonly state = new MeshState();
+  readonly telemetry = new Telemetry({ accessLog: new AccessLog() });
+  private readonly live = new Set<{ direction: string; src: string; dst: string; pod: string; since: string }>();
+  private zdsConnected = false;
   private readonly cfg: ZtunnelConfig;
   private readonly maps: ZtunnelMaps;
   private readonly secrets: SecretManager;
@@ -90,8 +95,10 @@ export class Ztunnel {
     if (this.closed) return;
     const sock = net.connect(this.cfg.zdsSocket);
     this.zds = sock;
+    sock.on('connect', () => (this.zdsConnected = true));
     sock.on('error', () => {});
     sock.on('close', () => {
+      this.zdsConnected = false;
       if (!this.closed) setTimeout(() => this.connectZds(), 500);
     });
     createInterface({ input: sock }).on('line', (line) => {
@@ -151,6 +158,39 @@ export class Ztunnel {
     await entry.proxy.close();
   }
 
+  /** Counts bytes as they flow both ways and closes the record when both sides are done. */
+  private track(tracked: TrackedConnection, clientSide: net.Socket | NodeJS.ReadableStream, serverSide: NodeJS.ReadableStream, info: { direction: string; src: string; dst: string; pod: string }): (error?: Error) => void {
+    const entry = { ...info, since: new Date().toISOString() };
+    this.live.add(entry);
+    clientSide.on('data', (b: Buffer) => tracked.addReceived(b.length));
+    serverSide.on('data', (b: Buffer) => tracked.addSent(b.length));
+    let done = false;
+    return (error?: Error) => {
+      if (done) return;
+      done = true;
+      this.live.delete(entry);
+      tracked.close(error ? { error } : {});
+    };
+  }
+
+  /** For /config_dump: what this ztunnel knows and serves. */
+  configDump(): ConfigDump {
+    return {
+      workloads: [...this.state.workloads.values()],
+      services: [...this.state.services.values()],
+      policies: [...this.state.authorizations.values()],
+      certificates: this.secrets.status(),
+      connections: [...this.live],
+      pods: [...this.pods.values()].map((p) => ({ uid: p.proxy.uid, netns: p.proxy.netnsPath, addresses: p.proxy.addresses })),
+    };
+  }
+
+  readiness(): Readiness {
+    if (!this.config?.isReady()) return { ready: false, reason: 'the config stream has not synced' };
+    if (!this.zdsConnected) return { ready: false, reason: 'not connected to the node agent (ZDS)' };
+    return { ready: true };
+  }
+
   // ---- outbound ----
 
   private async outbound(pod: PodProxy, conn: net.Socket): Promise<void> {
@@ -169,8 +209,20 @@ export class Ztunnel {
     }
     const src = this.state.workloadByPodUid(pod.uid);
     const entry = this.pods.get(pod.uid);
+    const hbone = dst.workload?.tunnelProtocol === 'HBONE' && src !== undefined && entry !== undefined;
+    const tracked = this.telemetry.connectionOpened({
+      reporter: 'source',
+      source: src,
+      destination: dst.workload,
+      destinationService: dst.service,
+      mtls: hbone,
+      src: { ip: strip(conn.remoteAddress), port: conn.remotePort ?? 0 },
+      dst: { ip: orig.address, port: orig.port },
+      hboneAddr: hbone ? `${dst.ip}:${dst.port}` : undefined,
+    });
+    const info = { direction: 'outbound', src: `${pod.addresses[0]}`, dst: `${orig.address}:${orig.port}`, pod: pod.uid };
     try {
-      if (dst.workload?.tunnelProtocol === 'HBONE' && src && entry) {
+      if (hbone && src && entry && dst.workload) {
         const cert = await this.secrets.fetchCertificate(this.identityOf(src));
         const stream = await entry.pool.connect({
           source: { identity: cert.identity, key: cert.key, certChain: cert.certChain, roots: cert.roots },
@@ -180,14 +232,17 @@ export class Ztunnel {
           forwardedFor: { host: pod.addresses[0] ?? strip(conn.localAddress) },
           baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
         });
-        await splice(conn, stream);
+        const done = this.track(tracked, conn, stream, info);
+        done((await splice(conn, stream)).error);
       } else {
         const up = new net.Socket({ fd: pod.dialSocket(net.isIPv6(dst.ip) ? 6 : 4), readable: true, writable: true });
         up.connect({ host: dst.ip, port: dst.port });
-        await splice(conn, up);
+        const done = this.track(tracked, conn, up, info);
+        done((await splice(conn, up)).error);
       }
     } catch (e) {
       log.info({ dst: `${dst.ip}:${dst.port}`, err: (e as Error).message }, 'outbound connection failed');
+      tracked.close({ flags: 'CONNECT', error: e as Error });
       conn.destroy();
     }
   }
@@ -210,11 +265,28 @@ export class Ztunnel {
     const dst = this.state.workloadByPodUid(pod.uid);
     if (!dst || !pod.addresses.includes(t.target.host)) return { status: 400 as const, reason: `${t.target.host} is not an address of this pod` };
     const srcIp = t.forwardedFor?.host ?? t.peerAddress.host;
+    const tracked = this.telemetry.connectionOpened({
+      reporter: 'destination',
+      source: this.state.workloadByIp(srcIp),
+      sourceIdentity: t.peerIdentity,
+      destination: dst,
+      mtls: true,
+      src: { ip: srcIp, port: t.forwardedFor?.port ?? t.peerAddress.port },
+      dst: { ip: t.target.host, port: t.target.port },
+      hboneAddr: `${t.target.host}:${t.target.port}`,
+    });
     const deny = this.policy({ srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port }, this.state);
-    if (deny) return { status: 401 as const, reason: deny };
+    if (deny) {
+      tracked.close({ flags: 'DENY', error: deny });
+      return { status: 401 as const, reason: deny };
+    }
     try {
-      return { status: 200 as const, upstream: await this.deliver(pod, t.target.host, t.target.port) };
+      const upstream = await this.deliver(pod, t.target.host, t.target.port);
+      const done = this.track(tracked, t.stream, upstream, { direction: 'inbound', src: srcIp, dst: `${t.target.host}:${t.target.port}`, pod: pod.uid });
+      upstream.once('close', () => done());
+      return { status: 200 as const, upstream };
     } catch (e) {
+      tracked.close({ flags: 'CONNECT', error: e as Error });
       return { status: 503 as const, reason: `the application at ${t.target.host}:${t.target.port} is unreachable: ${(e as Error).message}` };
     }
   }
@@ -225,15 +297,27 @@ export class Ztunnel {
     const dstIp = strip(conn.localAddress);
     const dstPort = conn.localPort ?? 0;
     const srcIp = strip(conn.remoteAddress);
+    const tracked = this.telemetry.connectionOpened({
+      reporter: 'destination',
+      source: this.state.workloadByIp(srcIp),
+      destination: dst,
+      mtls: false,
+      src: { ip: srcIp, port: conn.remotePort ?? 0 },
+      dst: { ip: dstIp, port: dstPort },
+    });
     const deny = dst ? this.policy({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort }, this.state) : 'unknown destination workload';
     if (deny) {
       log.info({ src: srcIp, dst: `${dstIp}:${dstPort}`, reason: deny }, 'plaintext connection denied');
+      tracked.close({ flags: 'DENY', error: deny });
       conn.destroy();
       return;
     }
     try {
-      await splice(conn, await this.deliver(pod, dstIp, dstPort));
-    } catch {
+      const upstream = await this.deliver(pod, dstIp, dstPort);
+      const done = this.track(tracked, conn, upstream, { direction: 'inbound', src: srcIp, dst: `${dstIp}:${dstPort}`, pod: pod.uid });
+      done((await splice(conn, upstream)).error);
+    } catch (e) {
+      tracked.close({ flags: 'CONNECT', error: e as Error });
       conn.destroy();
     }
   }

@@ -70,6 +70,20 @@ spec:
     t.true(status.some((c) => c.status === 'False' && /10\.0\.0\.300/.test(c.message)), JSON.stringify(status));
   }
 
+  // A policy with HTTP fields and no waypoint: enforced fail-closed, and its status says so.
+  const l7 = `${stateDir}/l7-policy.yaml`;
+  writeFileSync(
+    l7,
+    'apiVersion: security.mesh.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: shop}\nspec:\n  action: ALLOW\n  rules:\n  - to:\n    - operation: {methods: ["GET"]}\n',
+  );
+  await kubectl('apply', '-f', l7);
+  const l7Status = await waitFor('L7 policy status', async () => {
+    const p = (await custom.getNamespacedCustomObject({ group: 'security.mesh.io', version: 'v1', namespace: 'shop', plural: 'authorizationpolicies', name: 'get-only' })) as { status?: { conditions?: { type: string; status: string; reason: string; message: string }[] } };
+    return p.status?.conditions?.find((c) => c.status === 'False') ? p.status.conditions : undefined;
+  });
+  t.true(l7Status.some((c) => c.reason === 'L7FieldsWithoutWaypoint' && /methods/.test(c.message)), JSON.stringify(l7Status));
+  await kubectl('delete', '-f', l7);
+
   // Opting a pod out later takes it out; the stream still works after the bad policy.
   await kubectl('label', 'pod', '-n', 'shop', 'fresh', 'mesh.io/dataplane-mode=none');
   await waitFor('opted-out pod unenrolled', () => (!enrolledUids('node2').includes(fresh.metadata!.uid!) ? true : undefined));

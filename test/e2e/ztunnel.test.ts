@@ -131,4 +131,41 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
   // Same node: a client next to the server.
   const local = await runClient(mesh, 'shop', 'neighbour', 'node1', [`http://${webIp}:8080/`, `http://${svc.spec!.clusterIP}/`]);
   for (const r of local) t.is(r.reply?.sha, r.sha, `${r.url} on one node: ${r.error}`);
+
+  // Metrics: the destination ztunnel reports the connections with Istio's names and labels.
+  const metrics = await (await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node1', 'metrics')}/metrics`)).text();
+  const opened = metrics.split('\n').filter((l) => l.startsWith('istio_tcp_connections_opened_total{') && l.includes('reporter="destination"') && l.includes('destination_workload="web"'));
+  t.true(opened.some((l) => l.includes('connection_security_policy="mutual_tls"') && l.includes('source_principal="spiffe://cluster.local/ns/shop/sa/default"')), opened.join('\n'));
+  t.regex(metrics, /istio_tcp_received_bytes_total\{[^}]*destination_workload="web"[^}]*\} [1-9]\d{6,}/, 'at least the 1 MB bodies were counted');
+  const ready = await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node1', 'readiness')}/healthz/ready`);
+  t.is(ready.status, 200);
+
+  // PERMISSIVE (the default) lets a client outside the mesh in; STRICT refuses it.
+  const [before] = await runClient(mesh, 'plain', 'outsider1', 'node2', [`http://${webIp}:8080/`]);
+  t.is(before?.reply?.sha, before?.sha, `plaintext allowed while PERMISSIVE: ${before?.error}`);
+  const strictFile = `${mesh.stateDir}/strict.yaml`;
+  writeFileSync(strictFile, 'apiVersion: security.mesh.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec:\n  mtls: {mode: STRICT}\n');
+  await mesh.kubectl('apply', '-f', strictFile);
+  await new Promise((r) => setTimeout(r, 1000));
+  const [refused] = await runClient(mesh, 'plain', 'outsider2', 'node2', [`http://${webIp}:8080/`], { ONCE: '1' });
+  t.truthy(refused?.error, 'STRICT refuses a client outside the mesh');
+  const [meshOk] = await runClient(mesh, 'shop', 'insider', 'node2', [`http://${webIp}:8080/`]);
+  t.is(meshOk?.reply?.sha, meshOk?.sha, `a mesh client still gets in under STRICT: ${meshOk?.error}`);
+
+  // A DENY policy for the client's identity blocks it; deleting it lets it through again.
+  const denyFile = `${mesh.stateDir}/deny.yaml`;
+  writeFileSync(
+    denyFile,
+    'apiVersion: security.mesh.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-default-sa, namespace: shop}\nspec:\n  action: DENY\n  selector: {matchLabels: {app: web}}\n  rules:\n  - from:\n    - source: {principals: ["cluster.local/ns/shop/sa/default"]}\n',
+  );
+  await mesh.kubectl('apply', '-f', denyFile);
+  await new Promise((r) => setTimeout(r, 1000));
+  const [denied] = await runClient(mesh, 'shop', 'denied', 'node2', [`http://${webIp}:8080/`], { ONCE: '1' });
+  t.truthy(denied?.error, 'the DENY policy blocks the principal');
+  const metricsAfter = await (await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node1', 'metrics')}/metrics`)).text();
+  t.regex(metricsAfter, /istio_tcp_connections_opened_total\{[^}]*response_flags="DENY"|istio_tcp_connections_closed_total\{[^}]*response_flags="DENY"/);
+  await mesh.kubectl('delete', '-f', denyFile);
+  await new Promise((r) => setTimeout(r, 1000));
+  const [allowed] = await runClient(mesh, 'shop', 'allowed', 'node2', [`http://${webIp}:8080/`]);
+  t.is(allowed?.reply?.sha, allowed?.sha, `allowed again after the DENY policy is deleted: ${allowed?.error}`);
 });

@@ -45,6 +45,8 @@ export interface Mesh {
   processes: Map<string, ChildProcess>;
   logs: Map<string, string>;
   startProcess(kind: 'agent' | 'ztunnel', node: string): Promise<ChildProcess>;
+  /** A ztunnel's metrics or readiness port, from its log. */
+  ztunnelPort(node: string, which: 'admin' | 'metrics' | 'readiness'): number;
 }
 
 export async function startMesh(t: ExecutionContext, opts: { nodes?: number; ztunnel?: boolean } = {}): Promise<Mesh> {
@@ -122,6 +124,10 @@ export async function startMesh(t: ExecutionContext, opts: { nodes?: number; ztu
         MESH_CONTROLLER_NAME: SERVER_NAME,
         MESH_CA_ROOT_FILE: `${stateDir}/root-cert.pem`,
         MESH_TOKEN_FILE: `${stateDir}/${node}.token`,
+        // Every ztunnel of the test runs in this host's netns: let each pick free ports.
+        MESH_ADMIN_PORT: '0',
+        MESH_METRICS_PORT: '0',
+        MESH_READINESS_PORT: '0',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -130,7 +136,7 @@ export async function startMesh(t: ExecutionContext, opts: { nodes?: number; ztu
     child.stdout!.on('data', (d) => logs.set(key, logs.get(key) + String(d)));
     child.stderr!.on('data', (d) => logs.set(key, logs.get(key) + String(d)));
     processes.set(key, child);
-    const ready = kind === 'agent' ? 'subscribed to the config stream' : 'ztunnel ready';
+    const ready = kind === 'agent' ? 'subscribed to the config stream' : 'admin, metrics and readiness listening';
     await waitFor(`${key}`, () => (logs.get(key)!.includes(ready) || child.exitCode !== null ? true : undefined), 30_000).catch(() => undefined);
     if (!logs.get(key)!.includes(ready)) throw new Error(`${key} did not start: ${logs.get(key)}`);
     return child;
@@ -173,5 +179,11 @@ export async function startMesh(t: ExecutionContext, opts: { nodes?: number; ztu
     processes,
     logs,
     startProcess,
+    ztunnelPort(node: string, which: 'admin' | 'metrics' | 'readiness') {
+      const line = (logs.get(`ztunnel-${node}`) ?? '').split('\n').find((l) => l.includes('admin, metrics and readiness listening'));
+      const port = line ? (JSON.parse(line) as Record<string, number>)[which] : undefined;
+      if (!port) throw new Error(`ztunnel on ${node} has not reported its ${which} port`);
+      return port;
+    },
   } as Mesh;
 }

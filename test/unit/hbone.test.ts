@@ -261,11 +261,14 @@ test('hbone-client-rejects-a-server-of-another-trust-domain-or-root', async (t) 
 });
 
 /** A raw HTTP/2 client over TLS with whatever credentials (or none) the test wants. */
-function rawH2(port: number, tlsOpts: tls.ConnectionOptions): http2.ClientHttp2Session {
-  const session = http2.connect(`https://127.0.0.1:${port}`, {
-    createConnection: () => tls.connect({ host: '127.0.0.1', port, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', ...tlsOpts }),
-  });
+function rawH2(t: ExecutionContext, port: number, tlsOpts: tls.ConnectionOptions): http2.ClientHttp2Session {
+  const socket = tls.connect({ host: '127.0.0.1', port, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', ...tlsOpts });
+  const session = http2.connect(`https://127.0.0.1:${port}`, { createConnection: () => socket });
   session.on('error', () => {});
+  t.teardown(() => {
+    session.destroy();
+    socket.destroy();
+  });
   return session;
 }
 
@@ -290,7 +293,7 @@ test('hbone-server-rejects-a-client-with-no-or-an-untrusted-certificate', async 
   const w = await world(t);
   const roots = w.ca.trustBundle;
   // No certificate at all: TLS 1.3 finishes on the client first; the server's alert then kills it.
-  const bare = rawH2(w.hbonePort, { ca: [...roots], checkServerIdentity: () => undefined });
+  const bare = rawH2(t, w.hbonePort, { ca: [...roots], checkServerIdentity: () => undefined });
   const r = await ask(bare, { ':method': 'CONNECT', ':authority': `127.0.0.1:${app.port}` });
   t.truthy(r.error, JSON.stringify(r));
   bare.destroy();
@@ -378,7 +381,7 @@ test('hbone-garbage-gets-an-error-and-a-concurrent-tunnel-keeps-working', async 
   t.regex(String((h1err[0] as Error).message), /no application protocol|alert/i);
 
   // Valid HBONE peer, malformed requests: each stream gets a 400 (or a reset from nghttp2).
-  const h2 = rawH2(w.hbonePort, mtlsClientOptions(w.client, { identities: [PAY] }));
+  const h2 = rawH2(t, w.hbonePort, mtlsClientOptions(w.client, { identities: [PAY] }));
   const bad: http2.OutgoingHttpHeaders[] = [
     { ':method': 'CONNECT', ':authority': 'not-an-ip:80' },
     { ':method': 'CONNECT', ':authority': '10.0.0.1' },
@@ -622,11 +625,4 @@ test('hbone-handler-can-abort-a-live-tunnel', async (t) => {
   t.truthy(done.error);
   await new Promise((r) => setTimeout(r, 50));
   t.is(app.sockets.size, 0, 'the application connection was closed too');
-});
-test.after.always('zz-debug', async () => {
-  await new Promise((r) => setTimeout(r, 500));
-  for (const h of (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles()) {
-    const s = h as net.Socket;
-    if (s instanceof net.Socket) console.log('ACTIVE', s.constructor.name, s.localPort, s.remotePort, s.destroyed, s.readyState, (s as unknown as {alpnProtocol: unknown}).alpnProtocol, s.listenerCount('data'), (s as any)._peername, (s as any)._sockname, !!(s as any)._handle, s.eventNames(), s.bytesRead, s.bytesWritten, s.allowHalfOpen);
-  }
 });

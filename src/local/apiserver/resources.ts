@@ -42,8 +42,8 @@ export const RESOURCES: readonly ResourceDef[] = [
   def({ group: 'discovery.k8s.io', version: 'v1', kind: 'EndpointSlice', plural: 'endpointslices', singular: 'endpointslice', namespaced: true, fieldSelectors: ['addressType'] }),
   def({ group: 'gateway.networking.k8s.io', version: 'v1', kind: 'Gateway', plural: 'gateways', singular: 'gateway', namespaced: true, shortNames: ['gtw'], subresources: ['status'], categories: ['gateway-api'] }),
   def({ group: 'gateway.networking.k8s.io', version: 'v1', kind: 'HTTPRoute', plural: 'httproutes', singular: 'httproute', namespaced: true, subresources: ['status'], categories: ['gateway-api'] }),
-  def({ group: 'security.mesh.io', version: 'v1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies', singular: 'authorizationpolicy', namespaced: true, shortNames: ['ap'], categories: ['mesh-io', 'mesh-io-security'] }),
-  def({ group: 'security.mesh.io', version: 'v1', kind: 'PeerAuthentication', plural: 'peerauthentications', singular: 'peerauthentication', namespaced: true, shortNames: ['pa'], categories: ['mesh-io', 'mesh-io-security'] }),
+  def({ group: 'security.mesh.io', version: 'v1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies', singular: 'authorizationpolicy', namespaced: true, shortNames: ['ap'], subresources: ['status'], categories: ['mesh-io', 'mesh-io-security'] }),
+  def({ group: 'security.mesh.io', version: 'v1', kind: 'PeerAuthentication', plural: 'peerauthentications', singular: 'peerauthentication', namespaced: true, shortNames: ['pa'], subresources: ['status'], categories: ['mesh-io', 'mesh-io-security'] }),
   def({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', singular: 'tokenreview', namespaced: false, createOnly: true }),
 ];
 

@@ -29,7 +29,9 @@ function isH2Stream(d: Duplex): d is H2StreamLike {
 function abort(d: Duplex): void {
   if (d.destroyed) return;
   if (isH2Stream(d)) d.close(h2.NGHTTP2_CONNECT_ERROR);
-  else if (d instanceof Socket && !d.connecting) d.resetAndDestroy();
+  // resetAndDestroy() after end() fails inside libuv (uv_tcp_close_reset → EINVAL while a
+  // shutdown is pending or done) and Node then never closes the handle: a plain close it is.
+  else if (d instanceof Socket && !d.connecting && !d.writableEnded) d.resetAndDestroy();
   else d.destroy();
 }
 
