@@ -264,7 +264,9 @@ export class Ztunnel {
   private async inboundHbone(pod: PodProxy, t: HboneTunnel) {
     const dst = this.state.workloadByPodUid(pod.uid);
     if (!dst || !pod.addresses.includes(t.target.host)) return { status: 400 as const, reason: `${t.target.host} is not an address of this pod` };
-    const srcIp = t.forwardedFor?.host ?? t.peerAddress.host;
+    // The outer connection is made inside the source pod's netns, so its peer address is the
+    // source pod's IP; `forwarded` is the client's claim and is not trusted for policy.
+    const srcIp = t.peerAddress.host.replace(/^::ffff:/, '');
     const tracked = this.telemetry.connectionOpened({
       reporter: 'destination',
       source: this.state.workloadByIp(srcIp),

@@ -6,7 +6,6 @@ import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import type { ExecutionContext } from 'ava';
 import * as k8s from '@kubernetes/client-node';
 import { Controller } from '../../src/controller/controller.ts';
 import { Datapath, layout, openPinnedMap } from '../../src/datapath/index.ts';
@@ -49,9 +48,14 @@ export interface Mesh {
   ztunnelPort(node: string, which: 'admin' | 'metrics' | 'readiness'): number;
 }
 
-export async function startMesh(t: ExecutionContext, opts: { nodes?: number; ztunnel?: boolean } = {}): Promise<Mesh> {
+/** Where cleanups go: an ava test's `t`, or anything with a teardown(fn) (the demo). */
+export interface Teardown {
+  teardown(fn: () => Promise<void> | void): void;
+}
+
+export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: boolean; prefix?: string } = {}): Promise<Mesh> {
   const nodes = Array.from({ length: opts.nodes ?? 2 }, (_, i) => `node${i + 1}`);
-  const prefix = uniquePrefix();
+  const prefix = opts.prefix ?? uniquePrefix();
   const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-mesh-`);
   const bpffsRoot = `${stateDir}/bpffs`;
   mkdirSync(bpffsRoot);

@@ -35,7 +35,12 @@ test('discovery lists kinds with short names and subresources', async (t) => {
   const groups = (await call(h.server, 'GET', '/apis')).body.groups.map((g: { name: string }) => g.name);
   t.true(groups.includes('security.mesh.io') && groups.includes('gateway.networking.k8s.io') && groups.includes('discovery.k8s.io'));
   const sec = (await call(h.server, 'GET', '/apis/security.mesh.io/v1')).body;
-  t.deepEqual(sec.resources.map((r: { kind: string }) => r.kind).sort(), ['AuthorizationPolicy', 'PeerAuthentication']);
+  t.deepEqual(sec.resources.map((r: { name: string }) => r.name).sort(), [
+    'authorizationpolicies',
+    'authorizationpolicies/status',
+    'peerauthentications',
+    'peerauthentications/status',
+  ]);
   const root = (await call(h.server, 'GET', '/openapi/v3')).body;
   const url = root.paths['apis/security.mesh.io/v1'].serverRelativeURL as string;
   const doc = (await call(h.server, 'GET', url)).body;

@@ -129,8 +129,11 @@ export class HboneServer {
     this.server.on('unknownProtocol', (socket: Socket) => socket.destroy());
   }
 
-  /** Starts listening (ztunnel: port 15008 in the pod's netns; tests: 127.0.0.1 port 0). */
-  async listen(options: ListenOptions = { port: 15008 }): Promise<AddressInfo> {
+  /**
+   * Starts listening: on a listening socket's fd made in the pod's netns (`{fd}`, ztunnel), or on
+   * an address (tests: 127.0.0.1 port 0).
+   */
+  async listen(options: ListenOptions | { fd: number } = { port: 15008 }): Promise<AddressInfo> {
     this.server.listen(options);
     await once(this.server, 'listening');
     return this.server.address() as AddressInfo;
