@@ -196,6 +196,12 @@ export class SecretManager extends EventEmitter<SecretManagerEvents> {
 
   private expire(e: Entry, cert: WorkloadCertificate): void {
     if (e.current !== cert) return;
+    // Node timers may fire a millisecond early; the certificate is valid until notAfter.
+    const left = cert.leaf.notAfter.getTime() - Date.now();
+    if (left > 0) {
+      e.expiryTimer = this.timer(() => this.expire(e, cert), left + 1);
+      return;
+    }
     e.current = undefined;
     log.warn({ identity: formatSpiffeId(e.identity), serial: cert.leaf.serial }, 'certificate expired without a replacement');
     this.emit('expired', e.identity);

@@ -168,4 +168,36 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
   await new Promise((r) => setTimeout(r, 1000));
   const [allowed] = await runClient(mesh, 'shop', 'allowed', 'node2', [`http://${webIp}:8080/`]);
   t.is(allowed?.reply?.sha, allowed?.sha, `allowed again after the DENY policy is deleted: ${allowed?.error}`);
+
+  // A long-lived connection through both ztunnels survives a controller restart: the data plane
+  // keeps serving from its last good config, and the agents and ztunnels resume their streams.
+  const KEEP = `
+const net = require('node:net'); const fs = require('node:fs');
+const wait = setInterval(() => { if (!fs.existsSync(process.env.GO_FILE)) return; clearInterval(wait);
+const s = net.connect(8080, process.argv[1], () => {
+  let n = 0;
+  const tick = setInterval(() => { s.write('POST / HTTP/1.1\\r\\nHost: web\\r\\nContent-Length: 2\\r\\n\\r\\nok'); }, 200);
+  s.on('data', (d) => { n += (String(d).match(/HTTP\\/1\\.1 200/g) || []).length; console.log('replies', n); });
+  s.on('close', () => { console.log('closed'); clearInterval(tick); });
+});
+s.on('error', (e) => console.log('error', e.code));
+}, 50);
+`;
+  const keepGo = `${mesh.stateDir}/go-longlived`;
+  await pod(mesh, 'shop', 'longlived', 'node2', [NODE, '-e', KEEP, webIp], {}, { GO_FILE: keepGo });
+  await waitFor('longlived served by ztunnel', () => ((mesh.logs.get('ztunnel-node2') ?? '').includes('"pod":"shop/longlived"') ? true : undefined), 15_000);
+  writeFileSync(keepGo, '');
+  const keepLog = `${mesh.stateDir}/logs/shop_longlived_main.log`;
+  const replies = () => {
+    try {
+      return Number(readFileSync(keepLog, 'utf8').trim().split('\n').filter((l) => l.startsWith('replies')).at(-1)?.split(' ')[1] ?? 0);
+    } catch {
+      return 0;
+    }
+  };
+  await waitFor('the long-lived connection to carry replies', () => (replies() >= 3 ? true : undefined), 20_000);
+  await mesh.restartController();
+  const after = replies();
+  await waitFor('replies to continue after the controller restart', () => (replies() >= after + 5 ? true : undefined), 10_000);
+  t.false(readFileSync(keepLog, 'utf8').includes('closed'), 'the connection was never closed');
 });
