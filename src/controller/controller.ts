@@ -50,7 +50,7 @@ export class Controller {
   readonly config: ControllerConfig;
   readonly ca: RunningCa;
   readonly xds: ConfigServer;
-  readonly xdsPort: number;
+  xdsPort = 0;
   private readonly kc: k8s.KubeConfig;
   private readonly caches: Record<string, Cache<k8s.KubernetesObject>>;
   private timer: NodeJS.Timeout | undefined;
@@ -60,12 +60,11 @@ export class Controller {
   model: MeshModel | undefined;
   builds = 0;
 
-  private constructor(kc: k8s.KubeConfig, config: ControllerConfig, ca: RunningCa, xds: ConfigServer, xdsPort: number, caches: Record<string, Cache<k8s.KubernetesObject>>) {
+  private constructor(kc: k8s.KubeConfig, config: ControllerConfig, ca: RunningCa, xds: ConfigServer, caches: Record<string, Cache<k8s.KubernetesObject>>) {
     this.kc = kc;
     this.config = config;
     this.ca = ca;
     this.xds = xds;
-    this.xdsPort = xdsPort;
     this.caches = caches;
   }
 
@@ -87,7 +86,6 @@ export class Controller {
       },
     });
     const creds = grpc.ServerCredentials.createSsl(roots, [{ cert_chain: Buffer.from(serving.certChain.join('\n')), private_key: Buffer.from(serving.key) }], true);
-    const xdsPort = await xds.listen(`${config.host}:${config.xdsPort}`, creds);
 
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
@@ -106,7 +104,7 @@ export class Controller {
         custom.listClusterCustomObject({ group: c.group, version: c.version, plural: c.plural }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
       );
     }
-    const controller = new Controller(kc, config, ca, xds, xdsPort, caches);
+    const controller = new Controller(kc, config, ca, xds, caches);
     for (const [name, i] of Object.entries(caches)) {
       for (const verb of ['add', 'update', 'delete'] as const) i.on(verb, () => controller.schedule());
       // client-node stops an informer on errors other than 410; the controller must keep watching.
@@ -117,7 +115,11 @@ export class Controller {
       });
     }
     await Promise.all(Object.values(caches).map((i) => i.start()));
-    controller.schedule();
+    // Serve only a complete model: a client that connected to an empty store would be told that
+    // everything it holds was removed (a restarted controller must not unenrol the mesh).
+    await controller.rebuild();
+    const xdsPort = await xds.listen(`${config.host}:${config.xdsPort}`, creds);
+    controller.xdsPort = xdsPort;
     log.info({ xdsPort, caPort: ca.port, trustDomain: config.trustDomain }, 'controller ready');
     return controller;
   }
@@ -151,7 +153,7 @@ export class Controller {
     };
   }
 
-  private async rebuild(): Promise<void> {
+  async rebuild(): Promise<void> {
     const started = performance.now();
     const model = buildModel(this.snapshot(), { trustDomain: this.config.trustDomain, clusterId: this.config.clusterId, rootNamespace: this.config.rootNamespace });
     this.xds.batch((tx) => {

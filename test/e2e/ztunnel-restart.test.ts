@@ -1,0 +1,82 @@
+// ztunnel killed and restarted: while it is down, enrolled pods get refusals — never plaintext to
+// each other — and new connections work again soon after it is back.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import test from 'ava';
+import type * as k8s from '@kubernetes/client-node';
+import { startMesh, waitFor } from '../helpers/mesh.ts';
+import { requireRoot } from '../helpers/topology.ts';
+
+const NODE = process.execPath;
+const MARKER = 'RESTART-MARKER-91c2';
+
+// A new connection every 50 ms; one line per attempt: "<ms since epoch> ok|<error code>".
+const CLIENT = `
+const net = require('node:net');
+setInterval(() => {
+  const s = net.connect(8080, process.argv[1]);
+  let got = '';
+  s.setTimeout(1000, () => s.destroy(new Error('timeout')));
+  s.on('connect', () => s.write('${MARKER}'));
+  s.on('data', (d) => { got += d; s.end(); });
+  s.on('close', () => console.log(Date.now(), got.includes('ok') ? 'ok' : 'fail'));
+  s.on('error', (e) => console.log(Date.now(), e.code || e.message));
+}, 50);
+`;
+const SERVER = `require('node:net').createServer((s) => s.on('data', () => s.end('ok'))).listen(8080);`;
+
+test('ztunnel killed and restarted: refusals meanwhile, no plaintext, and service again within seconds', async (t) => {
+  if (!(await requireRoot(t))) return;
+  const mesh = await startMesh(t, { ztunnel: true });
+  await mesh.core.createNamespace({ body: { metadata: { name: 'shop', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
+  const mk = (name: string, node: string, command: string[]) =>
+    mesh.core.createNamespacedPod({ namespace: 'shop', body: { metadata: { name }, spec: { nodeName: node, containers: [{ name: 'main', image: 'unused', command }] } } as k8s.V1Pod });
+  await mk('server', 'node1', [NODE, '-e', SERVER]);
+  const server = await waitFor('server running', async () => {
+    const p = await mesh.core.readNamespacedPod({ name: 'server', namespace: 'shop' });
+    return p.status?.podIP && p.status.phase === 'Running' ? p : undefined;
+  });
+  await waitFor('server served', () => ((mesh.logs.get('ztunnel-node1') ?? '').includes('"pod":"shop/server"') ? true : undefined));
+  await mk('client', 'node2', [NODE, '-e', CLIENT, server.status!.podIP!]);
+  const log = `${mesh.stateDir}/logs/shop_client_main.log`;
+  const lines = () => {
+    try {
+      return readFileSync(log, 'utf8').trim().split('\n').map((l) => l.split(' ') as [string, string]);
+    } catch {
+      return [];
+    }
+  };
+  await waitFor('client served', () => ((mesh.logs.get('ztunnel-node2') ?? '').includes('"pod":"shop/client"') ? true : undefined));
+  await waitFor('successful connections', () => (lines().filter(([, r]) => r === 'ok').length >= 5 ? true : undefined), 15_000);
+
+  const capFile = `${mesh.stateDir}/restart.pcap`;
+  const tshark = spawn('ip', ['netns', 'exec', `${mesh.prefix}-fabric`, 'tshark', '-q', '-i', 'f0', '-w', capFile, '-f', 'tcp'], { stdio: 'ignore' });
+  t.teardown(() => {
+    if (tshark.exitCode === null) tshark.kill('SIGTERM');
+  });
+  await new Promise((r) => setTimeout(r, 1500));
+
+  // Kill the client's ztunnel (node2) hard.
+  const z = mesh.processes.get('ztunnel-node2')!;
+  const killedAt = Date.now();
+  z.kill('SIGKILL');
+  await new Promise((r) => z.once('exit', r));
+  await new Promise((r) => setTimeout(r, 1500));
+  const down = lines().filter(([ts]) => Number(ts) > killedAt + 200 && Number(ts) < killedAt + 1400);
+  t.true(down.length > 5, 'the client kept trying');
+  t.true(down.every(([, r]) => r !== 'ok'), `no connection succeeded while ztunnel was down: ${down.map(([, r]) => r).join(',')}`);
+
+  const restartedAt = Date.now();
+  await mesh.startProcess('ztunnel', 'node2');
+  const back = await waitFor('connections to succeed again', () => {
+    const ok = lines().find(([ts, r]) => Number(ts) > restartedAt && r === 'ok');
+    return ok ? Number(ok[0]) : undefined;
+  }, 20_000);
+  t.log(`ztunnel restart → first successful new connection: ${back - restartedAt} ms (process start, CA, config sync and ZDS included)`);
+  await new Promise((r) => setTimeout(r, 500));
+  tshark.kill('SIGTERM');
+  await new Promise((r) => tshark.once('exit', r));
+  const wire = readFileSync(capFile);
+  t.true(wire.length > 1000, 'the capture saw traffic');
+  t.false(wire.includes(MARKER), 'no plaintext crossed the wire before, during or after the restart');
+});
