@@ -44,6 +44,8 @@ export class Ztunnel {
   readonly state = new MeshState();
   readonly telemetry = new Telemetry({ accessLog: new AccessLog() });
   private readonly live = new Set<{ direction: string; src: string; dst: string; pod: string; since: string }>();
+  // Inbound connections with what authorized them, re-checked whenever policies or workloads change.
+  private readonly authorized = new Map<object, { recheck: () => string | undefined; kill: (reason: string) => void }>();
   private zdsConnected = false;
   private readonly cfg: ZtunnelConfig;
   private readonly maps: ZtunnelMaps;
@@ -76,6 +78,7 @@ export class Ztunnel {
     z.config.on('change', (ev: { type: string }) => {
       const type = ev.type as keyof MeshTypes;
       z.state.replace(type, [...z.config!.entries(type)].map(([k, e]) => [k, e.value] as [string, never]));
+      if (type === AUTHORIZATION || type === WORKLOAD) z.recheckLive();
     });
     z.config.start();
     await z.config.ready(30_000);
@@ -171,6 +174,17 @@ export class Ztunnel {
       this.live.delete(entry);
       tracked.close(error ? { error } : {});
     };
+  }
+
+  /** Closes live inbound connections that the current policies no longer allow. */
+  private recheckLive(): void {
+    for (const [key, c] of this.authorized) {
+      const deny = c.recheck();
+      if (!deny) continue;
+      this.authorized.delete(key);
+      log.info({ reason: deny }, 'closing a live connection the policy no longer allows');
+      c.kill(deny);
+    }
   }
 
   /** For /config_dump: what this ztunnel knows and serves. */
@@ -285,7 +299,22 @@ export class Ztunnel {
     try {
       const upstream = await this.deliver(pod, t.target.host, t.target.port);
       const done = this.track(tracked, t.stream, upstream, { direction: 'inbound', src: srcIp, dst: `${t.target.host}:${t.target.port}`, pod: pod.uid });
-      upstream.once('close', () => done());
+      const key = {};
+      this.authorized.set(key, {
+        recheck: () => {
+          const now = this.state.workloadByPodUid(pod.uid);
+          return now ? this.policy({ srcIp, srcIdentity: t.peerIdentity, dst: now, dstIp: t.target.host, dstPort: t.target.port }, this.state) : 'the workload left the mesh';
+        },
+        kill: (reason) => {
+          t.abort();
+          upstream.destroy();
+          done(new Error(`closed by policy: ${reason}`));
+        },
+      });
+      upstream.once('close', () => {
+        this.authorized.delete(key);
+        done();
+      });
       return { status: 200 as const, upstream };
     } catch (e) {
       tracked.close({ flags: 'CONNECT', error: e as Error });
@@ -317,7 +346,21 @@ export class Ztunnel {
     try {
       const upstream = await this.deliver(pod, dstIp, dstPort);
       const done = this.track(tracked, conn, upstream, { direction: 'inbound', src: srcIp, dst: `${dstIp}:${dstPort}`, pod: pod.uid });
-      done((await splice(conn, upstream)).error);
+      const key = {};
+      this.authorized.set(key, {
+        recheck: () => {
+          const now = this.state.workloadByPodUid(pod.uid);
+          return now ? this.policy({ srcIp, srcIdentity: undefined, dst: now, dstIp, dstPort }, this.state) : 'the workload left the mesh';
+        },
+        kill: (reason) => {
+          conn.destroy();
+          upstream.destroy();
+          done(new Error(`closed by policy: ${reason}`));
+        },
+      });
+      const result = await splice(conn, upstream);
+      this.authorized.delete(key);
+      done(result.error);
     } catch (e) {
       tracked.close({ flags: 'CONNECT', error: e as Error });
       conn.destroy();

@@ -200,4 +200,9 @@ s.on('error', (e) => console.log('error', e.code));
   const after = replies();
   await waitFor('replies to continue after the controller restart', () => (replies() >= after + 5 ? true : undefined), 10_000);
   t.false(readFileSync(keepLog, 'utf8').includes('closed'), 'the connection was never closed');
+
+  // A new policy that forbids the live connection closes it.
+  await mesh.kubectl('apply', '-f', denyFile);
+  await waitFor('the live connection to be closed by the new policy', () => (readFileSync(keepLog, 'utf8').includes('closed') ? true : undefined), 10_000);
+  t.pass('closed when the DENY policy arrived');
 });
