@@ -1,0 +1,97 @@
+// Pod to pod through two ztunnels against the same kind of pods without the mesh, in one run, on a
+// two-node local cluster (root): 1 KB HTTP at a fixed 1,000 rps (latency percentiles), saturation
+// with wrk, bulk with iperf3, and ztunnel CPU and RSS. Prints ratios to the no-mesh baseline.
+//   node bench/mesh.ts [--seconds 10]
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type * as k8s from '@kubernetes/client-node';
+import { type Mesh, startMesh, waitFor } from '../test/helpers/mesh.ts';
+import { uniquePrefix } from '../test/helpers/topology.ts';
+
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' } } });
+const SECONDS = Number(values.seconds);
+const NODE = process.execPath;
+const SERVER = `const body = Buffer.alloc(1024, 'x'); require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(body)); }).listen(8080);`;
+// Fixed rate over 8 keep-alive connections; prints one JSON line of latency percentiles (ms).
+const FIXED = `
+const http = require('node:http'); const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+const rate = 1000, secs = Number(process.argv[2]); const lat = []; let sent = 0, errors = 0;
+const start = Date.now();
+const tick = setInterval(() => {
+  const due = Math.floor(((Date.now() - start) / 1000) * rate);
+  while (sent < due && sent < rate * secs) { sent++; const t0 = process.hrtime.bigint();
+    http.get({ host: process.argv[1], port: 8080, agent }, (r) => { r.resume(); r.on('end', () => lat.push(Number(process.hrtime.bigint() - t0) / 1e6)); }).on('error', () => errors++); }
+  if (sent >= rate * secs) { clearInterval(tick); setTimeout(() => { lat.sort((a, b) => a - b); const p = (x) => lat[Math.floor(x * (lat.length - 1))];
+    console.log(JSON.stringify({ n: lat.length, errors, p50: p(0.5), p90: p(0.9), p99: p(0.99) })); process.exit(0); }, 1000); }
+}, 1);
+`;
+
+async function runPod(mesh: Mesh, ns: string, name: string, node: string, command: string[]): Promise<string> {
+  await mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name }, spec: { nodeName: node, restartPolicy: 'Never', containers: [{ name: 'main', image: 'unused', command }] } } as k8s.V1Pod });
+  await waitFor(`${ns}/${name}`, async () => {
+    const p = await mesh.core.readNamespacedPod({ name, namespace: ns });
+    return ['Succeeded', 'Failed'].includes(p.status?.phase ?? '') ? true : undefined;
+  }, (SECONDS + 60) * 1000);
+  return readFileSync(`${mesh.stateDir}/logs/${ns}_${name}_main.log`, 'utf8');
+}
+
+function cpuAndRss(pid: number): { cpuSeconds: number; rssMb: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  const ticks = Number(stat[11]) + Number(stat[12]);
+  const rss = Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * 4096;
+  return { cpuSeconds: ticks / 100, rssMb: rss / 2 ** 20 };
+}
+
+async function main(): Promise<void> {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  try {
+    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mb') });
+    const results: Record<string, Record<string, number>> = {};
+    for (const [ns, ambient] of [['plain', false], ['meshed', true]] as const) {
+      await mesh.core.createNamespace({ body: { metadata: { name: ns, labels: ambient ? { 'mesh.io/dataplane-mode': 'ambient' } : {} } } });
+      for (const [name, cmd] of [['web', [NODE, '-e', SERVER]], ['iperf', ['iperf3', '-s']]] as const) {
+        await mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name }, spec: { nodeName: 'node1', containers: [{ name: 'main', image: 'unused', command: [...cmd] }] } } as k8s.V1Pod });
+      }
+      const ip = async (name: string) =>
+        waitFor(`${ns}/${name}`, async () => {
+          const p = await mesh.core.readNamespacedPod({ name, namespace: ns });
+          return p.status?.phase === 'Running' && p.status.podIP ? p.status.podIP : undefined;
+        });
+      const [web, iperf] = [await ip('web'), await ip('iperf')];
+      if (ambient) await waitFor('servers enrolled', () => ((mesh.logs.get('ztunnel-node1') ?? '').includes(`"pod":"${ns}/iperf"`) ? true : undefined));
+      const z = ['ztunnel-node1', 'ztunnel-node2'].map((k) => mesh.processes.get(k)!.pid!);
+      const before = z.map(cpuAndRss);
+      const t0 = Date.now();
+      const fixed = JSON.parse((await runPod(mesh, ns, 'fixed', 'node2', [NODE, '-e', FIXED, web, String(SECONDS)])).trim().split('\n').at(-1)!);
+      const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`]);
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
+      const iperfOut = JSON.parse(await runPod(mesh, ns, 'iperf-client', 'node2', ['iperf3', '-c', iperf, '-t', String(Math.min(SECONDS, 10)), '-J']));
+      const gbps = iperfOut.end.sum_received.bits_per_second / 1e9;
+      const after = z.map(cpuAndRss);
+      const wall = (Date.now() - t0) / 1000;
+      results[ns] = {
+        p50_ms: fixed.p50,
+        p90_ms: fixed.p90,
+        p99_ms: fixed.p99,
+        fixed_errors: fixed.errors,
+        wrk_rps: rps,
+        iperf_gbps: gbps,
+        ztunnel_cpu_cores: (after[0]!.cpuSeconds - before[0]!.cpuSeconds + after[1]!.cpuSeconds - before[1]!.cpuSeconds) / wall,
+        ztunnel_rss_mb: Math.max(after[0]!.rssMb, after[1]!.rssMb),
+      };
+    }
+    const p = results.plain!;
+    const m = results.meshed!;
+    console.log(`\npod to pod across nodes, ${SECONDS} s per phase (${new Date().toISOString()})`);
+    console.log('                     no mesh      mesh     added / ratio');
+    for (const k of ['p50_ms', 'p90_ms', 'p99_ms'] as const) console.log(`1 KB @1000rps ${k.padEnd(7)} ${p[k]!.toFixed(3).padStart(8)} ${m[k]!.toFixed(3).padStart(9)}   +${(m[k]! - p[k]!).toFixed(3)} ms`);
+    console.log(`saturation (wrk)     ${p.wrk_rps!.toFixed(0).padStart(8)} ${m.wrk_rps!.toFixed(0).padStart(9)}   ×${(m.wrk_rps! / p.wrk_rps!).toFixed(2)} rps`);
+    console.log(`bulk (iperf3)        ${p.iperf_gbps!.toFixed(2).padStart(8)} ${m.iperf_gbps!.toFixed(2).padStart(9)}   ×${(m.iperf_gbps! / p.iperf_gbps!).toFixed(2)} Gbit/s`);
+    console.log(`ztunnels: ${m.ztunnel_cpu_cores!.toFixed(2)} cores busy during the meshed phase (both), max RSS ${m.ztunnel_rss_mb!.toFixed(0)} MB`);
+    console.log(JSON.stringify(results));
+  } finally {
+    for (const c of cleanups.reverse()) await c();
+  }
+}
+
+await main();
