@@ -110,6 +110,24 @@ const CGROUP_PROGRAMS = [
   { program: 'mesh_sockops', attach: 'BPF_CGROUP_SOCK_OPS' },
 ] as const;
 
+/** Detaches the link pinned at `pin` now and removes the pin (a link pinned elsewhere too, or
+ * held by an fd, would otherwise stay attached). */
+function detachPinnedLink(pin: string): void {
+  const n = native();
+  try {
+    const fd = n.objGet(pin);
+    try {
+      n.linkDetach(fd);
+    } catch {
+      // a netns link whose namespace is gone is already detached
+    } finally {
+      n.closeFd(fd);
+    }
+  } finally {
+    rmSync(pin);
+  }
+}
+
 function ensureBpffs(dir: string): void {
   let probe = dir;
   while (!existsSync(probe)) probe = dirname(probe);
@@ -307,16 +325,7 @@ export class Datapath {
   detachPod(netnsCookie: bigint): boolean {
     const pin = this.linkPath(`pod-${netnsCookie}`);
     if (!existsSync(pin)) return false;
-    const n = native();
-    const fd = n.objGet(pin);
-    try {
-      n.linkDetach(fd);
-    } catch {
-      // already detached because the netns went away
-    } finally {
-      n.closeFd(fd);
-    }
-    rmSync(pin);
+    detachPinnedLink(pin);
     return true;
   }
 
@@ -374,24 +383,9 @@ export class Datapath {
   /** Removes the datapath entirely: detaches every link and removes every pin under dir. */
   static uninstall(bpffsDir: string): void {
     if (!existsSync(bpffsDir)) return;
-    const n = native();
     const links = join(bpffsDir, 'links');
     if (existsSync(links)) {
-      for (const f of readdirSync(links)) {
-        const pin = join(links, f);
-        try {
-          const fd = n.objGet(pin);
-          try {
-            n.linkDetach(fd);
-          } catch {
-            // a netns link whose namespace is gone is already detached
-          } finally {
-            n.closeFd(fd);
-          }
-        } finally {
-          rmSync(pin);
-        }
-      }
+      for (const f of readdirSync(links)) detachPinnedLink(join(links, f));
       rmdirSync(links);
     }
     const maps = join(bpffsDir, 'maps');
