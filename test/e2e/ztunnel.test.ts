@@ -3,6 +3,7 @@
 // tshark on the wire between the nodes never sees the plaintext; STRICT and DENY are enforced.
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { promisify } from 'node:util';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
@@ -38,8 +39,19 @@ const post = (u) => new Promise((res) => {
 });
 const fs = require('node:fs');
 const go = async () => { for (let i = 0; process.env.GO_FILE && !fs.existsSync(process.env.GO_FILE) && i < 600; i++) await new Promise((r) => setTimeout(r, 50)); };
-(async () => { await go(); for (const u of process.argv.slice(1)) { let out; for (let i = 0; i < 10; i++) { out = await post(u); if (out.reply || process.env.ONCE) break; await new Promise((r) => setTimeout(r, 300)); } console.log(JSON.stringify({ url: u, sha, ...out })); } })();
+const rounds = Number(process.env.REPEAT || 1);
+(async () => { await go(); for (let round = 0; round < rounds; round++) { if (round) await new Promise((r) => setTimeout(r, Number(process.env.GAP_MS || 0)));
+for (const u of process.argv.slice(1)) { let out; for (let i = 0; i < 10; i++) { out = await post(u); if (out.reply || process.env.ONCE) break; await new Promise((r) => setTimeout(r, 300)); } console.log(JSON.stringify({ url: u, sha, ...out })); } } })();
 `;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
 
 async function pod(mesh: Mesh, ns: string, name: string, node: string, command: string[], extra: Partial<k8s.V1PodSpec> = {}, env: Record<string, string> = {}): Promise<k8s.V1Pod> {
   return mesh.core.createNamespacedPod({
@@ -139,6 +151,37 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
   t.regex(metrics, /istio_tcp_received_bytes_total\{[^}]*destination_workload="web"[^}]*\} [1-9]\d{6,}/, 'at least the 1 MB bodies were counted');
   const ready = await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node1', 'readiness')}/healthz/ready`);
   t.is(ready.status, 200);
+
+  // A real Prometheus scrapes both ztunnels and answers Istio's dashboard query.
+  const promPort = await freePort();
+  writeFileSync(
+    `${mesh.stateDir}/prometheus.yml`,
+    `global: {scrape_interval: 1s}\nscrape_configs:\n- job_name: ztunnel\n  static_configs:\n  - targets: ['127.0.0.1:${mesh.ztunnelPort('node1', 'metrics')}', '127.0.0.1:${mesh.ztunnelPort('node2', 'metrics')}']\n`,
+  );
+  const prom = spawn('/usr/bin/prometheus', [`--config.file=${mesh.stateDir}/prometheus.yml`, `--storage.tsdb.path=${mesh.stateDir}/prom`, `--web.listen-address=127.0.0.1:${promPort}`], { stdio: 'ignore' });
+  t.teardown(async () => {
+    if (prom.exitCode === null) {
+      prom.kill('SIGTERM');
+      await new Promise((r) => prom.once('exit', r));
+    }
+  });
+  // Traffic while Prometheus watches, so that rate() has samples that grow.
+  await new Promise((r) => setTimeout(r, 2500));
+  // Several requests over a few seconds, so the same series grows between scrapes (rate() needs it).
+  await runClient(mesh, 'shop', 'prom-client', 'node2', [`http://${webIp}:8080/`], { SIZE: String(1 << 18), REPEAT: '8', GAP_MS: '500' });
+  await new Promise((r) => setTimeout(r, 2500));
+  const query = 'sum(rate(istio_tcp_sent_bytes_total[1m])) by (destination_workload)';
+  let lastAnswer = '';
+  const answer = await waitFor(`Prometheus to answer with the workload that talked`, async () => {
+    const res = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(query)}`);
+    lastAnswer = await res.text();
+    const r = JSON.parse(lastAnswer) as { data: { result: { metric: { destination_workload?: string }; value: [number, string] }[] } };
+    const web = r.data.result.find((x) => x.metric.destination_workload === 'web');
+    return web && Number(web.value[1]) > 0 ? r.data.result : undefined;
+  }, 20_000).catch((e: Error) => {
+    throw new Error(`${e.message}; last answer: ${lastAnswer}`);
+  });
+  t.true(answer.some((x) => x.metric.destination_workload === 'web'), JSON.stringify(answer));
 
   // PERMISSIVE (the default) lets a client outside the mesh in; STRICT refuses it.
   const [before] = await runClient(mesh, 'plain', 'outsider1', 'node2', [`http://${webIp}:8080/`]);
