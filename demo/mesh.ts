@@ -104,7 +104,7 @@ async function main(): Promise<void> {
     step('what to try next');
     say('meshctl dev up                      # a local cluster that stays up');
     say('kubectl label ns <ns> mesh.io/dataplane-mode=ambient');
-    say('node src/ztunnel/main.ts, node src/agent/main.ts, node src/controller/main.ts   # see README');
+    say('npm run bench:mesh                 # pod to pod through two ztunnels vs no mesh');
     say('npm test                            # everything above, as tests');
   } finally {
     step('cleaning up');
