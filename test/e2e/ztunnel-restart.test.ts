@@ -71,7 +71,10 @@ test('ztunnel killed and restarted: refusals meanwhile, no plaintext, and servic
   const back = await waitFor('connections to succeed again', () => {
     const ok = lines().find(([ts, r]) => Number(ts) > restartedAt && r === 'ok');
     return ok ? Number(ok[0]) : undefined;
-  }, 20_000);
+  }, 45_000).catch((e: Error) => {
+    const tail = (k: string) => (mesh.logs.get(k) ?? '').split('\n').slice(-8).join('\n');
+    throw new Error(`${e.message}\nclient: ${lines().slice(-3).map((l) => l.join(' ')).join('; ')}\nztunnel-node2:\n${tail('ztunnel-node2')}\nagent-node2:\n${tail('agent-node2')}`);
+  });
   t.log(`ztunnel restart → first successful new connection: ${back - restartedAt} ms (process start, CA, config sync and ZDS included)`);
   await new Promise((r) => setTimeout(r, 500));
   tshark.kill('SIGTERM');
