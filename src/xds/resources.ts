@@ -112,6 +112,24 @@ export interface Match {
   notDestinationPorts: number[];
 }
 
+/** A Match with every list empty (proto3's default); spread over it to set the fields you need. */
+export function emptyMatch(): Match {
+  return {
+    namespaces: [],
+    notNamespaces: [],
+    serviceAccounts: [],
+    notServiceAccounts: [],
+    principals: [],
+    notPrincipals: [],
+    sourceIps: [],
+    notSourceIps: [],
+    destinationIps: [],
+    notDestinationIps: [],
+    destinationPorts: [],
+    notDestinationPorts: [],
+  };
+}
+
 /** OR-ed matches. */
 export interface Clause {
   matches: Match[];

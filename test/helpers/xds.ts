@@ -3,7 +3,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import forge from 'node-forge';
-import type { Authorization, Service, Workload } from '../../src/xds/index.ts';
+import { type Authorization, emptyMatch, type Service, type Workload } from '../../src/xds/index.ts';
 
 export function workload(i: number, overrides: Partial<Workload> = {}): Workload {
   const ns = `ns${i % 10}`;
@@ -58,22 +58,7 @@ export function strictPeerAuthentication(ns: string): Authorization {
   };
 }
 
-export function emptyMatch() {
-  return {
-    namespaces: [],
-    notNamespaces: [],
-    serviceAccounts: [],
-    notServiceAccounts: [],
-    principals: [],
-    notPrincipals: [],
-    sourceIps: [],
-    notSourceIps: [],
-    destinationIps: [],
-    notDestinationIps: [],
-    destinationPorts: [],
-    notDestinationPorts: [],
-  };
-}
+export { emptyMatch };
 
 /** Polls until cond() holds; throws with what after timeoutMs. */
 export async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {

@@ -2,7 +2,7 @@ import test from 'ava';
 import ipaddr from 'ipaddr.js';
 import { compilePolicies, evaluate, parseIp, compileCidr, cidrContains, validateAuthorization, type ConnectionInfo, type Decision } from '../../src/authz/index.ts';
 import { spiffeId, type SpiffeId } from '../../src/identity/index.ts';
-import type { Action, Authorization, Cidr, Match, Scope, StringMatch, Workload } from '../../src/xds/index.ts';
+import { type Action, type Authorization, type Cidr, emptyMatch, type Match, type Scope, type StringMatch, type Workload } from '../../src/xds/index.ts';
 
 // ---- builders -----------------------------------------------------------------------------------
 
@@ -12,21 +12,7 @@ const web = spiffeId('cluster.local', 'front', 'web');
 const foreign = spiffeId('other.local', 'shop', 'cart');
 
 function match(m: Partial<Match>): Match {
-  return {
-    namespaces: [],
-    notNamespaces: [],
-    serviceAccounts: [],
-    notServiceAccounts: [],
-    principals: [],
-    notPrincipals: [],
-    sourceIps: [],
-    notSourceIps: [],
-    destinationIps: [],
-    notDestinationIps: [],
-    destinationPorts: [],
-    notDestinationPorts: [],
-    ...m,
-  };
+  return { ...emptyMatch(), ...m };
 }
 
 /** "a/b/c" → exact, "a*" → prefix, "*a" → suffix, "*" → presence (istiod's stringToMatch). */

@@ -2,7 +2,7 @@
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { buildModel, mergeConditions, type ClusterSnapshot, type KubeObject, type MeshModel, type ModelOptions } from '../../src/controller/model/index.ts';
-import type { Authorization, Match } from '../../src/xds/index.ts';
+import { type Authorization, emptyMatch, type Match } from '../../src/xds/index.ts';
 
 const OPTS: ModelOptions = { trustDomain: 'cluster.local', clusterId: 'Kubernetes', rootNamespace: 'mesh-system' };
 const AMBIENT = { 'mesh.io/dataplane-mode': 'ambient' };
@@ -75,21 +75,7 @@ function waypointGateway(namespace: string, name: string, cls = 'mesh-waypoint')
 }
 
 const uid = (namespace: string, name: string): string => `Kubernetes//v1/Pod/${namespace}/${name}`;
-const match = (m: Partial<Match>): Match => ({
-  namespaces: [],
-  notNamespaces: [],
-  serviceAccounts: [],
-  notServiceAccounts: [],
-  principals: [],
-  notPrincipals: [],
-  sourceIps: [],
-  notSourceIps: [],
-  destinationIps: [],
-  notDestinationIps: [],
-  destinationPorts: [],
-  notDestinationPorts: [],
-  ...m,
-});
+const match = (m: Partial<Match>): Match => ({ ...emptyMatch(), ...m });
 const bytes = (...b: number[]): Uint8Array => Uint8Array.from(b);
 const cond = (m: MeshModel, key: string, type: string) => m.policyStatus.get(key)?.conditions.find((c) => c.type === type);
 

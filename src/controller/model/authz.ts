@@ -23,7 +23,7 @@
 //   trust domain gets a warning in the status because it can never match.
 // - Where istiod skips a malformed value silently (a bad CIDR or port widens a DENY or narrows an
 //   ALLOW without a word), the policy is rejected: Accepted=False, nothing emitted.
-import type { Action, Cidr, Clause, Match, Rule, Scope, StringMatch } from '../../xds/index.ts';
+import { type Action, type Cidr, type Clause, emptyMatch, type Rule, type Scope, type StringMatch } from '../../xds/index.ts';
 import { isRecord, nameOf, namespaceOf, parseCidr, uniqSorted, type Labels } from './kube.ts';
 import { REASON } from './status.ts';
 import { ANNOTATION_DRY_RUN, type KubeObject } from './types.ts';
@@ -78,22 +78,7 @@ const WHEN_KEYS = new Set([...WHEN_L4, 'remote.ip', 'request.auth.principal', 'r
 const WHEN_PREFIXES = ['request.headers[', 'request.auth.claims[', 'experimental.envoy.filters.'];
 const PRINCIPAL = /^[^/*]+\/ns\/[^/*]+\/sa\/[^/*]+$/;
 
-export function emptyMatch(): Match {
-  return {
-    namespaces: [],
-    notNamespaces: [],
-    serviceAccounts: [],
-    notServiceAccounts: [],
-    principals: [],
-    notPrincipals: [],
-    sourceIps: [],
-    notSourceIps: [],
-    destinationIps: [],
-    notDestinationIps: [],
-    destinationPorts: [],
-    notDestinationPorts: [],
-  };
-}
+export { emptyMatch };
 
 /** Parses and compiles one policy. Never throws: problems land in `errors`. */
 export function parseAuthorizationPolicy(obj: KubeObject, rootNamespace: string, trustDomain: string): ParsedPolicy {
