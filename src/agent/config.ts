@@ -45,9 +45,11 @@ const KNOWN = new Set([
   'MESH_POD_NAMESPACE',
   'MESH_SERVICE_ACCOUNT',
   'MESH_ZDS_SOCKET',
+  // ztunnel's own ports (read in src/ztunnel/main.ts, which shares this configuration).
+  'MESH_ADMIN_PORT',
+  'MESH_METRICS_PORT',
+  'MESH_READINESS_PORT',
 ]);
-// ztunnel's own ports (read in src/ztunnel/main.ts); listed so the shared check accepts them.
-for (const k of ['MESH_ADMIN_PORT', 'MESH_METRICS_PORT', 'MESH_READINESS_PORT']) KNOWN.add(k);
 
 export class ConfigError extends Error {
   readonly code = 'MESH_ERR_CONFIG';

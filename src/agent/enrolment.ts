@@ -1,7 +1,7 @@
 // Enrolment: putting a pod under capture and taking it out again. The pinned maps are the source
 // of truth (this process may be a restart of one that enrolled the pods), mirrored in memory
 // because the agent is their only writer.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { relative } from 'node:path';
 import { logger } from '../common/log.ts';
@@ -91,6 +91,17 @@ function validate(spec: PodSpec, cgroupRoot: string): void {
   }
 }
 
+/** Whether an enrolled pod already has exactly what `spec` asks for (its netns aside). */
+function sameSettings(p: EnrolledPod, spec: PodSpec): boolean {
+  const sorted = (xs: number[] | undefined) => [...new Set(xs ?? [])].sort((a, b) => a - b).join(',');
+  return (
+    p.addresses.join(',') === spec.addresses.map((a) => formatMeshAddress(meshAddress(a))).join(',') &&
+    p.excludeOutboundPorts.join(',') === sorted(spec.excludeOutboundPorts) &&
+    p.excludeInboundPorts.join(',') === sorted(spec.excludeInboundPorts) &&
+    p.excludeOutboundCidrs.join(',') === [...new Set(spec.excludeOutboundCidrs ?? [])].sort().join(',')
+  );
+}
+
 function bigintSafe(_k: string, v: unknown): unknown {
   return typeof v === 'bigint' ? v.toString() : v;
 }
@@ -101,6 +112,9 @@ export class Enrolment {
   // The netns path each pod was last enrolled with (memory only: a path like /proc/PID/ns/net is
   // not worth keeping across restarts; the agent locates pods again).
   private readonly paths = new Map<string, string>();
+  // The netns each pod was enrolled in, as "dev:inode" (a stat, cheaper than reading its cookie on
+  // a native thread): lets a repeated enrol of an unchanged pod return at once.
+  private readonly netnsKeys = new Map<string, string>();
   private readonly listeners = new Set<(change: EnrolmentChange) => void>();
 
   constructor(dp: Datapath) {
@@ -181,6 +195,13 @@ export class Enrolment {
    */
   enrol(spec: PodSpec): EnrolledPod {
     validate(spec, this.dp.cgroupPath);
+    const st = statSync(spec.netnsPath, { bigint: true });
+    const nsKey = `${st.dev}:${st.ino}`;
+    const known = this.byUid.get(spec.uid);
+    if (known && this.netnsKeys.get(spec.uid) === nsKey && sameSettings(known, spec)) {
+      this.paths.set(spec.uid, spec.netnsPath); // the same netns, perhaps through another process
+      return known;
+    }
     const cookie = netnsCookie(spec.netnsPath);
     const prev = this.byUid.get(spec.uid);
     if (prev && prev.netnsCookie !== cookie) this.unenrol(spec.uid);
@@ -220,6 +241,7 @@ export class Enrolment {
     const changed =
       !current || JSON.stringify(current, bigintSafe) !== JSON.stringify(next, bigintSafe) || this.paths.get(spec.uid) === undefined;
     this.paths.set(spec.uid, spec.netnsPath);
+    this.netnsKeys.set(spec.uid, nsKey);
     if (changed) this.emit({ type: 'add', pod: next, netnsPath: spec.netnsPath });
     if (!current)
       log.info({ uid: spec.uid, pod: spec.name, netnsCookie: String(cookie), podId }, 'pod enrolled');
@@ -254,6 +276,7 @@ export class Enrolment {
     m.mesh_pod_uids.delete(key);
     this.byUid.delete(uid);
     this.paths.delete(uid);
+    this.netnsKeys.delete(uid);
     this.emit({ type: 'del', uid, netnsCookie: p.netnsCookie });
     log.info({ uid, netnsCookie: String(p.netnsCookie) }, 'pod unenrolled');
     return true;

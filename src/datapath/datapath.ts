@@ -79,6 +79,11 @@ export class BpfMap {
     this.wrap('update', () => native().mapUpdate(this.fd, key, value));
   }
 
+  /** Reads and removes an entry in one syscall; null when absent. */
+  take(key: Buffer): Buffer | null {
+    return this.wrap('lookup-and-delete', () => native().mapLookupAndDelete(this.fd, key, this.valueSize));
+  }
+
   delete(key: Buffer): boolean {
     return this.wrap('delete', () => native().mapDelete(this.fd, key));
   }

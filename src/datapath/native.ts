@@ -73,6 +73,7 @@ export interface Native {
   mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
   mapDelete(fd: number, key: Buffer): boolean;
+  mapLookupAndDelete(fd: number, key: Buffer, valueSize: number): Buffer | null;
   mapKeys(fd: number, keySize: number, limit: number): Buffer[];
   progTestRun(progFd: number, ctxIn: Buffer, ctxOutSize: number): { retval: number; ctxOut: Buffer };
   probeProgType(progType: number): boolean;

@@ -58,11 +58,8 @@ export class ZtunnelMaps {
    * peer address:port that accept() reported. The entry is consumed.
    */
   takeOrigDst(netnsCookie: bigint, peerAddress: string, peerPort: number): OrigDst | null {
-    const key = encodeOrigKey(netnsCookie, meshAddress(peerAddress), peerPort);
-    const v = this.origDst.get(key);
-    if (!v) return null;
-    this.origDst.delete(key);
-    return decodeOrigDst(v);
+    const v = this.origDst.take(encodeOrigKey(netnsCookie, meshAddress(peerAddress), peerPort));
+    return v ? decodeOrigDst(v) : null;
   }
 
   close(): void {
