@@ -23,7 +23,8 @@ setInterval(() => {
   s.on('error', (e) => console.log(Date.now(), e.code || e.message));
 }, 50);
 `;
-const SERVER = `require('node:net').createServer((s) => s.on('data', () => s.end('ok'))).listen(8080);`;
+// Connections reset by the killed ztunnel must not crash the server (an unhandled 'error' would).
+const SERVER = `require('node:net').createServer((s) => { s.on('error', () => {}); s.on('data', () => s.end('ok')); }).listen(8080);`;
 
 test('ztunnel killed and restarted: refusals meanwhile, no plaintext, and service again within seconds', async (t) => {
   if (!(await requireRoot(t))) return;
@@ -72,8 +73,15 @@ test('ztunnel killed and restarted: refusals meanwhile, no plaintext, and servic
     const ok = lines().find(([ts, r]) => Number(ts) > restartedAt && r === 'ok');
     return ok ? Number(ok[0]) : undefined;
   }, 45_000).catch((e: Error) => {
+    const tailFile = (f: string) => {
+      try {
+        return readFileSync(f, 'utf8').split('\n').slice(-8).join('\n');
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
     const tail = (k: string) => (mesh.logs.get(k) ?? '').split('\n').slice(-8).join('\n');
-    throw new Error(`${e.message}\nclient: ${lines().slice(-3).map((l) => l.join(' ')).join('; ')}\nztunnel-node2:\n${tail('ztunnel-node2')}\nagent-node2:\n${tail('agent-node2')}`);
+    throw new Error(`${e.message}\nclient: ${lines().slice(-3).map((l) => l.join(' ')).join('; ')}\nztunnel-node2:\n${tail('ztunnel-node2')}\nztunnel-node1:\n${tail('ztunnel-node1')}\nagent-node2:\n${tail('agent-node2')}\nserver pod:\n${tailFile(`${mesh.stateDir}/logs/shop_server_main.log`)}`);
   });
   t.log(`ztunnel restart → first successful new connection: ${back - restartedAt} ms (process start, CA, config sync and ZDS included)`);
   await new Promise((r) => setTimeout(r, 500));
