@@ -58,6 +58,7 @@ static __always_inline int mesh_capture(struct bpf_sock_addr *ctx, __u16 family,
 	orig->port = dport;
 	orig->family = family;
 	orig->pod_id = pod->pod_id;
+	orig->sock_cookie = cookie;
 
 	if (v4) {
 		ctx->user_ip4 = bpf_htonl(0x7f000001);

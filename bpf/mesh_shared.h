@@ -30,6 +30,8 @@
 #define MESH_EV_STEERED 2  /* inbound connection assigned to ztunnel's inbound/HBONE socket */
 #define MESH_EV_PASSED 3   /* enrolled pod, but left alone (see reason) */
 #define MESH_EV_REFUSED 4  /* enrolled pod, ztunnel socket missing: connection refused (fail closed) */
+#define MESH_EV_OBSERVED 5 /* a pod outside the mesh connected (plaintext); seen, not touched */
+#define MESH_EV_CLOSED 6   /* an observed connection closed; carries its byte counts */
 
 /* mesh_event.reason */
 #define MESH_R_NONE 0
@@ -90,6 +92,7 @@ struct mesh_orig_dst {
 	__u16 port; /* host byte order */
 	__u16 family; /* AF_INET or AF_INET6 as the application called connect() */
 	__u32 pod_id;
+	__u64 sock_cookie; /* the application's socket: joins ztunnel's record with the CAPTURED event */
 };
 
 /* One datapath decision, delivered through the mesh_events ring buffer. */
@@ -107,6 +110,8 @@ struct mesh_event {
 	__u16 family;
 	__u16 pad;
 	__u32 pod_id;
+	__u64 bytes_sent; /* MESH_EV_CLOSED only: bytes the pod sent (acked) and received */
+	__u64 bytes_recv;
 };
 
 #endif

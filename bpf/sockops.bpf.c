@@ -6,22 +6,79 @@
 #include <bpf/bpf_endian.h>
 #include "mesh_maps.bpf.h"
 
-/* sockops on the pods' cgroup subtree: runs at TCP events of pod sockets; we act on
- * ACTIVE_ESTABLISHED, when the client has its source port and before the server's accept(). */
+/* A connection made by a pod outside the mesh: report it (for flows) and ask for its close. */
+static __always_inline void mesh_observe_established(struct bpf_sock_ops *skops, __u64 netns)
+{
+	if (!mesh_observe || bpf_map_lookup_elem(&mesh_pods, &netns))
+		return; /* enrolled pods are reported by ztunnel; their passed connections by connect() */
+	struct mesh_addr src, dst;
+	if (skops->family == AF_INET) {
+		mesh_addr_v4(&src, skops->local_ip4);
+		mesh_addr_v4(&dst, skops->remote_ip4);
+	} else {
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3] };
+		mesh_addr_v6(&src, l);
+		mesh_addr_v6(&dst, r);
+	}
+	if (mesh_addr_is_loopback(&dst))
+		return;
+	/* remote_port holds the network-order port in its upper half (on little-endian hosts). */
+	__u16 dport = (__u16)bpf_ntohl(skops->remote_port);
+	mesh_emit(MESH_EV_OBSERVED, MESH_R_NONE, bpf_get_socket_cookie(skops), netns, 0,
+		  skops->family == AF_INET ? AF_INET : AF_INET6, &src, (__u16)skops->local_port, &dst, dport, dport);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* An observed connection closed: its byte counts, keyed by the same socket cookie. */
+static __always_inline void mesh_observe_closed(struct bpf_sock_ops *skops)
+{
+	if (skops->args[1] != BPF_TCP_CLOSE)
+		return;
+	struct mesh_event *e = bpf_ringbuf_reserve(&mesh_events, sizeof(*e), 0);
+	if (!e) {
+		__u32 k = MESH_STAT_EVENTS_LOST;
+		__u64 *lost = bpf_map_lookup_elem(&mesh_stats, &k);
+		if (lost)
+			*lost += 1;
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->sock_cookie = bpf_get_socket_cookie(skops);
+	e->netns_cookie = bpf_get_netns_cookie(skops);
+	e->kind = MESH_EV_CLOSED;
+	e->family = skops->family == AF_INET ? AF_INET : AF_INET6;
+	e->bytes_sent = skops->bytes_acked;
+	e->bytes_recv = skops->bytes_received;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* sockops on the pods' cgroup subtree: runs at TCP events of pod sockets. At ACTIVE_ESTABLISHED
+ * the client has its source port and the server has not accepted yet: a captured connection's
+ * original destination moves to the tuple ztunnel's listener sees; a connection of a pod outside
+ * the mesh is reported. STATE_CB comes only for the reported ones (the flag is set per socket). */
 SEC("sockops")
 int mesh_sockops(struct bpf_sock_ops *skops)
 {
+	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+		mesh_observe_closed(skops);
+		return 1;
+	}
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
 	struct bpf_sock *sk = skops->sk;
 	if (!sk)
 		return 1;
+	__u64 netns = bpf_get_netns_cookie(skops);
 	struct mesh_orig_dst *orig = bpf_sk_storage_get(&mesh_pending, sk, 0, 0);
-	if (!orig)
+	if (!orig) {
+		mesh_observe_established(skops, netns);
 		return 1;
+	}
 
 	struct mesh_orig_key key = {};
-	key.netns_cookie = bpf_get_netns_cookie(skops);
+	key.netns_cookie = netns;
 	if (skops->family == AF_INET) {
 		mesh_addr_v4(&key.addr, skops->local_ip4);
 	} else {

@@ -53,6 +53,9 @@ export interface DatapathOptions {
   hbonePort?: number;
   /** Emit PASSED events (enrolled pod, left alone). On by default: flows explain skips too. */
   emitPassed?: boolean;
+  /** Report connections of pods outside the mesh (OBSERVED, then CLOSED with byte counts), so
+   * that flows show plaintext traffic too. On by default. */
+  observe?: boolean;
 }
 
 /** A typed handle on one map. Keys and values are the raw structs (see layout.ts). */
@@ -190,6 +193,7 @@ export class Datapath {
       mesh_inbound_port: opts.inboundPort ?? 15006,
       mesh_hbone_port: opts.hbonePort ?? 15008,
       mesh_emit_passed: opts.emitPassed === false ? 0 : 1,
+      mesh_observe: opts.observe === false ? 0 : 1,
     };
     let obj: Awaited<ReturnType<ReturnType<typeof native>['loadObject']>>;
     try {

@@ -10,9 +10,9 @@ export const LAYOUT = {
   mesh_excl_cidr_key: { size: 24, fields: { prefixlen: 0, pod_id: 4, addr: 8 } },
   mesh_sock_key: { size: 16, fields: { netns_cookie: 0, kind: 8, pad: 12 } },
   mesh_orig_key: { size: 32, fields: { netns_cookie: 0, addr: 8, port: 24, pad: 26 } },
-  mesh_orig_dst: { size: 24, fields: { addr: 0, port: 16, family: 18, pod_id: 20 } },
+  mesh_orig_dst: { size: 32, fields: { addr: 0, port: 16, family: 18, pod_id: 20, sock_cookie: 24 } },
   mesh_event: {
-    size: 72,
+    size: 88,
     fields: {
       ts_ns: 0,
       sock_cookie: 8,
@@ -27,6 +27,8 @@ export const LAYOUT = {
       family: 64,
       pad: 66,
       pod_id: 68,
+      bytes_sent: 72,
+      bytes_recv: 80,
     },
   },
 } as const;
@@ -38,7 +40,7 @@ export const DIR_OUTBOUND = 0;
 export const DIR_INBOUND = 1;
 export const UID_SIZE = 64;
 
-export const EVENT_KINDS = { 1: 'CAPTURED', 2: 'STEERED', 3: 'PASSED', 4: 'REFUSED' } as const;
+export const EVENT_KINDS = { 1: 'CAPTURED', 2: 'STEERED', 3: 'PASSED', 4: 'REFUSED', 5: 'OBSERVED', 6: 'CLOSED' } as const;
 export type EventKind = (typeof EVENT_KINDS)[keyof typeof EVENT_KINDS];
 
 export const EVENT_REASONS = {
@@ -135,6 +137,8 @@ export interface OrigDst {
   port: number;
   family: 4 | 6;
   podId: number;
+  /** Cookie of the application's socket, as in its CAPTURED event. */
+  sockCookie: bigint;
 }
 
 export function decodeOrigDst(b: Buffer): OrigDst {
@@ -143,6 +147,7 @@ export function decodeOrigDst(b: Buffer): OrigDst {
     port: b.readUInt16LE(16),
     family: b.readUInt16LE(18) === 10 ? 6 : 4,
     podId: b.readUInt32LE(20),
+    sockCookie: b.readBigUInt64LE(24),
   };
 }
 
@@ -173,6 +178,9 @@ export interface DatapathEvent {
   dport: number;
   newPort: number;
   podId: number;
+  /** CLOSED only: bytes the pod's socket sent (acknowledged by the peer) and received. */
+  bytesSent: bigint;
+  bytesRecv: bigint;
 }
 
 export function decodeEvent(b: Buffer): DatapathEvent {
@@ -191,5 +199,7 @@ export function decodeEvent(b: Buffer): DatapathEvent {
     reason: EVENT_REASONS[reason] ?? `reason-${reason}`,
     family: b.readUInt16LE(64) === 10 ? 6 : 4,
     podId: b.readUInt32LE(68),
+    bytesSent: b.readBigUInt64LE(72),
+    bytesRecv: b.readBigUInt64LE(80),
   };
 }

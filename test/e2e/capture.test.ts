@@ -6,7 +6,7 @@ import { Enrolment } from '../../src/agent/index.ts';
 import { Datapath, type DatapathEvent, netnsCookie } from '../../src/datapath/index.ts';
 import type { PodNet } from '../../src/local/index.ts';
 import { connectFrom, hp, startApp } from '../helpers/pods.ts';
-import { startStandin } from '../helpers/standin.ts';
+import { type StandinReply, startStandin } from '../helpers/standin.ts';
 import { makeTopology, requireRoot, type TestTopology } from '../helpers/topology.ts';
 
 interface Scenario extends TestTopology {
@@ -60,6 +60,7 @@ test('enrolled pod: connect() lands on its own outbound listener, which recovers
     port: 8080,
     family: 4,
     podId: pod.podId,
+    sockCookie: v4?.cookie,
   });
   t.is(v6?.reply?.listener, 'outbound');
   t.deepEqual(v6?.reply && 'orig' in v6.reply ? v6.reply.orig : undefined, {
@@ -67,6 +68,7 @@ test('enrolled pod: connect() lands on its own outbound listener, which recovers
     port: 9090,
     family: 6,
     podId: pod.podId,
+    sockCookie: v6?.cookie,
   });
   t.is(s.dp.maps.mesh_orig_dst.keys().length, 0, 'ztunnel consumed the original-destination entries');
 
@@ -224,6 +226,8 @@ test('ring-buffer events report each decision with the socket and netns cookies'
     String(captured?.cookie),
     'the event names the client socket by its SO_COOKIE',
   );
+  const reply = captured?.reply as StandinReply | undefined;
+  t.is(reply?.orig?.sockCookie, String(cap?.sockCookie), 'the recovered original destination names the same socket (how flows join ztunnel with the kernel)');
   const passed = events.find((e) => e.kind === 'PASSED' && e.reason === 'loopback');
   t.like(passed, { netnsCookie: c.netnsCookie, dst: '127.0.0.1', dport: 7070 });
   t.is(String(passed?.sockCookie), String(loop?.cookie));
@@ -237,4 +241,34 @@ test('ring-buffer events report each decision with the socket and netns cookies'
   });
   t.true((ref?.tsNs ?? 0n) > (cap?.tsNs ?? 0n), 'timestamps are monotonic');
   t.is(s.dp.eventsLost(), 0n);
+});
+
+test('a pod outside the mesh is observed, never touched: OBSERVED at connect, CLOSED with byte counts', async (t) => {
+  if (!(await requireRoot(t))) return;
+  const s = await scenario(t);
+  const events: DatapathEvent[] = [];
+  const reader = s.dp.readEvents((e) => events.push(...e), 20);
+  t.teardown(() => reader.close());
+  const [r, loop] = await connectFrom(s.topo, s.other, [hp(s.server.ip4, 8080), hp('127.0.0.1', 7070)]);
+  t.truthy(r?.reply, 'the connection went straight to the app');
+  t.is((r?.reply as { listener?: string } | undefined)?.listener, 'app');
+  t.truthy(loop?.error, 'nothing listens on the other pod\'s loopback: no event either way');
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline && !events.some((e) => e.kind === 'CLOSED')) await new Promise((res) => setTimeout(res, 20));
+  const seen = events.filter((e) => e.kind === 'OBSERVED');
+  t.is(seen.length, 1, 'exactly one connection observed (loopback is not reported)');
+  t.like(seen[0], { src: s.other.ip4, dst: s.server.ip4, dport: 8080, family: 4 });
+  t.is(String(seen[0]?.sockCookie), String(r?.cookie), 'named by the client socket cookie');
+  t.true((seen[0]?.sport ?? 0) > 0, 'with its source port');
+  const closed = events.find((e) => e.kind === 'CLOSED' && e.sockCookie === seen[0]?.sockCookie);
+  t.truthy(closed, 'the close is reported for the same socket');
+  const replyLen = Buffer.byteLength(`${JSON.stringify(r?.reply)}\n`);
+  // The kernel's counters advance over the FIN's sequence number too.
+  t.true([replyLen, replyLen + 1].includes(Number(closed?.bytesRecv)), `bytes received ${closed?.bytesRecv} = the app reply (${replyLen}) (+1 for its FIN)`);
+  t.true((closed?.tsNs ?? 0n) >= (seen[0]?.tsNs ?? 0n));
+  s.en.enrol({ uid: s.other.uid, netnsPath: s.other.netnsPath, addresses: addrs(s.other) });
+  const before = events.length;
+  await connectFrom(s.topo, s.other, [hp(s.server.ip4, 8080)]);
+  await new Promise((res) => setTimeout(res, 200));
+  t.false(events.slice(before).some((e) => e.kind === 'OBSERVED'), 'an enrolled pod is not observed (ztunnel reports it)');
 });

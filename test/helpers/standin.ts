@@ -9,7 +9,7 @@ export interface StandinReply {
   listener: 'outbound' | 'inbound' | 'hbone';
   local: string;
   remote: string;
-  orig: { address: string; port: number; family: number } | null;
+  orig: { address: string; port: number; family: number; sockCookie: string } | null;
 }
 
 export interface Standin {
@@ -37,10 +37,8 @@ export async function startStandin(
   const listen = async (listener: StandinReply['listener'], host: string, port: number, family: 4 | 6) => {
     const fd = socketInNetns(pod.netnsPath, { host, port, family, listen: true, mark: MARK });
     const server = net.createServer((s) => {
-      const orig =
-        listener === 'outbound'
-          ? maps.takeOrigDst(netnsCookie, strip(s.remoteAddress), s.remotePort ?? 0)
-          : null;
+      const taken = listener === 'outbound' ? maps.takeOrigDst(netnsCookie, strip(s.remoteAddress), s.remotePort ?? 0) : null;
+      const orig = taken ? { ...taken, sockCookie: String(taken.sockCookie) } : null;
       const reply: StandinReply = {
         listener,
         local: `${strip(s.localAddress)}:${s.localPort}`,
