@@ -2,8 +2,10 @@
 // bin/meshctl runs this file with Node 24, which strips the TypeScript types.
 import { Command, CommanderError } from 'commander';
 import { checkCommand } from './commands/check.ts';
+import { completionCommand } from './commands/completion.ts';
 import { devCommand } from './commands/dev.ts';
 import { versionCommand } from './commands/version.ts';
+import { ztunnelConfigCommand } from './commands/ztunnel-config.ts';
 
 // Exit codes: 0 success, 1 the command ran and found a problem (or failed), 2 the command line
 // was wrong — the convention of grep, diff and curl, so scripts can tell a typo from a verdict.
@@ -35,7 +37,9 @@ export function createProgram(): Command {
     .description('Operate Mesh, the sidecarless eBPF service mesh')
     .addCommand(checkCommand())
     .addCommand(devCommand())
-    .addCommand(versionCommand());
+    .addCommand(versionCommand())
+    .addCommand(ztunnelConfigCommand())
+    .addCommand(completionCommand());
   configure(program);
   return program;
 }

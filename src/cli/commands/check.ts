@@ -47,6 +47,16 @@ export function checkCommand(): Command {
         process.env.MESH_BPFFS_DIR || DEFAULT_BPFFS_DIR,
       ),
     )
+    .addHelpText(
+      'after',
+      `
+Examples:
+  meshctl check                                # one verdict per check, with the fix for each failure
+  meshctl check -o json | jq '.[] | select(.status != "ok")'
+  meshctl check --bpffs-dir /sys/fs/bpf/mesh   # check where the agent will pin its maps
+  sudo meshctl check                           # as root, capability and bpftool checks see what the agent will
+`,
+    )
     .action((opts: CheckOptions) => {
       const results = runChecks(gatherHostFacts(opts.bpffsDir));
       if (opts.output === 'json') {

@@ -187,24 +187,39 @@ async function logs(pod: string, opts: { stateDir: string; namespace: string; co
 }
 
 export function devCommand(): Command {
-  const dev = new Command('dev').description('run a local cluster on this host: an API server, and nodes and pods made of network namespaces');
+  const dev = new Command('dev')
+    .description('run a local cluster on this host: an API server, and nodes and pods made of network namespaces')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  sudo meshctl dev up                  # start it (needs root: it makes namespaces and cgroups)
+  meshctl dev status                   # its nodes and pods
+  export KUBECONFIG=/var/lib/mesh/dev/kubeconfig && kubectl get pods -A
+  meshctl ztunnel-config workloads     # what the ztunnels on its nodes know
+  sudo meshctl dev down                # stop it and remove everything it made
+`,
+    );
   dev
     .command('up')
     .description('start the local cluster in the background and wait until it is ready')
     .option('--nodes <n>', 'how many nodes', '2')
     .addOption(stateDirOption())
+    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
     .action(up);
   dev
     .command('status')
     .description('show the local cluster\'s nodes and pods')
     .addOption(stateDirOption())
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .addHelpText('after', '\nExamples:\n  meshctl dev status\n  meshctl dev status -o json | jq \'.pods[].metadata.name\'\n')
     .action(status);
   dev
     .command('down')
     .description('stop the local cluster and remove every namespace, cgroup and process it made')
     .addOption(stateDirOption())
     .option('--purge', 'also remove the state directory (the API server\'s objects, logs and kubeconfig)', false)
+    .addHelpText('after', '\nExamples:\n  sudo meshctl dev down           # keeps the API server\'s objects for the next `dev up`\n  sudo meshctl dev down --purge   # removes the state directory too\n')
     .action(down);
   dev
     .command('logs')
@@ -214,6 +229,7 @@ export function devCommand(): Command {
     .option('-c, --container <name>', 'container (needed when the pod has several)')
     .option('-f, --follow', 'keep printing as the log grows', false)
     .addOption(stateDirOption())
+    .addHelpText('after', '\nExamples:\n  meshctl dev logs web-5f6c9-abcde -n shop\n  meshctl dev logs web-5f6c9-abcde -n shop -c app -f\n')
     .action(logs);
   return dev;
 }

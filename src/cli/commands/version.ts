@@ -6,6 +6,7 @@ import { native } from '../../datapath/index.ts';
 export function versionCommand(): Command {
   return new Command('version')
     .description('print the versions of meshctl, Node.js and libbpf')
+    .addHelpText('after', '\nExamples:\n  meshctl version   # include this in bug reports\n')
     .action(() => {
       process.stdout.write(
         [
