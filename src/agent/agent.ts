@@ -4,6 +4,8 @@ import { logger } from '../common/log.ts';
 import { Datapath, type DatapathEvent } from '../datapath/index.ts';
 import type { AgentConfig } from './config.ts';
 import { type EnrolledPod, Enrolment, type PodSpec } from './enrolment.ts';
+import { FlowRing } from '../flows/ring.ts';
+import { type AddressInfo, FlowCollector } from './flows.ts';
 
 const log = logger('agent');
 
@@ -22,17 +24,33 @@ export class Agent {
   private readonly ringSize: number;
   private seen = 0;
   private readonly events: { close(): void };
+  readonly flows: FlowRing;
+  readonly collector: FlowCollector;
+  /** Names addresses in flows; set once the config stream is followed. */
+  resolver: (ip: string) => AddressInfo | undefined = () => undefined;
+  private kernelLost = 0n;
+  private readonly lostTimer: NodeJS.Timeout;
 
-  private constructor(dp: Datapath, ringSize: number) {
+  private constructor(dp: Datapath, ringSize: number, flowRing: number, nodeName: string) {
     this.datapath = dp;
     this.enrolment = new Enrolment(dp);
     this.ringSize = ringSize;
+    this.flows = new FlowRing(flowRing);
+    this.collector = new FlowCollector({ ring: this.flows, nodeName, resolve: (ip) => this.resolver(ip) });
+    this.kernelLost = dp.eventsLost();
     this.events = dp.readEvents((evs) => this.onEvents(evs));
+    // The kernel counts what its ring could not take; say so in the flows when it grows.
+    this.lostTimer = setInterval(() => {
+      const now = this.datapath.eventsLost();
+      if (now > this.kernelLost) this.collector.onKernelLost(Number(now - this.kernelLost));
+      this.kernelLost = now;
+    }, 1000);
+    this.lostTimer.unref();
   }
 
   static async start(cfg: AgentConfig): Promise<Agent> {
     const dp = await Datapath.open({ bpffsDir: cfg.bpffsDir, cgroupPath: cfg.podCgroup, mark: cfg.mark });
-    const agent = new Agent(dp, cfg.eventRing);
+    const agent = new Agent(dp, cfg.eventRing, cfg.flowRing, cfg.mesh?.nodeName ?? '');
     log.info(
       { bpffsDir: cfg.bpffsDir, podCgroup: cfg.podCgroup, pods: agent.enrolment.list().length },
       'datapath ready',
@@ -57,6 +75,7 @@ export class Agent {
       );
     }
     if (this.ring.length > this.ringSize) this.ring.splice(0, this.ring.length - this.ringSize);
+    this.collector.onKernelEvents(evs);
   }
 
   enrol(spec: PodSpec): EnrolledPod {
@@ -84,6 +103,7 @@ export class Agent {
 
   /** Stops this process's work; capture stays in the kernel for the next agent to pick up. */
   stop(): void {
+    clearInterval(this.lostTimer);
     this.events.close();
     this.datapath.close();
   }

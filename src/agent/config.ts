@@ -15,6 +15,13 @@ export interface AgentConfig {
   readonly mark: number;
   /** How many recent datapath events the agent keeps for inspection. */
   readonly eventRing: number;
+  /** How many recent flows the agent keeps (Hubble: 4095). */
+  readonly flowRing: number;
+  /** Where the flows API (Observer gRPC, mutual TLS) listens, host:port; port 0 picks one. */
+  readonly observerAddress: string;
+  /** The address the controller's relay dials, host:port (default: the listen address, with
+   * the node's IP for a wildcard host). */
+  readonly observerAdvertise?: string;
   /** Set when the agent follows the controller (else it is driven by its control socket only). */
   readonly mesh?: {
     readonly nodeName: string;
@@ -45,6 +52,9 @@ const KNOWN = new Set([
   'MESH_POD_NAMESPACE',
   'MESH_SERVICE_ACCOUNT',
   'MESH_ZDS_SOCKET',
+  'MESH_FLOW_RING',
+  'MESH_OBSERVER_ADDRESS',
+  'MESH_OBSERVER_ADVERTISE',
   // ztunnel's own ports (read in src/ztunnel/main.ts, which shares this configuration).
   'MESH_ADMIN_PORT',
   'MESH_METRICS_PORT',
@@ -66,7 +76,7 @@ function int(name: string, raw: string | undefined, dflt: number, min: number, m
 export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
   // A misspelt agent setting must not silently fall back to a default.
   for (const k of Object.keys(env)) {
-    if (/^MESH_(AGENT_|BPFFS|POD_|MARK|EVENT|NODE|CONTROLLER|CA_|TOKEN)/.test(k) && !KNOWN.has(k)) {
+    if (/^MESH_(AGENT_|BPFFS|POD_|MARK|EVENT|NODE|CONTROLLER|CA_|TOKEN|FLOW|OBSERVER)/.test(k) && !KNOWN.has(k)) {
       throw new ConfigError(`unknown setting ${k} (known: ${[...KNOWN].join(', ')})`);
     }
   }
@@ -81,6 +91,10 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConf
     mark: int('MESH_MARK', env.MESH_MARK, 0x539, 1, 0xffffffff),
     // Hubble keeps 4095 flows per node by default; we match it.
     eventRing: int('MESH_EVENT_RING', env.MESH_EVENT_RING, 4095, 16, 1 << 20),
+    flowRing: int('MESH_FLOW_RING', env.MESH_FLOW_RING, 4095, 1, 1 << 20),
+    // Hubble's per-node port.
+    observerAddress: env.MESH_OBSERVER_ADDRESS || '0.0.0.0:4244',
+    ...(env.MESH_OBSERVER_ADVERTISE ? { observerAdvertise: env.MESH_OBSERVER_ADVERTISE } : {}),
     ...(env.MESH_NODE_NAME ? { mesh: meshSettings(env) } : {}),
   });
 }

@@ -7,6 +7,10 @@ import { MeshSync } from './mesh-sync.ts';
 import { ZdsServer } from './zds.ts';
 import { readFileSync } from 'node:fs';
 import { tokenFile } from '../identity/index.ts';
+import * as grpc from '@grpc/grpc-js';
+import { localObserver } from '../flows/local.ts';
+import { type ServingObserver, serveObserver } from '../flows/server.ts';
+import { packageVersion } from '../cli/commands/version.ts';
 
 const log = logger('agent');
 
@@ -14,24 +18,54 @@ async function main(): Promise<void> {
   const cfg = loadAgentConfig();
   const agent = await Agent.start(cfg);
   const server = await serveControl(agent, cfg.controlSocket);
-  // ztunnel learns the enrolled pods from here (ZDS).
-  const zds = await ZdsServer.listen(agent.enrolment, cfg.zdsSocket);
+  // ztunnel learns the enrolled pods from here (ZDS), and reports its connections back.
+  const zds = await ZdsServer.listen(agent.enrolment, cfg.zdsSocket, {
+    onRecord: (r) => agent.collector.onRecord(r),
+    onLost: (n) => agent.collector.onZtunnelLost(n),
+  });
   let sync: MeshSync | undefined;
+  let observer: ServingObserver | undefined;
   if (cfg.mesh) {
     const m = cfg.mesh;
+    const caRoots = readFileSync(m.caRootFile, 'utf8');
     sync = new MeshSync(agent, {
       ...m,
-      caRoots: readFileSync(m.caRootFile, 'utf8'),
+      caRoots,
       token: tokenFile(m.tokenFile),
       cgroupRoot: cfg.podCgroup,
+      // The flows API: mutual TLS with this agent's workload certificate; clients (the relay)
+      // must present a certificate of the mesh's CA.
+      beforeSubscribe: async (cert) => {
+        const impl = localObserver({
+          ring: agent.flows,
+          nodeName: m.nodeName,
+          version: packageVersion(),
+          enrich: (f) => agent.collector.enrich(f),
+          status: () => ({
+            kernelEventsLost: Number(agent.datapath.eventsLost()),
+            ztunnelRecordsLost: zds.ztunnelLost,
+            enrolledPods: agent.enrolment.list().length,
+            ztunnelConnected: zds.ztunnels > 0,
+          }),
+        });
+        const creds = grpc.ServerCredentials.createSsl(Buffer.from(caRoots), [{ cert_chain: Buffer.from(cert.certChain.join('\n')), private_key: Buffer.from(cert.key) }], true);
+        observer = await serveObserver(impl, cfg.observerAddress, creds);
+        const host = cfg.observerAddress.replace(/:\d+$/, '');
+        const advertise = cfg.observerAdvertise ?? `${host === '0.0.0.0' || host === '[::]' ? (process.env.MESH_NODE_IP ?? '127.0.0.1') : host}:${observer.port}`;
+        log.info({ observer: advertise }, 'flows API listening');
+        return { observer: advertise };
+      },
     });
     await sync.start();
+    const s = sync;
+    agent.resolver = (ip) => s.resolve(ip);
   }
   log.info({ socket: cfg.controlSocket }, 'agent ready');
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping; capture stays in place for the next agent');
     server.close();
     zds.close();
+    void observer?.close();
     void sync?.close();
     agent.stop();
     process.exit(0);

@@ -7,7 +7,8 @@ import * as grpc from '@grpc/grpc-js';
 import ipaddr from 'ipaddr.js';
 import { logger } from '../common/log.ts';
 import { CertificateClient, spiffeId } from '../identity/index.ts';
-import { ConfigClient, WORKLOAD, type Workload } from '../xds/index.ts';
+import { ConfigClient, SERVICE, type Service, WORKLOAD, type Workload } from '../xds/index.ts';
+import type { AddressInfo } from './flows.ts';
 import type { Agent } from './agent.ts';
 import { locatePod } from './locate.ts';
 
@@ -29,7 +30,15 @@ export interface MeshSyncOptions {
   serviceAccount: string;
   /** Where pod cgroups live (the cgroup v2 mount or the pods' subtree). */
   cgroupRoot: string;
+  /** Runs once the agent has its certificate, before it subscribes; returns what to tell the
+   * controller with the subscription (e.g. observer: where this node's flows are served). */
+  beforeSubscribe?: (cert: { key: string; certChain: readonly string[] }) => Promise<Record<string, string>>;
 }
+
+/** How long an address that left the model still names flows. */
+const GONE_KEEP_MS = 10 * 60_000;
+
+type AgentTypes = { [WORKLOAD]: Workload; [SERVICE]: Service };
 
 function ipText(b: Uint8Array): string {
   return b.length === 4 || b.length === 16 ? ipaddr.fromByteArray([...b]).toString() : '';
@@ -38,7 +47,13 @@ function ipText(b: Uint8Array): string {
 export class MeshSync {
   private readonly agent: Agent;
   private readonly opts: MeshSyncOptions;
-  private client: ConfigClient<{ [WORKLOAD]: Workload }> | undefined;
+  private client: ConfigClient<AgentTypes> | undefined;
+  /** Addresses → what the model says they are (flows name both ends with it). */
+  private byIp: Map<string, AddressInfo> | undefined;
+  private byIpLast: Map<string, AddressInfo> | undefined;
+  private readonly gone = new Map<string, { info: AddressInfo; at: number }>();
+  /** This agent's workload certificate (the flows API serves with it). */
+  certificate: { key: string; certChain: readonly string[] } | undefined;
   private retry: NodeJS.Timeout | undefined;
   private syncing = Promise.resolve();
   private closed = false;
@@ -53,19 +68,55 @@ export class MeshSync {
     const ca = new CertificateClient({ address: o.caAddress, caRoots: o.caRoots, serverName: o.serverName, token: o.token });
     const cert = await ca.fetch(spiffeId(o.trustDomain, o.namespace, o.serviceAccount));
     ca.close();
+    this.certificate = cert;
+    const metadata = o.beforeSubscribe ? await o.beforeSubscribe(cert) : undefined;
     const creds = grpc.credentials.createSsl(Buffer.from(o.caRoots), Buffer.from(cert.key), Buffer.from(cert.certChain.join('\n')));
-    this.client = new ConfigClient<{ [WORKLOAD]: Workload }>({
+    this.client = new ConfigClient<AgentTypes>({
       address: o.xdsAddress,
       credentials: creds,
-      node: { id: `agent~${o.nodeName}`, name: o.nodeName, cluster: '' },
-      types: [WORKLOAD],
+      node: { id: `agent~${o.nodeName}`, name: o.nodeName, cluster: '', ...(metadata ? { metadata } : {}) },
+      types: [WORKLOAD, SERVICE],
       channelOptions: { 'grpc.ssl_target_name_override': o.serverName },
     });
-    this.client.on('change', () => this.schedule());
+    this.client.on('change', () => {
+      // Rebuilt now, not when next read: an address that comes and goes between two reads
+      // must still be remembered.
+      this.byIp = undefined;
+      this.resolve('');
+      this.schedule();
+    });
     this.client.start();
     await this.client.ready(30_000);
     this.schedule();
     log.info({ node: o.nodeName, identity: `${cert.identity.namespace}/${cert.identity.serviceAccount}` }, 'subscribed to the config stream');
+  }
+
+  /** The pod or Service VIP at `ip`, from the config stream (all nodes). Addresses that left
+   * the model are remembered for a while: flows of short-lived pods are read after they are gone. */
+  resolve(ip: string): AddressInfo | undefined {
+    if (!this.client) return undefined;
+    if (!this.byIp) {
+      const m = new Map<string, AddressInfo>();
+      for (const [, { value: sv }] of this.client.entries(SERVICE)) {
+        for (const a of sv.addresses) {
+          const t = ipText(a.address);
+          if (t) m.set(t, { namespace: sv.namespace, service: sv.hostname });
+        }
+      }
+      for (const [, { value: w }] of this.client.entries(WORKLOAD)) {
+        const info: AddressInfo = { namespace: w.namespace, podName: w.name, workload: w.workloadName || w.name, serviceAccount: w.serviceAccount, nodeName: w.node };
+        for (const a of w.addresses) {
+          const t = ipText(a);
+          if (t) m.set(t, info);
+        }
+      }
+      const now = Date.now();
+      for (const [addr, g] of this.gone) if (m.has(addr) || g.at < now - GONE_KEEP_MS) this.gone.delete(addr);
+      for (const [addr, info] of this.byIpLast ?? []) if (!m.has(addr) && !this.gone.has(addr)) this.gone.set(addr, { info, at: now });
+      this.byIp = m;
+      this.byIpLast = m;
+    }
+    return this.byIp.get(ip) ?? this.gone.get(ip)?.info;
   }
 
   private schedule(): void {

@@ -6,7 +6,8 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { logger } from '../common/log.ts';
-import type { ZdsAck, ZdsMessage, ZdsPod } from '../zds/protocol.ts';
+import type { ZdsMessage, ZdsPod, ZdsReport } from '../zds/protocol.ts';
+import type { ConnectionRecord } from '../ztunnel/telemetry/connection.ts';
 import type { EnrolledPod, Enrolment } from './enrolment.ts';
 
 const log = logger('zds');
@@ -15,12 +16,25 @@ function toZds(p: EnrolledPod, netnsPath: string): ZdsPod {
   return { uid: p.uid, netnsPath, netnsCookie: String(p.netnsCookie), addresses: p.addresses };
 }
 
+/** Where ztunnel's connection records go (the agent's flows). */
+export interface ZdsReports {
+  onRecord(r: ConnectionRecord): void;
+  onLost(n: number): void;
+}
+
 export class ZdsServer {
   private readonly server: net.Server;
   private readonly clients = new Set<net.Socket>();
   private readonly unsubscribe: () => void;
 
-  private constructor(enrolment: Enrolment, server: net.Server) {
+  /** Connection records ztunnel reported it could not hand over. */
+  ztunnelLost = 0;
+
+  get ztunnels(): number {
+    return this.clients.size;
+  }
+
+  private constructor(enrolment: Enrolment, server: net.Server, reports?: ZdsReports) {
     this.server = server;
     const send = (m: ZdsMessage) => {
       for (const c of this.clients) c.write(`${JSON.stringify(m)}\n`);
@@ -38,19 +52,25 @@ export class ZdsServer {
       c.write(`${JSON.stringify({ type: 'snapshot', pods } satisfies ZdsMessage)}\n`);
       log.info({ pods: pods.length }, 'ztunnel connected');
       createInterface({ input: c }).on('line', (line) => {
+        let m: ZdsReport;
         try {
-          const ack = JSON.parse(line) as ZdsAck;
-          if (!ack.ok) log.warn({ uid: ack.uid, err: ack.error }, 'ztunnel could not set up a pod');
+          m = JSON.parse(line) as ZdsReport;
         } catch {
           log.warn({ line: line.slice(0, 200) }, 'unreadable message from ztunnel');
+          return;
         }
+        if (m.type === 'flow') reports?.onRecord(m.record);
+        else if (m.type === 'lost') {
+          this.ztunnelLost += m.count;
+          reports?.onLost(m.count);
+        } else if (!m.ok) log.warn({ uid: m.uid, err: m.error }, 'ztunnel could not set up a pod');
       });
       c.on('close', () => this.clients.delete(c));
       c.on('error', () => c.destroy());
     });
   }
 
-  static async listen(enrolment: Enrolment, path: string): Promise<ZdsServer> {
+  static async listen(enrolment: Enrolment, path: string, reports?: ZdsReports): Promise<ZdsServer> {
     mkdirSync(dirname(path), { recursive: true });
     if (existsSync(path)) rmSync(path);
     const server = net.createServer();
@@ -59,7 +79,7 @@ export class ZdsServer {
       server.listen(path, () => resolve());
     });
     chmodSync(path, 0o600);
-    return new ZdsServer(enrolment, server);
+    return new ZdsServer(enrolment, server, reports);
   }
 
   close(): void {

@@ -4,6 +4,8 @@ import { Command, CommanderError } from 'commander';
 import { checkCommand } from './commands/check.ts';
 import { completionCommand } from './commands/completion.ts';
 import { devCommand } from './commands/dev.ts';
+import { flowsCommand } from './commands/flows.ts';
+import { statusCommand } from './commands/status.ts';
 import { versionCommand } from './commands/version.ts';
 import { ztunnelConfigCommand } from './commands/ztunnel-config.ts';
 
@@ -37,6 +39,8 @@ export function createProgram(): Command {
     .description('Operate Mesh, the sidecarless eBPF service mesh')
     .addCommand(checkCommand())
     .addCommand(devCommand())
+    .addCommand(flowsCommand())
+    .addCommand(statusCommand())
     .addCommand(versionCommand())
     .addCommand(ztunnelConfigCommand())
     .addCommand(completionCommand());

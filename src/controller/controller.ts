@@ -7,6 +7,9 @@ import { logger } from '../common/log.ts';
 import { parseSpiffeId } from '../identity/index.ts';
 import { AUTHORIZATION, ConfigServer, SERVICE, WORKLOAD } from '../xds/index.ts';
 import { kubeCaBackend, type RunningCa, startCa } from './ca/index.ts';
+import { Relay, type RelayPeer } from '../flows/relay.ts';
+import { type ServingObserver, serveObserver } from '../flows/server.ts';
+import { packageVersion } from '../cli/commands/version.ts';
 import { buildModel, type ClusterSnapshot, type MeshModel, type PolicyStatus } from './model/index.ts';
 
 const log = logger('controller');
@@ -19,6 +22,10 @@ export interface ControllerConfig {
   /** The config stream (mutual TLS). Istio serves xDS on 15010/15012; we keep the CA on 15012. */
   readonly xdsPort: number;
   readonly caPort: number;
+  /** The flow relay (Observer gRPC for all nodes; Hubble Relay's 4245). Plaintext, so it binds
+   * loopback: reach it with kubectl port-forward, as with hubble-relay. */
+  readonly relayHost: string;
+  readonly relayPort: number;
   /** How long changes are gathered before the model is rebuilt. */
   readonly debounceMs: number;
 }
@@ -30,6 +37,8 @@ export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
   host: '0.0.0.0',
   xdsPort: 15010,
   caPort: 15012,
+  relayHost: '127.0.0.1',
+  relayPort: 4245,
   // Long enough to fold an informer's initial burst into one build, short against the 1 s goal.
   debounceMs: 30,
 });
@@ -51,6 +60,9 @@ export class Controller {
   readonly ca: RunningCa;
   readonly xds: ConfigServer;
   xdsPort = 0;
+  relayPort = 0;
+  relay: Relay | undefined;
+  private relayServer: ServingObserver | undefined;
   private readonly kc: k8s.KubeConfig;
   private readonly caches: Record<string, Cache<k8s.KubernetesObject>>;
   private timer: NodeJS.Timeout | undefined;
@@ -120,8 +132,52 @@ export class Controller {
     await controller.rebuild();
     const xdsPort = await xds.listen(`${config.host}:${config.xdsPort}`, creds);
     controller.xdsPort = xdsPort;
-    log.info({ xdsPort, caPort: ca.port, trustDomain: config.trustDomain }, 'controller ready');
+    await controller.startRelay(roots);
+    log.info({ xdsPort, caPort: ca.port, relayPort: controller.relayPort, trustDomain: config.trustDomain }, 'controller ready');
     return controller;
+  }
+
+  /** The node agents that announced a flows API, with their config-stream clients. */
+  relayPeers(): RelayPeer[] {
+    const st = this.xds.status();
+    const byNode = new Map<string, RelayPeer>();
+    for (const c of st.clients) {
+      const addr = c.node?.metadata?.observer;
+      if (c.node && c.node.id.startsWith('agent~') && addr) byNode.set(c.node.name, { name: c.node.name, address: addr, configClients: [] });
+    }
+    for (const c of st.clients) {
+      const peer = c.node ? byNode.get(c.node.name) : undefined;
+      if (!peer || !c.node) continue;
+      const types = Object.values(c.types);
+      peer.configClients.push({
+        id: c.node.id,
+        inSync: types.length > 0 && types.every((t) => t.synced && t.pending === 0 && t.inFlight === 0),
+        resources: types.reduce((a, t) => a + t.resources, 0),
+        nacks: types.reduce((a, t) => a + t.nacks, 0),
+        connectedAt: c.connectedAt,
+      });
+    }
+    return [...byNode.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  private async startRelay(roots: Buffer): Promise<void> {
+    const c = this.config;
+    const own = await this.ca.authority.issueWorkloadKey({ trustDomain: c.trustDomain, namespace: c.rootNamespace, serviceAccount: 'mesh-controller' }, 365 * 86_400_000);
+    // Agents serve with workload certificates (a SPIFFE URI, no DNS name): check that instead.
+    const credentials = grpc.credentials.createSsl(roots, Buffer.from(own.key), Buffer.from(own.certChain.join('\n')), {
+      checkServerIdentity: (_host, cert) => {
+        const uri = (cert.subjectaltname ?? '').split(', ').find((x) => x.startsWith('URI:'))?.slice(4);
+        if (!uri) return new Error('the node agent presented no SPIFFE identity');
+        try {
+          return parseSpiffeId(uri).trustDomain === c.trustDomain ? undefined : new Error(`node agent identity ${uri} is not in trust domain ${c.trustDomain}`);
+        } catch (e) {
+          return e as Error;
+        }
+      },
+    });
+    this.relay = new Relay({ peers: () => this.relayPeers(), credentials, version: packageVersion() });
+    this.relayServer = await serveObserver(this.relay.service(), `${c.relayHost}:${c.relayPort}`, grpc.ServerCredentials.createInsecure());
+    this.relayPort = this.relayServer.port;
   }
 
   private schedule(): void {
@@ -197,6 +253,8 @@ export class Controller {
     if (this.timer) clearTimeout(this.timer);
     await Promise.allSettled(Object.values(this.caches).map((i) => i.stop()));
     await this.building;
+    await this.relayServer?.close();
+    this.relay?.close();
     await this.xds.close(1000);
     await this.ca.close();
   }

@@ -7,15 +7,20 @@ import { deleteNetns, NETNS_DIR, removeCgroup } from './host.ts';
 
 export const ETC_NETNS = '/etc/netns';
 
+/** Children first (nodes hold pods): removeCgroup kills what is left inside (by PID) and
+ * retries until empty. */
+async function removeTree(dir: string): Promise<void> {
+  for (const child of readdirSync(dir, { withFileTypes: true })) {
+    if (child.isDirectory()) await removeTree(join(dir, child.name));
+  }
+  await removeCgroup(dir);
+}
+
 /** Returns what it removed, for the user. */
 export async function sweepLocalCluster(prefix: string, cgroupParent: string): Promise<string[]> {
   const removed: string[] = [];
   if (existsSync(cgroupParent)) {
-    // Children first: removeCgroup kills what is left inside (by PID) and retries until empty.
-    for (const child of readdirSync(cgroupParent, { withFileTypes: true })) {
-      if (child.isDirectory()) await removeCgroup(join(cgroupParent, child.name));
-    }
-    await removeCgroup(cgroupParent);
+    await removeTree(cgroupParent);
     removed.push(`cgroup ${cgroupParent}`);
   }
   const mine = (name: string) => name.startsWith(`${prefix}-`);

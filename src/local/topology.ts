@@ -186,6 +186,9 @@ export class Topology {
         : {}),
     };
     await run('ip', ['netns', 'add', netns]);
+    // The node's pods live in its own cgroup subtree, as each kubelet has its own kubepods: a
+    // node agent attaches to its node's subtree and sees only its node's pods.
+    this.#createdCgroupDirs.push(...(await mkdirTracked(join(this.cgroupParent, name))));
     this.#nextNodeIndex++;
     const others = this.nodes;
     try {
@@ -259,7 +262,7 @@ export class Topology {
       uid,
       ip4: `10.${100 + node.index}.0.${host}`,
       ...(this.ipv6 ? { ip6: `fd00:${100 + node.index}::${host}` } : {}),
-      cgroup: join(this.cgroupParent, `pod${uid}`),
+      cgroup: join(this.cgroupParent, node.name, `pod${uid}`),
       hostVeth: `v${state.nextVeth++}`,
     };
     // Both are reserved synchronously so concurrent addPod calls cannot pick them too.

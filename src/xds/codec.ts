@@ -48,6 +48,7 @@ export interface WireNode {
   id: string;
   name: string;
   cluster: string;
+  metadata?: Record<string, string>;
 }
 
 export interface WireResourceError {

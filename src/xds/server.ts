@@ -26,6 +26,7 @@ export interface NodeInfo {
   /** The Kubernetes node. */
   readonly name: string;
   readonly cluster: string;
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 export interface PeerInfo {
@@ -307,7 +308,7 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
         'the first request of a config stream must carry node.id (and node.name, the Kubernetes node)',
       );
     }
-    s.node = { id: req.node.id, name: req.node.name, cluster: req.node.cluster };
+    s.node = { id: req.node.id, name: req.node.name, cluster: req.node.cluster, metadata: { ...req.node.metadata } };
     const certificate = s.call.getAuthContext()?.sslPeerCertificate;
     s.peer = { address: s.address, node: s.node, uris: uriSans(certificate), certificate };
     if (this.#authorize) {

@@ -3,6 +3,9 @@
 // unix socket; ztunnel connects, receives a snapshot and then changes, and acknowledges each.
 // Istio passes the pod's netns as an fd (SCM_RIGHTS); Node's net module cannot, so we pass the
 // netns path and ztunnel opens its in-pod sockets at once (a socket keeps its netns alive).
+// ztunnel also sends each completed connection back (ZdsFlow): the agent joins it with the
+// kernel's decision into a flow.
+import type { ConnectionRecord } from '../ztunnel/telemetry/connection.ts';
 
 export interface ZdsPod {
   /** Kubernetes pod UID: ztunnel joins it with the Workload's podUid for identity and addresses. */
@@ -26,3 +29,17 @@ export interface ZdsAck {
   ok: boolean;
   error?: string;
 }
+
+/** ztunnel → agent: one completed connection, for the agent's flows. */
+export interface ZdsFlow {
+  type: 'flow';
+  record: ConnectionRecord;
+}
+
+/** ztunnel → agent: records ztunnel had to drop (agent away, or not reading fast enough). */
+export interface ZdsLost {
+  type: 'lost';
+  count: number;
+}
+
+export type ZdsReport = ZdsAck | ZdsFlow | ZdsLost;

@@ -9,14 +9,16 @@ import { logger } from '../common/log.ts';
 import { ZtunnelMaps } from '../datapath/index.ts';
 import { CertificateClient, formatSpiffeId, SecretManager, type SpiffeId, spiffeId } from '../identity/index.ts';
 import { AUTHORIZATION, ConfigClient, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
-import type { ZdsAck, ZdsMessage, ZdsPod } from '../zds/protocol.ts';
-import { HbonePool, HboneServer, type HboneTunnel, splice } from './hbone/index.ts';
+import type { ZdsAck, ZdsMessage, ZdsPod, ZdsReport } from '../zds/protocol.ts';
+import { HboneDeniedError, HbonePool, HboneServer, type HboneTunnel, splice } from './hbone/index.ts';
 import { PodProxy } from './pod.ts';
 import type { ConfigDump, Readiness } from './admin/index.ts';
-import { AccessLog, Telemetry, type TrackedConnection } from './telemetry/index.ts';
+import { AccessLog, type ConnectionRecord, formatAddr, Telemetry, type TrackedConnection } from './telemetry/index.ts';
 import { type MeshTypes, MeshState } from './state.ts';
 
 const log = logger('ztunnel');
+/** Flow records wait in the ZDS socket's buffer up to this much; beyond it they are counted lost. */
+const FLOW_BACKLOG_BYTES = 4 << 20;
 
 export interface ZtunnelConfig {
   nodeName: string;
@@ -47,6 +49,7 @@ export class Ztunnel {
   // Inbound connections with what authorized them, re-checked whenever policies or workloads change.
   private readonly authorized = new Map<object, { recheck: () => string | undefined; kill: (reason: string) => void }>();
   private zdsConnected = false;
+  private flowsLost = 0;
   private readonly cfg: ZtunnelConfig;
   private readonly maps: ZtunnelMaps;
   private readonly secrets: SecretManager;
@@ -62,6 +65,7 @@ export class Ztunnel {
     this.maps = new ZtunnelMaps(cfg.bpffsDir);
     const ca = new CertificateClient({ address: cfg.caAddress, caRoots: cfg.caRoots, serverName: cfg.serverName, token: cfg.token });
     this.secrets = new SecretManager({ provider: ca });
+    this.telemetry.onClose = (r) => this.reportFlow(r);
   }
 
   static async start(cfg: ZtunnelConfig, policy: InboundPolicy): Promise<Ztunnel> {
@@ -94,11 +98,31 @@ export class Ztunnel {
 
   // ---- ZDS: which pods to serve ----
 
+  /** Hands a completed connection to the agent's flows; counted as lost when it cannot. */
+  private reportFlow(record: ConnectionRecord): void {
+    const sock = this.zds;
+    if (!this.zdsConnected || !sock || sock.writableLength > FLOW_BACKLOG_BYTES) {
+      this.flowsLost++;
+      return;
+    }
+    if (this.flowsLost > 0) {
+      sock.write(`${JSON.stringify({ type: 'lost', count: this.flowsLost } satisfies ZdsReport)}\n`);
+      this.flowsLost = 0;
+    }
+    sock.write(`${JSON.stringify({ type: 'flow', record } satisfies ZdsReport)}\n`);
+  }
+
   private connectZds(): void {
     if (this.closed) return;
     const sock = net.connect(this.cfg.zdsSocket);
     this.zds = sock;
-    sock.on('connect', () => (this.zdsConnected = true));
+    sock.on('connect', () => {
+      this.zdsConnected = true;
+      if (this.flowsLost > 0) {
+        sock.write(`${JSON.stringify({ type: 'lost', count: this.flowsLost } satisfies ZdsReport)}\n`);
+        this.flowsLost = 0;
+      }
+    });
     sock.on('error', () => {});
     sock.on('close', () => {
       this.zdsConnected = false;
@@ -227,12 +251,17 @@ export class Ztunnel {
     const tracked = this.telemetry.connectionOpened({
       reporter: 'source',
       source: src,
+      // Over HBONE the source proves this identity with the certificate ztunnel presents for it.
+      sourceIdentity: hbone && src ? this.identityOf(src) : undefined,
       destination: dst.workload,
       destinationService: dst.service,
       mtls: hbone,
-      src: { ip: strip(conn.remoteAddress), port: conn.remotePort ?? 0 },
+      // The app connected to 127.0.0.1:15001, so its socket's address is loopback; the pod's IP
+      // is what the connection stands for (and what the app would have used).
+      src: { ip: pod.addresses[0] ?? strip(conn.remoteAddress), port: conn.remotePort ?? 0 },
       dst: { ip: orig.address, port: orig.port },
       hboneAddr: hbone ? `${dst.ip}:${dst.port}` : undefined,
+      sockCookie: orig.sockCookie,
     });
     const info = { direction: 'outbound', src: `${pod.addresses[0]}`, dst: `${orig.address}:${orig.port}`, pod: pod.uid };
     try {
@@ -256,7 +285,8 @@ export class Ztunnel {
       }
     } catch (e) {
       log.info({ dst: `${dst.ip}:${dst.port}`, err: (e as Error).message }, 'outbound connection failed');
-      tracked.close({ flags: 'CONNECT', error: e as Error });
+      // A 401 from the destination is its policy speaking: a denial, not a connect failure.
+      tracked.close({ flags: e instanceof HboneDeniedError ? 'DENY' : 'CONNECT', error: e as Error });
       conn.destroy();
     }
   }
@@ -290,6 +320,7 @@ export class Ztunnel {
       src: { ip: srcIp, port: t.forwardedFor?.port ?? t.peerAddress.port },
       dst: { ip: t.target.host, port: t.target.port },
       hboneAddr: `${t.target.host}:${t.target.port}`,
+      outer: { src: formatAddr(srcIp, t.peerAddress.port), dst: formatAddr(t.target.host, 15008) },
     });
     const deny = this.policy({ srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port }, this.state);
     if (deny) {
@@ -335,6 +366,7 @@ export class Ztunnel {
       mtls: false,
       src: { ip: srcIp, port: conn.remotePort ?? 0 },
       dst: { ip: dstIp, port: dstPort },
+      outer: { src: formatAddr(srcIp, conn.remotePort ?? 0), dst: formatAddr(dstIp, dstPort) },
     });
     const deny = dst ? this.policy({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort }, this.state) : 'unknown destination workload';
     if (deny) {

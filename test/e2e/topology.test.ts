@@ -90,7 +90,7 @@ test('a pod process is in its pod cgroup and network namespace from its first in
   const node = await topo.addNode('a');
   const uid = '0b6c2a4e-9d1f-4e7a-8c3b-5f2e1d0a9b8c';
   const pod = await topo.addPod(node, 'web', { uid });
-  t.is(pod.cgroup, `${topo.cgroupParent}/pod${uid}`);
+  t.is(pod.cgroup, `${topo.cgroupParent}/a/pod${uid}`, 'in the subtree of its node, as under the kubepods of a kubelet');
 
   // What the command itself reads on start-up, before it could have been moved.
   const self = await topo.exec(pod, 'cat', ['/proc/self/cgroup']);

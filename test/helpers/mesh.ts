@@ -9,8 +9,9 @@ import { promisify } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import { Controller } from '../../src/controller/controller.ts';
 import { Datapath, layout, openPinnedMap } from '../../src/datapath/index.ts';
-import { cgroupParentFor, LocalCluster } from '../../src/local/runtime/cluster.ts';
+import { LocalCluster, podCgroupFor } from '../../src/local/runtime/cluster.ts';
 import { run } from '../../src/local/run.ts';
+import { endpointsPath, type MeshEndpoints } from '../../src/cli/endpoints.ts';
 import { assertNothingLeaked, uniquePrefix } from './topology.ts';
 
 const execFileP = promisify(execFile);
@@ -97,7 +98,7 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
       }),
     );
   }
-  const controller = await Controller.start(cluster.kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0 });
+  const controller = await Controller.start(cluster.kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
   held.controller = controller;
   const root: string = await waitFor('the trust bundle ConfigMap', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'mesh-system' })).data?.['root-cert.pem']);
   writeFileSync(`${stateDir}/root-cert.pem`, root);
@@ -120,7 +121,7 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
         ...process.env,
         MESH_LOG_LEVEL: 'info',
         MESH_BPFFS_DIR: bpffs(node),
-        MESH_POD_CGROUP: cgroupParentFor(prefix),
+        MESH_POD_CGROUP: podCgroupFor(prefix, node),
         MESH_AGENT_SOCKET: `${stateDir}/${node}/agent.sock`,
         MESH_NODE_NAME: node,
         MESH_CONTROLLER: `127.0.0.1:${c.xdsPort}`,
@@ -132,6 +133,7 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
         MESH_ADMIN_PORT: '0',
         MESH_METRICS_PORT: '0',
         MESH_READINESS_PORT: '0',
+        MESH_OBSERVER_ADDRESS: '127.0.0.1:0',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -143,7 +145,28 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
     const ready = kind === 'agent' ? 'subscribed to the config stream' : 'admin, metrics and readiness listening';
     await waitFor(`${key}`, () => (logs.get(key)!.includes(ready) || child.exitCode !== null ? true : undefined), 30_000).catch(() => undefined);
     if (!logs.get(key)!.includes(ready)) throw new Error(`${key} did not start: ${logs.get(key)}`);
+    writeEndpoints();
     return child;
+  };
+  const logField = (key: string, msg: string, field: string): unknown => {
+    const line = (logs.get(key) ?? '').split('\n').filter((l) => l.includes(msg)).at(-1);
+    return line ? (JSON.parse(line) as Record<string, unknown>)[field] : undefined;
+  };
+  // What meshctl reads (src/cli/endpoints.ts), as `meshctl dev up` records it.
+  const writeEndpoints = () => {
+    const c = held.controller!;
+    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relayPort}`, xds: `127.0.0.1:${c.xdsPort}`, nodes: {} };
+    for (const node of nodes) {
+      const admin = logField(`ztunnel-${node}`, 'admin, metrics and readiness listening', 'admin');
+      const metrics = logField(`ztunnel-${node}`, 'admin, metrics and readiness listening', 'metrics');
+      const observer = logField(`agent-${node}`, 'flows API listening', 'observer');
+      e.nodes[node] = {
+        ztunnelAdmin: admin ? `127.0.0.1:${String(admin)}` : '',
+        ...(metrics ? { ztunnelMetrics: `127.0.0.1:${String(metrics)}` } : {}),
+        ...(typeof observer === 'string' ? { observer } : {}),
+      };
+    }
+    writeFileSync(endpointsPath(stateDir), `${JSON.stringify(e, null, 2)}\n`);
   };
   for (const node of nodes) {
     await startProcess('agent', node);
@@ -178,7 +201,8 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
     async restartController() {
       const old = held.controller!;
       await old.stop();
-      held.controller = await Controller.start(cluster.kc, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port });
+      held.controller = await Controller.start(cluster.kc, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort });
+      writeEndpoints();
     },
     processes,
     logs,

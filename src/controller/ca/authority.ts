@@ -71,6 +71,20 @@ export class CertificateAuthority {
     return this.issued(cert);
   }
 
+  /** A key and a workload certificate for one of the mesh's own components (the controller's
+   * relay dials the node agents' flows APIs with it). */
+  async issueWorkloadKey(identity: SpiffeId, ttlMs: number): Promise<IssuedCertificate & { key: string }> {
+    const keys = await generateKeyPair();
+    const cert = await this.sign({
+      publicKey: keys.publicKey,
+      sans: [{ type: 'url', value: formatSpiffeId(identity) }],
+      eku: [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
+      ttlMs,
+      now: Date.now(),
+    });
+    return { ...this.issued(cert), key: keys.privateKeyPem };
+  }
+
   /** A key and a server certificate for the CA's own endpoint (DNS and IP SANs, serverAuth). */
   async issueServing(names: { dnsNames: readonly string[]; ipAddresses: readonly string[] }, ttlMs: number): Promise<IssuedCertificate & { key: string }> {
     const keys = await generateKeyPair();

@@ -41,6 +41,11 @@ export function cgroupParentFor(prefix: string): string {
   return join(findCgroup2Mount(), `${prefix}-kubepods`);
 }
 
+/** A node's pod subtree (what its agent attaches to, like a kubelet's kubepods). */
+export function podCgroupFor(prefix: string, node: string): string {
+  return join(cgroupParentFor(prefix), node);
+}
+
 export class LocalCluster {
   readonly stateDir: string;
   readonly prefix: string;

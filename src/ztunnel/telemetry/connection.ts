@@ -1,6 +1,6 @@
 // One connection's telemetry from open to close: the metrics handle plus the access-log line
 // written when it completes — ztunnel's ConnectionResult.
-import { AccessLog, formatAddr } from './access-log.ts';
+import { AccessLog, type AccessLogEntry, formatAddr } from './access-log.ts';
 import { trafficLabels, type ResponseFlag, type TrafficLabelInput, type TrafficLabels } from './labels.ts';
 import { TcpMetrics, type ConnectionMetrics } from './metrics.ts';
 
@@ -17,6 +17,23 @@ export interface OpenedConnection extends TrafficLabelInput {
   dst: SocketAddress;
   /** The HBONE :authority ("podIP:port") when the connection is tunnelled. */
   hboneAddr?: string | undefined;
+  /** Outbound: the application socket's cookie (from the datapath), which names the kernel's
+   * CAPTURED event for the same connection. */
+  sockCookie?: bigint | undefined;
+  /** Inbound: the TCP connection the kernel steered to ztunnel ("ip:port" both ends) — for HBONE,
+   * the pooled outer connection that carries this stream. */
+  outer?: { src: string; dst: string } | undefined;
+}
+
+/** One completed connection, as the node agent's flows receive it. */
+export interface ConnectionRecord extends AccessLogEntry {
+  /** Wall-clock milliseconds when the connection opened. */
+  startMs: number;
+  mtls: boolean;
+  /** Istio's response_flags: "-" or why it failed (DENY, CONNECT, ...). */
+  flags: ResponseFlag | '-';
+  sockCookie?: string | undefined;
+  outer?: { src: string; dst: string } | undefined;
 }
 
 export interface TrackedConnection {
@@ -38,17 +55,22 @@ export interface TelemetryOptions {
   accessLog?: AccessLog | undefined;
   /** Milliseconds clock, for tests. */
   now?: () => number;
+  /** Called once per completed connection (the node agent's flows). */
+  onClose?: ((r: ConnectionRecord) => void) | undefined;
 }
 
 export class Telemetry {
   readonly metrics: TcpMetrics;
   readonly accessLog: AccessLog | undefined;
   readonly #now: () => number;
+  /** Set by the owner once it knows where records go (ztunnel: the agent's ZDS socket). */
+  onClose: ((r: ConnectionRecord) => void) | undefined;
 
   constructor(opts: TelemetryOptions = {}) {
     this.metrics = opts.metrics ?? new TcpMetrics();
     this.accessLog = opts.accessLog;
     this.#now = opts.now ?? (() => performance.now());
+    this.onClose = opts.onClose;
   }
 
   connectionOpened(c: OpenedConnection): TrackedConnection {
@@ -57,6 +79,8 @@ export class Telemetry {
     const m = this.metrics.connectionOpened(labels);
     const log = this.accessLog;
     const now = this.#now;
+    const startMs = Date.now();
+    const sink = () => this.onClose;
     const mtls = labels.connection_security_policy === 'mutual_tls';
     return {
       labels: m.labels,
@@ -66,12 +90,12 @@ export class Telemetry {
       close(result = {}) {
         if (m.isClosed) return;
         m.closed(result.flags ?? '-');
-        if (!log) return;
+        const report = sink();
+        if (!log && !report) return;
         const outbound = labels.reporter === 'source';
         const err = result.error;
-        log.write({
+        const entry: AccessLogEntry = {
           direction: outbound ? 'outbound' : 'inbound',
-          // ztunnel: the pod's name when known, else the canonical service.
           src: { addr: formatAddr(c.src.ip, c.src.port), workload: c.source?.name || labels.source_canonical_service, namespace: labels.source_workload_namespace, identity: mtls ? labels.source_principal : undefined },
           dst: {
             addr: formatAddr(c.dst.ip, c.dst.port),
@@ -81,12 +105,13 @@ export class Telemetry {
             namespace: labels.destination_workload_namespace,
             identity: mtls ? labels.destination_principal : undefined,
           },
-          // metrics.rs: "Istio flips the metric for source … Unflip for logs".
           bytesSent: outbound ? m.received : m.sent,
           bytesRecv: outbound ? m.sent : m.received,
           durationMs: now() - start,
           error: err === undefined ? undefined : typeof err === 'string' ? err : err.message,
-        });
+        };
+        log?.write(entry);
+        report?.({ ...entry, startMs, mtls, flags: result.flags ?? '-', sockCookie: c.sockCookie === undefined ? undefined : String(c.sockCookie), outer: c.outer });
       },
     };
   }

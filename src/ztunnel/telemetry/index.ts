@@ -1,6 +1,6 @@
 // ztunnel's L4 telemetry: Istio's istio_tcp_* metrics and the per-connection access log.
 export { AccessLog, formatAddr, type AccessLogEntry, type AccessLogOptions } from './access-log.ts';
-export { Telemetry, type OpenedConnection, type SocketAddress, type TelemetryOptions, type TrackedConnection } from './connection.ts';
+export { Telemetry, type ConnectionRecord, type OpenedConnection, type SocketAddress, type TelemetryOptions, type TrackedConnection } from './connection.ts';
 export {
   emptyLabels,
   LABEL_NAMES,

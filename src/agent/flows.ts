@@ -1,0 +1,272 @@
+// The node's flows: one record per connection, joining what the kernel decided (ring-buffer
+// events) with what ztunnel did (its connection records, over ZDS) and naming both ends from the
+// mesh model (pods, service accounts, services). Flows of pods outside the mesh come from the
+// kernel alone (OBSERVED at connect, CLOSED with byte counts). Joins:
+//   outbound  ztunnel's record carries the app socket's cookie  ↔ the CAPTURED event's cookie
+//   inbound   ztunnel's record carries the TCP tuple it accepted ↔ the STEERED event's tuple
+//             (for HBONE, the pooled outer connection: every stream on it names the same event)
+// Kernel-only verdicts (REFUSED: fail closed) become flows by themselves.
+import { randomUUID } from 'node:crypto';
+import type { DatapathEvent } from '../datapath/index.ts';
+import type { FlowRing } from '../flows/ring.ts';
+import type { Endpoint, Flow, KernelDecision, LostEvent, Verdict } from '../flows/types.ts';
+import type { ConnectionRecord } from '../ztunnel/telemetry/connection.ts';
+
+/** What the model says about an address. */
+export interface AddressInfo {
+  namespace: string;
+  podName?: string;
+  workload?: string;
+  serviceAccount?: string;
+  nodeName?: string;
+  /** A Service's hostname, when the address is its VIP. */
+  service?: string;
+}
+
+export interface FlowCollectorOptions {
+  ring: FlowRing;
+  nodeName: string;
+  resolve(ip: string): AddressInfo | undefined;
+  /** How long a kernel decision waits for ztunnel's record (ms). */
+  joinWindowMs?: number;
+}
+
+/** Bounded insertion-ordered map: the oldest entries go first when full or expired. */
+class Pending<V extends { atMs: number }> {
+  private readonly m = new Map<string, V>();
+  private readonly max: number;
+  private readonly ttlMs: number;
+  constructor(max: number, ttlMs: number) {
+    this.max = max;
+    this.ttlMs = ttlMs;
+  }
+  set(k: string, v: V): void {
+    this.m.delete(k);
+    this.m.set(k, v);
+    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value!);
+  }
+  get(k: string): V | undefined {
+    return this.m.get(k);
+  }
+  take(k: string): V | undefined {
+    const v = this.m.get(k);
+    this.m.delete(k);
+    return v;
+  }
+  /** Removes and returns the entries older than the TTL. */
+  expire(nowMs: number): V[] {
+    const out: V[] = [];
+    for (const [k, v] of this.m) {
+      if (v.atMs > nowMs - this.ttlMs) break;
+      this.m.delete(k);
+      out.push(v);
+    }
+    return out;
+  }
+  get size(): number {
+    return this.m.size;
+  }
+}
+
+type Held = { ev: DatapathEvent; atMs: number };
+
+const strip = (ip: string) => ip.replace(/^::ffff:/, '');
+
+/** "ip:port" / "[ip]:port" → [ip, port] */
+export function splitAddr(a: string): [string, number] {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(a);
+  return m ? [strip(m[1]!), Number(m[2])] : [strip(a), 0];
+}
+
+function tupleKey(src: string, sport: number, dst: string, dport: number): string {
+  return `${strip(src)}|${sport}|${strip(dst)}|${dport}`;
+}
+
+export class FlowCollector {
+  private readonly o: FlowCollectorOptions;
+  /** CAPTURED, by app socket cookie, until ztunnel's outbound record arrives. */
+  private readonly captured: Pending<Held>;
+  /** STEERED, by tuple; HBONE outer connections stay for the streams that follow. */
+  private readonly steered: Pending<Held>;
+  /** OBSERVED (pods outside the mesh), by socket cookie, until CLOSED. */
+  private readonly observed: Pending<Held>;
+  /** CLOCK_MONOTONIC → wall clock, in ns. */
+  private readonly monoToWallNs: bigint;
+  kernelEvents = 0;
+  records = 0;
+
+  constructor(o: FlowCollectorOptions) {
+    this.o = o;
+    this.captured = new Pending(65_536, o.joinWindowMs ?? 60_000);
+    this.steered = new Pending(65_536, 10 * 60_000);
+    this.observed = new Pending(65_536, 24 * 3600_000);
+    this.monoToWallNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  }
+
+  private wallNs(tsNs: bigint): number {
+    return Number(tsNs + this.monoToWallNs);
+  }
+
+  private endpoint(ip: string, from?: { workload?: string | undefined; namespace?: string | undefined; identity?: string | undefined }): Endpoint {
+    const info = this.o.resolve(strip(ip));
+    return {
+      namespace: from?.namespace && from.namespace !== 'unknown' ? from.namespace : (info?.namespace ?? ''),
+      podName: info?.podName ?? (from?.workload && from.workload !== 'unknown' ? from.workload : ''),
+      identity: from?.identity ?? '',
+      serviceAccount: info?.serviceAccount ?? '',
+      workload: info?.workload ?? '',
+      nodeName: info?.nodeName ?? '',
+    };
+  }
+
+  private kernel(ev: DatapathEvent | undefined): KernelDecision | null {
+    if (!ev) return null;
+    return { decision: ev.kind, reason: ev.reason, socketCookie: Number(ev.sockCookie), redirectPort: ev.newPort, timeUnixNano: this.wallNs(ev.tsNs) };
+  }
+
+  onKernelEvents(evs: DatapathEvent[]): void {
+    const now = Date.now();
+    for (const ev of evs) {
+      this.kernelEvents++;
+      switch (ev.kind) {
+        case 'CAPTURED':
+          this.captured.set(String(ev.sockCookie), { ev, atMs: now });
+          break;
+        case 'STEERED':
+          this.steered.set(tupleKey(ev.src, ev.sport, ev.dst, ev.dport), { ev, atMs: now });
+          break;
+        case 'OBSERVED':
+          this.observed.set(String(ev.sockCookie), { ev, atMs: now });
+          break;
+        case 'CLOSED': {
+          const open = this.observed.take(String(ev.sockCookie));
+          if (open) this.o.ring.push(this.plaintextFlow(open.ev, ev));
+          break;
+        }
+        case 'REFUSED':
+          this.o.ring.push(this.refusedFlow(ev));
+          break;
+        default:
+          break; // PASSED: the connection is the pod's own business (loopback, excluded, ...)
+      }
+    }
+    this.captured.expire(now);
+    this.steered.expire(now);
+  }
+
+  private base(ev: { timeUnixNano: number; src: string; sport: number; dst: string; dport: number }): Flow {
+    const v6 = ev.src.includes(':') && !ev.src.startsWith('::ffff:');
+    return {
+      timeUnixNano: ev.timeUnixNano,
+      uuid: randomUUID(),
+      nodeName: this.o.nodeName,
+      verdict: 'FORWARDED',
+      dropReasonDesc: '',
+      ip: { source: strip(ev.src), destination: strip(ev.dst), ipVersion: v6 ? 6 : 4, encrypted: false },
+      tcp: { sourcePort: ev.sport, destinationPort: ev.dport },
+      source: this.endpoint(ev.src),
+      destination: this.endpoint(ev.dst),
+      type: 'L3_L4',
+      trafficDirection: 'EGRESS',
+      destinationService: '',
+      reporter: 'kernel',
+      protocol: 'TCP',
+      bytesSent: 0,
+      bytesReceived: 0,
+      durationMs: 0,
+      responseFlags: '-',
+      summary: '',
+      kernel: null,
+      l7: null,
+    };
+  }
+
+  private plaintextFlow(open: DatapathEvent, closed: DatapathEvent): Flow {
+    const f = this.base({ timeUnixNano: this.wallNs(open.tsNs), src: open.src, sport: open.sport, dst: open.dst, dport: open.dport });
+    const svc = this.o.resolve(strip(open.dst))?.service;
+    if (svc) f.destinationService = svc;
+    f.bytesSent = Number(closed.bytesSent);
+    f.bytesReceived = Number(closed.bytesRecv);
+    f.durationMs = Math.round(Number(closed.tsNs - open.tsNs) / 1e6);
+    f.summary = 'TCP plaintext (not in the mesh)';
+    f.kernel = this.kernel(open);
+    return f;
+  }
+
+  private refusedFlow(ev: DatapathEvent): Flow {
+    const f = this.base({ timeUnixNano: this.wallNs(ev.tsNs), src: ev.src, sport: ev.sport, dst: ev.dst, dport: ev.dport });
+    f.verdict = 'DROPPED';
+    f.trafficDirection = 'INGRESS';
+    f.dropReasonDesc = 'ztunnel is not listening for this pod: refused (fail closed)';
+    f.summary = 'TCP refused by the datapath, fail closed';
+    f.responseFlags = 'UF';
+    f.kernel = this.kernel(ev);
+    return f;
+  }
+
+  /** One of ztunnel's connection records: joined with its kernel decision and pushed. */
+  onRecord(r: ConnectionRecord): void {
+    this.records++;
+    const outbound = r.direction === 'outbound';
+    const [srcIp, srcPort] = splitAddr(r.src.addr);
+    const [dstIp, dstPort] = splitAddr(r.dst.hboneAddr ?? r.dst.addr);
+    let ev: DatapathEvent | undefined;
+    if (outbound && r.sockCookie) ev = this.captured.take(r.sockCookie)?.ev;
+    else if (!outbound && r.outer) {
+      const [os, osp] = splitAddr(r.outer.src);
+      const [od, odp] = splitAddr(r.outer.dst);
+      const key = tupleKey(os, osp, od, odp);
+      // HBONE's outer connection carries many streams: keep its event; a plaintext one is done.
+      ev = odp === 15008 ? this.steered.get(key)?.ev : this.steered.take(key)?.ev;
+    }
+    const f = this.base({ timeUnixNano: r.startMs * 1e6, src: srcIp, sport: srcPort, dst: dstIp, dport: dstPort });
+    f.source = this.endpoint(srcIp, r.src);
+    f.destination = this.endpoint(dstIp, r.dst);
+    f.trafficDirection = outbound ? 'EGRESS' : 'INGRESS';
+    f.reporter = outbound ? 'ztunnel-source' : 'ztunnel-destination';
+    f.ip.encrypted = r.mtls;
+    f.protocol = r.mtls ? 'HBONE' : 'TCP';
+    f.destinationService = r.dst.service && r.dst.service !== 'unknown' ? r.dst.service : '';
+    f.bytesSent = r.bytesSent;
+    f.bytesReceived = r.bytesRecv;
+    f.durationMs = Math.round(r.durationMs);
+    f.responseFlags = r.flags;
+    f.kernel = this.kernel(ev);
+    const verdict: Verdict = r.flags === 'DENY' ? 'DROPPED' : r.error ? 'ERROR' : 'FORWARDED';
+    f.verdict = verdict;
+    if (verdict !== 'FORWARDED') f.dropReasonDesc = r.flags === 'DENY' ? `Policy denied: ${r.error ?? ''}`.trim() : (r.error ?? '');
+    const sec = r.mtls ? 'HBONE mTLS' : 'TCP plaintext';
+    f.summary = verdict === 'DROPPED' ? `${sec}, policy denied` : verdict === 'ERROR' ? `${sec}, ${r.flags === '-' ? 'error' : r.flags}` : sec;
+    this.o.ring.push(f);
+  }
+
+  /** Names ends that were unknown when the flow was made (a pod younger than its config). */
+  enrich(f: Flow): void {
+    for (const [ep, ip] of [[f.source, f.ip.source], [f.destination, f.ip.destination]] as const) {
+      if (ep.podName || f.destinationService === ip) continue;
+      const info = this.o.resolve(ip);
+      if (!info) continue;
+      if (info.service && ep === f.destination && !f.destinationService) f.destinationService = info.service;
+      if (!info.podName) continue;
+      ep.namespace ||= info.namespace;
+      ep.podName = info.podName;
+      ep.serviceAccount ||= info.serviceAccount ?? '';
+      ep.workload ||= info.workload ?? '';
+      ep.nodeName ||= info.nodeName ?? '';
+    }
+  }
+
+  onZtunnelLost(n: number): void {
+    const lost: LostEvent = { source: 'ZTUNNEL_RECORDS', numEventsLost: n, detail: `ztunnel could not hand over ${n} connection records (agent away or too slow)` };
+    this.o.ring.pushLost(lost, Date.now() * 1e6);
+  }
+
+  onKernelLost(n: number): void {
+    const lost: LostEvent = { source: 'KERNEL_RING_BUFFER', numEventsLost: n, detail: `the kernel's ring buffer was full: ${n} datapath decisions were dropped` };
+    this.o.ring.pushLost(lost, Date.now() * 1e6);
+  }
+
+  pending(): { captured: number; steered: number; observed: number } {
+    return { captured: this.captured.size, steered: this.steered.size, observed: this.observed.size };
+  }
+}

@@ -1,0 +1,92 @@
+// `meshctl status`: is the mesh whole? The controller (through its relay), every node's agent
+// and ztunnel, whether their config is in sync with the controller, and the flows each keeps —
+// `hubble status` and `istioctl proxy-status` in one view. Exit code 1 when something is off.
+import * as grpc from '@grpc/grpc-js';
+import { Command, Option } from 'commander';
+import { observerClient, unary } from '../../flows/server.ts';
+import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
+import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
+
+interface StatusOptions {
+  stateDir: string;
+  server?: string;
+  output: 'table' | 'json';
+}
+
+function syncText(n: NodeInfo, kind: 'agent' | 'ztunnel'): string {
+  const c = n.configClients.find((x) => x.id.startsWith(`${kind}~`));
+  if (!c) return 'NOT CONNECTED';
+  if (c.nacks > 0 && !c.inSync) return `REJECTED (${c.nacks} NACKs)`;
+  return c.inSync ? `SYNCED (${c.resources})` : 'STALE';
+}
+
+export function problems(status: ServerStatus, nodes: NodeInfo[]): string[] {
+  const out: string[] = [];
+  if (nodes.length === 0) out.push('no node agent has connected to the controller: is the node DaemonSet running?');
+  for (const n of nodes) {
+    if (n.state !== 'CONNECTED') out.push(`${n.name}: the agent's flows API at ${n.address} does not answer (${n.error})`);
+    if (!n.configClients.some((c) => c.id.startsWith('ztunnel~'))) out.push(`${n.name}: no ztunnel is connected to the controller — check its logs`);
+    else if (!n.ztunnelConnected && n.state === 'CONNECTED') out.push(`${n.name}: ztunnel is not connected to its node agent (ZDS) — pods there are not served`);
+    for (const c of n.configClients) if (!c.inSync) out.push(`${n.name}: ${c.id} has not acknowledged the current config${c.nacks ? ` (${c.nacks} rejections: see the controller's log)` : ''}`);
+  }
+  if (status.kernelEventsLost > 0) out.push(`${status.kernelEventsLost} datapath events were lost (kernel ring buffer full)`);
+  return out;
+}
+
+async function status(o: StatusOptions): Promise<void> {
+  const address = o.server ?? loadEndpoints(o.stateDir).relay;
+  if (!address) throw new Error(`no controller relay recorded in ${o.stateDir}; pass --server host:port`);
+  const client = observerClient(address, grpc.credentials.createInsecure());
+  try {
+    let st: ServerStatus;
+    let nodes: NodeInfo[];
+    try {
+      st = await unary<ServerStatus>((opts, cb) => client.ServerStatus({}, opts, cb), 8000);
+      nodes = (await unary<{ nodes: NodeInfo[] }>((opts, cb) => client.GetNodes({}, opts, cb), 8000)).nodes;
+    } catch (e) {
+      throw new Error(`the controller does not answer at ${address}: ${(e as Error).message} — is the mesh running (\`meshctl dev status\`)? On a cluster: kubectl -n mesh-system port-forward deploy/mesh-controller 4245`, { cause: e });
+    }
+    const issues = problems(st, nodes);
+    if (o.output === 'json') {
+      process.stdout.write(`${JSON.stringify({ controller: { address, version: st.version }, flows: st, nodes, problems: issues }, null, 2)}\n`);
+    } else {
+      const rows = [
+        ['NODE', 'AGENT', 'ENROLLED PODS', 'ZTUNNEL', 'AGENT CONFIG', 'ZTUNNEL CONFIG', 'FLOWS'],
+        ...nodes.map((n) => [
+          n.name,
+          n.state,
+          String(n.enrolledPods),
+          n.ztunnelConnected ? 'CONNECTED' : 'NOT CONNECTED',
+          syncText(n, 'agent'),
+          syncText(n, 'ztunnel'),
+          `${n.numFlows}/${n.maxFlows}`,
+        ]),
+      ];
+      const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+      const lines = [
+        `Controller:      ${address} (mesh ${st.version})`,
+        `Connected nodes: ${st.numConnectedNodes}/${st.numConnectedNodes + st.numUnavailableNodes}`,
+        `Flows:           ${st.numFlows}/${st.maxFlows} kept, ${st.seenFlows} seen, ${st.flowsRate.toFixed(2)} flows/s`,
+        `Lost:            ${st.kernelEventsLost} kernel events, ${st.ztunnelRecordsLost} ztunnel records, ${st.flowsOverwritten} flows overwritten`,
+        '',
+        ...rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()),
+        '',
+        ...(issues.length ? issues.map((p) => `✖ ${p}`) : ['✔ every node has its agent and ztunnel connected and its config in sync']),
+      ];
+      process.stdout.write(`${lines.join('\n')}\n`);
+    }
+    if (issues.length) process.exitCode = 1;
+  } finally {
+    client.close();
+  }
+}
+
+export function statusCommand(): Command {
+  return new Command('status')
+    .description('show the controller, each node\'s agent and ztunnel, whether their config is in sync, and flow counts')
+    .addOption(new Option('--state-dir <dir>', "the local cluster's state directory (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
+    .option('--server <host:port>', "the controller's relay (default: from mesh.json)")
+    .addOption(new Option('-o, --output <format>', 'table or json').choices(['table', 'json']).default('table'))
+    .addHelpText('after', '\nExamples:\n  meshctl status\n  meshctl status -o json\n  meshctl status --server 127.0.0.1:4245   # after kubectl port-forward')
+    .action(async (o: StatusOptions) => status(o));
+}

@@ -1,0 +1,49 @@
+// Serving and dialling the Observer API (proto/mesh/observer.proto).
+import * as grpc from '@grpc/grpc-js';
+import { ObserverService } from './types.ts';
+
+export interface ServingObserver {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Binds `address` (host:port, port 0 picks one) and serves `impl`. */
+export async function serveObserver(impl: grpc.UntypedServiceImplementation, address: string, creds: grpc.ServerCredentials): Promise<ServingObserver> {
+  const server = new grpc.Server({ 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_permit_without_calls': 1 });
+  server.addService(ObserverService.service, impl);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(address, creds, (err, p) => (err ? reject(new Error(`the flows API cannot listen on ${address}: ${err.message}`)) : resolve(p))),
+  );
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      }),
+  };
+}
+
+export type ObserverClient = grpc.Client & {
+  GetFlows(req: unknown, opts?: grpc.CallOptions): grpc.ClientReadableStream<unknown>;
+  ServerStatus(req: unknown, cb: (e: grpc.ServiceError | null, r: unknown) => void): grpc.ClientUnaryCall;
+  ServerStatus(req: unknown, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: unknown) => void): grpc.ClientUnaryCall;
+  GetNodes(req: unknown, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: unknown) => void): grpc.ClientUnaryCall;
+};
+
+export function observerClient(address: string, creds: grpc.ChannelCredentials, options: grpc.ChannelOptions = {}): ObserverClient {
+  return new ObserverService(address, creds, options) as unknown as ObserverClient;
+}
+
+/** A unary call as a promise, with a deadline. */
+export function unary<T>(fn: (opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: unknown) => void) => unknown, timeoutMs = 5000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    fn({ deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r as T)));
+  });
+}
