@@ -23,9 +23,11 @@ async function main(): Promise<void> {
     host: process.env.MESH_LISTEN_HOST || CONTROLLER_DEFAULTS.host,
     xdsPort: port('MESH_XDS_PORT', CONTROLLER_DEFAULTS.xdsPort),
     caPort: port('MESH_CA_PORT', CONTROLLER_DEFAULTS.caPort),
+    relayHost: process.env.MESH_RELAY_HOST || CONTROLLER_DEFAULTS.relayHost,
+    relayPort: port('MESH_RELAY_PORT', CONTROLLER_DEFAULTS.relayPort),
   });
   // Tests and tools read the ports from here when they asked for port 0.
-  process.stdout.write(`${JSON.stringify({ msg: 'listening', xdsPort: controller.xdsPort, caPort: controller.ca.port })}\n`);
+  process.stdout.write(`${JSON.stringify({ msg: 'listening', xdsPort: controller.xdsPort, caPort: controller.ca.port, relayPort: controller.relayPort })}\n`);
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
     controller.stop().finally(() => process.exit(0));

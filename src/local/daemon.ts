@@ -1,11 +1,12 @@
 // The local cluster's daemon: `meshctl dev up` starts it in the background. It runs the API
 // server, the node runtimes and the controllers until SIGTERM, then removes every namespace,
 // cgroup and process it made (the API server's objects stay in the state directory).
-//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P]
+//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh]
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
+import { LocalMesh } from './mesh.ts';
 import { LocalCluster } from './runtime/cluster.ts';
 
 const log = logger('local');
@@ -18,6 +19,8 @@ export interface DaemonStatus {
   server?: string;
   kubeconfig?: string;
   nodes?: number;
+  /** The mesh (controller, agents, ztunnels) runs on the cluster; meshctl finds it in mesh.json. */
+  mesh?: boolean;
 }
 
 export function statusPath(stateDir: string): string {
@@ -30,7 +33,7 @@ export function pidPath(stateDir: string): string {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { 'state-dir': { type: 'string' }, nodes: { type: 'string', default: '2' }, prefix: { type: 'string', default: 'mesh' } },
+    options: { 'state-dir': { type: 'string' }, nodes: { type: 'string', default: '2' }, prefix: { type: 'string', default: 'mesh' }, 'no-mesh': { type: 'boolean', default: false } },
   });
   const stateDir = values['state-dir'];
   if (!stateDir) throw new Error('--state-dir is required');
@@ -39,6 +42,7 @@ async function main(): Promise<void> {
   writeFileSync(pidPath(stateDir), `${process.pid}\n`);
   write();
   let cluster: LocalCluster | undefined;
+  let mesh: LocalMesh | undefined;
   let stopping = false;
   const stop = async (why: string) => {
     if (stopping) return;
@@ -47,6 +51,7 @@ async function main(): Promise<void> {
     status.message = why;
     write();
     try {
+      await mesh?.stop();
       await cluster?.stop();
       status.phase = 'stopped';
       status.message = 'stopped; every namespace, cgroup and process of the cluster is gone';
@@ -60,22 +65,25 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
+  const onProgress = (m: string) => {
+    status.progress.push(m);
+    status.message = m;
+    write();
+    log.info(m);
+  };
   try {
-    cluster = await LocalCluster.start({
-      stateDir,
-      nodes: Number(values.nodes),
-      prefix: values.prefix!,
-      onProgress: (m) => {
-        status.progress.push(m);
-        status.message = m;
-        write();
-        log.info(m);
-      },
-    });
+    cluster = await LocalCluster.start({ stateDir, nodes: Number(values.nodes), prefix: values.prefix!, onProgress });
+    // The mesh on top, as `helm install` would put it on a real cluster (--no-mesh: cluster only).
+    if (!values['no-mesh']) {
+      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress });
+      status.mesh = true;
+    }
   } catch (e) {
     status.phase = 'failed';
     status.message = (e as Error).message;
     write();
+    await mesh?.stop().catch(() => {});
+    await cluster?.stop().catch(() => {});
     rmSync(pidPath(stateDir), { force: true });
     log.fatal({ err: (e as Error).message }, 'local cluster failed to start');
     process.exit(1);

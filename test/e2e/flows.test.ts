@@ -170,17 +170,25 @@ test('flows: exactly the connections made, with identities and verdicts; filters
   const compact = (await meshctl('flows', '--from-pod', 'shop/meshed', '--to-pod', 'shop/db', '--traffic-direction', 'egress', '--print-node-name')).stdout.trim();
   t.regex(compact, /^\w{3} \d\d \d\d:\d\d:\d\d\.\d{3} \[node2\]: shop\/meshed:\d+ \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/client\) -> shop\/db:8080 \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/db\) egress FORWARDED \(HBONE mTLS/);
 
-  // 5. --follow streams a new flow as it happens.
+  // 5. --follow streams new flows as they happen: a pod that keeps connecting (so the test does
+  // not depend on how fast meshctl starts), and only flows made after the request are shown.
+  const followFrom = Date.now();
   const follower = spawn(MESHCTL, ['flows', '--follow', '--from-pod', 'shop/late', '-o', 'json', '--state-dir', mesh.stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => {
     if (follower.exitCode === null) follower.kill('SIGTERM');
   });
   let followed = '';
   follower.stdout.on('data', (d) => (followed += String(d)));
-  await new Promise((r) => setTimeout(r, 1500));
-  await client('late', [web], true);
-  await waitFor('followed flows', () => (followed.split('\n').filter((l) => l.includes('"flow"')).length >= 2 ? true : undefined), 20_000);
-  t.true(followed.includes('"podName":"late"'));
+  const LOOP = `const net = require('node:net'); setInterval(() => { const s = net.connect(8080, process.argv[1]); s.on('connect', () => s.write('ping')); s.on('data', () => s.end()); s.on('error', () => {}); }, 300);`;
+  await pod('late', 'node2', 'client', [NODE, '-e', LOOP, web]);
+  const got = await waitFor('followed flows', () => {
+    const fl = followed.split('\n').filter((l) => l.includes('"flow"')).map((l) => JSON.parse(l) as JsonFlow);
+    return fl.length >= 4 ? fl : undefined;
+  }, 30_000);
+  t.true(got.every((r) => r.flow.source.podName === 'late'), 'only the filtered pod');
+  t.true(got.every((r) => r.flow.timeUnixNano >= followFrom * 1e6), 'only flows made after the request');
+  follower.kill('SIGTERM');
+  await mesh.core.deleteNamespacedPod({ name: 'late', namespace: 'shop' });
 
   // 6. meshctl status: both nodes, agents and ztunnels connected, config in sync.
   const st = JSON.parse((await meshctl('status', '-o', 'json')).stdout) as { nodes: { name: string; state: string; ztunnelConnected: boolean; configClients: { id: string; inSync: boolean }[] }[]; problems: string[] };

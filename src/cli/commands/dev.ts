@@ -9,6 +9,7 @@ import { type DaemonStatus, pidPath, statusPath } from '../../local/daemon.ts';
 import { containerLogPath } from '../../local/runtime/kubelet.ts';
 import { cgroupParentFor } from '../../local/runtime/cluster.ts';
 import { sweepLocalCluster } from '../../local/sweep.ts';
+import { sweepLocalMesh } from '../../local/mesh.ts';
 
 const DEFAULT_STATE_DIR = process.env.MESH_DEV_STATE_DIR || '/var/lib/mesh/dev';
 // Starts every namespace the cluster makes; MESH_DEV_PREFIX lets tests run one beside a user's.
@@ -43,7 +44,7 @@ function say(s: string): void {
   process.stdout.write(`${s}\n`);
 }
 
-async function up(opts: { nodes: string; stateDir: string }): Promise<void> {
+async function up(opts: { nodes: string; stateDir: string; mesh: boolean }): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the local cluster creates network namespaces and cgroups: run `meshctl dev up` as root');
   const nodes = Number(opts.nodes);
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw new Error(`--nodes must be a whole number from 1 to 16, got '${opts.nodes}'`);
@@ -57,14 +58,14 @@ async function up(opts: { nodes: string; stateDir: string }): Promise<void> {
   rmSync(statusPath(opts.stateDir), { force: true });
   const logFile = join(opts.stateDir, 'daemon.log');
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [DAEMON, '--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX], {
+  const child = spawn(process.execPath, [DAEMON, '--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX, ...(opts.mesh ? [] : ['--no-mesh'])], {
     detached: true,
     stdio: ['ignore', out, out],
     env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info' },
   });
   closeSync(out);
   child.unref();
-  say(`starting a local cluster with ${nodes} node${nodes === 1 ? '' : 's'} (daemon pid ${child.pid}, log ${logFile})`);
+  say(`starting a local cluster with ${nodes} node${nodes === 1 ? '' : 's'}${opts.mesh ? ' and the mesh' : ''} (daemon pid ${child.pid}, log ${logFile})`);
   const shown = new Set<string>();
   const deadline = Date.now() + UP_TIMEOUT_MS;
   for (;;) {
@@ -87,6 +88,12 @@ async function up(opts: { nodes: string; stateDir: string }): Promise<void> {
   say(`  export KUBECONFIG=${st.kubeconfig}`);
   say('  kubectl get nodes -o wide');
   say('  meshctl dev status');
+  if (st.mesh) {
+    say('  kubectl label namespace default mesh.io/dataplane-mode=ambient   # put a namespace in the mesh');
+    say('  meshctl status          # controller, agents, ztunnels, config in sync');
+    say('  meshctl flows --follow  # every connection, with SPIFFE identities and mTLS');
+    say('  meshctl ztunnel-config workloads');
+  }
   say('  meshctl dev down        # removes every namespace, cgroup and process it made');
 }
 
@@ -144,8 +151,9 @@ async function down(opts: { stateDir: string; purge: boolean }): Promise<void> {
   } else {
     say('no local cluster daemon is running');
   }
-  // Whatever a crashed daemon may have left: namespaces, cgroups, processes, /etc/netns entries.
-  const removed = await sweepLocalCluster(PREFIX, cgroupParentFor(PREFIX));
+  // Whatever a crashed daemon may have left: mesh processes and pins, namespaces, cgroups,
+  // processes, /etc/netns entries.
+  const removed = [...(await sweepLocalMesh(opts.stateDir)), ...(await sweepLocalCluster(PREFIX, cgroupParentFor(PREFIX)))];
   for (const r of removed) say(`  • removed ${r}`);
   if (opts.purge && existsSync(opts.stateDir)) {
     rmSync(opts.stateDir, { recursive: true, force: true });
@@ -204,8 +212,9 @@ Examples:
     .command('up')
     .description('start the local cluster in the background and wait until it is ready')
     .option('--nodes <n>', 'how many nodes', '2')
+    .option('--no-mesh', 'the cluster only: no controller, agents or ztunnels')
     .addOption(stateDirOption())
-    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
+    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes and the mesh, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --no-mesh    # a plain cluster\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
     .action(up);
   dev
     .command('status')

@@ -1,0 +1,273 @@
+// The mesh installed on a local cluster, as the Helm chart installs it on a real one: the
+// controller (in this process, on loopback ports), and per node the agent and ztunnel as real
+// processes with the node identity a DaemonSet pod would have (a hostNetwork placeholder pod in
+// mesh-system whose service-account token they present). `meshctl dev up` runs it in its daemon;
+// the end-to-end tests and the demo run it the same way. It records where everything listens in
+// <state dir>/mesh.json for meshctl.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as k8s from '@kubernetes/client-node';
+import { endpointsPath, type MeshEndpoints } from '../cli/endpoints.ts';
+import { Controller } from '../controller/controller.ts';
+import { Datapath } from '../datapath/index.ts';
+import { run } from './run.ts';
+import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
+
+const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
+const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
+export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
+/** How much of each component's output is kept in memory (the rest is in its log file). */
+const LOG_KEEP = 4 << 20;
+
+export interface LocalMeshOptions {
+  stateDir: string;
+  prefix: string;
+  /** Log level of the components (default info). */
+  logLevel?: string;
+  onProgress?: (m: string) => void;
+}
+
+export class LocalMesh {
+  readonly cluster: LocalCluster;
+  readonly stateDir: string;
+  readonly prefix: string;
+  readonly nodes: string[];
+  readonly core: k8s.CoreV1Api;
+  controller!: Controller;
+  root = '';
+  readonly processes = new Map<string, ChildProcess>();
+  /** Recent output of each component ("agent-node1", "ztunnel-node2"); also in logs/mesh/. */
+  readonly logs = new Map<string, string>();
+  private readonly nodePods = new Map<string, k8s.V1Pod>();
+  private readonly bpffsRoot: string;
+  private readonly opts: LocalMeshOptions;
+  private bpffsMounted = false;
+
+  private constructor(cluster: LocalCluster, opts: LocalMeshOptions) {
+    this.cluster = cluster;
+    this.opts = opts;
+    this.stateDir = opts.stateDir;
+    this.prefix = opts.prefix;
+    this.nodes = cluster.kubelets.map((k) => k.node.name);
+    this.core = cluster.kc.makeApiClient(k8s.CoreV1Api);
+    this.bpffsRoot = join(opts.stateDir, 'bpffs');
+  }
+
+  /** Installs and starts the mesh; on failure, stops what it started before throwing. */
+  static async start(cluster: LocalCluster, opts: LocalMeshOptions & { ztunnel?: boolean }): Promise<LocalMesh> {
+    const m = new LocalMesh(cluster, opts);
+    try {
+      await m.install(opts.ztunnel ?? true);
+    } catch (e) {
+      await m.stop().catch(() => {});
+      throw e;
+    }
+    return m;
+  }
+
+  private progress(msg: string): void {
+    this.opts.onProgress?.(msg);
+  }
+
+  bpffs(node: string): string {
+    return join(this.bpffsRoot, node);
+  }
+
+  private async install(ztunnel: boolean): Promise<void> {
+    mkdirSync(this.bpffsRoot, { recursive: true });
+    mkdirSync(join(this.stateDir, 'logs', 'mesh'), { recursive: true });
+    await run('mount', ['-t', 'bpf', 'bpf', this.bpffsRoot]);
+    this.bpffsMounted = true;
+    const core = this.core;
+    // The node DaemonSet's pods: they hold the node identity the agents' tokens are bound to.
+    await core.createNamespace({ body: { metadata: { name: 'mesh-system' } } }).catch(ignoreConflict);
+    await core.createNamespacedServiceAccount({ namespace: 'mesh-system', body: { metadata: { name: 'mesh-node' } } }).catch(ignoreConflict);
+    for (const node of this.nodes) {
+      const name = `mesh-node-${node}`;
+      await core.deleteNamespacedPod({ name, namespace: 'mesh-system' }).catch(() => undefined);
+      const pod = await core.createNamespacedPod({
+        namespace: 'mesh-system',
+        body: {
+          metadata: { name },
+          spec: { nodeName: node, hostNetwork: true, serviceAccountName: 'mesh-node', containers: [{ name: 'hold', image: 'unused', command: ['sleep', 'infinity'] }] },
+        },
+      });
+      this.nodePods.set(node, pod);
+    }
+    this.progress('starting the controller (config stream, CA, flow relay)');
+    this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
+    this.root = await waitFor('the trust bundle ConfigMap', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'mesh-system' })).data?.['root-cert.pem']);
+    writeFileSync(join(this.stateDir, 'root-cert.pem'), this.root);
+    for (const node of this.nodes) {
+      this.progress(`starting the node agent on ${node} (eBPF datapath)`);
+      await this.startProcess('agent', node);
+      if (ztunnel) {
+        this.progress(`starting ztunnel on ${node}`);
+        await this.startProcess('ztunnel', node);
+      }
+    }
+  }
+
+  async tokenFor(node: string): Promise<string> {
+    const pod = this.nodePods.get(node)!;
+    const tr = await this.core.createNamespacedServiceAccountToken({
+      name: 'mesh-node',
+      namespace: 'mesh-system',
+      body: { spec: { audiences: [], expirationSeconds: 24 * 3600, boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: pod.metadata!.name!, uid: pod.metadata!.uid! } } },
+    });
+    return tr.status!.token!;
+  }
+
+  /** (Re)starts a node's agent or ztunnel, and waits until it is ready. */
+  async startProcess(kind: 'agent' | 'ztunnel', node: string): Promise<ChildProcess> {
+    const dir = join(this.stateDir, node);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'token'), await this.tokenFor(node), { mode: 0o600 });
+    const c = this.controller;
+    const child = spawn(process.execPath, [kind === 'agent' ? AGENT : ZTUNNEL], {
+      env: {
+        ...process.env,
+        MESH_LOG_LEVEL: this.opts.logLevel ?? 'info',
+        MESH_BPFFS_DIR: this.bpffs(node),
+        MESH_POD_CGROUP: podCgroupFor(this.prefix, node),
+        MESH_AGENT_SOCKET: join(dir, 'agent.sock'),
+        MESH_NODE_NAME: node,
+        MESH_CONTROLLER: `127.0.0.1:${c.xdsPort}`,
+        MESH_CA_ADDRESS: `127.0.0.1:${c.ca.port}`,
+        MESH_CONTROLLER_NAME: SERVER_NAME,
+        MESH_CA_ROOT_FILE: join(this.stateDir, 'root-cert.pem'),
+        MESH_TOKEN_FILE: join(dir, 'token'),
+        // Every node's components share this host's network namespace: each picks free ports.
+        MESH_ADMIN_PORT: '0',
+        MESH_METRICS_PORT: '0',
+        MESH_READINESS_PORT: '0',
+        MESH_OBSERVER_ADDRESS: '127.0.0.1:0',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const key = `${kind}-${node}`;
+    const file = join(this.stateDir, 'logs', 'mesh', `${key}.log`);
+    this.logs.set(key, '');
+    const take = (d: Buffer) => {
+      const s = String(d);
+      const prev = this.logs.get(key) ?? '';
+      this.logs.set(key, prev.length > LOG_KEEP ? prev.slice(-LOG_KEEP / 2) + s : prev + s);
+      appendFileSync(file, s);
+    };
+    child.stdout!.on('data', take);
+    child.stderr!.on('data', take);
+    this.processes.set(key, child);
+    this.writePids();
+    const ready = kind === 'agent' ? 'subscribed to the config stream' : 'admin, metrics and readiness listening';
+    await waitFor(key, () => (this.logs.get(key)!.includes(ready) || child.exitCode !== null ? true : undefined), 30_000).catch(() => undefined);
+    if (!this.logs.get(key)!.includes(ready)) throw new Error(`${key} did not start (log: ${file}): ${this.logs.get(key)!.slice(-2000)}`);
+    this.writeEndpoints();
+    return child;
+  }
+
+  /** For `meshctl dev down` after a daemon that died without stopping its components. */
+  private writePids(): void {
+    const pids = [...this.processes.values()].filter((p) => p.exitCode === null && p.pid).map((p) => p.pid);
+    writeFileSync(join(this.stateDir, 'mesh.pids'), `${pids.join('\n')}\n`);
+  }
+
+  private logField(key: string, msg: string, field: string): unknown {
+    const line = (this.logs.get(key) ?? '').split('\n').filter((l) => l.includes(msg)).at(-1);
+    return line ? (JSON.parse(line) as Record<string, unknown>)[field] : undefined;
+  }
+
+  /** A ztunnel's admin, metrics or readiness port, from its log. */
+  ztunnelPort(node: string, which: 'admin' | 'metrics' | 'readiness'): number {
+    const port = this.logField(`ztunnel-${node}`, 'admin, metrics and readiness listening', which);
+    if (typeof port !== 'number' || !port) throw new Error(`ztunnel on ${node} has not reported its ${which} port`);
+    return port;
+  }
+
+  /** What meshctl reads (src/cli/endpoints.ts). */
+  writeEndpoints(): void {
+    const c = this.controller;
+    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relayPort}`, xds: `127.0.0.1:${c.xdsPort}`, nodes: {} };
+    for (const node of this.nodes) {
+      const admin = this.logField(`ztunnel-${node}`, 'admin, metrics and readiness listening', 'admin');
+      const metrics = this.logField(`ztunnel-${node}`, 'admin, metrics and readiness listening', 'metrics');
+      const observer = this.logField(`agent-${node}`, 'flows API listening', 'observer');
+      e.nodes[node] = {
+        ztunnelAdmin: admin ? `127.0.0.1:${String(admin)}` : '',
+        ...(metrics ? { ztunnelMetrics: `127.0.0.1:${String(metrics)}` } : {}),
+        ...(typeof observer === 'string' ? { observer } : {}),
+      };
+    }
+    writeFileSync(endpointsPath(this.stateDir), `${JSON.stringify(e, null, 2)}\n`);
+  }
+
+  /** Restarts the controller on the same ports (clients resume from their versions). */
+  async restartController(): Promise<void> {
+    const old = this.controller;
+    await old.stop();
+    this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort });
+    this.writeEndpoints();
+  }
+
+  /** Stops the components and removes the datapath (pins, programs) and the bpffs mount. */
+  async stop(): Promise<void> {
+    const live = [...this.processes.values()].filter((p) => p.exitCode === null && p.signalCode === null);
+    for (const p of live) p.kill('SIGTERM');
+    await Promise.all(live.map((p) => Promise.race([once(p, 'exit'), new Promise((r) => setTimeout(r, 5000))])));
+    for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    await this.controller?.stop();
+    if (this.bpffsMounted) {
+      for (const n of this.nodes) Datapath.uninstall(this.bpffs(n));
+      await run('umount', [this.bpffsRoot]);
+      this.bpffsMounted = false;
+    }
+  }
+}
+
+/**
+ * What a daemon killed hard may have left of the mesh: its agent and ztunnel processes (checked
+ * by their command line before they are killed) and its pinned datapath and bpffs mount.
+ */
+export async function sweepLocalMesh(stateDir: string): Promise<string[]> {
+  const removed: string[] = [];
+  const pidsFile = join(stateDir, 'mesh.pids');
+  if (existsSync(pidsFile)) {
+    for (const pid of readFileSync(pidsFile, 'utf8').split('\n').map(Number).filter((n) => n > 0)) {
+      let cmd: string;
+      try {
+        cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      } catch {
+        continue; // gone already
+      }
+      if (cmd.includes(AGENT) || cmd.includes(ZTUNNEL)) {
+        process.kill(pid, 'SIGKILL');
+        removed.push(`mesh process ${pid}`);
+      }
+    }
+    rmSync(pidsFile, { force: true });
+  }
+  const bpffsRoot = join(stateDir, 'bpffs');
+  const mounted = readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === bpffsRoot);
+  if (mounted) {
+    for (const d of readdirSync(bpffsRoot)) Datapath.uninstall(join(bpffsRoot, d));
+    await run('umount', [bpffsRoot]);
+    removed.push(`the mesh's eBPF programs and pins (${bpffsRoot})`);
+  }
+  return removed;
+}
+
+function ignoreConflict(e: unknown): void {
+  if ((e as { code?: number }).code !== 409) throw e as Error;
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await Promise.resolve(fn()).catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
