@@ -29,6 +29,8 @@ export class Agent {
   /** Names addresses in flows; set once the config stream is followed. */
   resolver: (ip: string) => AddressInfo | undefined = () => undefined;
   private kernelLost = 0n;
+  /** Pods enrolled at sandbox creation (before the config stream knew them), by uid → when. */
+  readonly enrolledAtSandbox = new Map<string, number>();
   private readonly lostTimer: NodeJS.Timeout;
 
   private constructor(dp: Datapath, ringSize: number, flowRing: number, nodeName: string) {

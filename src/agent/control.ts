@@ -14,6 +14,7 @@ const log = logger('control');
 
 type Request =
   | { id?: unknown; op: 'enrol'; pod: PodSpec }
+  | { id?: unknown; op: 'cni-add'; pod: PodSpec; waitZtunnelMs?: number }
   | { id?: unknown; op: 'unenrol'; uid: string }
   | { id?: unknown; op: 'reconcile'; pods: PodSpec[] }
   | { id?: unknown; op: 'list' | 'status' }
@@ -23,10 +24,24 @@ function toJson(v: unknown): unknown {
   return JSON.parse(JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x)));
 }
 
-function handle(agent: Agent, req: Request): unknown {
+export interface ControlHooks {
+  /** See ZdsServer.waitServed. */
+  waitServed?: (uid: string, timeoutMs: number) => Promise<string>;
+}
+
+async function handle(agent: Agent, req: Request, hooks: ControlHooks): Promise<unknown> {
   switch (req.op) {
     case 'enrol':
       return agent.enrol(req.pod);
+    case 'cni-add': {
+      // At sandbox creation, before the pod's first instruction (Istio's CNI plugin): enrol now,
+      // then wait until ztunnel serves it, so that its very first connection is captured and
+      // answered. The config stream confirms the pod later; see MeshSync for the grace period.
+      const pod = agent.enrol(req.pod);
+      agent.enrolledAtSandbox.set(req.pod.uid, Date.now());
+      const ztunnel = hooks.waitServed ? await hooks.waitServed(req.pod.uid, req.waitZtunnelMs ?? 5000) : 'no-ztunnel';
+      return { pod, ztunnel };
+    }
     case 'unenrol':
       return { removed: agent.unenrol(req.uid) };
     case 'reconcile':
@@ -40,7 +55,7 @@ function handle(agent: Agent, req: Request): unknown {
     default:
       throw Object.assign(
         new Error(
-          `unknown op '${(req as { op: unknown }).op}' (known: enrol, unenrol, reconcile, list, status, events)`,
+          `unknown op '${(req as { op: unknown }).op}' (known: enrol, cni-add, unenrol, reconcile, list, status, events)`,
         ),
         {
           code: 'MESH_ERR_BAD_REQUEST',
@@ -49,7 +64,7 @@ function handle(agent: Agent, req: Request): unknown {
   }
 }
 
-export function serveControl(agent: Agent, path: string): Promise<net.Server> {
+export function serveControl(agent: Agent, path: string, hooks: ControlHooks = {}): Promise<net.Server> {
   mkdirSync(dirname(path), { recursive: true });
   if (existsSync(path)) rmSync(path); // a previous agent's socket; we own this path
   const server = net.createServer((conn) => {
@@ -65,15 +80,13 @@ export function serveControl(agent: Agent, path: string): Promise<net.Server> {
         );
         return;
       }
-      try {
-        conn.write(`${JSON.stringify({ id: req.id, ok: true, result: toJson(handle(agent, req)) })}\n`);
-      } catch (e) {
-        const err = e as Error & { code?: string };
-        log.warn({ op: req.op, err: err.message }, 'control request failed');
-        conn.write(
-          `${JSON.stringify({ id: req.id, ok: false, error: { code: err.code ?? 'MESH_ERR_INTERNAL', message: err.message } })}\n`,
-        );
-      }
+      handle(agent, req, hooks).then(
+        (result) => conn.write(`${JSON.stringify({ id: req.id, ok: true, result: toJson(result) })}\n`),
+        (e: Error & { code?: string }) => {
+          log.warn({ op: req.op, err: e.message }, 'control request failed');
+          conn.write(`${JSON.stringify({ id: req.id, ok: false, error: { code: e.code ?? 'MESH_ERR_INTERNAL', message: e.message } })}\n`);
+        },
+      );
     });
     conn.on('error', () => conn.destroy());
   });

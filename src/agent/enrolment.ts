@@ -30,6 +30,16 @@ export interface PodSpec {
   excludeOutboundCidrs?: string[];
   /** For logs only. */
   name?: string;
+  /** Who the pod is, when the enroller knows it before the config stream does (at sandbox
+   * creation): passed on to ztunnel so that it can serve the pod at once. */
+  workload?: PodWorkloadInfo;
+}
+
+/** Istio's ZDS WorkloadInfo: enough for ztunnel to know the pod's identity. */
+export interface PodWorkloadInfo {
+  name: string;
+  namespace: string;
+  serviceAccount: string;
 }
 
 export interface EnrolledPod {
@@ -40,6 +50,7 @@ export interface EnrolledPod {
   excludeOutboundPorts: number[];
   excludeInboundPorts: number[];
   excludeOutboundCidrs: string[];
+  workload?: PodWorkloadInfo;
 }
 
 /** What ztunnel must hear about: a pod entered (or re-entered) capture, or left it. */
@@ -200,6 +211,7 @@ export class Enrolment {
     const known = this.byUid.get(spec.uid);
     if (known && this.netnsKeys.get(spec.uid) === nsKey && sameSettings(known, spec)) {
       this.paths.set(spec.uid, spec.netnsPath); // the same netns, perhaps through another process
+      if (spec.workload && !known.workload) known.workload = spec.workload;
       return known;
     }
     const cookie = netnsCookie(spec.netnsPath);
@@ -215,6 +227,7 @@ export class Enrolment {
       excludeOutboundPorts: [...new Set(spec.excludeOutboundPorts ?? [])].sort((a, b) => a - b),
       excludeInboundPorts: [...new Set(spec.excludeInboundPorts ?? [])].sort((a, b) => a - b),
       excludeOutboundCidrs: [...new Set(spec.excludeOutboundCidrs ?? [])].sort(),
+      ...((spec.workload ?? current?.workload) ? { workload: spec.workload ?? current?.workload } : {}),
     };
     const m = this.dp.maps;
     const key = layout.u64Key(cookie);

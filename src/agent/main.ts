@@ -17,12 +17,12 @@ const log = logger('agent');
 async function main(): Promise<void> {
   const cfg = loadAgentConfig();
   const agent = await Agent.start(cfg);
-  const server = await serveControl(agent, cfg.controlSocket);
   // ztunnel learns the enrolled pods from here (ZDS), and reports its connections back.
   const zds = await ZdsServer.listen(agent.enrolment, cfg.zdsSocket, {
     onRecord: (r) => agent.collector.onRecord(r),
     onLost: (n) => agent.collector.onZtunnelLost(n),
   });
+  const server = await serveControl(agent, cfg.controlSocket, { waitServed: (uid, ms) => zds.waitServed(uid, ms) });
   let sync: MeshSync | undefined;
   let observer: ServingObserver | undefined;
   if (cfg.mesh) {

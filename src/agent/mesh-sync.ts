@@ -35,6 +35,9 @@ export interface MeshSyncOptions {
   beforeSubscribe?: (cert: { key: string; certChain: readonly string[] }) => Promise<Record<string, string>>;
 }
 
+/** How long a pod enrolled at sandbox creation waits for the model to confirm it. */
+const SANDBOX_GRACE_MS = 30_000;
+
 /** How long an address that left the model still names flows. */
 const GONE_KEEP_MS = 10 * 60_000;
 
@@ -128,13 +131,32 @@ export class MeshSync {
     if (this.closed || !this.client) return;
     if (this.retry) clearTimeout(this.retry);
     this.retry = undefined;
+    let again = false;
+    let graceEnds = Infinity;
     const wanted = new Map<string, Workload>();
     for (const [, { value: w }] of this.client.entries(WORKLOAD)) {
       if (w.node === this.opts.nodeName && w.tunnelProtocol === 'HBONE' && w.podUid) wanted.set(w.podUid, w);
     }
     const enrolment = this.agent.enrolment;
-    for (const p of enrolment.list()) if (!wanted.has(p.uid)) enrolment.unenrol(p.uid);
-    let again = false;
+    const known = new Set<string>();
+    for (const [, { value: w }] of this.client.entries(WORKLOAD)) if (w.podUid) known.add(w.podUid);
+    const early = this.agent.enrolledAtSandbox;
+    const now = Date.now();
+    for (const p of enrolment.list()) {
+      if (wanted.has(p.uid)) {
+        early.delete(p.uid);
+        continue;
+      }
+      // Enrolled at sandbox creation and not in the model yet: keep it while the controller
+      // catches up (a pod gets its workload once it has an address); then the model decides.
+      const at = early.get(p.uid);
+      if (at !== undefined && !known.has(p.uid) && now - at < SANDBOX_GRACE_MS) {
+        graceEnds = Math.min(graceEnds, at + SANDBOX_GRACE_MS);
+        continue;
+      }
+      early.delete(p.uid);
+      enrolment.unenrol(p.uid);
+    }
     for (const [uid, w] of wanted) {
       // A pod not found (no process yet, or a container restarting) keeps what it has and is retried.
       const where = await locatePod(uid, this.opts.cgroupRoot);
@@ -149,6 +171,7 @@ export class MeshSync {
           netnsPath: where.netnsPath,
           cgroupPath: where.cgroupPath,
           addresses: w.addresses.map(ipText).filter(Boolean),
+          workload: { name: w.name, namespace: w.namespace, serviceAccount: w.serviceAccount },
         });
       } catch (e) {
         again = true;
@@ -156,6 +179,7 @@ export class MeshSync {
       }
     }
     if (again) this.retry = setTimeout(() => this.schedule(), 200);
+    else if (graceEnds < Infinity) this.retry = setTimeout(() => this.schedule(), graceEnds - now + 10);
   }
 
   async close(): Promise<void> {

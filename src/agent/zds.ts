@@ -13,7 +13,7 @@ import type { EnrolledPod, Enrolment } from './enrolment.ts';
 const log = logger('zds');
 
 function toZds(p: EnrolledPod, netnsPath: string): ZdsPod {
-  return { uid: p.uid, netnsPath, netnsCookie: String(p.netnsCookie), addresses: p.addresses };
+  return { uid: p.uid, netnsPath, netnsCookie: String(p.netnsCookie), addresses: p.addresses, ...(p.workload ? { workload: p.workload } : {}) };
 }
 
 /** Where ztunnel's connection records go (the agent's flows). */
@@ -29,6 +29,9 @@ export class ZdsServer {
 
   /** Connection records ztunnel reported it could not hand over. */
   ztunnelLost = 0;
+  /** Pods a ztunnel has acknowledged serving (its listeners are open). */
+  private readonly served = new Set<string>();
+  private readonly waiters = new Map<string, Set<(ok: boolean) => void>>();
 
   get ztunnels(): number {
     return this.clients.size;
@@ -40,8 +43,13 @@ export class ZdsServer {
       for (const c of this.clients) c.write(`${JSON.stringify(m)}\n`);
     };
     this.unsubscribe = enrolment.onChange((ch) => {
-      if (ch.type === 'add') send({ type: 'add', pod: toZds(ch.pod, ch.netnsPath) });
-      else send({ type: 'del', uid: ch.uid, netnsCookie: String(ch.netnsCookie) });
+      if (ch.type === 'add') {
+        this.served.delete(ch.pod.uid);
+        send({ type: 'add', pod: toZds(ch.pod, ch.netnsPath) });
+      } else {
+        this.served.delete(ch.uid);
+        send({ type: 'del', uid: ch.uid, netnsCookie: String(ch.netnsCookie) });
+      }
     });
     server.on('connection', (c) => {
       this.clients.add(c);
@@ -63,10 +71,45 @@ export class ZdsServer {
         else if (m.type === 'lost') {
           this.ztunnelLost += m.count;
           reports?.onLost(m.count);
-        } else if (!m.ok) log.warn({ uid: m.uid, err: m.error }, 'ztunnel could not set up a pod');
+        } else if (m.type === 'ack') {
+          if (!m.ok) {
+            log.warn({ uid: m.uid, err: m.error }, 'ztunnel could not set up a pod; telling it again in 1 s');
+            const uid = m.uid;
+            setTimeout(() => {
+              const pod = enrolment.list().find((p) => p.uid === uid);
+              const path = enrolment.netnsPathOf(uid);
+              if (pod && path && !c.destroyed) c.write(`${JSON.stringify({ type: 'add', pod: toZds(pod, path) } satisfies ZdsMessage)}\n`);
+            }, 1000).unref();
+          }
+          else if (enrolment.list().some((p) => p.uid === m.uid)) this.served.add(m.uid);
+          for (const w of this.waiters.get(m.uid) ?? []) w(m.ok);
+          this.waiters.delete(m.uid);
+        }
       });
       c.on('close', () => this.clients.delete(c));
       c.on('error', () => c.destroy());
+    });
+  }
+
+  /**
+   * Resolves when a ztunnel serves the pod (now, or on its acknowledgement): 'served', 'failed'
+   * (ztunnel could not open its listeners), or 'timeout' (no ztunnel answered in time: the pod is
+   * enrolled all the same, and its connections are refused until one does — fail closed).
+   */
+  waitServed(uid: string, timeoutMs: number): Promise<'served' | 'failed' | 'timeout'> {
+    if (this.served.has(uid)) return Promise.resolve('served');
+    return new Promise((resolve) => {
+      const set = this.waiters.get(uid) ?? new Set();
+      this.waiters.set(uid, set);
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        resolve(ok ? 'served' : 'failed');
+      };
+      const timer = setTimeout(() => {
+        set.delete(done);
+        resolve('timeout');
+      }, timeoutMs);
+      set.add(done);
     });
   }
 

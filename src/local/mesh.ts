@@ -15,6 +15,9 @@ import { Controller } from '../controller/controller.ts';
 import { Datapath } from '../datapath/index.ts';
 import { run } from './run.ts';
 import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
+import type { PodNet } from './topology.ts';
+import { controlRequest } from '../agent/control.ts';
+import { inMesh } from '../controller/model/index.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
@@ -109,6 +112,26 @@ export class LocalMesh {
         await this.startProcess('ztunnel', node);
       }
     }
+    // Istio's CNI plugin, on the local kubelets: an ambient pod is enrolled, and served by its
+    // ztunnel, before its containers start — its very first connection is already in the mesh.
+    for (const k of this.cluster.kubelets) k.sandboxHook = (pod, net) => this.enrolAtSandbox(k.node.name, pod, net);
+  }
+
+  private async enrolAtSandbox(node: string, pod: k8s.V1Pod, net: PodNet): Promise<void> {
+    const ns = await this.core.readNamespace({ name: pod.metadata!.namespace! });
+    if (!inMesh(pod, ns.metadata?.labels ?? {})) return;
+    const r = (await controlRequest(
+      join(this.stateDir, node, 'agent.sock'),
+      {
+        op: 'cni-add',
+        pod: { uid: pod.metadata!.uid!, name: `${pod.metadata!.namespace}/${pod.metadata!.name}`, netnsPath: net.netnsPath, cgroupPath: net.cgroup, addresses: [net.ip4, ...(net.ip6 ? [net.ip6] : [])],
+          workload: { name: pod.metadata!.name!, namespace: pod.metadata!.namespace!, serviceAccount: pod.spec?.serviceAccountName || 'default' },
+        },
+        waitZtunnelMs: 5000,
+      },
+      10_000,
+    )) as { ztunnel: string };
+    if (r.ztunnel !== 'served') throw new Error(`enrolled, but ztunnel on ${node} did not serve the pod (${r.ztunnel}): its connections are refused until it does`);
   }
 
   async tokenFor(node: string): Promise<string> {
@@ -213,6 +236,7 @@ export class LocalMesh {
 
   /** Stops the components and removes the datapath (pins, programs) and the bpffs mount. */
   async stop(): Promise<void> {
+    for (const k of this.cluster.kubelets) k.sandboxHook = undefined;
     const live = [...this.processes.values()].filter((p) => p.exitCode === null && p.signalCode === null);
     for (const p of live) p.kill('SIGTERM');
     await Promise.all(live.map((p) => Promise.race([once(p, 'exit'), new Promise((r) => setTimeout(r, 5000))])));

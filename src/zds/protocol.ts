@@ -14,6 +14,9 @@ export interface ZdsPod {
   /** Decimal string: the key of this pod's entries in the datapath's maps. */
   netnsCookie: string;
   addresses: string[];
+  /** The pod's name, namespace and service account, when the agent knows them before the
+   * config stream does (enrolment at sandbox creation): ztunnel serves the pod with them. */
+  workload?: { name: string; namespace: string; serviceAccount: string };
 }
 
 /** agent → ztunnel */

@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
 import type { HboneServer } from './hbone/index.ts';
+import type { Workload } from '../xds/index.ts';
 
 export const ZTUNNEL_MARK = 0x539;
 
@@ -18,16 +19,19 @@ export class PodProxy {
   readonly netnsPath: string;
   readonly netnsCookie: bigint;
   readonly addresses: string[];
+  /** Who the pod is while the config stream has not brought its Workload (sandbox enrolment). */
+  readonly provisional: Workload | undefined;
   private readonly servers: net.Server[] = [];
   private hbone: HboneServer | undefined;
   private readonly maps: ZtunnelMaps;
 
-  constructor(opts: { uid: string; netnsPath: string; netnsCookie: bigint; addresses: string[]; maps: ZtunnelMaps }) {
+  constructor(opts: { uid: string; netnsPath: string; netnsCookie: bigint; addresses: string[]; maps: ZtunnelMaps; provisional?: Workload | undefined }) {
     this.uid = opts.uid;
     this.netnsPath = opts.netnsPath;
     this.netnsCookie = opts.netnsCookie;
     this.addresses = opts.addresses;
     this.maps = opts.maps;
+    this.provisional = opts.provisional;
   }
 
   /** Opens the three listeners and registers the inbound ones with the datapath. */

@@ -154,8 +154,9 @@ export class Ztunnel {
     const existing = this.pods.get(p.uid);
     if (existing && existing.proxy.netnsCookie === BigInt(p.netnsCookie)) return;
     if (existing) await this.removePod(p.uid);
-    // The workload may reach us over the config stream a moment after the agent enrolled it.
-    let w = this.state.workloadByPodUid(p.uid);
+    // The workload may reach us over the config stream a moment after the agent enrolled it; a
+    // pod enrolled at sandbox creation comes with who it is, and is served at once.
+    let w = this.state.workloadByPodUid(p.uid) ?? (p.workload ? this.provisional(p) : undefined);
     for (let i = 0; !w && i < 50; i++) {
       await new Promise((r) => setTimeout(r, 100));
       w = this.state.workloadByPodUid(p.uid);
@@ -165,7 +166,7 @@ export class Ztunnel {
     log.debug({ uid: p.uid, identity: formatSpiffeId(identity) }, 'fetching the workload certificate');
     const cert = await this.secrets.fetchCertificate(identity);
     log.debug({ uid: p.uid }, 'opening listeners in the pod');
-    const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps });
+    const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps, provisional: this.state.workloadByPodUid(p.uid) ? undefined : w });
     const hbone = new HboneServer({
       credentials: { key: cert.key, certChain: cert.certChain, roots: cert.roots },
       trustDomains: [this.cfg.trustDomain],
@@ -175,6 +176,21 @@ export class Ztunnel {
     await proxy.open({ outbound: (pod, c) => void this.outbound(pod, c), plaintextInbound: (pod, c) => void this.plaintextInbound(pod, c) }, hbone);
     this.pods.set(p.uid, { proxy, pool, hbone });
     log.info({ pod: `${w.namespace}/${w.name}`, identity: formatSpiffeId(identity) }, 'serving pod');
+  }
+
+  /** The pod as ZDS describes it, until the config stream brings its Workload. */
+  private provisional(p: ZdsPod): Workload {
+    const i = p.workload!;
+    return {
+      uid: '', name: i.name, namespace: i.namespace, addresses: [], hostname: '', network: '', trustDomain: this.cfg.trustDomain,
+      serviceAccount: i.serviceAccount, node: this.cfg.nodeName, tunnelProtocol: 'HBONE', waypoint: null, canonicalName: i.name,
+      canonicalRevision: '', workloadType: 'POD', workloadName: i.name, status: 'HEALTHY', services: {}, authorizationPolicies: [], clusterId: '', podUid: p.uid,
+    };
+  }
+
+  /** The pod's Workload from the config stream, or what ZDS said about it while that is on its way. */
+  private workloadOf(pod: PodProxy): Workload | undefined {
+    return this.state.workloadByPodUid(pod.uid) ?? pod.provisional;
   }
 
   private async removePod(uid: string): Promise<void> {
@@ -245,7 +261,7 @@ export class Ztunnel {
       conn.destroy();
       return;
     }
-    const src = this.state.workloadByPodUid(pod.uid);
+    const src = this.workloadOf(pod);
     const entry = this.pods.get(pod.uid);
     const hbone = dst.workload?.tunnelProtocol === 'HBONE' && src !== undefined && entry !== undefined;
     const tracked = this.telemetry.connectionOpened({

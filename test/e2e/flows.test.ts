@@ -202,5 +202,17 @@ test('flows: exactly the connections made, with identities and verdicts; filters
   t.true(byName.get('web')?.addresses.includes(web), JSON.stringify(byName.get('web')));
   t.is(byName.get('web')?.tunnelProtocol, 'HBONE');
   t.true(byName.get('db')?.addresses.includes(db));
+
+  // 8. meshctl check --post-install: healthy now; a dead ztunnel is named, with exit code 1.
+  const healthy = await meshctl('check', '--post-install');
+  t.regex(healthy.stdout, /all checks passed: the mesh is healthy/);
+  const z2 = mesh.processes.get('ztunnel-node2')!;
+  z2.kill('SIGKILL');
+  await new Promise((r) => z2.once('exit', r));
+  const broken = await waitFor('the dead ztunnel to show', async () => {
+    const r = await meshctl('check', '--post-install').then(() => undefined, (e: { code: number; stdout: string }) => e);
+    return r && /node2 ztunnel/.test(r.stdout) && r.code === 1 ? r : undefined;
+  });
+  t.regex(broken.stdout, /✖ node2 ztunnel\s+not connected to the controller/);
   t.is(byName.get('plain'), undefined, 'a pod that has finished is no workload');
 });

@@ -18,6 +18,11 @@ import {
   runChecks,
 } from '../checks.ts';
 import { renderChecks } from '../output.ts';
+import * as grpc from '@grpc/grpc-js';
+import { observerClient, unary } from '../../flows/server.ts';
+import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
+import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
+import { meshHealth } from '../health.ts';
 import { parseMountinfo } from '../../common/cgroup.ts';
 
 // The agent's default (src/agent/config.ts, MESH_BPFFS_DIR): check where the agent will pin.
@@ -29,6 +34,9 @@ const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 export interface CheckOptions {
   output: 'human' | 'json';
   bpffsDir: string;
+  postInstall?: boolean;
+  stateDir: string;
+  server?: string;
 }
 
 export function checkCommand(): Command {
@@ -47,25 +55,49 @@ export function checkCommand(): Command {
         process.env.MESH_BPFFS_DIR || DEFAULT_BPFFS_DIR,
       ),
     )
+    .option('--post-install', 'check the installed mesh instead: controller, and every node\'s agent, ztunnel and config')
+    .addOption(new Option('--state-dir <dir>', "with --post-install: the local cluster's state directory (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
+    .option('--server <host:port>', "with --post-install: the controller's relay (default: from mesh.json)")
     .addHelpText(
       'after',
       `
 Examples:
   meshctl check                                # one verdict per check, with the fix for each failure
+  meshctl check --post-install                 # is the running mesh healthy?
   meshctl check -o json | jq '.[] | select(.status != "ok")'
   meshctl check --bpffs-dir /sys/fs/bpf/mesh   # check where the agent will pin its maps
   sudo meshctl check                           # as root, capability and bpftool checks see what the agent will
 `,
     )
-    .action((opts: CheckOptions) => {
-      const results = runChecks(gatherHostFacts(opts.bpffsDir));
+    .action(async (opts: CheckOptions) => {
+      const results = opts.postInstall ? await postInstall(opts) : runChecks(gatherHostFacts(opts.bpffsDir));
       if (opts.output === 'json') {
         process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
       } else {
-        process.stdout.write(renderChecks(results));
+        process.stdout.write(renderChecks(results, process.stdout, opts.postInstall ? 'mesh' : 'host'));
       }
       process.exitCode = exitCodeOf(results);
     });
+}
+
+async function postInstall(opts: CheckOptions): Promise<CheckResult[]> {
+  let relay = opts.server;
+  if (!relay) {
+    try {
+      relay = loadEndpoints(opts.stateDir).relay;
+    } catch (e) {
+      return [{ name: 'controller', status: 'fail', detail: (e as Error).message, fix: 'start the local cluster with `meshctl dev up`, or pass --server host:port' }];
+    }
+  }
+  if (!relay) return [{ name: 'controller', status: 'fail', detail: `no relay address recorded in ${opts.stateDir}`, fix: 'pass --server host:port' }];
+  const client = observerClient(relay, grpc.credentials.createInsecure());
+  try {
+    const st = await unary<ServerStatus>((o, cb) => client.ServerStatus({}, o, cb), 8000).catch((e: Error) => e);
+    const nodes = st instanceof Error ? [] : (await unary<{ nodes: NodeInfo[] }>((o, cb) => client.GetNodes({}, o, cb), 8000)).nodes;
+    return meshHealth(relay, st, nodes);
+  } finally {
+    client.close();
+  }
 }
 
 /** 0 when nothing failed (warnings included), 1 otherwise. */

@@ -59,6 +59,13 @@ export class Kubelet {
   private readonly pods = new Map<string, PodRuntime>();
   private readonly pending = new Map<string, Promise<void>>();
   private heartbeat: NodeJS.Timeout | undefined;
+  /**
+   * Runs once a pod's sandbox (netns, address, cgroup) exists and before its containers start —
+   * where a CNI plugin chain runs on a real node. The mesh uses it as Istio's CNI plugin does: to
+   * enrol an ambient pod before its first instruction, so no connection of it precedes capture.
+   * A hook that fails is logged and the pod starts (the mesh enrols it later, fail closed).
+   */
+  sandboxHook: ((pod: k8s.V1Pod, net: PodNet) => Promise<void>) | undefined;
 
   constructor(opts: KubeletOptions) {
     this.opts = opts;
@@ -156,6 +163,13 @@ export class Kubelet {
       net = await this.opts.topology.addPod(this.node, sandboxName(ns, name), { uid });
       cgroup = net.cgroup;
       this.opts.hosts.addPod(net.netns, { ip: net.ip4, hostname: name, namespace: ns });
+      if (this.sandboxHook) {
+        const t0 = Date.now();
+        await this.sandboxHook(pod, net).then(
+          () => log.debug({ pod: `${ns}/${name}`, ms: Date.now() - t0 }, 'sandbox hook done'),
+          (e: Error) => log.warn({ pod: `${ns}/${name}`, err: e.message }, 'sandbox hook failed; starting the pod anyway'),
+        );
+      }
     }
     const rt: PodRuntime = {
       uid,
