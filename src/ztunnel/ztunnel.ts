@@ -17,6 +17,8 @@ import { AccessLog, type ConnectionRecord, formatAddr, Telemetry, type TrackedCo
 import { type MeshTypes, MeshState } from './state.ts';
 
 const log = logger('ztunnel');
+/** ztunnel's in-pod ports: never a destination of inbound traffic. */
+const ZTUNNEL_PORTS = new Set([15001, 15006, 15008]);
 /** Flow records wait in the ZDS socket's buffer up to this much; beyond it they are counted lost. */
 const FLOW_BACKLOG_BYTES = 4 << 20;
 
@@ -324,6 +326,7 @@ export class Ztunnel {
   private async inboundHbone(pod: PodProxy, t: HboneTunnel) {
     const dst = this.state.workloadByPodUid(pod.uid);
     if (!dst || !pod.addresses.includes(t.target.host)) return { status: 400 as const, reason: `${t.target.host} is not an address of this pod` };
+    if (ZTUNNEL_PORTS.has(t.target.port)) return { status: 400 as const, reason: `port ${t.target.port} is one of ztunnel's own: not a destination` };
     // The outer connection is made inside the source pod's netns, so its peer address is the
     // source pod's IP; `forwarded` is the client's claim and is not trusted for policy.
     const srcIp = t.peerAddress.host.replace(/^::ffff:/, '');
@@ -384,7 +387,13 @@ export class Ztunnel {
       dst: { ip: dstIp, port: dstPort },
       outer: { src: formatAddr(srcIp, conn.remotePort ?? 0), dst: formatAddr(dstIp, dstPort) },
     });
-    const deny = dst ? this.policy({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort }, this.state) : 'unknown destination workload';
+    // Delivering to one of ztunnel's own ports would come back to ztunnel (the delivery is made
+    // inside the pod, where sk_lookup does not steer): a loop of connections. Refuse it.
+    const deny = ZTUNNEL_PORTS.has(dstPort)
+      ? `port ${dstPort} is one of ztunnel's own: not a destination`
+      : dst
+        ? this.policy({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort }, this.state)
+        : 'unknown destination workload';
     if (deny) {
       log.info({ src: srcIp, dst: `${dstIp}:${dstPort}`, reason: deny }, 'plaintext connection denied');
       tracked.close({ flags: 'DENY', error: deny });
