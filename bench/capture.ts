@@ -6,6 +6,10 @@
 //   captured   pod enrolled; it connects to another pod's IP and the hook rewrites the connect()
 //              to the same loopback listener, recording the original destination
 // All three end on the same loopback listener, so the difference is the datapath's cost alone.
+// Two more measure what flows cost a pod outside the mesh (sockops reports each of its connections
+// to a non-loopback address, OBSERVED, and its close, CLOSED), against the pod's own IP:
+//   baseline-ip  no program runs (outside the subtree), connecting to the pod's own IP
+//   observed     programs attached, pod not enrolled, same connections: two ring-buffer events each
 // Every round runs all three, in a rotating order, so drift in the machine hits each alike.
 //   npm run bench -- [--connects N] [--rounds R] [--prog-stats]
 // --prog-stats turns on kernel.bpf_stats_enabled for the run (restored after) and reports the
@@ -46,7 +50,7 @@ interface Sample {
   max_us: number;
 }
 
-type Scenario = 'baseline' | 'bystander' | 'captured';
+type Scenario = 'baseline' | 'bystander' | 'captured' | 'baseline-ip' | 'observed';
 
 async function main(): Promise<void> {
   const env = await createScratch(uniquePrefix().replace(/^mt/, 'mb'));
@@ -61,7 +65,8 @@ async function main(): Promise<void> {
       topo.addPod(node, 'dst'),
     ]);
     for (const pod of [enrolled, plain]) await serve(topo, pod);
-    const samples: Record<Scenario, Sample[]> = { baseline: [], bystander: [], captured: [] };
+    await serve(topo, plain, plain.ip4);
+    const samples: Record<Scenario, Sample[]> = { baseline: [], bystander: [], captured: [], 'baseline-ip': [], observed: [] };
 
     const outside = `${env.cgroupParent}-base`;
     mkdirSync(outside, { recursive: true });
@@ -78,6 +83,8 @@ async function main(): Promise<void> {
       baseline: () => measureOutside(plain, outside),
       bystander: () => measure(topo, plain, '127.0.0.1'),
       captured: () => measure(topo, enrolled, target.ip4, 8080),
+      'baseline-ip': () => measureOutside(plain, outside, plain.ip4),
+      observed: () => measure(topo, plain, plain.ip4),
     };
     const scenarios = Object.keys(run) as Scenario[];
     for (let r = 0; r < ROUNDS; r++) {
@@ -122,8 +129,8 @@ async function main(): Promise<void> {
   }
 }
 
-async function serve(topo: Awaited<ReturnType<typeof createScratch>>['topo'], pod: PodNet): Promise<void> {
-  const child = topo.spawn(pod, TOOL, ['serve', '127.0.0.1', '15001'], {
+async function serve(topo: Awaited<ReturnType<typeof createScratch>>['topo'], pod: PodNet, host = '127.0.0.1'): Promise<void> {
+  const child = topo.spawn(pod, TOOL, ['serve', host, '15001'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   await once(child.stdout!, 'data');
@@ -145,9 +152,9 @@ async function measure(
 }
 
 /** Like measure(), but with the client in `cgroup` instead of the pod's own cgroup. */
-async function measureOutside(pod: PodNet, cgroup: string): Promise<Sample> {
+async function measureOutside(pod: PodNet, cgroup: string, host = '127.0.0.1'): Promise<Sample> {
   const enter = 'echo $$ > "$1" && shift && exec ip netns exec "$@"';
-  const args = ['-c', enter, 'sh', `${cgroup}/cgroup.procs`, pod.netns, TOOL, 'connect', '127.0.0.1', '15001', String(CONNECTS)];
+  const args = ['-c', enter, 'sh', `${cgroup}/cgroup.procs`, pod.netns, TOOL, 'connect', host, '15001', String(CONNECTS)];
   const r = await execFileP('sh', args, { timeout: 120_000 }).catch((e: { stdout?: string; code?: number }) => {
     if (e.code === 1 && e.stdout) return { stdout: e.stdout }; // some connects failed: counted
     throw e;
@@ -169,17 +176,20 @@ function summarize(samples: Record<Scenario, Sample[]>) {
     };
   };
   const base = agg(samples.baseline);
+  const baseIp = agg(samples['baseline-ip']);
   const out: Record<
     string,
     ReturnType<typeof agg> & { rate_ratio: number; p50_ratio: number; p99_ratio: number }
   > = {};
   for (const [name, xs] of Object.entries(samples)) {
     const a = agg(xs);
+    // Each scenario against the baseline that connects to the same kind of address.
+    const b = name === 'observed' || name === 'baseline-ip' ? baseIp : base;
     out[name] = {
       ...a,
-      rate_ratio: a.rate / base.rate,
-      p50_ratio: a.p50_us / base.p50_us,
-      p99_ratio: a.p99_us / base.p99_us,
+      rate_ratio: a.rate / b.rate,
+      p50_ratio: a.p50_us / b.p50_us,
+      p99_ratio: a.p99_us / b.p99_us,
     };
   }
   return out;
@@ -187,10 +197,10 @@ function summarize(samples: Record<Scenario, Sample[]>) {
 
 function print(summary: ReturnType<typeof summarize>, events: number, lost: bigint): void {
   console.log(`connect() from a pod, ${CONNECTS} per round × ${ROUNDS} rounds (median of rounds)\n`);
-  console.log('scenario    connects/s   ×base   p50 µs   ×base   p99 µs   ×base   failed');
+  console.log('scenario     connects/s   ×base   p50 µs   ×base   p99 µs   ×base   failed   (observed: ×baseline-ip)');
   for (const [name, s] of Object.entries(summary)) {
     console.log(
-      `${name.padEnd(10)} ${s.rate.toFixed(0).padStart(11)} ${s.rate_ratio.toFixed(2).padStart(7)} ${s.p50_us.toFixed(1).padStart(8)} ${s.p50_ratio.toFixed(2).padStart(7)} ${s.p99_us.toFixed(1).padStart(8)} ${s.p99_ratio.toFixed(2).padStart(7)} ${String(s.failed).padStart(8)}`,
+      `${name.padEnd(11)} ${s.rate.toFixed(0).padStart(11)} ${s.rate_ratio.toFixed(2).padStart(7)} ${s.p50_us.toFixed(1).padStart(8)} ${s.p50_ratio.toFixed(2).padStart(7)} ${s.p99_us.toFixed(1).padStart(8)} ${s.p99_ratio.toFixed(2).padStart(7)} ${String(s.failed).padStart(8)}`,
     );
   }
   console.log(`\nring-buffer events delivered: ${events}, lost: ${lost}`);

@@ -51,7 +51,7 @@ export class Agent {
   }
 
   static async start(cfg: AgentConfig): Promise<Agent> {
-    const dp = await Datapath.open({ bpffsDir: cfg.bpffsDir, cgroupPath: cfg.podCgroup, mark: cfg.mark });
+    const dp = await Datapath.open({ bpffsDir: cfg.bpffsDir, cgroupPath: cfg.podCgroup, mark: cfg.mark, observe: cfg.observeUnenrolled });
     const agent = new Agent(dp, cfg.eventRing, cfg.flowRing, cfg.mesh?.nodeName ?? '');
     log.info(
       { bpffsDir: cfg.bpffsDir, podCgroup: cfg.podCgroup, pods: agent.enrolment.list().length },

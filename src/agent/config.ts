@@ -15,6 +15,8 @@ export interface AgentConfig {
   readonly mark: number;
   /** How many recent datapath events the agent keeps for inspection. */
   readonly eventRing: number;
+  /** Whether connections of pods outside the mesh are reported (plaintext flows). */
+  readonly observeUnenrolled: boolean;
   /** How many recent flows the agent keeps (Hubble: 4095). */
   readonly flowRing: number;
   /** Where the flows API (Observer gRPC, mutual TLS) listens, host:port; port 0 picks one. */
@@ -53,6 +55,7 @@ const KNOWN = new Set([
   'MESH_SERVICE_ACCOUNT',
   'MESH_ZDS_SOCKET',
   'MESH_FLOW_RING',
+  'MESH_FLOW_OBSERVE_PLAINTEXT',
   'MESH_OBSERVER_ADDRESS',
   'MESH_OBSERVER_ADVERTISE',
   // ztunnel's own ports (read in src/ztunnel/main.ts, which shares this configuration).
@@ -71,6 +74,13 @@ function int(name: string, raw: string | undefined, dflt: number, min: number, m
   if (!Number.isInteger(v) || v < min || v > max)
     throw new ConfigError(`${name}=${raw}: expected an integer in ${min}-${max}`);
   return v;
+}
+
+function bool(name: string, raw: string | undefined, fallback: boolean): boolean {
+  if (raw === undefined || raw === '') return fallback;
+  if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
+  if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
+  throw new ConfigError(`${name}=${raw}: expected true or false`);
 }
 
 export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -92,6 +102,8 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConf
     // Hubble keeps 4095 flows per node by default; we match it.
     eventRing: int('MESH_EVENT_RING', env.MESH_EVENT_RING, 4095, 16, 1 << 20),
     flowRing: int('MESH_FLOW_RING', env.MESH_FLOW_RING, 4095, 1, 1 << 20),
+    // Costs a pod outside the mesh two ring-buffer events per connection (bench/capture.ts).
+    observeUnenrolled: bool('MESH_FLOW_OBSERVE_PLAINTEXT', env.MESH_FLOW_OBSERVE_PLAINTEXT, true),
     // Hubble's per-node port.
     observerAddress: env.MESH_OBSERVER_ADDRESS || '0.0.0.0:4244',
     ...(env.MESH_OBSERVER_ADVERTISE ? { observerAdvertise: env.MESH_OBSERVER_ADVERTISE } : {}),
