@@ -7,6 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
@@ -168,6 +169,9 @@ export class LocalMesh {
         MESH_METRICS_PORT: '0',
         MESH_READINESS_PORT: '0',
         MESH_OBSERVER_ADDRESS: '127.0.0.1:0',
+        // Node's on-disk compile cache halves a component's start (0.84 → 0.43 s to load
+        // ztunnel's modules, measured): a restarted ztunnel serves again sooner.
+        NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? join(tmpdir(), 'mesh-node-compile-cache'),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

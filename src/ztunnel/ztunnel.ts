@@ -72,6 +72,9 @@ export class Ztunnel {
 
   static async start(cfg: ZtunnelConfig, policy: InboundPolicy): Promise<Ztunnel> {
     const z = new Ztunnel(cfg, policy);
+    // The node's pods first: the agent tells who each pod is (ZDS), so their listeners open while
+    // the config stream is still connecting — after a restart, capture is served again sooner.
+    z.connectZds();
     const own = await z.secrets.fetchCertificate(spiffeId(cfg.trustDomain, cfg.namespace, cfg.serviceAccount));
     const creds = grpc.credentials.createSsl(Buffer.from(cfg.caRoots), Buffer.from(own.key), Buffer.from(own.certChain.join('\n')));
     z.config = new ConfigClient<MeshTypes>({
@@ -89,7 +92,6 @@ export class Ztunnel {
     z.config.start();
     await z.config.ready(30_000);
     for (const t of [WORKLOAD, SERVICE, AUTHORIZATION] as const) z.state.replace(t, [...z.config.entries(t)].map(([k, e]) => [k, e.value] as [string, never]));
-    z.connectZds();
     log.info({ node: cfg.nodeName }, 'ztunnel ready');
     return z;
   }
@@ -255,6 +257,13 @@ export class Ztunnel {
     if (!orig) {
       log.warn({ peer: `${conn.remoteAddress}:${conn.remotePort}` }, 'no original destination recorded for an outbound connection; closing');
       conn.destroy();
+      return;
+    }
+    // Without the full config, an unknown destination may be a mesh pod: passing it through in
+    // plaintext would leak. Refuse until the config stream has synced (fail closed).
+    if (!this.config?.isReady()) {
+      log.info({ dst: `${orig.address}:${orig.port}` }, 'outbound refused: the config stream has not synced yet');
+      conn.resetAndDestroy();
       return;
     }
     const dst = this.state.resolve(orig.address, orig.port);
