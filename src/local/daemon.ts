@@ -3,33 +3,15 @@
 // cgroup and process it made (the API server's objects stay in the state directory).
 //   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh]
 import { rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
+import { type DaemonStatus, pidPath, statusPath } from './daemon-state.ts';
 import { LocalMesh } from './mesh.ts';
 import { LocalCluster } from './runtime/cluster.ts';
 
 const log = logger('local');
 
-export interface DaemonStatus {
-  phase: 'starting' | 'ready' | 'stopping' | 'stopped' | 'failed';
-  pid: number;
-  message: string;
-  progress: string[];
-  server?: string;
-  kubeconfig?: string;
-  nodes?: number;
-  /** The mesh (controller, agents, ztunnels) runs on the cluster; meshctl finds it in mesh.json. */
-  mesh?: boolean;
-}
-
-export function statusPath(stateDir: string): string {
-  return join(stateDir, 'status.json');
-}
-
-export function pidPath(stateDir: string): string {
-  return join(stateDir, 'daemon.pid');
-}
+export { type DaemonStatus, pidPath, statusPath } from './daemon-state.ts';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

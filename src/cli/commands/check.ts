@@ -18,8 +18,6 @@ import {
   runChecks,
 } from '../checks.ts';
 import { renderChecks } from '../output.ts';
-import * as grpc from '@grpc/grpc-js';
-import { observerClient, unary } from '../../flows/server.ts';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
 import { meshHealth } from '../health.ts';
@@ -90,7 +88,9 @@ async function postInstall(opts: CheckOptions): Promise<CheckResult[]> {
     }
   }
   if (!relay) return [{ name: 'controller', status: 'fail', detail: `no relay address recorded in ${opts.stateDir}`, fix: 'pass --server host:port' }];
-  const client = observerClient(relay, grpc.credentials.createInsecure());
+  const { credentials } = await import('@grpc/grpc-js');
+  const { observerClient, unary } = await import('../../flows/server.ts');
+  const client = observerClient(relay, credentials.createInsecure());
   try {
     const st = await unary<ServerStatus>((o, cb) => client.ServerStatus({}, o, cb), 8000).catch((e: Error) => e);
     const nodes = st instanceof Error ? [] : (await unary<{ nodes: NodeInfo[] }>((o, cb) => client.GetNodes({}, o, cb), 8000)).nodes;

@@ -4,12 +4,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import * as k8s from '@kubernetes/client-node';
-import { type DaemonStatus, pidPath, statusPath } from '../../local/daemon.ts';
-import { containerLogPath } from '../../local/runtime/kubelet.ts';
-import { cgroupParentFor } from '../../local/runtime/cluster.ts';
-import { sweepLocalCluster } from '../../local/sweep.ts';
-import { sweepLocalMesh } from '../../local/mesh.ts';
+import { type DaemonStatus, pidPath, statusPath } from '../../local/daemon-state.ts';
 
 const DEFAULT_STATE_DIR = process.env.MESH_DEV_STATE_DIR || '/var/lib/mesh/dev';
 // Starts every namespace the cluster makes; MESH_DEV_PREFIX lets tests run one beside a user's.
@@ -105,6 +100,8 @@ async function status(opts: { stateDir: string; output: string }): Promise<void>
     process.exitCode = 1;
     return;
   }
+  // Loaded here, not at start: every other meshctl command starts faster without it.
+  const k8s = await import('@kubernetes/client-node');
   const kc = new k8s.KubeConfig();
   kc.loadFromFile(st.kubeconfig);
   const core = kc.makeApiClient(k8s.CoreV1Api);
@@ -153,6 +150,11 @@ async function down(opts: { stateDir: string; purge: boolean }): Promise<void> {
   }
   // Whatever a crashed daemon may have left: mesh processes and pins, namespaces, cgroups,
   // processes, /etc/netns entries.
+  const [{ sweepLocalMesh }, { sweepLocalCluster }, { cgroupParentFor }] = await Promise.all([
+    import('../../local/mesh.ts'),
+    import('../../local/sweep.ts'),
+    import('../../local/runtime/cluster.ts'),
+  ]);
   const removed = [...(await sweepLocalMesh(opts.stateDir)), ...(await sweepLocalCluster(PREFIX, cgroupParentFor(PREFIX)))];
   for (const r of removed) say(`  • removed ${r}`);
   if (opts.purge && existsSync(opts.stateDir)) {
@@ -167,6 +169,7 @@ async function logs(pod: string, opts: { stateDir: string; namespace: string; co
   const st = readStatus(opts.stateDir);
   let container = opts.container;
   if (!container && st?.kubeconfig && existsSync(st.kubeconfig)) {
+    const k8s = await import('@kubernetes/client-node');
     const kc = new k8s.KubeConfig();
     kc.loadFromFile(st.kubeconfig);
     const p = await kc.makeApiClient(k8s.CoreV1Api).readNamespacedPod({ name: pod, namespace: opts.namespace });
@@ -175,6 +178,7 @@ async function logs(pod: string, opts: { stateDir: string; namespace: string; co
     container = names[0];
   }
   if (!container) throw new Error(`cannot tell pod ${opts.namespace}/${pod}'s container: give it with -c`);
+  const { containerLogPath } = await import('../../local/runtime/kubelet.ts');
   const file = containerLogPath(join(opts.stateDir, 'logs'), opts.namespace, pod, container);
   if (!existsSync(file)) throw new Error(`no logs for ${opts.namespace}/${pod} container ${container} (${file})`);
   process.stdout.write(readFileSync(file));

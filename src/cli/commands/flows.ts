@@ -1,9 +1,8 @@
 // `meshctl flows`: the mesh's flows from every node, through the controller's relay — `hubble
 // observe` for Mesh, with its flags, filters and output formats, plus what only we know: both
 // SPIFFE identities, mTLS or plaintext, the kernel's decision, bytes and duration.
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { observerClient } from '../../flows/server.ts';
 import type { Endpoint, Flow, FlowFilter, GetFlowsRequest, GetFlowsResponse, TrafficDirection, Verdict } from '../../flows/types.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
 
@@ -241,7 +240,10 @@ function relayAddress(o: FlowsOptions): string {
 async function observe(o: FlowsOptions): Promise<void> {
   const req = buildRequest(o);
   const address = relayAddress(o);
-  const client = observerClient(address, grpc.credentials.createInsecure());
+  // gRPC and the Observer proto load here: other commands start without them.
+  const { credentials, status: code } = await import('@grpc/grpc-js');
+  const { observerClient } = await import('../../flows/server.ts');
+  const client = observerClient(address, credentials.createInsecure());
   const out = process.stdout;
   const table: GetFlowsResponse[] = [];
   await new Promise<void>((resolve, reject) => {
@@ -267,7 +269,7 @@ async function observe(o: FlowsOptions): Promise<void> {
       });
       stream.on('error', (e: grpc.ServiceError) => {
         process.off('SIGINT', stop);
-        if (e.code === grpc.status.CANCELLED) resolve();
+        if (e.code === code.CANCELLED) resolve();
         else reject(new Error(`flow relay at ${address}: ${e.details || e.message}`));
       });
       stream.on('end', () => {

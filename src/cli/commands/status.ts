@@ -1,9 +1,7 @@
 // `meshctl status`: is the mesh whole? The controller (through its relay), every node's agent
 // and ztunnel, whether their config is in sync with the controller, and the flows each keeps —
 // `hubble status` and `istioctl proxy-status` in one view. Exit code 1 when something is off.
-import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
-import { observerClient, unary } from '../../flows/server.ts';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
 
@@ -36,7 +34,9 @@ export function problems(status: ServerStatus, nodes: NodeInfo[]): string[] {
 async function status(o: StatusOptions): Promise<void> {
   const address = o.server ?? loadEndpoints(o.stateDir).relay;
   if (!address) throw new Error(`no controller relay recorded in ${o.stateDir}; pass --server host:port`);
-  const client = observerClient(address, grpc.credentials.createInsecure());
+  const { credentials } = await import('@grpc/grpc-js');
+  const { observerClient, unary } = await import('../../flows/server.ts');
+  const client = observerClient(address, credentials.createInsecure());
   try {
     let st: ServerStatus;
     let nodes: NodeInfo[];
