@@ -62,19 +62,11 @@ export class Agent {
 
   private onEvents(evs: DatapathEvent[]): void {
     this.seen += evs.length;
+    // Building a log record per event costs even when debug is off: only when it is on.
+    const debug = log.isLevelEnabled('debug');
     for (const e of evs) {
       this.ring.push(e);
-      log.debug(
-        {
-          event: {
-            ...e,
-            tsNs: String(e.tsNs),
-            sockCookie: String(e.sockCookie),
-            netnsCookie: String(e.netnsCookie),
-          },
-        },
-        'datapath event',
-      );
+      if (debug) log.debug({ event: { ...e, tsNs: String(e.tsNs), sockCookie: String(e.sockCookie), netnsCookie: String(e.netnsCookie), bytesSent: String(e.bytesSent), bytesRecv: String(e.bytesRecv) } }, 'datapath event');
     }
     if (this.ring.length > this.ringSize) this.ring.splice(0, this.ring.length - this.ringSize);
     this.collector.onKernelEvents(evs);
