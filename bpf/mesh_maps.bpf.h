@@ -191,6 +191,19 @@ static __always_inline int mesh_is_mesh_port(__u16 port)
 	return port == mesh_outbound_port || port == mesh_inbound_port || port == mesh_hbone_port;
 }
 
+/* A ring-buffer slot for one event, or NULL with the loss counted (the agent reports it). */
+static __always_inline struct mesh_event *mesh_event_reserve(void)
+{
+	struct mesh_event *e = bpf_ringbuf_reserve(&mesh_events, sizeof(*e), 0);
+	if (!e) {
+		__u32 k = MESH_STAT_EVENTS_LOST;
+		__u64 *lost = bpf_map_lookup_elem(&mesh_stats, &k);
+		if (lost)
+			*lost += 1;
+	}
+	return e;
+}
+
 static __always_inline void mesh_emit(__u8 kind, __u8 reason, __u64 sock_cookie, __u64 netns_cookie,
 				      __u32 pod_id, __u16 family, const struct mesh_addr *src,
 				      __u16 sport, const struct mesh_addr *dst, __u16 dport,
@@ -198,14 +211,9 @@ static __always_inline void mesh_emit(__u8 kind, __u8 reason, __u64 sock_cookie,
 {
 	if (kind == MESH_EV_PASSED && !mesh_emit_passed)
 		return;
-	struct mesh_event *e = bpf_ringbuf_reserve(&mesh_events, sizeof(*e), 0);
-	if (!e) {
-		__u32 k = MESH_STAT_EVENTS_LOST;
-		__u64 *lost = bpf_map_lookup_elem(&mesh_stats, &k);
-		if (lost)
-			*lost += 1;
+	struct mesh_event *e = mesh_event_reserve();
+	if (!e)
 		return;
-	}
 	e->ts_ns = bpf_ktime_get_ns();
 	e->sock_cookie = sock_cookie;
 	e->netns_cookie = netns_cookie;

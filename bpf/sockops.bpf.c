@@ -35,14 +35,9 @@ static __always_inline void mesh_observe_closed(struct bpf_sock_ops *skops)
 {
 	if (skops->args[1] != BPF_TCP_CLOSE)
 		return;
-	struct mesh_event *e = bpf_ringbuf_reserve(&mesh_events, sizeof(*e), 0);
-	if (!e) {
-		__u32 k = MESH_STAT_EVENTS_LOST;
-		__u64 *lost = bpf_map_lookup_elem(&mesh_stats, &k);
-		if (lost)
-			*lost += 1;
+	struct mesh_event *e = mesh_event_reserve();
+	if (!e)
 		return;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->sock_cookie = bpf_get_socket_cookie(skops);

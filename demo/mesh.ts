@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as yaml from 'js-yaml';
 import { DEFAULT_STATE_DIR } from '../src/cli/endpoints.ts';
+import { waitFor } from '../src/local/mesh.ts';
 
 const run = promisify(execFile);
 const MESHCTL = fileURLToPath(new URL('../bin/meshctl', import.meta.url));
@@ -97,16 +98,6 @@ async function meshctl(...args: string[]): Promise<string> {
   return (await run(MESHCTL, args, { env: process.env, maxBuffer: 64 << 20 })).stdout;
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(250);
-  }
-}
-
 /** Captures `seconds` of TCP on node1's link into the network (the bridge between the nodes). */
 async function wire(seconds: number): Promise<Buffer> {
   const file = `${STATE_DIR}/capture-${Date.now()}.pcap`;
@@ -145,12 +136,12 @@ async function main(): Promise<void> {
     const out = await kubectl(['get', 'pods', '-n', NS, '-o', 'jsonpath={range .items[*]}{.status.phase}{"\\n"}{end}']);
     const phases = out.trim().split('\n');
     return phases.length === Object.keys(APPS).length && phases.every((p) => p === 'Running') ? true : undefined;
-  });
+  }, 60_000);
   console.log(indent(await kubectl(['get', 'pods', '-n', NS, '-o', 'wide'])));
   const orders = await waitFor('the first order to go through', async () => {
     const log = await meshctl('dev', 'logs', '-n', NS, 'loadgen');
     return log.includes('paid') ? log.trim().split('\n').at(-1) : undefined;
-  });
+  }, 60_000);
   say(`loadgen: ${orders}`);
 
   step('meshctl flows -n shop — outside the mesh, the kernel sees each connection; no identities, no encryption');
@@ -165,7 +156,7 @@ async function main(): Promise<void> {
   await waitFor('the shop to talk over mTLS', async () => {
     const out = await meshctl('flows', '-n', NS, '--protocol', 'mtls', '--since', `${Math.ceil((Date.now() - labelled) / 1000) + 1}s`, '--to-pod', `${NS}/payments`, '-o', 'json');
     return out.trim() ? true : undefined;
-  });
+  }, 60_000);
   say(`every pod captured by the eBPF datapath and served by its node's ztunnel in ${Date.now() - labelled} ms, without a restart`);
   await sleep(1500);
 
@@ -180,7 +171,7 @@ async function main(): Promise<void> {
   await waitFor('denied flows', async () => {
     const out = await meshctl('flows', '-n', NS, '--verdict', 'DROPPED', '--since', `${Math.ceil((Date.now() - denied) / 1000) + 1}s`, '-o', 'json');
     return out.trim() ? true : undefined;
-  });
+  }, 60_000);
   await sleep(1500);
   console.log(indent(await meshctl('flows', '-n', NS, '--verdict', 'DROPPED', '--last', '4', '--print-node-name')));
   const after = (await meshctl('dev', 'logs', '-n', NS, 'loadgen')).trim().split('\n').at(-1);

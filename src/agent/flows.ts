@@ -108,7 +108,10 @@ export class FlowCollector {
   }
 
   private endpoint(ip: string, from?: { workload?: string | undefined; namespace?: string | undefined; identity?: string | undefined }): Endpoint {
-    const info = this.o.resolve(strip(ip));
+    return this.endpointOf(this.o.resolve(strip(ip)), from);
+  }
+
+  private endpointOf(info: AddressInfo | undefined, from?: { workload?: string | undefined; namespace?: string | undefined; identity?: string | undefined }): Endpoint {
     return {
       namespace: from?.namespace && from.namespace !== 'unknown' ? from.namespace : (info?.namespace ?? ''),
       podName: info?.podName ?? (from?.workload && from.workload !== 'unknown' ? from.workload : ''),
@@ -154,7 +157,8 @@ export class FlowCollector {
     this.steered.expire(now);
   }
 
-  private base(ev: { timeUnixNano: number; src: string; sport: number; dst: string; dport: number }): Flow {
+  /** A flow between two addresses, each end named once (from `ends`, or from the model). */
+  private base(ev: { timeUnixNano: number; src: string; sport: number; dst: string; dport: number }, ends?: { source: Endpoint; destination: Endpoint }): Flow {
     const v6 = ev.src.includes(':') && !ev.src.startsWith('::ffff:');
     return {
       timeUnixNano: ev.timeUnixNano,
@@ -164,8 +168,8 @@ export class FlowCollector {
       dropReasonDesc: '',
       ip: { source: strip(ev.src), destination: strip(ev.dst), ipVersion: v6 ? 6 : 4, encrypted: false },
       tcp: { sourcePort: ev.sport, destinationPort: ev.dport },
-      source: this.endpoint(ev.src),
-      destination: this.endpoint(ev.dst),
+      source: ends?.source ?? this.endpoint(ev.src),
+      destination: ends?.destination ?? this.endpoint(ev.dst),
       type: 'L3_L4',
       trafficDirection: 'EGRESS',
       destinationService: '',
@@ -182,9 +186,9 @@ export class FlowCollector {
   }
 
   private plaintextFlow(open: DatapathEvent, closed: DatapathEvent): Flow {
-    const f = this.base({ timeUnixNano: this.wallNs(open.tsNs), src: open.src, sport: open.sport, dst: open.dst, dport: open.dport });
-    const svc = this.o.resolve(strip(open.dst))?.service;
-    if (svc) f.destinationService = svc;
+    const dst = this.o.resolve(strip(open.dst));
+    const f = this.base({ timeUnixNano: this.wallNs(open.tsNs), src: open.src, sport: open.sport, dst: open.dst, dport: open.dport }, { source: this.endpoint(open.src), destination: this.endpointOf(dst) });
+    if (dst?.service) f.destinationService = dst.service;
     f.bytesSent = Number(closed.bytesSent);
     f.bytesReceived = Number(closed.bytesRecv);
     f.durationMs = Math.round(Number(closed.tsNs - open.tsNs) / 1e6);
@@ -219,9 +223,7 @@ export class FlowCollector {
       // HBONE's outer connection carries many streams: keep its event; a plaintext one is done.
       ev = odp === 15008 ? this.steered.get(key)?.ev : this.steered.take(key)?.ev;
     }
-    const f = this.base({ timeUnixNano: r.startMs * 1e6, src: srcIp, sport: srcPort, dst: dstIp, dport: dstPort });
-    f.source = this.endpoint(srcIp, r.src);
-    f.destination = this.endpoint(dstIp, r.dst);
+    const f = this.base({ timeUnixNano: r.startMs * 1e6, src: srcIp, sport: srcPort, dst: dstIp, dport: dstPort }, { source: this.endpoint(srcIp, r.src), destination: this.endpoint(dstIp, r.dst) });
     f.trafficDirection = outbound ? 'EGRESS' : 'INGRESS';
     f.reporter = outbound ? 'ztunnel-source' : 'ztunnel-destination';
     f.ip.encrypted = r.mtls;

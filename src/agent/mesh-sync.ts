@@ -134,12 +134,13 @@ export class MeshSync {
     let again = false;
     let graceEnds = Infinity;
     const wanted = new Map<string, Workload>();
+    const known = new Set<string>();
     for (const [, { value: w }] of this.client.entries(WORKLOAD)) {
-      if (w.node === this.opts.nodeName && w.tunnelProtocol === 'HBONE' && w.podUid) wanted.set(w.podUid, w);
+      if (!w.podUid) continue;
+      known.add(w.podUid);
+      if (w.node === this.opts.nodeName && w.tunnelProtocol === 'HBONE') wanted.set(w.podUid, w);
     }
     const enrolment = this.agent.enrolment;
-    const known = new Set<string>();
-    for (const [, { value: w }] of this.client.entries(WORKLOAD)) if (w.podUid) known.add(w.podUid);
     const early = this.agent.enrolledAtSandbox;
     const now = Date.now();
     for (const p of enrolment.list()) {

@@ -4,8 +4,6 @@
 // NodeStatusEvents in a flow stream and in ServerStatus / GetNodes — instead of hiding them.
 import * as grpc from '@grpc/grpc-js';
 import { logger } from '../common/log.ts';
-import { history } from './local.ts';
-import { FlowRing, type RingItem } from './ring.ts';
 import { type ObserverClient, observerClient, unary } from './server.ts';
 import type { GetFlowsRequest, GetFlowsResponse, NodeInfo, ServerStatus } from './types.ts';
 import { nowNs } from './types.ts';
@@ -135,14 +133,12 @@ export class Relay {
       buffer = [];
     };
     const finishHistory = () => {
-      // Re-apply the number across nodes: each node gave its own last (first) N.
-      const ring = new FlowRing(Math.max(1, collected.length));
+      // Each node gave its own last (first) N: merged by time, the number applies to them all.
       collected.sort((a, b) => time(a) - time(b));
-      const lost = collected.filter((r) => r.responseTypes !== 'flow');
-      for (const r of collected) if (r.responseTypes === 'flow') ring.push(r.flow);
-      const keep = new Set(history(ring, { ...req, follow: false, whitelist: [], blacklist: [] }).map((it: RingItem) => ('flow' in it ? it.flow.uuid : '')));
-      for (const r of lost) call.write(r);
-      for (const r of collected) if (r.responseTypes === 'flow' && keep.has(r.flow.uuid)) call.write(r);
+      const flows = collected.filter((r) => r.responseTypes === 'flow');
+      const n = req.number && req.number > 0 ? req.number : flows.length;
+      for (const r of collected) if (r.responseTypes !== 'flow') call.write(r);
+      for (const r of req.first ? flows.slice(0, n) : flows.slice(-n)) call.write(r);
       call.end();
     };
     for (const p of peers) {

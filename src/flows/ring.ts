@@ -16,8 +16,9 @@ export class FlowRing {
   private readonly listeners = new Set<() => void>();
   /** Called with each flow as it is read (to fill in what was not known when it was made). */
   onRead: ((f: Flow) => void) | undefined;
-  /** Flow times of the last minute, for the rate. */
-  private readonly recent: number[] = [];
+  /** Flows per second over the last minute: one counter per second, reused as the clock turns. */
+  private readonly perSecond = new Array<number>(60).fill(0);
+  private readonly secondOf = new Array<number>(60).fill(-1);
 
   constructor(capacity = DEFAULT_RING_CAPACITY) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`flow ring capacity must be a positive integer, not ${capacity}`);
@@ -52,15 +53,22 @@ export class FlowRing {
 
   /** Flows per second over the last minute. */
   rate(nowMs = Date.now()): number {
-    while (this.recent.length && this.recent[0]! < nowMs - 60_000) this.recent.shift();
-    return this.recent.length / 60;
+    const now = Math.floor(nowMs / 1000);
+    let n = 0;
+    for (let i = 0; i < 60; i++) if (this.secondOf[i]! > now - 60) n += this.perSecond[i]!;
+    return n / 60;
   }
 
   push(flow: Flow): void {
     this.put({ seq: this.next, flow });
     this.flows++;
-    this.recent.push(Date.now());
-    if (this.recent.length > 100_000) this.recent.splice(0, this.recent.length - 100_000);
+    const sec = Math.floor(Date.now() / 1000);
+    const i = sec % 60;
+    if (this.secondOf[i] !== sec) {
+      this.secondOf[i] = sec;
+      this.perSecond[i] = 0;
+    }
+    this.perSecond[i]!++;
   }
 
   pushLost(lost: LostEvent, timeUnixNano: number): void {

@@ -6,7 +6,7 @@
 // <state dir>/mesh.json for meshctl.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -177,12 +177,15 @@ export class LocalMesh {
     });
     const key = `${kind}-${node}`;
     const file = join(this.stateDir, 'logs', 'mesh', `${key}.log`);
+    // Written behind the event loop's back: this process also serves the API and the controller.
+    const sink = createWriteStream(file, { flags: 'a' });
+    child.once('close', () => sink.end());
     this.logs.set(key, '');
     const take = (d: Buffer) => {
       const s = String(d);
       const prev = this.logs.get(key) ?? '';
       this.logs.set(key, prev.length > LOG_KEEP ? prev.slice(-LOG_KEEP / 2) + s : prev + s);
-      appendFileSync(file, s);
+      sink.write(d);
     };
     child.stdout!.on('data', take);
     child.stderr!.on('data', take);

@@ -246,6 +246,7 @@ async function observe(o: FlowsOptions): Promise<void> {
   const client = observerClient(address, credentials.createInsecure());
   const out = process.stdout;
   const table: GetFlowsResponse[] = [];
+  let headerShown = false;
   await new Promise<void>((resolve, reject) => {
     // Wait for the relay to be reachable rather than failing on the first try, briefly.
     client.waitForReady(Date.now() + 5000, (err) => {
@@ -257,15 +258,19 @@ async function observe(o: FlowsOptions): Promise<void> {
       const stop = () => stream.cancel();
       process.once('SIGINT', stop);
       stream.on('data', (r: GetFlowsResponse) => {
-        if (o.output === 'table') table.push(r);
-        else if (o.output === 'json' || o.output === 'jsonpb') out.write(`${jsonLine(r)}\n`);
+        if (o.output === 'table' && !o.follow) table.push(r);
+        else if (o.output === 'table') {
+          // Following: rows as they come (the header once); widths cannot be known ahead. Lost
+          // events and node status are not rows: they print as lines, never dropped.
+          if (r.responseTypes !== 'flow') out.write(`${compactLine(r, true)}\n`);
+          else {
+            const lines = tableRows([r], Boolean(o.printNodeName)).split('\n');
+            out.write(`${(headerShown ? lines.slice(1) : lines).join('\n')}\n`);
+            headerShown = true;
+          }
+        } else if (o.output === 'json' || o.output === 'jsonpb') out.write(`${jsonLine(r)}\n`);
         else if (o.output === 'dict') out.write(`${dictBlock(r)}\n`);
         else out.write(`${compactLine(r, Boolean(o.printNodeName))}\n`);
-        if (o.output === 'table' && o.follow && r.responseTypes === 'flow') {
-          // Following: rows as they come (the header once); widths cannot be known ahead.
-          const lines = tableRows([r], Boolean(o.printNodeName)).split('\n');
-          out.write(`${(table.filter((x) => x.responseTypes === 'flow').length === 1 ? lines : lines.slice(1)).join('\n')}\n`);
-        }
       });
       stream.on('error', (e: grpc.ServiceError) => {
         process.off('SIGINT', stop);
@@ -278,7 +283,10 @@ async function observe(o: FlowsOptions): Promise<void> {
       });
     });
   }).finally(() => client.close());
-  if (o.output === 'table' && !o.follow) out.write(`${tableRows(table, Boolean(o.printNodeName))}\n`);
+  if (o.output === 'table' && !o.follow) {
+    for (const r of table) if (r.responseTypes !== 'flow') out.write(`${compactLine(r, true)}\n`);
+    out.write(`${tableRows(table, Boolean(o.printNodeName))}\n`);
+  }
 }
 
 export function flowsCommand(): Command {
