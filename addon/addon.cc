@@ -7,6 +7,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mesh::InitBpf(env, exports);
   mesh::InitNetns(env, exports);
   mesh::InitRingBuf(env, exports);
+  mesh::InitInpod(env, exports);
   return exports;
 }
 

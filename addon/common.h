@@ -64,6 +64,7 @@ inline Napi::Buffer<uint8_t> ArgBuffer(const Napi::CallbackInfo& info, size_t i,
 
 void InitBpf(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
+void InitInpod(Napi::Env env, Napi::Object exports);
 void InitRingBuf(Napi::Env env, Napi::Object exports);
 
 }  // namespace mesh

@@ -57,6 +57,7 @@ struct SocketSpec {
   int64_t mark = -1;
   bool v6only = false;
   bool freebind = false;
+  bool transparent = false;
 };
 
 int MakeSocket(const SocketSpec& s, NativeError* err) {
@@ -84,6 +85,13 @@ int MakeSocket(const SocketSpec& s, NativeError* err) {
   }
   if (s.freebind && setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0)
     return fail("setsockopt(IP_FREEBIND)");
+  // IP_TRANSPARENT: bind to an address the netns does not own (the client's, when ztunnel
+  // delivers to the app); needs CAP_NET_ADMIN (or CAP_NET_RAW).
+  if (s.transparent) {
+    int rc = s.family == AF_INET6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
+                                  : setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one));
+    if (rc < 0) return fail("setsockopt(IP_TRANSPARENT)");
+  }
   if (s.listen || s.port != 0 || !s.addr.empty()) {
     sockaddr_storage ss{};
     socklen_t len;
@@ -106,7 +114,8 @@ int MakeSocket(const SocketSpec& s, NativeError* err) {
   return fd;
 }
 
-// netnsSocket(netnsPath, {family, addr?, port, listen, backlog, mark?, v6only, freebind}) -> fd
+// netnsSocket(netnsPath, {family, addr?, port, listen, backlog, mark?, v6only, freebind,
+//                         transparent}) -> fd
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "netnsPath");
@@ -124,6 +133,7 @@ Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
   if (o.Has("mark") && o.Get("mark").IsNumber()) s.mark = o.Get("mark").As<Napi::Number>().Int64Value();
   if (o.Has("v6only")) s.v6only = o.Get("v6only").ToBoolean();
   if (o.Has("freebind")) s.freebind = o.Get("freebind").ToBoolean();
+  if (o.Has("transparent")) s.transparent = o.Get("transparent").ToBoolean();
   NativeError err;
   int fd = InNetns(path, [&](NativeError* e) { return MakeSocket(s, e); }, &err);
   if (fd < 0) throw MakeError(env, err);
@@ -158,6 +168,17 @@ Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), cookie);
 }
 
+// localPort(fd) -> number: the port a bound socket got (getsockname), before Node can tell.
+Napi::Value LocalPort(const Napi::CallbackInfo& info) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getsockname(ArgInt(info, 0, "fd"), reinterpret_cast<sockaddr*>(&ss), &len) < 0)
+    Throw(info.Env(), errno, "getsockname");
+  int port = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                      : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  return Napi::Number::New(info.Env(), port);
+}
+
 // setsockoptInt(fd, level, name, value)
 Napi::Value SetsockoptInt(const Napi::CallbackInfo& info) {
   int v = ArgInt(info, 3, "value");
@@ -187,6 +208,7 @@ void InitNetns(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie));
+  exports.Set("localPort", Napi::Function::New(env, LocalPort));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt));
   exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

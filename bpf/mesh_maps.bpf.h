@@ -92,6 +92,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mesh_orig_dst SEC(".maps") __weak;
 
+/* Connections ztunnel is about to make to an app from the client's own address. sk_lookup
+ * cannot tell them from connections arriving from outside (its ingress_ifindex is the pod's
+ * interface either way, measured), so ztunnel names each one here between bind() and the
+ * handshake. Written and deleted by ztunnel; read by sk_lookup. LRU: a ztunnel killed in between
+ * leaves nothing that matters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mesh_delivery_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mesh_deliveries SEC(".maps") __weak;
+
 /* Decision events. Written by every program; read by the agent's ring-buffer thread. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -16,6 +16,7 @@
 
 /* mesh_pod.flags */
 #define MESH_POD_F_ENROLLED 0x1
+#define MESH_POD_F_TRANSPARENT 0x2 /* delivery routing is set up: ztunnel may connect from client IPs */
 
 /* mesh_sock_key.kind: which of ztunnel's in-pod listening sockets. */
 #define MESH_SOCK_INBOUND 0
@@ -43,6 +44,7 @@
 #define MESH_R_EXCL_CIDR 6  /* destination CIDR excluded by the pod */
 #define MESH_R_INSIDE 7     /* inbound connection made from inside the pod's own netns */
 #define MESH_R_NO_SOCKET 8  /* ztunnel has no socket registered for this pod */
+#define MESH_R_DELIVERY 9   /* ztunnel delivering to the app from the client's address */
 
 /* An IPv6 address, or an IPv4 address in its v4-mapped form (::ffff:a.b.c.d). */
 struct mesh_addr {
@@ -84,6 +86,15 @@ struct mesh_orig_key {
 	struct mesh_addr addr; /* the client socket's local address */
 	__u16 port;            /* the client socket's local port, host byte order */
 	__u16 pad[3];
+};
+
+/* mesh_deliveries key: a connection ztunnel is making, inside a pod's netns, from the client's
+ * address (IP_TRANSPARENT) to the app. Value __u8 (1). */
+struct mesh_delivery_key {
+	struct mesh_addr src;
+	struct mesh_addr dst;
+	__u16 sport; /* host byte order */
+	__u16 dport; /* host byte order */
 };
 
 /* mesh_pending and mesh_orig_dst value: where the application meant to connect. */

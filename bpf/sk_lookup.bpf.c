@@ -46,6 +46,13 @@ int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
 			  dport, dport);
 		return SK_PASS;
 	}
+	/* ztunnel delivering to the app from the client's address: it named the tuple first. */
+	struct mesh_delivery_key dk = { .src = src, .dst = dst, .sport = sport, .dport = dport };
+	if (bpf_map_lookup_elem(&mesh_deliveries, &dk)) {
+		mesh_emit(MESH_EV_PASSED, MESH_R_DELIVERY, 0, netns, pod->pod_id, family, &src, sport, &dst,
+			  dport, dport);
+		return SK_PASS;
+	}
 	if (mesh_port_excluded(pod->pod_id, dport, MESH_DIR_INBOUND)) {
 		mesh_emit(MESH_EV_PASSED, MESH_R_EXCL_PORT, 0, netns, pod->pod_id, family, &src, sport, &dst,
 			  dport, dport);

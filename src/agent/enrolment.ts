@@ -12,6 +12,7 @@ import {
   meshAddress,
   netnsCookie,
   parseCidr,
+  setDeliveryRouting,
 } from '../datapath/index.ts';
 
 const log = logger('enrol');
@@ -51,6 +52,8 @@ export interface EnrolledPod {
   excludeInboundPorts: number[];
   excludeOutboundCidrs: string[];
   workload?: PodWorkloadInfo;
+  /** Delivery routing is set up in the pod's netns (see setDeliveryRouting). */
+  transparent: boolean;
 }
 
 /** What ztunnel must hear about: a pod entered (or re-entered) capture, or left it. */
@@ -168,6 +171,7 @@ export class Enrolment {
         excludeOutboundPorts: e.out.sort((a, b) => a - b),
         excludeInboundPorts: e.in.sort((a, b) => a - b),
         excludeOutboundCidrs: e.cidrs.sort(),
+        transparent: (pod.flags & layout.POD_F_TRANSPARENT) !== 0,
       });
     }
     if (this.byUid.size > 0) log.info({ pods: this.byUid.size }, 'restored enrolment from pinned maps');
@@ -228,6 +232,7 @@ export class Enrolment {
       excludeInboundPorts: [...new Set(spec.excludeInboundPorts ?? [])].sort((a, b) => a - b),
       excludeOutboundCidrs: [...new Set(spec.excludeOutboundCidrs ?? [])].sort(),
       ...((spec.workload ?? current?.workload) ? { workload: spec.workload ?? current?.workload } : {}),
+      transparent: this.deliveryRouting(spec),
     };
     const m = this.dp.maps;
     const key = layout.u64Key(cookie);
@@ -248,7 +253,8 @@ export class Enrolment {
     m.mesh_pod_uids.set(key, layout.encodeUid(spec.uid));
     const addrs: [Buffer, Buffer] = [Buffer.alloc(16), Buffer.alloc(16)];
     for (const [i, a] of next.addresses.entries()) meshAddress(a).copy(addrs[i] as Buffer);
-    m.mesh_pods.set(key, layout.encodePod({ podId, flags: layout.POD_F_ENROLLED, addrs }));
+    const flags = layout.POD_F_ENROLLED | (next.transparent ? layout.POD_F_TRANSPARENT : 0);
+    m.mesh_pods.set(key, layout.encodePod({ podId, flags, addrs }));
     this.dp.attachPod(spec.netnsPath, cookie);
     this.byUid.set(spec.uid, next);
     const changed =
@@ -259,6 +265,21 @@ export class Enrolment {
     if (!current)
       log.info({ uid: spec.uid, pod: spec.name, netnsCookie: String(cookie), podId }, 'pod enrolled');
     return next;
+  }
+
+  /**
+   * Sets up the routing that lets ztunnel deliver to the pod's app from the client's address.
+   * A failure is not fatal: ztunnel then delivers from 127.0.0.6, as before, and the app sees
+   * that instead of its client.
+   */
+  private deliveryRouting(spec: PodSpec): boolean {
+    try {
+      setDeliveryRouting(spec.netnsPath, { enable: true, families: spec.addresses.map((a) => (isIP(a) === 6 ? 6 : 4)) });
+      return true;
+    } catch (e) {
+      log.warn({ uid: spec.uid, pod: spec.name, err: (e as Error).message }, 'no delivery routing: the app will see 127.0.0.6 as the source of meshed connections');
+      return false;
+    }
   }
 
   private clearExclusions(p: EnrolledPod): void {
@@ -281,6 +302,14 @@ export class Enrolment {
     const key = layout.u64Key(p.netnsCookie);
     m.mesh_pods.delete(key); // capture stops here; the rest is cleanup
     this.dp.detachPod(p.netnsCookie);
+    const path = this.paths.get(uid);
+    if (p.transparent && path && existsSync(path)) {
+      try {
+        setDeliveryRouting(path, { enable: false, families: p.addresses.map((a) => (a.includes(':') ? 6 : 4)) });
+      } catch (e) {
+        log.warn({ uid, err: (e as Error).message }, 'could not remove delivery routing');
+      }
+    }
     for (const a of p.addresses) {
       const owner = m.mesh_pod_addrs.get(meshAddress(a));
       if (owner?.equals(key)) m.mesh_pod_addrs.delete(meshAddress(a));

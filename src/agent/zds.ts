@@ -13,7 +13,14 @@ import type { EnrolledPod, Enrolment } from './enrolment.ts';
 const log = logger('zds');
 
 function toZds(p: EnrolledPod, netnsPath: string): ZdsPod {
-  return { uid: p.uid, netnsPath, netnsCookie: String(p.netnsCookie), addresses: p.addresses, ...(p.workload ? { workload: p.workload } : {}) };
+  return {
+    uid: p.uid,
+    netnsPath,
+    netnsCookie: String(p.netnsCookie),
+    addresses: p.addresses,
+    ...(p.workload ? { workload: p.workload } : {}),
+    ...(p.transparent ? { transparent: true } : {}),
+  };
 }
 
 /** Where ztunnel's connection records go (the agent's flows). */

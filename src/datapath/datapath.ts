@@ -35,6 +35,7 @@ export const MAP_NAMES = [
   'mesh_socks',
   'mesh_pending',
   'mesh_orig_dst',
+  'mesh_deliveries',
   'mesh_events',
   'mesh_stats',
 ] as const;

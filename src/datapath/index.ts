@@ -5,5 +5,15 @@ export { DatapathError } from './errors.ts';
 export type { DatapathEvent, OrigDst } from './layout.ts';
 export * as layout from './layout.ts';
 export { bpfObjectPath, native } from './native.ts';
-export { type InNetnsSocketOptions, netnsCookie, socketInNetns } from './netns.ts';
+export {
+  boundPort,
+  closeFd,
+  DELIVERY_MARK,
+  DELIVERY_RULE_PRIORITY,
+  DELIVERY_TABLE,
+  type InNetnsSocketOptions,
+  netnsCookie,
+  setDeliveryRouting,
+  socketInNetns,
+} from './netns.ts';
 export { openPinnedMap, ZtunnelMaps } from './pinned.ts';

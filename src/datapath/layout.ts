@@ -10,6 +10,7 @@ export const LAYOUT = {
   mesh_excl_cidr_key: { size: 24, fields: { prefixlen: 0, pod_id: 4, addr: 8 } },
   mesh_sock_key: { size: 16, fields: { netns_cookie: 0, kind: 8, pad: 12 } },
   mesh_orig_key: { size: 32, fields: { netns_cookie: 0, addr: 8, port: 24, pad: 26 } },
+  mesh_delivery_key: { size: 36, fields: { src: 0, dst: 16, sport: 32, dport: 34 } },
   mesh_orig_dst: { size: 32, fields: { addr: 0, port: 16, family: 18, pod_id: 20, sock_cookie: 24 } },
   mesh_event: {
     size: 88,
@@ -34,6 +35,8 @@ export const LAYOUT = {
 } as const;
 
 export const POD_F_ENROLLED = 0x1;
+/** The pod's netns has delivery routing: ztunnel may connect to its app from the client's IP. */
+export const POD_F_TRANSPARENT = 0x2;
 export const SOCK_INBOUND = 0;
 export const SOCK_HBONE = 1;
 export const DIR_OUTBOUND = 0;
@@ -53,6 +56,7 @@ export const EVENT_REASONS = {
   6: 'excluded-cidr',
   7: 'inside-pod',
   8: 'no-ztunnel-socket',
+  9: 'ztunnel-delivery',
 } as const;
 
 export const STAT_EVENTS_LOST = 0;
@@ -129,6 +133,15 @@ export function encodeOrigKey(netnsCookie: bigint, addr: Buffer, port: number): 
   b.writeBigUInt64LE(netnsCookie, 0);
   addr.copy(b, 8);
   b.writeUInt16LE(port, 24);
+  return b;
+}
+
+export function encodeDeliveryKey(src: Buffer, sport: number, dst: Buffer, dport: number): Buffer {
+  const b = Buffer.alloc(LAYOUT.mesh_delivery_key.size);
+  src.copy(b, 0);
+  dst.copy(b, 16);
+  b.writeUInt16LE(sport, 32);
+  b.writeUInt16LE(dport, 34);
   return b;
 }
 

@@ -46,6 +46,7 @@ export interface NetnsSocketOptions {
   mark?: number;
   v6only?: boolean;
   freebind?: boolean;
+  transparent?: boolean;
 }
 
 export interface RingReader {
@@ -83,6 +84,11 @@ export interface Native {
   netnsSocket(netnsPath: string, opts: NetnsSocketOptions): number;
   netnsCookie(netnsPath: string): bigint;
   socketCookie(fd: number): bigint;
+  localPort(fd: number): number;
+  netnsDeliveryRouting(
+    netnsPath: string,
+    opts: { mark: number; table: number; priority: number; enable: boolean; families: (4 | 6)[] },
+  ): void;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   getsockoptInt(fd: number, level: number, name: number): number;
   closeFd(fd: number): void;

@@ -16,6 +16,8 @@ export interface InNetnsSocketOptions {
   mark?: number;
   v6only?: boolean;
   freebind?: boolean;
+  /** IP_TRANSPARENT: bind to an address the netns does not own (needs CAP_NET_ADMIN). */
+  transparent?: boolean;
 }
 
 /** Creates a TCP socket inside the netns at netnsPath; returns its fd (non-blocking, CLOEXEC). */
@@ -31,6 +33,7 @@ export function socketInNetns(netnsPath: string, opts: InNetnsSocketOptions): nu
       ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
       v6only: opts.v6only ?? false,
       freebind: opts.freebind ?? false,
+      transparent: opts.transparent ?? false,
     });
   } catch (e) {
     const err = e as NativeError;
@@ -51,4 +54,47 @@ export function netnsCookie(netnsPath: string): bigint {
       e as NativeError,
     );
   }
+}
+
+/** The port a bound, not yet connected socket got from the kernel. */
+export function boundPort(fd: number): number {
+  return native().localPort(fd);
+}
+
+/**
+ * ztunnel delivers to an app from the client's own address (IP_TRANSPARENT) on sockets with this
+ * mark; the pod's delivery routing (below) sends everything that carries it to lo.
+ */
+export const DELIVERY_MARK = 0x53a;
+/** The routing table and rule priority of the delivery routing (before main, at 32766). */
+export const DELIVERY_TABLE = 1338;
+export const DELIVERY_RULE_PRIORITY = 100;
+
+/**
+ * Sets up (or removes) the routing inside a pod's netns that lets ztunnel connect to the app from
+ * the client's address: tcp_fwmark_accept=1, "fwmark DELIVERY_MARK lookup DELIVERY_TABLE" and
+ * "local default dev lo table DELIVERY_TABLE", for each address family the pod has. Idempotent.
+ */
+export function setDeliveryRouting(netnsPath: string, opts: { enable: boolean; families: (4 | 6)[] }): void {
+  try {
+    native().netnsDeliveryRouting(netnsPath, {
+      mark: DELIVERY_MARK,
+      table: DELIVERY_TABLE,
+      priority: DELIVERY_RULE_PRIORITY,
+      enable: opts.enable,
+      families: opts.families,
+    });
+  } catch (e) {
+    const err = e as NativeError;
+    throw new DatapathError(
+      'MESH_ERR_NETNS',
+      `${opts.enable ? 'setting up' : 'removing'} delivery routing in ${netnsPath}: ${err.message}`,
+      err,
+    );
+  }
+}
+
+/** Closes an fd that Node has not adopted (yet). */
+export function closeFd(fd: number): void {
+  native().closeFd(fd);
 }

@@ -6,6 +6,7 @@ import { BpfMap } from './datapath.ts';
 import { DatapathError } from './errors.ts';
 import {
   decodeOrigDst,
+  encodeDeliveryKey,
   encodeOrigKey,
   encodeSockKey,
   type OrigDst,
@@ -35,10 +36,26 @@ export function openPinnedMap(path: string): BpfMap {
 export class ZtunnelMaps {
   private readonly socks: BpfMap;
   private readonly origDst: BpfMap;
+  private readonly deliveries: BpfMap;
+  private static readonly ONE = Buffer.from([1]);
 
   constructor(bpffsDir: string) {
     this.socks = openPinnedMap(join(bpffsDir, 'maps', 'mesh_socks'));
     this.origDst = openPinnedMap(join(bpffsDir, 'maps', 'mesh_orig_dst'));
+    this.deliveries = openPinnedMap(join(bpffsDir, 'maps', 'mesh_deliveries'));
+  }
+
+  /**
+   * Names a connection ztunnel is about to make from a client's address to an app inside its pod,
+   * so that the pod's sk_lookup lets it through instead of steering it back to ztunnel. Returns
+   * the function that forgets it again (call it once the handshake is over, or failed).
+   */
+  expectDelivery(src: { ip: string; port: number }, dst: { ip: string; port: number }): () => void {
+    const key = encodeDeliveryKey(meshAddress(src.ip), src.port, meshAddress(dst.ip), dst.port);
+    this.deliveries.set(key, ZtunnelMaps.ONE);
+    return () => {
+      this.deliveries.delete(key);
+    };
   }
 
   /** Puts a listening socket (created in the pod's netns) where the pod's sk_lookup finds it. */
@@ -65,5 +82,6 @@ export class ZtunnelMaps {
   close(): void {
     this.socks.close();
     this.origDst.close();
+    this.deliveries.close();
   }
 }

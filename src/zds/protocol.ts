@@ -17,6 +17,9 @@ export interface ZdsPod {
   /** The pod's name, namespace and service account, when the agent knows them before the
    * config stream does (enrolment at sandbox creation): ztunnel serves the pod with them. */
   workload?: { name: string; namespace: string; serviceAccount: string };
+  /** The agent set up delivery routing in the pod's netns: ztunnel may connect to the app from
+   * the client's own address, so the app sees who called it. Without it ztunnel uses 127.0.0.6. */
+  transparent?: boolean;
 }
 
 /** agent → ztunnel */

@@ -3,7 +3,7 @@
 // steers connections from outside the pod). Sockets are made inside the pod's netns on a native
 // thread, marked so the datapath never captures them, and adopted by Node.
 import net from 'node:net';
-import { socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
+import { boundPort, closeFd, DELIVERY_MARK, socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
 import type { HboneServer } from './hbone/index.ts';
 import type { Workload } from '../xds/index.ts';
 
@@ -21,17 +21,28 @@ export class PodProxy {
   readonly addresses: string[];
   /** Who the pod is while the config stream has not brought its Workload (sandbox enrolment). */
   readonly provisional: Workload | undefined;
+  /** The agent set up delivery routing in the pod: deliver from the client's own address. */
+  transparent: boolean;
   private readonly servers: net.Server[] = [];
   private hbone: HboneServer | undefined;
   private readonly maps: ZtunnelMaps;
 
-  constructor(opts: { uid: string; netnsPath: string; netnsCookie: bigint; addresses: string[]; maps: ZtunnelMaps; provisional?: Workload | undefined }) {
+  constructor(opts: {
+    uid: string;
+    netnsPath: string;
+    netnsCookie: bigint;
+    addresses: string[];
+    maps: ZtunnelMaps;
+    provisional?: Workload | undefined;
+    transparent?: boolean | undefined;
+  }) {
     this.uid = opts.uid;
     this.netnsPath = opts.netnsPath;
     this.netnsCookie = opts.netnsCookie;
     this.addresses = opts.addresses;
     this.maps = opts.maps;
     this.provisional = opts.provisional;
+    this.transparent = opts.transparent ?? false;
   }
 
   /** Opens the three listeners and registers the inbound ones with the datapath. */
@@ -57,6 +68,23 @@ export class PodProxy {
   /** A socket inside the pod's netns, marked, for connecting out from the pod (HBONE or passthrough). */
   dialSocket(family: 4 | 6, bindHost?: string): number {
     return socketInNetns(this.netnsPath, { family, mark: ZTUNNEL_MARK, ...(bindHost ? { host: bindHost } : {}) });
+  }
+
+  /**
+   * A socket for delivering to the app from `client`'s address (IP_TRANSPARENT), with the
+   * delivery mark that the pod's routing sends back to lo, and the sk_lookup exemption for the
+   * tuple it will use. Call `forget` once the handshake is over or has failed.
+   */
+  deliverySocket(client: string, dst: { ip: string; port: number }): { fd: number; forget: () => void } {
+    const family = net.isIPv6(client) ? 6 : 4;
+    const fd = socketInNetns(this.netnsPath, { family, host: client, transparent: true, mark: DELIVERY_MARK });
+    try {
+      const forget = this.maps.expectDelivery({ ip: client, port: boundPort(fd) }, dst);
+      return { fd, forget };
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
   }
 
   async close(): Promise<void> {

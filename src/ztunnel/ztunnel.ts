@@ -156,7 +156,10 @@ export class Ztunnel {
   private async addPod(p: ZdsPod): Promise<void> {
     log.debug({ uid: p.uid, netns: p.netnsPath }, 'ZDS add');
     const existing = this.pods.get(p.uid);
-    if (existing && existing.proxy.netnsCookie === BigInt(p.netnsCookie)) return;
+    if (existing && existing.proxy.netnsCookie === BigInt(p.netnsCookie)) {
+      existing.proxy.transparent = p.transparent ?? false;
+      return;
+    }
     if (existing) await this.removePod(p.uid);
     // The workload may reach us over the config stream a moment after the agent enrolled it; a
     // pod enrolled at sandbox creation comes with who it is, and is served at once.
@@ -170,7 +173,7 @@ export class Ztunnel {
     log.debug({ uid: p.uid, identity: formatSpiffeId(identity) }, 'fetching the workload certificate');
     const cert = await this.secrets.fetchCertificate(identity);
     log.debug({ uid: p.uid }, 'opening listeners in the pod');
-    const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps, provisional: this.state.workloadByPodUid(p.uid) ? undefined : w });
+    const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps, provisional: this.state.workloadByPodUid(p.uid) ? undefined : w, transparent: p.transparent });
     const hbone = new HboneServer({
       credentials: { key: cert.key, certChain: cert.certChain, roots: cert.roots },
       trustDomains: [this.cfg.trustDomain],
@@ -306,6 +309,7 @@ export class Ztunnel {
         done((await splice(conn, stream)).error);
       } else {
         const up = new net.Socket({ fd: pod.dialSocket(net.isIPv6(dst.ip) ? 6 : 4), readable: true, writable: true });
+        up.setNoDelay(true);
         up.connect({ host: dst.ip, port: dst.port });
         const done = this.track(tracked, conn, up, info);
         done((await splice(conn, up)).error);
@@ -320,14 +324,34 @@ export class Ztunnel {
 
   // ---- inbound ----
 
-  /** Connects to the app inside the pod from 127.0.0.6, which sk_lookup leaves alone. */
-  private deliver(pod: PodProxy, ip: string, port: number): Promise<net.Socket> {
+  /**
+   * Connects to the app inside the pod. From the client's own address when the pod has delivery
+   * routing (the app sees who called it, as without the mesh); otherwise, or for a client of the
+   * other address family, from 127.0.0.6 (::1), which sk_lookup leaves alone.
+   */
+  private deliver(pod: PodProxy, ip: string, port: number, client: string): Promise<net.Socket> {
     const v6 = net.isIPv6(ip);
-    const fd = pod.dialSocket(v6 ? 6 : 4, v6 ? '::1' : '127.0.0.6');
+    let fd: number | undefined;
+    let forget: (() => void) | undefined;
+    if (pod.transparent && net.isIP(client) && net.isIPv6(client) === v6) {
+      try {
+        ({ fd, forget } = pod.deliverySocket(client, { ip, port }));
+      } catch (e) {
+        log.warn({ pod: pod.uid, client, err: (e as Error).message }, 'cannot deliver from the client\'s address; using 127.0.0.6');
+      }
+    }
+    fd ??= pod.dialSocket(v6 ? 6 : 4, v6 ? '::1' : '127.0.0.6');
     const sock = new net.Socket({ fd, readable: true, writable: true });
+    sock.setNoDelay(true); // what we relay was already segmented by the client; Nagle only delays it
     return new Promise((resolve, reject) => {
-      sock.once('connect', () => resolve(sock));
-      sock.once('error', reject);
+      sock.once('connect', () => {
+        forget?.();
+        resolve(sock);
+      });
+      sock.once('error', (e) => {
+        forget?.();
+        reject(e);
+      });
       sock.connect({ host: ip, port });
     });
   }
@@ -356,7 +380,7 @@ export class Ztunnel {
       return { status: 401 as const, reason: deny };
     }
     try {
-      const upstream = await this.deliver(pod, t.target.host, t.target.port);
+      const upstream = await this.deliver(pod, t.target.host, t.target.port, srcIp);
       const done = this.track(tracked, t.stream, upstream, { direction: 'inbound', src: srcIp, dst: `${t.target.host}:${t.target.port}`, pod: pod.uid });
       const key = {};
       this.authorized.set(key, {
@@ -410,7 +434,7 @@ export class Ztunnel {
       return;
     }
     try {
-      const upstream = await this.deliver(pod, dstIp, dstPort);
+      const upstream = await this.deliver(pod, dstIp, dstPort, srcIp);
       const done = this.track(tracked, conn, upstream, { direction: 'inbound', src: srcIp, dst: `${dstIp}:${dstPort}`, pod: pod.uid });
       const key = {};
       this.authorized.set(key, {

@@ -2,7 +2,7 @@
 // verdict and socket each must get (Katran-style fixture table).
 import test from 'ava';
 import { Enrolment } from '../../src/agent/index.ts';
-import { Datapath, layout, native, rawAddress, socketInNetns } from '../../src/datapath/index.ts';
+import { Datapath, layout, meshAddress, native, rawAddress, socketInNetns } from '../../src/datapath/index.ts';
 import { makeTopology, requireRoot } from '../helpers/topology.ts';
 
 const SK_DROP = 0;
@@ -73,6 +73,9 @@ test('sk_lookup verdicts: steer, pass and refuse', async (t) => {
   const hboneCookie = n.socketCookie(hbone);
 
   const peer = '10.250.0.9';
+  // ztunnel delivering from the client's address names the exact tuple beforehand.
+  dp.maps.mesh_deliveries.set(layout.encodeDeliveryKey(meshAddress(peer), 40010, meshAddress(pod.ip4), 8080), Buffer.of(1));
+  dp.maps.mesh_deliveries.set(layout.encodeDeliveryKey(meshAddress('fd00:250::9'), 40012, meshAddress(pod.ip6!), 8080), Buffer.of(1));
   const table: { name: string; in: Parameters<typeof ctx>[0]; verdict: number; socket: bigint }[] = [
     {
       name: 'app port from another pod → inbound socket',
@@ -107,6 +110,24 @@ test('sk_lookup verdicts: steer, pass and refuse', async (t) => {
     {
       name: 'from 127.0.0.6 (ztunnel delivering) → regular lookup',
       in: { family: AF_INET, src: '127.0.0.6', sport: 40005, dst: pod.ip4, dport: 8080 },
+      verdict: SK_PASS,
+      socket: 0n,
+    },
+    {
+      name: 'a delivery ztunnel named, from the client\'s address → regular lookup',
+      in: { family: AF_INET, src: peer, sport: 40010, dst: pod.ip4, dport: 8080 },
+      verdict: SK_PASS,
+      socket: 0n,
+    },
+    {
+      name: 'the same client from another port (not named) → inbound socket',
+      in: { family: AF_INET, src: peer, sport: 40011, dst: pod.ip4, dport: 8080 },
+      verdict: SK_PASS,
+      socket: inboundCookie,
+    },
+    {
+      name: 'a named delivery, IPv6 → regular lookup',
+      in: { family: AF_INET6, src: 'fd00:250::9', sport: 40012, dst: pod.ip6!, dport: 8080 },
       verdict: SK_PASS,
       socket: 0n,
     },

@@ -1,11 +1,23 @@
 // The capture datapath end to end, on the real kernel, in network namespaces this test makes:
 // outbound connect() rewriting, inbound sk_lookup steering, exclusions, fail-closed behaviour and
 // decision events.
+import { execFileSync } from 'node:child_process';
+import net from 'node:net';
 import test, { type ExecutionContext } from 'ava';
 import { Enrolment } from '../../src/agent/index.ts';
-import { Datapath, type DatapathEvent, netnsCookie } from '../../src/datapath/index.ts';
+import {
+  boundPort,
+  Datapath,
+  type DatapathEvent,
+  DELIVERY_MARK,
+  DELIVERY_TABLE,
+  netnsCookie,
+  socketInNetns,
+  ZtunnelMaps,
+} from '../../src/datapath/index.ts';
 import type { PodNet } from '../../src/local/index.ts';
 import { connectFrom, hp, startApp } from '../helpers/pods.ts';
+import { waitFor } from '../../src/local/mesh.ts';
 import { type StandinReply, startStandin } from '../helpers/standin.ts';
 import { makeTopology, requireRoot, type TestTopology } from '../helpers/topology.ts';
 
@@ -149,6 +161,65 @@ test("inbound: every port of an enrolled pod lands on ztunnel's 15006 socket, 15
     name: 'server',
     remote: `127.0.0.6:${fromZtunnel?.reply?.remote.split(':')[1]}`,
   });
+});
+
+/** Connects from inside `pod` as ztunnel delivers: from `client`'s address, marked, tuple named or not. */
+async function deliverFrom(maps: ZtunnelMaps, pod: PodNet, client: string, dst: { ip: string; port: number }, name: boolean): Promise<{ port: number; reply?: string; error?: string }> {
+  const fd = socketInNetns(pod.netnsPath, { family: net.isIPv6(client) ? 6 : 4, host: client, transparent: true, mark: DELIVERY_MARK });
+  const port = boundPort(fd);
+  const forget = name ? maps.expectDelivery({ ip: client, port }, dst) : () => {};
+  const sock = new net.Socket({ fd, readable: true, writable: true });
+  try {
+    return await new Promise((resolve) => {
+      let got = '';
+      sock.setTimeout(1500, () => resolve({ port, error: 'no reply' }));
+      sock.on('data', (d) => (got += d));
+      sock.on('end', () => resolve({ port, reply: got.trim() }));
+      sock.on('error', (e) => resolve({ port, error: e.message }));
+      sock.connect({ host: dst.ip, port: dst.port }, forget);
+    });
+  } finally {
+    forget();
+    sock.destroy();
+  }
+}
+
+test("delivery from the client's address: the app sees its caller, replies come back to ztunnel, and only named tuples pass sk_lookup", async (t) => {
+  if (!(await requireRoot(t))) return;
+  const s = await scenario(t);
+  const pod = s.en.enrol({ uid: s.server.uid, netnsPath: s.server.netnsPath, addresses: addrs(s.server) });
+  t.true(pod.transparent, 'the agent set up delivery routing');
+  const ip = (...args: string[]) => execFileSync('nsenter', [`--net=${s.server.netnsPath}`, 'ip', ...args], { encoding: 'utf8' });
+  t.regex(ip('rule'), new RegExp(`fwmark 0x${DELIVERY_MARK.toString(16)} lookup ${DELIVERY_TABLE}`));
+  t.regex(ip('route', 'show', 'table', String(DELIVERY_TABLE)), /^local default dev lo/m);
+  const z = await startStandin(s.bpffs, s.server, pod.netnsCookie, { outbound: false });
+  z.register();
+  const maps = new ZtunnelMaps(s.bpffs);
+  const events: DatapathEvent[] = [];
+  const reader = s.dp.readEvents((e) => events.push(...e), 20);
+  t.teardown(async () => {
+    reader.close();
+    maps.close();
+    await z.close();
+  });
+  for (const [client, dst] of [
+    [s.client.ip4, s.server.ip4],
+    [s.client.ip6!, s.server.ip6!],
+  ] as const) {
+    const named = await deliverFrom(maps, s.server, client, { ip: dst, port: 8080 }, true);
+    t.truthy(named.reply, `${client}: ${named.error}`);
+    t.like(JSON.parse(named.reply ?? '{}'), { listener: 'app', name: 'server', local: `${dst}:8080`, remote: `${client}:${named.port}` }, `${client}: the app sees the client, not ztunnel`);
+    // Without its name the same connection is one more inbound connection: steered back to ztunnel.
+    const unnamed = await deliverFrom(maps, s.server, client, { ip: dst, port: 8080 }, false);
+    await waitFor('sk_lookup events', () => (events.some((e) => e.sport === unnamed.port) ? true : undefined), 3000);
+    t.like(events.find((e) => e.sport === named.port), { kind: 'PASSED', reason: 'ztunnel-delivery' });
+    t.like(events.find((e) => e.sport === unnamed.port), { kind: 'STEERED', newPort: 15006 }, `${client}: an unnamed tuple is steered to ztunnel`);
+  }
+  t.is(s.dp.maps.mesh_deliveries.keys().length, 0, 'named tuples are forgotten after the handshake');
+
+  s.en.unenrol(s.server.uid);
+  t.notRegex(ip('rule'), /lookup 1338/, 'unenrolment removes the rule');
+  t.is(ip('route', 'show', 'table', String(DELIVERY_TABLE)).trim(), '', 'and the route');
 });
 
 test('unenrolment restores direct traffic in both directions', async (t) => {

@@ -114,6 +114,11 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
     t.is(r.reply?.bytes, 1 << 20, `${r.url}: byte count`);
     t.is(r.reply?.sha, r.sha, `${r.url}: byte-exact`);
   }
+  // ztunnel delivers from the client's own address: the app sees its caller's pod IP, not ztunnel.
+  const podIp = async (ns: string, name: string) => (await mesh.core.readNamespacedPod({ name, namespace: ns })).status?.podIP;
+  const seen = (r: { reply?: { from: string } }) => r.reply?.from.replace(/^::ffff:/, '');
+  const clientIp = await podIp('shop', 'client');
+  for (const r of cross) t.is(seen(r), clientIp, `${r.url}: the app sees the client's pod IP`);
   const z2 = mesh.logs.get('ztunnel-node2') ?? '';
   t.false(z2.includes('outbound connection failed'), z2.slice(-2000));
   // pcap stores packet bytes verbatim: the marker in the file means it crossed in plaintext.
@@ -143,6 +148,8 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
   // Same node: a client next to the server.
   const local = await runClient(mesh, 'shop', 'neighbour', 'node1', [`http://${webIp}:8080/`, `http://${svc.spec!.clusterIP}/`]);
   for (const r of local) t.is(r.reply?.sha, r.sha, `${r.url} on one node: ${r.error}`);
+  const neighbourIp = await podIp('shop', 'neighbour');
+  for (const r of local) t.is(seen(r), neighbourIp, `${r.url} on one node: the app sees the client's pod IP`);
 
   // Metrics: the destination ztunnel reports the connections with Istio's names and labels.
   const metrics = await (await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node1', 'metrics')}/metrics`)).text();
@@ -186,6 +193,7 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
   // PERMISSIVE (the default) lets a client outside the mesh in; STRICT refuses it.
   const [before] = await runClient(mesh, 'plain', 'outsider1', 'node2', [`http://${webIp}:8080/`]);
   t.is(before?.reply?.sha, before?.sha, `plaintext allowed while PERMISSIVE: ${before?.error}`);
+  t.is(before && seen(before), await podIp('plain', 'outsider1'), 'a plaintext client is delivered from its own address too');
   const strictFile = `${mesh.stateDir}/strict.yaml`;
   writeFileSync(strictFile, 'apiVersion: security.mesh.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec:\n  mtls: {mode: STRICT}\n');
   await mesh.kubectl('apply', '-f', strictFile);
