@@ -12,19 +12,20 @@ const { values } = parseArgs({ options: { seconds: { type: 'string', default: '1
 const SECONDS = Number(values.seconds);
 const NODE = process.execPath;
 const SERVER = `const body = Buffer.alloc(1024, 'x'); require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(body)); }).listen(8080);`;
-// Fixed rate over 8 keep-alive connections; prints one JSON line of latency percentiles (ms).
-const FIXED = `
-const http = require('node:http'); const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
-const rate = 1000, secs = Number(process.argv[2]); const lat = []; let sent = 0, errors = 0;
-const start = Date.now();
-const tick = setInterval(() => {
-  const due = Math.floor(((Date.now() - start) / 1000) * rate);
-  while (sent < due && sent < rate * secs) { sent++; const t0 = process.hrtime.bigint();
-    http.get({ host: process.argv[1], port: 8080, agent }, (r) => { r.resume(); r.on('end', () => lat.push(Number(process.hrtime.bigint() - t0) / 1e6)); }).on('error', () => errors++); }
-  if (sent >= rate * secs) { clearInterval(tick); setTimeout(() => { lat.sort((a, b) => a - b); const p = (x) => lat[Math.floor(x * (lat.length - 1))];
-    console.log(JSON.stringify({ n: lat.length, errors, p50: p(0.5), p90: p(0.9), p99: p(0.99) })); process.exit(0); }, 1000); }
-}, 1);
-`;
+// Fixed rate: hey (Go, Debian's package, as DESIGN's floor was measured) with 8 keep-alive
+// connections at 125 rps each. Its latency distribution is parsed into percentiles (ms).
+function heyPercentiles(out: string): { n: number; errors: number; p50: number; p90: number; p99: number } {
+  const pct = (p: number) => {
+    const m = new RegExp(`\\s${p}% in ([\\d.]+) secs`).exec(out);
+    if (!m) throw new Error(`hey printed no ${p}th percentile:\n${out.slice(-1500)}`);
+    return Number(m[1]) * 1000;
+  };
+  const codes = [...out.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)];
+  const ok = codes.filter((c) => c[1] === '200').reduce((a, c) => a + Number(c[2]), 0);
+  const bad = codes.filter((c) => c[1] !== '200').reduce((a, c) => a + Number(c[2]), 0);
+  const errors = [...out.matchAll(/^\s+\[(\d+)\]\s+Get /gm)].reduce((a, c) => a + Number(c[1]), 0);
+  return { n: ok, errors: bad + errors, p50: pct(50), p90: pct(90), p99: pct(99) };
+}
 
 async function runPod(mesh: Mesh, ns: string, name: string, node: string, command: string[]): Promise<string> {
   await mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name }, spec: { nodeName: node, restartPolicy: 'Never', containers: [{ name: 'main', image: 'unused', command }] } } as k8s.V1Pod });
@@ -62,7 +63,7 @@ async function main(): Promise<void> {
       const z = ['ztunnel-node1', 'ztunnel-node2'].map((k) => mesh.processes.get(k)!.pid!);
       const before = z.map(cpuAndRss);
       const t0 = Date.now();
-      const fixed = JSON.parse((await runPod(mesh, ns, 'fixed', 'node2', [NODE, '-e', FIXED, web, String(SECONDS)])).trim().split('\n').at(-1)!);
+      const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`]));
       const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`]);
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
       const ztBytes = async () => {
