@@ -1,6 +1,7 @@
 // Pod to pod through two ztunnels against the same kind of pods without the mesh, in one run, on a
 // two-node local cluster (root): 1 KB HTTP at a fixed 1,000 rps (latency percentiles), saturation
-// with wrk, bulk with iperf3, and ztunnel CPU and RSS. Prints ratios to the no-mesh baseline.
+// with wrk, a new connection per request (hey -disable-keepalive, 16 at a time: what connection
+// set-up costs), bulk with iperf3, and ztunnel CPU and RSS. Prints ratios to the no-mesh baseline.
 //   node bench/mesh.ts [--seconds 10]
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -66,6 +67,8 @@ async function main(): Promise<void> {
       const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`]));
       const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`]);
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
+      const churnOut = await runPod(mesh, ns, 'churn', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '16', '-disable-keepalive', `http://${web}:8080/`]);
+      const churn = { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(churnOut)?.[1]), ...heyPercentiles(churnOut) };
       const ztBytes = async () => {
         // What the client's ztunnel carried (source reporter): the proof that the phase was meshed.
         const text = await (await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node2', 'metrics')}/metrics`)).text();
@@ -85,6 +88,9 @@ async function main(): Promise<void> {
         p99_ms: fixed.p99,
         fixed_errors: fixed.errors,
         wrk_rps: rps,
+        churn_rps: churn.rps,
+        churn_p50_ms: churn.p50,
+        churn_errors: churn.errors,
         iperf_gbps: gbps,
         ztunnel_cpu_cores: (after[0]!.cpuSeconds - before[0]!.cpuSeconds + after[1]!.cpuSeconds - before[1]!.cpuSeconds) / wall,
         ztunnel_rss_mb: Math.max(after[0]!.rssMb, after[1]!.rssMb),
@@ -98,6 +104,7 @@ async function main(): Promise<void> {
     console.log('                     no mesh      mesh     added / ratio');
     for (const k of ['p50_ms', 'p90_ms', 'p99_ms'] as const) console.log(`1 KB @1000rps ${k.padEnd(7)} ${p[k]!.toFixed(3).padStart(8)} ${m[k]!.toFixed(3).padStart(9)}   +${(m[k]! - p[k]!).toFixed(3)} ms`);
     console.log(`saturation (wrk)     ${p.wrk_rps!.toFixed(0).padStart(8)} ${m.wrk_rps!.toFixed(0).padStart(9)}   ×${(m.wrk_rps! / p.wrk_rps!).toFixed(2)} rps`);
+    console.log(`new conn/request     ${p.churn_rps!.toFixed(0).padStart(8)} ${m.churn_rps!.toFixed(0).padStart(9)}   ×${(m.churn_rps! / p.churn_rps!).toFixed(2)} rps (p50 ${p.churn_p50_ms!.toFixed(1)} → ${m.churn_p50_ms!.toFixed(1)} ms)`);
     console.log(`bulk (iperf3)        ${p.iperf_gbps!.toFixed(2).padStart(8)} ${m.iperf_gbps!.toFixed(2).padStart(9)}   ×${(m.iperf_gbps! / p.iperf_gbps!).toFixed(2)} Gbit/s`);
     console.log(`ztunnels: ${m.ztunnel_cpu_cores!.toFixed(2)} cores busy during the meshed phase (both), max RSS ${m.ztunnel_rss_mb!.toFixed(0)} MB`);
     // Pods enrolled at sandbox creation: every connection of the meshed phase is captured. (Before

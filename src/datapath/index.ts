@@ -13,6 +13,7 @@ export {
   DELIVERY_TABLE,
   type InNetnsSocketOptions,
   netnsCookie,
+  NetnsSockets,
   setDeliveryRouting,
   socketInNetns,
 } from './netns.ts';

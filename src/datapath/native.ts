@@ -85,6 +85,8 @@ export interface Native {
   netnsCookie(netnsPath: string): bigint;
   socketCookie(fd: number): bigint;
   localPort(fd: number): number;
+  netnsSocketBatch(netnsPath: string, family: 4 | 6, count: number): number[];
+  configureSocket(fd: number, opts: NetnsSocketOptions): number;
   netnsDeliveryRouting(
     netnsPath: string,
     opts: { mark: number; table: number; priority: number; enable: boolean; families: (4 | 6)[] },

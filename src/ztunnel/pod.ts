@@ -3,7 +3,7 @@
 // steers connections from outside the pod). Sockets are made inside the pod's netns on a native
 // thread, marked so the datapath never captures them, and adopted by Node.
 import net from 'node:net';
-import { boundPort, closeFd, DELIVERY_MARK, socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
+import { boundPort, closeFd, DELIVERY_MARK, NetnsSockets, socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
 import type { HboneServer } from './hbone/index.ts';
 import type { Workload } from '../xds/index.ts';
 
@@ -26,6 +26,8 @@ export class PodProxy {
   private readonly servers: net.Server[] = [];
   private hbone: HboneServer | undefined;
   private readonly maps: ZtunnelMaps;
+  /** Fresh sockets of the pod's netns, for the connections ztunnel opens from or into it. */
+  private readonly sockets: NetnsSockets;
 
   constructor(opts: {
     uid: string;
@@ -43,6 +45,7 @@ export class PodProxy {
     this.maps = opts.maps;
     this.provisional = opts.provisional;
     this.transparent = opts.transparent ?? false;
+    this.sockets = new NetnsSockets(opts.netnsPath);
   }
 
   /** Opens the three listeners and registers the inbound ones with the datapath. */
@@ -67,7 +70,7 @@ export class PodProxy {
 
   /** A socket inside the pod's netns, marked, for connecting out from the pod (HBONE or passthrough). */
   dialSocket(family: 4 | 6, bindHost?: string): number {
-    return socketInNetns(this.netnsPath, { family, mark: ZTUNNEL_MARK, ...(bindHost ? { host: bindHost } : {}) });
+    return this.sockets.socket({ family, mark: ZTUNNEL_MARK, ...(bindHost ? { host: bindHost } : {}) });
   }
 
   /**
@@ -77,7 +80,7 @@ export class PodProxy {
    */
   deliverySocket(client: string, dst: { ip: string; port: number }): { fd: number; forget: () => void } {
     const family = net.isIPv6(client) ? 6 : 4;
-    const fd = socketInNetns(this.netnsPath, { family, host: client, transparent: true, mark: DELIVERY_MARK });
+    const fd = this.sockets.socket({ family, host: client, transparent: true, mark: DELIVERY_MARK });
     try {
       const forget = this.maps.expectDelivery({ ip: client, port: boundPort(fd) }, dst);
       return { fd, forget };
@@ -92,5 +95,6 @@ export class PodProxy {
     this.maps.unregisterSocket(this.netnsCookie, 'hbone');
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
     await this.hbone?.close();
+    this.sockets.close();
   }
 }

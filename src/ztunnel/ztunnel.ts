@@ -109,6 +109,12 @@ export class Ztunnel {
       this.flowsLost++;
       return;
     }
+    // Records of one event-loop turn (all the I/O callbacks of a poll) go out in one write
+    // (writev), not one syscall each.
+    if (!sock.writableCorked) {
+      sock.cork();
+      setImmediate(() => sock.uncork());
+    }
     if (this.flowsLost > 0) {
       sock.write(`${JSON.stringify({ type: 'lost', count: this.flowsLost } satisfies ZdsReport)}\n`);
       this.flowsLost = 0;
@@ -463,5 +469,6 @@ export class Ztunnel {
     for (const uid of [...this.pods.keys()]) await this.removePod(uid);
     await this.config?.close();
     this.maps.close();
+    await this.telemetry.accessLog?.flush(); // the access log is buffered (see AccessLog)
   }
 }
