@@ -1,5 +1,6 @@
 // ztunnel's view of the mesh, fed by the config stream: workloads by address and by pod UID,
 // services by VIP, and which workloads back each service.
+import { isIPv4 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { type CompiledPolicies, compilePolicies } from '../authz/index.ts';
 import { type Authorization, AUTHORIZATION, type Service, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
@@ -7,13 +8,17 @@ import { type Authorization, AUTHORIZATION, type Service, SERVICE, WORKLOAD, typ
 export type MeshTypes = { [WORKLOAD]: Workload; [SERVICE]: Service; [AUTHORIZATION]: Authorization };
 
 export function ipText(b: Uint8Array): string {
-  return b.length === 4 || b.length === 16 ? ipaddr.fromByteArray([...b]).toString() : '';
+  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  return b.length === 16 ? ipaddr.fromByteArray([...b]).toString() : '';
 }
 
 /** Canonical text for an address, so that "::ffff:10.0.0.1" and "10.0.0.1" meet. */
 export function canonicalIp(ip: string): string {
-  const a = ipaddr.process(ip);
-  return a.toString();
+  // The common cases skip ipaddr.js (it ran on every connection): a dotted quad as Node's sockets
+  // report it, bare or v4-mapped.
+  const v4 = ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+  if (isIPv4(v4) && !/(^|\.)0\d/.test(v4)) return v4;
+  return ipaddr.process(ip).toString();
 }
 
 export interface Destination {

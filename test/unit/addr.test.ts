@@ -14,6 +14,15 @@ test('IPv4 addresses are stored v4-mapped and format back as dotted quads', (t) 
   t.is(rawAddress('10.1.2.3').toString('hex'), '0a010203');
 });
 
+test('the IPv4 fast path agrees with the general one on edge values', (t) => {
+  for (const ip of ['0.0.0.0', '255.255.255.255', '127.0.0.6', '192.168.100.1', '1.22.203.4']) {
+    t.is(formatMeshAddress(meshAddress(ip)), ip);
+    t.deepEqual([...rawAddress(ip)], ip.split('.').map(Number));
+    t.is(meshAddress(ip).toString('hex'), meshAddress(`::ffff:${ip}`).toString('hex'), `${ip} v4-mapped`);
+  }
+  t.is(formatMeshAddress(meshAddress('::ffff:10.0.0.1')), '10.0.0.1');
+});
+
 test('IPv6 addresses round-trip in RFC 5952 form', (t) => {
   t.is(formatMeshAddress(meshAddress('fd00:101:0:0::2')), 'fd00:101::2');
   t.is(formatMeshAddress(meshAddress('::1')), '::1');
