@@ -6,6 +6,10 @@
 // eth0; inside the pod's netns we make them local instead, without conntrack:
 //   - net.ipv4.tcp_fwmark_accept=1: an accepted socket takes the mark of the SYN that made it, so
 //     the app's socket for a delivered connection carries ztunnel's delivery mark;
+//   - net.ipv4/ipv6.fwmark_reflect=1: what the kernel answers on no socket's behalf (a RST from a
+//     port nothing listens on) takes the mark of the packet it answers, so ztunnel gets its
+//     ECONNREFUSED at once instead of the RST leaving for the real client (measured: refused in
+//     0 ms with it, a SYN retried until timeout without);
 //   - a rule "fwmark <mark> lookup <table>" and, in that table, "local default dev lo": packets
 //     with the mark (ztunnel's SYN and every reply of the app) are delivered locally, to ztunnel's
 //     transparent socket.
@@ -110,6 +114,17 @@ int Sysctl(const char* path, const char* value, NativeError* err) {
   return 0;
 }
 
+int Apply(const RoutingSpec& s, NativeError* err);
+
+// Enabling failed part-way: take back what was applied, so that nothing is left that the agent
+// does not know about (it records the pod as not transparent).
+void RollBack(const RoutingSpec& s) {
+  RoutingSpec off = s;
+  off.enable = false;
+  NativeError ignored;
+  Apply(off, &ignored);
+}
+
 int Apply(const RoutingSpec& s, NativeError* err) {
   mnl_socket* nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
   if (!nl) {
@@ -140,10 +155,21 @@ int Apply(const RoutingSpec& s, NativeError* err) {
     }
   }
   mnl_socket_close(nl);
-  if (rc < 0) return rc;
-  // Disabling leaves tcp_fwmark_accept alone: with the rule gone it changes nothing, and the app
-  // may have wanted it for its own reasons.
-  if (s.enable) return Sysctl("/proc/sys/net/ipv4/tcp_fwmark_accept", "1", err);
+  if (rc < 0) {
+    if (s.enable) RollBack(s);
+    return rc;
+  }
+  // Disabling leaves the sysctls alone: with the rule gone they change nothing, and the app may
+  // have wanted them for its own reasons.
+  if (!s.enable) return 0;
+  bool v6 = false;
+  for (int f : s.families) v6 |= f == AF_INET6;
+  if (Sysctl("/proc/sys/net/ipv4/tcp_fwmark_accept", "1", err) < 0 ||
+      Sysctl("/proc/sys/net/ipv4/fwmark_reflect", "1", err) < 0 ||
+      (v6 && Sysctl("/proc/sys/net/ipv6/fwmark_reflect", "1", err) < 0)) {
+    RollBack(s);
+    return -1;
+  }
   return 0;
 }
 

@@ -188,7 +188,13 @@ Napi::Value NetnsSocketBatch(const Napi::CallbackInfo& info) {
 Napi::Value ConfigureSocketJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info, 0, "fd");
-  SocketSpec s = ParseSpec(env, info.Length() > 1 ? info[1] : env.Undefined());
+  SocketSpec s;
+  try {
+    s = ParseSpec(env, info.Length() > 1 ? info[1] : env.Undefined());
+  } catch (...) {
+    close(fd);
+    throw;
+  }
   NativeError err;
   if (ConfigureSocket(fd, s, &err) < 0) throw MakeError(env, err);
   return Napi::Number::New(env, fd);

@@ -302,14 +302,9 @@ export class Enrolment {
     const key = layout.u64Key(p.netnsCookie);
     m.mesh_pods.delete(key); // capture stops here; the rest is cleanup
     this.dp.detachPod(p.netnsCookie);
-    const path = this.paths.get(uid);
-    if (p.transparent && path && existsSync(path)) {
-      try {
-        setDeliveryRouting(path, { enable: false, families: p.addresses.map((a) => (a.includes(':') ? 6 : 4)) });
-      } catch (e) {
-        log.warn({ uid, err: (e as Error).message }, 'could not remove delivery routing');
-      }
-    }
+    // The delivery routing stays in the pod: it only concerns packets with ztunnel's delivery
+    // mark, and connections ztunnel delivered before the pod left keep their replies coming back
+    // to it (removing it would strand them). Re-enrolling finds it in place.
     for (const a of p.addresses) {
       const owner = m.mesh_pod_addrs.get(meshAddress(a));
       if (owner?.equals(key)) m.mesh_pod_addrs.delete(meshAddress(a));

@@ -77,15 +77,16 @@ export class NetnsSockets {
     if (this.closed) throw new DatapathError('MESH_ERR_NETNS', `sockets of ${this.netnsPath} were closed`);
     const family = familyOf(opts);
     const n = native();
-    let fd = this.spare[family].pop();
     try {
+      const options = nativeOptions(opts); // before taking a socket: it throws on a bad address
+      let fd = this.spare[family].pop();
       if (fd === undefined) {
         this.batch[family] = Math.min(NetnsSockets.MAX_BATCH, this.batch[family] * 2);
         const made = n.netnsSocketBatch(this.netnsPath, family, this.batch[family]);
         fd = made.pop()!;
         this.spare[family].push(...made);
       }
-      return n.configureSocket(fd, nativeOptions(opts)); // closes fd if it fails
+      return n.configureSocket(fd, options); // closes fd if it fails
     } catch (e) {
       throw socketError(this.netnsPath, opts, e);
     }

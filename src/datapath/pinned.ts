@@ -1,5 +1,6 @@
 // The maps ztunnel uses, opened by their pins: ztunnel never loads programs, so it can restart (or
 // run a different build) without touching the datapath the agent owns.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { meshAddress } from './addr.ts';
 import { BpfMap } from './datapath.ts';
@@ -36,13 +37,20 @@ export function openPinnedMap(path: string): BpfMap {
 export class ZtunnelMaps {
   private readonly socks: BpfMap;
   private readonly origDst: BpfMap;
-  private readonly deliveries: BpfMap;
+  /** Absent when the agent's datapath predates it: ztunnel then delivers from 127.0.0.6. */
+  private readonly deliveries: BpfMap | undefined;
   private static readonly ONE = Buffer.from([1]);
 
   constructor(bpffsDir: string) {
     this.socks = openPinnedMap(join(bpffsDir, 'maps', 'mesh_socks'));
     this.origDst = openPinnedMap(join(bpffsDir, 'maps', 'mesh_orig_dst'));
-    this.deliveries = openPinnedMap(join(bpffsDir, 'maps', 'mesh_deliveries'));
+    const deliveries = join(bpffsDir, 'maps', 'mesh_deliveries');
+    this.deliveries = existsSync(deliveries) ? openPinnedMap(deliveries) : undefined;
+  }
+
+  /** Whether the datapath can pass ztunnel's deliveries from a client's address (see below). */
+  get canDeliverFromClient(): boolean {
+    return this.deliveries !== undefined;
   }
 
   /**
@@ -51,10 +59,19 @@ export class ZtunnelMaps {
    * the function that forgets it again (call it once the handshake is over, or failed).
    */
   expectDelivery(src: { ip: string; port: number }, dst: { ip: string; port: number }): () => void {
+    const map = this.deliveries;
+    if (!map) throw new DatapathError('MESH_ERR_STATE', 'the datapath has no mesh_deliveries map (an older agent): deliveries come from 127.0.0.6');
     const key = encodeDeliveryKey(meshAddress(src.ip), src.port, meshAddress(dst.ip), dst.port);
-    this.deliveries.set(key, ZtunnelMaps.ONE);
+    map.set(key, ZtunnelMaps.ONE);
+    let forgotten = false;
     return () => {
-      this.deliveries.delete(key);
+      if (forgotten) return;
+      forgotten = true;
+      try {
+        map.delete(key);
+      } catch {
+        // The maps were closed (ztunnel stopping); the LRU map ages the entry out.
+      }
     };
   }
 
@@ -82,6 +99,6 @@ export class ZtunnelMaps {
   close(): void {
     this.socks.close();
     this.origDst.close();
-    this.deliveries.close();
+    this.deliveries?.close();
   }
 }

@@ -44,7 +44,7 @@ export class PodProxy {
     this.addresses = opts.addresses;
     this.maps = opts.maps;
     this.provisional = opts.provisional;
-    this.transparent = opts.transparent ?? false;
+    this.transparent = (opts.transparent ?? false) && opts.maps.canDeliverFromClient;
     this.sockets = new NetnsSockets(opts.netnsPath);
   }
 
@@ -78,9 +78,17 @@ export class PodProxy {
    * delivery mark that the pod's routing sends back to lo, and the sk_lookup exemption for the
    * tuple it will use. Call `forget` once the handshake is over or has failed.
    */
-  deliverySocket(client: string, dst: { ip: string; port: number }): { fd: number; forget: () => void } {
+  deliverySocket(client: string, dst: { ip: string; port: number }, avoidPort?: number): { fd: number; forget: () => void } {
     const family = net.isIPv6(client) ? 6 : 4;
-    const fd = this.sockets.socket({ family, host: client, transparent: true, mark: DELIVERY_MARK });
+    let fd = this.sockets.socket({ family, host: client, transparent: true, mark: DELIVERY_MARK });
+    // A plaintext client's own connection sits in this netns as client:port ↔ pod:appPort; a
+    // delivery from that same client:port would collide with it (its SYN would land on ztunnel's
+    // accepted socket). The kernel may pick that port; take another.
+    if (avoidPort !== undefined && boundPort(fd) === avoidPort) {
+      const again = this.sockets.socket({ family, host: client, transparent: true, mark: DELIVERY_MARK });
+      closeFd(fd);
+      fd = again;
+    }
     try {
       const forget = this.maps.expectDelivery({ ip: client, port: boundPort(fd) }, dst);
       return { fd, forget };

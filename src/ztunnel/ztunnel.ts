@@ -21,6 +21,8 @@ const log = logger('ztunnel');
 const ZTUNNEL_PORTS = new Set([15001, 15006, 15008]);
 /** Flow records wait in the ZDS socket's buffer up to this much; beyond it they are counted lost. */
 const FLOW_BACKLOG_BYTES = 4 << 20;
+/** How long ztunnel waits for the application to accept a connection it delivers. */
+const DELIVERY_TIMEOUT_MS = 10_000;
 
 export interface ZtunnelConfig {
   nodeName: string;
@@ -163,7 +165,7 @@ export class Ztunnel {
     log.debug({ uid: p.uid, netns: p.netnsPath }, 'ZDS add');
     const existing = this.pods.get(p.uid);
     if (existing && existing.proxy.netnsCookie === BigInt(p.netnsCookie)) {
-      existing.proxy.transparent = p.transparent ?? false;
+      existing.proxy.transparent = (p.transparent ?? false) && this.maps.canDeliverFromClient;
       return;
     }
     if (existing) await this.removePod(p.uid);
@@ -335,13 +337,13 @@ export class Ztunnel {
    * routing (the app sees who called it, as without the mesh); otherwise, or for a client of the
    * other address family, from 127.0.0.6 (::1), which sk_lookup leaves alone.
    */
-  private deliver(pod: PodProxy, ip: string, port: number, client: string): Promise<net.Socket> {
+  private deliver(pod: PodProxy, ip: string, port: number, client: string, clientPort?: number): Promise<net.Socket> {
     const v6 = net.isIPv6(ip);
     let fd: number | undefined;
     let forget: (() => void) | undefined;
     if (pod.transparent && net.isIP(client) && net.isIPv6(client) === v6) {
       try {
-        ({ fd, forget } = pod.deliverySocket(client, { ip, port }));
+        ({ fd, forget } = pod.deliverySocket(client, { ip, port }, clientPort));
       } catch (e) {
         log.warn({ pod: pod.uid, client, err: (e as Error).message }, 'cannot deliver from the client\'s address; using 127.0.0.6');
       }
@@ -349,13 +351,18 @@ export class Ztunnel {
     fd ??= pod.dialSocket(v6 ? 6 : 4, v6 ? '::1' : '127.0.0.6');
     const sock = new net.Socket({ fd, readable: true, writable: true });
     sock.setNoDelay(true); // what we relay was already segmented by the client; Nagle only delays it
+    // The tuple stays named until the socket closes: while it exists (and in TIME_WAIT) the kernel
+    // matches the tuple to it before sk_lookup runs, so nothing from outside can use the name, and
+    // a handshake that ends late (SYN cookies) still finds it.
+    if (forget) sock.once('close', forget);
     return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => sock.destroy(new Error(`no answer from the application within ${DELIVERY_TIMEOUT_MS} ms`)), DELIVERY_TIMEOUT_MS);
       sock.once('connect', () => {
-        forget?.();
+        clearTimeout(timer);
         resolve(sock);
       });
       sock.once('error', (e) => {
-        forget?.();
+        clearTimeout(timer);
         reject(e);
       });
       sock.connect({ host: ip, port });
@@ -440,7 +447,7 @@ export class Ztunnel {
       return;
     }
     try {
-      const upstream = await this.deliver(pod, dstIp, dstPort, srcIp);
+      const upstream = await this.deliver(pod, dstIp, dstPort, srcIp, conn.remotePort);
       const done = this.track(tracked, conn, upstream, { direction: 'inbound', src: srcIp, dst: `${dstIp}:${dstPort}`, pod: pod.uid });
       const key = {};
       this.authorized.set(key, {

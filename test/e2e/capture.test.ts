@@ -12,6 +12,7 @@ import {
   DELIVERY_MARK,
   DELIVERY_TABLE,
   netnsCookie,
+  setDeliveryRouting,
   socketInNetns,
   ZtunnelMaps,
 } from '../../src/datapath/index.ts';
@@ -192,6 +193,8 @@ test("delivery from the client's address: the app sees its caller, replies come 
   const ip = (...args: string[]) => execFileSync('nsenter', [`--net=${s.server.netnsPath}`, 'ip', ...args], { encoding: 'utf8' });
   t.regex(ip('rule'), new RegExp(`fwmark 0x${DELIVERY_MARK.toString(16)} lookup ${DELIVERY_TABLE}`));
   t.regex(ip('route', 'show', 'table', String(DELIVERY_TABLE)), /^local default dev lo/m);
+  const sysctl = (k: string) => execFileSync('nsenter', [`--net=${s.server.netnsPath}`, 'cat', `/proc/sys/net/${k}`], { encoding: 'utf8' }).trim();
+  t.deepEqual(['ipv4/tcp_fwmark_accept', 'ipv4/fwmark_reflect', 'ipv6/fwmark_reflect'].map(sysctl), ['1', '1', '1']);
   const z = await startStandin(s.bpffs, s.server, pod.netnsCookie, { outbound: false });
   z.register();
   const maps = new ZtunnelMaps(s.bpffs);
@@ -215,10 +218,20 @@ test("delivery from the client's address: the app sees its caller, replies come 
     t.like(events.find((e) => e.sport === named.port), { kind: 'PASSED', reason: 'ztunnel-delivery' });
     t.like(events.find((e) => e.sport === unnamed.port), { kind: 'STEERED', newPort: 15006 }, `${client}: an unnamed tuple is steered to ztunnel`);
   }
-  t.is(s.dp.maps.mesh_deliveries.keys().length, 0, 'named tuples are forgotten after the handshake');
+  // Nothing listens on 9999: the kernel's RST carries the SYN's mark back to ztunnel at once
+  // (fwmark_reflect) instead of leaving for the real client while ztunnel retries its SYN.
+  const t0 = Date.now();
+  const closed = await deliverFrom(maps, s.server, s.client.ip4, { ip: s.server.ip4, port: 9999 }, true);
+  t.regex(closed.error ?? '', /ECONNREFUSED/, `a closed port is refused (${closed.error})`);
+  t.true(Date.now() - t0 < 1000, `and refused at once (${Date.now() - t0} ms)`);
+  t.is(s.dp.maps.mesh_deliveries.keys().length, 0, 'named tuples are forgotten once their sockets close');
 
+  // Unenrolment leaves the routing: connections delivered before keep their replies.
   s.en.unenrol(s.server.uid);
-  t.notRegex(ip('rule'), /lookup 1338/, 'unenrolment removes the rule');
+  t.regex(ip('rule'), /lookup 1338/, 'unenrolment leaves the rule');
+  setDeliveryRouting(s.server.netnsPath, { enable: false, families: [4, 6] });
+  setDeliveryRouting(s.server.netnsPath, { enable: false, families: [4, 6] });
+  t.notRegex(ip('rule'), /lookup 1338/, 'removal takes the rule (twice is fine)');
   t.is(ip('route', 'show', 'table', String(DELIVERY_TABLE)).trim(), '', 'and the route');
 });
 

@@ -151,6 +151,16 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
   const neighbourIp = await podIp('shop', 'neighbour');
   for (const r of local) t.is(seen(r), neighbourIp, `${r.url} on one node: the app sees the client's pod IP`);
 
+  // Nothing listens on 9999 in web: the destination ztunnel is refused at once and answers 503,
+  // and the client's connection is reset rather than left hanging until its timeout.
+  const [closedPort] = await runClient(mesh, 'shop', 'closed-port', 'node2', [`http://${webIp}:9999/`], { ONCE: '1' });
+  t.truthy(closedPort?.error, 'a closed port is an error for the client');
+  t.not(closedPort?.error, 'timeout', 'and a quick one, not a hang');
+  const refusal = /connect ECONNREFUSED [\d.]+:9999/;
+  await waitFor('the destination to log the refusal', () => (refusal.test(mesh.logs.get('ztunnel-node1') ?? '') ? true : undefined), 5000).catch((e: Error) => {
+    throw new Error(`${e.message}: ${(mesh.logs.get('ztunnel-node1') ?? '').split('\n').filter((l) => l.includes('9999')).join('\n')}`);
+  });
+
   // Metrics: the destination ztunnel reports the connections with Istio's names and labels.
   const metrics = await (await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node1', 'metrics')}/metrics`)).text();
   const opened = metrics.split('\n').filter((l) => l.startsWith('istio_tcp_connections_opened_total{') && l.includes('reporter="destination"') && l.includes('destination_workload="web"'));
