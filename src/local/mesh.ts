@@ -45,6 +45,9 @@ export class LocalMesh {
   readonly processes = new Map<string, ChildProcess>();
   /** Recent output of each component ("agent-node1", "ztunnel-node2"); also in logs/mesh/. */
   readonly logs = new Map<string, string>();
+  /** What each component reported at start (ztunnel: its ports; agent: its flows API address),
+   * kept apart from the log, whose in-memory tail a busy ztunnel's access log soon pushes out. */
+  private readonly reported = new Map<string, Record<string, unknown>>();
   private readonly nodePods = new Map<string, k8s.V1Pod>();
   private readonly bpffsRoot: string;
   private readonly opts: LocalMeshOptions;
@@ -194,6 +197,12 @@ export class LocalMesh {
     const ready = kind === 'agent' ? 'subscribed to the config stream' : 'admin, metrics and readiness listening';
     await waitFor(key, () => (this.logs.get(key)!.includes(ready) || child.exitCode !== null ? true : undefined), 30_000).catch(() => undefined);
     if (!this.logs.get(key)!.includes(ready)) throw new Error(`${key} did not start (log: ${file}): ${this.logs.get(key)!.slice(-2000)}`);
+    this.reported.set(
+      key,
+      kind === 'ztunnel'
+        ? { admin: this.logField(key, ready, 'admin'), metrics: this.logField(key, ready, 'metrics'), readiness: this.logField(key, ready, 'readiness') }
+        : { observer: this.logField(key, 'flows API listening', 'observer') },
+    );
     this.writeEndpoints();
     return child;
   }
@@ -211,7 +220,7 @@ export class LocalMesh {
 
   /** A ztunnel's admin, metrics or readiness port, from its log. */
   ztunnelPort(node: string, which: 'admin' | 'metrics' | 'readiness'): number {
-    const port = this.logField(`ztunnel-${node}`, 'admin, metrics and readiness listening', which);
+    const port = this.reported.get(`ztunnel-${node}`)?.[which];
     if (typeof port !== 'number' || !port) throw new Error(`ztunnel on ${node} has not reported its ${which} port`);
     return port;
   }
@@ -221,9 +230,9 @@ export class LocalMesh {
     const c = this.controller;
     const e: MeshEndpoints = { relay: `127.0.0.1:${c.relayPort}`, xds: `127.0.0.1:${c.xdsPort}`, nodes: {} };
     for (const node of this.nodes) {
-      const admin = this.logField(`ztunnel-${node}`, 'admin, metrics and readiness listening', 'admin');
-      const metrics = this.logField(`ztunnel-${node}`, 'admin, metrics and readiness listening', 'metrics');
-      const observer = this.logField(`agent-${node}`, 'flows API listening', 'observer');
+      const admin = this.reported.get(`ztunnel-${node}`)?.admin;
+      const metrics = this.reported.get(`ztunnel-${node}`)?.metrics;
+      const observer = this.reported.get(`agent-${node}`)?.observer ?? this.logField(`agent-${node}`, 'flows API listening', 'observer');
       e.nodes[node] = {
         ztunnelAdmin: admin ? `127.0.0.1:${String(admin)}` : '',
         ...(metrics ? { ztunnelMetrics: `127.0.0.1:${String(metrics)}` } : {}),

@@ -1,6 +1,7 @@
 // Entry point of the ztunnel process: `node src/ztunnel/main.ts` (the DaemonSet's ztunnel container).
 // It shares the agent's settings (MESH_NODE_NAME, MESH_CONTROLLER, …) and its bpffs directory.
 import { readFileSync } from 'node:fs';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import { logger } from '../common/log.ts';
 import { tokenFile } from '../identity/index.ts';
 import { loadAgentConfig } from '../agent/config.ts';
@@ -30,10 +31,14 @@ async function main(): Promise<void> {
     },
     policyFromState,
   );
+  // The process's own health next to Istio's series: resident memory, heap, event-loop lag, GC
+  // pauses and CPU (prom-client's default metrics: process_*, nodejs_*).
+  const processMetrics = new Registry();
+  collectDefaultMetrics({ register: processMetrics });
   const port = (name: string, dflt: number) => (process.env[name] !== undefined && process.env[name] !== '' ? Number(process.env[name]) : dflt);
   const servers = await startZtunnelServers({
     admin: { port: port('MESH_ADMIN_PORT', 15000), configDump: () => z.configDump(), logLevels: new LogLevels().register('ztunnel', log) },
-    metrics: { port: port('MESH_METRICS_PORT', 15020), registries: [z.telemetry.metrics.registry] },
+    metrics: { port: port('MESH_METRICS_PORT', 15020), registries: [z.telemetry.metrics.registry, processMetrics] },
     readiness: { port: port('MESH_READINESS_PORT', 15021), ready: () => z.readiness() },
   });
   log.info({ admin: servers.admin.port, metrics: servers.metrics.port, readiness: servers.readiness.port }, 'admin, metrics and readiness listening');

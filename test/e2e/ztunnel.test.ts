@@ -166,6 +166,8 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
   const opened = metrics.split('\n').filter((l) => l.startsWith('istio_tcp_connections_opened_total{') && l.includes('reporter="destination"') && l.includes('destination_workload="web"'));
   t.true(opened.some((l) => l.includes('connection_security_policy="mutual_tls"') && l.includes('source_principal="spiffe://cluster.local/ns/shop/sa/default"')), opened.join('\n'));
   t.regex(metrics, /istio_tcp_received_bytes_total\{[^}]*destination_workload="web"[^}]*\} [1-9]\d{6,}/, 'at least the 1 MB bodies were counted');
+  t.regex(metrics, /^process_resident_memory_bytes [1-9]\d+$/m, "the process's own health is there too (prom-client default metrics)");
+  t.regex(metrics, /^nodejs_eventloop_lag_p99_seconds /m);
   const ready = await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node1', 'readiness')}/healthz/ready`);
   t.is(ready.status, 200);
 
