@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <string>
 
 namespace mesh {
@@ -61,6 +62,10 @@ inline Napi::Buffer<uint8_t> ArgBuffer(const Napi::CallbackInfo& info, size_t i,
     throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a Buffer");
   return info[i].As<Napi::Buffer<uint8_t>>();
 }
+
+// Runs fn on a fresh native thread that has entered the netns at path (only that thread moves);
+// returns fn's result, or -1 with err set when the netns cannot be entered (addon/netns.cc).
+int InNetns(const std::string& path, const std::function<int(NativeError*)>& fn, NativeError* err);
 
 void InitBpf(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);

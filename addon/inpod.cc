@@ -20,12 +20,10 @@
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <ctime>
-#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -173,26 +171,6 @@ int Apply(const RoutingSpec& s, NativeError* err) {
   return 0;
 }
 
-// Runs fn on a fresh thread inside the netns at path (as netns.cc's sockets do).
-int InNetnsThread(const std::string& path, const RoutingSpec& s, NativeError* err) {
-  int nsfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (nsfd < 0) {
-    *err = {errno, "open(" + path + ")", "is the network namespace path right, and does it still exist?"};
-    return -1;
-  }
-  int result = -1;
-  std::thread t([&] {
-    if (setns(nsfd, CLONE_NEWNET) < 0) {
-      *err = {errno, "setns(" + path + ")", "entering a network namespace needs CAP_SYS_ADMIN"};
-      return;
-    }
-    result = Apply(s, err);
-  });
-  t.join();
-  close(nsfd);
-  return result;
-}
-
 // netnsDeliveryRouting(netnsPath, {mark, table, priority, enable, families: [4|6...]})
 Napi::Value NetnsDeliveryRouting(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -208,7 +186,7 @@ Napi::Value NetnsDeliveryRouting(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < fams.Length(); i++)
     s.families.push_back(fams.Get(i).As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET);
   NativeError err;
-  if (InNetnsThread(path, s, &err) < 0) throw MakeError(env, err);
+  if (InNetns(path, [&](NativeError* e) { return Apply(s, e); }, &err) < 0) throw MakeError(env, err);
   return env.Undefined();
 }
 

@@ -27,9 +27,8 @@
 #endif
 
 namespace mesh {
-namespace {
 
-// Runs fn on a fresh thread that has entered the netns at path. Returns fn's result or -errno.
+// See common.h: fn on a fresh thread that has entered the netns at path.
 int InNetns(const std::string& path, const std::function<int(NativeError*)>& fn, NativeError* err) {
   int nsfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (nsfd < 0) {
@@ -48,6 +47,8 @@ int InNetns(const std::string& path, const std::function<int(NativeError*)>& fn,
   close(nsfd);
   return result;
 }
+
+namespace {
 
 struct SocketSpec {
   int family = AF_INET;

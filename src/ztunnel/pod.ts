@@ -80,17 +80,20 @@ export class PodProxy {
    */
   deliverySocket(client: string, dst: { ip: string; port: number }, avoidPort?: number): { fd: number; forget: () => void } {
     const family = net.isIPv6(client) ? 6 : 4;
-    let fd = this.sockets.socket({ family, host: client, transparent: true, mark: DELIVERY_MARK });
+    const spec = { family, host: client, transparent: true, mark: DELIVERY_MARK } as const;
+    let fd = this.sockets.socket(spec);
+    let port = boundPort(fd);
     // A plaintext client's own connection sits in this netns as client:port ↔ pod:appPort; a
     // delivery from that same client:port would collide with it (its SYN would land on ztunnel's
     // accepted socket). The kernel may pick that port; take another.
-    if (avoidPort !== undefined && boundPort(fd) === avoidPort) {
-      const again = this.sockets.socket({ family, host: client, transparent: true, mark: DELIVERY_MARK });
+    if (port === avoidPort) {
+      const again = this.sockets.socket(spec);
       closeFd(fd);
       fd = again;
+      port = boundPort(fd);
     }
     try {
-      const forget = this.maps.expectDelivery({ ip: client, port: boundPort(fd) }, dst);
+      const forget = this.maps.expectDelivery({ ip: client, port }, dst);
       return { fd, forget };
     } catch (e) {
       closeFd(fd);

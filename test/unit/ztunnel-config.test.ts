@@ -469,6 +469,12 @@ test('completion zsh and fish: scripts for every command; unknown shells are usa
     const check = await run(shell, ['-n', join(dir, 'script')]);
     if (check.code !== 127 && check.code !== -1) t.is(check.code, 0, `${shell} -n: ${check.stderr}`);
   }
+  // zsh walks the words before the cursor with the same function as bash: drive it in zsh too.
+  const zdir = mkdtempSync(join(tmpdir(), 'meshctl-completion-'));
+  t.teardown(() => rmSync(zdir, { recursive: true, force: true }));
+  writeFileSync(join(zdir, 'meshctl.zsh'), zsh.stdout);
+  const walked = await run('zsh', ['-c', `compdef() { :; }; source ${join(zdir, 'meshctl.zsh')}; cmd=meshctl; skip=0; _meshctl_walk zc workloads --node n1 -o; echo "$cmd|$skip"`]);
+  if (walked.code !== 127) t.is(walked.stdout.trim(), 'meshctl ztunnel-config workloads|1', walked.stderr);
   t.is((await meshctl('completion', 'powershell')).code, EXIT_USAGE);
 });
 
