@@ -46,7 +46,9 @@ export type DecisionKind =
   /** ALLOW policies apply and none matched. */
   | 'no-allow-matched'
   /** A policy that applies could not be compiled, or an address could not be parsed: fail closed. */
-  | 'invalid';
+  | 'invalid'
+  /** The workload lists a policy the set does not hold (not arrived yet): fail closed. */
+  | 'missing-policy';
 
 export interface Decision {
   allowed: boolean;
@@ -57,8 +59,8 @@ export interface Decision {
   kind: DecisionKind;
   /** Set when dry-run policies apply and would have changed the outcome: what it would be. */
   dryRun?: { allowed: boolean; policy?: string; reason: string };
-  /** Keys the workload lists that the set does not hold (skipped, as ztunnel does; usually a
-   * policy the control plane has not sent yet or just removed). */
+  /** Keys the workload lists that the set does not hold (usually a policy the control plane has
+   * not sent yet or just removed). Unlike ztunnel, which skips them, the connection is denied. */
   missing?: string[];
 }
 
@@ -191,7 +193,18 @@ export function evaluate(conn: ConnectionInfo, policies: CompiledPolicies | Poli
       ? { allowed: true, kind: 'allow-matched', policy: allowMatch.key, reason: `allowed by ALLOW policy ${allowMatch.key}` }
       : { allowed: false, kind: 'no-allow-matched', reason: notAllowedReason(nsList, set, listed, wl) };
   }
-  if (missing) decision.missing = missing;
+  if (missing) {
+    // A policy the workload lists but the set lacks has not arrived yet (or was just removed): it
+    // may be a DENY or STRICT. ztunnel skips it; we fail closed until the set is consistent.
+    if (decision.allowed) {
+      decision = {
+        allowed: false,
+        kind: 'missing-policy',
+        reason: `${wl.namespace}/${wl.name} is governed by ${missing.join(', ')}, which this ztunnel has not received; denied until it arrives (fail closed)`,
+      };
+    }
+    decision.missing = missing;
+  }
   if (dryDeny || dryAllowCount > 0) {
     const shadow = shadowDecision(decision, deny, dryDeny, allowCount + dryAllowCount, allowMatch, nsList, set, listed, peer, wl);
     if (shadow.allowed !== decision.allowed) decision.dryRun = shadow;

@@ -7,6 +7,8 @@ import type { InboundPolicy } from './ztunnel.ts';
 const log = logger('authz');
 
 export const policyFromState: InboundPolicy = (conn, state) => {
+  // Fail closed in every window: before the policies have arrived, nothing is known to be allowed.
+  if (!state.synced) return 'ztunnel has not yet received its full config (workloads, services and policies) from the controller; refused until it has (fail closed)';
   const d = evaluate(
     { srcIp: conn.srcIp, srcIdentity: conn.srcIdentity, dstWorkload: conn.dst, dstIp: conn.dstIp, dstPort: conn.dstPort },
     state.policies(),

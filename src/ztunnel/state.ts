@@ -38,13 +38,28 @@ export class MeshState {
   private byVip = new Map<string, Service>();
   private backends = new Map<string, Workload[]>();
   private compiled: CompiledPolicies | undefined;
+  /** The types whose full state has arrived at least once (the config stream's "synced"). */
+  private readonly syncedTypes = new Set<keyof MeshTypes>();
 
-  /** Replaces one type's contents and rebuilds the indexes. */
-  replace<T extends keyof MeshTypes>(type: T, entries: Iterable<[string, MeshTypes[T]]>): void {
+  /**
+   * Replaces one type's contents and rebuilds the indexes. `complete`: these entries are the
+   * type's full state (the config stream said so); until every type has been complete once,
+   * `synced` is false and inbound policy fails closed.
+   */
+  replace<T extends keyof MeshTypes>(type: T, entries: Iterable<[string, MeshTypes[T]]>, complete: boolean): void {
     const target = (type === WORKLOAD ? this.workloads : type === SERVICE ? this.services : this.authorizations) as Map<string, MeshTypes[T]>;
     target.clear();
     for (const [k, v] of entries) target.set(k, v);
+    if (complete) this.syncedTypes.add(type);
     this.reindex();
+  }
+
+  /**
+   * Every type has arrived in full. Workloads come before Authorizations on a (re)started
+   * ztunnel: judging a connection in between would skip STRICT and DENY policies not yet here.
+   */
+  get synced(): boolean {
+    return this.syncedTypes.size === 3;
   }
 
   /** The authorizations compiled for evaluation, once per change of the set. */

@@ -86,14 +86,17 @@ export class Ztunnel {
       types: [WORKLOAD, SERVICE, AUTHORIZATION],
       channelOptions: { 'grpc.ssl_target_name_override': cfg.serverName },
     });
-    z.config.on('change', (ev: { type: string }) => {
-      const type = ev.type as keyof MeshTypes;
-      z.state.replace(type, [...z.config!.entries(type)].map(([k, e]) => [k, e.value] as [string, never]));
+    const apply = (type: keyof MeshTypes) => {
+      z.state.replace(type, [...z.config!.entries(type)].map(([k, e]) => [k, e.value] as [string, never]), z.config!.isReady(type));
       if (type === AUTHORIZATION || type === WORKLOAD) z.recheckLive();
-    });
+    };
+    z.config.on('change', (ev: { type: string }) => apply(ev.type as keyof MeshTypes));
+    // 'ready' follows the response that completed a type (which may have changed nothing: no
+    // policies at all); only then is the type complete in the state.
+    z.config.on('ready', (type: string) => apply(type as keyof MeshTypes));
     z.config.start();
     await z.config.ready(30_000);
-    for (const t of [WORKLOAD, SERVICE, AUTHORIZATION] as const) z.state.replace(t, [...z.config.entries(t)].map(([k, e]) => [k, e.value] as [string, never]));
+    for (const t of [WORKLOAD, SERVICE, AUTHORIZATION] as const) z.state.replace(t, [...z.config.entries(t)].map(([k, e]) => [k, e.value] as [string, never]), z.config.isReady(t));
     log.info({ node: cfg.nodeName }, 'ztunnel ready');
     return z;
   }

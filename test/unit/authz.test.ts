@@ -260,10 +260,17 @@ test('scope: a WORKLOAD_SELECTOR policy applies only where the workload lists it
   t.true(judge([sel], conn({ id: web, wl: workload(['shop/only-web']) })).allowed);
 });
 
-test('scope: a listed policy the set lacks is skipped and reported', (t) => {
+test('scope: a workload that lists a policy the set lacks is denied (fail closed) and the policy named', (t) => {
   const d = judge([], conn({ wl: workload(['shop/not-yet-sent']) }));
-  t.true(d.allowed);
+  t.false(d.allowed, 'the missing policy may be a DENY or STRICT that has not arrived yet');
+  t.is(d.kind, 'missing-policy');
+  t.regex(d.reason, /shop\/not-yet-sent.*not received/);
   t.deepEqual(d.missing, ['shop/not-yet-sent']);
+  // A DENY that did arrive still speaks for itself.
+  const deny = policy('deny-all', null, { action: 'DENY', scope: 'WORKLOAD_SELECTOR' });
+  const d2 = judge([{ ...deny, rules: [{ clauses: [] }] }], conn({ wl: workload(['shop/deny-all', 'shop/not-yet-sent']) }));
+  t.false(d2.allowed);
+  t.is(d2.kind, 'deny-matched');
 });
 
 // ---- PeerAuthentication, as the controller compiles it ----------------------------------------------

@@ -1,0 +1,75 @@
+// ztunnel's state and inbound decision in the windows between config updates: before every type
+// has arrived, and while a workload lists a policy that has not.
+import test from 'ava';
+import { spiffeId } from '../../src/identity/index.ts';
+import { type Authorization, AUTHORIZATION, emptyMatch, SERVICE, WORKLOAD, type Workload } from '../../src/xds/index.ts';
+import { policyFromState } from '../../src/ztunnel/policy.ts';
+import { MeshState } from '../../src/ztunnel/state.ts';
+
+function workload(o: Partial<Workload> = {}): Workload {
+  return {
+    uid: 'Kubernetes//v1/Pod/shop/orders-1',
+    name: 'orders-1',
+    namespace: 'shop',
+    addresses: [Uint8Array.of(10, 101, 0, 2)],
+    hostname: '',
+    network: '',
+    trustDomain: 'cluster.local',
+    serviceAccount: 'orders',
+    node: 'node1',
+    tunnelProtocol: 'HBONE',
+    waypoint: null,
+    canonicalName: 'orders',
+    canonicalRevision: 'latest',
+    workloadType: 'POD',
+    workloadName: 'orders',
+    status: 'HEALTHY',
+    services: {},
+    authorizationPolicies: [],
+    clusterId: 'Kubernetes',
+    podUid: 'uid-orders',
+    ...o,
+  };
+}
+
+/** PeerAuthentication STRICT as the controller compiles it: DENY when no principal. */
+const strict: Authorization = {
+  name: 'converted_strict',
+  namespace: 'shop',
+  scope: 'NAMESPACE',
+  action: 'DENY',
+  rules: [{ clauses: [{ matches: [{ ...emptyMatch(), notPrincipals: [{ presence: {} }] }] }] }],
+  dryRun: false,
+  origin: 'PEER_AUTHENTICATION',
+};
+
+const plaintext = (dst: Workload) => ({ srcIp: '10.100.0.9', srcIdentity: undefined, dst, dstIp: '10.101.0.2', dstPort: 8080 });
+const mtls = (dst: Workload) => ({ ...plaintext(dst), srcIdentity: spiffeId('cluster.local', 'shop', 'frontend') });
+
+test('inbound-refused-until-every-type-synced: workloads without the policies deny, then STRICT applies', (t) => {
+  const state = new MeshState();
+  const w = workload();
+  t.false(state.synced);
+  // A restarted ztunnel: Workloads arrive first.
+  state.replace(WORKLOAD, [[w.uid, w]], true);
+  state.replace(SERVICE, [], true);
+  t.false(state.synced, 'Authorizations have not arrived');
+  t.regex(policyFromState(mtls(w), state) ?? '', /not yet received its full config/);
+  t.regex(policyFromState(plaintext(w), state) ?? '', /not yet received its full config/, 'plaintext is not let through while STRICT may still be on its way');
+  // A partial response of a type is not its full state.
+  state.replace(AUTHORIZATION, [['shop/converted_strict', strict]], false);
+  t.false(state.synced);
+  state.replace(AUTHORIZATION, [['shop/converted_strict', strict]], true);
+  t.true(state.synced);
+  t.regex(policyFromState(plaintext(w), state) ?? '', /requires mutual TLS/);
+  t.is(policyFromState(mtls(w), state), undefined, 'mTLS is allowed once everything is here');
+});
+
+test('a workload listing a policy that has not arrived is denied, naming it', (t) => {
+  const state = new MeshState();
+  const w = workload({ authorizationPolicies: ['shop/allow-get'] });
+  state.replace(WORKLOAD, [[w.uid, w]], true);
+  state.replace(SERVICE, [], true);
+  state.replace(AUTHORIZATION, [], true);
+  t.regex(policyFromState(mtls(w), state) ?? '', /shop\/allow-get.*not received/);
+});
