@@ -3,7 +3,7 @@
 import { isIPv4 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { type CompiledPolicies, compilePolicies } from '../authz/index.ts';
-import { type Authorization, AUTHORIZATION, type Service, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
+import { type Authorization, AUTHORIZATION, type GatewayAddress, type Service, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
 
 export type MeshTypes = { [WORKLOAD]: Workload; [SERVICE]: Service; [AUTHORIZATION]: Authorization };
 
@@ -27,6 +27,16 @@ export interface Destination {
   ip: string;
   port: number;
   service: Service | undefined;
+}
+
+/** A waypoint as ztunnel finds it: the Service of its hostname and the identities behind it. */
+export interface WaypointStatus {
+  /** "namespace/hostname", as GatewayAddress.hostname names it. */
+  readonly hostname: string;
+  /** Why it cannot carry traffic, or undefined when it can. */
+  readonly problem: string | undefined;
+  /** The SPIFFE IDs (URIs) of its healthy endpoints: the only peers a workload behind it accepts. */
+  readonly identities: readonly string[];
 }
 
 export class MeshState {
@@ -84,6 +94,21 @@ export class MeshState {
     }
     this.byVip = new Map();
     for (const s of this.services.values()) for (const a of s.addresses) this.byVip.set(ipText(a.address), s);
+  }
+
+  /**
+   * The waypoint a GatewayAddress names, and whether it can carry traffic: its Service is known
+   * and has a healthy endpoint. The controller points users of a missing waypoint at the hostname
+   * its Service would have, so "unknown" is the usual answer for a missing one.
+   */
+  waypoint(addr: GatewayAddress, trustDomain: string): WaypointStatus {
+    const hostname = addr.hostname ?? (addr.address ? ipText(addr.address.address) : '');
+    const svc = addr.hostname ? this.services.get(addr.hostname) : addr.address ? this.byVip.get(ipText(addr.address.address)) : undefined;
+    if (!svc) return { hostname, problem: `waypoint ${hostname} is missing (no such Service)`, identities: [] };
+    const healthy = (this.backends.get(`${svc.namespace}/${svc.hostname}`) ?? []).filter((w) => w.status === 'HEALTHY');
+    if (healthy.length === 0) return { hostname, problem: `waypoint ${hostname} has no ready endpoint`, identities: [] };
+    const ids = [...new Set(healthy.map((w) => `spiffe://${w.trustDomain || trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount || 'default'}`))].sort();
+    return { hostname, problem: undefined, identities: ids };
   }
 
   workloadByIp(ip: string): Workload | undefined {

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { logger } from '../common/log.ts';
 import { ZtunnelMaps } from '../datapath/index.ts';
 import { CertificateClient, formatSpiffeId, SecretManager, type SpiffeId, spiffeId } from '../identity/index.ts';
-import { AUTHORIZATION, ConfigClient, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
+import { AUTHORIZATION, ConfigClient, type GatewayAddress, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
 import type { ZdsAck, ZdsMessage, ZdsPod, ZdsReport } from '../zds/protocol.ts';
 import { HboneDeniedError, HbonePool, HboneServer, type HboneTunnel, splice } from './hbone/index.ts';
 import { PodProxy } from './pod.ts';
@@ -305,6 +305,13 @@ export class Ztunnel {
       sockCookie: orig.sockCookie,
     });
     const info = { direction: 'outbound', src: `${pod.addresses[0]}`, dst: `${orig.address}:${orig.port}`, pod: pod.uid };
+    const viaWaypoint = this.waypointRefusal(dst);
+    if (viaWaypoint) {
+      log.info({ dst: `${orig.address}:${orig.port}`, reason: viaWaypoint }, 'outbound refused: the destination uses a waypoint');
+      tracked.close({ flags: 'DENY', error: viaWaypoint });
+      conn.resetAndDestroy();
+      return;
+    }
     try {
       if (hbone && src && entry && dst.workload) {
         const cert = await this.secrets.fetchCertificate(this.identityOf(src));
@@ -331,6 +338,40 @@ export class Ztunnel {
       tracked.close({ flags: e instanceof HboneDeniedError ? 'DENY' : 'CONNECT', error: e as Error });
       conn.destroy();
     }
+  }
+
+  /**
+   * Why a connection to `dst` may not go straight to it: it (or the service it was reached by)
+   * uses a waypoint. A missing or unready waypoint fails closed — never a bypass (Istio's
+   * ztunnel sends straight to the pod then). Routing through a ready waypoint is the waypoint
+   * milestone's work; until then that is refused too, rather than skipping the waypoint's policy.
+   */
+  private waypointRefusal(dst: { workload: Workload | undefined; service: { namespace: string; hostname: string; waypoint: GatewayAddress | null } | undefined }): string | undefined {
+    const uses: [string, GatewayAddress | null | undefined][] = [
+      [dst.service ? `service ${dst.service.namespace}/${dst.service.hostname}` : '', dst.service?.waypoint],
+      [dst.workload ? `workload ${dst.workload.namespace}/${dst.workload.name}` : '', dst.workload?.tunnelProtocol === 'HBONE' ? dst.workload.waypoint : null],
+    ];
+    for (const [who, wp] of uses) {
+      if (!wp) continue;
+      const st = this.state.waypoint(wp, this.cfg.trustDomain);
+      return st.problem
+        ? `${who} uses ${st.problem}: refused until it is ready (fail closed)`
+        : `${who} uses waypoint ${st.hostname}, and this ztunnel does not route through waypoints yet: refused (fail closed)`;
+    }
+    return undefined;
+  }
+
+  /**
+   * At the destination: a workload behind a waypoint accepts only its waypoint's identities, so
+   * dialling the pod directly cannot skip the waypoint; with the waypoint missing, nothing.
+   */
+  private waypointGate(dst: Workload, peer: SpiffeId | undefined): string | undefined {
+    if (!dst.waypoint) return undefined;
+    const st = this.state.waypoint(dst.waypoint, this.cfg.trustDomain);
+    const who = `${dst.namespace}/${dst.name}`;
+    if (st.problem) return `${who} uses ${st.problem}: refused until it is ready (fail closed)`;
+    if (peer && st.identities.includes(formatSpiffeId(peer))) return undefined;
+    return `${who} is behind waypoint ${st.hostname} and accepts connections only from it (${st.identities.join(', ')}); the peer is ${peer ? formatSpiffeId(peer) : 'unauthenticated'}`;
   }
 
   // ---- inbound ----
@@ -390,7 +431,7 @@ export class Ztunnel {
       hboneAddr: `${t.target.host}:${t.target.port}`,
       outer: { src: formatAddr(srcIp, t.peerAddress.port), dst: formatAddr(t.target.host, 15008) },
     });
-    const deny = this.policy({ srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port }, this.state);
+    const deny = this.waypointGate(dst, t.peerIdentity) ?? this.policy({ srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port }, this.state);
     if (deny) {
       tracked.close({ flags: 'DENY', error: deny });
       return { status: 401 as const, reason: deny };
@@ -402,7 +443,7 @@ export class Ztunnel {
       this.authorized.set(key, {
         recheck: () => {
           const now = this.state.workloadByPodUid(pod.uid);
-          return now ? this.policy({ srcIp, srcIdentity: t.peerIdentity, dst: now, dstIp: t.target.host, dstPort: t.target.port }, this.state) : 'the workload left the mesh';
+          return now ? (this.waypointGate(now, t.peerIdentity) ?? this.policy({ srcIp, srcIdentity: t.peerIdentity, dst: now, dstIp: t.target.host, dstPort: t.target.port }, this.state)) : 'the workload left the mesh';
         },
         kill: (reason) => {
           t.abort();
@@ -441,7 +482,7 @@ export class Ztunnel {
     const deny = ZTUNNEL_PORTS.has(dstPort)
       ? `port ${dstPort} is one of ztunnel's own: not a destination`
       : dst
-        ? this.policy({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort }, this.state)
+        ? (this.waypointGate(dst, undefined) ?? this.policy({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort }, this.state))
         : 'unknown destination workload';
     if (deny) {
       log.info({ src: srcIp, dst: `${dstIp}:${dstPort}`, reason: deny }, 'plaintext connection denied');
@@ -456,7 +497,7 @@ export class Ztunnel {
       this.authorized.set(key, {
         recheck: () => {
           const now = this.state.workloadByPodUid(pod.uid);
-          return now ? this.policy({ srcIp, srcIdentity: undefined, dst: now, dstIp, dstPort }, this.state) : 'the workload left the mesh';
+          return now ? (this.waypointGate(now, undefined) ?? this.policy({ srcIp, srcIdentity: undefined, dst: now, dstIp, dstPort }, this.state)) : 'the workload left the mesh';
         },
         kill: (reason) => {
           conn.destroy();

@@ -70,8 +70,25 @@ function policy(kind: 'AuthorizationPolicy' | 'PeerAuthentication', namespace: s
 const ap = (namespace: string, name: string, spec: unknown): KubeObject => policy('AuthorizationPolicy', namespace, name, spec);
 const pa = (namespace: string, name: string, spec: unknown, created?: string): KubeObject => policy('PeerAuthentication', namespace, name, spec, created);
 
-function waypointGateway(namespace: string, name: string, cls = 'mesh-waypoint'): KubeObject {
-  return { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'Gateway', metadata: { name, namespace }, spec: { gatewayClassName: cls, listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] } };
+/** A waypoint Gateway; `programmed` is its Programmed condition ('none': no status yet). */
+function waypointGateway(namespace: string, name: string, cls = 'mesh-waypoint', programmed: 'True' | 'False' | 'none' = 'True'): KubeObject {
+  return {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'Gateway',
+    metadata: { name, namespace },
+    spec: { gatewayClassName: cls, listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] },
+    ...(programmed !== 'none' ? { status: { conditions: [{ type: 'Programmed', status: programmed, reason: 'Programmed', message: '' }] } } : {}),
+  };
+}
+
+/** The EndpointSlice of a waypoint's Service with one endpoint, ready or not. */
+function waypointSlice(namespace: string, name: string, ready = true): k8s.V1EndpointSlice {
+  return {
+    metadata: { name: `${name}-abc`, namespace, labels: { 'kubernetes.io/service-name': name } },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: ['10.101.0.99'], conditions: { ready } }],
+    ports: [{ name: 'mesh', port: 15008, protocol: 'TCP' }],
+  };
 }
 
 const uid = (namespace: string, name: string): string => `Kubernetes//v1/Pod/${namespace}/${name}`;
@@ -275,6 +292,7 @@ test('waypoints: pod label beats namespace label, a missing waypoint is set anyw
     snapshot({
       namespaces: [ns('shop', { ...AMBIENT, 'mesh.io/use-waypoint': 'wp' }), ns('blog', { ...AMBIENT, 'mesh.io/use-waypoint': 'ghost' })],
       gateways: [waypointGateway('shop', 'wp'), waypointGateway('shop', 'not-a-waypoint', 'istio')],
+      endpointSlices: [waypointSlice('shop', 'wp')],
       pods: [
         pod('shop', 'a'),
         pod('shop', 'b', { labels: { 'mesh.io/use-waypoint': 'none' } }),
@@ -296,12 +314,13 @@ test('waypoints: pod label beats namespace label, a missing waypoint is set anyw
     gateway: 'blog/ghost',
     hostname: 'blog/ghost.blog.svc.cluster.local',
     found: false,
+    ready: false,
     problem: 'Gateway blog/ghost does not exist',
     users: ['Namespace/blog', 'Pod/blog/d'],
     policies: [],
   });
   t.regex(m.waypoints.get('shop/not-a-waypoint')?.problem ?? '', /gatewayClassName "istio", not "mesh-waypoint"/);
-  t.true(m.waypoints.get('shop/wp')?.found);
+  t.like(m.waypoints.get('shop/wp'), { found: true, ready: true, problem: '' });
 });
 
 // ------------------------------------------------------------------------------------------------
@@ -455,6 +474,7 @@ test('HTTP fields with a waypoint: left to the waypoint, nothing for ztunnel; mi
     snapshot({
       namespaces: [ns('shop', { ...AMBIENT, 'mesh.io/use-waypoint': 'wp' }), ns('blog', { ...AMBIENT, 'mesh.io/use-waypoint': 'ghost' }), ns('mesh-system')],
       gateways: [waypointGateway('shop', 'wp')],
+      endpointSlices: [waypointSlice('shop', 'wp')],
       pods: [...SHOP_PODS, pod('shop', 'batch', { labels: { app: 'cart', 'mesh.io/use-waypoint': 'none' } }), pod('blog', 'post')],
       authorizationPolicies: [
         ap('shop', 'web-get', { selector: { matchLabels: { app: 'web' } }, rules: [{ to: [{ operation: { methods: ['GET'] } }] }] }),
@@ -474,9 +494,40 @@ test('HTTP fields with a waypoint: left to the waypoint, nothing for ztunnel; mi
   t.deepEqual(m.workloads.get(uid('shop', 'batch'))?.authorizationPolicies, ['shop/cart-get']);
   t.regex(cond(m, 'AuthorizationPolicy/shop/cart-get', 'Enforced')?.message ?? '', /^Workloads using waypoint shop\/wp have it enforced there\. For the others: .*fail-closed/);
   t.like(cond(m, 'AuthorizationPolicy/blog/post-get', 'Enforced'), { status: 'False', reason: 'WaypointNotFound' });
-  t.regex(cond(m, 'AuthorizationPolicy/blog/post-get', 'Enforced')?.message ?? '', /Gateway blog\/ghost does not exist: traffic to the workloads that use it is refused/);
+  t.regex(cond(m, 'AuthorizationPolicy/blog/post-get', 'Enforced')?.message ?? '', /Gateway blog\/ghost does not exist\): until it can, ztunnel refuses all traffic to the workloads that use it, and enforces this policy fail-closed/);
+  t.truthy(m.authorizations.get('blog/post-get'), 'the missing waypoint does not switch the policy off');
   t.like(cond(m, 'AuthorizationPolicy/shop/by-ref', 'Enforced'), { status: 'True', reason: 'EnforcedByWaypoint' });
   t.deepEqual(m.waypoints.get('shop/wp')?.policies, ['AuthorizationPolicy/shop/by-ref', 'AuthorizationPolicy/shop/cart-get', 'AuthorizationPolicy/shop/web-get']);
+});
+
+test('waypoint-label-keeps-policy: a workload whose waypoint is missing, unprogrammed or without endpoints keeps the fail-closed L4 policy', (t) => {
+  const orders = (labels: Record<string, string>) => pod('shop', 'orders', { labels: { app: 'orders', ...labels } });
+  const allowGet = ap('shop', 'orders-get', { selector: { matchLabels: { app: 'orders' } }, rules: [{ to: [{ operation: { methods: ['GET'] } }] }] });
+  const cases: [string, Partial<ClusterSnapshot>, RegExp][] = [
+    ['missing Gateway', {}, /Gateway shop\/wp does not exist/],
+    ['not programmed', { gateways: [waypointGateway('shop', 'wp', 'mesh-waypoint', 'none')], endpointSlices: [waypointSlice('shop', 'wp')] }, /Gateway shop\/wp is not Programmed \(no Programmed condition/],
+    ['Programmed=False', { gateways: [waypointGateway('shop', 'wp', 'mesh-waypoint', 'False')], endpointSlices: [waypointSlice('shop', 'wp')] }, /Programmed=False/],
+    ['no ready endpoint', { gateways: [waypointGateway('shop', 'wp')], endpointSlices: [waypointSlice('shop', 'wp', false)] }, /waypoint Service shop\/wp has no ready endpoint/],
+  ];
+  for (const [name, parts, why] of cases) {
+    const m = buildModel(snapshot({ namespaces: SHOP, pods: [orders({ 'mesh.io/use-waypoint': 'wp' })], authorizationPolicies: [allowGet], ...parts }), OPTS);
+    const a = m.authorizations.get('shop/orders-get');
+    t.like(a, { action: 'ALLOW', rules: [] }, `${name}: the allow-nothing L4 form stays in force`);
+    t.deepEqual(m.workloads.get(uid('shop', 'orders'))?.authorizationPolicies, ['shop/orders-get'], name);
+    t.is(m.workloads.get(uid('shop', 'orders'))?.waypoint?.hostname, 'shop/wp.shop.svc.cluster.local', `${name}: still set, so ztunnel refuses`);
+    const c = cond(m, 'AuthorizationPolicy/shop/orders-get', 'Enforced');
+    t.like(c, { status: 'False', reason: 'WaypointNotFound' }, name);
+    t.regex(c?.message ?? '', why, name);
+    t.regex(c?.message ?? '', /ztunnel refuses all traffic to the workloads that use it/, name);
+    t.false(m.waypoints.get('shop/wp')?.ready, name);
+  }
+  // Once the waypoint is ready it takes the policy over.
+  const m = buildModel(
+    snapshot({ namespaces: SHOP, pods: [orders({ 'mesh.io/use-waypoint': 'wp' })], authorizationPolicies: [allowGet], gateways: [waypointGateway('shop', 'wp')], endpointSlices: [waypointSlice('shop', 'wp')] }),
+    OPTS,
+  );
+  t.false(m.authorizations.has('shop/orders-get'));
+  t.like(cond(m, 'AuthorizationPolicy/shop/orders-get', 'Enforced'), { status: 'True', reason: 'EnforcedByWaypoint' });
 });
 
 test('invalid policies are rejected with the reason and do not affect the others', (t) => {

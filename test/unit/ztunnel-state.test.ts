@@ -73,3 +73,16 @@ test('a workload listing a policy that has not arrived is denied, naming it', (t
   state.replace(AUTHORIZATION, [], true);
   t.regex(policyFromState(mtls(w), state) ?? '', /shop\/allow-get.*not received/);
 });
+
+test('waypoint status: missing Service, no healthy endpoint, or ready with the identities behind it', (t) => {
+  const state = new MeshState();
+  const addr = { hostname: 'shop/wp.shop.svc.cluster.local', hboneMtlsPort: 15008 };
+  t.regex(state.waypoint(addr, 'cluster.local').problem ?? '', /waypoint shop\/wp\.shop\.svc\.cluster\.local is missing/);
+  const svc = { name: 'wp', namespace: 'shop', hostname: 'wp.shop.svc.cluster.local', addresses: [], ports: [], subjectAltNames: [], waypoint: null };
+  state.replace(SERVICE, [['shop/wp.shop.svc.cluster.local', svc]], true);
+  const wpPod = workload({ uid: 'Kubernetes//v1/Pod/shop/wp-1', name: 'wp-1', serviceAccount: 'wp', podUid: 'uid-wp', status: 'UNHEALTHY', services: { 'shop/wp.shop.svc.cluster.local': { ports: [] } } });
+  state.replace(WORKLOAD, [[wpPod.uid, wpPod]], true);
+  t.regex(state.waypoint(addr, 'cluster.local').problem ?? '', /has no ready endpoint/);
+  state.replace(WORKLOAD, [[wpPod.uid, { ...wpPod, status: 'HEALTHY' }]], true);
+  t.deepEqual(state.waypoint(addr, 'cluster.local'), { hostname: 'shop/wp.shop.svc.cluster.local', problem: undefined, identities: ['spiffe://cluster.local/ns/shop/sa/wp'] });
+});

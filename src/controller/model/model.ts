@@ -9,7 +9,7 @@ import { compilePeerAuthentications } from './peerauthn.ts';
 import { place } from './placement.ts';
 import { buildService, servicesByPod } from './services.ts';
 import { DEFAULT_MODEL_OPTIONS, type ClusterSnapshot, type MeshModel, type ModelOptions, type PolicyStatus } from './types.ts';
-import { Waypoints, type WaypointRef } from './waypoints.ts';
+import { readyServices, Waypoints, type WaypointRef } from './waypoints.ts';
 import { buildWorkload, isWorkloadPod, type PodWorkload } from './workloads.ts';
 
 export function buildModel(snap: ClusterSnapshot, options: Partial<ModelOptions> = {}): MeshModel {
@@ -17,7 +17,7 @@ export function buildModel(snap: ClusterSnapshot, options: Partial<ModelOptions>
   for (const [k, v] of Object.entries(options)) if (v !== undefined && v !== '') (opts as Record<string, unknown>)[k] = v;
   const nsLabels = new Map<string, Labels>(snap.namespaces.map((n) => [nameOf(n), labelsOf(n)]));
   const labelsOfNs = (ns: string): Labels => nsLabels.get(ns) ?? {};
-  const waypoints = new Waypoints(snap.gateways, opts.clusterDomain);
+  const waypoints = new Waypoints(snap.gateways, opts.clusterDomain, readyServices(snap.endpointSlices));
 
   const nsWaypoints = new Map<string, WaypointRef | null>();
   for (const ns of [...nsLabels.keys()].sort(compare)) nsWaypoints.set(ns, waypoints.resolve(`Namespace/${ns}`, ns, {}, labelsOfNs(ns)));

@@ -4,7 +4,8 @@
 // A policy that ztunnel can enforce as written (L4 fields only, ALLOW or DENY) goes to ztunnel
 // whatever the waypoints, as in Istio. A policy that needs a waypoint (HTTP fields, CUSTOM,
 // AUDIT, or targetRefs) is handed to the waypoint of each selected workload that has one, and
-// compiled fail-closed for ztunnel on the selected workloads that have none (DESIGN.md "Policy").
+// compiled fail-closed for ztunnel on the selected workloads that have none, or whose waypoint is
+// missing or not ready (DESIGN.md "Policy"; waypoints.ts says what ready means).
 // When only some selected workloads have a waypoint, the fail-closed form is emitted with scope
 // WORKLOAD_SELECTOR and listed by the others only, so it never blocks traffic a waypoint delivers.
 import type { Authorization, Scope } from '../../xds/index.ts';
@@ -76,48 +77,55 @@ export function place(p: ParsedPolicy, input: PlacementInput): Placement {
   }
 
   const inMesh = selected.filter((w) => w.workload.tunnelProtocol === 'HBONE');
-  const withWp = inMesh.filter((w) => w.waypoint);
-  const withoutWp = inMesh.filter((w) => !w.waypoint);
+  // Only a ready waypoint takes a policy over: until a waypoint carries a workload's traffic, the
+  // fail-closed L4 form stays in force for that workload (and ztunnel refuses traffic to it).
+  const ready = (w: PodWorkload): boolean => w.waypoint !== null && w.waypoint.ready;
+  const withWp = inMesh.filter(ready);
+  const withoutWp = inMesh.filter((w) => !ready(w));
   const scopeWp = p.scope === 'GLOBAL' ? null : input.nsWaypoint(p.namespace);
-  const wpKeys = uniqSorted([...withWp.map((w) => w.waypoint!.key), ...(inMesh.length === 0 && scopeWp ? [scopeWp.key] : [])]);
+  const wpKeys = uniqSorted([...inMesh.flatMap((w) => (w.waypoint ? [w.waypoint.key] : [])), ...(inMesh.length === 0 && scopeWp ? [scopeWp.key] : [])]);
   for (const k of wpKeys) input.waypoints.addPolicy(k, p.key);
-  const missing = wpKeys.filter((k) => input.waypoints.problem(k));
-  const missingNote = missing.length ? ` Waypoint ${list(missing.map((k) => input.waypoints.problem(k)))}: traffic to the workloads that use it is refused until it exists.` : '';
+  const readyKeys = wpKeys.filter((k) => !input.waypoints.problem(k));
+  const unready = wpKeys.filter((k) => input.waypoints.problem(k));
+  const unreadyNote = unready.length
+    ? ` Waypoint ${list(unready)} cannot take traffic yet (${list(unready.map((k) => input.waypoints.problem(k)))}): until it can, ztunnel refuses all traffic to the workloads that use it, and enforces this policy fail-closed for them as below.`
+    : '';
   const what = p.action === 'CUSTOM' ? 'a CUSTOM (external authorizer) policy' : p.action === 'AUDIT' ? 'an AUDIT policy' : `HTTP fields (${list(p.l7Fields)})`;
 
-  if (withoutWp.length === 0 && wpKeys.length > 0) {
-    const msg = `${what} cannot be enforced by ztunnel; enforced by waypoint ${list(wpKeys)}, not by ztunnel.${missingNote}`;
-    return {
-      authorization: null,
-      attachTo: [],
-      status: policyStatus(accepted(), missing.length ? enforced(false, REASON.waypointNotFound, msg) : enforced(true, REASON.enforcedByWaypoint, msg)),
-    };
+  if (withoutWp.length === 0 && readyKeys.length > 0) {
+    const msg = `${what} cannot be enforced by ztunnel; enforced by waypoint ${list(readyKeys)}, not by ztunnel.`;
+    return { authorization: null, attachTo: [], status: policyStatus(accepted(), enforced(true, REASON.enforcedByWaypoint, msg)) };
+  }
+  if (inMesh.length === 0 && unready.length > 0) {
+    // Nothing selected yet; the namespace's waypoint would take it, and it is not ready.
+    const msg = `${what} cannot be enforced by ztunnel and is meant for waypoint ${list(unready)}, which cannot take traffic yet (${list(unready.map((k) => input.waypoints.problem(k)))}); traffic to workloads that use it is refused until it can.`;
+    return { authorization: null, attachTo: [], status: policyStatus(accepted(), enforced(false, REASON.waypointNotFound, msg)) };
   }
 
-  const partly = wpKeys.length ? `Workloads using waypoint ${list(wpKeys)} have it enforced there.${missingNote} For the others: ` : '';
+  const partly = `${readyKeys.length ? `Workloads using waypoint ${list(readyKeys)} have it enforced there.` : ''}${unreadyNote}${wpKeys.length ? ' For the others: ' : ''}`.trimStart();
   const fix = 'Label the workloads or their namespace mesh.io/use-waypoint=<waypoint> to enforce it as written.';
   if (p.action === 'AUDIT') {
     // AUDIT only marks requests for logging at L7; ignoring it blocks nothing and allows nothing.
-    const msg = `${partly}an AUDIT policy only takes effect at a waypoint and no waypoint serves the selected workloads, so it has no effect. ${fix}`;
+    const msg = `${partly}an AUDIT policy only takes effect at a waypoint and no ready waypoint serves the selected workloads, so it has no effect. ${fix}`;
     return { authorization: null, attachTo: [], status: policyStatus(accepted(), enforced(false, REASON.auditWithoutWaypoint, msg)) };
   }
   let how: string;
   let reason: string = REASON.l7WithoutWaypoint;
   if (p.action === 'ALLOW') {
     const left = p.rules.length === 0 ? ' No rule is left, so it allows nothing: every connection to the selected workloads is denied.' : '';
-    how = `ztunnel cannot see ${what} and no waypoint serves the selected workloads, so this ALLOW policy is enforced fail-closed at L4 without rule ${list(p.l7Rules)}: it allows less than written.${left}`;
+    how = `ztunnel cannot see ${what} and no ready waypoint serves the selected workloads, so this ALLOW policy is enforced fail-closed at L4 without rule ${list(p.l7Rules)}: it allows less than written.${left}`;
   } else if (p.action === 'DENY') {
-    how = `ztunnel cannot see ${what} and no waypoint serves the selected workloads, so this DENY policy is enforced fail-closed at L4 with rule ${list(p.l7Rules)} applied without those fields: it denies more than written.`;
+    how = `ztunnel cannot see ${what} and no ready waypoint serves the selected workloads, so this DENY policy is enforced fail-closed at L4 with rule ${list(p.l7Rules)} applied without those fields: it denies more than written.`;
   } else {
     reason = REASON.customWithoutWaypoint;
     const l7 = p.l7Fields.length ? ` (its HTTP fields ${list(p.l7Fields)} dropped)` : '';
-    how = `a CUSTOM policy needs a waypoint to consult its provider and no waypoint serves the selected workloads, so ztunnel enforces it fail-closed as a DENY of the connections its rules match${l7}.`;
+    how = `a CUSTOM policy needs a waypoint to consult its provider and no ready waypoint serves the selected workloads, so ztunnel enforces it fail-closed as a DENY of the connections its rules match${l7}.`;
   }
   const mixed = withWp.length > 0;
   return {
     authorization: authorization(mixed ? 'WORKLOAD_SELECTOR' : p.scope),
-    attachTo: mixed || p.scope === 'WORKLOAD_SELECTOR' ? selected.filter((w) => !w.waypoint).map((w) => w.workload.uid) : [],
-    status: policyStatus(accepted(), enforced(false, reason, `${partly}${how} ${fix}`)),
+    attachTo: mixed || p.scope === 'WORKLOAD_SELECTOR' ? selected.filter((w) => !ready(w)).map((w) => w.workload.uid) : [],
+    status: policyStatus(accepted(), enforced(false, unready.length ? REASON.waypointNotFound : reason, `${partly}${how} ${fix}`)),
   };
 }
 

@@ -77,7 +77,9 @@ export interface WaypointUse {
   hostname: string;
   /** A Gateway of class mesh-waypoint with this name exists. */
   found: boolean;
-  /** Why it is not usable, when it is not ("" when found). */
+  /** It exists, is Programmed and its Service has a ready endpoint: it carries its users' traffic. */
+  ready: boolean;
+  /** Why it cannot take traffic, when it cannot ("" when ready). */
   problem: string;
   /** Who references it: "Namespace/<ns>", "Service/<ns>/<name>", "Pod/<ns>/<name>", sorted. */
   users: string[];

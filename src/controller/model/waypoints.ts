@@ -1,11 +1,16 @@
 // Which waypoint a pod, service or namespace uses (Istio's istio.io/use-waypoint, ours
-// mesh.io/use-waypoint), and whether that waypoint exists.
+// mesh.io/use-waypoint), and whether that waypoint really carries traffic.
 //
-// A label naming a Gateway that does not exist (or is not of class mesh-waypoint) still sets the
-// waypoint on the resource, with the hostname the waypoint's Service would have. No Service has
-// that hostname, so ztunnel cannot reach the waypoint and refuses the traffic: fail closed
-// (DESIGN.md "Policy"), where Istio instead leaves the waypoint unset and lets traffic bypass it.
+// A waypoint is ready when its Gateway exists with class mesh-waypoint, is Programmed (its
+// status says so), and its Service (named after the Gateway, as Istio's waypoints are) has a
+// ready endpoint. Until then (DESIGN.md "Policy": fail closed in every window):
+// - the label still sets the waypoint on the resource, by the hostname the waypoint's Service
+//   has or would have, so ztunnel refuses the traffic instead of bypassing the waypoint (Istio
+//   instead leaves it unset — WaypointBound=False — and traffic goes straight to the pod);
+// - the policies that would be handed to it stay in force at L4, in their fail-closed form
+//   (placement.ts), so nothing is allowed that the policy would not allow.
 // The operator learns why from MeshModel.waypoints and from the status of the policies involved.
+import type * as k8s from '@kubernetes/client-node';
 import type { GatewayAddress } from '../../xds/index.ts';
 import { isRecord, nameOf, namespaceOf, uniqSorted, type Labels } from './kube.ts';
 import {
@@ -23,13 +28,17 @@ export interface WaypointRef {
   /** "namespace/name" of the Gateway. */
   key: string;
   address: GatewayAddress;
-  found: boolean;
+  /** It exists, is programmed and has a ready endpoint: it can take its users' traffic. */
+  ready: boolean;
 }
 
 interface Use {
   namespace: string;
   name: string;
   hostname: string;
+  /** A Gateway of class mesh-waypoint with this name exists. */
+  found: boolean;
+  /** Why it cannot take traffic ("" when ready). */
   problem: string;
   users: string[];
   policies: string[];
@@ -37,15 +46,19 @@ interface Use {
 
 export class Waypoints {
   readonly #clusterDomain: string;
-  /** "ns/name" → gatewayClassName of every Gateway. */
-  readonly #gateways = new Map<string, string>();
+  /** "ns/name" → gatewayClassName and Programmed condition of every Gateway. */
+  readonly #gateways = new Map<string, { cls: string; programmed: string | undefined }>();
+  /** "ns/name" of the Services that have at least one ready endpoint. */
+  readonly #readyServices: ReadonlySet<string>;
   readonly #uses = new Map<string, Use>();
 
-  constructor(gateways: KubeObject[], clusterDomain: string) {
+  /** `readyServices`: "ns/name" of the Services with a ready endpoint (readyServices()). */
+  constructor(gateways: KubeObject[], clusterDomain: string, readyServices: ReadonlySet<string> = new Set()) {
     this.#clusterDomain = clusterDomain;
+    this.#readyServices = readyServices;
     for (const g of gateways) {
       const cls = isRecord(g.spec) && typeof g.spec.gatewayClassName === 'string' ? g.spec.gatewayClassName : '';
-      this.#gateways.set(`${namespaceOf(g)}/${nameOf(g)}`, cls);
+      this.#gateways.set(`${namespaceOf(g)}/${nameOf(g)}`, { cls, programmed: programmedStatus(g) });
     }
   }
 
@@ -65,7 +78,7 @@ export class Waypoints {
     const key = `${wns}/${name}`;
     const use = this.#use(wns, name);
     if (user) use.users.push(user);
-    return { key, found: use.problem === '', address: { hostname: use.hostname, hboneMtlsPort: HBONE_PORT } };
+    return { key, ready: use.problem === '', address: { hostname: use.hostname, hboneMtlsPort: HBONE_PORT } };
   }
 
   /** Records a policy handed to a waypoint for enforcement. */
@@ -81,31 +94,54 @@ export class Waypoints {
     const out = new Map<string, WaypointUse>();
     for (const key of [...this.#uses.keys()].sort()) {
       const u = this.#uses.get(key)!;
-      out.set(key, { gateway: key, hostname: u.hostname, found: u.problem === '', problem: u.problem, users: uniqSorted(u.users), policies: uniqSorted(u.policies) });
+      out.set(key, { gateway: key, hostname: u.hostname, found: u.found, ready: u.problem === '', problem: u.problem, users: uniqSorted(u.users), policies: uniqSorted(u.policies) });
     }
     return out;
   }
 
   #isWaypoint(key: string): boolean {
-    return this.#gateways.get(key) === WAYPOINT_CLASS;
+    return this.#gateways.get(key)?.cls === WAYPOINT_CLASS;
   }
 
   #use(ns: string, name: string): Use {
     const key = `${ns}/${name}`;
     let use = this.#uses.get(key);
     if (!use) {
-      const cls = this.#gateways.get(key);
+      const gw = this.#gateways.get(key);
+      const found = gw?.cls === WAYPOINT_CLASS;
       const problem =
-        cls === undefined
+        gw === undefined
           ? `Gateway ${key} does not exist`
-          : cls !== WAYPOINT_CLASS
-            ? `Gateway ${key} has gatewayClassName "${cls}", not "${WAYPOINT_CLASS}"`
-            : '';
-      use = { namespace: ns, name, hostname: `${ns}/${name}.${ns}.svc.${this.#clusterDomain}`, problem, users: [], policies: [] };
+          : gw.cls !== WAYPOINT_CLASS
+            ? `Gateway ${key} has gatewayClassName "${gw.cls}", not "${WAYPOINT_CLASS}"`
+            : gw.programmed !== 'True'
+              ? `Gateway ${key} is not Programmed (${gw.programmed === undefined ? 'no Programmed condition in its status yet' : `Programmed=${gw.programmed}`})`
+              : !this.#readyServices.has(key)
+                ? `waypoint Service ${key} has no ready endpoint`
+                : '';
+      use = { namespace: ns, name, hostname: `${ns}/${name}.${ns}.svc.${this.#clusterDomain}`, found, problem, users: [], policies: [] };
       this.#uses.set(key, use);
     }
     return use;
   }
+}
+
+/** The status of the Gateway's Programmed condition ("True", "False", "Unknown"), if it has one. */
+function programmedStatus(g: KubeObject): string | undefined {
+  const conds = isRecord(g.status) && Array.isArray(g.status.conditions) ? (g.status.conditions as unknown[]) : [];
+  const c = conds.find((x): x is Record<string, unknown> => isRecord(x) && x.type === 'Programmed');
+  return c && typeof c.status === 'string' ? c.status : undefined;
+}
+
+/** "ns/name" of the Services whose EndpointSlices hold a ready endpoint (ready unset counts as ready, as in discovery/v1). */
+export function readyServices(slices: readonly k8s.V1EndpointSlice[]): Set<string> {
+  const out = new Set<string>();
+  for (const sl of slices) {
+    const svc = sl.metadata?.labels?.['kubernetes.io/service-name'];
+    if (!svc) continue;
+    if ((sl.endpoints ?? []).some((e) => e.conditions?.ready !== false)) out.add(`${namespaceOf(sl)}/${svc}`);
+  }
+  return out;
 }
 
 /** The Gateway a policy's targetRefs name (Istio: "targetRef is not intended for ztunnel"), or null. */
