@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import * as k8s from '@kubernetes/client-node';
 import { Controller } from '../src/controller/controller.ts';
-import { spiffeId, formatSpiffeId } from '../src/identity/index.ts';
+import { formatSpiffeId, nodeSubject, spiffeId } from '../src/identity/index.ts';
 import { startApiServer } from '../src/local/apiserver/index.ts';
 import { createCsr, generateKeyPair, parseCsr } from '../src/tls/index.ts';
 import { ConfigClient, WORKLOAD, type Workload } from '../src/xds/index.ts';
@@ -57,14 +57,18 @@ async function run(pods: number): Promise<void> {
     const roots = controller.ca.authority.trustBundle.join('\n');
     const keys = await generateKeyPair();
     const id = spiffeId('cluster.local', 'mesh-system', 'mesh-node');
-    const issued = await controller.ca.authority.signWorkload(await parseCsr(await createCsr(keys, formatSpiffeId(id))), id, 3_600_000);
-    const creds = () => grpc.credentials.createSsl(Buffer.from(roots), Buffer.from(keys.privateKeyPem), Buffer.from(issued.certChain.join('\n')));
+    // Each client is a node: the controller admits a node's own credential only (bound to it).
+    const creds = async (node: string) => {
+      const issued = await controller!.ca.authority.signWorkload(await parseCsr(await createCsr(keys, formatSpiffeId(id))), id, 3_600_000, Date.now(), nodeSubject(node));
+      return grpc.credentials.createSsl(Buffer.from(roots), Buffer.from(keys.privateKeyPem), Buffer.from(issued.certChain.join('\n')));
+    };
     for (const n of CLIENT_COUNTS) {
       while (clients.length < n) {
+        const node = `node${clients.length}`;
         const c = new ConfigClient<{ [WORKLOAD]: Workload }>({
           address: `127.0.0.1:${controller.xdsPort}`,
-          credentials: creds(),
-          node: { id: `bench~${clients.length}`, name: `node${clients.length}`, cluster: '' },
+          credentials: await creds(node),
+          node: { id: `agent~${node}`, name: node, cluster: '' },
           types: [WORKLOAD],
           channelOptions: { 'grpc.ssl_target_name_override': 'mesh-controller.mesh-system.svc' },
         });

@@ -6,8 +6,7 @@ import { serveControl } from './control.ts';
 import { MeshSync } from './mesh-sync.ts';
 import { ZdsServer } from './zds.ts';
 import { readFileSync } from 'node:fs';
-import { tokenFile } from '../identity/index.ts';
-import * as grpc from '@grpc/grpc-js';
+import { CONTROLLER_SERVICE_ACCOUNT, formatSpiffeId, spiffeId, tokenFile } from '../identity/index.ts';
 import { localObserver } from '../flows/local.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
@@ -35,7 +34,7 @@ async function main(): Promise<void> {
       cgroupRoot: cfg.podCgroup,
       // The flows API: mutual TLS with this agent's workload certificate; clients (the relay)
       // must present a certificate of the mesh's CA.
-      beforeSubscribe: async (cert) => {
+      beforeSubscribe: async (certs) => {
         const impl = localObserver({
           ring: agent.flows,
           nodeName: m.nodeName,
@@ -48,8 +47,11 @@ async function main(): Promise<void> {
             ztunnelConnected: zds.ztunnels > 0,
           }),
         });
-        const creds = grpc.ServerCredentials.createSsl(Buffer.from(caRoots), [{ cert_chain: Buffer.from(cert.certChain.join('\n')), private_key: Buffer.from(cert.key) }], true);
-        observer = await serveObserver(impl, cfg.observerAddress, creds);
+        // Flows are read by the controller's relay only: its identity, from the mesh CA.
+        const relay = formatSpiffeId(spiffeId(m.trustDomain, m.namespace, CONTROLLER_SERVICE_ACCOUNT));
+        observer = await serveObserver(impl, cfg.observerAddress, certs.serverCredentials(), ({ uris }) =>
+          uris.length === 1 && uris[0] === relay ? undefined : `only the controller's relay (${relay}) may read this node's flows; the client presented ${uris.join(', ') || 'no identity'}`,
+        );
         const host = cfg.observerAddress.replace(/:\d+$/, '');
         const advertise = cfg.observerAdvertise ?? `${host === '0.0.0.0' || host === '[::]' ? (process.env.MESH_NODE_IP ?? '127.0.0.1') : host}:${observer.port}`;
         log.info({ observer: advertise }, 'flows API listening');

@@ -3,10 +3,9 @@
 // mutual TLS, and keeps the pods of its node that are in the mesh (tunnel protocol HBONE)
 // enrolled. A pod is found on this node by its UID (cgroup → a process → its netns), so capture
 // starts on running pods without restarting them.
-import * as grpc from '@grpc/grpc-js';
 import ipaddr from 'ipaddr.js';
 import { logger } from '../common/log.ts';
-import { CertificateClient, spiffeId } from '../identity/index.ts';
+import { CertificateClient, RotatingCertificates, SecretManager, spiffeId } from '../identity/index.ts';
 import { ConfigClient, SERVICE, type Service, WORKLOAD, type Workload } from '../xds/index.ts';
 import type { AddressInfo } from './flows.ts';
 import type { Agent } from './agent.ts';
@@ -31,8 +30,9 @@ export interface MeshSyncOptions {
   /** Where pod cgroups live (the cgroup v2 mount or the pods' subtree). */
   cgroupRoot: string;
   /** Runs once the agent has its certificate, before it subscribes; returns what to tell the
-   * controller with the subscription (e.g. observer: where this node's flows are served). */
-  beforeSubscribe?: (cert: { key: string; certChain: readonly string[] }) => Promise<Record<string, string>>;
+   * controller with the subscription (e.g. observer: where this node's flows are served). The
+   * credentials follow the certificate as it is renewed. */
+  beforeSubscribe?: (certs: RotatingCertificates) => Promise<Record<string, string>>;
 }
 
 /** How long a pod enrolled at sandbox creation waits for the model to confirm it. */
@@ -55,8 +55,11 @@ export class MeshSync {
   private byIp: Map<string, AddressInfo> | undefined;
   private byIpLast: Map<string, AddressInfo> | undefined;
   private readonly gone = new Map<string, { info: AddressInfo; at: number }>();
-  /** This agent's workload certificate (the flows API serves with it). */
-  certificate: { key: string; certChain: readonly string[] } | undefined;
+  /** This agent's node certificate, kept fresh (the config stream and the flows API use it). */
+  certificates: RotatingCertificates | undefined;
+  private secrets: SecretManager | undefined;
+  private ca: CertificateClient | undefined;
+  private caRoots: RotatingCertificates | undefined;
   private retry: NodeJS.Timeout | undefined;
   private syncing = Promise.resolve();
   private closed = false;
@@ -68,15 +71,21 @@ export class MeshSync {
 
   async start(): Promise<void> {
     const o = this.opts;
-    const ca = new CertificateClient({ address: o.caAddress, caRoots: o.caRoots, serverName: o.serverName, token: o.token });
-    const cert = await ca.fetch(spiffeId(o.trustDomain, o.namespace, o.serviceAccount));
-    ca.close();
-    this.certificate = cert;
-    const metadata = o.beforeSubscribe ? await o.beforeSubscribe(cert) : undefined;
-    const creds = grpc.credentials.createSsl(Buffer.from(o.caRoots), Buffer.from(cert.key), Buffer.from(cert.certChain.join('\n')));
+    // The node certificate is renewed at half-life for as long as the agent runs; the CA client
+    // trusts the mounted bundle plus whatever roots the CA hands out meanwhile.
+    const secrets = new SecretManager({ provider: { fetch: (id) => this.ca!.fetch(id) } });
+    this.secrets = secrets;
+    this.caRoots = new RotatingCertificates(secrets, undefined, o.caRoots);
+    this.ca = new CertificateClient({ address: o.caAddress, credentials: this.caRoots.channelCredentials(), serverName: o.serverName, token: o.token });
+    const id = spiffeId(o.trustDomain, o.namespace, o.serviceAccount);
+    const cert = await secrets.fetchCertificate(id);
+    const certs = new RotatingCertificates(secrets, id, o.caRoots);
+    this.certificates = certs;
+    secrets.on('certificate', (_id, c) => log.info({ serial: c.leaf.serial, notAfter: c.leaf.notAfter }, 'node certificate renewed'));
+    const metadata = o.beforeSubscribe ? await o.beforeSubscribe(certs) : undefined;
     this.client = new ConfigClient<AgentTypes>({
       address: o.xdsAddress,
-      credentials: creds,
+      credentials: certs.channelCredentials(),
       node: { id: `agent~${o.nodeName}`, name: o.nodeName, cluster: '', ...(metadata ? { metadata } : {}) },
       types: [WORKLOAD, SERVICE],
       channelOptions: { 'grpc.ssl_target_name_override': o.serverName },
@@ -187,5 +196,9 @@ export class MeshSync {
     this.closed = true;
     if (this.retry) clearTimeout(this.retry);
     await this.client?.close();
+    this.certificates?.close();
+    this.caRoots?.close();
+    this.secrets?.close();
+    this.ca?.close();
   }
 }

@@ -4,8 +4,8 @@
 import * as grpc from '@grpc/grpc-js';
 import * as k8s from '@kubernetes/client-node';
 import { logger } from '../common/log.ts';
-import { parseSpiffeId } from '../identity/index.ts';
-import { AUTHORIZATION, ConfigServer, SERVICE, WORKLOAD } from '../xds/index.ts';
+import { CONTROLLER_SERVICE_ACCOUNT, nodeOfCertificate, parseSpiffeId, type SubjectFields } from '../identity/index.ts';
+import { AUTHORIZATION, ConfigServer, type PeerInfo, SERVICE, uriSans, WORKLOAD } from '../xds/index.ts';
 import { kubeCaBackend, type RunningCa, startCa } from './ca/index.ts';
 import { Relay, type RelayPeer } from '../flows/relay.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
@@ -28,6 +28,10 @@ export interface ControllerConfig {
   readonly relayPort: number;
   /** How long changes are gathered before the model is rebuilt. */
   readonly debounceMs: number;
+  /** Lifetime of a workload (and node) certificate when the client asks for none (MESH_WORKLOAD_CERT_TTL). */
+  readonly workloadCertTtlMs: number;
+  /** The longest lifetime the CA grants, whatever a client asks (MESH_MAX_WORKLOAD_CERT_TTL). */
+  readonly maxWorkloadCertTtlMs: number;
 }
 
 export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
@@ -41,6 +45,9 @@ export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
   relayPort: 4245,
   // Long enough to fold an informer's initial burst into one build, short against the 1 s goal.
   debounceMs: 30,
+  // Istio's DEFAULT_WORKLOAD_CERT_TTL and MAX_WORKLOAD_CERT_TTL.
+  workloadCertTtlMs: 24 * 3_600_000,
+  maxWorkloadCertTtlMs: 90 * 24 * 3_600_000,
 });
 
 // The names on the controller's serving certificate: its Service, and loopback for the local cluster.
@@ -54,6 +61,57 @@ const CUSTOM = [
   { key: 'authorizationPolicies', group: 'security.mesh.io', version: 'v1', plural: 'authorizationpolicies' },
   { key: 'peerAuthentications', group: 'security.mesh.io', version: 'v1', plural: 'peerauthentications' },
 ] as const;
+
+/** The components that follow the config stream, as they name themselves in node.id. */
+const NODE_COMPONENTS = ['agent', 'ztunnel'];
+
+/**
+ * Why a certificate is not `node`'s node credential (undefined when it is): one SPIFFE ID of our
+ * trust domain, and the node the CA bound into it (identity/node.ts). `node` undefined: any node.
+ */
+export function nodeCredentialRefusal(uris: readonly string[], cert: SubjectFields | undefined, trustDomain: string, node?: string): string | undefined {
+  const uri = uris[0];
+  if (!uri || uris.length !== 1) return `the certificate must carry exactly one SPIFFE identity, it has ${uris.length}`;
+  try {
+    if (parseSpiffeId(uri).trustDomain !== trustDomain) return `identity ${uri} is not in trust domain ${trustDomain}`;
+  } catch (e) {
+    return (e as Error).message;
+  }
+  const bound = nodeOfCertificate(cert);
+  if (!bound) return `identity ${uri} is not a node credential (the mesh CA binds a node's own identity to its node; a workload certificate cannot read the mesh's config)`;
+  if (node !== undefined && bound !== node) return `its certificate is bound to node ${bound}, not ${node}`;
+  return undefined;
+}
+
+/**
+ * The relay's client credentials: the controller's identity, and a check that the agent at the
+ * other end holds the node credential of the node the relay meant to reach. The Relay dials
+ * each node with its name as the TLS server name, which is what checkServerIdentity is given:
+ * an address announced for node2 that answers with node1's certificate is refused.
+ */
+export function relayCredentials(roots: Buffer, own: { key: string; certChain: readonly string[] }, trustDomain: string): grpc.ChannelCredentials {
+  return grpc.credentials.createSsl(roots, Buffer.from(own.key), Buffer.from(own.certChain.join('\n')), {
+    checkServerIdentity: (node, cert) => {
+      const refusal = nodeCredentialRefusal(uriSans(cert), cert, trustDomain, node);
+      return refusal ? new Error(`the flows API dialled for node ${node} is not that node's agent: ${refusal}`) : undefined;
+    },
+  });
+}
+
+/**
+ * Admits a config stream only from a node's own credential, and takes the node from it: the
+ * stream's node.name and node.id must name the node its certificate is bound to. A node cannot
+ * read, NACK or announce a flows address as another node.
+ */
+export function nodeStreamRefusal(peer: PeerInfo, trustDomain: string): string | undefined {
+  const bound = nodeOfCertificate(peer.certificate);
+  const refusal = nodeCredentialRefusal(peer.uris, peer.certificate, trustDomain);
+  if (refusal || !bound) return refusal ?? 'no node credential';
+  if (peer.node.name !== bound) return `the stream claims node "${peer.node.name}", but its certificate is bound to node "${bound}"`;
+  const ok = NODE_COMPONENTS.map((k) => `${k}~${bound}`);
+  if (!ok.includes(peer.node.id)) return `node id "${peer.node.id}" must be ${ok.join(' or ')} for a certificate bound to node "${bound}"`;
+  return undefined;
+}
 
 export class Controller {
   readonly config: ControllerConfig;
@@ -82,21 +140,17 @@ export class Controller {
 
   static async start(kc: k8s.KubeConfig, input: Partial<ControllerConfig> = {}): Promise<Controller> {
     const config = Object.freeze({ ...CONTROLLER_DEFAULTS, ...input });
-    const ca = await startCa(kubeCaBackend(kc), { trustDomain: config.trustDomain, port: config.caPort, host: config.host });
+    const ca = await startCa(kubeCaBackend(kc), {
+      trustDomain: config.trustDomain,
+      port: config.caPort,
+      host: config.host,
+      defaultTtlMs: config.workloadCertTtlMs,
+      // A default above the cap would be cut anyway; the cap follows an operator who asks for more.
+      maxTtlMs: Math.max(config.maxWorkloadCertTtlMs, config.workloadCertTtlMs),
+    });
     const serving = await ca.authority.issueServing(SERVING_NAMES, 365 * 86_400_000);
     const roots = Buffer.from(ca.authority.trustBundle.join('\n'));
-    const xds = new ConfigServer({
-      // Only workload certificates from our own CA and trust domain may read the mesh's config.
-      authorize: (peer) => {
-        const uri = peer.uris[0];
-        if (!uri) return 'no SPIFFE identity in the client certificate';
-        try {
-          return parseSpiffeId(uri).trustDomain === config.trustDomain ? undefined : `identity ${uri} is not in trust domain ${config.trustDomain}`;
-        } catch (e) {
-          return (e as Error).message;
-        }
-      },
-    });
+    const xds = new ConfigServer({ authorize: (peer) => nodeStreamRefusal(peer, config.trustDomain) });
     const creds = grpc.ServerCredentials.createSsl(roots, [{ cert_chain: Buffer.from(serving.certChain.join('\n')), private_key: Buffer.from(serving.key) }], true);
 
     const core = kc.makeApiClient(k8s.CoreV1Api);
@@ -162,19 +216,8 @@ export class Controller {
 
   private async startRelay(roots: Buffer): Promise<void> {
     const c = this.config;
-    const own = await this.ca.authority.issueWorkloadKey({ trustDomain: c.trustDomain, namespace: c.rootNamespace, serviceAccount: 'mesh-controller' }, 365 * 86_400_000);
-    // Agents serve with workload certificates (a SPIFFE URI, no DNS name): check that instead.
-    const credentials = grpc.credentials.createSsl(roots, Buffer.from(own.key), Buffer.from(own.certChain.join('\n')), {
-      checkServerIdentity: (_host, cert) => {
-        const uri = (cert.subjectaltname ?? '').split(', ').find((x) => x.startsWith('URI:'))?.slice(4);
-        if (!uri) return new Error('the node agent presented no SPIFFE identity');
-        try {
-          return parseSpiffeId(uri).trustDomain === c.trustDomain ? undefined : new Error(`node agent identity ${uri} is not in trust domain ${c.trustDomain}`);
-        } catch (e) {
-          return e as Error;
-        }
-      },
-    });
+    const own = await this.ca.authority.issueWorkloadKey({ trustDomain: c.trustDomain, namespace: c.rootNamespace, serviceAccount: CONTROLLER_SERVICE_ACCOUNT }, 365 * 86_400_000);
+    const credentials = relayCredentials(roots, own, c.trustDomain);
     this.relay = new Relay({ peers: () => this.relayPeers(), credentials, version: packageVersion() });
     this.relayServer = await serveObserver(this.relay.service(), `${c.relayHost}:${c.relayPort}`, grpc.ServerCredentials.createInsecure());
     this.relayPort = this.relayServer.port;

@@ -19,6 +19,7 @@ export interface RelayPeer {
 export interface RelayOptions {
   /** The node agents to relay, now. */
   peers(): RelayPeer[];
+  /** Checks the agent's certificate; its checkServerIdentity is called with the peer's node name. */
   credentials: grpc.ChannelCredentials;
   version: string;
   /** Per-node deadline for unary calls and for a history (non-follow) stream, ms. */
@@ -41,9 +42,10 @@ export class Relay {
     const have = this.clients.get(p.name);
     if (have && have.address === p.address) return have.client;
     have?.client.close();
-    // Agents are named by their SPIFFE identity (checked by the credentials), not by a host name:
-    // a fixed TLS server name keeps IP addresses out of SNI.
-    const client = observerClient(p.address, this.o.credentials, { 'grpc.ssl_target_name_override': 'mesh-node-agent' });
+    // Agents are named by their node credential, not by a host name: the TLS server name is the
+    // node's name, which the credentials' identity check compares with the node the agent's
+    // certificate is bound to (and it keeps IP addresses out of SNI).
+    const client = observerClient(p.address, this.o.credentials, { 'grpc.ssl_target_name_override': p.name });
     this.clients.set(p.name, { address: p.address, client });
     return client;
   }

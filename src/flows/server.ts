@@ -1,5 +1,7 @@
 // Serving and dialling the Observer API (proto/mesh/observer.proto).
+import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { uriSans } from '../xds/index.ts';
 import { ObserverService } from './types.ts';
 
 export interface ServingObserver {
@@ -7,10 +9,16 @@ export interface ServingObserver {
   close(): Promise<void>;
 }
 
-/** Binds `address` (host:port, port 0 picks one) and serves `impl`. */
-export async function serveObserver(impl: grpc.UntypedServiceImplementation, address: string, creds: grpc.ServerCredentials): Promise<ServingObserver> {
+/** Why a caller may not read flows (undefined: it may), from its verified client certificate. */
+export type ObserverAuthorizer = (peer: { uris: readonly string[]; certificate: PeerCertificate | undefined; address: string }) => string | undefined;
+
+/**
+ * Binds `address` (host:port, port 0 picks one) and serves `impl`. With `authorize`, every call
+ * is checked first and refused with PERMISSION_DENIED and the reason.
+ */
+export async function serveObserver(impl: grpc.UntypedServiceImplementation, address: string, creds: grpc.ServerCredentials, authorize?: ObserverAuthorizer): Promise<ServingObserver> {
   const server = new grpc.Server({ 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_permit_without_calls': 1 });
-  server.addService(ObserverService.service, impl);
+  server.addService(ObserverService.service, authorize ? guarded(impl, authorize) : impl);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(address, creds, (err, p) => (err ? reject(new Error(`the flows API cannot listen on ${address}: ${err.message}`)) : resolve(p))),
   );
@@ -28,6 +36,23 @@ export async function serveObserver(impl: grpc.UntypedServiceImplementation, add
         });
       }),
   };
+}
+
+type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+function guarded(impl: grpc.UntypedServiceImplementation, authorize: ObserverAuthorizer): grpc.UntypedServiceImplementation {
+  const out: grpc.UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(impl)) {
+    out[name] = ((call: AnyCall, cb?: grpc.sendUnaryData<unknown>) => {
+      const certificate = call.getAuthContext()?.sslPeerCertificate;
+      const refusal = authorize({ uris: uriSans(certificate), certificate, address: call.getPeer() });
+      if (refusal === undefined) return (handler as (c: AnyCall, cb?: grpc.sendUnaryData<unknown>) => void)(call, cb);
+      const err = { code: grpc.status.PERMISSION_DENIED, details: `the flows API refused ${call.getPeer()}: ${refusal}` };
+      if (cb) cb(err);
+      else call.emit('error', err);
+    }) as grpc.UntypedHandleCall;
+  }
+  return out;
 }
 
 export type ObserverClient = grpc.Client & {

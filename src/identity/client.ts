@@ -17,6 +17,10 @@ import { caServiceClient, type CertificateRequest, type CertificateResponse, str
 import { CaClientError } from './errors.ts';
 import { formatSpiffeId, type SpiffeId } from './spiffe.ts';
 
+/** The audience the node's service-account token must be minted for to be accepted by the CA
+ * (Istio's is "istio-ca"): a token for the API server is not a CA credential. */
+export const CA_TOKEN_AUDIENCE = 'mesh-ca';
+
 /** A workload's key and certificate, ready for mtlsServerOptions/mtlsClientOptions. */
 export interface WorkloadCertificate {
   readonly identity: SpiffeId;
@@ -40,7 +44,10 @@ export interface CertificateClientOptions {
   /** host:port of the CA (e.g. mesh-controller.mesh-system.svc:15012). */
   readonly address: string;
   /** Roots that sign the CA's serving certificate: the mesh-ca-root-cert bundle. */
-  readonly caRoots: string | readonly string[];
+  readonly caRoots?: string | readonly string[];
+  /** Instead of `caRoots`: credentials that follow the trust bundle as it rotates
+   * (RotatingCertificates without an identity). */
+  readonly credentials?: grpc.ChannelCredentials;
   /** Name to check in the CA's serving certificate when it differs from the address's host. */
   readonly serverName?: string;
   /** The node's service-account token, read per request because projected tokens rotate. */
@@ -69,11 +76,15 @@ export class CertificateClient implements CertificateProvider {
   constructor(opts: CertificateClientOptions) {
     this.o = opts;
     const Ctor = caServiceClient();
-    const roots = Buffer.from(mergeBundles(...(typeof opts.caRoots === 'string' ? [opts.caRoots] : opts.caRoots)).join(''));
     const channelOpts: grpc.ChannelOptions = opts.serverName
       ? { 'grpc.ssl_target_name_override': opts.serverName, 'grpc.default_authority': opts.serverName }
       : {};
-    this.client = new Ctor(opts.address, grpc.credentials.createSsl(roots), channelOpts);
+    let creds = opts.credentials;
+    if (!creds) {
+      if (!opts.caRoots) throw new CaClientError('MESH_ERR_CA_REQUEST', 'the CA client needs caRoots or credentials to check the CA\'s certificate');
+      creds = grpc.credentials.createSsl(Buffer.from(mergeBundles(...(typeof opts.caRoots === 'string' ? [opts.caRoots] : opts.caRoots)).join('')));
+    }
+    this.client = new Ctor(opts.address, creds, channelOpts);
   }
 
   async fetch(identity: SpiffeId): Promise<WorkloadCertificate> {

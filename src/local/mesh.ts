@@ -19,6 +19,7 @@ import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
 import type { PodNet } from './topology.ts';
 import { controlRequest } from '../agent/control.ts';
 import { inMesh } from '../controller/model/index.ts';
+import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
@@ -31,6 +32,8 @@ export interface LocalMeshOptions {
   prefix: string;
   /** Log level of the components (default info). */
   logLevel?: string;
+  /** Workload and node certificate lifetime (the controller's MESH_WORKLOAD_CERT_TTL), ms. */
+  workloadCertTtlMs?: number;
   onProgress?: (m: string) => void;
 }
 
@@ -79,6 +82,10 @@ export class LocalMesh {
     this.opts.onProgress?.(msg);
   }
 
+  private certTtl(): { workloadCertTtlMs?: number } {
+    return this.opts.workloadCertTtlMs ? { workloadCertTtlMs: this.opts.workloadCertTtlMs } : {};
+  }
+
   bpffs(node: string): string {
     return join(this.bpffsRoot, node);
   }
@@ -105,7 +112,7 @@ export class LocalMesh {
       this.nodePods.set(node, pod);
     }
     this.progress('starting the controller (config stream, CA, flow relay)');
-    this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
+    this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, ...this.certTtl() });
     this.root = await waitFor('the trust bundle ConfigMap', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'mesh-system' })).data?.['root-cert.pem']);
     writeFileSync(join(this.stateDir, 'root-cert.pem'), this.root);
     for (const node of this.nodes) {
@@ -143,7 +150,7 @@ export class LocalMesh {
     const tr = await this.core.createNamespacedServiceAccountToken({
       name: 'mesh-node',
       namespace: 'mesh-system',
-      body: { spec: { audiences: [], expirationSeconds: 24 * 3600, boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: pod.metadata!.name!, uid: pod.metadata!.uid! } } },
+      body: { spec: { audiences: [CA_TOKEN_AUDIENCE], expirationSeconds: 24 * 3600, boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: pod.metadata!.name!, uid: pod.metadata!.uid! } } },
     });
     return tr.status!.token!;
   }
@@ -246,7 +253,7 @@ export class LocalMesh {
   async restartController(): Promise<void> {
     const old = this.controller;
     await old.stop();
-    this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort });
+    this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, ...this.certTtl() });
     this.writeEndpoints();
   }
 

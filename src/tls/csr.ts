@@ -3,6 +3,17 @@ import { TlsError } from './errors.ts';
 import { type KeyPair, publicKeyFingerprint } from './keys.ts';
 import { sansOf } from './cert.ts';
 import { x509 } from './x509.ts';
+import { createPublicKey } from 'node:crypto';
+
+function keyDetails(spki: ArrayBuffer): CsrInfo['key'] {
+  try {
+    const k = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+    const d = k.asymmetricKeyDetails ?? {};
+    return { type: k.asymmetricKeyType ?? 'unknown', ...(d.namedCurve ? { curve: d.namedCurve } : {}), ...(d.modulusLength ? { bits: d.modulusLength } : {}) };
+  } catch {
+    return { type: 'unknown' };
+  }
+}
 
 /** A CSR for `keys` whose only SAN is the URI `uri`; the subject is empty, as Istio's are. */
 export async function createCsr(keys: KeyPair, uri: string): Promise<string> {
@@ -26,6 +37,8 @@ export interface CsrInfo {
   /** The requester's public key, to put in the certificate. */
   readonly publicKey: x509.PublicKey;
   readonly publicKeyFingerprint: string;
+  /** The key's type and size as Node's crypto reads it: 'ec' with its curve, 'rsa' with its bits, ... */
+  readonly key: { readonly type: string; readonly curve?: string; readonly bits?: number };
 }
 
 /** Parses a PEM CSR and checks its self-signature (proof of possession of the key). */
@@ -57,5 +70,6 @@ export async function parseCsr(pem: string): Promise<CsrInfo> {
     subject: csr.subject,
     publicKey: csr.publicKey,
     publicKeyFingerprint: publicKeyFingerprint(csr.publicKey.rawData),
+    key: keyDetails(csr.publicKey.rawData),
   });
 }

@@ -100,7 +100,7 @@ export interface ServerStatus {
   readonly generation: number;
   readonly resources: Readonly<Record<string, number>>;
   readonly clients: readonly StreamStatus[];
-  /** Node id → resources it refused, until it accepts a newer version (kept across reconnects). */
+  /** Node id → resources its current streams refused, until they accept a newer version. */
   readonly rejections: Readonly<Record<string, readonly (Rejection & { readonly type: string })[]>>;
 }
 
@@ -123,6 +123,9 @@ class Stream {
   readonly address: string;
   readonly connectedAt = new Date();
   readonly subs = new Map<string, Subscription>();
+  /** Type → name → the version this stream's client refused, until it changes. Per stream, not
+   * per claimed node id: another stream naming the same id cannot withhold anything from it. */
+  readonly rejections = new Map<string, Map<string, Rejection>>();
   node: NodeInfo | undefined;
   peer: PeerInfo | undefined;
   admitted = false;
@@ -145,7 +148,6 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
   readonly #authorize: Authorizer | undefined;
   readonly #serverOptions: grpc.ServerOptions;
   readonly #streams = new Set<Stream>();
-  readonly #rejections = new Map<string, Map<string, Map<string, Rejection>>>();
   readonly #unsubscribe: () => void;
   #server: grpc.Server | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -231,9 +233,9 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
       };
     });
     const rejections: Record<string, (Rejection & { type: string })[]> = {};
-    for (const [node, byType] of this.#rejections) {
-      const list = [...byType].flatMap(([type, m]) => [...m.values()].map((r) => ({ type, ...r })));
-      if (list.length > 0) rejections[node] = list;
+    for (const st of this.#streams) {
+      const list = [...st.rejections].flatMap(([type, m]) => [...m.values()].map((r) => ({ type, ...r })));
+      if (list.length > 0 && st.node) (rejections[st.node.id] ??= []).push(...list);
     }
     return { generation: this.store.generation, resources, clients, rejections };
   }
@@ -338,7 +340,7 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
     }
     sub.inflight.delete(req.responseNonce);
     const node = s.node!;
-    const memo = this.#rejections.get(node.id)?.get(type);
+    const memo = s.rejections.get(type);
     if (!req.errorDetail) {
       sub.acked(sent);
       if (memo) for (const [name, e] of sent.names) if (memo.get(name)?.version !== e.version) memo.delete(name);
@@ -358,10 +360,8 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
     for (const [name, e] of sent.names) {
       if (e.version !== null && (named.size === 0 || named.has(name))) refused.add(name);
     }
-    let byType = this.#rejections.get(node.id);
-    if (!byType) this.#rejections.set(node.id, (byType = new Map()));
-    let memo = byType.get(type);
-    if (!memo) byType.set(type, (memo = new Map()));
+    let memo = s.rejections.get(type);
+    if (!memo) s.rejections.set(type, (memo = new Map()));
     const at = new Date().toISOString();
     for (const name of refused) {
       const version = sent.names.get(name)!.version!;
@@ -377,9 +377,9 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
 
   #onChange(changes: ChangeSet): void {
     // A refused version that changed is offered again; forget the refusal.
-    for (const byType of this.#rejections.values()) {
+    for (const s of this.#streams) {
       for (const [type, names] of changes) {
-        const memo = byType.get(type);
+        const memo = s.rejections.get(type);
         if (memo) for (const n of names) memo.delete(n);
       }
     }
@@ -410,7 +410,7 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
   #respond(s: Stream, type: string, sub: Subscription): boolean {
     const node = s.node!;
     const entries = this.store.entries(type as TypeUrl<M>) as ReadonlyMap<string, Entry<unknown>>;
-    const refused = this.#rejections.get(node.id)?.get(type);
+    const refused = s.rejections.get(type);
     const filter = this.#filter;
     const want = (name: string, e: Entry<unknown>) => {
       if (!sub.wants(name)) return false;

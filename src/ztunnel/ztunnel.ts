@@ -4,10 +4,10 @@
 // plain TCP otherwise; inbound HBONE terminated, authorized (L4) and delivered to the app.
 import net from 'node:net';
 import { createInterface } from 'node:readline';
-import * as grpc from '@grpc/grpc-js';
 import { logger } from '../common/log.ts';
 import { ZtunnelMaps } from '../datapath/index.ts';
-import { CertificateClient, formatSpiffeId, SecretManager, type SpiffeId, spiffeId } from '../identity/index.ts';
+import { CertificateClient, formatSpiffeId, RotatingCertificates, SecretManager, type SpiffeId, spiffeId, type WorkloadCertificate } from '../identity/index.ts';
+import { mergeBundles } from '../tls/index.ts';
 import { AUTHORIZATION, ConfigClient, type GatewayAddress, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
 import type { ZdsAck, ZdsMessage, ZdsPod, ZdsReport } from '../zds/protocol.ts';
 import { HboneDeniedError, HbonePool, HboneServer, type HboneTunnel, splice } from './hbone/index.ts';
@@ -57,9 +57,12 @@ export class Ztunnel {
   private readonly cfg: ZtunnelConfig;
   private readonly maps: ZtunnelMaps;
   private readonly secrets: SecretManager;
+  private readonly ca: CertificateClient;
+  private readonly caRoots: RotatingCertificates;
+  private own: RotatingCertificates | undefined;
   private readonly policy: InboundPolicy;
   private config: ConfigClient<MeshTypes> | undefined;
-  private readonly pods = new Map<string, { proxy: PodProxy; pool: HbonePool; hbone: HboneServer }>();
+  private readonly pods = new Map<string, { proxy: PodProxy; pool: HbonePool; hbone: HboneServer; identity: SpiffeId }>();
   private zds: net.Socket | undefined;
   private closed = false;
 
@@ -67,9 +70,31 @@ export class Ztunnel {
     this.cfg = cfg;
     this.policy = policy;
     this.maps = new ZtunnelMaps(cfg.bpffsDir);
-    const ca = new CertificateClient({ address: cfg.caAddress, caRoots: cfg.caRoots, serverName: cfg.serverName, token: cfg.token });
-    this.secrets = new SecretManager({ provider: ca });
+    // The CA client trusts the mounted bundle plus the roots the CA hands out as they rotate.
+    this.secrets = new SecretManager({ provider: { fetch: (id) => this.ca.fetch(id) } });
+    this.caRoots = new RotatingCertificates(this.secrets, undefined, cfg.caRoots);
+    this.ca = new CertificateClient({ address: cfg.caAddress, credentials: this.caRoots.channelCredentials(), serverName: cfg.serverName, token: cfg.token });
     this.telemetry.onClose = (r) => this.reportFlow(r);
+    // Every pod's HBONE server presents its workload's current certificate: renewed at half-life
+    // (and a new trust bundle) reach the next handshake, not only the next restart.
+    this.secrets.on('certificate', (identity, cert) => this.renewed(formatSpiffeId(identity), cert));
+    this.secrets.on('trustBundle', () => {
+      for (const p of this.pods.values()) {
+        const cert = this.secrets.cached(p.identity);
+        if (cert) this.renewed(formatSpiffeId(p.identity), cert);
+      }
+    });
+  }
+
+  private renewed(identity: string, cert: WorkloadCertificate): void {
+    const roots = mergeBundles(this.cfg.caRoots, ...this.secrets.trustBundle);
+    let pods = 0;
+    for (const p of this.pods.values()) {
+      if (formatSpiffeId(p.identity) !== identity) continue;
+      p.hbone.updateCredentials({ key: cert.key, certChain: cert.certChain, roots });
+      pods++;
+    }
+    if (pods) log.info({ identity, serial: cert.leaf.serial, notAfter: cert.leaf.notAfter, pods }, 'serving a renewed certificate');
   }
 
   static async start(cfg: ZtunnelConfig, policy: InboundPolicy): Promise<Ztunnel> {
@@ -77,11 +102,14 @@ export class Ztunnel {
     // The node's pods first: the agent tells who each pod is (ZDS), so their listeners open while
     // the config stream is still connecting — after a restart, capture is served again sooner.
     z.connectZds();
-    const own = await z.secrets.fetchCertificate(spiffeId(cfg.trustDomain, cfg.namespace, cfg.serviceAccount));
-    const creds = grpc.credentials.createSsl(Buffer.from(cfg.caRoots), Buffer.from(own.key), Buffer.from(own.certChain.join('\n')));
+    const ownId = spiffeId(cfg.trustDomain, cfg.namespace, cfg.serviceAccount);
+    await z.secrets.fetchCertificate(ownId);
+    // The node certificate, renewed at half-life like any other: the config stream presents the
+    // current one on every (re)connect.
+    z.own = new RotatingCertificates(z.secrets, ownId, cfg.caRoots);
     z.config = new ConfigClient<MeshTypes>({
       address: cfg.xdsAddress,
-      credentials: creds,
+      credentials: z.own.channelCredentials(),
       node: { id: `ztunnel~${cfg.nodeName}`, name: cfg.nodeName, cluster: '' },
       types: [WORKLOAD, SERVICE, AUTHORIZATION],
       channelOptions: { 'grpc.ssl_target_name_override': cfg.serverName },
@@ -186,13 +214,13 @@ export class Ztunnel {
     log.debug({ uid: p.uid }, 'opening listeners in the pod');
     const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps, provisional: this.state.workloadByPodUid(p.uid) ? undefined : w, transparent: p.transparent });
     const hbone = new HboneServer({
-      credentials: { key: cert.key, certChain: cert.certChain, roots: cert.roots },
+      credentials: { key: cert.key, certChain: cert.certChain, roots: mergeBundles(...cert.roots, ...this.secrets.trustBundle) },
       trustDomains: [this.cfg.trustDomain],
       handler: (t) => this.inboundHbone(proxy, t),
     });
     const pool = new HbonePool({ connectFromNetns: (dst) => proxy.dialSocket(net.isIPv6(dst.host) ? 6 : 4) });
     await proxy.open({ outbound: (pod, c) => void this.outbound(pod, c), plaintextInbound: (pod, c) => void this.plaintextInbound(pod, c) }, hbone);
-    this.pods.set(p.uid, { proxy, pool, hbone });
+    this.pods.set(p.uid, { proxy, pool, hbone, identity });
     log.info({ pod: `${w.namespace}/${w.name}`, identity: formatSpiffeId(identity) }, 'serving pod');
   }
 
@@ -316,7 +344,7 @@ export class Ztunnel {
       if (hbone && src && entry && dst.workload) {
         const cert = await this.secrets.fetchCertificate(this.identityOf(src));
         const stream = await entry.pool.connect({
-          source: { identity: cert.identity, key: cert.key, certChain: cert.certChain, roots: cert.roots },
+          source: { identity: cert.identity, key: cert.key, certChain: cert.certChain, roots: cert.roots, notAfter: cert.leaf.notAfter },
           dstAddr: { host: dst.ip, port: 15008 },
           expectedIdentities: [formatSpiffeId(this.identityOf(dst.workload))],
           authority: { host: dst.ip, port: dst.port },
@@ -519,6 +547,10 @@ export class Ztunnel {
     this.zds?.destroy();
     for (const uid of [...this.pods.keys()]) await this.removePod(uid);
     await this.config?.close();
+    this.own?.close();
+    this.caRoots.close();
+    this.secrets.close();
+    this.ca.close();
     this.maps.close();
     await this.telemetry.accessLog?.flush(); // the access log is buffered (see AccessLog)
   }

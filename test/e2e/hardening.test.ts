@@ -1,13 +1,21 @@
 // Holes a user or an attacker could walk through, each reproduced on the local cluster and closed:
-// a waypoint label that switched policy off, and plaintext let in while a restarted ztunnel's
-// policies were still on their way. Two nodes, one mesh shared by the tests in order.
+// a waypoint label that switched policy off; plaintext let in while a restarted ztunnel's
+// policies were still on their way; one node's credential speaking for another on the config
+// stream and the flow relay; flows readable by any certificate of the mesh. Two nodes, one mesh
+// shared by the tests in order.
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
-import { startMesh, waitFor, type Mesh } from '../helpers/mesh.ts';
+import { relayCredentials } from '../../src/controller/controller.ts';
+import { Relay } from '../../src/flows/relay.ts';
+import { observerClient, serveObserver, unary } from '../../src/flows/server.ts';
+import { CertificateClient, spiffeId, type WorkloadCertificate } from '../../src/identity/index.ts';
+import { ConfigClient, WORKLOAD, type Workload } from '../../src/xds/index.ts';
+import { SERVER_NAME, startMesh, waitFor, type Mesh } from '../helpers/mesh.ts';
 import { requireRoot } from '../helpers/topology.ts';
 
 const NODE = process.execPath;
@@ -148,4 +156,93 @@ test.serial('restart-strict-no-plaintext: a plaintext client racing a ztunnel re
   const tried = since('plain', 'outsider', from);
   t.true(tried.length > 30, `the outsider kept trying (${tried.length})`);
   t.deepEqual(tried.filter(([, r]) => r === 'ok'), [], 'no plaintext connection was accepted before, during or after the restarts');
+});
+
+/** node1's own credential, obtained from the CA exactly as node1's agent obtains it. */
+async function nodeCredential(node: string): Promise<WorkloadCertificate> {
+  const token = await mesh.tokenFor(node);
+  const ca = new CertificateClient({ address: `127.0.0.1:${mesh.controller.ca.port}`, caRoots: mesh.root, serverName: SERVER_NAME, token: () => token });
+  try {
+    return await ca.fetch(spiffeId('cluster.local', 'mesh-system', 'mesh-node'));
+  } finally {
+    ca.close();
+  }
+}
+
+test.serial('config-stream-node-from-credentials: node1\'s credential cannot read, NACK or announce flows as node2', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  const cert = await nodeCredential('node1');
+  const creds = grpc.credentials.createSsl(Buffer.from(mesh.root), Buffer.from(cert.key), Buffer.from(cert.certChain.join('\n')));
+  const before = mesh.controller.relayPeers().find((p) => p.name === 'node2');
+  t.truthy(before, 'node2\'s agent announced its flows API');
+  for (const [id, name, why] of [
+    ['agent~node2', 'node2', /claims node "node2", but its certificate is bound to node "node1"/],
+    ['ztunnel~node2', 'node2', /claims node "node2", but its certificate is bound to node "node1"/],
+    ['agent~node2', 'node1', /node id "agent~node2" must be agent~node1 or ztunnel~node1/],
+  ] as const) {
+    const c = new ConfigClient<{ [WORKLOAD]: Workload }>({
+      address: `127.0.0.1:${mesh.controller.xdsPort}`,
+      credentials: creds,
+      node: { id, name, cluster: '', metadata: { observer: '127.0.0.1:9' } },
+      types: [WORKLOAD],
+      channelOptions: { 'grpc.ssl_target_name_override': SERVER_NAME },
+      // Reject every resource: were the stream admitted, this NACK would be filed under the victim.
+      validate: () => 'refused by the impostor',
+    });
+    c.start();
+    const err = await waitFor(`the stream as ${id}/${name} to be refused`, () => c.status().lastError);
+    await c.close();
+    t.regex(err, /PERMISSION_DENIED/, id);
+    t.regex(err, why, `${id} as ${name}: ${err}`);
+    t.is(c.entries(WORKLOAD).size, 0, 'nothing was served to it');
+  }
+  // node2's state is untouched: its announced flows address, its streams in sync, no NACK on record.
+  const after = mesh.controller.relayPeers().find((p) => p.name === 'node2');
+  t.is(after?.address, before?.address);
+  t.deepEqual(mesh.controller.xds.status().rejections, {});
+  t.true(after!.configClients.every((c) => c.inSync), 'node2\'s agent and ztunnel stay in sync');
+
+  // The relay checks who answers at an address: a server holding node1's certificate, dialled
+  // as node2, is refused; the real node2 agent is accepted.
+  const fake = await serveObserver({}, '127.0.0.1:0', grpc.ServerCredentials.createSsl(Buffer.from(mesh.root), [{ cert_chain: Buffer.from(cert.certChain.join('\n')), private_key: Buffer.from(cert.key) }], false));
+  t.teardown(() => fake.close());
+  const controllerId = await mesh.controller.ca.authority.issueWorkloadKey(spiffeId('cluster.local', 'mesh-system', 'mesh-controller'), 600_000);
+  const relay = new Relay({
+    peers: () => [
+      { name: 'node2', address: `127.0.0.1:${fake.port}`, configClients: [] },
+      { name: 'node1', address: mesh.controller.relayPeers().find((p) => p.name === 'node1')!.address, configClients: [] },
+    ],
+    credentials: relayCredentials(Buffer.from(mesh.root), controllerId, 'cluster.local'),
+    version: 'test',
+  });
+  t.teardown(() => relay.close());
+  const nodes = await relay.nodes();
+  const n2 = nodes.find((n) => n.name === 'node2')!;
+  t.is(n2.state, 'UNAVAILABLE');
+  t.regex(n2.error ?? '', /not that node's agent: its certificate is bound to node node1, not node2/);
+  t.not(nodes.find((n) => n.name === 'node1')?.state, 'UNAVAILABLE', 'the real agent answers the relay');
+});
+
+test.serial('flows-api-controller-only: a node agent serves its flows to the controller\'s identity only', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  const address = mesh.controller.relayPeers().find((p) => p.name === 'node1')!.address;
+  const call = async (who: { key: string; certChain: readonly string[] }) => {
+    const client = observerClient(address, grpc.credentials.createSsl(Buffer.from(mesh.root), Buffer.from(who.key), Buffer.from(who.certChain.join('\n')), { checkServerIdentity: () => undefined }), { 'grpc.ssl_target_name_override': 'node1' });
+    try {
+      return await unary<{ numFlows: number }>((opts, cb) => client.ServerStatus({}, opts, cb));
+    } catch (e) {
+      return e as Error;
+    } finally {
+      client.close();
+    }
+  };
+  // Another node's credential, and a workload's, from the same CA: refused.
+  const other = await call(await nodeCredential('node2'));
+  t.regex((other as Error).message ?? '', /PERMISSION_DENIED.*only the controller's relay \(spiffe:\/\/cluster\.local\/ns\/mesh-system\/sa\/mesh-controller\) may read this node's flows; the client presented spiffe:\/\/cluster\.local\/ns\/mesh-system\/sa\/mesh-node/);
+  const workload = await mesh.controller.ca.authority.issueWorkloadKey(spiffeId('cluster.local', 'shop', 'caller'), 600_000);
+  t.regex(((await call(workload)) as Error).message ?? '', /PERMISSION_DENIED/);
+  const controller = await mesh.controller.ca.authority.issueWorkloadKey(spiffeId('cluster.local', 'mesh-system', 'mesh-controller'), 600_000);
+  const ok = await call(controller);
+  t.false(ok instanceof Error, String(ok));
+  t.true((ok as { numFlows: number }).numFlows >= 0);
 });

@@ -9,6 +9,7 @@ import {
   type TokenReviewResult,
 } from '../../src/controller/ca/index.ts';
 import {
+  CA_TOKEN_AUDIENCE,
   caServiceClient,
   type CertificateRequest,
   type CertificateResponse,
@@ -25,7 +26,7 @@ export class FakeKube implements CaKube {
   readonly configMaps = new Map<string, { data: Record<string, string>; labels: Record<string, string> }>();
   readonly namespaces = new Set<string>();
   readonly pods: PodInfo[] = [];
-  readonly tokens = new Map<string, TokenReviewResult['user']>();
+  readonly tokens = new Map<string, TokenReviewResult['user'] & { audiences?: readonly string[] }>();
   readonly reviews: { token: string; audiences: readonly string[] | undefined }[] = [];
   private readonly watchers = new Set<(ns: string) => void>();
 
@@ -69,7 +70,11 @@ export class FakeKube implements CaKube {
   async reviewToken(token: string, audiences?: readonly string[]): Promise<TokenReviewResult> {
     this.reviews.push({ token, audiences });
     const user = this.tokens.get(token);
-    return user ? { authenticated: true, user } : { authenticated: false, error: 'invalid bearer token' };
+    if (!user) return { authenticated: false, error: 'invalid bearer token' };
+    // As the API server: a token is valid only for the audiences it was minted for.
+    const { audiences: minted = [], ...rest } = user;
+    if (audiences?.length && !audiences.some((a) => minted.includes(a))) return { authenticated: false, error: `token audiences ${JSON.stringify(minted)} are invalid for the target audiences ${JSON.stringify(audiences)}` };
+    return { authenticated: true, user: rest, audiences: audiences?.length ? [...audiences] : [...minted] };
   }
   async getPod(ns: string, name: string) {
     return this.pods.find((p) => p.namespace === ns && p.name === name);
@@ -80,8 +85,8 @@ export class FakeKube implements CaKube {
 }
 
 /** A token for the node agent's service account on `node`, as Kubernetes ≥ 1.30 reviews it. */
-export function nodeToken(kube: FakeKube, token: string, node: string): string {
-  kube.tokens.set(token, { username: NODE_SA, extra: { 'authentication.kubernetes.io/node-name': [node] } });
+export function nodeToken(kube: FakeKube, token: string, node: string, audiences: readonly string[] = [CA_TOKEN_AUDIENCE]): string {
+  kube.tokens.set(token, { username: NODE_SA, extra: { 'authentication.kubernetes.io/node-name': [node] }, audiences });
   return token;
 }
 

@@ -24,7 +24,7 @@ test('ca-over-the-local-api-server-issues-refuses-publishes-and-keeps-its-root',
     await core.createNamespacedServiceAccountToken({
       name: 'mesh-node',
       namespace: 'mesh-system',
-      body: { spec: { audiences: [], boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: 'mesh-node-a', uid: agent.metadata!.uid } } },
+      body: { spec: { audiences: ['mesh-ca'], boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: 'mesh-node-a', uid: agent.metadata!.uid } } },
     })
   ).status!.token!;
 

@@ -1,4 +1,4 @@
-import { X509Certificate } from 'node:crypto';
+import { webcrypto, X509Certificate } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import test from 'ava';
 import {
@@ -9,7 +9,7 @@ import {
   startCa,
   type RunningCa,
 } from '../../src/controller/ca/index.ts';
-import { CaClientError, CertificateClient, parseSpiffeId, stringStruct } from '../../src/identity/index.ts';
+import { CaClientError, CertificateClient, nodeOfCertificate, parseSpiffeId, stringStruct } from '../../src/identity/index.ts';
 import { createCsr, fingerprintOf, generateKeyPair, mergeBundles, parseCertificate, splitPemBundle, verifyChain, x509 } from '../../src/tls/index.ts';
 import { FakeKube, NODE_SA, nodeToken, rawCreateCertificate } from '../helpers/ca.ts';
 
@@ -93,7 +93,7 @@ test('ca-refuses-a-forged-or-missing-token-as-unauthenticated', async (t) => {
   nodeToken(w.kube, 'tok-a', 'node-a');
   const forged = await t.throwsAsync(w.client('tok-a-but-forged').fetch(parseSpiffeId(CART)), { instanceOf: CaClientError });
   t.is(forged!.grpcCode, status.UNAUTHENTICATED);
-  t.regex(forged!.message, /bearer token was rejected by the Kubernetes API server: invalid bearer token/);
+  t.regex(forged!.message, /bearer token was rejected by the Kubernetes API server for audience mesh-ca: invalid bearer token/);
   const csr = await createCsr(await generateKeyPair(), CART);
   const none = await rawCreateCertificate(w.ca.port, w.ca.authority.trustBundle, { csr, validity_duration: 0 });
   t.is(none.err?.code, status.UNAUTHENTICATED);
@@ -102,7 +102,7 @@ test('ca-refuses-a-forged-or-missing-token-as-unauthenticated', async (t) => {
 
 test('ca-refuses-a-service-account-that-is-not-the-node-agent', async (t) => {
   const w = await world(t);
-  w.kube.tokens.set('tok-app', { username: 'system:serviceaccount:shop:cart', extra: { 'authentication.kubernetes.io/node-name': ['node-a'] } });
+  w.kube.tokens.set('tok-app', { username: 'system:serviceaccount:shop:cart', extra: { 'authentication.kubernetes.io/node-name': ['node-a'] }, audiences: ['mesh-ca'] });
   const e = await t.throwsAsync(w.client('tok-app').fetch(parseSpiffeId(CART)), { instanceOf: CaClientError });
   t.is(e!.grpcCode, status.PERMISSION_DENIED);
   t.regex(e!.message, /caller system:serviceaccount:shop:cart is not a trusted node service account \(trusted: system:serviceaccount:mesh-system:mesh-node\)/);
@@ -112,17 +112,17 @@ test('ca-finds-the-callers-node-through-its-pod-when-the-token-has-no-node-name'
   const w = await world(t);
   const agent = w.kube.addPod({ namespace: 'mesh-system', name: 'mesh-node-b', serviceAccountName: 'mesh-node', nodeName: 'node-b' });
   const extra = { 'authentication.kubernetes.io/pod-name': [agent.name], 'authentication.kubernetes.io/pod-uid': [agent.uid] };
-  w.kube.tokens.set('tok-b', { username: NODE_SA, extra });
+  w.kube.tokens.set('tok-b', { username: NODE_SA, extra, audiences: ['mesh-ca'] });
   const cert = await w.client('tok-b').fetch(parseSpiffeId(PAY));
   t.deepEqual(cert.leaf.uris, [PAY]);
   await t.throwsAsync(w.client('tok-b').fetch(parseSpiffeId(CART)), { message: /node node-b may not obtain identity .*\/sa\/cart/ });
   // A token of a pod that was replaced (same name, new uid) is stale.
-  w.kube.tokens.set('tok-stale', { username: NODE_SA, extra: { ...extra, 'authentication.kubernetes.io/pod-uid': ['old-uid'] } });
+  w.kube.tokens.set('tok-stale', { username: NODE_SA, extra: { ...extra, 'authentication.kubernetes.io/pod-uid': ['old-uid'] }, audiences: ['mesh-ca'] });
   const stale = await t.throwsAsync(w.client('tok-stale').fetch(parseSpiffeId(PAY)), { instanceOf: CaClientError });
   t.is(stale!.grpcCode, status.PERMISSION_DENIED);
   t.regex(stale!.message, /pod mesh-system\/mesh-node-b no longer exists/);
   // A legacy (not pod-bound) token gives no node at all.
-  w.kube.tokens.set('tok-legacy', { username: NODE_SA, extra: {} });
+  w.kube.tokens.set('tok-legacy', { username: NODE_SA, extra: {}, audiences: ['mesh-ca'] });
   await t.throwsAsync(w.client('tok-legacy').fetch(parseSpiffeId(PAY)), { message: /not bound to a pod.*projected service-account token/ });
 });
 
@@ -247,4 +247,58 @@ test('ca-refuses-to-start-with-a-broken-plugged-in-secret', async (t) => {
   await t.throwsAsync(loadCaMaterial(kube, opts), { message: /has no "ca-key\.pem"/ });
   kube.secrets.set('mesh-system/cacerts', { 'ca-cert.pem': a.cert, 'ca-key.pem': a.key.privateKeyPem, 'root-cert.pem': b.cert });
   await t.throwsAsync(loadCaMaterial(kube, opts), { message: /ca-cert\.pem does not chain to any certificate in root-cert\.pem/ });
+});
+
+test('ca-requires-the-mesh-ca-token-audience', async (t) => {
+  const w = await world(t);
+  const tok = nodeToken(w.kube, 'tok-api', 'node-a', ['https://kubernetes.default.svc.cluster.local']);
+  const e = await t.throwsAsync(w.client(tok).fetch(parseSpiffeId(CART)), { instanceOf: CaClientError });
+  t.is(e!.grpcCode, status.UNAUTHENTICATED);
+  t.regex(e!.message, /for audience mesh-ca: token audiences .*kubernetes\.default.* are invalid/);
+  t.deepEqual(w.kube.reviews.at(-1)?.audiences, ['mesh-ca'], 'the TokenReview asks for the CA\'s audience');
+});
+
+test('ca-binds-a-node-identity-to-the-callers-node-and-no-other-system-identity', async (t) => {
+  const w = await world(t);
+  // The node's own identity: bound to node-a in the subject, whatever the request says.
+  const own = await w.client(nodeToken(w.kube, 'tok-a', 'node-a')).fetch(parseSpiffeId(`spiffe://${TD}/ns/mesh-system/sa/mesh-node`));
+  const x = new X509Certificate(own.certChain[0]!);
+  t.is(x.subject.split('\n').sort().join(','), 'CN=mesh:node:node-a,O=mesh:nodes');
+  t.is(nodeOfCertificate({ subject: Object.fromEntries(x.subject.split('\n').map((kv) => kv.split('='))) }), 'node-a');
+  const other = await w.client(nodeToken(w.kube, 'tok-b', 'node-b')).fetch(parseSpiffeId(`spiffe://${TD}/ns/mesh-system/sa/mesh-node`));
+  t.regex(new X509Certificate(other.certChain[0]!).subject, /CN=mesh:node:node-b/);
+  // A workload's certificate carries no node.
+  const cart = await w.client('tok-a').fetch(parseSpiffeId(CART));
+  t.falsy(new X509Certificate(cart.certChain[0]!).subject);
+  // The controller's identity, even with a controller pod on node-a: refused.
+  w.kube.addPod({ namespace: 'mesh-system', name: 'mesh-controller-1', serviceAccountName: 'mesh-controller', nodeName: 'node-a' });
+  const e = await t.throwsAsync(w.client('tok-a').fetch(parseSpiffeId(`spiffe://${TD}/ns/mesh-system/sa/mesh-controller`)), { instanceOf: CaClientError });
+  t.is(e!.grpcCode, status.PERMISSION_DENIED);
+  t.regex(e!.message, /in namespace mesh-system a node may obtain only its own node identity \(mesh-system\/mesh-node\)/);
+});
+
+type KeyAlg = webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams;
+
+test('ca-signs-only-ec-p256-p384-or-rsa-2048-keys', async (t) => {
+  const w = await world(t);
+  const tok = nodeToken(w.kube, 'tok-a', 'node-a');
+  const csrWith = async (algorithm: KeyAlg) => {
+    const keys = (await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const signingAlgorithm = algorithm.name === 'ECDSA' ? { name: 'ECDSA', hash: 'SHA-256' } : algorithm;
+    return (await x509.Pkcs10CertificateRequestGenerator.create({ keys, signingAlgorithm, extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: CART }])] })).toString('pem');
+  };
+  const rsa = (bits: number): KeyAlg => ({ name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' });
+  const cases: [string, KeyAlg, RegExp | null][] = [
+    ['RSA 1024', rsa(1024), /an RSA key of 1024 bits; the CA signs only EC P-256 or P-384 keys, or RSA keys of at least 2048 bits/],
+    ['EC P-521', { name: 'ECDSA', namedCurve: 'P-521' }, /an EC key on curve secp521r1/],
+    ['EC P-384', { name: 'ECDSA', namedCurve: 'P-384' }, null],
+    ['RSA 2048', rsa(2048), null],
+  ];
+  for (const [what, alg, refused] of cases) {
+    const r = await rawCreateCertificate(w.ca.port, w.ca.authority.trustBundle, { csr: await csrWith(alg), validity_duration: 0 }, tok);
+    if (refused) {
+      t.is(r.err?.code, status.INVALID_ARGUMENT, what);
+      t.regex(r.err?.details ?? '', refused, what);
+    } else t.is(r.err, null, what);
+  }
 });

@@ -187,7 +187,7 @@ test('nack-keeps-last-good-version-and-is-reported', async (t) => {
   t.is(nacks.length, 1);
 });
 
-test('refused-resource-is-not-resent-on-reconnect', async (t) => {
+test('refusals-belong-to-the-stream: a reconnected client is offered the refused resource again and keeps its last good state', async (t) => {
   const { server, port } = await serve(t);
   const relay = new Relay(port);
   t.teardown(() => relay.close());
@@ -201,11 +201,15 @@ test('refused-resource-is-not-resent-on-reconnect', async (t) => {
   await client.ready();
   t.deepEqual([...client.entries(WORKLOAD).keys()], [uid(2)]);
   t.is(nacks.length, 1);
+  // Another stream claiming the same node id refuses everything: that stays with it.
+  const { client: impostor } = connect(t, port, 'node-a', { validate: () => 'refuse all' });
+  await waitFor(() => nacks.length >= 2, 'the impostor\'s NACK');
+  await impostor.close();
   relay.cut();
   await waitFor(() => client.status().connects === 2, 'reconnect');
-  await waitFor(() => server.status().clients[0]?.types[WORKLOAD]?.synced === true, 'resync');
-  await sleep(50);
-  t.is(nacks.length, 1);
+  await waitFor(() => server.status().clients.length === 1 && server.status().clients[0]?.types[WORKLOAD]?.synced === true, 'resync');
+  await waitFor(() => nacks.length === 3, 'the bad resource offered again to the new stream, and refused again');
+  t.deepEqual([...client.entries(WORKLOAD).keys()], [uid(2)], 'the last good state stays; nothing withheld by the other stream');
 });
 
 test('malformed-resource-for-one-client-does-not-break-others', async (t) => {

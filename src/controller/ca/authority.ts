@@ -58,15 +58,17 @@ export class CertificateAuthority {
   /**
    * Signs a workload certificate for `identity` with the CSR's key: URI SAN only (critical, as
    * the subject is empty — RFC 5280 §4.2.1.6), digitalSignature + keyEncipherment, serverAuth +
-   * clientAuth. The lifetime is cut at the signing certificate's own expiry.
+   * clientAuth. The lifetime is cut at the signing certificate's own expiry. `subject` is empty
+   * except on a node certificate (identity/node.ts: the node it is bound to).
    */
-  async signWorkload(csr: CsrInfo, identity: SpiffeId, ttlMs: number, now = Date.now()): Promise<IssuedCertificate> {
+  async signWorkload(csr: CsrInfo, identity: SpiffeId, ttlMs: number, now = Date.now(), subject = ''): Promise<IssuedCertificate> {
     const cert = await this.sign({
       publicKey: csr.publicKey,
       sans: [{ type: 'url', value: formatSpiffeId(identity) }],
       eku: [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
       ttlMs,
       now,
+      subject,
     });
     return this.issued(cert);
   }
@@ -115,6 +117,7 @@ export class CertificateAuthority {
     eku: string[];
     ttlMs: number;
     now: number;
+    subject?: string;
   }): Promise<x509.X509Certificate> {
     this.aki ??= await this.authorityKeyId();
     // X.509 times have whole seconds (RFC 5280 §4.1.2.5): round outwards so the lifetime is at
@@ -123,7 +126,7 @@ export class CertificateAuthority {
     const notBefore = new Date(Math.max(Math.floor((p.now - Math.min(BACKDATE_MS, p.ttlMs)) / 1000) * 1000, this.signer.notBefore.getTime()));
     return x509.X509CertificateGenerator.create({
       serialNumber: serialNumber(),
-      subject: '',
+      subject: p.subject ?? '',
       issuer: this.signer.subjectName,
       notBefore,
       notAfter,

@@ -16,9 +16,12 @@ export class NodeAuthorizer {
   private readonly trusted: ReadonlySet<string>;
 
   /** `trustedNodeAccounts`: usernames like system:serviceaccount:mesh-system:mesh-node. */
+  private readonly systemNamespaces: ReadonlySet<string>;
+
   constructor(pods: PodLookup, trustedNodeAccounts: readonly string[]) {
     this.pods = pods;
     this.trusted = new Set(trustedNodeAccounts);
+    this.systemNamespaces = new Set(trustedNodeAccounts.flatMap((u) => SA_USER.exec(u)?.[1] ?? []));
   }
 
   /** The node the caller runs on; PERMISSION_DENIED unless it is a trusted node account. */
@@ -47,8 +50,24 @@ export class NodeAuthorizer {
     return pod.nodeName;
   }
 
-  /** Resolves when a live pod with `identity`'s namespace and service account is on `node`. */
+  /** Whether `identity` is the caller's own service account: a node asking for its node identity. */
+  isCallerIdentity(caller: Caller, identity: SpiffeId): boolean {
+    const m = SA_USER.exec(caller.username);
+    return m !== null && m[1] === identity.namespace && m[2] === identity.serviceAccount;
+  }
+
+  /**
+   * Resolves when a live pod with `identity`'s namespace and service account is on `node`. The
+   * node accounts' own namespace (mesh-system) is not for workloads: a node gets only its own
+   * node identity there (isCallerIdentity), never the controller's or another component's, even
+   * when such a pod runs on it.
+   */
   async checkIdentityOnNode(identity: SpiffeId, node: string): Promise<void> {
+    if (this.systemNamespaces.has(identity.namespace)) {
+      throw permissionDenied(
+        `node ${node} may not obtain identity ${formatSpiffeId(identity)}: in namespace ${identity.namespace} a node may obtain only its own node identity (${[...this.trusted].map((u) => u.replace('system:serviceaccount:', '').replace(':', '/')).join(', ')})`,
+      );
+    }
     let pods;
     try {
       pods = await this.pods.podsOnNode(node);

@@ -1,5 +1,5 @@
 // The CA's settings, read once into a frozen, validated object; each default with its reason.
-import { validateTrustDomain } from '../../identity/index.ts';
+import { CA_TOKEN_AUDIENCE, validateTrustDomain } from '../../identity/index.ts';
 import { CA_DEFAULTS } from './server.ts';
 import { CaError } from './errors.ts';
 
@@ -35,7 +35,9 @@ export const CA_CONFIG_DEFAULTS: Omit<CaConfig, 'trustDomain'> = Object.freeze({
   extraRoots: undefined,
   // The DaemonSet's service account (daemonset/ chart); Istio's equivalent is ztunnel's.
   trustedNodeAccounts: Object.freeze(['system:serviceaccount:mesh-system:mesh-node']),
-  audiences: Object.freeze([]),
+  // As Istio's CA requires "istio-ca": a token minted for the API server (or for anything else)
+  // is not a credential for the CA. The chart projects the node token with this audience.
+  audiences: Object.freeze([CA_TOKEN_AUDIENCE]),
   defaultTtlMs: CA_DEFAULTS.defaultTtlMs,
   maxTtlMs: CA_DEFAULTS.maxTtlMs,
   servingNames: CA_DEFAULTS.servingNames,

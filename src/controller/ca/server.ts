@@ -10,6 +10,7 @@ import {
   checkTrustDomain,
   formatSpiffeId,
   IdentityError,
+  nodeSubject,
   parseSpiffeId,
   type SpiffeId,
   structString,
@@ -89,9 +90,13 @@ export class CaServer {
     const ttlMs = this.ttl(req.validity_duration);
 
     const node = await this.o.authorizer.callerNode(caller);
-    await this.o.authorizer.checkIdentityOnNode(identity, node);
+    // A node's own identity (its service account) gets a certificate bound to that node, which
+    // the config stream and the flow relay read the node from (identity/node.ts). Any other
+    // identity is a workload's, and a pod with it must run on the caller's node.
+    const own = this.o.authorizer.isCallerIdentity(caller, identity);
+    if (!own) await this.o.authorizer.checkIdentityOnNode(identity, node);
 
-    const issued = await this.o.authority.signWorkload(csr, identity, ttlMs);
+    const issued = await this.o.authority.signWorkload(csr, identity, ttlMs, Date.now(), own ? nodeSubject(node) : '');
     return { identity, node, certChain: issued.certChain, serial: issued.serial, notAfter: issued.notAfter };
   }
 
@@ -102,6 +107,7 @@ export class CaServer {
     } catch (e) {
       throw invalidRequest(`the CSR is not usable: ${(e as Error).message}`, e);
     }
+    checkKey(csr.key);
     if (csr.sanCount !== 1 || csr.uris.length !== 1) {
       throw invalidRequest(
         `the CSR must carry exactly one SAN, the URI of the SPIFFE identity; it has ${csr.sanCount} (${[...csr.uris, ...csr.dnsNames, ...csr.ipAddresses].join(', ') || 'none'})`,
@@ -186,6 +192,16 @@ export class CaServer {
       });
     });
   }
+}
+
+/** NIST P-256 and P-384 (what ztunnel and Istio's CA use), or RSA of at least 2048 bits (NIST SP 800-131A). */
+const CURVES: Readonly<Record<string, string>> = { prime256v1: 'P-256', secp384r1: 'P-384' };
+
+function checkKey(key: CsrInfo['key']): void {
+  if (key.type === 'ec' && key.curve && CURVES[key.curve]) return;
+  if (key.type === 'rsa' && (key.bits ?? 0) >= 2048) return;
+  const what = key.type === 'ec' ? `an EC key on curve ${key.curve ?? 'unknown'}` : key.type === 'rsa' ? `an RSA key of ${key.bits ?? '?'} bits` : `a ${key.type} key`;
+  throw invalidRequest(`the CSR carries ${what}; the CA signs only EC P-256 or P-384 keys, or RSA keys of at least 2048 bits`);
 }
 
 function toCaError(e: unknown): CaError {

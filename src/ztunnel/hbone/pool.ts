@@ -30,6 +30,8 @@ const { NGHTTP2_CANCEL, NGHTTP2_INADEQUATE_SECURITY, NGHTTP2_NO_ERROR, NGHTTP2_R
 /** The source workload's certificate: what SecretManager hands out (WorkloadCertificate fits). */
 export interface HboneSource extends MtlsCredentials {
   readonly identity: SpiffeId | string;
+  /** When the certificate expires: a session opened with it takes no new streams after that. */
+  readonly notAfter?: Date;
 }
 
 /**
@@ -94,6 +96,9 @@ interface Pooled {
   connected: boolean;
   /** No new streams: GOAWAY received, closing, or dead. */
   retired: boolean;
+  /** The earlier expiry of the two certificates the session was authenticated with (ms): after it,
+   * the session takes no new streams, so a new handshake proves both identities again. */
+  expiresAt: number;
   /** The error that ended it, for waiters and late streams. */
   failure?: HboneError;
   idle?: NodeJS.Timeout;
@@ -196,6 +201,13 @@ export class HbonePool {
   private acquire(key: string, dst: HostPort, o: HboneConnectOptions): Pooled {
     let list = this.pools.get(key);
     if (!list) this.pools.set(key, (list = []));
+    const now = Date.now();
+    for (const s of list.filter((x) => x.connected && x.expiresAt <= now)) {
+      // Authenticated with a certificate that has since expired: its open tunnels finish, new
+      // ones get a fresh handshake with the current certificates.
+      this.retire(s);
+      if (s.active === 0) s.session?.close();
+    }
     let p = list.find((s) => !s.retired && s.active < this.maxStreams);
     if (!p) {
       p = this.open(key, dst, o);
@@ -252,6 +264,7 @@ export class HbonePool {
       active: 0,
       connected: false,
       retired: false,
+      expiresAt: o.source.notAfter?.getTime() ?? Infinity,
       kill: (err, quiet) => {
         this.live.delete(p);
         this.retire(p, err);
@@ -331,6 +344,8 @@ export class HbonePool {
         return;
       }
       p.connected = true;
+      const peerNotAfter = Date.parse(tlsSocket.getPeerCertificate().valid_to ?? '');
+      if (Number.isFinite(peerNotAfter)) p.expiresAt = Math.min(p.expiresAt, peerNotAfter);
       widenConnectionWindow(session);
       keepalive(session, label, this.pingIntervalMs, this.pingTimeoutMs);
       resolveReady();
