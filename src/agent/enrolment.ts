@@ -300,7 +300,9 @@ export class Enrolment {
     if (!p) return false;
     const m = this.dp.maps;
     const key = layout.u64Key(p.netnsCookie);
-    m.mesh_pods.delete(key); // capture stops here; the rest is cleanup
+    // Capture stops here; the rest is cleanup. Until the link goes, on the next line, sk_lookup
+    // refuses connections from outside (it cannot place the pod), so nothing passes half-done.
+    m.mesh_pods.delete(key);
     this.dp.detachPod(p.netnsCookie);
     // The delivery routing stays in the pod: it only concerns packets with ztunnel's delivery
     // mark, and connections ztunnel delivered before the pod left keep their replies coming back
