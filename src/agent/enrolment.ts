@@ -175,6 +175,14 @@ export class Enrolment {
       });
     }
     if (this.byUid.size > 0) log.info({ pods: this.byUid.size }, 'restored enrolment from pinned maps');
+    // A pod link without its pod entry is what an unenrolment stopped between its first step and
+    // its second leaves (enrolment attaches the link after writing the entry). Finish it: without
+    // the entry sk_lookup cannot place the pod's addresses and would refuse every connection.
+    for (const cookie of this.dp.podLinkCookies()) {
+      if (m.mesh_pods.get(layout.u64Key(cookie))) continue;
+      this.dp.detachPod(cookie);
+      log.info({ netnsCookie: String(cookie) }, 'removed the sk_lookup link of a pod whose unenrolment was interrupted');
+    }
   }
 
   /** Calls `fn` after every enrol that changed something and every unenrol. */

@@ -11,6 +11,7 @@ import {
   type DatapathEvent,
   DELIVERY_MARK,
   DELIVERY_TABLE,
+  layout,
   netnsCookie,
   setDeliveryRouting,
   socketInNetns,
@@ -318,6 +319,24 @@ test("addresses of an enrolled pod that the mesh does not know (its IPv6 link-lo
   s.en.unenrol(s.server.uid);
   const [after] = await connectFromNode(s.server.node, [hp(`${linkLocal}%${s.server.hostVeth}`, 8080)]);
   t.like(after?.reply, { listener: 'app', name: 'server' });
+});
+
+test("an unenrolment interrupted after the pod entry (agent killed) is finished by the next agent: the pod's link goes, so the pod is not left refusing", async (t) => {
+  if (!(await requireRoot(t))) return;
+  const s = await scenario(t);
+  const pod = s.en.enrol({ uid: s.server.uid, netnsPath: s.server.netnsPath, addresses: addrs(s.server) });
+  const kept = s.en.enrol({ uid: s.client.uid, netnsPath: s.client.netnsPath, addresses: addrs(s.client) });
+  // The first step of unenrol() and no more: the pod entry is gone, its link is still attached.
+  s.dp.maps.mesh_pods.delete(layout.u64Key(pod.netnsCookie));
+  const [half] = await connectFrom(s.topo, s.other, [hp(s.server.ip4, 8080)]);
+  t.is(half?.error, 'ECONNREFUSED', 'meanwhile sk_lookup refuses: it cannot place the pod');
+
+  const next = new Enrolment(s.dp); // what a restarted agent does first
+  t.deepEqual(s.dp.podLinkCookies(), [kept.netnsCookie], 'only the link of the pod still enrolled is left');
+  t.is(next.get(s.server.uid), undefined);
+  t.truthy(next.get(s.client.uid));
+  const [direct] = await connectFrom(s.topo, s.other, [hp(s.server.ip4, 8080)]);
+  t.like(direct?.reply, { listener: 'app', name: 'server' });
 });
 
 test('ring-buffer events report each decision with the socket and netns cookies', async (t) => {
