@@ -30,7 +30,7 @@
 #define MESH_EV_CAPTURED 1 /* connect() rewritten to ztunnel's outbound listener */
 #define MESH_EV_STEERED 2  /* inbound connection assigned to ztunnel's inbound/HBONE socket */
 #define MESH_EV_PASSED 3   /* enrolled pod, but left alone (see reason) */
-#define MESH_EV_REFUSED 4  /* enrolled pod, ztunnel socket missing: connection refused (fail closed) */
+#define MESH_EV_REFUSED 4  /* enrolled pod, connection refused (fail closed): see reason */
 #define MESH_EV_OBSERVED 5 /* a pod outside the mesh connected (plaintext); seen, not touched */
 #define MESH_EV_CLOSED 6   /* an observed connection closed; carries its byte counts */
 
@@ -45,6 +45,8 @@
 #define MESH_R_INSIDE 7     /* inbound connection made from inside the pod's own netns */
 #define MESH_R_NO_SOCKET 8  /* ztunnel has no socket registered for this pod */
 #define MESH_R_DELIVERY 9   /* ztunnel delivering to the app from the client's address */
+#define MESH_R_UNKNOWN_ADDR 10 /* an address of an enrolled pod's netns the mesh does not know
+				* (link-local, added after enrolment, pod being unenrolled) */
 
 /* An IPv6 address, or an IPv4 address in its v4-mapped form (::ffff:a.b.c.d). */
 struct mesh_addr {

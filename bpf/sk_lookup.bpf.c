@@ -10,8 +10,9 @@
 
 /* sk_lookup on each enrolled pod's network namespace: runs when a TCP SYN (or UDP datagram)
  * looks for a listening socket there. HBONE (15008) goes to ztunnel's HBONE socket, every other
- * port to its plaintext inbound socket. With no socket registered the lookup fails, so the
- * client gets a reset: an enrolled pod never receives plaintext that bypassed ztunnel. */
+ * port to its plaintext inbound socket. With no socket registered, or for an address of the pod
+ * the mesh does not know, the lookup fails, so the client gets a reset: an enrolled pod never
+ * receives plaintext that bypassed ztunnel. */
 SEC("sk_lookup")
 int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
 {
@@ -28,16 +29,27 @@ int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
 		mesh_addr_v6(&src, s);
 		mesh_addr_v6(&dst, d);
 	}
-	/* The pod is found by the address the connection is for (see mesh_pod_addrs). */
-	__u64 *nsp = bpf_map_lookup_elem(&mesh_pod_addrs, &dst);
-	if (!nsp)
-		return SK_PASS;
-	__u64 netns = *nsp;
-	struct mesh_pod *pod = bpf_map_lookup_elem(&mesh_pods, &netns);
-	if (!pod)
-		return SK_PASS;
 	__u16 sport = bpf_ntohs(ctx->remote_port);
 	__u16 dport = (__u16)ctx->local_port;
+	/* The pod is found by the address the connection is for (see mesh_pod_addrs). */
+	__u64 *nsp = bpf_map_lookup_elem(&mesh_pod_addrs, &dst);
+	__u64 netns = nsp ? *nsp : 0;
+	struct mesh_pod *pod = nsp ? bpf_map_lookup_elem(&mesh_pods, &netns) : NULL;
+	if (!pod) {
+		/* This program is attached only to enrolled pods' netns, so the destination is an
+		 * address of an enrolled pod that the mesh cannot place: its IPv6 link-local address,
+		 * one added after enrolment, or one whose pod is being unenrolled. Without the pod there
+		 * is no ztunnel socket to steer to (the netns cookie is out of reach here), so the
+		 * connection is refused unless the pod makes it itself: from loopback, or from that very
+		 * address. From outside, such a source is dropped by the kernel (loopback; a local IPv4
+		 * source is a martian) or spoofed blind, since the replies stay in the pod — the trust
+		 * the known-address path below gives the pod's own addresses. Passed without an event,
+		 * as before: every connection to ztunnel's outbound listener comes this way. */
+		if (mesh_addr_is_loopback(&src) || mesh_addr_eq(&src, &dst))
+			return SK_PASS;
+		mesh_emit(MESH_EV_REFUSED, MESH_R_UNKNOWN_ADDR, 0, netns, 0, family, &src, sport, &dst, dport, 0);
+		return SK_DROP;
+	}
 
 	/* Made inside the pod's netns (the app calling itself, or ztunnel delivering to the app
 	 * from a loopback source such as 127.0.0.6): its source is the pod's own or loopback. */

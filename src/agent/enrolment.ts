@@ -175,6 +175,14 @@ export class Enrolment {
       });
     }
     if (this.byUid.size > 0) log.info({ pods: this.byUid.size }, 'restored enrolment from pinned maps');
+    // A pod link without its pod entry is what an unenrolment stopped between its first step and
+    // its second leaves (enrolment attaches the link after writing the entry). Finish it: without
+    // the entry sk_lookup cannot place the pod's addresses and would refuse every connection.
+    for (const cookie of this.dp.podLinkCookies()) {
+      if (m.mesh_pods.get(layout.u64Key(cookie))) continue;
+      this.dp.detachPod(cookie);
+      log.info({ netnsCookie: String(cookie) }, 'removed the sk_lookup link of a pod whose unenrolment was interrupted');
+    }
   }
 
   /** Calls `fn` after every enrol that changed something and every unenrol. */
@@ -300,7 +308,9 @@ export class Enrolment {
     if (!p) return false;
     const m = this.dp.maps;
     const key = layout.u64Key(p.netnsCookie);
-    m.mesh_pods.delete(key); // capture stops here; the rest is cleanup
+    // Capture stops here; the rest is cleanup. Until the link goes, on the next line, sk_lookup
+    // refuses connections from outside (it cannot place the pod), so nothing passes half-done.
+    m.mesh_pods.delete(key);
     this.dp.detachPod(p.netnsCookie);
     // The delivery routing stays in the pod: it only concerns packets with ztunnel's delivery
     // mark, and connections ztunnel delivered before the pod left keep their replies coming back

@@ -5,7 +5,8 @@
 //   outbound  ztunnel's record carries the app socket's cookie  ↔ the CAPTURED event's cookie
 //   inbound   ztunnel's record carries the TCP tuple it accepted ↔ the STEERED event's tuple
 //             (for HBONE, the pooled outer connection: every stream on it names the same event)
-// Kernel-only verdicts (REFUSED: fail closed) become flows by themselves.
+// Kernel-only verdicts (REFUSED: fail closed, for want of a ztunnel socket or for an address of
+// the pod the mesh does not know) become flows by themselves.
 import { randomUUID } from 'node:crypto';
 import type { DatapathEvent } from '../datapath/index.ts';
 import type { FlowRing } from '../flows/ring.ts';
@@ -201,7 +202,12 @@ export class FlowCollector {
     const f = this.base({ timeUnixNano: this.wallNs(ev.tsNs), src: ev.src, sport: ev.sport, dst: ev.dst, dport: ev.dport });
     f.verdict = 'DROPPED';
     f.trafficDirection = 'INGRESS';
-    f.dropReasonDesc = 'ztunnel is not listening for this pod: refused (fail closed)';
+    // An unknown address names no pod (the kernel could not tell whose netns it is): the
+    // destination stays as the model resolves the address, usually unnamed.
+    f.dropReasonDesc =
+      ev.reason === 'unknown-address'
+        ? `${strip(ev.dst)} is an address of an enrolled pod that the mesh does not know (link-local, added after enrolment, or its pod leaving the mesh): refused, so that nothing reaches the app around ztunnel (fail closed)`
+        : 'ztunnel is not listening for this pod: refused (fail closed)';
     f.summary = 'TCP refused by the datapath, fail closed';
     f.responseFlags = 'UF';
     f.kernel = this.kernel(ev);

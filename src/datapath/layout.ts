@@ -57,6 +57,7 @@ export const EVENT_REASONS = {
   7: 'inside-pod',
   8: 'no-ztunnel-socket',
   9: 'ztunnel-delivery',
+  10: 'unknown-address',
 } as const;
 
 export const STAT_EVENTS_LOST = 0;

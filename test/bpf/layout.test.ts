@@ -1,9 +1,10 @@
 // The structs shared with the eBPF programs: sizes and offsets in src/datapath/layout.ts must match
 // the compiled object's BTF (Cilium's alignchecker idea), so neither side can drift.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import test from 'ava';
 import { bpfObjectPath } from '../../src/datapath/index.ts';
-import { LAYOUT } from '../../src/datapath/layout.ts';
+import { EVENT_KINDS, EVENT_REASONS, LAYOUT } from '../../src/datapath/layout.ts';
 
 interface BtfStruct {
   size: number;
@@ -40,3 +41,14 @@ for (const [name, want] of Object.entries(LAYOUT)) {
     t.deepEqual(got?.fields, want.fields);
   });
 }
+
+// Constants are not in the BTF: read them from the header, so that a new reason or kind cannot
+// reach user space as a bare number.
+test('every event kind and reason in bpf/mesh_shared.h has a name in TypeScript, and no other', (t) => {
+  const header = readFileSync(new URL('../../bpf/mesh_shared.h', import.meta.url), 'utf8');
+  const numbers = (prefix: string) =>
+    [...header.matchAll(new RegExp(`^#define ${prefix}\\w+ (\\d+)`, 'gm'))].map((m) => Number(m[1])).sort((a, b) => a - b);
+  const keys = (o: object) => Object.keys(o).map(Number).sort((a, b) => a - b);
+  t.deepEqual(keys(EVENT_KINDS), numbers('MESH_EV_'));
+  t.deepEqual(keys(EVENT_REASONS), numbers('MESH_R_'));
+});

@@ -2,7 +2,7 @@
 // verdict and socket each must get (Katran-style fixture table).
 import test from 'ava';
 import { Enrolment } from '../../src/agent/index.ts';
-import { Datapath, layout, meshAddress, native, rawAddress, socketInNetns } from '../../src/datapath/index.ts';
+import { Datapath, type DatapathEvent, layout, meshAddress, native, rawAddress, socketInNetns } from '../../src/datapath/index.ts';
 import { makeTopology, requireRoot } from '../helpers/topology.ts';
 
 const SK_DROP = 0;
@@ -53,7 +53,7 @@ test('sk_lookup verdicts: steer, pass and refuse', async (t) => {
     addresses: [pod.ip4, pod.ip6!],
     excludeInboundPorts: [9901],
   });
-  en.enrol({ uid: bare.uid, netnsPath: bare.netnsPath, addresses: [bare.ip4] }); // no ztunnel sockets
+  const b = en.enrol({ uid: bare.uid, netnsPath: bare.netnsPath, addresses: [bare.ip4] }); // no ztunnel sockets
   const n = native();
   const inbound = socketInNetns(pod.netnsPath, { host: '::', port: 15006, listen: true });
   const hbone = socketInNetns(pod.netnsPath, { host: '::', port: 15008, listen: true });
@@ -76,7 +76,20 @@ test('sk_lookup verdicts: steer, pass and refuse', async (t) => {
   // ztunnel delivering from the client's address names the exact tuple beforehand.
   dp.maps.mesh_deliveries.set(layout.encodeDeliveryKey(meshAddress(peer), 40010, meshAddress(pod.ip4), 8080), Buffer.of(1));
   dp.maps.mesh_deliveries.set(layout.encodeDeliveryKey(meshAddress('fd00:250::9'), 40012, meshAddress(pod.ip6!), 8080), Buffer.of(1));
-  const table: { name: string; in: Parameters<typeof ctx>[0]; verdict: number; socket: bigint }[] = [
+  const linkLocal = 'fe80::8c2e:55ff:fe01:203';
+  // An address left in mesh_pod_addrs by an unenrolment that has removed the pod entry only.
+  dp.maps.mesh_pod_addrs.set(meshAddress('10.98.0.1'), layout.u64Key(4242n));
+  const events: DatapathEvent[] = [];
+  const reader = dp.readEvents((e) => events.push(...e), 10);
+  t.teardown(() => reader.close());
+  // `event`: what the ring must report for the row (matched by source port); null: nothing.
+  const table: {
+    name: string;
+    in: Parameters<typeof ctx>[0];
+    verdict: number;
+    socket: bigint;
+    event?: Partial<DatapathEvent> | null;
+  }[] = [
     {
       name: 'app port from another pod → inbound socket',
       in: { family: AF_INET, src: peer, sport: 40000, dst: pod.ip4, dport: 8080 },
@@ -144,16 +157,83 @@ test('sk_lookup verdicts: steer, pass and refuse', async (t) => {
       socket: 0n,
     },
     {
-      name: 'address of no enrolled pod → regular lookup',
-      in: { family: AF_INET, src: peer, sport: 40008, dst: '10.99.0.1', dport: 8080 },
-      verdict: SK_PASS,
-      socket: 0n,
-    },
-    {
       name: 'enrolled pod without ztunnel sockets → refused',
       in: { family: AF_INET, src: peer, sport: 40009, dst: bare.ip4, dport: 8080 },
       verdict: SK_DROP,
       socket: 0n,
+      event: { kind: 'REFUSED', reason: 'no-ztunnel-socket', netnsCookie: b.netnsCookie, podId: b.podId },
+    },
+    // The program runs only in enrolled pods' netns: an address the mesh cannot place in a pod
+    // is still one of an enrolled pod, and must not reach its app around ztunnel.
+    {
+      name: 'IPv6 link-local address from outside → refused',
+      in: { family: AF_INET6, src: 'fe80::1', sport: 40020, dst: linkLocal, dport: 8080 },
+      verdict: SK_DROP,
+      socket: 0n,
+      event: { kind: 'REFUSED', reason: 'unknown-address', netnsCookie: 0n, podId: 0, src: 'fe80::1', dst: linkLocal, dport: 8080, newPort: 0 },
+    },
+    {
+      name: 'IPv4 address not in the map (added after enrolment) from outside → refused',
+      in: { family: AF_INET, src: peer, sport: 40008, dst: '10.99.0.1', dport: 8080 },
+      verdict: SK_DROP,
+      socket: 0n,
+      event: { kind: 'REFUSED', reason: 'unknown-address', netnsCookie: 0n, src: peer, dst: '10.99.0.1' },
+    },
+    {
+      name: 'unknown address on the HBONE port from outside → refused',
+      in: { family: AF_INET6, src: 'fd00:250::9', sport: 40021, dst: linkLocal, dport: 15008 },
+      verdict: SK_DROP,
+      socket: 0n,
+      event: { kind: 'REFUSED', reason: 'unknown-address' },
+    },
+    {
+      name: 'a known address whose pod entry is gone (mid-unenrolment) → refused',
+      in: { family: AF_INET, src: peer, sport: 40022, dst: '10.98.0.1', dport: 8080 },
+      verdict: SK_DROP,
+      socket: 0n,
+      event: { kind: 'REFUSED', reason: 'unknown-address', netnsCookie: 4242n },
+    },
+    {
+      name: 'link-local address from itself (the pod calling itself) → regular lookup',
+      in: { family: AF_INET6, src: linkLocal, sport: 40023, dst: linkLocal, dport: 8080 },
+      verdict: SK_PASS,
+      socket: 0n,
+      event: null,
+    },
+    {
+      name: 'unknown IPv4 address from itself → regular lookup',
+      in: { family: AF_INET, src: '10.99.0.1', sport: 40024, dst: '10.99.0.1', dport: 8080 },
+      verdict: SK_PASS,
+      socket: 0n,
+      event: null,
+    },
+    {
+      name: "loopback (the app calling ztunnel's outbound listener) → regular lookup",
+      in: { family: AF_INET, src: '127.0.0.1', sport: 40025, dst: '127.0.0.1', dport: 15001 },
+      verdict: SK_PASS,
+      socket: 0n,
+      event: null,
+    },
+    {
+      name: 'IPv6 loopback → regular lookup',
+      in: { family: AF_INET6, src: '::1', sport: 40026, dst: '::1', dport: 15001 },
+      verdict: SK_PASS,
+      socket: 0n,
+      event: null,
+    },
+    {
+      name: 'unknown address from a loopback source → regular lookup',
+      in: { family: AF_INET6, src: '::1', sport: 40027, dst: linkLocal, dport: 8080 },
+      verdict: SK_PASS,
+      socket: 0n,
+      event: null,
+    },
+    {
+      name: 'UDP to an unknown address → regular lookup',
+      in: { family: AF_INET6, protocol: UDP, src: 'fe80::1', sport: 40028, dst: linkLocal, dport: 53 },
+      verdict: SK_PASS,
+      socket: 0n,
+      event: null,
     },
   ];
   const prog = dp.programFd('mesh_sk_lookup');
@@ -161,5 +241,16 @@ test('sk_lookup verdicts: steer, pass and refuse', async (t) => {
     const { retval, ctxOut } = n.progTestRun(prog, ctx(row.in), 72);
     t.is(retval, row.verdict, row.name);
     t.is(ctxOut.readBigUInt64LE(0), row.socket, `${row.name}: selected socket`);
+  }
+  const want = table.filter((r) => r.event);
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline && !want.every((r) => events.some((e) => e.sport === r.in.sport)))
+    await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 50)); // and a moment for any event that should not come
+  for (const row of table) {
+    if (row.event === undefined) continue;
+    const got = events.filter((e) => e.sport === row.in.sport);
+    if (row.event === null) t.deepEqual(got, [], `${row.name}: no event`);
+    else t.like(got[0], row.event, `${row.name}: event`);
   }
 });

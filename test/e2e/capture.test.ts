@@ -11,13 +11,14 @@ import {
   type DatapathEvent,
   DELIVERY_MARK,
   DELIVERY_TABLE,
+  layout,
   netnsCookie,
   setDeliveryRouting,
   socketInNetns,
   ZtunnelMaps,
 } from '../../src/datapath/index.ts';
-import type { PodNet } from '../../src/local/index.ts';
-import { connectFrom, hp, startApp } from '../helpers/pods.ts';
+import { ipBatch, type PodNet, run } from '../../src/local/index.ts';
+import { connectFrom, connectFromNode, hp, startApp } from '../helpers/pods.ts';
 import { waitFor } from '../../src/local/mesh.ts';
 import { type StandinReply, startStandin } from '../helpers/standin.ts';
 import { makeTopology, requireRoot, type TestTopology } from '../helpers/topology.ts';
@@ -272,6 +273,70 @@ test('fail closed: with no ztunnel listener an enrolled pod gets ECONNREFUSED, n
   await z.close();
   const [down] = await connectFrom(s.topo, s.other, [hp(s.server.ip4, 8080)]);
   t.is(down?.error, 'ECONNREFUSED');
+});
+
+test("addresses of an enrolled pod that the mesh does not know (its IPv6 link-local, one added after enrolment) are refused from outside; the pod still reaches them itself", async (t) => {
+  if (!(await requireRoot(t))) return;
+  const s = await scenario(t);
+  const pod = s.en.enrol({ uid: s.server.uid, netnsPath: s.server.netnsPath, addresses: addrs(s.server) });
+  const z = await startStandin(s.bpffs, s.server, pod.netnsCookie, { outbound: false });
+  t.teardown(() => z.close());
+  z.register();
+  const events: DatapathEvent[] = [];
+  const reader = s.dp.readEvents((e) => events.push(...e), 20);
+  t.teardown(() => reader.close());
+
+  // The kernel gave the pod's eth0 a link-local address when it came up; the mesh never heard of it.
+  const shown = await run('ip', ['-n', s.server.netns, '-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']);
+  const linkLocal = /inet6 (fe80::[0-9a-f:]+)\//.exec(shown)?.[1];
+  if (!linkLocal) return t.fail(`the pod's eth0 has no link-local address: ${shown}`);
+  // Addresses added to the pod after enrolment, routed to it by its node like its pod IPs.
+  const [late4, late6] = ['10.101.0.200', 'fd00:101::200'];
+  await ipBatch([`addr add ${late4}/32 dev eth0`, `addr add ${late6}/128 dev eth0 nodad`], s.server.netns);
+  await ipBatch([`route add ${late4}/32 dev ${s.server.hostVeth}`, `route add ${late6}/128 dev ${s.server.hostVeth}`], s.server.node.netns);
+
+  // From the node (its veth is the link-local's scope) and from a pod on another node.
+  const [fromNode] = await connectFromNode(s.server.node, [hp(`${linkLocal}%${s.server.hostVeth}`, 8080)]);
+  const [lateV4, lateV6, known] = await connectFrom(s.topo, s.other, [hp(late4, 8080), hp(late6, 9090), hp(s.server.ip4, 8080)]);
+  t.is(fromNode?.error, 'ECONNREFUSED', `the link-local address is refused, not passed to the app (${JSON.stringify(fromNode)})`);
+  t.is(lateV4?.error, 'ECONNREFUSED', `an IPv4 address added after enrolment is refused (${JSON.stringify(lateV4)})`);
+  t.is(lateV6?.error, 'ECONNREFUSED', `an IPv6 address added after enrolment is refused (${JSON.stringify(lateV6)})`);
+  t.like(known?.reply, { listener: 'inbound', local: `${s.server.ip4}:8080` }, 'the pod IP is steered to ztunnel as before');
+
+  await waitFor('REFUSED events', () => (events.filter((e) => e.reason === 'unknown-address').length >= 3 ? true : undefined), 3000);
+  const refused = (dst: string) => events.find((e) => e.kind === 'REFUSED' && e.dst === dst);
+  t.like(refused(linkLocal), { reason: 'unknown-address', family: 6, dport: 8080, netnsCookie: 0n, podId: 0 });
+  t.like(refused(late4), { reason: 'unknown-address', family: 4, src: s.other.ip4, dport: 8080 });
+  t.like(refused(late6), { reason: 'unknown-address', family: 6, src: s.other.ip6, dport: 9090 });
+
+  // Inside the pod those addresses are its own: a socket of ztunnel's (marked, so connect6/4 leave
+  // it alone, as for its passthrough) calling them reaches the app, from the address itself.
+  const [selfLinkLocal, selfLate] = await connectFrom(s.topo, s.server, [hp(`${linkLocal}%eth0`, 8080, 0x539), hp(late4, 8080, 0x539)]);
+  t.like(selfLinkLocal?.reply, { listener: 'app', name: 'server', remote: `${linkLocal}%eth0:${selfLinkLocal?.reply?.remote.split(':').at(-1)}` }, JSON.stringify(selfLinkLocal));
+  t.like(selfLate?.reply, { listener: 'app', name: 'server', remote: `${late4}:${selfLate?.reply?.remote.split(':').at(-1)}` }, JSON.stringify(selfLate));
+
+  // Once the pod leaves the mesh its link-local address is an ordinary one again.
+  s.en.unenrol(s.server.uid);
+  const [after] = await connectFromNode(s.server.node, [hp(`${linkLocal}%${s.server.hostVeth}`, 8080)]);
+  t.like(after?.reply, { listener: 'app', name: 'server' });
+});
+
+test("an unenrolment interrupted after the pod entry (agent killed) is finished by the next agent: the pod's link goes, so the pod is not left refusing", async (t) => {
+  if (!(await requireRoot(t))) return;
+  const s = await scenario(t);
+  const pod = s.en.enrol({ uid: s.server.uid, netnsPath: s.server.netnsPath, addresses: addrs(s.server) });
+  const kept = s.en.enrol({ uid: s.client.uid, netnsPath: s.client.netnsPath, addresses: addrs(s.client) });
+  // The first step of unenrol() and no more: the pod entry is gone, its link is still attached.
+  s.dp.maps.mesh_pods.delete(layout.u64Key(pod.netnsCookie));
+  const [half] = await connectFrom(s.topo, s.other, [hp(s.server.ip4, 8080)]);
+  t.is(half?.error, 'ECONNREFUSED', 'meanwhile sk_lookup refuses: it cannot place the pod');
+
+  const next = new Enrolment(s.dp); // what a restarted agent does first
+  t.deepEqual(s.dp.podLinkCookies(), [kept.netnsCookie], 'only the link of the pod still enrolled is left');
+  t.is(next.get(s.server.uid), undefined);
+  t.truthy(next.get(s.client.uid));
+  const [direct] = await connectFrom(s.topo, s.other, [hp(s.server.ip4, 8080)]);
+  t.like(direct?.reply, { listener: 'app', name: 'server' });
 });
 
 test('ring-buffer events report each decision with the socket and netns cookies', async (t) => {

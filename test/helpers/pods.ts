@@ -2,7 +2,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import type { PodNet, Topology } from '../../src/local/index.ts';
+import { type NodeNet, type PodNet, run, type Topology } from '../../src/local/index.ts';
 import type { StandinReply } from './standin.ts';
 
 const NODE = process.execPath;
@@ -40,6 +40,20 @@ export async function connectFrom(topo: Topology, pod: PodNet, targets: string[]
   const r = await topo.exec(pod, NODE, [fixture('client.cjs'), ...targets], { timeoutMs: 20_000 });
   if (r.code !== 0) throw new Error(`client in ${pod.netns} failed (${r.code}): ${r.stderr}`);
   return r.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ClientResult);
+}
+
+/**
+ * Connects from a node's network namespace, as the node's own processes do (kubelet, a
+ * hostNetwork pod), to each target; a link-local target names the node's veth as its scope
+ * ("[fe80::…%v0]:8080"). The client runs in no pod's cgroup, so no capture applies to it.
+ */
+export async function connectFromNode(node: NodeNet, targets: string[]): Promise<ClientResult[]> {
+  const out = await run('ip', ['netns', 'exec', node.netns, NODE, fixture('client.cjs'), ...targets]);
+  return out
     .trim()
     .split('\n')
     .filter(Boolean)

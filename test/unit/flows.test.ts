@@ -223,3 +223,26 @@ test('collector: joins ztunnel\'s record with the kernel capture by socket cooki
   t.like(flows[1]?.source, { podName: 'web' });
   t.deepEqual(col.pending(), { captured: 0, steered: 0, observed: 0 }, 'the capture was consumed by the join');
 });
+
+test('collector: a connection refused for an address the mesh does not know is a DROPPED flow that says why, with no pod behind it', (t) => {
+  const ring = new FlowRing(16);
+  const col = new FlowCollector({ ring, nodeName: 'node1', resolve: (ip) => (ip === '10.250.0.2' ? { namespace: '', nodeName: 'node1' } : undefined) });
+  // sk_lookup could not place the address in a pod: no netns cookie, no pod id, no port steered to.
+  col.onKernelEvents([{
+    tsNs: process.hrtime.bigint(), sockCookie: 0n, netnsCookie: 0n, kind: 'REFUSED', reason: 'unknown-address', family: 6,
+    src: 'fe80::1', sport: 41000, dst: 'fe80::8c2e:55ff:fe01:203', dport: 8080, newPort: 0, podId: 0, bytesSent: 0n, bytesRecv: 0n,
+  }]);
+  const it = ring.at(0);
+  const f = it && 'flow' in it ? it.flow : undefined;
+  t.like(f, {
+    verdict: 'DROPPED',
+    trafficDirection: 'INGRESS',
+    reporter: 'kernel',
+    ip: { source: 'fe80::1', destination: 'fe80::8c2e:55ff:fe01:203', ipVersion: 6 },
+    tcp: { sourcePort: 41000, destinationPort: 8080 },
+    kernel: { decision: 'REFUSED', reason: 'unknown-address', redirectPort: 0 },
+  });
+  t.regex(f?.dropReasonDesc ?? '', /^fe80::8c2e:55ff:fe01:203 is an address of an enrolled pod that the mesh does not know \(link-local/);
+  t.like(f?.destination, { podName: '', namespace: '' });
+  t.regex(compactLine({ responseTypes: 'flow', flow: f!, nodeName: 'node1', timeUnixNano: f!.timeUnixNano }, false), /\[fe80::1\]:41000 \(plaintext\) -> \[fe80::8c2e:55ff:fe01:203\]:8080 \(plaintext\) fail-closed DROPPED .*does not know.*kernel: REFUSED\)$/);
+});
