@@ -246,3 +246,17 @@ test.serial('flows-api-controller-only: a node agent serves its flows to the con
   t.false(ok instanceof Error, String(ok));
   t.true((ok as { numFlows: number }).numFlows >= 0);
 });
+
+test.serial('link-local-refused: a STRICT pod is not reachable through its IPv6 link-local address from the node', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  const podNs = `${mesh.prefix}-node1-shop-orders`;
+  const nodeNs = `${mesh.prefix}-node1`;
+  // The pod's link-local address, and the node-side veth that leads to it (eth0@ifN: N is its index).
+  const addr = /inet6 (fe80::[0-9a-f:]+)\//.exec((await run('ip', ['-n', podNs, '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link'])).stdout)?.[1];
+  const peerIndex = /eth0@if(\d+)/.exec((await run('ip', ['-n', podNs, 'link', 'show', 'eth0'])).stdout)?.[1];
+  const veth = new RegExp(`^${peerIndex}: ([^:@]+)`, 'm').exec((await run('ip', ['-n', nodeNs, '-o', 'link', 'show'])).stdout)?.[1];
+  t.truthy(addr && veth, `found the pod's link-local (${addr}) and the node's veth (${veth})`);
+  const client = `const s = require('node:net').connect({ host: process.argv[1], port: 8080 }); s.setTimeout(3000, () => { console.log('timeout'); process.exit(); }); s.on('connect', () => s.write('GET / HTTP/1.0\\r\\n\\r\\n')); s.on('data', (d) => { console.log('reply ' + String(d).split('\\r\\n')[0]); process.exit(); }); s.on('error', (e) => { console.log(e.code); process.exit(); });`;
+  const { stdout } = await run('ip', ['netns', 'exec', nodeNs, NODE, '-e', client, `${addr}%${veth}`], { timeout: 10_000 });
+  t.is(stdout.trim(), 'ECONNREFUSED', 'refused, never served around ztunnel and STRICT');
+});
