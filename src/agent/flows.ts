@@ -7,6 +7,7 @@
 //             (for HBONE, the pooled outer connection: every stream on it names the same event)
 // Kernel-only verdicts (REFUSED: fail closed) become flows by themselves.
 import { randomUUID } from 'node:crypto';
+import { HBONE_PORT } from '../common/constants.ts';
 import type { DatapathEvent } from '../datapath/index.ts';
 import type { FlowRing } from '../flows/ring.ts';
 import type { Endpoint, Flow, KernelDecision, LostEvent, Verdict } from '../flows/types.ts';
@@ -221,7 +222,7 @@ export class FlowCollector {
       const [od, odp] = splitAddr(r.outer.dst);
       const key = tupleKey(os, osp, od, odp);
       // HBONE's outer connection carries many streams: keep its event; a plaintext one is done.
-      ev = odp === 15008 ? this.steered.get(key)?.ev : this.steered.take(key)?.ev;
+      ev = odp === HBONE_PORT ? this.steered.get(key)?.ev : this.steered.take(key)?.ev;
     }
     const f = this.base({ timeUnixNano: r.startMs * 1e6, src: srcIp, sport: srcPort, dst: dstIp, dport: dstPort }, { source: this.endpoint(srcIp, r.src), destination: this.endpoint(dstIp, r.dst) });
     f.trafficDirection = outbound ? 'EGRESS' : 'INGRESS';

@@ -5,8 +5,11 @@ import { readFileSync } from 'node:fs';
 import test from 'ava';
 import * as constants from '../../src/common/constants.ts';
 import { CA_DEFAULTS } from '../../src/controller/ca/index.ts';
+import { CONTROLLER_DEFAULTS } from '../../src/controller/controller.ts';
 import { HBONE_PORT as MODEL_HBONE_PORT } from '../../src/controller/model/index.ts';
 import { DELIVERY_MARK, DELIVERY_TABLE, layout } from '../../src/datapath/index.ts';
+import { ADMIN_DEFAULTS } from '../../src/ztunnel/admin/index.ts';
+import { ZTUNNEL_SETTINGS } from '../../src/ztunnel/config.ts';
 
 /** `#define NAME value` lines with a numeric value (decimal or hex), comments allowed after. */
 function defines(path: string): Map<string, number> {
@@ -64,4 +67,7 @@ test('the rest of the code takes these numbers from the one module', (t) => {
   t.is(MODEL_HBONE_PORT, constants.HBONE_PORT, "a waypoint's HBONE port is ztunnel's");
   t.not(constants.DELIVERY_MARK, constants.ZTUNNEL_MARK_DEFAULT, 'deliveries carry a mark of their own');
   t.is(CA_DEFAULTS.port, constants.CONTROLLER_CA_PORT, "the CA's own default port is the nodes' default CA port");
+  t.is(CONTROLLER_DEFAULTS.xdsPort, constants.CONTROLLER_XDS_PORT);
+  t.is(CA_DEFAULTS.defaultTtlMs, CONTROLLER_DEFAULTS.workloadCertTtlMs);
+  t.is(ZTUNNEL_SETTINGS.read({ MESH_NODE_NAME: 'n' }).adminPort, ADMIN_DEFAULTS.adminPort);
 });
