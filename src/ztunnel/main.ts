@@ -35,7 +35,9 @@ async function main(): Promise<void> {
   // pauses and CPU (prom-client's default metrics: process_*, nodejs_*).
   const processMetrics = new Registry();
   collectDefaultMetrics({ register: processMetrics });
-  const logLevels = new LogLevels().register('ztunnel', log);
+  // /logging reaches the loggers the traffic goes through (hbone, authz, xds, identity, ztunnel,
+  // …: one per component in this process) and the access log.
+  const logLevels = LogLevels.ofProcess(z.telemetry.accessLog ? { access: z.telemetry.accessLog.logger } : {});
   const servers = await startZtunnelServers({
     admin: { port: cfg.adminPort, configDump: () => z.configDump(), logLevels },
     metrics: { port: cfg.metricsPort, registries: [z.telemetry.metrics.registry, processMetrics] },
