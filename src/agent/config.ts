@@ -66,9 +66,9 @@ export const AGENT_SETTINGS = defineSettings(
       default: 4095,
       why: "Hubble's per-node default",
     }),
-    observeUnenrolled: bool('MESH_FLOW_OBSERVE_PLAINTEXT', 'report connections of pods outside the mesh as plaintext flows', {
+    observeUnenrolled: bool('MESH_FLOW_OBSERVE_PLAINTEXT', 'report connections of pods outside the mesh as plaintext flows (costs them ~2.5 µs per connect; `bench/capture.ts`, scenario `observed`)', {
       default: true,
-      why: 'flows show what is not yet in the mesh too; it costs such a pod ~2.5 µs per connect (bench/capture.ts, scenario observed)',
+      why: 'flows show what is not in the mesh yet too, at a cost measured small',
     }),
     observerAddress: hostPort('MESH_OBSERVER_ADDRESS', 'where the flows API (Observer gRPC, mutual TLS) listens; port 0 picks one', {
       default: '0.0.0.0:4244',
@@ -78,7 +78,7 @@ export const AGENT_SETTINGS = defineSettings(
       optional: true,
       shown: '`MESH_OBSERVER_ADDRESS`, a wildcard host as `MESH_NODE_IP`',
     }),
-    nodeIp: ip('MESH_NODE_IP', "the node's IP (from the downward API, `status.hostIP`): the flows API's advertised host", {
+    nodeIp: ip('MESH_NODE_IP', "the node's IP (downward API, `status.hostIP`): the flows API's advertised host", {
       default: '127.0.0.1',
       why: 'the local cluster, where every node shares the host network namespace; a real node sets it',
     }),

@@ -28,12 +28,12 @@ export const NODE_SETTINGS = Object.freeze({
     why: 'beside the control socket, in the directory both containers mount',
     shown: '`zds.sock` beside `MESH_AGENT_SOCKET`',
   }),
-  mark: int('MESH_MARK', "SO_MARK on ztunnel's own sockets, which the capture programs leave alone", { min: 1, max: 0xffffffff, hex: true }, {
+  mark: int('MESH_MARK', "SO_MARK on ztunnel's own sockets, which the capture programs leave alone: the agent loads the datapath with it, ztunnel marks with it — give both the same", { min: 1, max: 0xffffffff, hex: true }, {
     default: ZTUNNEL_MARK_DEFAULT,
     why: "0x539 (1337) is the mark Istio's ztunnel uses, so host rules that already know it keep working",
     shown: '`0x539` (1337)',
   }),
-  nodeName: str('MESH_NODE_NAME', 'the Kubernetes node this runs on (from the downward API, `spec.nodeName`)', { optional: true }),
+  nodeName: str('MESH_NODE_NAME', 'the Kubernetes node this runs on (downward API, `spec.nodeName`); without it the agent follows no controller and only its control socket enrols pods', { optional: true }),
   xdsAddress: hostPort('MESH_CONTROLLER', "the controller's config stream, host:port", {
     default: `${CONTROLLER_SERVICE}:${CONTROLLER_XDS_PORT}`,
     why: "the controller's Service in the chart's namespace, on its xDS port",
