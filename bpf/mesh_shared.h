@@ -7,7 +7,13 @@
 #ifndef MESH_SHARED_H
 #define MESH_SHARED_H
 
+/* SO_MARK on ztunnel's own sockets (the default of MESH_MARK, set as rodata mesh_mark). */
 #define MESH_MARK_DEFAULT 0x539
+/* ztunnel's deliveries to an app from the client's address carry this mark; the pod's delivery
+ * routing ("fwmark MESH_DELIVERY_MARK lookup MESH_DELIVERY_TABLE") keeps them on lo. Set up by
+ * the agent (addon/inpod.cc); the programs exempt such connections by mesh_deliveries instead. */
+#define MESH_DELIVERY_MARK 0x53a
+#define MESH_DELIVERY_TABLE 1338
 
 /* ztunnel's listeners inside every enrolled pod's network namespace. */
 #define MESH_PORT_OUTBOUND 15001

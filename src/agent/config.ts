@@ -1,6 +1,10 @@
-// The node agent's configuration: read once from the environment into a frozen object.
-import { dirname, join } from 'node:path';
+// The node agent's configuration: read once from the environment into a frozen object, through
+// one schema (the node's shared settings, src/common/shared-settings.ts, and the agent's own).
 import { findCgroup2Mount } from '../common/cgroup.ts';
+import { checkMark, NODE_SETTINGS } from '../common/shared-settings.ts';
+import { bool, ConfigError, defineSettings, type Env, hostPort, int, ip, str } from '../common/settings.ts';
+
+export { ConfigError };
 
 export interface AgentConfig {
   /** bpffs directory for the datapath's pins. */
@@ -24,6 +28,8 @@ export interface AgentConfig {
   /** The address the controller's relay dials, host:port (default: the listen address, with
    * the node's IP for a wildcard host). */
   readonly observerAdvertise?: string;
+  /** The node's IP, advertised for the flows API when it listens on a wildcard address. */
+  readonly nodeIp: string;
   /** Set when the agent follows the controller (else it is driven by its control socket only). */
   readonly mesh?: {
     readonly nodeName: string;
@@ -38,93 +44,95 @@ export interface AgentConfig {
   };
 }
 
-const KNOWN = new Set([
-  'MESH_BPFFS_DIR',
-  'MESH_POD_CGROUP',
-  'MESH_AGENT_SOCKET',
-  'MESH_MARK',
-  'MESH_EVENT_RING',
-  'MESH_NODE_NAME',
-  'MESH_CONTROLLER',
-  'MESH_CA_ADDRESS',
-  'MESH_CONTROLLER_NAME',
-  'MESH_TRUST_DOMAIN',
-  'MESH_CA_ROOT_FILE',
-  'MESH_TOKEN_FILE',
-  'MESH_POD_NAMESPACE',
-  'MESH_SERVICE_ACCOUNT',
-  'MESH_ZDS_SOCKET',
-  'MESH_FLOW_RING',
-  'MESH_FLOW_OBSERVE_PLAINTEXT',
-  'MESH_OBSERVER_ADDRESS',
-  'MESH_OBSERVER_ADVERTISE',
-  // ztunnel's own ports (read in src/ztunnel/main.ts, which shares this configuration).
-  'MESH_ADMIN_PORT',
-  'MESH_METRICS_PORT',
-  'MESH_READINESS_PORT',
-]);
+const N = NODE_SETTINGS;
 
-export class ConfigError extends Error {
-  readonly code = 'MESH_ERR_CONFIG';
-}
+export const AGENT_SETTINGS = defineSettings(
+  'the agent',
+  {
+    bpffsDir: N.bpffsDir,
+    podCgroup: str('MESH_POD_CGROUP', "the pods' cgroup v2 subtree, where the capture programs attach", {
+      default: () => `${findCgroup2Mount()}/kubepods`,
+      why: "kubelet's pod subtree with the cgroupfs driver (the systemd driver's is kubepods.slice)",
+      shown: '`<cgroup2 mount>/kubepods`',
+    }),
+    controlSocket: N.controlSocket,
+    zdsSocket: N.zdsSocket,
+    mark: N.mark,
+    eventRing: int('MESH_EVENT_RING', 'recent datapath events kept by the agent', { min: 16, max: 1 << 20 }, {
+      default: 4095,
+      why: 'as many as flows: Hubble keeps 4095 per node',
+    }),
+    flowRing: int('MESH_FLOW_RING', 'recent flows kept by the agent', { min: 1, max: 1 << 20 }, {
+      default: 4095,
+      why: "Hubble's per-node default",
+    }),
+    observeUnenrolled: bool('MESH_FLOW_OBSERVE_PLAINTEXT', 'report connections of pods outside the mesh as plaintext flows (costs them ~2.5 µs per connect; `bench/capture.ts`, scenario `observed`)', {
+      default: true,
+      why: 'flows show what is not in the mesh yet too, at a cost measured small',
+    }),
+    observerAddress: hostPort('MESH_OBSERVER_ADDRESS', 'where the flows API (Observer gRPC, mutual TLS) listens; port 0 picks one', {
+      default: '0.0.0.0:4244',
+      why: "Hubble's per-node port; every address, for the controller's relay",
+    }),
+    observerAdvertise: hostPort('MESH_OBSERVER_ADVERTISE', "the flows API's address that the controller's relay dials", {
+      optional: true,
+      shown: '`MESH_OBSERVER_ADDRESS`, a wildcard host as `MESH_NODE_IP`',
+    }),
+    nodeIp: ip('MESH_NODE_IP', "the node's IP (downward API, `status.hostIP`): the flows API's advertised host", {
+      default: '127.0.0.1',
+      why: 'the local cluster, where every node shares the host network namespace; a real node sets it',
+    }),
+    nodeName: N.nodeName,
+    xdsAddress: N.xdsAddress,
+    caAddress: N.caAddress,
+    serverName: N.serverName,
+    trustDomain: N.trustDomain,
+    caRootFile: N.caRootFile,
+    tokenFile: N.tokenFile,
+    namespace: N.namespace,
+    serviceAccount: N.serviceAccount,
+  },
+  (v) => checkMark(v.mark),
+);
 
-function int(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
-  if (raw === undefined || raw === '') return dflt;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max)
-    throw new ConfigError(`${name}=${raw}: expected an integer in ${min}-${max}`);
-  return v;
-}
-
-function bool(name: string, raw: string | undefined, fallback: boolean): boolean {
-  if (raw === undefined || raw === '') return fallback;
-  if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
-  if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
-  throw new ConfigError(`${name}=${raw}: expected true or false`);
-}
-
-export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
-  // A misspelt agent setting must not silently fall back to a default.
-  for (const k of Object.keys(env)) {
-    if (/^MESH_(AGENT_|BPFFS|POD_|MARK|EVENT|NODE|CONTROLLER|CA_|TOKEN|FLOW|OBSERVER)/.test(k) && !KNOWN.has(k)) {
-      throw new ConfigError(`unknown setting ${k} (known: ${[...KNOWN].join(', ')})`);
-    }
-  }
+export function loadAgentConfig(env: Env = process.env): AgentConfig {
+  const s = AGENT_SETTINGS.read(env);
   return Object.freeze({
-    // /sys/fs/bpf is where Kubernetes nodes mount bpffs; the subdirectory keeps our pins apart.
-    bpffsDir: env.MESH_BPFFS_DIR || '/sys/fs/bpf/mesh',
-    // kubelet's pod subtree with the cgroupfs driver; the systemd driver uses kubepods.slice.
-    podCgroup: env.MESH_POD_CGROUP || `${findCgroup2Mount()}/kubepods`,
-    controlSocket: env.MESH_AGENT_SOCKET || '/var/run/mesh/agent.sock',
-    zdsSocket: env.MESH_ZDS_SOCKET || join(dirname(env.MESH_AGENT_SOCKET || '/var/run/mesh/agent.sock'), 'zds.sock'),
-    // 0x539: the mark Istio's ztunnel uses, so existing host rules that know it keep working.
-    mark: int('MESH_MARK', env.MESH_MARK, 0x539, 1, 0xffffffff),
-    // Hubble keeps 4095 flows per node by default; we match it.
-    eventRing: int('MESH_EVENT_RING', env.MESH_EVENT_RING, 4095, 16, 1 << 20),
-    flowRing: int('MESH_FLOW_RING', env.MESH_FLOW_RING, 4095, 1, 1 << 20),
-    // Costs a pod outside the mesh two ring-buffer events per connection (bench/capture.ts).
-    observeUnenrolled: bool('MESH_FLOW_OBSERVE_PLAINTEXT', env.MESH_FLOW_OBSERVE_PLAINTEXT, true),
-    // Hubble's per-node port.
-    observerAddress: env.MESH_OBSERVER_ADDRESS || '0.0.0.0:4244',
-    ...(env.MESH_OBSERVER_ADVERTISE ? { observerAdvertise: env.MESH_OBSERVER_ADVERTISE } : {}),
-    ...(env.MESH_NODE_NAME ? { mesh: meshSettings(env) } : {}),
+    bpffsDir: s.bpffsDir,
+    podCgroup: s.podCgroup,
+    controlSocket: s.controlSocket,
+    zdsSocket: s.zdsSocket,
+    mark: s.mark,
+    eventRing: s.eventRing,
+    flowRing: s.flowRing,
+    observeUnenrolled: s.observeUnenrolled,
+    observerAddress: s.observerAddress,
+    ...(s.observerAdvertise ? { observerAdvertise: s.observerAdvertise } : {}),
+    nodeIp: s.nodeIp,
+    // Without a node name the agent does not follow the controller: its control socket drives it.
+    ...(s.nodeName
+      ? {
+          mesh: Object.freeze({
+            nodeName: s.nodeName,
+            xdsAddress: s.xdsAddress,
+            caAddress: s.caAddress,
+            serverName: s.serverName,
+            trustDomain: s.trustDomain,
+            caRootFile: s.caRootFile,
+            tokenFile: s.tokenFile,
+            namespace: s.namespace,
+            serviceAccount: s.serviceAccount,
+          }),
+        }
+      : {}),
   });
 }
 
-function meshSettings(env: NodeJS.ProcessEnv): NonNullable<AgentConfig['mesh']> {
-  const controller = env.MESH_CONTROLLER || 'mesh-controller.mesh-system.svc:15010';
-  const host = controller.replace(/:\d+$/, '');
-  return Object.freeze({
-    nodeName: env.MESH_NODE_NAME!,
-    xdsAddress: controller,
-    caAddress: env.MESH_CA_ADDRESS || `${host}:15012`,
-    // The controller's certificate names its Service; an IP address is not on it.
-    serverName: env.MESH_CONTROLLER_NAME || 'mesh-controller.mesh-system.svc',
-    trustDomain: env.MESH_TRUST_DOMAIN || 'cluster.local',
-    // Where Kubernetes mounts the mesh-ca-root-cert ConfigMap and the projected token.
-    caRootFile: env.MESH_CA_ROOT_FILE || '/var/run/secrets/mesh/root-cert.pem',
-    tokenFile: env.MESH_TOKEN_FILE || '/var/run/secrets/tokens/mesh-token',
-    namespace: env.MESH_POD_NAMESPACE || 'mesh-system',
-    serviceAccount: env.MESH_SERVICE_ACCOUNT || 'mesh-node',
-  });
+/** The flows API's address for the controller's relay: as configured, or the listen address with
+ * the node's IP for a wildcard host. */
+export function observerAdvertise(cfg: AgentConfig, boundPort: number): string {
+  if (cfg.observerAdvertise) return cfg.observerAdvertise;
+  const host = cfg.observerAddress.replace(/:\d+$/, '');
+  const wildcard = host === '0.0.0.0' || host === '[::]';
+  return `${wildcard ? (cfg.nodeIp.includes(':') ? `[${cfg.nodeIp}]` : cfg.nodeIp) : host}:${boundPort}`;
 }

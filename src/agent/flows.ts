@@ -8,6 +8,7 @@
 // Kernel-only verdicts (REFUSED: fail closed, for want of a ztunnel socket or for an address of
 // the pod the mesh does not know) become flows by themselves.
 import { randomUUID } from 'node:crypto';
+import { HBONE_PORT } from '../common/constants.ts';
 import type { DatapathEvent } from '../datapath/index.ts';
 import type { FlowRing } from '../flows/ring.ts';
 import type { Endpoint, Flow, KernelDecision, LostEvent, Verdict } from '../flows/types.ts';
@@ -227,7 +228,7 @@ export class FlowCollector {
       const [od, odp] = splitAddr(r.outer.dst);
       const key = tupleKey(os, osp, od, odp);
       // HBONE's outer connection carries many streams: keep its event; a plaintext one is done.
-      ev = odp === 15008 ? this.steered.get(key)?.ev : this.steered.take(key)?.ev;
+      ev = odp === HBONE_PORT ? this.steered.get(key)?.ev : this.steered.take(key)?.ev;
     }
     const f = this.base({ timeUnixNano: r.startMs * 1e6, src: srcIp, sport: srcPort, dst: dstIp, dport: dstPort }, { source: this.endpoint(srcIp, r.src), destination: this.endpoint(dstIp, r.dst) });
     f.trafficDirection = outbound ? 'EGRESS' : 'INGRESS';

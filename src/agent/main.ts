@@ -1,7 +1,7 @@
 // Entry point of the node agent process: `node src/agent/main.ts` (the DaemonSet's agent container).
 import { logger } from '../common/log.ts';
 import { Agent } from './agent.ts';
-import { loadAgentConfig } from './config.ts';
+import { loadAgentConfig, observerAdvertise } from './config.ts';
 import { serveControl } from './control.ts';
 import { MeshSync } from './mesh-sync.ts';
 import { ZdsServer } from './zds.ts';
@@ -52,8 +52,7 @@ async function main(): Promise<void> {
         observer = await serveObserver(impl, cfg.observerAddress, certs.serverCredentials(), ({ uris }) =>
           uris.length === 1 && uris[0] === relay ? undefined : `only the controller's relay (${relay}) may read this node's flows; the client presented ${uris.join(', ') || 'no identity'}`,
         );
-        const host = cfg.observerAddress.replace(/:\d+$/, '');
-        const advertise = cfg.observerAdvertise ?? `${host === '0.0.0.0' || host === '[::]' ? (process.env.MESH_NODE_IP ?? '127.0.0.1') : host}:${observer.port}`;
+        const advertise = observerAdvertise(cfg, observer.port);
         log.info({ observer: advertise }, 'flows API listening');
         return { observer: advertise };
       },

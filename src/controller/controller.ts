@@ -11,6 +11,7 @@ import { Relay, type RelayPeer } from '../flows/relay.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
 import { buildModel, type ClusterSnapshot, type MeshModel, type PolicyStatus } from './model/index.ts';
+import { loadControllerSettings } from './config.ts';
 
 const log = logger('controller');
 
@@ -28,26 +29,20 @@ export interface ControllerConfig {
   readonly relayPort: number;
   /** How long changes are gathered before the model is rebuilt. */
   readonly debounceMs: number;
-  /** Lifetime of a workload (and node) certificate when the client asks for none (MESH_WORKLOAD_CERT_TTL). */
+  /** Lifetime of a workload (and node) certificate when the request names none (MESH_WORKLOAD_CERT_TTL). */
   readonly workloadCertTtlMs: number;
-  /** The longest lifetime the CA grants, whatever a client asks (MESH_MAX_WORKLOAD_CERT_TTL). */
+  /** The longest certificate the CA signs, whatever a client asks (MESH_MAX_WORKLOAD_CERT_TTL). */
   readonly maxWorkloadCertTtlMs: number;
 }
 
 export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
-  trustDomain: 'cluster.local',
+  // The settings' defaults, with their reasons, are in the schema (src/controller/config.ts):
+  // what an empty environment gives.
+  ...loadControllerSettings({}),
   clusterId: 'Kubernetes',
   rootNamespace: 'mesh-system',
-  host: '0.0.0.0',
-  xdsPort: 15010,
-  caPort: 15012,
-  relayHost: '127.0.0.1',
-  relayPort: 4245,
   // Long enough to fold an informer's initial burst into one build, short against the 1 s goal.
   debounceMs: 30,
-  // Istio's DEFAULT_WORKLOAD_CERT_TTL and MAX_WORKLOAD_CERT_TTL.
-  workloadCertTtlMs: 24 * 3_600_000,
-  maxWorkloadCertTtlMs: 90 * 24 * 3_600_000,
 });
 
 // The names on the controller's serving certificate: its Service, and loopback for the local cluster.

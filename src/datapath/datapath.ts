@@ -20,6 +20,7 @@ import {
   statSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, ZTUNNEL_MARK_DEFAULT } from '../common/constants.ts';
 import { DatapathError, explainLoadError } from './errors.ts';
 import { type DatapathEvent, decodeEvent, STAT_EVENTS_LOST, u32Key } from './layout.ts';
 import { bpfObjectPath, type NativeError, type NativeMap, native, type RingReader } from './native.ts';
@@ -189,10 +190,10 @@ export class Datapath {
       );
     }
     const rodata: Record<string, number> = {
-      mesh_mark: opts.mark ?? 0x539,
-      mesh_outbound_port: opts.outboundPort ?? 15001,
-      mesh_inbound_port: opts.inboundPort ?? 15006,
-      mesh_hbone_port: opts.hbonePort ?? 15008,
+      mesh_mark: opts.mark ?? ZTUNNEL_MARK_DEFAULT,
+      mesh_outbound_port: opts.outboundPort ?? OUTBOUND_PORT,
+      mesh_inbound_port: opts.inboundPort ?? INBOUND_PORT,
+      mesh_hbone_port: opts.hbonePort ?? HBONE_PORT,
       mesh_emit_passed: opts.emitPassed === false ? 0 : 1,
       mesh_observe: opts.observe === false ? 0 : 1,
     };

@@ -2,6 +2,9 @@
 // the built object by test/bpf/layout.test.ts, so a change on either side fails the build.
 import { formatMeshAddress } from './addr.ts';
 
+// The flag and kind values of bpf/mesh_shared.h live with the other shared numbers.
+export { DIR_INBOUND, DIR_OUTBOUND, POD_F_ENROLLED, POD_F_TRANSPARENT, SOCK_HBONE, SOCK_INBOUND } from '../common/constants.ts';
+
 /** Byte offsets and sizes of the shared structs, as the C compiler lays them out. */
 export const LAYOUT = {
   mesh_addr: { size: 16, fields: { a: 0 } },
@@ -34,13 +37,6 @@ export const LAYOUT = {
   },
 } as const;
 
-export const POD_F_ENROLLED = 0x1;
-/** The pod's netns has delivery routing: ztunnel may connect to its app from the client's IP. */
-export const POD_F_TRANSPARENT = 0x2;
-export const SOCK_INBOUND = 0;
-export const SOCK_HBONE = 1;
-export const DIR_OUTBOUND = 0;
-export const DIR_INBOUND = 1;
 export const UID_SIZE = 64;
 
 export const EVENT_KINDS = { 1: 'CAPTURED', 2: 'STEERED', 3: 'PASSED', 4: 'REFUSED', 5: 'OBSERVED', 6: 'CLOSED' } as const;

@@ -1,6 +1,7 @@
 // Sockets inside a pod's network namespace, created on a native thread that entered it (see
 // addon/netns.cc) and handed to Node as fds.
 import { isIPv6 } from 'node:net';
+import { DELIVERY_MARK, DELIVERY_RULE_PRIORITY, DELIVERY_TABLE } from '../common/constants.ts';
 import { rawAddress } from './addr.ts';
 import { DatapathError } from './errors.ts';
 import { type NativeError, type NetnsSocketOptions, native } from './native.ts';
@@ -12,7 +13,7 @@ export interface InNetnsSocketOptions {
   family?: 4 | 6;
   listen?: boolean;
   backlog?: number;
-  /** SO_MARK for the socket, e.g. ztunnel's 0x539 so the datapath never captures it. */
+  /** SO_MARK for the socket, e.g. ztunnel's (MESH_MARK) so the datapath never captures it. */
   mark?: number;
   v6only?: boolean;
   freebind?: boolean;
@@ -123,13 +124,11 @@ export function boundPort(fd: number): number {
 }
 
 /**
- * ztunnel delivers to an app from the client's own address (IP_TRANSPARENT) on sockets with this
- * mark; the pod's delivery routing (below) sends everything that carries it to lo.
+ * ztunnel delivers to an app from the client's own address (IP_TRANSPARENT) on sockets with
+ * DELIVERY_MARK; the pod's delivery routing (below) sends everything that carries it to lo.
+ * The mark, table and rule priority are in src/common/constants.ts.
  */
-export const DELIVERY_MARK = 0x53a;
-/** The routing table and rule priority of the delivery routing (before main, at 32766). */
-export const DELIVERY_TABLE = 1338;
-export const DELIVERY_RULE_PRIORITY = 100;
+export { DELIVERY_MARK, DELIVERY_RULE_PRIORITY, DELIVERY_TABLE };
 
 /**
  * Sets up (or removes) the routing inside a pod's netns that lets ztunnel connect to the app from

@@ -18,6 +18,7 @@ import { run } from './run.ts';
 import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
 import type { PodNet } from './topology.ts';
 import { controlRequest } from '../agent/control.ts';
+import { hostEnv } from '../common/settings.ts';
 import { inMesh } from '../controller/model/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 
@@ -34,6 +35,8 @@ export interface LocalMeshOptions {
   logLevel?: string;
   /** Workload and node certificate lifetime (the controller's MESH_WORKLOAD_CERT_TTL), ms. */
   workloadCertTtlMs?: number;
+  /** MESH_MARK of the node's agent and ztunnel (default: theirs, 0x539). */
+  mark?: number;
   onProgress?: (m: string) => void;
 }
 
@@ -161,24 +164,23 @@ export class LocalMesh {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'token'), await this.tokenFor(node), { mode: 0o600 });
     const c = this.controller;
+    const settings = meshSettingsEnv(kind, {
+      node,
+      dir,
+      stateDir: this.stateDir,
+      bpffsDir: this.bpffs(node),
+      podCgroup: podCgroupFor(this.prefix, node),
+      xdsPort: c.xdsPort,
+      caPort: c.ca.port,
+      logLevel: this.opts.logLevel,
+      mark: this.opts.mark,
+    });
     const child = spawn(process.execPath, [kind === 'agent' ? AGENT : ZTUNNEL], {
       env: {
-        ...process.env,
-        MESH_LOG_LEVEL: this.opts.logLevel ?? 'info',
-        MESH_BPFFS_DIR: this.bpffs(node),
-        MESH_POD_CGROUP: podCgroupFor(this.prefix, node),
-        MESH_AGENT_SOCKET: join(dir, 'agent.sock'),
-        MESH_NODE_NAME: node,
-        MESH_CONTROLLER: `127.0.0.1:${c.xdsPort}`,
-        MESH_CA_ADDRESS: `127.0.0.1:${c.ca.port}`,
-        MESH_CONTROLLER_NAME: SERVER_NAME,
-        MESH_CA_ROOT_FILE: join(this.stateDir, 'root-cert.pem'),
-        MESH_TOKEN_FILE: join(dir, 'token'),
-        // Every node's components share this host's network namespace: each picks free ports.
-        MESH_ADMIN_PORT: '0',
-        MESH_METRICS_PORT: '0',
-        MESH_READINESS_PORT: '0',
-        MESH_OBSERVER_ADDRESS: '127.0.0.1:0',
+        // The caller's own MESH_* variables (meshctl's MESH_DEV_*, a test's) are not the child's,
+        // and it would refuse them.
+        ...hostEnv(),
+        ...settings,
         // Node's on-disk compile cache halves a component's start (0.84 → 0.43 s to load
         // ztunnel's modules, measured): a restarted ztunnel serves again sooner.
         NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? join(tmpdir(), 'mesh-node-compile-cache'),
@@ -271,6 +273,33 @@ export class LocalMesh {
       this.bpffsMounted = false;
     }
   }
+}
+
+/**
+ * The settings of a node's agent or ztunnel in the local cluster, as the node DaemonSet's two
+ * containers would be given them: each gets only variables its schema knows
+ * (src/agent/config.ts, src/ztunnel/config.ts), or it would refuse to start.
+ */
+export function meshSettingsEnv(
+  kind: 'agent' | 'ztunnel',
+  p: { node: string; dir: string; stateDir: string; bpffsDir: string; podCgroup: string; xdsPort: number; caPort: number; logLevel?: string | undefined; mark?: number | undefined },
+): Record<string, string> {
+  const shared = {
+    MESH_LOG_LEVEL: p.logLevel ?? 'info',
+    MESH_BPFFS_DIR: p.bpffsDir,
+    MESH_AGENT_SOCKET: join(p.dir, 'agent.sock'),
+    MESH_NODE_NAME: p.node,
+    MESH_CONTROLLER: `127.0.0.1:${p.xdsPort}`,
+    MESH_CA_ADDRESS: `127.0.0.1:${p.caPort}`,
+    MESH_CONTROLLER_NAME: SERVER_NAME,
+    MESH_CA_ROOT_FILE: join(p.stateDir, 'root-cert.pem'),
+    MESH_TOKEN_FILE: join(p.dir, 'token'),
+    ...(p.mark !== undefined ? { MESH_MARK: `0x${p.mark.toString(16)}` } : {}),
+  };
+  // Every node's components share this host's network namespace: each picks free ports.
+  return kind === 'agent'
+    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0' }
+    : { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0' };
 }
 
 /**

@@ -1,10 +1,11 @@
 // Entry point of the ztunnel process: `node src/ztunnel/main.ts` (the DaemonSet's ztunnel container).
-// It shares the agent's settings (MESH_NODE_NAME, MESH_CONTROLLER, …) and its bpffs directory.
+// Its settings (src/ztunnel/config.ts) share the node's with the agent (MESH_NODE_NAME,
+// MESH_CONTROLLER, MESH_MARK, …) and its bpffs directory.
 import { readFileSync } from 'node:fs';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { logger } from '../common/log.ts';
 import { tokenFile } from '../identity/index.ts';
-import { loadAgentConfig } from '../agent/config.ts';
+import { loadZtunnelSettings } from './config.ts';
 import { policyFromState } from './policy.ts';
 import { Ztunnel } from './ztunnel.ts';
 import { LogLevels, startZtunnelServers } from './admin/index.ts';
@@ -12,22 +13,21 @@ import { LogLevels, startZtunnelServers } from './admin/index.ts';
 const log = logger('ztunnel');
 
 async function main(): Promise<void> {
-  const cfg = loadAgentConfig();
-  if (!cfg.mesh) throw new Error('ztunnel needs MESH_NODE_NAME and the controller settings (see README: node agent settings)');
-  const m = cfg.mesh;
+  const cfg = loadZtunnelSettings();
   const z = await Ztunnel.start(
     {
-      nodeName: m.nodeName,
-      xdsAddress: m.xdsAddress,
-      caAddress: m.caAddress,
-      serverName: m.serverName,
-      trustDomain: m.trustDomain,
-      caRoots: readFileSync(m.caRootFile, 'utf8'),
-      token: tokenFile(m.tokenFile),
+      nodeName: cfg.nodeName,
+      xdsAddress: cfg.xdsAddress,
+      caAddress: cfg.caAddress,
+      serverName: cfg.serverName,
+      trustDomain: cfg.trustDomain,
+      caRoots: readFileSync(cfg.caRootFile, 'utf8'),
+      token: tokenFile(cfg.tokenFile),
       bpffsDir: cfg.bpffsDir,
       zdsSocket: cfg.zdsSocket,
-      namespace: m.namespace,
-      serviceAccount: m.serviceAccount,
+      mark: cfg.mark,
+      namespace: cfg.namespace,
+      serviceAccount: cfg.serviceAccount,
     },
     policyFromState,
   );
@@ -35,11 +35,13 @@ async function main(): Promise<void> {
   // pauses and CPU (prom-client's default metrics: process_*, nodejs_*).
   const processMetrics = new Registry();
   collectDefaultMetrics({ register: processMetrics });
-  const port = (name: string, dflt: number) => (process.env[name] !== undefined && process.env[name] !== '' ? Number(process.env[name]) : dflt);
+  // /logging reaches the loggers the traffic goes through (hbone, authz, xds, identity, ztunnel,
+  // …: one per component in this process) and the access log.
+  const logLevels = LogLevels.ofProcess(z.telemetry.accessLog ? { access: z.telemetry.accessLog.logger } : {});
   const servers = await startZtunnelServers({
-    admin: { port: port('MESH_ADMIN_PORT', 15000), configDump: () => z.configDump(), logLevels: new LogLevels().register('ztunnel', log) },
-    metrics: { port: port('MESH_METRICS_PORT', 15020), registries: [z.telemetry.metrics.registry, processMetrics] },
-    readiness: { port: port('MESH_READINESS_PORT', 15021), ready: () => z.readiness() },
+    admin: { port: cfg.adminPort, configDump: () => z.configDump(), logLevels },
+    metrics: { port: cfg.metricsPort, registries: [z.telemetry.metrics.registry, processMetrics] },
+    readiness: { port: cfg.readinessPort, ready: () => z.readiness() },
   });
   log.info({ admin: servers.admin.port, metrics: servers.metrics.port, readiness: servers.readiness.port }, 'admin, metrics and readiness listening');
   const stop = (signal: string) => {

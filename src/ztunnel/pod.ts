@@ -3,11 +3,10 @@
 // steers connections from outside the pod). Sockets are made inside the pod's netns on a native
 // thread, marked so the datapath never captures them, and adopted by Node.
 import net from 'node:net';
-import { boundPort, closeFd, DELIVERY_MARK, NetnsSockets, socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
+import { DELIVERY_MARK, HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT } from '../common/constants.ts';
+import { boundPort, closeFd, NetnsSockets, socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
 import type { HboneServer } from './hbone/index.ts';
 import type { Workload } from '../xds/index.ts';
-
-export const ZTUNNEL_MARK = 0x539;
 
 export interface PodHandlers {
   outbound(pod: PodProxy, conn: net.Socket): void;
@@ -23,9 +22,12 @@ export class PodProxy {
   readonly provisional: Workload | undefined;
   /** The agent set up delivery routing in the pod: deliver from the client's own address. */
   transparent: boolean;
+  /** SO_MARK on ztunnel's sockets in this pod (MESH_MARK): the capture programs skip them. */
+  readonly mark: number;
   private readonly servers: net.Server[] = [];
   private hbone: HboneServer | undefined;
   private readonly maps: ZtunnelMaps;
+  private readonly ports: { readonly outbound: number; readonly inbound: number; readonly hbone: number };
   /** Fresh sockets of the pod's netns, for the connections ztunnel opens from or into it. */
   private readonly sockets: NetnsSockets;
 
@@ -35,14 +37,19 @@ export class PodProxy {
     netnsCookie: bigint;
     addresses: string[];
     maps: ZtunnelMaps;
+    mark: number;
     provisional?: Workload | undefined;
     transparent?: boolean | undefined;
+    /** The in-pod listeners' ports: Istio's (the datapath steers to them); tests use 0. */
+    ports?: { outbound: number; inbound: number; hbone: number };
   }) {
     this.uid = opts.uid;
     this.netnsPath = opts.netnsPath;
     this.netnsCookie = opts.netnsCookie;
     this.addresses = opts.addresses;
     this.maps = opts.maps;
+    this.mark = opts.mark;
+    this.ports = opts.ports ?? { outbound: OUTBOUND_PORT, inbound: INBOUND_PORT, hbone: HBONE_PORT };
     this.provisional = opts.provisional;
     this.transparent = (opts.transparent ?? false) && opts.maps.canDeliverFromClient;
     this.sockets = new NetnsSockets(opts.netnsPath);
@@ -51,16 +58,16 @@ export class PodProxy {
   /** Opens the three listeners and registers the inbound ones with the datapath. */
   async open(handlers: PodHandlers, hbone: HboneServer): Promise<void> {
     const listen = async (host: string, port: number, family: 4 | 6, onConn: (c: net.Socket) => void): Promise<number> => {
-      const fd = socketInNetns(this.netnsPath, { host, port, family, listen: true, mark: ZTUNNEL_MARK });
+      const fd = socketInNetns(this.netnsPath, { host, port, family, listen: true, mark: this.mark });
       const server = net.createServer({ noDelay: true }, onConn);
       server.on('error', () => {});
       await new Promise<void>((resolve) => server.listen({ fd }, resolve));
       this.servers.push(server);
       return fd;
     };
-    await listen('127.0.0.1', 15001, 4, (c) => handlers.outbound(this, c));
-    const inbound = await listen('::', 15006, 6, (c) => handlers.plaintextInbound(this, c));
-    const hboneFd = socketInNetns(this.netnsPath, { host: '::', port: 15008, family: 6, listen: true, mark: ZTUNNEL_MARK });
+    await listen('127.0.0.1', this.ports.outbound, 4, (c) => handlers.outbound(this, c));
+    const inbound = await listen('::', this.ports.inbound, 6, (c) => handlers.plaintextInbound(this, c));
+    const hboneFd = socketInNetns(this.netnsPath, { host: '::', port: this.ports.hbone, family: 6, listen: true, mark: this.mark });
     await hbone.listen({ fd: hboneFd } as unknown as net.ListenOptions);
     this.hbone = hbone;
     // Registration last: until now sk_lookup refused connections for this pod (fail closed).
@@ -70,7 +77,7 @@ export class PodProxy {
 
   /** A socket inside the pod's netns, marked, for connecting out from the pod (HBONE or passthrough). */
   dialSocket(family: 4 | 6, bindHost?: string): number {
-    return this.sockets.socket({ family, mark: ZTUNNEL_MARK, ...(bindHost ? { host: bindHost } : {}) });
+    return this.sockets.socket({ family, mark: this.mark, ...(bindHost ? { host: bindHost } : {}) });
   }
 
   /**

@@ -4,6 +4,7 @@
 // plain TCP otherwise; inbound HBONE terminated, authorized (L4) and delivered to the app.
 import net from 'node:net';
 import { createInterface } from 'node:readline';
+import { HBONE_PORT, ZTUNNEL_PORTS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
 import { ZtunnelMaps } from '../datapath/index.ts';
 import { CertificateClient, formatSpiffeId, RotatingCertificates, SecretManager, type SpiffeId, spiffeId, type WorkloadCertificate } from '../identity/index.ts';
@@ -17,8 +18,6 @@ import { AccessLog, type ConnectionRecord, formatAddr, Telemetry, type TrackedCo
 import { type MeshTypes, MeshState } from './state.ts';
 
 const log = logger('ztunnel');
-/** ztunnel's in-pod ports: never a destination of inbound traffic. */
-const ZTUNNEL_PORTS = new Set([15001, 15006, 15008]);
 /** Flow records wait in the ZDS socket's buffer up to this much; beyond it they are counted lost. */
 const FLOW_BACKLOG_BYTES = 4 << 20;
 /** How long ztunnel waits for the application to accept a connection it delivers. */
@@ -34,6 +33,10 @@ export interface ZtunnelConfig {
   token: () => string | Promise<string>;
   bpffsDir: string;
   zdsSocket: string;
+  /** SO_MARK on every socket ztunnel opens in a pod (listeners, dials, HBONE outer connections,
+   * deliveries from 127.0.0.6): the mark the datapath was loaded with (MESH_MARK), or the capture
+   * programs would take ztunnel's own connections for the app's. */
+  mark: number;
   /** ztunnel's own identity on the config stream (the node DaemonSet's). */
   namespace: string;
   serviceAccount: string;
@@ -212,7 +215,7 @@ export class Ztunnel {
     log.debug({ uid: p.uid, identity: formatSpiffeId(identity) }, 'fetching the workload certificate');
     const cert = await this.secrets.fetchCertificate(identity);
     log.debug({ uid: p.uid }, 'opening listeners in the pod');
-    const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps, provisional: this.state.workloadByPodUid(p.uid) ? undefined : w, transparent: p.transparent });
+    const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps, mark: this.cfg.mark, provisional: this.state.workloadByPodUid(p.uid) ? undefined : w, transparent: p.transparent });
     const hbone = new HboneServer({
       credentials: { key: cert.key, certChain: cert.certChain, roots: mergeBundles(...cert.roots, ...this.secrets.trustBundle) },
       trustDomains: [this.cfg.trustDomain],
@@ -345,7 +348,7 @@ export class Ztunnel {
         const cert = await this.secrets.fetchCertificate(this.identityOf(src));
         const stream = await entry.pool.connect({
           source: { identity: cert.identity, key: cert.key, certChain: cert.certChain, roots: cert.roots, notAfter: cert.leaf.notAfter },
-          dstAddr: { host: dst.ip, port: 15008 },
+          dstAddr: { host: dst.ip, port: HBONE_PORT },
           expectedIdentities: [formatSpiffeId(this.identityOf(dst.workload))],
           authority: { host: dst.ip, port: dst.port },
           forwardedFor: { host: pod.addresses[0] ?? strip(conn.localAddress) },
@@ -457,7 +460,7 @@ export class Ztunnel {
       src: { ip: srcIp, port: t.forwardedFor?.port ?? t.peerAddress.port },
       dst: { ip: t.target.host, port: t.target.port },
       hboneAddr: `${t.target.host}:${t.target.port}`,
-      outer: { src: formatAddr(srcIp, t.peerAddress.port), dst: formatAddr(t.target.host, 15008) },
+      outer: { src: formatAddr(srcIp, t.peerAddress.port), dst: formatAddr(t.target.host, HBONE_PORT) },
     });
     const deny = this.waypointGate(dst, t.peerIdentity) ?? this.policy({ srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port }, this.state);
     if (deny) {

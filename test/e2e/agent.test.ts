@@ -6,6 +6,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { controlRequest, type EnrolledPod } from '../../src/agent/index.ts';
+import { hostEnv } from '../../src/common/settings.ts';
 import { connectFrom, hp, startApp } from '../helpers/pods.ts';
 import { startStandin } from '../helpers/standin.ts';
 import { makeTopology, requireRoot } from '../helpers/topology.ts';
@@ -14,7 +15,8 @@ const AGENT = fileURLToPath(new URL('../../src/agent/main.ts', import.meta.url))
 
 async function startAgent(env: Record<string, string>): Promise<ChildProcess> {
   const child = spawn(process.execPath, [AGENT], {
-    env: { ...process.env, ...env, MESH_LOG_LEVEL: 'info' },
+    // The test's own MESH_* variables (MESH_ALLOW_SKIP) are not the agent's: it would refuse them.
+    env: { ...hostEnv(), ...env, MESH_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
@@ -49,6 +51,8 @@ test('killing the agent leaves capture working; a restarted agent restores enrol
     MESH_BPFFS_DIR: bpffs,
     MESH_POD_CGROUP: cgroupParent,
     MESH_AGENT_SOCKET: `${run}/agent.sock`,
+    // As the chart sets it from the downward API (status.hostIP): the agent must start with it.
+    MESH_NODE_IP: '127.0.0.1',
   };
   const agents: ChildProcess[] = [];
   t.teardown(async () => {

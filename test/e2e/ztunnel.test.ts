@@ -1,6 +1,8 @@
 // ztunnel end to end on the local cluster: pods of an ambient namespace talk across nodes and on
 // one node, by pod IP and ClusterIP, through two ztunnels over HBONE (mutual TLS), byte-exact;
 // tshark on the wire between the nodes never sees the plaintext; STRICT and DENY are enforced.
+// The mesh runs with a mark of its own (MESH_MARK=0x1234, not Istio's 0x539), and ztunnel's
+// sockets in the pods carry it.
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
@@ -13,6 +15,7 @@ import { requireRoot } from '../helpers/topology.ts';
 const execFileP = promisify(execFile);
 const NODE = process.execPath;
 const MARKER = 'MESH-PLAINTEXT-MARKER-7f3a';
+const MARK = 0x1234;
 
 // Answers every request with its method, the sha256 and length of the body it received, and the
 // peer address it saw.
@@ -63,6 +66,15 @@ async function pod(mesh: Mesh, ns: string, name: string, node: string, command: 
   });
 }
 
+/** `ss -tanHe` inside the netns of the pod at `ip` (from its ztunnel's /config_dump). */
+async function podSockets(mesh: Mesh, node: string, ip: string): Promise<string[]> {
+  const dump = (await (await fetch(`http://127.0.0.1:${mesh.ztunnelPort(node, 'admin')}/config_dump`)).json()) as { pods: { netns: string; addresses: string[] }[] };
+  const pod = dump.pods.find((p) => p.addresses.includes(ip));
+  if (!pod) throw new Error(`ztunnel on ${node} does not serve ${ip}`);
+  const { stdout } = await execFileP('nsenter', [`--net=${pod.netns}`, 'ss', '-tanHe']);
+  return stdout.split('\n').filter(Boolean);
+}
+
 /**
  * Runs the client in a pod. In the mesh, it starts sending only once its node's ztunnel serves it:
  * the agent enrols running pods, so a pod's first connections can precede its enrolment (see the
@@ -85,7 +97,7 @@ async function runClient(mesh: Mesh, ns: string, name: string, node: string, url
 
 test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-exact, with no plaintext on the wire', async (t) => {
   if (!(await requireRoot(t))) return;
-  const mesh = await startMesh(t, { ztunnel: true });
+  const mesh = await startMesh(t, { ztunnel: true, mark: MARK });
   await mesh.core.createNamespace({ body: { metadata: { name: 'shop', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
   const web = await pod(mesh, 'shop', 'web', 'node1', [NODE, '-e', SERVER], { restartPolicy: 'Always' });
   await mesh.core.createNamespacedService({ namespace: 'shop', body: { metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 as unknown as k8s.IntOrString }] } } });
@@ -144,6 +156,18 @@ test('mesh pods talk across nodes and on one node through ztunnel HBONE, byte-ex
   tshark2.kill('SIGTERM');
   await new Promise((r) => tshark2.once('exit', r));
   t.true(readFileSync(plainCap).includes(MARKER), 'the capture would have seen plaintext');
+
+  // MESH_MARK reaches ztunnel's sockets: its listeners in the pod carry the mesh's mark...
+  const listening = (await podSockets(mesh, 'node1', webIp)).filter((l) => l.startsWith('LISTEN'));
+  for (const port of [15001, 15006, 15008]) {
+    const line = listening.find((l) => new RegExp(`[:\\]]${port}\\s`).test(l));
+    t.regex(line ?? '', new RegExp(`fwmark:0x${MARK.toString(16)}\\b`), `ztunnel's :${port} listener in web carries MESH_MARK: ${line}`);
+  }
+  // ...and the mesh works with it, passthrough to a pod outside the mesh included. (Here ztunnel
+  // runs outside the pods' cgroup, so its sockets never meet the capture programs; on a node its
+  // pod is under kubepods too, and only the mark keeps its dials in a pod from being captured.)
+  const [egress] = await runClient(mesh, 'shop', 'egress', 'node2', [`http://${plainWeb.status!.podIP}:8080/`]);
+  t.is(egress?.reply?.sha, egress?.sha, `a mesh pod reaches a pod outside the mesh through ztunnel's passthrough: ${egress?.error}`);
 
   // Same node: a client next to the server.
   const local = await runClient(mesh, 'shop', 'neighbour', 'node1', [`http://${webIp}:8080/`, `http://${svc.spec!.clusterIP}/`]);
@@ -259,6 +283,11 @@ s.on('error', (e) => console.log('error', e.code));
     }
   };
   await waitFor('the long-lived connection to carry replies', () => (replies() >= 3 ? true : undefined), 20_000);
+  // Its HBONE outer connection, dialled from inside the client pod, carries the mark too.
+  const longlivedIp = (await mesh.core.readNamespacedPod({ name: 'longlived', namespace: 'shop' })).status!.podIP!;
+  const outer = (await podSockets(mesh, 'node2', longlivedIp)).filter((l) => l.startsWith('ESTAB') && l.includes(`${webIp}:15008`));
+  t.true(outer.length > 0, 'the client pod has an HBONE connection to web:15008');
+  for (const l of outer) t.regex(l, new RegExp(`fwmark:0x${MARK.toString(16)}\\b`), `the HBONE outer connection carries MESH_MARK: ${l}`);
   await mesh.restartController();
   const after = replies();
   await waitFor('replies to continue after the controller restart', () => (replies() >= after + 5 ? true : undefined), 10_000);

@@ -43,7 +43,7 @@ export interface Teardown {
   teardown(fn: () => Promise<void> | void): void;
 }
 
-export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: boolean; prefix?: string; workloadCertTtlMs?: number } = {}): Promise<Mesh> {
+export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: boolean; prefix?: string; workloadCertTtlMs?: number; mark?: number } = {}): Promise<Mesh> {
   const prefix = opts.prefix ?? uniquePrefix();
   const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-mesh-`);
   const held: { cluster?: LocalCluster; local?: LocalMesh } = {};
@@ -56,7 +56,13 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
   });
   const cluster = await LocalCluster.start({ stateDir, nodes: opts.nodes ?? 2, prefix });
   held.cluster = cluster;
-  const local = await LocalMesh.start(cluster, { stateDir, prefix, ztunnel: opts.ztunnel ?? false, ...(opts.workloadCertTtlMs ? { workloadCertTtlMs: opts.workloadCertTtlMs } : {}) });
+  const local = await LocalMesh.start(cluster, {
+    stateDir,
+    prefix,
+    ztunnel: opts.ztunnel ?? false,
+    ...(opts.workloadCertTtlMs ? { workloadCertTtlMs: opts.workloadCertTtlMs } : {}),
+    ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
+  });
   held.local = local;
   const env = { ...process.env, KUBECONFIG: cluster.kubeconfigPath };
   return {

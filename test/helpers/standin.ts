@@ -2,6 +2,7 @@
 // each listener answers with one JSON line saying which listener it is, what accept() reported,
 // and (outbound) the original destination recovered from the datapath.
 import net from 'node:net';
+import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, ZTUNNEL_MARK_DEFAULT } from '../../src/common/constants.ts';
 import { socketInNetns, ZtunnelMaps } from '../../src/datapath/index.ts';
 import type { PodNet } from '../../src/local/index.ts';
 
@@ -19,7 +20,6 @@ export interface Standin {
   unregister(): void;
 }
 
-const MARK = 0x539;
 
 function strip(a: string | undefined): string {
   return (a ?? '').replace(/^::ffff:/, '');
@@ -35,7 +35,7 @@ export async function startStandin(
   const servers: net.Server[] = [];
   const fds: { inbound?: number; hbone?: number } = {};
   const listen = async (listener: StandinReply['listener'], host: string, port: number, family: 4 | 6) => {
-    const fd = socketInNetns(pod.netnsPath, { host, port, family, listen: true, mark: MARK });
+    const fd = socketInNetns(pod.netnsPath, { host, port, family, listen: true, mark: ZTUNNEL_MARK_DEFAULT });
     const server = net.createServer((s) => {
       const taken = listener === 'outbound' ? maps.takeOrigDst(netnsCookie, strip(s.remoteAddress), s.remotePort ?? 0) : null;
       const orig = taken ? { ...taken, sockCookie: String(taken.sockCookie) } : null;
@@ -53,12 +53,12 @@ export async function startStandin(
     return fd;
   };
   if (opts.outbound !== false) {
-    await listen('outbound', '127.0.0.1', 15001, 4);
-    if (pod.ip6) await listen('outbound', '::1', 15001, 6);
+    await listen('outbound', '127.0.0.1', OUTBOUND_PORT, 4);
+    if (pod.ip6) await listen('outbound', '::1', OUTBOUND_PORT, 6);
   }
   if (opts.inbound !== false) {
-    fds.inbound = await listen('inbound', '::', 15006, 6);
-    fds.hbone = await listen('hbone', '::', 15008, 6);
+    fds.inbound = await listen('inbound', '::', INBOUND_PORT, 6);
+    fds.hbone = await listen('hbone', '::', HBONE_PORT, 6);
   }
   return {
     register() {

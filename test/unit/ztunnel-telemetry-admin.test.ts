@@ -1,9 +1,16 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import { once } from 'node:events';
 import http from 'node:http';
-import { pino } from 'pino';
+import net from 'node:net';
+import { type DestinationStream, pino } from 'pino';
 import { Writable } from 'node:stream';
+import { logger } from '../../src/common/log.ts';
+import { HbonePool, HboneServer } from '../../src/ztunnel/hbone/index.ts';
+import '../../src/ztunnel/policy.ts'; // the authz logger, as in the ztunnel process
+import '../../src/ztunnel/ztunnel.ts'; // and the ztunnel, xds and identity loggers
+import { memoryCa, mint } from '../helpers/ca.ts';
 import { AdminListenError, LogLevels, startAdminServer, startMetricsServer, startReadinessServer, startZtunnelServers, type ConfigDump, type Readiness } from '../../src/ztunnel/admin/index.ts';
-import { TcpMetrics } from '../../src/ztunnel/telemetry/index.ts';
+import { AccessLog, TcpMetrics } from '../../src/ztunnel/telemetry/index.ts';
 
 const HOST = '127.0.0.1';
 const quiet = (): Writable => new Writable({ write: (_c, _e, cb) => cb() });
@@ -31,8 +38,12 @@ function request(port: number, path: string, method = 'GET'): Promise<{ status: 
   });
 }
 
-function levels(): LogLevels {
-  return new LogLevels().register('xds', pino({ level: 'info' }, quiet())).register('hbone', pino({ level: 'info' }, quiet())).register('access', pino({ level: 'info' }, quiet()));
+/** The levels of this process's real component loggers (src/common/log.ts) and an access log,
+ * as ztunnel's main registers them; put back as they were after the test. */
+function levels(t?: ExecutionContext): LogLevels {
+  const lv = LogLevels.ofProcess({ access: new AccessLog({ destination: quiet() as unknown as DestinationStream, level: 'info' }).logger });
+  t?.teardown(() => lv.reset());
+  return lv;
 }
 
 test('admin /config_dump serves the provider JSON with addresses as IP text', async (t) => {
@@ -70,39 +81,110 @@ test('admin /config_dump answers 500 with the reason when the provider fails, an
   t.is((await request(admin.port, '/config_dump')).status, 200);
 });
 
-test('admin /logging shows levels and changes them at runtime', async (t) => {
-  const lv = levels();
+// The loggers the traffic goes through, as their modules made them (each logger() call for a
+// component returns the same one): what /logging must reach.
+const TRAFFIC = ['ztunnel', 'hbone', 'authz', 'xds', 'identity'] as const;
+const initial = logger('hbone').level;
+
+test('admin /logging shows the levels of the loggers the traffic goes through, and changes them at runtime', async (t) => {
+  const lv = levels(t);
   const admin = await startAdminServer({ host: HOST, port: 0, configDump: dump, logLevels: lv });
   t.teardown(() => admin.close());
   const shown = JSON.parse((await request(admin.port, '/logging')).body) as { levels: Record<string, string> };
-  t.deepEqual(shown.levels, { access: 'info', hbone: 'info', xds: 'info' });
+  for (const c of TRAFFIC) t.is(shown.levels[c], initial, `${c} is listed`);
+  t.is(shown.levels.access, 'info');
 
   t.is((await request(admin.port, '/logging?level=debug', 'POST')).status, 200);
-  t.deepEqual(lv.levels(), { access: 'debug', hbone: 'debug', xds: 'debug' });
+  for (const c of TRAFFIC) t.true(logger(c).isLevelEnabled('debug'), `${c}: the logger its modules write to is at debug`);
+  t.is(lv.levels().access, 'debug');
 
   const r = await request(admin.port, '/logging?xds=trace&access=silent', 'POST');
   t.is(r.status, 200);
-  t.deepEqual((JSON.parse(r.body) as { levels: Record<string, string> }).levels, { access: 'silent', hbone: 'debug', xds: 'trace' });
+  t.like((JSON.parse(r.body) as { levels: Record<string, string> }).levels, { access: 'silent', hbone: 'debug', xds: 'trace' });
+  t.is(logger('xds').level, 'trace');
 
   await request(admin.port, '/logging?reset', 'POST');
-  t.deepEqual(lv.levels(), { access: 'info', hbone: 'info', xds: 'info' });
+  for (const c of TRAFFIC) t.is(logger(c).level, initial, `${c} is back to MESH_LOG_LEVEL`);
+  t.is(lv.levels().access, 'info');
   await request(admin.port, '/logging?trace=xds,hbone', 'POST');
-  t.deepEqual(lv.levels(), { access: 'info', hbone: 'debug', xds: 'debug' });
+  t.like(lv.levels(), { access: 'info', hbone: 'debug', xds: 'debug', authz: initial, identity: initial });
 });
 
 test('admin /logging refuses bad requests and changes nothing', async (t) => {
-  const lv = levels();
+  const lv = levels(t);
   const admin = await startAdminServer({ host: HOST, port: 0, configDump: dump, logLevels: lv });
   t.teardown(() => admin.close());
+  const before = lv.levels();
   const badLevel = await request(admin.port, '/logging?xds=debug&hbone=loud', 'POST');
   t.is(badLevel.status, 400);
   t.regex(badLevel.body, /unknown level "loud" for hbone/);
   const badComponent = await request(admin.port, '/logging?nosuch=debug', 'POST');
   t.is(badComponent.status, 400);
-  t.regex(badComponent.body, /known: access, hbone, xds/);
+  t.regex(badComponent.body, /known: access, .*authz, .*hbone, .*identity, .*xds, .*ztunnel/);
   t.is((await request(admin.port, '/logging?level=debug')).status, 405, 'a GET never changes levels');
   t.is((await request(admin.port, '/logging', 'POST')).status, 400);
-  t.deepEqual(lv.levels(), { access: 'info', hbone: 'info', xds: 'info' });
+  t.deepEqual(lv.levels(), before);
+});
+
+/** What the process's real loggers write (pino's stream, shared by every component's child). */
+function captureLogs(t: ExecutionContext): string[] {
+  const stream = (logger('hbone') as unknown as Record<symbol, { write: (s: string) => unknown }>)[pino.symbols.streamSym]!;
+  const lines: string[] = [];
+  stream.write = (s: string) => lines.push(s);
+  t.teardown(() => void delete (stream as { write?: unknown }).write);
+  return lines;
+}
+
+test("hbone-debug-after-logging: HBONE's own logger writes its debug line once /logging asks for debug, not before", async (t) => {
+  const ca = await memoryCa();
+  const [client, serverCert] = await Promise.all([mint(ca, 'spiffe://cluster.local/ns/shop/sa/cart'), mint(ca, 'spiffe://cluster.local/ns/shop/sa/pay')]);
+  const app = net.createServer((s) => s.pipe(s));
+  await new Promise<void>((r) => app.listen(0, HOST, r));
+  const appPort = (app.address() as net.AddressInfo).port;
+  const server = new HboneServer({
+    credentials: serverCert,
+    trustDomains: ['cluster.local'],
+    handler: async () => {
+      const up = net.connect(appPort, HOST);
+      await once(up, 'connect');
+      return { status: 200, upstream: up };
+    },
+  });
+  const { port: hbonePort } = await server.listen({ port: 0, host: HOST });
+  const pool = new HbonePool();
+  t.teardown(async () => {
+    pool.destroy();
+    await server.close();
+    app.close();
+  });
+  const lv = levels(t);
+  const admin = await startAdminServer({ host: HOST, port: 0, configDump: dump, logLevels: lv });
+  t.teardown(() => admin.close());
+  const lines = captureLogs(t);
+  // A new session each time (the source IP is part of the pool key): the pool says so at debug.
+  const tunnel = async (sourceIp: string) => {
+    const s = await pool.connect({ source: client, dstAddr: `${HOST}:${hbonePort}`, expectedIdentities: ['spiffe://cluster.local/ns/shop/sa/pay'], authority: `${HOST}:${appPort}`, sourceIp });
+    s.end('ping');
+    for await (const _ of s) void _;
+  };
+  const opened = () => lines.map((l) => JSON.parse(l) as { component: string; msg: string; level: number }).filter((l) => l.msg === 'opening HBONE session');
+
+  t.false(logger('hbone').isLevelEnabled('debug'), `the test runs at ${initial}`);
+  await tunnel('10.0.0.1');
+  t.is(opened().length, 0, 'at the start-up level, no debug line');
+
+  t.is((await request(admin.port, '/logging?xds=debug', 'POST')).status, 200);
+  await tunnel('10.0.0.2');
+  t.is(opened().length, 0, "another component's level leaves hbone's alone");
+
+  t.is((await request(admin.port, '/logging?level=debug', 'POST')).status, 200);
+  await tunnel('10.0.0.3');
+  t.like(opened(), [{ component: 'hbone', level: 20 }], 'after ?level=debug, the pool writes its debug line');
+
+  await request(admin.port, '/logging?reset', 'POST');
+  await request(admin.port, '/logging?hbone=debug', 'POST');
+  await tunnel('10.0.0.4');
+  t.is(opened().length, 2, '?hbone=debug alone does it too');
 });
 
 test('metrics server serves the registry on /metrics and /stats/prometheus', async (t) => {

@@ -113,4 +113,5 @@ export const ANNOTATION_DRY_RUN = 'mesh.io/dry-run';
 export const WAYPOINT_CLASS = 'mesh-waypoint';
 /** Set by the Gateway API deployer on the pods of a Gateway: a waypoint never routes through itself. */
 export const LABEL_GATEWAY_NAME = 'gateway.networking.k8s.io/gateway-name';
-export const HBONE_PORT = 15008;
+/** A waypoint's HBONE port: ztunnel's (src/common/constants.ts). */
+export { HBONE_PORT } from '../../common/constants.ts';

@@ -1,19 +1,25 @@
-// Runtime log levels for /logging: the loggers of the components that registered, changed
-// together (`level=debug`) or one by one (`xds=debug`), or as MESH_TRACE does (`trace=xds,hbone`
-// → debug for those). pino children do not follow a parent's level once created, so the levels
-// can only be changed on loggers that were handed to register() — the ztunnel's composition root
-// registers its component loggers and the access log.
+// Runtime log levels for /logging: the loggers of the components, changed together
+// (`level=debug`) or one by one (`xds=debug`), or as MESH_TRACE does (`trace=xds,hbone` → debug
+// for those). src/common/log.ts keeps one logger per component, shared by every module that logs
+// under that name, so changing the level of the registered logger changes what the traffic code
+// (hbone, authz, xds, identity, ztunnel) writes. ztunnel's composition root registers all of them
+// (ofProcess) and the access log, which is a logger of its own.
 import type { Logger } from 'pino';
+import { componentLoggers, isLevel, type LevelName, LEVELS } from '../../common/log.ts';
 
-export const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
-export type LevelName = (typeof LEVELS)[number];
-
-export function isLevel(s: string): s is LevelName {
-  return (LEVELS as readonly string[]).includes(s);
-}
+export { isLevel, type LevelName, LEVELS };
 
 export class LogLevels {
   readonly #loggers = new Map<string, { logger: Logger; initial: string }>();
+
+  /** Every component logger of this process (src/common/log.ts), and `extra` ones by name.
+   * Loggers are made when their modules load, so by the time a process's main runs they all exist. */
+  static ofProcess(extra: Readonly<Record<string, Logger>> = {}): LogLevels {
+    const levels = new LogLevels();
+    for (const [component, logger] of componentLoggers()) levels.register(component, logger);
+    for (const [component, logger] of Object.entries(extra)) levels.register(component, logger);
+    return levels;
+  }
 
   /** Makes a component's logger adjustable; the level it has now is what `reset` restores. */
   register(component: string, logger: Logger): this {

@@ -10,6 +10,7 @@ import * as http2 from 'node:http2';
 import type { AddressInfo, ListenOptions, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { HBONE_PORT } from '../../common/constants.ts';
 import { logger } from '../../common/log.ts';
 import { checkTrustDomain, formatSpiffeId, type SpiffeId } from '../../identity/index.ts';
 import { mtlsServerOptions, peerSpiffeId, type MtlsCredentials } from '../../tls/index.ts';
@@ -133,7 +134,7 @@ export class HboneServer {
    * Starts listening: on a listening socket's fd made in the pod's netns (`{fd}`, ztunnel), or on
    * an address (tests: 127.0.0.1 port 0).
    */
-  async listen(options: ListenOptions | { fd: number } = { port: 15008 }): Promise<AddressInfo> {
+  async listen(options: ListenOptions | { fd: number } = { port: HBONE_PORT }): Promise<AddressInfo> {
     this.server.listen(options);
     await once(this.server, 'listening');
     return this.server.address() as AddressInfo;

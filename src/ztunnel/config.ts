@@ -1,0 +1,48 @@
+// ztunnel's settings: read once from the environment into a frozen object, through one schema —
+// the node's settings it shares with the agent (src/common/shared-settings.ts: bpffs, the ZDS
+// socket, the mark, the controller and the node's identity) and its own servers' ports.
+import { checkMark, NODE_SETTINGS } from '../common/shared-settings.ts';
+import { ConfigError, defineSettings, type Env, port, type Values } from '../common/settings.ts';
+import { ADMIN_DEFAULTS } from './admin/index.ts';
+
+export { ConfigError };
+
+const N = NODE_SETTINGS;
+
+export const ZTUNNEL_SETTINGS = defineSettings(
+  'ztunnel',
+  {
+    bpffsDir: N.bpffsDir,
+    controlSocket: N.controlSocket,
+    zdsSocket: N.zdsSocket,
+    mark: N.mark,
+    nodeName: N.nodeName.required('it serves the pods of its node, and asks the CA for their identities as that node'),
+    xdsAddress: N.xdsAddress,
+    caAddress: N.caAddress,
+    serverName: N.serverName,
+    trustDomain: N.trustDomain,
+    caRootFile: N.caRootFile,
+    tokenFile: N.tokenFile,
+    namespace: N.namespace,
+    serviceAccount: N.serviceAccount,
+    adminPort: port('MESH_ADMIN_PORT', 'admin server on 127.0.0.1: `/config_dump`, `/logging`, `/healthz`', {
+      default: ADMIN_DEFAULTS.adminPort,
+      why: "Istio ztunnel's admin port, which istioctl and meshctl ztunnel-config expect",
+    }),
+    metricsPort: port('MESH_METRICS_PORT', 'Prometheus metrics (`/metrics`, `/stats/prometheus`)', {
+      default: ADMIN_DEFAULTS.metricsPort,
+      why: "Istio's merged-metrics port, which existing scrape configs and dashboards use",
+    }),
+    readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): config synced, agent connected', {
+      default: ADMIN_DEFAULTS.readinessPort,
+      why: "Istio's readiness port, as the chart's probe names it",
+    }),
+  },
+  (v) => checkMark(v.mark),
+);
+
+export type ZtunnelSettings = Values<typeof ZTUNNEL_SETTINGS.settings>;
+
+export function loadZtunnelSettings(env: Env = process.env): ZtunnelSettings {
+  return ZTUNNEL_SETTINGS.read(env);
+}
