@@ -1,7 +1,7 @@
 // The local cluster's daemon: `meshctl dev up` starts it in the background. It runs the API
 // server, the node runtimes and the controllers until SIGTERM, then removes every namespace,
 // cgroup and process it made (the API server's objects stay in the state directory).
-//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh]
+//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh] [--workload-cert-ttl-ms MS]
 import { rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
@@ -15,7 +15,13 @@ export { type DaemonStatus, pidPath, statusPath } from './daemon-state.ts';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { 'state-dir': { type: 'string' }, nodes: { type: 'string', default: '2' }, prefix: { type: 'string', default: 'mesh' }, 'no-mesh': { type: 'boolean', default: false } },
+    options: {
+      'state-dir': { type: 'string' },
+      nodes: { type: 'string', default: '2' },
+      prefix: { type: 'string', default: 'mesh' },
+      'no-mesh': { type: 'boolean', default: false },
+      'workload-cert-ttl-ms': { type: 'string' },
+    },
   });
   const stateDir = values['state-dir'];
   if (!stateDir) throw new Error('--state-dir is required');
@@ -57,7 +63,8 @@ async function main(): Promise<void> {
     cluster = await LocalCluster.start({ stateDir, nodes: Number(values.nodes), prefix: values.prefix!, onProgress });
     // The mesh on top, as `helm install` would put it on a real cluster (--no-mesh: cluster only).
     if (!values['no-mesh']) {
-      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress });
+      const ttl = Number(values['workload-cert-ttl-ms'] ?? 0);
+      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress, ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}) });
       status.mesh = true;
     }
   } catch (e) {

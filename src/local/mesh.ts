@@ -299,7 +299,8 @@ export function meshSettingsEnv(
   // Every node's components share this host's network namespace: each picks free ports.
   return kind === 'agent'
     ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0' }
-    : { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0' };
+    : // …and only loopback: in a real pod ztunnel's metrics are on its own netns; here that would be the host's.
+      { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1' };
 }
 
 /**

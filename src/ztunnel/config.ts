@@ -2,7 +2,7 @@
 // the node's settings it shares with the agent (src/common/shared-settings.ts: bpffs, the ZDS
 // socket, the mark, the controller and the node's identity) and its own servers' ports.
 import { checkMark, NODE_SETTINGS } from '../common/shared-settings.ts';
-import { ConfigError, defineSettings, type Env, port, type Values } from '../common/settings.ts';
+import { ConfigError, defineSettings, type Env, ip, port, type Values } from '../common/settings.ts';
 import { ADMIN_DEFAULTS } from './admin/index.ts';
 
 export { ConfigError };
@@ -36,6 +36,10 @@ export const ZTUNNEL_SETTINGS = defineSettings(
     readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): config synced, agent connected', {
       default: ADMIN_DEFAULTS.readinessPort,
       why: "Istio's readiness port, as the chart's probe names it",
+    }),
+    listenHost: ip('MESH_LISTEN_HOST', 'the address the metrics and readiness servers bind (the admin server always binds 127.0.0.1)', {
+      default: ADMIN_DEFAULTS.metricsHost,
+      why: "Prometheus and the kubelet reach them from outside ztunnel's own pod netns; where ztunnel shares the host's netns (the local cluster), bind loopback",
     }),
   },
   (v) => checkMark(v.mark),

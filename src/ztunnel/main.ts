@@ -40,8 +40,8 @@ async function main(): Promise<void> {
   const logLevels = LogLevels.ofProcess(z.telemetry.accessLog ? { access: z.telemetry.accessLog.logger } : {});
   const servers = await startZtunnelServers({
     admin: { port: cfg.adminPort, configDump: () => z.configDump(), logLevels },
-    metrics: { port: cfg.metricsPort, registries: [z.telemetry.metrics.registry, processMetrics] },
-    readiness: { port: cfg.readinessPort, ready: () => z.readiness() },
+    metrics: { host: cfg.listenHost, port: cfg.metricsPort, registries: [z.telemetry.metrics.registry, processMetrics] },
+    readiness: { host: cfg.listenHost, port: cfg.readinessPort, ready: () => z.readiness() },
   });
   log.info({ admin: servers.admin.port, metrics: servers.metrics.port, readiness: servers.readiness.port }, 'admin, metrics and readiness listening');
   const stop = (signal: string) => {

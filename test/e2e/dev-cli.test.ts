@@ -21,7 +21,8 @@ test('dev up, kubectl apply, dev status, dev down --purge leaves nothing behind'
     rmSync(stateDir, { recursive: true, force: true });
   });
 
-  const up = await meshctl('dev', 'up', '--nodes', '1');
+  // Short-lived certificates, as a user would ask to watch rotation.
+  const up = await meshctl('dev', 'up', '--nodes', '1', '--workload-cert-ttl', '30s');
   t.regex(up.stdout, /ready: API server https:\/\/127\.0\.0\.1:\d+/);
   t.regex(up.stdout, new RegExp(`export KUBECONFIG=${stateDir}/kubeconfig`));
   const again = await meshctl('dev', 'up');
@@ -47,6 +48,13 @@ spec:
   t.regex(status, /node1\s+Ready\s+10\.250\.0\.1/);
   t.regex(status, /default\s+sleeper\s+node1\s+Running\s+10\.100\.0\.\d+/);
 
+  // The mesh's own certificates have the lifetime asked for (ztunnel's node certificate).
+  const certs = JSON.parse((await meshctl('ztunnel-config', 'certificates', '-o', 'json')).stdout) as { identity: string; notAfter?: string; notBefore?: string }[];
+  const own = certs.find((c) => c.identity.endsWith('/ns/mesh-system/sa/mesh-node'));
+  t.truthy(own, `ztunnel shows its node certificate: ${JSON.stringify(certs)}`);
+  const left = Date.parse(own!.notAfter!) - Date.now();
+  t.true(left > 0 && left <= 30_000, `--workload-cert-ttl 30s: the certificate expires in ${left} ms`);
+
   const down = await meshctl('dev', 'down', '--purge');
   t.regex(down.stdout, /stopped/);
   t.false(existsSync(stateDir), '--purge removes the state directory');
@@ -55,4 +63,6 @@ spec:
   const bad = await meshctl('dev', 'up', '--nodes', 'lots').catch((e: { stderr: string; code: number }) => e);
   t.is((bad as { code: number }).code, 1);
   t.regex((bad as { stderr: string }).stderr, /--nodes must be a whole number from 1 to 16, got 'lots'/);
+  const badTtl = await meshctl('dev', 'up', '--workload-cert-ttl', '3d').catch((e: { stderr: string; code: number }) => e);
+  t.regex((badTtl as { stderr: string }).stderr, /--workload-cert-ttl must be a duration of at least 1s, such as 30s, 10m or 24h; got '3d'/);
 });

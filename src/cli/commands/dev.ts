@@ -39,10 +39,17 @@ function say(s: string): void {
   process.stdout.write(`${s}\n`);
 }
 
-async function up(opts: { nodes: string; stateDir: string; mesh: boolean }): Promise<void> {
+async function up(opts: { nodes: string; stateDir: string; mesh: boolean; workloadCertTtl?: string }): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the local cluster creates network namespaces and cgroups: run `meshctl dev up` as root');
   const nodes = Number(opts.nodes);
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw new Error(`--nodes must be a whole number from 1 to 16, got '${opts.nodes}'`);
+  let ttlMs: number | undefined;
+  if (opts.workloadCertTtl !== undefined) {
+    const { parseDuration } = await import('../../common/settings.ts');
+    ttlMs = parseDuration(opts.workloadCertTtl);
+    if (ttlMs === undefined || ttlMs < 1000) throw new Error(`--workload-cert-ttl must be a duration of at least 1s, such as 30s, 10m or 24h; got '${opts.workloadCertTtl}'`);
+    if (!opts.mesh) throw new Error('--workload-cert-ttl sets the mesh CA\'s certificate lifetime: it has no effect with --no-mesh');
+  }
   const running = runningDaemon(opts.stateDir);
   if (running) {
     const st = readStatus(opts.stateDir);
@@ -53,7 +60,8 @@ async function up(opts: { nodes: string; stateDir: string; mesh: boolean }): Pro
   rmSync(statusPath(opts.stateDir), { force: true });
   const logFile = join(opts.stateDir, 'daemon.log');
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [DAEMON, '--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX, ...(opts.mesh ? [] : ['--no-mesh'])], {
+  const args = ['--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX, ...(opts.mesh ? [] : ['--no-mesh']), ...(ttlMs ? ['--workload-cert-ttl-ms', String(ttlMs)] : [])];
+  const child = spawn(process.execPath, [DAEMON, ...args], {
     detached: true,
     stdio: ['ignore', out, out],
     env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info' },
@@ -217,8 +225,9 @@ Examples:
     .description('start the local cluster in the background and wait until it is ready')
     .option('--nodes <n>', 'how many nodes', '2')
     .option('--no-mesh', 'the cluster only: no controller, agents or ztunnels')
+    .option('--workload-cert-ttl <duration>', 'lifetime of workload and node certificates (the controller\'s MESH_WORKLOAD_CERT_TTL; default 24h); short ones show rotation at work')
     .addOption(stateDirOption())
-    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes and the mesh, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --no-mesh    # a plain cluster\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
+    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes and the mesh, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --no-mesh    # a plain cluster\n  sudo meshctl dev up --workload-cert-ttl 30s   # certificates renewed every 15 s (meshctl ztunnel-config certificates)\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
     .action(up);
   dev
     .command('status')
