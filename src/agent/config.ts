@@ -2,7 +2,7 @@
 // one schema (the node's shared settings, src/common/shared-settings.ts, and the agent's own).
 import { findCgroup2Mount } from '../common/cgroup.ts';
 import { checkMark, NODE_SETTINGS } from '../common/shared-settings.ts';
-import { bool, ConfigError, defineSettings, type Env, hostPort, int, ip, str } from '../common/settings.ts';
+import { bool, ConfigError, defineSettings, type Env, hostPort, int, str } from '../common/settings.ts';
 
 export { ConfigError };
 
@@ -78,10 +78,7 @@ export const AGENT_SETTINGS = defineSettings(
       optional: true,
       shown: '`MESH_OBSERVER_ADDRESS`, a wildcard host as `MESH_NODE_IP`',
     }),
-    nodeIp: ip('MESH_NODE_IP', "the node's IP (downward API, `status.hostIP`): the flows API's advertised host", {
-      default: '127.0.0.1',
-      why: 'the local cluster, where every node shares the host network namespace; a real node sets it',
-    }),
+    nodeIp: N.nodeIp,
     nodeName: N.nodeName,
     xdsAddress: N.xdsAddress,
     caAddress: N.caAddress,

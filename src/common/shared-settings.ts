@@ -3,7 +3,7 @@
 // the controller) and the trust domain (the controller's too). Each process's schema picks them.
 import { dirname, join } from 'node:path';
 import { CONTROLLER_CA_PORT, CONTROLLER_XDS_PORT, DELIVERY_MARK, ZTUNNEL_MARK_DEFAULT } from './constants.ts';
-import { hostPort, int, str } from './settings.ts';
+import { hostPort, int, ip, str } from './settings.ts';
 
 const AGENT_SOCKET = '/var/run/mesh/agent.sock';
 const CONTROLLER_SERVICE = 'mesh-controller.mesh-system.svc';
@@ -15,6 +15,12 @@ export const TRUST_DOMAIN = str('MESH_TRUST_DOMAIN', 'the SPIFFE trust domain of
 
 /** The node's settings, by the field names both node processes use. */
 export const NODE_SETTINGS = Object.freeze({
+  // The agent advertises its flows API on it; ztunnel accepts it too, so that one downward-API
+  // env block can serve both containers of the node pod.
+  nodeIp: ip('MESH_NODE_IP', "the node's IP (downward API, `status.hostIP`): the agent's flows API's advertised host (ztunnel accepts it, unused)", {
+    default: '127.0.0.1',
+    why: 'the local cluster, where every node shares the host network namespace; a real node sets it',
+  }),
   bpffsDir: str('MESH_BPFFS_DIR', 'where the datapath\'s maps and links are pinned (must be on bpffs)', {
     default: '/sys/fs/bpf/mesh',
     why: '/sys/fs/bpf is where Kubernetes nodes mount bpffs; the subdirectory keeps our pins apart',

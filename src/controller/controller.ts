@@ -4,8 +4,9 @@
 import * as grpc from '@grpc/grpc-js';
 import * as k8s from '@kubernetes/client-node';
 import { logger } from '../common/log.ts';
-import { CONTROLLER_SERVICE_ACCOUNT, nodeOfCertificate, parseSpiffeId, type SubjectFields } from '../identity/index.ts';
-import { AUTHORIZATION, ConfigServer, type PeerInfo, SERVICE, uriSans, WORKLOAD } from '../xds/index.ts';
+import { CONTROLLER_SERVICE_ACCOUNT } from '../identity/index.ts';
+import { NodeCredentials } from './node-auth.ts';
+import { AUTHORIZATION, ConfigServer, SERVICE, WORKLOAD } from '../xds/index.ts';
 import { kubeCaBackend, type RunningCa, startCa } from './ca/index.ts';
 import { Relay, type RelayPeer } from '../flows/relay.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
@@ -57,57 +58,6 @@ const CUSTOM = [
   { key: 'peerAuthentications', group: 'security.mesh.io', version: 'v1', plural: 'peerauthentications' },
 ] as const;
 
-/** The components that follow the config stream, as they name themselves in node.id. */
-const NODE_COMPONENTS = ['agent', 'ztunnel'];
-
-/**
- * Why a certificate is not `node`'s node credential (undefined when it is): one SPIFFE ID of our
- * trust domain, and the node the CA bound into it (identity/node.ts). `node` undefined: any node.
- */
-export function nodeCredentialRefusal(uris: readonly string[], cert: SubjectFields | undefined, trustDomain: string, node?: string): string | undefined {
-  const uri = uris[0];
-  if (!uri || uris.length !== 1) return `the certificate must carry exactly one SPIFFE identity, it has ${uris.length}`;
-  try {
-    if (parseSpiffeId(uri).trustDomain !== trustDomain) return `identity ${uri} is not in trust domain ${trustDomain}`;
-  } catch (e) {
-    return (e as Error).message;
-  }
-  const bound = nodeOfCertificate(cert);
-  if (!bound) return `identity ${uri} is not a node credential (the mesh CA binds a node's own identity to its node; a workload certificate cannot read the mesh's config)`;
-  if (node !== undefined && bound !== node) return `its certificate is bound to node ${bound}, not ${node}`;
-  return undefined;
-}
-
-/**
- * The relay's client credentials: the controller's identity, and a check that the agent at the
- * other end holds the node credential of the node the relay meant to reach. The Relay dials
- * each node with its name as the TLS server name, which is what checkServerIdentity is given:
- * an address announced for node2 that answers with node1's certificate is refused.
- */
-export function relayCredentials(roots: Buffer, own: { key: string; certChain: readonly string[] }, trustDomain: string): grpc.ChannelCredentials {
-  return grpc.credentials.createSsl(roots, Buffer.from(own.key), Buffer.from(own.certChain.join('\n')), {
-    checkServerIdentity: (node, cert) => {
-      const refusal = nodeCredentialRefusal(uriSans(cert), cert, trustDomain, node);
-      return refusal ? new Error(`the flows API dialled for node ${node} is not that node's agent: ${refusal}`) : undefined;
-    },
-  });
-}
-
-/**
- * Admits a config stream only from a node's own credential, and takes the node from it: the
- * stream's node.name and node.id must name the node its certificate is bound to. A node cannot
- * read, NACK or announce a flows address as another node.
- */
-export function nodeStreamRefusal(peer: PeerInfo, trustDomain: string): string | undefined {
-  const bound = nodeOfCertificate(peer.certificate);
-  const refusal = nodeCredentialRefusal(peer.uris, peer.certificate, trustDomain);
-  if (refusal || !bound) return refusal ?? 'no node credential';
-  if (peer.node.name !== bound) return `the stream claims node "${peer.node.name}", but its certificate is bound to node "${bound}"`;
-  const ok = NODE_COMPONENTS.map((k) => `${k}~${bound}`);
-  if (!ok.includes(peer.node.id)) return `node id "${peer.node.id}" must be ${ok.join(' or ')} for a certificate bound to node "${bound}"`;
-  return undefined;
-}
-
 export class Controller {
   readonly config: ControllerConfig;
   readonly ca: RunningCa;
@@ -125,7 +75,10 @@ export class Controller {
   model: MeshModel | undefined;
   builds = 0;
 
-  private constructor(kc: k8s.KubeConfig, config: ControllerConfig, ca: RunningCa, xds: ConfigServer, caches: Record<string, Cache<k8s.KubernetesObject>>) {
+  private readonly nodes: NodeCredentials;
+
+  private constructor(kc: k8s.KubeConfig, config: ControllerConfig, ca: RunningCa, xds: ConfigServer, caches: Record<string, Cache<k8s.KubernetesObject>>, nodes: NodeCredentials) {
+    this.nodes = nodes;
     this.kc = kc;
     this.config = config;
     this.ca = ca;
@@ -140,12 +93,10 @@ export class Controller {
       port: config.caPort,
       host: config.host,
       defaultTtlMs: config.workloadCertTtlMs,
-      // A default above the cap would be cut anyway; the cap follows an operator who asks for more.
-      maxTtlMs: Math.max(config.maxWorkloadCertTtlMs, config.workloadCertTtlMs),
+      maxTtlMs: config.maxWorkloadCertTtlMs,
     });
     const serving = await ca.authority.issueServing(SERVING_NAMES, 365 * 86_400_000);
     const roots = Buffer.from(ca.authority.trustBundle.join('\n'));
-    const xds = new ConfigServer({ authorize: (peer) => nodeStreamRefusal(peer, config.trustDomain) });
     const creds = grpc.ServerCredentials.createSsl(roots, [{ cert_chain: Buffer.from(serving.certChain.join('\n')), private_key: Buffer.from(serving.key) }], true);
 
     const core = kc.makeApiClient(k8s.CoreV1Api);
@@ -165,7 +116,10 @@ export class Controller {
         custom.listClusterCustomObject({ group: c.group, version: c.version, plural: c.plural }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
       );
     }
-    const controller = new Controller(kc, config, ca, xds, caches);
+    // The config stream admits a node's own credential only, for a node that exists.
+    const nodes = new NodeCredentials(config.trustDomain, ca.config.trustedNodeAccounts, (n) => caches.nodes!.get(n) !== undefined);
+    const xds = new ConfigServer({ authorize: (peer) => nodes.streamRefusal(peer) });
+    const controller = new Controller(kc, config, ca, xds, caches, nodes);
     for (const [name, i] of Object.entries(caches)) {
       for (const verb of ['add', 'update', 'delete'] as const) i.on(verb, () => controller.schedule());
       // client-node stops an informer on errors other than 410; the controller must keep watching.
@@ -212,7 +166,7 @@ export class Controller {
   private async startRelay(roots: Buffer): Promise<void> {
     const c = this.config;
     const own = await this.ca.authority.issueWorkloadKey({ trustDomain: c.trustDomain, namespace: c.rootNamespace, serviceAccount: CONTROLLER_SERVICE_ACCOUNT }, 365 * 86_400_000);
-    const credentials = relayCredentials(roots, own, c.trustDomain);
+    const credentials = this.nodes.relayCredentials(roots, own);
     this.relay = new Relay({ peers: () => this.relayPeers(), credentials, version: packageVersion() });
     this.relayServer = await serveObserver(this.relay.service(), `${c.relayHost}:${c.relayPort}`, grpc.ServerCredentials.createInsecure());
     this.relayPort = this.relayServer.port;

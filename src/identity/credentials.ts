@@ -5,6 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { mergeBundles } from '../tls/index.ts';
 import type { WorkloadCertificate } from './client.ts';
+import { CaClientError } from './errors.ts';
 import type { SecretManager } from './manager.ts';
 import { formatSpiffeId, type SpiffeId } from './spiffe.ts';
 
@@ -13,8 +14,8 @@ type IdListener = grpc.experimental.IdentityCertificateUpdateListener;
 
 /**
  * One identity's certificate from a SecretManager (refreshed at half-life), and the roots to
- * trust: `staticRoots` (the mounted mesh-ca-root-cert bundle) plus the bundle the CA last
- * returned, so a root added at the CA during a rotation is trusted as soon as it is known.
+ * trust: the bundle the CA last returned (a root added or retired there during a rotation counts
+ * at once), or `staticRoots` (the mounted mesh-ca-root-cert bundle) before the CA has answered.
  * Without `identity` it provides roots only (a CA client, which has no certificate of its own).
  */
 export class RotatingCertificates implements grpc.experimental.CertificateProvider {
@@ -37,27 +38,25 @@ export class RotatingCertificates implements grpc.experimental.CertificateProvid
     this.staticRoots = mergeBundles(...(typeof staticRoots === 'string' ? [staticRoots] : staticRoots));
     secrets.on('certificate', this.onCert);
     secrets.on('trustBundle', this.onBundle);
+    if (this.staticRoots.length === 0 && secrets.trustBundle.length === 0) {
+      throw new CaClientError('MESH_ERR_CA_REQUEST', 'no trust roots to check the controller with: the mesh-ca-root-cert bundle (MESH_CA_ROOT_FILE) is empty or holds no PEM certificate');
+    }
     const current = identity ? secrets.cached(identity) : undefined;
     if (current) this.setIdentity(current);
     this.setRoots();
   }
 
-  /** The certificate it hands out now (for logs and tests). */
-  get serial(): string | undefined {
-    return this.current?.leaf.serial;
-  }
-
-  private current: WorkloadCertificate | undefined;
-
   private setIdentity(cert: WorkloadCertificate): void {
-    this.current = cert;
     this.id = { certificate: Buffer.from(cert.certChain.join('\n')), privateKey: Buffer.from(cert.key) };
     for (const l of this.idListeners) l(this.id);
     this.setRoots();
   }
 
   private setRoots(): void {
-    const roots = mergeBundles(...this.staticRoots, ...this.secrets.trustBundle);
+    // The CA's current bundle once it has answered (a root it retired stops being trusted); the
+    // mounted one until then.
+    const bundle = this.secrets.trustBundle;
+    const roots = bundle.length ? mergeBundles(bundle) : this.staticRoots;
     const key = roots.join('');
     if (roots.length === 0 || key === this.rootsKey) return;
     this.rootsKey = key;

@@ -6,7 +6,7 @@
 // <state dir>/mesh.json for meshctl.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +25,8 @@ import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
+/** Node tokens (24 h) are rewritten this often, as kubelet refreshes projected tokens at 80 %. */
+const TOKEN_REFRESH_MS = 4 * 3_600_000;
 /** How much of each component's output is kept in memory (the rest is in its log file). */
 const LOG_KEEP = 4 << 20;
 
@@ -58,6 +60,7 @@ export class LocalMesh {
   private readonly bpffsRoot: string;
   private readonly opts: LocalMeshOptions;
   private bpffsMounted = false;
+  private tokenTimer: NodeJS.Timeout | undefined;
 
   private constructor(cluster: LocalCluster, opts: LocalMeshOptions) {
     this.cluster = cluster;
@@ -85,8 +88,11 @@ export class LocalMesh {
     this.opts.onProgress?.(msg);
   }
 
-  private certTtl(): { workloadCertTtlMs?: number } {
-    return this.opts.workloadCertTtlMs ? { workloadCertTtlMs: this.opts.workloadCertTtlMs } : {};
+  /** A lifetime asked for (`dev up --workload-cert-ttl`) is also the most the CA grants: a client
+   * asking for longer gets what the operator configured. */
+  private certTtl(): { workloadCertTtlMs?: number; maxWorkloadCertTtlMs?: number } {
+    const ttl = this.opts.workloadCertTtlMs;
+    return ttl ? { workloadCertTtlMs: ttl, maxWorkloadCertTtlMs: ttl } : {};
   }
 
   bpffs(node: string): string {
@@ -129,6 +135,10 @@ export class LocalMesh {
     // Istio's CNI plugin, on the local kubelets: an ambient pod is enrolled, and served by its
     // ztunnel, before its containers start — its very first connection is already in the mesh.
     for (const k of this.cluster.kubelets) k.sandboxHook = (pod, net) => this.enrolAtSandbox(k.node.name, pod, net);
+    // The node tokens live 24 h, as kubelet's projected tokens do, and kubelet rewrites them well
+    // before they expire; so does this, or certificate renewals would fail after a day.
+    this.tokenTimer = setInterval(() => void this.refreshTokens(), TOKEN_REFRESH_MS);
+    this.tokenTimer.unref();
   }
 
   private async enrolAtSandbox(node: string, pod: k8s.V1Pod, net: PodNet): Promise<void> {
@@ -162,7 +172,7 @@ export class LocalMesh {
   async startProcess(kind: 'agent' | 'ztunnel', node: string): Promise<ChildProcess> {
     const dir = join(this.stateDir, node);
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'token'), await this.tokenFor(node), { mode: 0o600 });
+    await this.writeToken(node);
     const c = this.controller;
     const settings = meshSettingsEnv(kind, {
       node,
@@ -260,7 +270,20 @@ export class LocalMesh {
   }
 
   /** Stops the components and removes the datapath (pins, programs) and the bpffs mount. */
+  private async writeToken(node: string): Promise<void> {
+    const dir = join(this.stateDir, node);
+    mkdirSync(dir, { recursive: true });
+    // Written aside and renamed: the components read it on every CA request.
+    writeFileSync(join(dir, 'token.new'), await this.tokenFor(node), { mode: 0o600 });
+    renameSync(join(dir, 'token.new'), join(dir, 'token'));
+  }
+
+  private async refreshTokens(): Promise<void> {
+    for (const node of this.nodes) await this.writeToken(node).catch((e: Error) => this.opts.onProgress?.(`refreshing ${node}'s token failed: ${e.message}`));
+  }
+
   async stop(): Promise<void> {
+    clearInterval(this.tokenTimer);
     for (const k of this.cluster.kubelets) k.sandboxHook = undefined;
     const live = [...this.processes.values()].filter((p) => p.exitCode === null && p.signalCode === null);
     for (const p of live) p.kill('SIGTERM');

@@ -88,7 +88,7 @@ type Call = grpc.ClientDuplexStream<WireRequest, WireResponse>;
 export class ConfigClient<M extends ResourceMap = MeshTypes> extends EventEmitter {
   readonly node: NodeInfo;
   readonly #opts: ConfigClientOptions<M>;
-  readonly #client: grpc.Client;
+  #client: grpc.Client;
   readonly #state = new Map<string, TypeState>();
   readonly #initialMs: number;
   readonly #maxMs: number;
@@ -112,7 +112,11 @@ export class ConfigClient<M extends ResourceMap = MeshTypes> extends EventEmitte
       resourceField(t);
       this.#state.set(t, { entries: new Map(), ready: false, lastNonce: '', lastReject: undefined });
     }
-    this.#client = new grpc.Client(options.address, options.credentials, {
+    this.#client = this.#channel();
+  }
+
+  #channel(): grpc.Client {
+    return new grpc.Client(this.#opts.address, this.#opts.credentials, {
       // The channel's own reconnect backoff starts at 1 s and grows to 120 s by default; keep it
       // in step with ours so a restarted controller is found quickly.
       'grpc.initial_reconnect_backoff_ms': this.#initialMs,
@@ -120,7 +124,7 @@ export class ConfigClient<M extends ResourceMap = MeshTypes> extends EventEmitte
       // Notice a controller that vanished without closing the connection.
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
-      ...options.channelOptions,
+      ...this.#opts.channelOptions,
     });
   }
 
@@ -259,6 +263,13 @@ export class ConfigClient<M extends ResourceMap = MeshTypes> extends EventEmitte
     );
     if (was) this.emit('disconnected', err);
     call.cancel();
+    // A refused stream (PERMISSION_DENIED: the server ends a stream when the client certificate
+    // it was admitted on expires) must not come back on the same TLS connection, which still
+    // speaks for that certificate: a new channel makes a new handshake with the current one.
+    if ((err as Partial<grpc.ServiceError>).code === grpc.status.PERMISSION_DENIED || /PERMISSION_DENIED|UNAUTHENTICATED/.test(err.message)) {
+      this.#client.close();
+      this.#client = this.#channel();
+    }
     this.#retry = setTimeout(() => this.#connect(), wait);
   }
 

@@ -129,6 +129,8 @@ class Stream {
   node: NodeInfo | undefined;
   peer: PeerInfo | undefined;
   admitted = false;
+  /** Ends the stream when the client's certificate expires. */
+  expiry: NodeJS.Timeout | undefined;
   blocked = false;
   closed = false;
   nonce = 0;
@@ -328,8 +330,26 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
       }
     }
     s.admitted = true;
+    this.#expireAt(s, Date.parse(certificate?.valid_to ?? ''));
     log.info({ node: s.node, address: s.address, uris: s.peer.uris }, 'config client connected');
     this.emit('connect', s.node);
+  }
+
+  /**
+   * The client was admitted on a certificate that ends: at its notAfter the stream is ended, and
+   * the client reconnects with its renewed certificate, which is checked afresh.
+   */
+  #expireAt(s: Stream, notAfter: number): void {
+    if (!Number.isFinite(notAfter)) return;
+    const left = notAfter - Date.now();
+    s.expiry = setTimeout(
+      () => {
+        if (Date.now() < notAfter) return this.#expireAt(s, notAfter);
+        this.#fail(s, new XdsError('MESH_ERR_XDS_UNAUTHORIZED', `the client certificate of node ${s.node?.name ?? '?'} expired at ${new Date(notAfter).toISOString()}; reconnect with the renewed one`));
+      },
+      Math.max(0, Math.min(left, 2 ** 31 - 1)),
+    );
+    s.expiry.unref();
   }
 
   #onReply(s: Stream, type: string, sub: Subscription, req: WireRequest): void {
@@ -462,6 +482,7 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
   #drop(s: Stream): void {
     if (s.closed) return;
     s.closed = true;
+    clearTimeout(s.expiry);
     this.#streams.delete(s);
     if (s.admitted) {
       log.info({ node: s.node?.id }, 'config client disconnected');

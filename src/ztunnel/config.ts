@@ -12,6 +12,7 @@ const N = NODE_SETTINGS;
 export const ZTUNNEL_SETTINGS = defineSettings(
   'ztunnel',
   {
+    nodeIp: N.nodeIp,
     bpffsDir: N.bpffsDir,
     controlSocket: N.controlSocket,
     zdsSocket: N.zdsSocket,

@@ -105,10 +105,29 @@ export class MeshState {
     const hostname = addr.hostname ?? (addr.address ? ipText(addr.address.address) : '');
     const svc = addr.hostname ? this.services.get(addr.hostname) : addr.address ? this.byVip.get(ipText(addr.address.address)) : undefined;
     if (!svc) return { hostname, problem: `waypoint ${hostname} is missing (no such Service)`, identities: [] };
-    const healthy = (this.backends.get(`${svc.namespace}/${svc.hostname}`) ?? []).filter((w) => w.status === 'HEALTHY');
-    if (healthy.length === 0) return { hostname, problem: `waypoint ${hostname} has no ready endpoint`, identities: [] };
-    const ids = [...new Set(healthy.map((w) => `spiffe://${w.trustDomain || trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount || 'default'}`))].sort();
+    // A waypoint runs as the service account named after its Gateway (as Istio's do): only those
+    // endpoints count, so a pod that merely matches the Service's selector cannot speak for it.
+    const healthy = (this.backends.get(`${svc.namespace}/${svc.hostname}`) ?? []).filter((w) => w.status === 'HEALTHY' && w.serviceAccount === svc.name);
+    if (healthy.length === 0) return { hostname, problem: `waypoint ${hostname} has no ready endpoint running as service account ${svc.namespace}/${svc.name}`, identities: [] };
+    const ids = [...new Set(healthy.map((w) => `spiffe://${w.trustDomain || trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount}`))].sort();
     return { hostname, problem: undefined, identities: ids };
+  }
+
+  /**
+   * The waypoints a connection to `w` on `port` must go through: its own (captured workloads
+   * only), and those of the Services it backs on that target port — reaching the pod by its IP
+   * does not skip a Service's waypoint.
+   */
+  waypointsOf(w: Workload, port: number): { via: string; address: GatewayAddress }[] {
+    const out: { via: string; address: GatewayAddress }[] = [];
+    if (w.tunnelProtocol === 'HBONE' && w.waypoint) out.push({ via: `workload ${w.namespace}/${w.name}`, address: w.waypoint });
+    for (const [key, list] of Object.entries(w.services)) {
+      const svc = this.services.get(key);
+      if (svc?.waypoint && (list.ports.length === 0 || list.ports.some((p) => (p.targetPort || p.servicePort) === port))) {
+        out.push({ via: `service ${svc.namespace}/${svc.hostname}`, address: svc.waypoint });
+      }
+    }
+    return out;
   }
 
   workloadByIp(ip: string): Workload | undefined {

@@ -7,15 +7,15 @@ import { createInterface } from 'node:readline';
 import { HBONE_PORT, ZTUNNEL_PORTS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
 import { ZtunnelMaps } from '../datapath/index.ts';
-import { CertificateClient, formatSpiffeId, RotatingCertificates, SecretManager, type SpiffeId, spiffeId, type WorkloadCertificate } from '../identity/index.ts';
-import { mergeBundles } from '../tls/index.ts';
-import { AUTHORIZATION, ConfigClient, type GatewayAddress, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
+import { CertificateClient, formatSpiffeId, parseSpiffeId as spiffeIdOf, RotatingCertificates, SecretManager, type SpiffeId, spiffeId, type WorkloadCertificate } from '../identity/index.ts';
+import type { MtlsCredentials } from '../tls/index.ts';
+import { AUTHORIZATION, ConfigClient, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
 import type { ZdsAck, ZdsMessage, ZdsPod, ZdsReport } from '../zds/protocol.ts';
 import { HboneDeniedError, HbonePool, HboneServer, type HboneTunnel, splice } from './hbone/index.ts';
 import { PodProxy } from './pod.ts';
 import type { ConfigDump, Readiness } from './admin/index.ts';
 import { AccessLog, type ConnectionRecord, formatAddr, Telemetry, type TrackedConnection } from './telemetry/index.ts';
-import { type MeshTypes, MeshState } from './state.ts';
+import { type Destination, type MeshTypes, MeshState } from './state.ts';
 
 const log = logger('ztunnel');
 /** Flow records wait in the ZDS socket's buffer up to this much; beyond it they are counted lost. */
@@ -65,7 +65,9 @@ export class Ztunnel {
   private own: RotatingCertificates | undefined;
   private readonly policy: InboundPolicy;
   private config: ConfigClient<MeshTypes> | undefined;
-  private readonly pods = new Map<string, { proxy: PodProxy; pool: HbonePool; hbone: HboneServer; identity: SpiffeId }>();
+  private readonly pods = new Map<string, { proxy: PodProxy; pool: HbonePool; hbone: HboneServer; identity: SpiffeId; serial: string }>();
+  /** ztunnel's own (node) identity: renewed for as long as it runs. */
+  private ownIdentity: SpiffeId | undefined;
   private zds: net.Socket | undefined;
   private closed = false;
 
@@ -82,19 +84,27 @@ export class Ztunnel {
     // (and a new trust bundle) reach the next handshake, not only the next restart.
     this.secrets.on('certificate', (identity, cert) => this.renewed(formatSpiffeId(identity), cert));
     this.secrets.on('trustBundle', () => {
-      for (const p of this.pods.values()) {
-        const cert = this.secrets.cached(p.identity);
-        if (cert) this.renewed(formatSpiffeId(p.identity), cert);
+      // Once per identity, not per pod: each update builds a new TLS context for each of its pods.
+      for (const id of new Set([...this.pods.values()].map((p) => formatSpiffeId(p.identity)))) {
+        const cert = this.secrets.cached(spiffeIdOf(id));
+        if (cert) this.renewed(id, cert);
       }
     });
   }
 
+  /** What a pod's HBONE server presents and trusts: its current certificate, and the CA's current
+   * bundle (a root the CA retired stops being trusted), else the one that came with it. */
+  private hboneCredentials(cert: WorkloadCertificate): MtlsCredentials {
+    const bundle = this.secrets.trustBundle;
+    return { key: cert.key, certChain: cert.certChain, roots: bundle.length ? bundle : cert.roots };
+  }
+
   private renewed(identity: string, cert: WorkloadCertificate): void {
-    const roots = mergeBundles(this.cfg.caRoots, ...this.secrets.trustBundle);
     let pods = 0;
     for (const p of this.pods.values()) {
-      if (formatSpiffeId(p.identity) !== identity) continue;
-      p.hbone.updateCredentials({ key: cert.key, certChain: cert.certChain, roots });
+      if (formatSpiffeId(p.identity) !== identity || p.serial === cert.leaf.serial) continue;
+      p.hbone.updateCredentials(this.hboneCredentials(cert));
+      p.serial = cert.leaf.serial;
       pods++;
     }
     if (pods) log.info({ identity, serial: cert.leaf.serial, notAfter: cert.leaf.notAfter, pods }, 'serving a renewed certificate');
@@ -106,6 +116,7 @@ export class Ztunnel {
     // the config stream is still connecting — after a restart, capture is served again sooner.
     z.connectZds();
     const ownId = spiffeId(cfg.trustDomain, cfg.namespace, cfg.serviceAccount);
+    z.ownIdentity = ownId;
     await z.secrets.fetchCertificate(ownId);
     // The node certificate, renewed at half-life like any other: the config stream presents the
     // current one on every (re)connect.
@@ -119,7 +130,8 @@ export class Ztunnel {
     });
     const apply = (type: keyof MeshTypes) => {
       z.state.replace(type, [...z.config!.entries(type)].map(([k, e]) => [k, e.value] as [string, never]), z.config!.isReady(type));
-      if (type === AUTHORIZATION || type === WORKLOAD) z.recheckLive();
+      // Services too: a waypoint is judged by its Service and endpoints.
+      z.recheckLive();
     };
     z.config.on('change', (ev: { type: string }) => apply(ev.type as keyof MeshTypes));
     // 'ready' follows the response that completed a type (which may have changed nothing: no
@@ -217,13 +229,16 @@ export class Ztunnel {
     log.debug({ uid: p.uid }, 'opening listeners in the pod');
     const proxy = new PodProxy({ uid: p.uid, netnsPath: p.netnsPath, netnsCookie: BigInt(p.netnsCookie), addresses: p.addresses, maps: this.maps, mark: this.cfg.mark, provisional: this.state.workloadByPodUid(p.uid) ? undefined : w, transparent: p.transparent });
     const hbone = new HboneServer({
-      credentials: { key: cert.key, certChain: cert.certChain, roots: mergeBundles(...cert.roots, ...this.secrets.trustBundle) },
+      credentials: this.hboneCredentials(cert),
       trustDomains: [this.cfg.trustDomain],
       handler: (t) => this.inboundHbone(proxy, t),
     });
     const pool = new HbonePool({ connectFromNetns: (dst) => proxy.dialSocket(net.isIPv6(dst.host) ? 6 : 4) });
     await proxy.open({ outbound: (pod, c) => void this.outbound(pod, c), plaintextInbound: (pod, c) => void this.plaintextInbound(pod, c) }, hbone);
-    this.pods.set(p.uid, { proxy, pool, hbone, identity });
+    this.pods.set(p.uid, { proxy, pool, hbone, identity, serial: cert.leaf.serial });
+    // A renewal that landed while the listeners were opening reached no HBONE server: catch up.
+    const latest = this.secrets.cached(identity);
+    if (latest && latest.leaf.serial !== cert.leaf.serial) this.renewed(formatSpiffeId(identity), latest);
     log.info({ pod: `${w.namespace}/${w.name}`, identity: formatSpiffeId(identity) }, 'serving pod');
   }
 
@@ -246,6 +261,10 @@ export class Ztunnel {
     const entry = this.pods.get(uid);
     if (!entry) return;
     this.pods.delete(uid);
+    // The identity's last pod left the node: stop renewing it (the CA would refuse it anyway).
+    const id = formatSpiffeId(entry.identity);
+    const own = this.ownIdentity && formatSpiffeId(this.ownIdentity) === id;
+    if (!own && ![...this.pods.values()].some((p) => formatSpiffeId(p.identity) === id)) this.secrets.forget(entry.identity);
     void entry.pool.close(1000);
     await entry.proxy.close();
   }
@@ -372,37 +391,41 @@ export class Ztunnel {
   }
 
   /**
-   * Why a connection to `dst` may not go straight to it: it (or the service it was reached by)
-   * uses a waypoint. A missing or unready waypoint fails closed — never a bypass (Istio's
-   * ztunnel sends straight to the pod then). Routing through a ready waypoint is the waypoint
-   * milestone's work; until then that is refused too, rather than skipping the waypoint's policy.
+   * Why a connection to `dst` may not go straight to it: the Service it was reached by, the
+   * workload, or a Service the workload backs on that port, uses a waypoint. A missing or unready
+   * waypoint fails closed — never a bypass (Istio's ztunnel sends straight to the pod then).
+   * Routing through a ready waypoint is the waypoint milestone's work; until then that is refused
+   * too, rather than skipping the waypoint's policy.
    */
-  private waypointRefusal(dst: { workload: Workload | undefined; service: { namespace: string; hostname: string; waypoint: GatewayAddress | null } | undefined }): string | undefined {
-    const uses: [string, GatewayAddress | null | undefined][] = [
-      [dst.service ? `service ${dst.service.namespace}/${dst.service.hostname}` : '', dst.service?.waypoint],
-      [dst.workload ? `workload ${dst.workload.namespace}/${dst.workload.name}` : '', dst.workload?.tunnelProtocol === 'HBONE' ? dst.workload.waypoint : null],
+  private waypointRefusal(dst: Destination): string | undefined {
+    const uses = [
+      ...(dst.service?.waypoint ? [{ via: `service ${dst.service.namespace}/${dst.service.hostname}`, address: dst.service.waypoint }] : []),
+      ...(dst.workload ? this.state.waypointsOf(dst.workload, dst.port) : []),
     ];
-    for (const [who, wp] of uses) {
-      if (!wp) continue;
-      const st = this.state.waypoint(wp, this.cfg.trustDomain);
+    for (const { via, address } of uses) {
+      const st = this.state.waypoint(address, this.cfg.trustDomain);
       return st.problem
-        ? `${who} uses ${st.problem}: refused until it is ready (fail closed)`
-        : `${who} uses waypoint ${st.hostname}, and this ztunnel does not route through waypoints yet: refused (fail closed)`;
+        ? `${via} uses ${st.problem}: refused until it is ready (fail closed)`
+        : `${via} uses waypoint ${st.hostname}, and this ztunnel does not route through waypoints yet: refused (fail closed)`;
     }
     return undefined;
   }
 
   /**
-   * At the destination: a workload behind a waypoint accepts only its waypoint's identities, so
-   * dialling the pod directly cannot skip the waypoint; with the waypoint missing, nothing.
+   * Whether an inbound connection may reach the app, at the destination: a workload behind a
+   * waypoint (its own, or a Service's on that port) accepts only that waypoint's identities, so
+   * dialling the pod directly cannot skip it (with the waypoint missing: nothing); then the L4
+   * policies. Both inbound paths and their re-checks on config changes ask this one question.
    */
-  private waypointGate(dst: Workload, peer: SpiffeId | undefined): string | undefined {
-    if (!dst.waypoint) return undefined;
-    const st = this.state.waypoint(dst.waypoint, this.cfg.trustDomain);
-    const who = `${dst.namespace}/${dst.name}`;
-    if (st.problem) return `${who} uses ${st.problem}: refused until it is ready (fail closed)`;
-    if (peer && st.identities.includes(formatSpiffeId(peer))) return undefined;
-    return `${who} is behind waypoint ${st.hostname} and accepts connections only from it (${st.identities.join(', ')}); the peer is ${peer ? formatSpiffeId(peer) : 'unauthenticated'}`;
+  private admitInbound(c: { srcIp: string; srcIdentity: SpiffeId | undefined; dst: Workload; dstIp: string; dstPort: number }): string | undefined {
+    for (const { via, address } of this.state.waypointsOf(c.dst, c.dstPort)) {
+      const st = this.state.waypoint(address, this.cfg.trustDomain);
+      if (st.problem) return `${via} uses ${st.problem}: refused until it is ready (fail closed)`;
+      if (!c.srcIdentity || !st.identities.includes(formatSpiffeId(c.srcIdentity))) {
+        return `${via} is behind waypoint ${st.hostname} and accepts connections only from it (${st.identities.join(', ')}); the peer is ${c.srcIdentity ? formatSpiffeId(c.srcIdentity) : 'unauthenticated'}`;
+      }
+    }
+    return this.policy(c, this.state);
   }
 
   // ---- inbound ----
@@ -462,7 +485,7 @@ export class Ztunnel {
       hboneAddr: `${t.target.host}:${t.target.port}`,
       outer: { src: formatAddr(srcIp, t.peerAddress.port), dst: formatAddr(t.target.host, HBONE_PORT) },
     });
-    const deny = this.waypointGate(dst, t.peerIdentity) ?? this.policy({ srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port }, this.state);
+    const deny = this.admitInbound({ srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port });
     if (deny) {
       tracked.close({ flags: 'DENY', error: deny });
       return { status: 401 as const, reason: deny };
@@ -474,7 +497,7 @@ export class Ztunnel {
       this.authorized.set(key, {
         recheck: () => {
           const now = this.state.workloadByPodUid(pod.uid);
-          return now ? (this.waypointGate(now, t.peerIdentity) ?? this.policy({ srcIp, srcIdentity: t.peerIdentity, dst: now, dstIp: t.target.host, dstPort: t.target.port }, this.state)) : 'the workload left the mesh';
+          return now ? this.admitInbound({ srcIp, srcIdentity: t.peerIdentity, dst: now, dstIp: t.target.host, dstPort: t.target.port }) : 'the workload left the mesh';
         },
         kill: (reason) => {
           t.abort();
@@ -513,7 +536,7 @@ export class Ztunnel {
     const deny = ZTUNNEL_PORTS.has(dstPort)
       ? `port ${dstPort} is one of ztunnel's own: not a destination`
       : dst
-        ? (this.waypointGate(dst, undefined) ?? this.policy({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort }, this.state))
+        ? this.admitInbound({ srcIp, srcIdentity: undefined, dst, dstIp, dstPort })
         : 'unknown destination workload';
     if (deny) {
       log.info({ src: srcIp, dst: `${dstIp}:${dstPort}`, reason: deny }, 'plaintext connection denied');
@@ -528,7 +551,7 @@ export class Ztunnel {
       this.authorized.set(key, {
         recheck: () => {
           const now = this.state.workloadByPodUid(pod.uid);
-          return now ? (this.waypointGate(now, undefined) ?? this.policy({ srcIp, srcIdentity: undefined, dst: now, dstIp, dstPort }, this.state)) : 'the workload left the mesh';
+          return now ? this.admitInbound({ srcIp, srcIdentity: undefined, dst: now, dstIp, dstPort }) : 'the workload left the mesh';
         },
         kill: (reason) => {
           conn.destroy();

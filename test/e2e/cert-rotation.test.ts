@@ -10,24 +10,15 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
-import { startMesh, waitFor } from '../helpers/mesh.ts';
+import { CertificateClient, spiffeId } from '../../src/identity/index.ts';
+import { SERVER_NAME, startMesh, waitFor } from '../helpers/mesh.ts';
+import { HTTP_LOOP, HTTP_OK_SERVER, loopResults } from '../helpers/scripts.ts';
 import { requireRoot } from '../helpers/topology.ts';
 
 const run = promisify(execFile);
 const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
 const NODE = process.execPath;
 const TTL_MS = 6000;
-const SERVER = `require('node:http').createServer((q, s) => { s.on('error', () => {}); s.end('ok'); }).listen(8080);`;
-const LOOP = `
-const http = require('node:http');
-setInterval(() => {
-  const r = http.get({ host: process.argv[1], port: 8080, path: '/', agent: false, timeout: 3000 }, (s) => {
-    let b = ''; s.on('data', (d) => (b += d)); s.on('end', () => console.log(Date.now(), s.statusCode === 200 && b === 'ok' ? 'ok' : 'status-' + s.statusCode));
-  });
-  r.on('timeout', () => r.destroy(new Error('timeout')));
-  r.on('error', (e) => console.log(Date.now(), e.code || e.message));
-}, 100);
-`;
 
 interface CertRow {
   identity: string;
@@ -41,23 +32,13 @@ test('certificates-rotate-where-used: 5+ lifetimes of cross-node traffic with a 
   await mesh.core.createNamespace({ body: { metadata: { name: 'shop', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
   const mk = (name: string, node: string, command: string[]) =>
     mesh.core.createNamespacedPod({ namespace: 'shop', body: { metadata: { name }, spec: { nodeName: node, containers: [{ name: 'main', image: 'local', command }] } } as k8s.V1Pod });
-  await mk('server', 'node1', [NODE, '-e', SERVER]);
+  await mk('server', 'node1', [NODE, '-e', HTTP_OK_SERVER]);
   const server = await waitFor('server running', async () => {
     const p = await mesh.core.readNamespacedPod({ name: 'server', namespace: 'shop' });
     return p.status?.podIP && p.status.phase === 'Running' ? p : undefined;
   });
-  await mk('client', 'node2', [NODE, '-e', LOOP, server.status!.podIP!]);
-  const lines = (): [number, string][] => {
-    try {
-      return readFileSync(`${mesh.stateDir}/logs/shop_client_main.log`, 'utf8')
-        .trim()
-        .split('\n')
-        .map((l) => l.split(' '))
-        .map(([ts, r]) => [Number(ts), r ?? ''] as [number, string]);
-    } catch {
-      return [];
-    }
-  };
+  await mk('client', 'node2', [NODE, '-e', HTTP_LOOP, server.status!.podIP!]);
+  const lines = () => loopResults(`${mesh.stateDir}/logs/shop_client_main.log`, (f) => readFileSync(f, 'utf8'));
   const certs = async (node: string): Promise<CertRow[]> => {
     const { stdout } = await run(MESHCTL, ['ztunnel-config', 'certificates', '--node', node, '-o', 'json', '--state-dir', mesh.stateDir], { timeout: 30_000 });
     return JSON.parse(stdout) as CertRow[];
@@ -97,6 +78,12 @@ test('certificates-rotate-where-used: 5+ lifetimes of cross-node traffic with a 
     const peers = mesh.controller.relayPeers();
     return peers.length === 2 && peers.every((p) => p.configClients.length === 2 && p.configClients.every((c) => c.inSync)) ? true : undefined;
   }, 20_000);
+  // The CA caps what a client asks for at what the operator configured.
+  const token = await mesh.tokenFor('node1');
+  const greedy = new CertificateClient({ address: `127.0.0.1:${mesh.controller.ca.port}`, caRoots: mesh.root, serverName: SERVER_NAME, token: () => token, validitySeconds: 3600 });
+  const long = await greedy.fetch(spiffeId('cluster.local', 'mesh-system', 'mesh-node'));
+  greedy.close();
+  t.true(long.leaf.notAfter.getTime() - Date.now() <= TTL_MS + 1000, `asked for 1 h, got ${long.leaf.notAfter.getTime() - Date.now()} ms`);
   // And the flows API still answers the relay (its certificate was renewed too).
   const { stdout } = await run(MESHCTL, ['flows', '--last', '5', '-o', 'json', '--state-dir', mesh.stateDir], { timeout: 30_000 });
   t.false(/UNAVAILABLE/.test(stdout), 'both nodes\' flows reachable');

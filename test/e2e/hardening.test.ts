@@ -10,48 +10,25 @@ import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
-import { relayCredentials } from '../../src/controller/controller.ts';
+import { NodeCredentials } from '../../src/controller/node-auth.ts';
 import { Relay } from '../../src/flows/relay.ts';
 import { observerClient, serveObserver, unary } from '../../src/flows/server.ts';
 import { CertificateClient, spiffeId, type WorkloadCertificate } from '../../src/identity/index.ts';
 import { ConfigClient, WORKLOAD, type Workload } from '../../src/xds/index.ts';
 import { SERVER_NAME, startMesh, waitFor, type Mesh } from '../helpers/mesh.ts';
+import { HTTP_LOOP, HTTP_OK_SERVER, loopResults } from '../helpers/scripts.ts';
 import { requireRoot } from '../helpers/topology.ts';
 
 const NODE = process.execPath;
 const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
 const run = promisify(execFile);
 
-// Answers every request with 200 "ok".
-const SERVER = `require('node:http').createServer((q, s) => { s.on('error', () => {}); s.end('ok'); }).listen(8080);`;
 
-// A new connection and GET every 100 ms; one line per attempt: "<ms since epoch> ok|<error>".
-const LOOP = `
-const http = require('node:http');
-setInterval(() => {
-  const r = http.get({ host: process.argv[1], port: 8080, path: '/', agent: false, timeout: 1500 }, (s) => {
-    let b = ''; s.on('data', (d) => (b += d)); s.on('end', () => console.log(Date.now(), s.statusCode === 200 && b === 'ok' ? 'ok' : 'status-' + s.statusCode));
-  });
-  r.on('timeout', () => r.destroy(new Error('timeout')));
-  r.on('error', (e) => console.log(Date.now(), e.code || e.message));
-}, 100);
-`;
 
 let mesh: Mesh;
 let serverIp = '';
 
-function results(ns: string, pod: string): [number, string][] {
-  try {
-    return readFileSync(`${mesh.stateDir}/logs/${ns}_${pod}_main.log`, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => l.split(' '))
-      .map(([ts, r]) => [Number(ts), r ?? ''] as [number, string]);
-  } catch {
-    return [];
-  }
-}
-
+const results = (ns: string, pod: string) => loopResults(`${mesh.stateDir}/logs/${ns}_${pod}_main.log`, (f) => readFileSync(f, 'utf8'));
 const since = (ns: string, pod: string, t0: number) => results(ns, pod).filter(([ts]) => ts > t0);
 
 async function apply(name: string, yaml: string): Promise<string> {
@@ -83,14 +60,14 @@ test.before(async (t) => {
   await mesh.core.createNamespace({ body: { metadata: { name: 'plain' } } });
   const mk = (ns: string, name: string, node: string, command: string[]) =>
     mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name, labels: { app: name } }, spec: { nodeName: node, containers: [{ name: 'main', image: 'local', command }] } } as k8s.V1Pod });
-  await mk('shop', 'orders', 'node1', [NODE, '-e', SERVER]);
+  await mk('shop', 'orders', 'node1', [NODE, '-e', HTTP_OK_SERVER]);
   const server = await waitFor('orders running', async () => {
     const p = await mesh.core.readNamespacedPod({ name: 'orders', namespace: 'shop' });
     return p.status?.podIP && p.status.phase === 'Running' ? p : undefined;
   });
   serverIp = server.status!.podIP!;
-  await mk('shop', 'caller', 'node2', [NODE, '-e', LOOP, serverIp]);
-  await mk('plain', 'outsider', 'node2', [NODE, '-e', LOOP, serverIp]);
+  await mk('shop', 'caller', 'node2', [NODE, '-e', HTTP_LOOP, serverIp]);
+  await mk('plain', 'outsider', 'node2', [NODE, '-e', HTTP_LOOP, serverIp]);
   await settle('shop', 'caller', 'ok', 0);
   await settle('plain', 'outsider', 'ok', 0);
 });
@@ -131,6 +108,22 @@ test.serial('waypoint-label-keeps-policy: labelling a pod with a missing waypoin
 
   // Removing the label restores traffic.
   await mesh.kubectl('label', 'pod', '-n', 'shop', 'orders', 'mesh.io/use-waypoint-');
+  t0 = Date.now();
+  await settle('shop', 'caller', 'ok', t0);
+  await settle('plain', 'outsider', 'ok', t0);
+  t.pass();
+});
+
+test.serial('service-waypoint-not-bypassed-by-pod-ip: a Service\'s missing waypoint also guards its pods reached by IP', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  await apply('orders-svc', 'apiVersion: v1\nkind: Service\nmetadata: {name: orders, namespace: shop}\nspec:\n  selector: {app: orders}\n  ports:\n  - {port: 80, targetPort: 8080}\n');
+  await mesh.kubectl('label', 'service', '-n', 'shop', 'orders', 'mesh.io/use-waypoint=svc-wp');
+  let t0 = Date.now();
+  // Both loops dial the pod IP, never the Service's VIP.
+  await settle('shop', 'caller', 'refused', t0);
+  await settle('plain', 'outsider', 'refused', t0);
+  t.regex(mesh.logs.get('ztunnel-node1') ?? '', /service shop\/orders\.shop\.svc\.cluster\.local uses waypoint shop\/svc-wp\.shop\.svc\.cluster\.local is missing/);
+  await mesh.kubectl('label', 'service', '-n', 'shop', 'orders', 'mesh.io/use-waypoint-');
   t0 = Date.now();
   await settle('shop', 'caller', 'ok', t0);
   await settle('plain', 'outsider', 'ok', t0);
@@ -212,7 +205,7 @@ test.serial('config-stream-node-from-credentials: node1\'s credential cannot rea
       { name: 'node2', address: `127.0.0.1:${fake.port}`, configClients: [] },
       { name: 'node1', address: mesh.controller.relayPeers().find((p) => p.name === 'node1')!.address, configClients: [] },
     ],
-    credentials: relayCredentials(Buffer.from(mesh.root), controllerId, 'cluster.local'),
+    credentials: new NodeCredentials('cluster.local', ['system:serviceaccount:mesh-system:mesh-node']).relayCredentials(Buffer.from(mesh.root), controllerId),
     version: 'test',
   });
   t.teardown(() => relay.close());

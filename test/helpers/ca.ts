@@ -28,6 +28,8 @@ export class FakeKube implements CaKube {
   readonly pods: PodInfo[] = [];
   readonly tokens = new Map<string, TokenReviewResult['user'] & { audiences?: readonly string[] }>();
   readonly reviews: { token: string; audiences: readonly string[] | undefined }[] = [];
+  /** Answer like an authenticator that ignores spec.audiences: authenticated, no status.audiences. */
+  ignoreAudiences = false;
   private readonly watchers = new Set<(ns: string) => void>();
 
   addNamespace(...names: string[]): void {
@@ -73,6 +75,7 @@ export class FakeKube implements CaKube {
     if (!user) return { authenticated: false, error: 'invalid bearer token' };
     // As the API server: a token is valid only for the audiences it was minted for.
     const { audiences: minted = [], ...rest } = user;
+    if (this.ignoreAudiences) return { authenticated: true, user: rest };
     if (audiences?.length && !audiences.some((a) => minted.includes(a))) return { authenticated: false, error: `token audiences ${JSON.stringify(minted)} are invalid for the target audiences ${JSON.stringify(audiences)}` };
     return { authenticated: true, user: rest, audiences: audiences?.length ? [...audiences] : [...minted] };
   }

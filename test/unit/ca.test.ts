@@ -256,6 +256,10 @@ test('ca-requires-the-mesh-ca-token-audience', async (t) => {
   t.is(e!.grpcCode, status.UNAUTHENTICATED);
   t.regex(e!.message, /for audience mesh-ca: token audiences .*kubernetes\.default.* are invalid/);
   t.deepEqual(w.kube.reviews.at(-1)?.audiences, ['mesh-ca'], 'the TokenReview asks for the CA\'s audience');
+  // An authenticator that ignores audiences confirms none: refused all the same.
+  w.kube.ignoreAudiences = true;
+  const blind = await t.throwsAsync(w.client(nodeToken(w.kube, 'tok-any', 'node-a')).fetch(parseSpiffeId(CART)), { instanceOf: CaClientError });
+  t.regex(blind!.message, /not valid for audience mesh-ca \(the API server confirmed \[\]\)/);
 });
 
 test('ca-binds-a-node-identity-to-the-callers-node-and-no-other-system-identity', async (t) => {

@@ -626,3 +626,25 @@ test('hbone-handler-can-abort-a-live-tunnel', async (t) => {
   await new Promise((r) => setTimeout(r, 50));
   t.is(app.sockets.size, 0, 'the application connection was closed too');
 });
+
+test('hbone-certificate-expiry-ends-sessions: no new tunnels on a session past its certificates; the renewed one gets a new handshake', async (t) => {
+  const app = await echoApp(t);
+  const { ca } = await certs();
+  const short = await mint(ca, CART, 1500);
+  const w = await world(t);
+  const first = await w.connect(`127.0.0.1:${app.port}`, { source: { ...short, notAfter: short.leaf.notAfter } });
+  await Promise.all([writeAll(first, Buffer.from('one')), readAll(first)]);
+  t.is(w.server.stats().sessions, 1);
+  // The server closes the session at the client certificate's notAfter (GOAWAY)…
+  const wait = short.leaf.notAfter.getTime() - Date.now() + 300;
+  await new Promise((r) => setTimeout(r, Math.max(0, wait)));
+  for (let i = 0; i < 40 && w.server.stats().sessions > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  t.is(w.server.stats().sessions, 0, 'the server ended the session whose client certificate expired');
+  // …and the client, holding a renewed certificate, handshakes again instead of reusing it.
+  const renewed = await mint(ca, CART, 60_000);
+  const second = await w.connect(`127.0.0.1:${app.port}`, { source: { ...renewed, notAfter: renewed.leaf.notAfter } });
+  const [, back] = await Promise.all([writeAll(second, Buffer.from('two')), readAll(second)]);
+  t.is(back.length, 3);
+  t.is(w.pool.stats().sessions.length, 1);
+  t.is(w.server.stats().sessions, 1);
+});

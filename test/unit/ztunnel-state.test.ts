@@ -86,3 +86,18 @@ test('waypoint status: missing Service, no healthy endpoint, or ready with the i
   state.replace(WORKLOAD, [[wpPod.uid, { ...wpPod, status: 'HEALTHY' }]], true);
   t.deepEqual(state.waypoint(addr, 'cluster.local'), { hostname: 'shop/wp.shop.svc.cluster.local', problem: undefined, identities: ['spiffe://cluster.local/ns/shop/sa/wp'] });
 });
+
+test('waypointsOf: a pod reached by its IP still goes through the waypoint of a Service it backs on that port; an impostor endpoint does not count', (t) => {
+  const state = new MeshState();
+  const wpAddr = { hostname: 'shop/wp.shop.svc.cluster.local', hboneMtlsPort: 15008 };
+  const orders = { name: 'orders', namespace: 'shop', hostname: 'orders.shop.svc.cluster.local', addresses: [], ports: [], subjectAltNames: [], waypoint: wpAddr };
+  const wp = { name: 'wp', namespace: 'shop', hostname: 'wp.shop.svc.cluster.local', addresses: [], ports: [], subjectAltNames: [], waypoint: null };
+  state.replace(SERVICE, [['shop/orders.shop.svc.cluster.local', orders], ['shop/wp.shop.svc.cluster.local', wp]], true);
+  const pod = workload({ services: { 'shop/orders.shop.svc.cluster.local': { ports: [{ servicePort: 80, targetPort: 8080, appProtocol: '' }] } } });
+  t.deepEqual(state.waypointsOf(pod, 8080), [{ via: 'service shop/orders.shop.svc.cluster.local', address: wpAddr }]);
+  t.deepEqual(state.waypointsOf(pod, 9090), [], 'another port of the pod is not the Service\'s');
+  // A pod matching the waypoint Service's selector with another service account is not the waypoint.
+  const impostor = workload({ uid: 'Kubernetes//v1/Pod/shop/evil', name: 'evil', serviceAccount: 'evil', podUid: 'uid-evil', services: { 'shop/wp.shop.svc.cluster.local': { ports: [] } } });
+  state.replace(WORKLOAD, [[impostor.uid, impostor]], true);
+  t.regex(state.waypoint(wpAddr, 'cluster.local').problem ?? '', /no ready endpoint running as service account shop\/wp/);
+});

@@ -42,6 +42,14 @@ export class TokenReviewAuthenticator implements Authenticator {
       const aud = this.audiences ? ` for audience ${this.audiences.join(', ')}` : '';
       throw unauthenticated(`the bearer token was rejected by the Kubernetes API server${aud}: ${r.error || 'not authenticated'} — is it a current service-account token?`);
     }
+    // authentication.k8s.io/v1: a client that sets spec.audiences must check that status.audiences
+    // holds one of them; an authenticator that ignores audiences answers without it, and the
+    // token was then only checked against the API server's own audience.
+    if (this.audiences && !(r.audiences ?? []).some((a) => this.audiences!.includes(a))) {
+      throw unauthenticated(
+        `the bearer token is not valid for audience ${this.audiences.join(', ')} (the API server confirmed ${JSON.stringify(r.audiences ?? [])}) — mount a projected token with audience ${this.audiences[0]}`,
+      );
+    }
     return Object.freeze({ username: r.user.username, extra: r.user.extra ?? {} });
   }
 }

@@ -14,10 +14,9 @@ const SA_USER = /^system:serviceaccount:([^:]+):([^:]+)$/;
 export class NodeAuthorizer {
   private readonly pods: PodLookup;
   private readonly trusted: ReadonlySet<string>;
-
-  /** `trustedNodeAccounts`: usernames like system:serviceaccount:mesh-system:mesh-node. */
   private readonly systemNamespaces: ReadonlySet<string>;
 
+  /** `trustedNodeAccounts`: usernames like system:serviceaccount:mesh-system:mesh-node. */
   constructor(pods: PodLookup, trustedNodeAccounts: readonly string[]) {
     this.pods = pods;
     this.trusted = new Set(trustedNodeAccounts);

@@ -87,7 +87,7 @@ export class CaServer {
     const caller = await this.o.authenticator.authenticate(token);
 
     const { identity, csr } = await this.requested(req);
-    const ttlMs = this.ttl(req.validity_duration);
+    let ttlMs = this.ttl(req.validity_duration);
 
     const node = await this.o.authorizer.callerNode(caller);
     // A node's own identity (its service account) gets a certificate bound to that node, which
@@ -95,6 +95,9 @@ export class CaServer {
     // identity is a workload's, and a pod with it must run on the caller's node.
     const own = this.o.authorizer.isCallerIdentity(caller, identity);
     if (!own) await this.o.authorizer.checkIdentityOnNode(identity, node);
+    // A node credential lives no longer than the default lifetime, whatever is asked: it must not
+    // outlive the node's short-lived token by much (a leaked token is not a 90-day credential).
+    if (own) ttlMs = Math.min(ttlMs, this.o.defaultTtlMs);
 
     const issued = await this.o.authority.signWorkload(csr, identity, ttlMs, Date.now(), own ? nodeSubject(node) : '');
     return { identity, node, certChain: issued.certChain, serial: issued.serial, notAfter: issued.notAfter };

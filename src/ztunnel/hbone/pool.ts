@@ -203,11 +203,13 @@ export class HbonePool {
     if (!list) this.pools.set(key, (list = []));
     const now = Date.now();
     for (const s of list.filter((x) => x.connected && x.expiresAt <= now)) {
-      // Authenticated with a certificate that has since expired: its open tunnels finish, new
-      // ones get a fresh handshake with the current certificates.
+      // Authenticated with a certificate that has since expired: its open tunnels finish (release
+      // closes it after the last), new ones get a fresh handshake with the current certificates.
       this.retire(s);
-      if (s.active === 0) s.session?.close();
+      if (s.active === 0 && s.session && !s.session.closed && !s.session.destroyed) s.session.close();
     }
+    // Retiring the last session of the key removed the list: register a new one.
+    if (!this.pools.has(key)) this.pools.set(key, (list = []));
     let p = list.find((s) => !s.retired && s.active < this.maxStreams);
     if (!p) {
       p = this.open(key, dst, o);
@@ -223,6 +225,11 @@ export class HbonePool {
 
   private release(p: Pooled): void {
     p.active--;
+    // A retired session (expired certificates, GOAWAY) gets no new streams: close it after its last.
+    if (p.active === 0 && p.retired && p.connected) {
+      if (p.session && !p.session.closed && !p.session.destroyed) p.session.close();
+      return;
+    }
     if (p.active === 0 && !p.retired) {
       p.idle = setTimeout(() => {
         log.debug({ dst: p.dst }, 'closing idle HBONE session');

@@ -87,7 +87,12 @@ export interface HboneServerOptions {
 interface PeerContext {
   readonly identity: SpiffeId;
   readonly address: HostPort;
+  /** The client certificate's notAfter (ms): the session takes no new tunnels after it. */
+  readonly expiresAt: number;
 }
+
+/** setTimeout's longest delay; later expiries are re-armed when it fires. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class HboneServer {
   private readonly server: http2.Http2SecureServer;
@@ -201,9 +206,24 @@ export class HboneServer {
       session.destroy();
       return;
     }
-    this.peers.set(session, { identity, address });
+    const expiresAt = Date.parse(socket.getPeerCertificate().valid_to ?? '') || Infinity;
+    this.peers.set(session, { identity, address, expiresAt });
     this.sessions.add(session);
-    session.once('close', () => this.sessions.delete(session));
+    // The client proved its identity with a certificate that ends: at its notAfter the session
+    // is closed gracefully (GOAWAY; open tunnels finish), so new tunnels need a new handshake
+    // with a current certificate — a renewed one, or none.
+    let expiry: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      const left = expiresAt - Date.now();
+      if (!Number.isFinite(left)) return;
+      expiry = setTimeout(() => (Date.now() >= expiresAt ? session.close() : arm()), Math.max(0, Math.min(left, MAX_TIMER_MS)));
+      expiry.unref();
+    };
+    arm();
+    session.once('close', () => {
+      clearTimeout(expiry);
+      this.sessions.delete(session);
+    });
     widenConnectionWindow(session);
     keepalive(session, `${address.host}:${address.port}`, this.opts.pingIntervalMs ?? PING_INTERVAL_MS, this.opts.pingTimeoutMs ?? PING_TIMEOUT_MS);
     if (this.draining) session.close();
@@ -213,8 +233,10 @@ export class HboneServer {
   private async onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): Promise<void> {
     stream.on('error', (err) => log.debug({ err: err.message }, 'HBONE stream error'));
     const peer = this.peers.get(stream.session!);
-    if (!peer) {
+    if (!peer || Date.now() >= peer.expiresAt) {
+      // Unknown, or authenticated with a certificate that has expired since: retry elsewhere.
       stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      if (peer && !stream.session!.closed) stream.session!.close();
       return;
     }
     const bad = (why: string): void => this.refuse(stream, 400, why, peer);
