@@ -118,7 +118,8 @@ export class Registry {
     if (type === 'json') patched = jsonPatch(base, patch, { group: d.group, kind: d.kind, name });
     else if (type === 'merge') patched = mergePatch(base, patch);
     else if (type === 'strategic') {
-      if (d.group !== '') throw new UnsupportedStrategicMerge(d);
+      // Built-in kinds take strategic merge (kubectl apply sends it); RBAC's lists have no merge keys.
+      if (d.group !== '' && d.group !== 'rbac.authorization.k8s.io') throw new UnsupportedStrategicMerge(d);
       patched = strategicMergePatch(base, patch, d.kind);
     } else {
       // Server-side apply without field ownership: the applied configuration is merged over the
