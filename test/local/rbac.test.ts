@@ -40,6 +40,9 @@ test('kubectl auth can-i as a service account: no before a RoleBinding, yes afte
   t.is(await canI('list', 'pods', '-n', 'shop'), 'yes (exit 0)', 'the admin may');
 
   await apply(t, h, binding('RoleBinding', 'web-view', 'ClusterRole', 'view'));
+  const shown = await kubectl(h, ['get', 'rolebindings', '-n', 'shop', '-o', 'wide']);
+  t.regex(shown.stdout, /^NAME\s+ROLE\s+AGE\s+USERS\s+GROUPS\s+SERVICEACCOUNTS\n/);
+  t.regex(shown.stdout, /\nweb-view\s+ClusterRole\/view\s+\d+s\s+shop\/web\s*\n/);
   t.is(await canI('list', 'pods', `--as=${WEB}`, '-n', 'shop'), 'yes (exit 0)');
   t.is(await canI('list', 'pods', `--token=${token}`, '-n', 'shop'), 'yes (exit 0)');
   t.is(await canI('watch', 'pods', `--token=${token}`, '-n', 'shop'), 'yes (exit 0)');
@@ -181,4 +184,32 @@ test('no escalation: a namespace admin binds view but not cluster-admin, and may
   const as = await kubectl(h, ['get', 'pods', '-n', 'shop', '--as=someone', ...asWeb]);
   t.not(as.code, 0);
   t.regex(as.stderr, /users "someone" is forbidden: User "system:serviceaccount:shop:web" cannot impersonate resource "users" in API group "" at the cluster scope/);
+});
+
+test('SubjectAccessReview and SelfSubjectAccessReview over client-node answer for the subject, with the binding that allowed it', async (t) => {
+  const { h, token } = await shop(t);
+  const admin = new k8s.KubeConfig();
+  admin.loadFromFile(h.kubeconfig);
+  const authz = admin.makeApiClient(k8s.AuthorizationV1Api);
+  const sar = (verb: string, namespace: string) =>
+    authz.createSubjectAccessReview({
+      body: { spec: { user: WEB, groups: ['system:serviceaccounts', 'system:serviceaccounts:shop', 'system:authenticated'], resourceAttributes: { verb, resource: 'pods', namespace } } },
+    });
+  t.false((await sar('list', 'shop')).status!.allowed);
+  await apply(t, h, binding('RoleBinding', 'web-view', 'ClusterRole', 'view'));
+  const yes = await sar('list', 'shop');
+  t.true(yes.status!.allowed);
+  t.is(yes.status!.reason, 'RBAC: allowed by RoleBinding "shop/web-view" of ClusterRole "view" to ServiceAccount "shop/web"');
+  t.false((await sar('list', 'other')).status!.allowed);
+  const bad = await call(h.server, 'POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', { spec: { resourceAttributes: { verb: 'get', resource: 'pods' } } });
+  t.is(bad.status, 422);
+  t.is(bad.body.details.causes[0].field, 'spec.user');
+
+  // A service account reviews only itself: SelfSubjectAccessReview yes, SubjectAccessReview 403.
+  const web = new k8s.KubeConfig();
+  web.loadFromOptions({ ...admin, users: [{ name: 'web', token }], contexts: [{ name: 'web', cluster: admin.clusters[0]!.name, user: 'web' }], currentContext: 'web' });
+  const self = await web.makeApiClient(k8s.AuthorizationV1Api).createSelfSubjectAccessReview({ body: { spec: { resourceAttributes: { verb: 'get', resource: 'pods', namespace: 'shop' } } } });
+  t.true(self.status!.allowed);
+  const err = await t.throwsAsync(web.makeApiClient(k8s.AuthorizationV1Api).createSubjectAccessReview({ body: { spec: { user: 'x', resourceAttributes: { verb: 'get', resource: 'pods' } } } }));
+  t.is((err as unknown as { code: number }).code, 403);
 });
