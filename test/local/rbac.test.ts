@@ -50,6 +50,10 @@ test('kubectl auth can-i as a service account: no before a RoleBinding, yes afte
   t.is(await canI('get', 'secrets', `--token=${token}`, '-n', 'shop'), 'no (exit 1)', 'view does not read Secrets');
   t.is(await canI('list', 'pods', `--token=${token}`, '-n', 'other'), 'no (exit 1)', 'a RoleBinding grants in its namespace only');
   t.is(await canI('list', 'nodes', `--token=${token}`), 'no (exit 1)');
+  // A namespace is read in its own namespace (kube-apiserver's request info): shop, not other.
+  t.is((await kubectl(h, ['get', 'ns', 'shop', `--token=${token}`])).code, 0);
+  const otherNs = await kubectl(h, ['get', 'ns', 'other', `--token=${token}`]);
+  t.is(otherNs.stderr.trim(), `Error from server (Forbidden): namespaces "other" is forbidden: User "${WEB}" cannot get resource "namespaces" in API group "" in the namespace "other"`);
 
   // The rules a user holds, as `kubectl auth can-i --list` prints them.
   const list = await kubectl(h, ['auth', 'can-i', '--list', `--token=${token}`, '-n', 'shop']);
