@@ -182,6 +182,10 @@ test('no escalation: a namespace admin binds view but not cluster-admin, and may
     { token },
   );
   t.is(role.status, 403);
+  t.is(
+    role.body.message,
+    `roles.rbac.authorization.k8s.io "nodes" is forbidden: user "${WEB}" (groups=["system:serviceaccounts" "system:serviceaccounts:shop" "system:authenticated"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[""], Resources:["nodes"], Verbs:["delete"]}`,
+  );
   const own = await call(h.server, 'POST', '/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles', { metadata: { name: 'pods' }, rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['get'] }] }, { token });
   t.is(own.status, 201, 'a role within what it holds is fine');
 

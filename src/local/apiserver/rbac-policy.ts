@@ -102,11 +102,14 @@ export function rbacAdmission(authz: Authorizer, user: UserInfo, d: ResourceDef,
     }
     const missing = authz.covers(user, ns, rules);
     if (!missing) return;
-    const shown = Object.entries(missing).map(([k, v]) => `${k[0]!.toUpperCase()}${k.slice(1)}:${JSON.stringify(v)}`).join(', ');
+    // As rbac/validation's CompactString prints a rule: Go's %q of each list, fields in its order.
+    const q = (l: string[]) => `[${l.map((x) => JSON.stringify(x)).join(' ')}]`;
+    const fields: [string, string[] | undefined][] = [['APIGroups', missing.apiGroups], ['Resources', missing.resources], ['ResourceNames', missing.resourceNames], ['NonResourceURLs', missing.nonResourceURLs], ['Verbs', missing.verbs]];
+    const shown = fields.filter(([, v]) => v?.length).map(([k, v]) => `${k}:${q(v!)}`).join(', ');
     throw new ApiError(
       403,
       'Forbidden',
-      `${d.plural}.${RBAC_GROUP} "${obj.metadata.name}" is forbidden: user ${JSON.stringify(user.username)} (groups=${JSON.stringify(user.groups)}) is attempting to grant RBAC permissions not currently held:\n{${shown}}`,
+      `${d.plural}.${RBAC_GROUP} "${obj.metadata.name}" is forbidden: user ${JSON.stringify(user.username)} (groups=${q(user.groups)}) is attempting to grant RBAC permissions not currently held:\n{${shown}}`,
       { name: obj.metadata.name ?? '', group: RBAC_GROUP, kind: d.plural },
     );
   };
