@@ -15,6 +15,8 @@ export type PatchType = 'merge' | 'strategic' | 'json' | 'apply';
 export interface WriteOptions {
   dryRun?: boolean;
   subresource?: string;
+  /** A last check of the object to be written (RBAC escalation); throws to refuse. */
+  admit?: (obj: KubeObject) => void;
 }
 
 export interface ListOptions {
@@ -82,6 +84,7 @@ export class Registry {
     if (d.namespaced) this.requireNamespace(ns!);
     strategyFor(d.kind).prepareForCreate?.(obj);
     this.check(d, obj);
+    opts.admit?.(obj);
     if (m.name && this.store.get(resourceKey(d), ns ?? '', m.name)) throw new AlreadyExistsError(d.group, d.plural, m.name);
     if (d.kind === 'Service') this.allocateClusterIP(obj);
     m.uid = randomUUID();
@@ -115,7 +118,8 @@ export class Registry {
     if (type === 'json') patched = jsonPatch(base, patch, { group: d.group, kind: d.kind, name });
     else if (type === 'merge') patched = mergePatch(base, patch);
     else if (type === 'strategic') {
-      if (d.group !== '') throw new UnsupportedStrategicMerge(d);
+      // Built-in kinds take strategic merge (kubectl apply sends it); RBAC's lists have no merge keys.
+      if (d.group !== '' && d.group !== 'rbac.authorization.k8s.io') throw new UnsupportedStrategicMerge(d);
       patched = strategicMergePatch(base, patch, d.kind);
     } else {
       // Server-side apply without field ownership: the applied configuration is merged over the
@@ -261,6 +265,7 @@ export class Registry {
         next.spec = current.spec;
       }
       this.check(d, next, current);
+      opts.admit?.(next);
       if (!deepEqual(next.spec, current.spec)) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
     }
     next.metadata.resourceVersion = current.metadata.resourceVersion;

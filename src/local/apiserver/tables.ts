@@ -76,6 +76,17 @@ function selector(o: KubeObject): string {
   return isObject(sel) && Object.keys(sel).length ? Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(',') : '<none>';
 }
 
+const createdAt: Column = { name: 'Created At', type: 'date', cell: (o) => o.metadata.creationTimestamp ?? '' };
+const subjects = (kind: string) => (o: KubeObject) => arr(o.subjects).filter((s) => s.kind === kind).map((s) => (kind === 'ServiceAccount' ? `${s.namespace ?? ''}/${s.name}` : s.name)).join(', ');
+const bindingColumns: Column[] = [
+  name,
+  { name: 'Role', cell: (o) => (isObject(o.roleRef) ? `${o.roleRef.kind}/${o.roleRef.name}` : '') },
+  age,
+  { name: 'Users', priority: 1, cell: subjects('User') },
+  { name: 'Groups', priority: 1, cell: subjects('Group') },
+  { name: 'ServiceAccounts', priority: 1, cell: subjects('ServiceAccount') },
+];
+
 const COLUMNS: Record<string, Column[]> = {
   Pod: [
     name,
@@ -137,6 +148,10 @@ const COLUMNS: Record<string, Column[]> = {
   HTTPRoute: [name, { name: 'Hostnames', cell: (o) => (Array.isArray(spec(o).hostnames) ? (spec(o).hostnames as string[]).join(',') : '') }, age],
   AuthorizationPolicy: [name, { name: 'Action', cell: (o) => spec(o).action ?? 'ALLOW' }, age],
   PeerAuthentication: [name, { name: 'Mode', cell: (o) => (isObject(spec(o).mtls) ? ((spec(o).mtls as JsonObject).mode ?? 'UNSET') : 'UNSET') }, age],
+  Role: [name, createdAt],
+  ClusterRole: [name, createdAt],
+  RoleBinding: bindingColumns,
+  ClusterRoleBinding: bindingColumns,
 };
 
 export type IncludeObject = 'None' | 'Metadata' | 'Object';
