@@ -62,7 +62,7 @@ export function call(
   body?: unknown,
   opts: { token?: string | null; contentType?: string; accept?: string } = {},
 ): Promise<Reply> {
-  const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+  const data = body === undefined ? undefined : typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
   const token = opts.token === undefined ? server.adminToken : opts.token;
   return new Promise((resolve, reject) => {
     const req = request(

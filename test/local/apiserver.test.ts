@@ -134,8 +134,8 @@ test('malformed bodies get 400 naming the problem', async (t) => {
   t.is(y.status, 400);
   t.regex(y.body.message, /not valid YAML/);
   const pb = await call(h.server, 'POST', '/api/v1/namespaces', 'k8s\u0000', { contentType: 'application/vnd.kubernetes.protobuf' });
-  t.is(pb.status, 415);
-  t.regex(pb.body.message, /kubectl apply -f/);
+  t.is(pb.status, 400);
+  t.regex(pb.body.message, /protobuf request body is malformed: its envelope names no apiVersion and kind/);
 });
 
 test('merge, strategic, json and apply patches', async (t) => {

@@ -6,6 +6,7 @@ import { logger } from '../../common/log.ts';
 import { accessReview } from './access-reviews.ts';
 import { apiGroup, apiGroupList, apiVersions, openApiDocument, openApiRoot, versionInfo } from './discovery.ts';
 import { ApiError, BadRequestError, MethodNotAllowedError, NotFoundError, RequestTooLargeError, UnauthorizedError, UnsupportedMediaTypeError } from './errors.ts';
+import { decodeProtobuf, PROTOBUF } from './protobuf.ts';
 import { type Authorizer, requestAttributes } from './rbac.ts';
 import { rbacAdmission } from './rbac-policy.ts';
 import type { PatchType, Registry } from './registry.ts';
@@ -248,7 +249,10 @@ function mediaType(req: IncomingMessage): string {
   return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
-/** Reads and parses the body: JSON, or YAML for application/yaml and apply patches. */
+/** Body media types readBody parses ('' is a body sent without a Content-Type: JSON). */
+const READABLE = ['application/json', 'application/yaml', PROTOBUF, ...Object.keys(PATCH_TYPES)];
+
+/** Reads and parses the body: JSON, YAML for application/yaml and apply patches, or Kubernetes protobuf. */
 async function readBody(req: IncomingMessage, yamlAllowed = false): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -258,10 +262,8 @@ async function readBody(req: IncomingMessage, yamlAllowed = false): Promise<unkn
     chunks.push(chunk as Buffer);
   }
   const type = mediaType(req);
-  if (type.includes('protobuf') || type === 'application/cbor') {
-    // kubectl's imperative generators (create namespace/configmap/secret) send protobuf.
-    throw new UnsupportedMediaTypeError(type, ['application/json', 'application/yaml', ...Object.keys(PATCH_TYPES)], 'this API server reads JSON and YAML only; write the object as a manifest and use `kubectl apply -f` or `kubectl create -f`');
-  }
+  if (type === PROTOBUF) return decodeProtobuf(Buffer.concat(chunks), READABLE);
+  if (type && type !== 'application/x-yaml' && !READABLE.includes(type)) throw new UnsupportedMediaTypeError(type, READABLE);
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') return undefined;
   if (yamlAllowed || type === 'application/yaml' || type === 'application/x-yaml') {

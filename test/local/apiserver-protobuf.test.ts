@@ -1,0 +1,94 @@
+// kubectl's imperative commands against the local API server: `create namespace|configmap|secret|
+// serviceaccount|service|token` send application/vnd.kubernetes.protobuf (client-go's typed
+// clients); `run` and `expose` send JSON. All of them must work unchanged, with real kubectl.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import test from 'ava';
+import { call, harness, kubectl } from '../helpers/apiserver.ts';
+
+test('kubectl create namespace, configmap, secret generic and serviceaccount (protobuf bodies)', async (t) => {
+  const h = await harness(t);
+  const binary = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x0a, 0x0d, 0x41]);
+  await writeFile(join(h.dir, 'blob'), binary);
+  for (const [args, out] of [
+    [['create', 'namespace', 'x'], 'namespace/x created'],
+    [['create', 'configmap', 'c', '--from-literal=a=b', '--from-literal=empty='], 'configmap/c created'],
+    [['create', 'secret', 'generic', 's', '--from-literal=k=v', `--from-file=blob=${join(h.dir, 'blob')}`], 'secret/s created'],
+    [['create', 'serviceaccount', 'sa', '-n', 'x'], 'serviceaccount/sa created'],
+  ] as const) {
+    const r = await kubectl(h, [...args]);
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout.trim(), out);
+  }
+  t.regex((await kubectl(h, ['get', 'ns', 'x'])).stdout, /\nx\s+Active\s+\d+s\n/);
+  t.deepEqual((await call(h.server, 'GET', '/api/v1/namespaces/default/configmaps/c')).body.data, { a: 'b', empty: '' });
+  const secret = (await call(h.server, 'GET', '/api/v1/namespaces/default/secrets/s')).body;
+  t.is(secret.type, 'Opaque');
+  t.deepEqual(secret.data, { k: Buffer.from('v').toString('base64'), blob: binary.toString('base64') });
+  const read = await kubectl(h, ['get', 'secret', 's', '-o', 'jsonpath={.data.blob}']);
+  t.deepEqual(Buffer.from(read.stdout, 'base64'), binary);
+  t.is((await call(h.server, 'GET', '/api/v1/namespaces/x/serviceaccounts/sa')).status, 200);
+  const dup = await kubectl(h, ['create', 'namespace', 'x']);
+  t.not(dup.code, 0);
+  t.regex(dup.stderr, /namespaces "x" already exists/);
+});
+
+test('kubectl run, expose, create service and create token', async (t) => {
+  const h = await harness(t);
+  const run = await kubectl(h, ['run', 'p', '--image=busybox', '--', 'sleep', '1']);
+  t.is(run.code, 0, run.stderr);
+  t.is(run.stdout.trim(), 'pod/p created');
+  const pod = (await call(h.server, 'GET', '/api/v1/namespaces/default/pods/p')).body;
+  t.like(pod.spec.containers[0], { name: 'p', image: 'busybox', args: ['sleep', '1'] });
+  t.deepEqual(pod.metadata.labels, { run: 'p' });
+
+  const expose = await kubectl(h, ['expose', 'pod', 'p', '--port=80']);
+  t.is(expose.code, 0, expose.stderr);
+  t.is(expose.stdout.trim(), 'service/p exposed');
+  const svc = (await call(h.server, 'GET', '/api/v1/namespaces/default/services/p')).body;
+  t.deepEqual(svc.spec.selector, { run: 'p' });
+  t.like(svc.spec.ports[0], { port: 80, targetPort: 80, protocol: 'TCP' });
+
+  const create = await kubectl(h, ['create', 'service', 'clusterip', 'web', '--tcp=8080:http']);
+  t.is(create.code, 0, create.stderr);
+  t.like((await call(h.server, 'GET', '/api/v1/namespaces/default/services/web')).body.spec.ports[0], { name: '8080-http', port: 8080, targetPort: 'http' });
+  t.regex((await kubectl(h, ['get', 'svc', 'web'])).stdout, /\nweb\s+ClusterIP\s+10\.96\.\d+\.\d+\s+<none>\s+8080\/TCP\s/);
+
+  t.is((await kubectl(h, ['create', 'serviceaccount', 'robot'])).code, 0);
+  const token = await kubectl(h, ['create', 'token', 'robot']);
+  t.is(token.code, 0, token.stderr);
+  const ns = await call(h.server, 'GET', '/api/v1/namespaces/default', undefined, { token: token.stdout.trim() });
+  t.is(ns.status, 200, 'the token kubectl created authenticates');
+});
+
+for (const minor of [27, 33]) {
+  test(`kubectl 1.${minor} create namespace and secret generic, whichever format it sends`, async (t) => {
+    const h = await harness(t, { kubernetesVersion: { major: 1, minor } });
+    const version = await kubectl(h, ['version', '--client', '-o', 'json']);
+    t.is(JSON.parse(version.stdout).clientVersion.minor, String(minor));
+    const ns = await kubectl(h, ['create', 'namespace', 'x']);
+    t.is(ns.code, 0, ns.stderr);
+    const secret = await kubectl(h, ['create', 'secret', 'generic', 's', '-n', 'x', '--from-literal=password=s3cr=t']);
+    t.is(secret.code, 0, secret.stderr);
+    t.is((await call(h.server, 'GET', '/api/v1/namespaces/x/secrets/s')).body.data.password, Buffer.from('s3cr=t').toString('base64'));
+  });
+}
+
+test('a body the server cannot read: garbage protobuf is a 400, other formats a 415 listing what it reads', async (t) => {
+  const h = await harness(t);
+  const proto = { contentType: 'application/vnd.kubernetes.protobuf' };
+  const before = (await call(h.server, 'GET', '/api/v1/namespaces')).body.items.length;
+  const garbage = await call(h.server, 'POST', '/api/v1/namespaces', Buffer.from([0xde, 0xad, 0xbe, 0xef, 1, 2, 3]), proto);
+  t.is(garbage.status, 400);
+  t.is(garbage.body.reason, 'BadRequest');
+  t.regex(garbage.body.message, /not a Kubernetes protobuf message: it must start with the 4 bytes "k8s\\0"/);
+  const truncated = await call(h.server, 'POST', '/api/v1/namespaces', Buffer.from('k8s\0\x0a\x7f\x0a', 'latin1'), proto);
+  t.is(truncated.status, 400);
+  t.regex(truncated.body.message, /envelope does not decode/);
+
+  const cbor = await call(h.server, 'POST', '/api/v1/namespaces', Buffer.from([0xa1, 0x61, 0x61, 0x01]), { contentType: 'application/cbor' });
+  t.is(cbor.status, 415);
+  t.is(cbor.body.reason, 'UnsupportedMediaType');
+  t.regex(cbor.body.message, /accepted media types include: application\/json, application\/yaml, application\/vnd\.kubernetes\.protobuf, .*\(got "application\/cbor"\)/);
+  t.is((await call(h.server, 'GET', '/api/v1/namespaces')).body.items.length, before, 'nothing was created');
+});
