@@ -4,6 +4,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
+import protobuf from 'protobufjs';
 import { call, harness, kubectl } from '../helpers/apiserver.ts';
 
 test('kubectl create namespace, configmap, secret generic and serviceaccount (protobuf bodies)', async (t) => {
@@ -91,4 +92,23 @@ test('a body the server cannot read: garbage protobuf is a 400, other formats a 
   t.is(cbor.body.reason, 'UnsupportedMediaType');
   t.regex(cbor.body.message, /accepted media types include: application\/json, application\/yaml, application\/vnd\.kubernetes\.protobuf, .*\(got "application\/cbor"\)/);
   t.is((await call(h.server, 'GET', '/api/v1/namespaces')).body.items.length, before, 'nothing was created');
+});
+
+test('a typed client deleting with protobuf DeleteOptions: its preconditions are honoured', async (t) => {
+  const h = await harness(t);
+  const root = new protobuf.Root().loadSync(['runtime', 'meta'].map((f) => new URL(`../../proto/k8s/${f}.proto`, import.meta.url).pathname), { keepCase: true });
+  const Unknown = root.lookupType('k8s.io.apimachinery.pkg.runtime.Unknown');
+  const DeleteOptions = root.lookupType('k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions');
+  const body = (uid: string) => {
+    const raw = DeleteOptions.encode(DeleteOptions.fromObject({ preconditions: { uid }, propagationPolicy: 'Background' })).finish();
+    return Buffer.concat([Buffer.from('k8s\0', 'latin1'), Unknown.encode(Unknown.fromObject({ typeMeta: { apiVersion: 'v1', kind: 'DeleteOptions' }, raw })).finish()]);
+  };
+  t.is((await kubectl(h, ['create', 'configmap', 'c', '--from-literal=a=b'])).code, 0);
+  const uid = (await call(h.server, 'GET', '/api/v1/namespaces/default/configmaps/c')).body.metadata.uid;
+  const proto = { contentType: 'application/vnd.kubernetes.protobuf' };
+  const stale = await call(h.server, 'DELETE', '/api/v1/namespaces/default/configmaps/c', body('not-the-uid'), proto);
+  t.is(stale.status, 409);
+  t.regex(stale.body.message, /Precondition failed: UID in precondition: not-the-uid/);
+  t.is((await call(h.server, 'DELETE', '/api/v1/namespaces/default/configmaps/c', body(uid), proto)).status, 200);
+  t.is((await call(h.server, 'GET', '/api/v1/namespaces/default/configmaps/c')).status, 404);
 });

@@ -12,7 +12,7 @@ const fixtures = JSON.parse(readFileSync(new URL('../fixtures/kubectl-protobuf.j
 const captured = (name: string) => decodeProtobuf(Buffer.from(fixtures[name]!.hex, 'hex'), []);
 
 const schema = new protobuf.Root().loadSync(
-  ['runtime', 'meta', 'intstr', 'resource', 'core'].map((f) => new URL(`../../proto/k8s/${f}.proto`, import.meta.url).pathname),
+  ['runtime', 'meta', 'intstr', 'resource', 'core', 'autoscaling'].map((f) => new URL(`../../proto/k8s/${f}.proto`, import.meta.url).pathname),
   { keepCase: true },
 );
 
@@ -136,6 +136,15 @@ test('a Pod: times in RFC 3339, named ports, quantities, owner references, zero 
     readinessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 5 },
   });
   t.deepEqual(spec.volumes, [{ name: 'scratch', emptyDir: {} }]);
+});
+
+test('a Scale to zero keeps replicas 0; DeleteOptions decode under any group-version', (t) => {
+  const scale = decodeProtobuf(envelope('autoscaling/v1', 'Scale', encode('k8s.io.api.autoscaling.v1.Scale', { metadata: { name: 'web', namespace: 'default' }, spec: { replicas: 0 }, status: { replicas: 0, selector: '' } })), []);
+  t.deepEqual(scale, { apiVersion: 'autoscaling/v1', kind: 'Scale', metadata: { name: 'web', namespace: 'default' }, spec: { replicas: 0 }, status: {} });
+  const del = encode('k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions', { gracePeriodSeconds: 0, preconditions: { uid: 'u1' }, propagationPolicy: 'Foreground', dryRun: ['All'] });
+  for (const apiVersion of ['v1', 'apps/v1', 'meta.k8s.io/v1']) {
+    t.deepEqual(decodeProtobuf(envelope(apiVersion, 'DeleteOptions', del), []), { kind: 'DeleteOptions', apiVersion, gracePeriodSeconds: 0, preconditions: { uid: 'u1' }, propagationPolicy: 'Foreground', dryRun: ['All'] });
+  }
 });
 
 test('garbage is a 400 that says what is wrong, an unknown kind a 415 that names it', (t) => {
