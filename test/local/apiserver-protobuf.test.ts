@@ -14,6 +14,7 @@ test('kubectl create namespace, configmap, secret generic and serviceaccount (pr
   for (const [args, out] of [
     [['create', 'namespace', 'x'], 'namespace/x created'],
     [['create', 'configmap', 'c', '--from-literal=a=b', '--from-literal=empty='], 'configmap/c created'],
+    [['create', 'configmap', 'bin', `--from-file=blob=${join(h.dir, 'blob')}`], 'configmap/bin created'],
     [['create', 'secret', 'generic', 's', '--from-literal=k=v', `--from-file=blob=${join(h.dir, 'blob')}`], 'secret/s created'],
     [['create', 'serviceaccount', 'sa', '-n', 'x'], 'serviceaccount/sa created'],
   ] as const) {
@@ -23,6 +24,7 @@ test('kubectl create namespace, configmap, secret generic and serviceaccount (pr
   }
   t.regex((await kubectl(h, ['get', 'ns', 'x'])).stdout, /\nx\s+Active\s+\d+s\n/);
   t.deepEqual((await call(h.server, 'GET', '/api/v1/namespaces/default/configmaps/c')).body.data, { a: 'b', empty: '' });
+  t.deepEqual((await call(h.server, 'GET', '/api/v1/namespaces/default/configmaps/bin')).body.binaryData, { blob: binary.toString('base64') });
   const secret = (await call(h.server, 'GET', '/api/v1/namespaces/default/secrets/s')).body;
   t.is(secret.type, 'Opaque');
   t.deepEqual(secret.data, { k: Buffer.from('v').toString('base64'), blob: binary.toString('base64') });
@@ -60,6 +62,11 @@ test('kubectl run, expose, create service and create token', async (t) => {
   t.is(token.code, 0, token.stderr);
   const ns = await call(h.server, 'GET', '/api/v1/namespaces/default', undefined, { token: token.stdout.trim() });
   t.is(ns.status, 200, 'the token kubectl created authenticates');
+  const short = await kubectl(h, ['create', 'token', 'robot', '--duration=10m', '--audience=mesh']);
+  t.is(short.code, 0, short.stderr);
+  const claims = JSON.parse(Buffer.from(short.stdout.trim().split('.')[1]!, 'base64url').toString());
+  t.is(claims.exp - claims.iat, 600);
+  t.deepEqual(claims.aud, ['mesh']);
 });
 
 for (const minor of [27, 33]) {
