@@ -44,6 +44,7 @@ test('kubectl create deployment --replicas=0: decodes to the JSON kubectl would 
       template: { metadata: { labels: { app: 'web' } }, spec: { containers: [{ name: 'nginx', image: 'nginx', ports: [{ containerPort: 8080 }], resources: {} }] } },
       strategy: {},
     },
+    status: {},
   });
 });
 
@@ -53,6 +54,7 @@ test('kubectl create job and cronjob decode with their pod templates', (t) => {
     kind: 'Job',
     metadata: { name: 'j' },
     spec: { template: { metadata: {}, spec: { containers: [{ name: 'j', image: 'busybox', command: ['echo', 'hi'], resources: {} }], restartPolicy: 'Never' } } },
+    status: {},
   });
   const cj = captured('cronjob');
   t.is(cj.kind, 'CronJob');
@@ -65,6 +67,7 @@ test('kubectl create service clusterip: ports with an int-or-string targetPort',
     kind: 'Service',
     metadata: { name: 'svc', labels: { app: 'svc' } },
     spec: { ports: [{ name: '80-8080', protocol: 'TCP', port: 80, targetPort: 8080 }], selector: { app: 'svc' }, type: 'ClusterIP' },
+    status: { loadBalancer: {} },
   });
 });
 
@@ -138,9 +141,31 @@ test('a Pod: times in RFC 3339, named ports, quantities, owner references, zero 
   t.deepEqual(spec.volumes, [{ name: 'scratch', emptyDir: {} }]);
 });
 
+test('a Pod status as a Go kubelet writes it: the zeros JSON always shows stay, times are RFC 3339', (t) => {
+  const raw = encode('k8s.io.api.core.v1.Pod', {
+    metadata: { name: 'p', namespace: 'default' },
+    status: {
+      phase: 'Running',
+      podIP: '10.244.1.7',
+      podIPs: [{ ip: '10.244.1.7' }],
+      startTime: { seconds: 1765000000 },
+      conditions: [{ type: 'Ready', status: 'False', lastTransitionTime: { seconds: 1765000001 }, reason: '', message: '' }],
+      containerStatuses: [{ name: 'c', ready: false, restartCount: 0, image: 'busybox', imageID: '', started: false, state: { running: { startedAt: { seconds: 1765000002 } } } }],
+    },
+  });
+  t.deepEqual(decodeProtobuf(envelope('v1', 'Pod', raw), []).status, {
+    phase: 'Running',
+    conditions: [{ type: 'Ready', status: 'False', lastTransitionTime: '2025-12-06T05:46:41Z' }],
+    podIP: '10.244.1.7',
+    podIPs: [{ ip: '10.244.1.7' }],
+    startTime: '2025-12-06T05:46:40Z',
+    containerStatuses: [{ name: 'c', state: { running: { startedAt: '2025-12-06T05:46:42Z' } }, ready: false, restartCount: 0, image: 'busybox', imageID: '', started: false }],
+  });
+});
+
 test('a Scale to zero keeps replicas 0; DeleteOptions decode under any group-version', (t) => {
   const scale = decodeProtobuf(envelope('autoscaling/v1', 'Scale', encode('k8s.io.api.autoscaling.v1.Scale', { metadata: { name: 'web', namespace: 'default' }, spec: { replicas: 0 }, status: { replicas: 0, selector: '' } })), []);
-  t.deepEqual(scale, { apiVersion: 'autoscaling/v1', kind: 'Scale', metadata: { name: 'web', namespace: 'default' }, spec: { replicas: 0 }, status: {} });
+  t.deepEqual(scale, { apiVersion: 'autoscaling/v1', kind: 'Scale', metadata: { name: 'web', namespace: 'default' }, spec: { replicas: 0 }, status: { replicas: 0 } });
   const del = encode('k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions', { gracePeriodSeconds: 0, preconditions: { uid: 'u1' }, propagationPolicy: 'Foreground', dryRun: ['All'] });
   for (const apiVersion of ['v1', 'apps/v1', 'meta.k8s.io/v1']) {
     t.deepEqual(decodeProtobuf(envelope(apiVersion, 'DeleteOptions', del), []), { kind: 'DeleteOptions', apiVersion, gracePeriodSeconds: 0, preconditions: { uid: 'u1' }, propagationPolicy: 'Foreground', dryRun: ['All'] });

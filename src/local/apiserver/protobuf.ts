@@ -73,8 +73,9 @@ export function decodeProtobuf(body: Buffer, accepted: string[]): JsonObject {
 
 /**
  * A decoded message as Kubernetes' JSON: Go writes every non-pointer field to the wire, zero or
- * not, where its JSON encoder omits them (omitempty), so zero scalars are dropped unless the
- * schema marks the field (keep_zero), i.e. a pointer the client set — `replicas: 0` stays. A
+ * not, where its JSON encoder mostly omits them (omitempty), so zero scalars are dropped unless the
+ * schema marks the field (keep_zero): a pointer the client set (`replicas: 0` stays) or a field
+ * Go's JSON always writes (a container status's `restartCount: 0`). A
  * struct Go embeds (inline: a Volume's source, a Probe's handler) lends its fields to its parent.
  */
 function toJson(type: protobuf.Type, message: Record<string, unknown>): JsonObject {
