@@ -172,6 +172,20 @@ test('a Scale to zero keeps replicas 0; DeleteOptions decode under any group-ver
   }
 });
 
+test('a field this schema lacks is a 400 naming where it is, unless Go wrote it only as a zero', (t) => {
+  const ld = (no: number, bytes: Uint8Array | string) => protobuf.Writer.create().uint32((no << 3) | 2).bytes(typeof bytes === 'string' ? Buffer.from(bytes) : bytes).finish();
+  const varint = (no: number, v: number) => protobuf.Writer.create().uint32(no << 3).uint32(v).finish();
+  const cat = (...parts: Uint8Array[]) => Buffer.concat(parts);
+  // PodSpec.volumes[0] = Volume{name: "v", volumeSource: {nfs (field 7, not in volumes.proto): {server: "abc"}}}
+  const volume = cat(ld(1, 'v'), ld(2, ld(7, ld(1, 'abc'))));
+  const spec = ld(2, cat(ld(1, volume), ld(2, ld(1, 'c'))));
+  rejects(t, envelope('v1', 'Pod', cat(ld(1, ld(1, 'p')), spec)), 400, /v1 Pod sets fields this API server's protobuf schema \(proto\/k8s\/\) does not carry: spec\.volumes: field 7 of VolumeSource; send the object as JSON/);
+  rejects(t, envelope('v1', 'Pod', cat(ld(1, ld(1, 'p')), varint(40, 3))), 400, /does not carry: \(top level\): field 40 of Pod;/);
+  // Unknown fields holding zeros (Go writes the fields it always writes, zero or not) are fine.
+  const zeros = cat(ld(1, cat(ld(1, 'p'), varint(90, 0))), ld(40, new Uint8Array()));
+  t.deepEqual(decodeProtobuf(envelope('v1', 'Pod', zeros), []), { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' } });
+});
+
 test('garbage is a 400 that says what is wrong, an unknown kind a 415 that names it', (t) => {
   rejects(t, Buffer.from('{"kind":"Namespace"}'), 400, /not a Kubernetes protobuf message: it must start with the 4 bytes "k8s\\0"/);
   rejects(t, Buffer.from('k8s\0\xff\xff\xff\xff\xff', 'latin1'), 400, /envelope does not decode/);

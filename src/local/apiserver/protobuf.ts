@@ -62,13 +62,58 @@ export function decodeProtobuf(body: Buffer, accepted: string[]): JsonObject {
   if (!(type instanceof protobuf.Type)) {
     throw new UnsupportedMediaTypeError(PROTOBUF, accepted, `this API server has no protobuf schema for ${apiVersion} ${kind}; send it as application/json`);
   }
+  const raw = envelope.raw ?? new Uint8Array();
   let object: JsonObject;
+  const unknown: string[] = [];
   try {
-    object = toJson(type, type.decode(envelope.raw ?? new Uint8Array()) as unknown as Record<string, unknown>);
+    object = toJson(type, type.decode(raw) as unknown as Record<string, unknown>);
+    unknownFields(type, protobuf.Reader.create(raw), raw.length, '', unknown);
   } catch (err) {
     throw new BadRequestError(`the protobuf request body is not a valid ${apiVersion} ${kind}: ${(err as Error).message}`);
   }
+  if (unknown.length) {
+    // The real server knows these fields; dropping them silently would lose what the client set.
+    throw new BadRequestError(`the protobuf body of this ${apiVersion} ${kind} sets fields this API server's protobuf schema (proto/k8s/) does not carry: ${unknown.join(', ')}; send the object as JSON instead (kubectl create -f / apply -f)`);
+  }
   return META_KINDS.has(kind) ? { kind, apiVersion, ...object } : { apiVersion, kind, ...object };
+}
+
+/**
+ * Finds fields the schema lacks that carry a value (Go writes zero non-pointer fields it always
+ * writes; those are harmless), naming each by its JSON path and field number.
+ */
+function unknownFields(type: protobuf.Type, r: protobuf.Reader, end: number, path: string, out: string[]): void {
+  while (r.pos < end) {
+    const tag = r.uint32();
+    const [no, wire] = [tag >>> 3, tag & 7];
+    const field = type.fieldsById[no];
+    const start = r.pos;
+    if (!field) {
+      r.skipType(wire);
+      const bytes = r.buf.subarray(start, r.pos);
+      const zero = wire === 2 ? bytes.length === 1 && bytes[0] === 0 : bytes.every((b) => b === 0);
+      if (!zero) out.push(`${path || '(top level)'}: field ${no} of ${type.name}`);
+      continue;
+    }
+    const at = field.options?.['(inline)'] === true ? path : path ? `${path}.${field.name}` : field.name;
+    if (wire !== 2 || !(field.resolvedType instanceof protobuf.Type)) {
+      r.skipType(wire);
+      continue;
+    }
+    const len = r.uint32();
+    const stop = r.pos + len;
+    if (field.map) {
+      // A map entry: key = 1, value = 2 (the value's own message).
+      while (r.pos < stop) {
+        const t = r.uint32();
+        if (t >>> 3 === 2 && (t & 7) === 2) {
+          const l = r.uint32();
+          unknownFields(field.resolvedType, r, r.pos + l, at, out);
+        } else r.skipType(t & 7);
+      }
+    } else unknownFields(field.resolvedType, r, stop, at, out);
+    r.pos = stop;
+  }
 }
 
 /**
