@@ -12,7 +12,7 @@ const fixtures = JSON.parse(readFileSync(new URL('../fixtures/kubectl-protobuf.j
 const captured = (name: string) => decodeProtobuf(Buffer.from(fixtures[name]!.hex, 'hex'), []);
 
 const schema = new protobuf.Root().loadSync(
-  ['runtime', 'meta', 'intstr', 'resource', 'core', 'autoscaling'].map((f) => new URL(`../../proto/k8s/${f}.proto`, import.meta.url).pathname),
+  ['runtime', 'meta', 'intstr', 'resource', 'core', 'autoscaling', 'coordination', 'policy', 'networking'].map((f) => new URL(`../../proto/k8s/${f}.proto`, import.meta.url).pathname),
   { keepCase: true },
 );
 
@@ -160,6 +160,20 @@ test('a Pod status as a Go kubelet writes it: the zeros JSON always shows stay, 
     podIPs: [{ ip: '10.244.1.7' }],
     startTime: '2025-12-06T05:46:40Z',
     containerStatuses: [{ name: 'c', state: { running: { startedAt: '2025-12-06T05:46:42Z' } }, ready: false, restartCount: 0, image: 'busybox', imageID: '', started: false }],
+  });
+});
+
+test('a Lease (micro-second times), a PodDisruptionBudget (percent) and an Ingress (inlined rule value)', (t) => {
+  const lease = encode('k8s.io.api.coordination.v1.Lease', { metadata: { name: 'mesh-controller', namespace: 'mesh-system' }, spec: { holderIdentity: 'pod-a', leaseDurationSeconds: 15, renewTime: { seconds: 1765000000, nanos: 123456789 }, leaseTransitions: 0 } });
+  t.deepEqual(decodeProtobuf(envelope('coordination.k8s.io/v1', 'Lease', lease), []).spec, { holderIdentity: 'pod-a', leaseDurationSeconds: 15, renewTime: '2025-12-06T05:46:40.123456Z', leaseTransitions: 0 });
+  const pdb = encode('k8s.io.api.policy.v1.PodDisruptionBudget', { metadata: { name: 'web' }, spec: { minAvailable: { type: 1, strVal: '50%' }, selector: { matchLabels: { app: 'web' } } } });
+  t.deepEqual(decodeProtobuf(envelope('policy/v1', 'PodDisruptionBudget', pdb), []).spec, { minAvailable: '50%', selector: { matchLabels: { app: 'web' } } });
+  const ingress = encode('k8s.io.api.networking.v1.Ingress', {
+    metadata: { name: 'web' },
+    spec: { rules: [{ host: 'web.example', ingressRuleValue: { http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: 'web', port: { number: 80 } } } }] } } }] },
+  });
+  t.deepEqual(decodeProtobuf(envelope('networking.k8s.io/v1', 'Ingress', ingress), []).spec, {
+    rules: [{ host: 'web.example', http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: 'web', port: { number: 80 } } } }] } }],
   });
 });
 

@@ -1,6 +1,7 @@
 // The Kubernetes protobuf wire format for request bodies (Content-Type
 // application/vnd.kubernetes.protobuf), as client-go's typed clients send them — kubectl's
-// `create namespace|configmap|secret|serviceaccount|deployment|job|token|role…` and `auth can-i`.
+// `create namespace|configmap|secret|serviceaccount|service|deployment|job|token|role…` and
+// `auth can-i` (kubectl run and expose send JSON).
 // A body is the 4-byte magic "k8s\0" and a runtime.Unknown{typeMeta{apiVersion, kind}, raw,
 // contentEncoding, contentType} whose raw bytes are the object's own message (proto/k8s/). It is
 // decoded into the object the same body sent as JSON would give, so nothing downstream changes.
@@ -25,6 +26,9 @@ const PACKAGES: Record<string, string> = {
   'authentication.k8s.io/v1': 'k8s.io.api.authentication.v1',
   'authorization.k8s.io/v1': 'k8s.io.api.authorization.v1',
   'rbac.authorization.k8s.io/v1': 'k8s.io.api.rbac.v1',
+  'policy/v1': 'k8s.io.api.policy.v1',
+  'coordination.k8s.io/v1': 'k8s.io.api.coordination.v1',
+  'networking.k8s.io/v1': 'k8s.io.api.networking.v1',
   'meta.k8s.io/v1': 'k8s.io.apimachinery.pkg.apis.meta.v1',
 };
 const META = 'k8s.io.apimachinery.pkg.apis.meta.v1';
