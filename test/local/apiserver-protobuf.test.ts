@@ -60,8 +60,10 @@ test('kubectl run, expose, create service and create token', async (t) => {
   t.is((await kubectl(h, ['create', 'serviceaccount', 'robot'])).code, 0);
   const token = await kubectl(h, ['create', 'token', 'robot']);
   t.is(token.code, 0, token.stderr);
+  // The token authenticates as the service account (which RBAC then gives no rights to read namespaces).
   const ns = await call(h.server, 'GET', '/api/v1/namespaces/default', undefined, { token: token.stdout.trim() });
-  t.is(ns.status, 200, 'the token kubectl created authenticates');
+  t.is(ns.status, 403);
+  t.regex(ns.body.message, /"system:serviceaccount:default:robot" cannot get resource "namespaces"/);
   const short = await kubectl(h, ['create', 'token', 'robot', '--duration=10m', '--audience=mesh']);
   t.is(short.code, 0, short.stderr);
   const claims = JSON.parse(Buffer.from(short.stdout.trim().split('.')[1]!, 'base64url').toString());
@@ -118,4 +120,27 @@ test('a typed client deleting with protobuf DeleteOptions: its preconditions are
   t.regex(stale.body.message, /Precondition failed: UID in precondition: not-the-uid/);
   t.is((await call(h.server, 'DELETE', '/api/v1/namespaces/default/configmaps/c', body(uid), proto)).status, 200);
   t.is((await call(h.server, 'GET', '/api/v1/namespaces/default/configmaps/c')).status, 404);
+});
+
+test('kubectl create role, rolebinding and clusterrole (protobuf bodies), then auth can-i (protobuf reviews)', async (t) => {
+  const h = await harness(t);
+  const sa = 'system:serviceaccount:default:robot';
+  t.is((await kubectl(h, ['create', 'serviceaccount', 'robot'])).code, 0);
+  const canI = async (...args: string[]) => (await kubectl(h, ['auth', 'can-i', ...args, `--as=${sa}`])).stdout.trim();
+  t.is(await canI('get', 'pods'), 'no');
+  for (const [args, out] of [
+    [['create', 'role', 'reader', '--verb=get,list', '--resource=pods'], 'role.rbac.authorization.k8s.io/reader created'],
+    [['create', 'rolebinding', 'robot-reader', '--role=reader', '--serviceaccount=default:robot'], 'rolebinding.rbac.authorization.k8s.io/robot-reader created'],
+    [['create', 'clusterrole', 'ns-viewer', '--verb=get', '--resource=namespaces'], 'clusterrole.rbac.authorization.k8s.io/ns-viewer created'],
+    [['create', 'clusterrolebinding', 'robot-ns', '--clusterrole=ns-viewer', '--serviceaccount=default:robot'], 'clusterrolebinding.rbac.authorization.k8s.io/robot-ns created'],
+  ] as const) {
+    const r = await kubectl(h, [...args]);
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout.trim(), out);
+  }
+  t.deepEqual((await call(h.server, 'GET', '/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/reader')).body.rules, [{ verbs: ['get', 'list'], apiGroups: [''], resources: ['pods'] }]);
+  t.is(await canI('list', 'pods'), 'yes');
+  t.is(await canI('delete', 'pods'), 'no');
+  t.is(await canI('get', 'namespaces'), 'yes');
+  t.regex((await kubectl(h, ['auth', 'can-i', '--list', `--as=${sa}`])).stdout, /pods\s+\[\]\s+\[\]\s+\[get list\]/);
 });

@@ -12,7 +12,7 @@ const fixtures = JSON.parse(readFileSync(new URL('../fixtures/kubectl-protobuf.j
 const captured = (name: string) => decodeProtobuf(Buffer.from(fixtures[name]!.hex, 'hex'), []);
 
 const schema = new protobuf.Root().loadSync(
-  ['runtime', 'meta', 'intstr', 'resource', 'core', 'autoscaling', 'coordination', 'policy', 'networking'].map((f) => new URL(`../../proto/k8s/${f}.proto`, import.meta.url).pathname),
+  ['runtime', 'meta', 'intstr', 'resource', 'core', 'autoscaling', 'coordination', 'policy', 'networking', 'authorization'].map((f) => new URL(`../../proto/k8s/${f}.proto`, import.meta.url).pathname),
   { keepCase: true },
 );
 
@@ -174,6 +174,19 @@ test('a Lease (micro-second times), a PodDisruptionBudget (percent) and an Ingre
   });
   t.deepEqual(decodeProtobuf(envelope('networking.k8s.io/v1', 'Ingress', ingress), []).spec, {
     rules: [{ host: 'web.example', http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: 'web', port: { number: 80 } } } }] } }],
+  });
+});
+
+test('a SubjectAccessReview: user, groups and extra (a list per key, as in JSON)', (t) => {
+  const sar = encode('k8s.io.api.authorization.v1.SubjectAccessReview', {
+    metadata: {},
+    spec: { resourceAttributes: { namespace: 'shop', verb: 'list', resource: 'pods' }, user: 'alice', groups: ['dev'], extra: { scopes: { items: ['a', 'b'] } } },
+  });
+  t.deepEqual(decodeProtobuf(envelope('authorization.k8s.io/v1', 'SubjectAccessReview', sar), []).spec, {
+    resourceAttributes: { namespace: 'shop', verb: 'list', resource: 'pods' },
+    user: 'alice',
+    groups: ['dev'],
+    extra: { scopes: ['a', 'b'] },
   });
 });
 

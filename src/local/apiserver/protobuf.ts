@@ -182,6 +182,9 @@ function message(type: protobuf.Type, m: Record<string, unknown>, keepZero: bool
     }
     case '.k8s.io.apimachinery.pkg.api.resource.Quantity':
       return (m.string as string | undefined) ?? '0';
+    case '.k8s.io.api.authentication.v1.ExtraValue':
+    case '.k8s.io.api.authorization.v1.ExtraValue':
+      return (m.items as string[] | undefined) ?? []; // a []string in Go: a plain list in JSON
     case `.${META}.FieldsV1`:
       return m.raw instanceof Uint8Array && m.raw.length ? JSON.parse(Buffer.from(m.raw).toString('utf8')) : {};
     default:
