@@ -11,6 +11,7 @@ import { type Matcher, parseFieldSelector, parseLabelSelector } from './selector
 import { type IncludeObject, toTable } from './tables.ts';
 import type { Tokens } from './tokens.ts';
 import type { JsonObject, KubeObject } from './types.ts';
+import { getScale, patchScale, updateScale } from './scale.ts';
 import { serveWatch, type WatchSettings } from './watch.ts';
 
 const log = logger('apiserver');
@@ -163,6 +164,8 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
     return send(res, 201, reg.tokenRequest(ns!, name, await readBody(req)));
   }
 
+  if (sub === 'scale') return serveScale(req, res, reg, def, ns, name, method, dryRun, url.pathname);
+
   const opts = { dryRun, ...(sub ? { subresource: sub } : {}) };
   switch (method) {
     case 'GET': {
@@ -189,6 +192,15 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
     default:
       throw new MethodNotAllowedError(method, url.pathname);
   }
+}
+
+async function serveScale(req: IncomingMessage, res: ServerResponse, reg: Registry, def: ResourceDef, ns: string | undefined, name: string, method: string, dryRun: boolean, path: string): Promise<void> {
+  if (method === 'GET') return send(res, 200, getScale(reg, def, ns, name));
+  if (method === 'PUT') return send(res, 200, await updateScale(reg, def, ns, name, await readBody(req), dryRun));
+  if (method !== 'PATCH') throw new MethodNotAllowedError(method, path);
+  const type = PATCH_TYPES[mediaType(req)];
+  if (!type) throw new UnsupportedMediaTypeError(mediaType(req), Object.keys(PATCH_TYPES));
+  return send(res, 200, await patchScale(reg, def, ns, name, type, await readBody(req, type === 'apply'), dryRun));
 }
 
 function startWatch(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, def: ResourceDef, ns: string | undefined, match: Matcher, q: URLSearchParams): void {

@@ -2,7 +2,7 @@
 // and status), patch, delete, list; plus the pod binding, TokenRequest and TokenReview calls.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { AlreadyExistsError, BadRequestError, ConflictError, ForbiddenError, InvalidError, NotFoundError } from './errors.ts';
-import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
+import { jsonPatch, mergePatch, strategicMergePatch, supportsStrategicMerge } from './patch.ts';
 import { type ResourceDef, RESOURCES, apiVersionOf, byKind, resourceKey } from './resources.ts';
 import type { Matcher } from './selectors.ts';
 import type { Store } from './store.ts';
@@ -79,12 +79,12 @@ export class Registry {
     if (m.resourceVersion) throw new BadRequestError('resourceVersion should not be set on objects to be created');
     if (!m.name && typeof m.generateName === 'string' && m.generateName) m.name = `${m.generateName}${suffix()}`;
     for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'generation', 'managedFields', 'selfLink']) delete m[k];
+    m.uid = randomUUID(); // before the strategy: a Job's generated selector names it
     if (d.namespaced) this.requireNamespace(ns!);
     strategyFor(d.kind).prepareForCreate?.(obj);
     this.check(d, obj);
     if (m.name && this.store.get(resourceKey(d), ns ?? '', m.name)) throw new AlreadyExistsError(d.group, d.plural, m.name);
     if (d.kind === 'Service') this.allocateClusterIP(obj);
-    m.uid = randomUUID();
     m.creationTimestamp = nowTimestamp();
     m.generation = 1;
     if (opts.dryRun) return obj;
@@ -115,7 +115,7 @@ export class Registry {
     if (type === 'json') patched = jsonPatch(base, patch, { group: d.group, kind: d.kind, name });
     else if (type === 'merge') patched = mergePatch(base, patch);
     else if (type === 'strategic') {
-      if (d.group !== '') throw new UnsupportedStrategicMerge(d);
+      if (!supportsStrategicMerge(d.group)) throw new UnsupportedStrategicMerge(d);
       patched = strategicMergePatch(base, patch, d.kind);
     } else {
       // Server-side apply without field ownership: the applied configuration is merged over the
@@ -123,7 +123,7 @@ export class Registry {
       if (!isObject(patch)) throw new BadRequestError('an apply patch must be a YAML or JSON object');
       const { managedFields: _m, resourceVersion: _r, ...meta } = (isObject(patch.metadata) ? patch.metadata : {}) as JsonObject;
       const applied = { ...patch, metadata: meta };
-      patched = d.group === '' ? strategicMergePatch(base, applied, d.kind) : mergePatch(base, applied);
+      patched = supportsStrategicMerge(d.group) ? strategicMergePatch(base, applied, d.kind) : mergePatch(base, applied);
     }
     if (!isObject(patched)) throw new BadRequestError('the patch did not produce an object');
     const obj = this.normalize(d, ns, patched);
@@ -260,6 +260,7 @@ export class Registry {
         next.metadata.labels = { ...next.metadata.labels, 'kubernetes.io/metadata.name': name };
         next.spec = current.spec;
       }
+      strategyFor(d.kind).prepareForUpdate?.(next, current);
       this.check(d, next, current);
       if (!deepEqual(next.spec, current.spec)) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
     }

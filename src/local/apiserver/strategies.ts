@@ -1,6 +1,7 @@
 // Per-kind behaviour on write, after k8s.io/kubernetes/pkg/registry/*/strategy.go: defaults and
 // status reset on create, validation, immutable fields on update.
 import { validateAuthorizationPolicy, validatePeerAuthentication } from './security.ts';
+import { workloadStrategies } from './workloads.ts';
 import { Causes, expectArray, expectObject, expectStringMap, isDns1123Label, isIpOrCidr, isPort, validateMeta } from './validate.ts';
 import { deepEqual, isObject, type JsonObject, type KubeObject } from './types.ts';
 
@@ -8,6 +9,8 @@ export interface Strategy {
   nameRule: 'subdomain' | 'label' | 'dns1035';
   /** Defaults and reset fields on create (mutates). */
   prepareForCreate?(obj: KubeObject): void;
+  /** Defaults on update (mutates), so a PUT without them does not look like a spec change. */
+  prepareForUpdate?(obj: KubeObject, old: KubeObject): void;
   validate?(obj: KubeObject, c: Causes, old?: KubeObject): void;
 }
 
@@ -239,6 +242,7 @@ const STRATEGIES: Record<string, Strategy> = {
   HTTPRoute: httpRoute,
   AuthorizationPolicy: { nameRule: 'subdomain', validate: validateAuthorizationPolicy },
   PeerAuthentication: { nameRule: 'subdomain', validate: validatePeerAuthentication },
+  ...workloadStrategies(() => pod),
 };
 
 export function strategyFor(kind: string): Strategy {
