@@ -6,7 +6,7 @@ import { logger } from '../../common/log.ts';
 import { apiGroup, apiGroupList, apiVersions, openApiDocument, openApiRoot, versionInfo } from './discovery.ts';
 import { ApiError, BadRequestError, MethodNotAllowedError, NotFoundError, RequestTooLargeError, UnauthorizedError, UnsupportedMediaTypeError } from './errors.ts';
 import type { PatchType, Registry } from './registry.ts';
-import { type ResourceDef, apiResourceList, apiVersionOf, findResource, groupVersions } from './resources.ts';
+import { type ResourceDef, apiResourceList, apiVersionOf, findResource, groupVersions, resourceKey } from './resources.ts';
 import { type Matcher, parseFieldSelector, parseLabelSelector } from './selectors.ts';
 import { type IncludeObject, toTable } from './tables.ts';
 import type { Tokens } from './tokens.ts';
@@ -187,7 +187,10 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
     case 'DELETE': {
       if (sub) throw new MethodNotAllowedError(method, url.pathname);
       const raw = await readBody(req).catch(() => undefined);
-      return send(res, 200, await reg.delete(def, ns, name, raw, { dryRun }));
+      const gone = await reg.delete(def, ns, name, raw, { dryRun });
+      // 202 when the object lingers for its finalizers (the apiserver's delete handler does so).
+      const lingers = !dryRun && reg.store.get(resourceKey(def), ns ?? '', name)?.metadata.uid === gone.metadata.uid;
+      return send(res, lingers ? 202 : 200, gone);
     }
     default:
       throw new MethodNotAllowedError(method, url.pathname);

@@ -9,10 +9,11 @@ import * as yaml from 'js-yaml';
 import { logger } from '../../common/log.ts';
 import { writeFileAtomic } from './files.ts';
 import { EndpointSliceController } from './endpointslices.ts';
+import { GarbageCollector } from './gc.ts';
 import { createHandler, type HandlerContext } from './http.ts';
 import { loadOrCreatePki } from './pki.ts';
 import { Registry } from './registry.ts';
-import { byKind } from './resources.ts';
+import { byKind, RESOURCES } from './resources.ts';
 import { Store } from './store.ts';
 import { Tokens } from './tokens.ts';
 
@@ -78,6 +79,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   await registry.bootstrap();
   const slices = new EndpointSliceController(registry);
   await slices.start();
+  const gc = new GarbageCollector(registry);
+  gc.start(RESOURCES);
 
   const ctx: HandlerContext = {
     registry,
@@ -140,6 +143,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         await closed;
         clearTimeout(cut);
         await slices.stop();
+        await gc.stop();
         await store.close();
         log.info({ url }, 'API server stopped');
       })();

@@ -1,6 +1,7 @@
 // Object operations with Kubernetes semantics, independent of HTTP: create, update (main resource
 // and status), patch, delete, list; plus the pod binding, TokenRequest and TokenReview calls.
 import { randomBytes, randomUUID } from 'node:crypto';
+import { beginDeletion, propagationOf } from './gc.ts';
 import { AlreadyExistsError, BadRequestError, ConflictError, ForbiddenError, InvalidError, NotFoundError } from './errors.ts';
 import { jsonPatch, mergePatch, strategicMergePatch, supportsStrategicMerge } from './patch.ts';
 import { type ResourceDef, RESOURCES, apiVersionOf, byKind, resourceKey } from './resources.ts';
@@ -139,12 +140,17 @@ export class Registry {
       throw new ConflictError(d.group, d.plural, name, `Precondition failed: ResourceVersion in precondition: ${String(pre.resourceVersion)}, ResourceVersion in object meta: ${current.metadata.resourceVersion}`);
     }
     if (d.kind === 'Namespace' && PROTECTED_NAMESPACES.has(name)) throw new ForbiddenError('', 'namespaces', name, 'this namespace may not be deleted');
+    const policy = propagationOf(body);
     if (opts.dryRun) return current;
     if (d.kind === 'Namespace') {
       // The namespace controller's job on a real cluster; done inline so `delete ns` is immediate.
       for (const r of RESOURCES.filter((x) => x.namespaced && !x.createOnly)) {
         for (const o of this.store.list(resourceKey(r), name)) await this.store.remove(resourceKey(r), o);
       }
+    } else {
+      // Finalizers and the Foreground/Orphan policies keep the object, marked, for the collector.
+      const lingering = await beginDeletion(this.store, d, current, policy);
+      if (lingering) return lingering;
     }
     return this.store.remove(resourceKey(d), current);
   }
@@ -267,7 +273,10 @@ export class Registry {
     next.metadata.resourceVersion = current.metadata.resourceVersion;
     if (deepEqual(next, current)) return current;
     if (opts.dryRun) return next;
-    return this.store.put(resourceKey(d), next);
+    const stored = await this.store.put(resourceKey(d), next);
+    // The last finalizer of an object being deleted is gone: the delete completes now.
+    if (stored.metadata.deletionTimestamp && !stored.metadata.finalizers?.length) return this.store.remove(resourceKey(d), stored);
+    return stored;
   }
 
   /** Parses a request body into an object of kind `d` in namespace `ns`, or 400. */
