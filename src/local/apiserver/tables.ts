@@ -76,6 +76,13 @@ function selector(o: KubeObject): string {
   return isObject(sel) && Object.keys(sel).length ? Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(',') : '<none>';
 }
 
+/** "5s", or "5s (x3 over 2m)" for an event seen more than once (the real event printer). */
+function eventLastSeen(o: KubeObject): string {
+  const last = humanAge((o.lastTimestamp ?? o.eventTime ?? o.metadata.creationTimestamp) as string | undefined);
+  const count = Number(o.count ?? 1);
+  return count > 1 ? `${last} (x${count} over ${humanAge((o.firstTimestamp ?? o.metadata.creationTimestamp) as string | undefined)})` : last;
+}
+
 const COLUMNS: Record<string, Column[]> = {
   Pod: [
     name,
@@ -114,7 +121,7 @@ const COLUMNS: Record<string, Column[]> = {
   ConfigMap: [name, { name: 'Data', type: 'integer', cell: (o) => Object.keys(isObject(o.data) ? o.data : {}).length + Object.keys(isObject(o.binaryData) ? o.binaryData : {}).length }, age],
   Secret: [name, { name: 'Type', cell: (o) => o.type ?? 'Opaque' }, { name: 'Data', type: 'integer', cell: (o) => Object.keys(isObject(o.data) ? o.data : {}).length }, age],
   Event: [
-    { name: 'Last Seen', cell: (o) => humanAge((o.lastTimestamp ?? o.eventTime ?? o.metadata.creationTimestamp) as string | undefined) },
+    { name: 'Last Seen', cell: eventLastSeen },
     { name: 'Type', cell: (o) => o.type ?? '' },
     { name: 'Reason', cell: (o) => o.reason ?? '' },
     { name: 'Object', cell: (o) => (isObject(o.involvedObject) ? `${String(o.involvedObject.kind ?? '').toLowerCase()}/${o.involvedObject.name ?? ''}` : '') },
