@@ -47,13 +47,15 @@ export class EventRecorder {
     if (known) {
       known.event = { ...known.event, count: (known.event.count ?? 1) + 1, lastTimestamp: now };
       const next = known.write.then(async () => {
-        const body = known.event;
-        delete body.metadata.resourceVersion;
-        known.event = await this.sink.replaceNamespacedEvent({ name: body.metadata.name!, namespace, body }).catch((err: { code?: number }) => {
+        // The newest count at the time of writing: increments made meanwhile are not lost.
+        const { resourceVersion: _, ...meta } = known.event.metadata;
+        const body = { ...known.event, metadata: meta };
+        const stored = await this.sink.replaceNamespacedEvent({ name: meta.name!, namespace, body }).catch((err: { code?: number }) => {
           // Deleted meanwhile (its namespace went, or someone cleaned up): start over.
           if (err.code === 404) this.seen.delete(key);
           throw err;
         });
+        known.event = { ...known.event, metadata: stored.metadata };
       });
       known.write = next.catch((err: unknown) => log.debug({ reason, err: String(err) }, 'event update dropped'));
       return known.write;
@@ -84,7 +86,7 @@ export class EventRecorder {
     entry.write = this.sink
       .createNamespacedEvent({ namespace, body: event })
       .then((stored) => {
-        entry.event = stored;
+        entry.event = { ...entry.event, metadata: stored.metadata };
       })
       .catch((err: unknown) => {
         this.seen.delete(key);
