@@ -121,6 +121,9 @@ test('kubectl scale deployment changes spec.replicas through the scale subresour
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /deployment.apps\/web scaled/);
   t.is((await getJson(h, ['deployment', 'web'])).spec.replicas, 3);
+  const wide = await kubectl(h, ['get', 'deploy', '-o', 'wide']);
+  t.regex(wide.stdout, /^NAME\s+READY\s+UP-TO-DATE\s+AVAILABLE\s+AGE\s+CONTAINERS\s+IMAGES\s+SELECTOR\n/);
+  t.regex(wide.stdout, /\nweb\s+0\/3\s+0\s+0\s+\d+s\s+web\s+nginx:1.27\s+app=web\n/);
   const scale = await call(h.server, 'GET', '/apis/apps/v1/namespaces/default/deployments/web/scale');
   t.is(scale.body.kind, 'Scale');
   t.is(scale.body.apiVersion, 'autoscaling/v1');
@@ -173,5 +176,8 @@ test('kubectl apply of a DaemonSet, StatefulSet, Job, Lease, PDB and NetworkPoli
   t.regex(noRestart.stderr, /spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"/);
   const all = await kubectl(h, ['get', 'all']);
   t.is(all.code, 0, all.stderr);
-  for (const name of ['daemonset.apps/agent', 'statefulset.apps/db', 'job.batch/once']) t.true(all.stdout.includes(name), `${name} in get all:\n${all.stdout}`);
+  t.regex(all.stdout, /^NAME\s+DESIRED\s+CURRENT\s+READY\s+UP-TO-DATE\s+AVAILABLE\s+NODE SELECTOR\s+AGE\ndaemonset.apps\/agent\s+0\s+0\s+0\s+0\s+0\s+<none>\s+\d+s\n/);
+  t.regex(all.stdout, /\nNAME\s+READY\s+AGE\nstatefulset.apps\/db\s+0\/1\s+\d+s\n/);
+  t.regex(all.stdout, /\nNAME\s+STATUS\s+COMPLETIONS\s+DURATION\s+AGE\njob.batch\/once\s+Running\s+0\/1\s+\d+s\n/);
+  t.regex((await kubectl(h, ['get', 'pdb'])).stdout, /\nweb\s+1\s+N\/A\s+0\s+\d+s\n/);
 });

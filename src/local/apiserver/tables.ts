@@ -1,5 +1,6 @@
 // meta.k8s.io/v1 Table output for `kubectl get`: columns as the real printers in
 // k8s.io/kubernetes/pkg/printers/internalversion/printers.go show them; priority 1 = `-o wide`.
+import { workloadColumns } from './tables-workloads.ts';
 import { isObject, type JsonObject, type KubeObject } from './types.ts';
 
 interface Column {
@@ -144,6 +145,7 @@ const COLUMNS: Record<string, Column[]> = {
   HTTPRoute: [name, { name: 'Hostnames', cell: (o) => (Array.isArray(spec(o).hostnames) ? (spec(o).hostnames as string[]).join(',') : '') }, age],
   AuthorizationPolicy: [name, { name: 'Action', cell: (o) => spec(o).action ?? 'ALLOW' }, age],
   PeerAuthentication: [name, { name: 'Mode', cell: (o) => (isObject(spec(o).mtls) ? ((spec(o).mtls as JsonObject).mode ?? 'UNSET') : 'UNSET') }, age],
+  ...workloadColumns(name, age),
 };
 
 export type IncludeObject = 'None' | 'Metadata' | 'Object';
