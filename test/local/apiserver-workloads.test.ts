@@ -181,3 +181,28 @@ test('kubectl apply of a DaemonSet, StatefulSet, Job, Lease, PDB and NetworkPoli
   t.regex(all.stdout, /\nNAME\s+STATUS\s+COMPLETIONS\s+DURATION\s+AGE\njob.batch\/once\s+Running\s+0\/1\s+\d+s\n/);
   t.regex((await kubectl(h, ['get', 'pdb'])).stdout, /\nweb\s+1\s+N\/A\s+0\s+\d+s\n/);
 });
+
+test('kubectl get endpoints follows the service and its ready pods, through the EndpointSlice', async (t) => {
+  const h = await harness(t);
+  const svc = 'apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n';
+  const pod = 'apiVersion: v1\nkind: Pod\nmetadata: {name: w1, namespace: default, labels: {app: web}}\nspec: {containers: [{name: web, image: nginx, ports: [{containerPort: 8080}]}]}\n';
+  t.is((await kubectl(h, ['apply', '-f', '-'], { input: `${svc}---\n${pod}` })).code, 0);
+  const status = (ready: boolean) =>
+    call(h.server, 'PATCH', '/api/v1/namespaces/default/pods/w1/status', { status: { podIP: '10.244.1.9', conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] } }, { contentType: 'application/merge-patch+json' });
+  const until = async (re: RegExp) => {
+    for (let i = 0; i < 50; i++) {
+      const r = await kubectl(h, ['get', 'endpoints', 'web', '--ignore-not-found']);
+      if (re.test(r.stdout)) return r.stdout;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    return (await kubectl(h, ['get', 'endpoints', 'web', '--ignore-not-found'])).stdout;
+  };
+  await status(true);
+  t.regex(await until(/web\s+10\.244\.1\.9:8080\s/), /^NAME\s+ENDPOINTS\s+AGE\nweb\s+10\.244\.1\.9:8080\s+\d+s\n/);
+  await status(false);
+  t.regex(await until(/web\s+<none>\s/), /web\s+<none>\s/);
+  const ep = await call(h.server, 'GET', '/api/v1/namespaces/default/endpoints/web');
+  t.deepEqual(ep.body.subsets[0].notReadyAddresses.map((a: { ip: string }) => a.ip), ['10.244.1.9']);
+  t.is((await kubectl(h, ['delete', 'svc', 'web'])).code, 0);
+  t.is(await until(/^$/), '', 'the Endpoints go with the service');
+});

@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import * as yaml from 'js-yaml';
 import { logger } from '../../common/log.ts';
 import { writeFileAtomic } from './files.ts';
+import { EndpointsMirror } from './endpoints.ts';
 import { EndpointSliceController } from './endpointslices.ts';
 import { GarbageCollector } from './gc.ts';
 import { createHandler, type HandlerContext } from './http.ts';
@@ -79,6 +80,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   await registry.bootstrap();
   const slices = new EndpointSliceController(registry);
   await slices.start();
+  const endpoints = new EndpointsMirror(registry);
+  await endpoints.start();
   const gc = new GarbageCollector(registry);
   gc.start(RESOURCES);
 
@@ -144,6 +147,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         clearTimeout(cut);
         await slices.stop();
         await gc.stop();
+        await endpoints.stop();
         await store.close();
         log.info({ url }, 'API server stopped');
       })();
