@@ -138,3 +138,10 @@ test('an unknown propagationPolicy is a 400 naming the supported values', async 
   t.is(r.status, 400);
   t.is(r.body.message, 'propagationPolicy: Unsupported value: "Sideways": supported values: "Background", "Foreground", "Orphan"');
 });
+
+test('an ownerReference without a uid is refused naming the field', async (t) => {
+  const h = await harness(t);
+  const r = await kubectl(h, ['apply', '-f', '-'], { input: 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep\n  namespace: default\n  ownerReferences: [{apiVersion: v1, kind: ConfigMap, name: owner}]\n' });
+  t.not(r.code, 0);
+  t.regex(r.stderr, /The ConfigMap "dep" is invalid: metadata.ownerReferences.uid: Invalid value: "": uid must not be empty/);
+});

@@ -14,6 +14,7 @@ import { ApiError, BadRequestError } from './errors.ts';
 import type { Registry } from './registry.ts';
 import { type ResourceDef, findByKind, resourceKey } from './resources.ts';
 import type { Store, StoreEvent } from './store.ts';
+import type { Causes } from './validate.ts';
 import { clone, isObject, type KubeObject, nowTimestamp } from './types.ts';
 
 const log = logger('apiserver');
@@ -58,6 +59,29 @@ export async function beginDeletion(store: Store, d: ResourceDef, current: KubeO
   next.metadata.deletionGracePeriodSeconds = 0;
   next.metadata.generation = (m.generation ?? 1) + 1; // as the real server bumps it on graceful deletion
   return store.put(resourceKey(d), next);
+}
+
+/** metadata.ownerReferences as apimachinery's ValidateOwnerReferences words its complaints. */
+export function validateOwnerReferences(o: KubeObject, c: Causes): void {
+  const refs = o.metadata.ownerReferences;
+  if (refs === undefined || refs === null) return;
+  if (!Array.isArray(refs)) return c.typeInvalid('metadata.ownerReferences', refs, 'a list');
+  const controllers: string[] = [];
+  for (const r of refs) {
+    if (!isObject(r)) {
+      c.typeInvalid('metadata.ownerReferences', r, 'an object');
+      continue;
+    }
+    const f = 'metadata.ownerReferences';
+    if (typeof r.apiVersion !== 'string' || !r.apiVersion) c.invalid(`${f}.apiVersion`, r.apiVersion ?? '', 'version must not be empty');
+    if (typeof r.kind !== 'string' || !r.kind) c.invalid(`${f}.kind`, r.kind ?? '', 'kind must not be empty');
+    if (typeof r.name !== 'string' || !r.name) c.invalid(`${f}.name`, r.name ?? '', 'name must not be empty');
+    if (typeof r.uid !== 'string' || !r.uid) c.invalid(`${f}.uid`, r.uid ?? '', 'uid must not be empty');
+    if (r.controller === true) controllers.push(`${String(r.kind)}/${String(r.name)}`);
+  }
+  if (controllers.length > 1) {
+    c.list.push({ reason: 'FieldValueInvalid', field: 'metadata.ownerReferences', message: `Invalid value: ${JSON.stringify(refs)}: Only one reference can have Controller set to true. Found "true" in references for ${controllers.join(' and ')}` });
+  }
 }
 
 const refsOf = (o: KubeObject): OwnerRef[] =>

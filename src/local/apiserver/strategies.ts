@@ -1,5 +1,6 @@
 // Per-kind behaviour on write, after k8s.io/kubernetes/pkg/registry/*/strategy.go: defaults and
 // status reset on create, validation, immutable fields on update.
+import { validateOwnerReferences } from './gc.ts';
 import { validateAuthorizationPolicy, validatePeerAuthentication } from './security.ts';
 import { workloadStrategies } from './workloads.ts';
 import { Causes, expectArray, expectObject, expectStringMap, isDns1123Label, isIpOrCidr, isPort, validateMeta } from './validate.ts';
@@ -254,6 +255,7 @@ export function validateObject(obj: KubeObject, old?: KubeObject): Causes {
   const s = strategyFor(obj.kind);
   const c = new Causes();
   validateMeta(obj, c, s.nameRule);
+  validateOwnerReferences(obj, c);
   s.validate?.(obj, c, old);
   return c;
 }
