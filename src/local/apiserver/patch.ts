@@ -65,7 +65,7 @@ const TEMPLATE_KEYS = Object.fromEntries(Object.entries(MERGE_KEYS.Pod!).filter(
 for (const kind of ['Deployment', 'ReplicaSet', 'DaemonSet', 'StatefulSet', 'Job']) MERGE_KEYS[kind] = { ...TEMPLATE_KEYS, 'status.conditions': 'type' };
 
 /** Groups whose kinds are compiled into kube-apiserver, the ones strategic merge patch serves. */
-const STRATEGIC_GROUPS = new Set(['', 'apps', 'batch', 'policy', 'coordination.k8s.io', 'networking.k8s.io']);
+const STRATEGIC_GROUPS = new Set(['', 'apps', 'batch', 'policy', 'coordination.k8s.io', 'networking.k8s.io', 'rbac.authorization.k8s.io']);
 export const supportsStrategicMerge = (group: string): boolean => STRATEGIC_GROUPS.has(group);
 
 /** Lists of scalars merged as sets (`patchStrategy:"merge"` on []string). */

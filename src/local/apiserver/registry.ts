@@ -16,6 +16,8 @@ export type PatchType = 'merge' | 'strategic' | 'json' | 'apply';
 export interface WriteOptions {
   dryRun?: boolean;
   subresource?: string;
+  /** A last check of the object to be written (RBAC escalation); throws to refuse. */
+  admit?: (obj: KubeObject) => void;
 }
 
 export interface ListOptions {
@@ -84,6 +86,7 @@ export class Registry {
     if (d.namespaced) this.requireNamespace(ns!);
     strategyFor(d.kind).prepareForCreate?.(obj);
     this.check(d, obj);
+    opts.admit?.(obj);
     if (m.name && this.store.get(resourceKey(d), ns ?? '', m.name)) throw new AlreadyExistsError(d.group, d.plural, m.name);
     if (d.kind === 'Service') this.allocateClusterIP(obj);
     m.creationTimestamp = nowTimestamp();
@@ -268,6 +271,7 @@ export class Registry {
       }
       strategyFor(d.kind).prepareForUpdate?.(next, current);
       this.check(d, next, current);
+      opts.admit?.(next);
       if (!deepEqual(next.spec, current.spec)) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
     }
     next.metadata.resourceVersion = current.metadata.resourceVersion;

@@ -1,13 +1,14 @@
 // Per-kind behaviour on write, after k8s.io/kubernetes/pkg/registry/*/strategy.go: defaults and
 // status reset on create, validation, immutable fields on update.
 import { validateOwnerReferences } from './gc.ts';
+import { RBAC_STRATEGIES } from './rbac-policy.ts';
 import { validateAuthorizationPolicy, validatePeerAuthentication } from './security.ts';
 import { workloadStrategies } from './workloads.ts';
 import { Causes, expectArray, expectObject, expectStringMap, isDns1123Label, isIpOrCidr, isPort, validateMeta } from './validate.ts';
 import { deepEqual, isObject, type JsonObject, type KubeObject } from './types.ts';
 
 export interface Strategy {
-  nameRule: 'subdomain' | 'label' | 'dns1035';
+  nameRule: 'subdomain' | 'label' | 'dns1035' | 'path';
   /** Defaults and reset fields on create (mutates). */
   prepareForCreate?(obj: KubeObject): void;
   /** Defaults on update (mutates), so a PUT without them does not look like a spec change. */
@@ -244,6 +245,7 @@ const STRATEGIES: Record<string, Strategy> = {
   AuthorizationPolicy: { nameRule: 'subdomain', validate: validateAuthorizationPolicy },
   PeerAuthentication: { nameRule: 'subdomain', validate: validatePeerAuthentication },
   ...workloadStrategies(() => pod),
+  ...RBAC_STRATEGIES,
 };
 
 export function strategyFor(kind: string): Strategy {

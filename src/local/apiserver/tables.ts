@@ -83,6 +83,16 @@ function eventLastSeen(o: KubeObject): string {
   const count = Number(o.count ?? 1);
   return count > 1 ? `${last} (x${count} over ${humanAge((o.firstTimestamp ?? o.metadata.creationTimestamp) as string | undefined)})` : last;
 }
+const createdAt: Column = { name: 'Created At', type: 'date', cell: (o) => o.metadata.creationTimestamp ?? '' };
+const subjects = (kind: string) => (o: KubeObject) => arr(o.subjects).filter((s) => s.kind === kind).map((s) => (kind === 'ServiceAccount' ? `${s.namespace ?? ''}/${s.name}` : s.name)).join(', ');
+const bindingColumns: Column[] = [
+  name,
+  { name: 'Role', cell: (o) => (isObject(o.roleRef) ? `${o.roleRef.kind}/${o.roleRef.name}` : '') },
+  age,
+  { name: 'Users', priority: 1, cell: subjects('User') },
+  { name: 'Groups', priority: 1, cell: subjects('Group') },
+  { name: 'ServiceAccounts', priority: 1, cell: subjects('ServiceAccount') },
+];
 
 const COLUMNS: Record<string, Column[]> = {
   Pod: [
@@ -146,6 +156,10 @@ const COLUMNS: Record<string, Column[]> = {
   AuthorizationPolicy: [name, { name: 'Action', cell: (o) => spec(o).action ?? 'ALLOW' }, age],
   PeerAuthentication: [name, { name: 'Mode', cell: (o) => (isObject(spec(o).mtls) ? ((spec(o).mtls as JsonObject).mode ?? 'UNSET') : 'UNSET') }, age],
   ...workloadColumns(name, age),
+  Role: [name, createdAt],
+  ClusterRole: [name, createdAt],
+  RoleBinding: bindingColumns,
+  ClusterRoleBinding: bindingColumns,
 };
 
 export type IncludeObject = 'None' | 'Metadata' | 'Object';
