@@ -10,11 +10,12 @@ import { decodeProtobuf, PROTOBUF } from './protobuf.ts';
 import { type Authorizer, requestAttributes } from './rbac.ts';
 import { rbacAdmission } from './rbac-policy.ts';
 import type { PatchType, Registry } from './registry.ts';
-import { type ResourceDef, apiResourceList, apiVersionOf, findResource, groupVersions } from './resources.ts';
+import { type ResourceDef, apiResourceList, apiVersionOf, findResource, groupVersions, resourceKey } from './resources.ts';
 import { type Matcher, parseFieldSelector, parseLabelSelector } from './selectors.ts';
 import { type IncludeObject, toTable } from './tables.ts';
 import type { Tokens, UserInfo } from './tokens.ts';
 import type { JsonObject, KubeObject } from './types.ts';
+import { getScale, patchScale, updateScale } from './scale.ts';
 import { serveWatch, type WatchSettings } from './watch.ts';
 
 const log = logger('apiserver');
@@ -174,6 +175,8 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
     return send(res, 201, reg.tokenRequest(ns!, name, await readBody(req)));
   }
 
+  if (sub === 'scale') return serveScale(req, res, reg, def, ns, name, method, dryRun, url.pathname);
+
   const opts = { dryRun, admit, ...(sub ? { subresource: sub } : {}) };
   switch (method) {
     case 'GET': {
@@ -195,11 +198,23 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
     case 'DELETE': {
       if (sub) throw new MethodNotAllowedError(method, url.pathname);
       const raw = await readBody(req).catch(() => undefined);
-      return send(res, 200, await reg.delete(def, ns, name, raw, { dryRun }));
+      const gone = await reg.delete(def, ns, name, raw, { dryRun });
+      // 202 when the object lingers for its finalizers (the apiserver's delete handler does so).
+      const lingers = !dryRun && reg.store.get(resourceKey(def), ns ?? '', name)?.metadata.uid === gone.metadata.uid;
+      return send(res, lingers ? 202 : 200, gone);
     }
     default:
       throw new MethodNotAllowedError(method, url.pathname);
   }
+}
+
+async function serveScale(req: IncomingMessage, res: ServerResponse, reg: Registry, def: ResourceDef, ns: string | undefined, name: string, method: string, dryRun: boolean, path: string): Promise<void> {
+  if (method === 'GET') return send(res, 200, getScale(reg, def, ns, name));
+  if (method === 'PUT') return send(res, 200, await updateScale(reg, def, ns, name, await readBody(req), dryRun));
+  if (method !== 'PATCH') throw new MethodNotAllowedError(method, path);
+  const type = PATCH_TYPES[mediaType(req)];
+  if (!type) throw new UnsupportedMediaTypeError(mediaType(req), Object.keys(PATCH_TYPES));
+  return send(res, 200, await patchScale(reg, def, ns, name, type, await readBody(req, type === 'apply'), dryRun));
 }
 
 function startWatch(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, def: ResourceDef, ns: string | undefined, match: Matcher, q: URLSearchParams): void {

@@ -8,13 +8,15 @@ import { dirname } from 'node:path';
 import * as yaml from 'js-yaml';
 import { logger } from '../../common/log.ts';
 import { writeFileAtomic } from './files.ts';
+import { EndpointsMirror } from './endpoints.ts';
 import { EndpointSliceController } from './endpointslices.ts';
+import { GarbageCollector } from './gc.ts';
 import { createHandler, type HandlerContext } from './http.ts';
 import { loadOrCreatePki } from './pki.ts';
 import { Authorizer } from './rbac.ts';
 import { bootstrapRbac } from './rbac-policy.ts';
 import { Registry } from './registry.ts';
-import { byKind } from './resources.ts';
+import { byKind, RESOURCES } from './resources.ts';
 import { Store } from './store.ts';
 import { Tokens } from './tokens.ts';
 
@@ -81,6 +83,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   await bootstrapRbac(registry, { clusterRole: byKind('ClusterRole'), clusterRoleBinding: byKind('ClusterRoleBinding') });
   const slices = new EndpointSliceController(registry);
   await slices.start();
+  const endpoints = new EndpointsMirror(registry);
+  await endpoints.start();
+  const gc = new GarbageCollector(registry);
+  gc.start(RESOURCES);
 
   const ctx: HandlerContext = {
     registry,
@@ -144,6 +150,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         await closed;
         clearTimeout(cut);
         await slices.stop();
+        await gc.stop();
+        await endpoints.stop();
         await store.close();
         log.info({ url }, 'API server stopped');
       })();

@@ -60,6 +60,14 @@ const MERGE_KEYS: Record<string, Record<string, string>> = {
   Node: { 'status.conditions': 'type', 'status.addresses': 'type', 'spec.podCIDRs': '' },
   Namespace: { 'status.conditions': 'type' },
 };
+// Workloads embed a pod template: the pod's keys one level down, under spec.template.
+const TEMPLATE_KEYS = Object.fromEntries(Object.entries(MERGE_KEYS.Pod!).filter(([k]) => k.startsWith('spec.')).map(([k, v]) => [`spec.template.${k}`, v]));
+for (const kind of ['Deployment', 'ReplicaSet', 'DaemonSet', 'StatefulSet', 'Job']) MERGE_KEYS[kind] = { ...TEMPLATE_KEYS, 'status.conditions': 'type' };
+
+/** Groups whose kinds are compiled into kube-apiserver, the ones strategic merge patch serves. */
+const STRATEGIC_GROUPS = new Set(['', 'apps', 'batch', 'policy', 'coordination.k8s.io', 'networking.k8s.io', 'rbac.authorization.k8s.io']);
+export const supportsStrategicMerge = (group: string): boolean => STRATEGIC_GROUPS.has(group);
+
 /** Lists of scalars merged as sets (`patchStrategy:"merge"` on []string). */
 const SET_LISTS = new Set(['metadata.finalizers']);
 

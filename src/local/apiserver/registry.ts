@@ -1,8 +1,9 @@
 // Object operations with Kubernetes semantics, independent of HTTP: create, update (main resource
 // and status), patch, delete, list; plus the pod binding, TokenRequest and TokenReview calls.
 import { randomBytes, randomUUID } from 'node:crypto';
+import { beginDeletion, propagationOf } from './gc.ts';
 import { AlreadyExistsError, BadRequestError, ConflictError, ForbiddenError, InvalidError, NotFoundError } from './errors.ts';
-import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
+import { jsonPatch, mergePatch, strategicMergePatch, supportsStrategicMerge } from './patch.ts';
 import { type ResourceDef, RESOURCES, apiVersionOf, byKind, resourceKey } from './resources.ts';
 import type { Matcher } from './selectors.ts';
 import type { Store } from './store.ts';
@@ -81,13 +82,13 @@ export class Registry {
     if (m.resourceVersion) throw new BadRequestError('resourceVersion should not be set on objects to be created');
     if (!m.name && typeof m.generateName === 'string' && m.generateName) m.name = `${m.generateName}${suffix()}`;
     for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'generation', 'managedFields', 'selfLink']) delete m[k];
+    m.uid = randomUUID(); // before the strategy: a Job's generated selector names it
     if (d.namespaced) this.requireNamespace(ns!);
     strategyFor(d.kind).prepareForCreate?.(obj);
     this.check(d, obj);
     opts.admit?.(obj);
     if (m.name && this.store.get(resourceKey(d), ns ?? '', m.name)) throw new AlreadyExistsError(d.group, d.plural, m.name);
     if (d.kind === 'Service') this.allocateClusterIP(obj);
-    m.uid = randomUUID();
     m.creationTimestamp = nowTimestamp();
     m.generation = 1;
     if (opts.dryRun) return obj;
@@ -118,8 +119,7 @@ export class Registry {
     if (type === 'json') patched = jsonPatch(base, patch, { group: d.group, kind: d.kind, name });
     else if (type === 'merge') patched = mergePatch(base, patch);
     else if (type === 'strategic') {
-      // Built-in kinds take strategic merge (kubectl apply sends it); RBAC's lists have no merge keys.
-      if (d.group !== '' && d.group !== 'rbac.authorization.k8s.io') throw new UnsupportedStrategicMerge(d);
+      if (!supportsStrategicMerge(d.group)) throw new UnsupportedStrategicMerge(d);
       patched = strategicMergePatch(base, patch, d.kind);
     } else {
       // Server-side apply without field ownership: the applied configuration is merged over the
@@ -127,7 +127,7 @@ export class Registry {
       if (!isObject(patch)) throw new BadRequestError('an apply patch must be a YAML or JSON object');
       const { managedFields: _m, resourceVersion: _r, ...meta } = (isObject(patch.metadata) ? patch.metadata : {}) as JsonObject;
       const applied = { ...patch, metadata: meta };
-      patched = d.group === '' ? strategicMergePatch(base, applied, d.kind) : mergePatch(base, applied);
+      patched = supportsStrategicMerge(d.group) ? strategicMergePatch(base, applied, d.kind) : mergePatch(base, applied);
     }
     if (!isObject(patched)) throw new BadRequestError('the patch did not produce an object');
     const obj = this.normalize(d, ns, patched);
@@ -143,12 +143,17 @@ export class Registry {
       throw new ConflictError(d.group, d.plural, name, `Precondition failed: ResourceVersion in precondition: ${String(pre.resourceVersion)}, ResourceVersion in object meta: ${current.metadata.resourceVersion}`);
     }
     if (d.kind === 'Namespace' && PROTECTED_NAMESPACES.has(name)) throw new ForbiddenError('', 'namespaces', name, 'this namespace may not be deleted');
+    const policy = propagationOf(body);
     if (opts.dryRun) return current;
     if (d.kind === 'Namespace') {
       // The namespace controller's job on a real cluster; done inline so `delete ns` is immediate.
       for (const r of RESOURCES.filter((x) => x.namespaced && !x.createOnly)) {
         for (const o of this.store.list(resourceKey(r), name)) await this.store.remove(resourceKey(r), o);
       }
+    } else {
+      // Finalizers and the Foreground/Orphan policies keep the object, marked, for the collector.
+      const lingering = await beginDeletion(this.store, d, current, policy);
+      if (lingering) return lingering;
     }
     return this.store.remove(resourceKey(d), current);
   }
@@ -264,6 +269,7 @@ export class Registry {
         next.metadata.labels = { ...next.metadata.labels, 'kubernetes.io/metadata.name': name };
         next.spec = current.spec;
       }
+      strategyFor(d.kind).prepareForUpdate?.(next, current);
       this.check(d, next, current);
       opts.admit?.(next);
       if (!deepEqual(next.spec, current.spec)) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
@@ -271,7 +277,10 @@ export class Registry {
     next.metadata.resourceVersion = current.metadata.resourceVersion;
     if (deepEqual(next, current)) return current;
     if (opts.dryRun) return next;
-    return this.store.put(resourceKey(d), next);
+    const stored = await this.store.put(resourceKey(d), next);
+    // The last finalizer of an object being deleted is gone: the delete completes now.
+    if (stored.metadata.deletionTimestamp && !stored.metadata.finalizers?.length) return this.store.remove(resourceKey(d), stored);
+    return stored;
   }
 
   /** Parses a request body into an object of kind `d` in namespace `ns`, or 400. */

@@ -1,7 +1,9 @@
 // Per-kind behaviour on write, after k8s.io/kubernetes/pkg/registry/*/strategy.go: defaults and
 // status reset on create, validation, immutable fields on update.
+import { validateOwnerReferences } from './gc.ts';
 import { RBAC_STRATEGIES } from './rbac-policy.ts';
 import { validateAuthorizationPolicy, validatePeerAuthentication } from './security.ts';
+import { workloadStrategies } from './workloads.ts';
 import { Causes, expectArray, expectObject, expectStringMap, isDns1123Label, isIpOrCidr, isPort, validateMeta } from './validate.ts';
 import { deepEqual, isObject, type JsonObject, type KubeObject } from './types.ts';
 
@@ -9,6 +11,8 @@ export interface Strategy {
   nameRule: 'subdomain' | 'label' | 'dns1035' | 'path';
   /** Defaults and reset fields on create (mutates). */
   prepareForCreate?(obj: KubeObject): void;
+  /** Defaults on update (mutates), so a PUT without them does not look like a spec change. */
+  prepareForUpdate?(obj: KubeObject, old: KubeObject): void;
   validate?(obj: KubeObject, c: Causes, old?: KubeObject): void;
 }
 
@@ -240,6 +244,7 @@ const STRATEGIES: Record<string, Strategy> = {
   HTTPRoute: httpRoute,
   AuthorizationPolicy: { nameRule: 'subdomain', validate: validateAuthorizationPolicy },
   PeerAuthentication: { nameRule: 'subdomain', validate: validatePeerAuthentication },
+  ...workloadStrategies(() => pod),
   ...RBAC_STRATEGIES,
 };
 
@@ -252,6 +257,7 @@ export function validateObject(obj: KubeObject, old?: KubeObject): Causes {
   const s = strategyFor(obj.kind);
   const c = new Causes();
   validateMeta(obj, c, s.nameRule);
+  validateOwnerReferences(obj, c);
   s.validate?.(obj, c, old);
   return c;
 }

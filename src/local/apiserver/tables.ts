@@ -1,5 +1,6 @@
 // meta.k8s.io/v1 Table output for `kubectl get`: columns as the real printers in
 // k8s.io/kubernetes/pkg/printers/internalversion/printers.go show them; priority 1 = `-o wide`.
+import { workloadColumns } from './tables-workloads.ts';
 import { isObject, type JsonObject, type KubeObject } from './types.ts';
 
 interface Column {
@@ -76,6 +77,12 @@ function selector(o: KubeObject): string {
   return isObject(sel) && Object.keys(sel).length ? Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(',') : '<none>';
 }
 
+/** "5s", or "5s (x3 over 2m)" for an event seen more than once (the real event printer). */
+function eventLastSeen(o: KubeObject): string {
+  const last = humanAge((o.lastTimestamp ?? o.eventTime ?? o.metadata.creationTimestamp) as string | undefined);
+  const count = Number(o.count ?? 1);
+  return count > 1 ? `${last} (x${count} over ${humanAge((o.firstTimestamp ?? o.metadata.creationTimestamp) as string | undefined)})` : last;
+}
 const createdAt: Column = { name: 'Created At', type: 'date', cell: (o) => o.metadata.creationTimestamp ?? '' };
 const subjects = (kind: string) => (o: KubeObject) => arr(o.subjects).filter((s) => s.kind === kind).map((s) => (kind === 'ServiceAccount' ? `${s.namespace ?? ''}/${s.name}` : s.name)).join(', ');
 const bindingColumns: Column[] = [
@@ -125,7 +132,7 @@ const COLUMNS: Record<string, Column[]> = {
   ConfigMap: [name, { name: 'Data', type: 'integer', cell: (o) => Object.keys(isObject(o.data) ? o.data : {}).length + Object.keys(isObject(o.binaryData) ? o.binaryData : {}).length }, age],
   Secret: [name, { name: 'Type', cell: (o) => o.type ?? 'Opaque' }, { name: 'Data', type: 'integer', cell: (o) => Object.keys(isObject(o.data) ? o.data : {}).length }, age],
   Event: [
-    { name: 'Last Seen', cell: (o) => humanAge((o.lastTimestamp ?? o.eventTime ?? o.metadata.creationTimestamp) as string | undefined) },
+    { name: 'Last Seen', cell: eventLastSeen },
     { name: 'Type', cell: (o) => o.type ?? '' },
     { name: 'Reason', cell: (o) => o.reason ?? '' },
     { name: 'Object', cell: (o) => (isObject(o.involvedObject) ? `${String(o.involvedObject.kind ?? '').toLowerCase()}/${o.involvedObject.name ?? ''}` : '') },
@@ -148,6 +155,7 @@ const COLUMNS: Record<string, Column[]> = {
   HTTPRoute: [name, { name: 'Hostnames', cell: (o) => (Array.isArray(spec(o).hostnames) ? (spec(o).hostnames as string[]).join(',') : '') }, age],
   AuthorizationPolicy: [name, { name: 'Action', cell: (o) => spec(o).action ?? 'ALLOW' }, age],
   PeerAuthentication: [name, { name: 'Mode', cell: (o) => (isObject(spec(o).mtls) ? ((spec(o).mtls as JsonObject).mode ?? 'UNSET') : 'UNSET') }, age],
+  ...workloadColumns(name, age),
   Role: [name, createdAt],
   ClusterRole: [name, createdAt],
   RoleBinding: bindingColumns,

@@ -14,7 +14,8 @@ import { Topology } from '../topology.ts';
 import { HostsWriter } from './dns.ts';
 import { Kubelet } from './kubelet.ts';
 import { ServiceProxy, type ServiceRule } from './proxy.ts';
-import { pickNode } from './scheduler.ts';
+import { EventRecorder } from './events.ts';
+import { Scheduler } from './scheduler.ts';
 
 const log = logger('local');
 
@@ -146,29 +147,31 @@ export class LocalCluster {
 
   private wire(inf: Informers): void {
     const core = this.kc.makeApiClient(k8s.CoreV1Api);
+    const scheduler = new Scheduler({
+      core,
+      recorder: new EventRecorder(core, 'default-scheduler'),
+      nodes: () => [...this.nodeCache.list()],
+      pods: () => [...this.podCache.list()],
+    });
+    const schedule = (pod: k8s.V1Pod) => {
+      scheduler
+        .schedule(pod)
+        .then((node) => node ?? log.warn({ pod: `${pod.metadata?.namespace}/${pod.metadata?.name}` }, 'no node fits the pod (see its FailedScheduling event)'))
+        .catch((e: Error) => log.warn({ pod: pod.metadata?.name, err: e.message }, 'binding failed'));
+    };
     const onPod = (deleted: boolean) => (pod: k8s.V1Pod) => {
       const nodeName = pod.spec?.nodeName;
-      if (!nodeName && !deleted) {
-        const node = pickNode([...this.nodeCache.list()], [...this.podCache.list()]);
-        if (!node) {
-          log.warn({ pod: `${pod.metadata?.namespace}/${pod.metadata?.name}` }, 'no ready node to schedule on');
-          return;
-        }
-        core
-          .createNamespacedPodBinding({
-            name: pod.metadata!.name!,
-            namespace: pod.metadata!.namespace!,
-            body: { metadata: { name: pod.metadata!.name! }, target: { kind: 'Node', name: node } },
-          })
-          .catch((e: Error) => log.warn({ pod: pod.metadata?.name, err: e.message }, 'binding failed'));
-        return;
-      }
+      if (!nodeName && !deleted) return schedule(pod);
       this.kubelets.find((k) => k.node.name === nodeName)?.podChanged(pod, deleted);
       this.scheduleSync();
     };
     inf.pods.on('add', onPod(false));
     inf.pods.on('update', onPod(false));
     inf.pods.on('delete', onPod(true));
+    // A new node may fit pods that fit nowhere before (kube-scheduler requeues on node add).
+    inf.nodes.on('add', () => {
+      for (const p of this.podCache.list()) if (!p.spec?.nodeName && !p.metadata?.deletionTimestamp) schedule(p);
+    });
     // Service rules follow services and their slices (the API server keeps slices from pods).
     for (const i of [inf.services, inf.slices] as k8s.Informer<k8s.KubernetesObject>[]) {
       i.on('add', () => this.scheduleSync());

@@ -28,6 +28,9 @@ export interface ContainerState {
   started: boolean;
 }
 
+/** What the kubelet records as an Event about this container (reason and message as kubelet's). */
+export type ContainerEvent = (type: 'Normal' | 'Warning', reason: string, message: string) => void;
+
 /** Starts the container's process; the runtime decides where (pod netns or node netns). */
 export type Launch = (cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; logFd: number }) => ChildProcess;
 
@@ -40,6 +43,8 @@ export class Container {
   private readonly policy: RestartPolicy;
   private readonly launch: Launch;
   private readonly onChange: () => void;
+  private readonly onEvent: ContainerEvent;
+  private readonly pod: string;
   private child: ChildProcess | undefined;
   private timer: NodeJS.Timeout | undefined;
   private backoff = BACKOFF_START_MS;
@@ -56,6 +61,9 @@ export class Container {
     policy: RestartPolicy;
     launch: Launch;
     onChange: () => void;
+    onEvent?: ContainerEvent;
+    /** The pod as kubelet names it in messages: name_namespace(uid). */
+    pod?: string;
   }) {
     this.name = opts.name;
     this.command = opts.command;
@@ -65,6 +73,8 @@ export class Container {
     this.policy = opts.policy;
     this.launch = opts.launch;
     this.onChange = opts.onChange;
+    this.onEvent = opts.onEvent ?? (() => {});
+    this.pod = opts.pod ?? '';
     this.st = { name: opts.name, state: { waiting: { reason: 'ContainerCreating' } }, lastState: {}, ready: false, restartCount: 0, started: false };
   }
 
@@ -88,6 +98,8 @@ export class Container {
       closeSync(logFd); // the child holds its own copy
     }
     this.child = child;
+    this.onEvent('Normal', 'Created', `Created container ${this.name}`);
+    this.onEvent('Normal', 'Started', `Started container ${this.name}`);
     this.startedAt = new Date().toISOString();
     this.st = { ...this.st, state: { running: { startedAt: this.startedAt } }, started: true };
     const began = Date.now();
@@ -119,6 +131,7 @@ export class Container {
           state: { waiting: { reason: 'CrashLoopBackOff', message: `back-off ${this.backoff / 1000}s restarting failed container=${this.name}` } },
           ready: false,
         };
+        this.onEvent('Warning', 'BackOff', `Back-off restarting failed container ${this.name} in pod ${this.pod}`);
         this.timer = setTimeout(() => {
           this.timer = undefined;
           this.st = { ...this.st, restartCount: this.st.restartCount + 1 };
@@ -145,6 +158,7 @@ export class Container {
     const child = this.child;
     if (!child) return;
     const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    this.onEvent('Normal', 'Killing', `Stopping container ${this.name}`);
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
     await gone;

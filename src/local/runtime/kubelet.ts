@@ -10,6 +10,7 @@ import { logger } from '../../common/log.ts';
 import { removeCgroup } from '../host.ts';
 import type { NodeNet, PodNet, Topology } from '../topology.ts';
 import { Container, type RestartPolicy } from './containers.ts';
+import { EventRecorder } from './events.ts';
 import type { HostsWriter } from './dns.ts';
 import { runProbe } from './probes.ts';
 
@@ -56,6 +57,7 @@ export class Kubelet {
   readonly node: NodeNet;
   private readonly opts: KubeletOptions;
   private readonly core: k8s.CoreV1Api;
+  private readonly events: EventRecorder;
   private readonly pods = new Map<string, PodRuntime>();
   private readonly pending = new Map<string, Promise<void>>();
   private heartbeat: NodeJS.Timeout | undefined;
@@ -71,6 +73,7 @@ export class Kubelet {
     this.opts = opts;
     this.node = opts.node;
     this.core = opts.kc.makeApiClient(k8s.CoreV1Api);
+    this.events = new EventRecorder(this.core, 'kubelet', opts.node.name);
     mkdirSync(opts.logDir, { recursive: true });
   }
 
@@ -187,6 +190,8 @@ export class Kubelet {
     };
     this.pods.set(uid, rt);
     const policy = (pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
+    const record = (c: k8s.V1Container) => (type: 'Normal' | 'Warning', reason: string, message: string) =>
+      void this.events.record({ apiVersion: 'v1', kind: 'Pod', metadata: pod.metadata }, type, reason, message, `spec.containers{${c.name}}`);
     for (const c of pod.spec?.containers ?? []) {
       const container = new Container({
         name: c.name,
@@ -202,15 +207,18 @@ export class Kubelet {
             : this.opts.topology.spawnInNode(this.node, cgroup, cmd, args, spawnOpts);
         },
         onChange: () => this.scheduleStatus(rt),
+        onEvent: record(c),
+        pod: `${name}_${ns}(${uid})`,
       });
       rt.containers.push(container);
       if (!c.command?.length) {
-        container.fail(
-          'CreateContainerConfigError',
-          'the local cluster runs each container\'s command on this host and ignores images: set spec.containers[].command',
-        );
+        const why = 'the local cluster runs each container\'s command on this host and ignores images: set spec.containers[].command';
+        container.fail('CreateContainerConfigError', why);
+        record(c)('Warning', 'Failed', `Error: ${why}`);
         continue;
       }
+      // Images are not pulled here (the command runs on this host): kubelet's words for that.
+      record(c)('Normal', 'Pulled', `Container image "${c.image ?? ''}" already present on machine`);
       container.start();
       this.startProbe(rt, c);
     }
@@ -248,6 +256,10 @@ export class Kubelet {
       const result = container?.running
         ? await runProbe(probe, { nodeNetnsPath: this.node.netnsPath, podIP: rt.podIP, namedPorts })
         : { ok: false };
+      if (!result.ok && container?.running) {
+        const why = 'message' in result ? `: ${String(result.message)}` : '';
+        void this.events.record({ apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata }, 'Warning', 'Unhealthy', `Readiness probe failed${why}`, `spec.containers{${c.name}}`);
+      }
       if (rt.ready.get(c.name) !== result.ok) {
         if (!result.ok && 'message' in result) log.info({ pod: rt.key, container: c.name, reason: result.message }, 'readiness probe failed');
         rt.ready.set(c.name, result.ok);
