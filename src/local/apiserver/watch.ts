@@ -35,11 +35,17 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
   let backlog: StoreEvent[] = [];
   let initial: KubeObject[] = [];
   const rv = w.resourceVersion;
+  // Changes up to this version are in what the client has (the initial objects or its list). A
+  // write is visible to reads before its event is published (once durable), so an event may come
+  // after a list that already showed its object: it is not sent twice.
+  let seen: number;
   if (rv === '' || rv === '0') {
     initial = store.list(key, w.namespace).filter(w.match);
+    seen = store.resourceVersion;
   } else {
     const n = Number(rv);
     if (!/^\d+$/.test(rv) || !Number.isSafeInteger(n)) throw new BadRequestError(`invalid resourceVersion "${rv}": must be a decimal number from an earlier response`);
+    seen = n;
     try {
       backlog = store.eventsSince(n, rv);
     } catch (err) {
@@ -70,7 +76,7 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
   };
 
   const deliver = (ev: StoreEvent) => {
-    if (ev.resource !== key) return;
+    if (ev.resource !== key || ev.rv <= seen) return;
     const inScope = (o: KubeObject | undefined) => o !== undefined && (w.namespace === undefined || (o.metadata.namespace ?? '') === w.namespace) && w.match(o);
     const was = ev.type !== 'ADDED' && inScope(ev.prev);
     const is = ev.type !== 'DELETED' && inScope(ev.object);
@@ -90,7 +96,7 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
 
   const beat = setInterval(() => {
     if (w.bookmarks && !w.table) {
-      write('BOOKMARK', { kind: w.def.kind, apiVersion: apiVersionOf(w.def), metadata: { resourceVersion: String(store.resourceVersion) } });
+      write('BOOKMARK', { kind: w.def.kind, apiVersion: apiVersionOf(w.def), metadata: { resourceVersion: String(store.publishedResourceVersion) } });
     } else if (!ended) {
       // Blank line: readline yields "" (client-node ignores unparsable lines) and Go's JSON
       // framer skips whitespace; either way the client's idle timer restarts.
