@@ -29,6 +29,16 @@ export interface WatchSettings {
   maxBufferedBytes: number;
 }
 
+// Every watcher of a kind is handed the same event in turn (Store.record calls each listener), so
+// the last object's JSON serves them all: one JSON.stringify per event, not one per watcher.
+// Keyed by the resourceVersion too, in case an object is changed in place and stored again.
+let last: { object: KubeObject; rv: string | undefined; json: string } | undefined;
+function jsonOf(object: KubeObject): string {
+  const rv = object.metadata.resourceVersion;
+  if (last?.object !== object || last.rv !== rv) last = { object, rv, json: JSON.stringify(object) };
+  return last.json;
+}
+
 /** Serves one watch until timeout, client close or `stop()`; returns the stop function. */
 export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, settings: WatchSettings, onEnd: () => void): () => void {
   const key = resourceKey(w.def);
@@ -71,7 +81,7 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
       sentColumns = true;
       object = t;
     }
-    res.write(`${JSON.stringify({ type, object })}\n`);
+    res.write(object === obj && type !== 'BOOKMARK' ? `{"type":"${type}","object":${jsonOf(obj as KubeObject)}}\n` : `${JSON.stringify({ type, object })}\n`);
     if (res.writableLength > settings.maxBufferedBytes) stop();
   };
 
