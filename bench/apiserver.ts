@@ -5,7 +5,7 @@
 //   - LIST of all N pods (full and limit=500) latency;
 //   - watch fan-out: `--watchers` watches of the namespace, then `--updates` pod patches at
 //     `--rate`/s; latency from sending the PATCH to each watcher reading the event (p50/p99);
-//   - the server's RSS and heap after a full GC, at N pods.
+//   - the server's CPU time per create, and its RSS and heap after a full GC, at N pods.
 //   npm run bench:apiserver -- [--pods 10000] [--concurrency 16] [--watchers 10] [--profile DIR]
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -69,9 +69,12 @@ function call(method: string, path: string, body?: unknown, contentType = 'appli
   });
 }
 
-function memory(): Promise<NodeJS.MemoryUsage> {
+type Usage = NodeJS.MemoryUsage & { cpu: NodeJS.CpuUsage };
+
+/** The server's memory (after a full GC) and CPU time so far. */
+function usage(): Promise<Usage> {
   return new Promise((resolve) => {
-    const on = (m: { type: string } & NodeJS.MemoryUsage) => {
+    const on = (m: { type: string } & Usage) => {
       if (m.type !== 'memory') return;
       child.off('message', on);
       resolve(m);
@@ -117,7 +120,8 @@ try {
   const ns = await call('POST', '/api/v1/namespaces', { metadata: { name: 'bench' } });
   if (ns.status !== 201) throw new Error(`namespace: ${ns.status} ${ns.text}`);
 
-  // 1. Creates.
+  // 1. Creates. The server's CPU time per create is the figure least moved by other load on the machine.
+  const cpu0 = (await usage()).cpu;
   const windows: number[] = [];
   let windowStart = performance.now();
   let done = 0;
@@ -134,7 +138,9 @@ try {
   const secs = (performance.now() - t0) / 1000;
   console.log(`creates: ${PODS} pods in ${secs.toFixed(1)} s = ${(PODS / secs).toFixed(0)}/s (concurrency ${CONCURRENCY}; per 1,000: min ${Math.min(...windows).toFixed(0)}/s, max ${Math.max(...windows).toFixed(0)}/s)`);
 
-  const mem = await memory();
+  const mem = await usage();
+  const cpuPer = (mem.cpu.user + mem.cpu.system - cpu0.user - cpu0.system) / PODS;
+  console.log(`server CPU per create: ${cpuPer.toFixed(0)} µs (user+system, includes the GC after)`);
   console.log(`server memory at ${PODS} pods (after GC): RSS ${mb(mem.rss)}, heap used ${mb(mem.heapUsed)}, external ${mb(mem.external)}`);
 
   // 2. Lists.

@@ -3,7 +3,8 @@
 //   node src/local/apiserver/main.ts --data-dir DIR [--port N]
 // Started with an IPC channel (child_process.fork), it sends {type:'ready', url, port, caCertPem,
 // adminToken} once listening and answers {type:'memory'} with process.memoryUsage() (after a full
-// GC when run with --expose-gc). SIGTERM stops it cleanly.
+// GC when run with --expose-gc) and its CPU time so far (process.cpuUsage(), µs). SIGTERM stops it
+// cleanly.
 import { parseArgs } from 'node:util';
 import { startApiServer } from './index.ts';
 
@@ -20,7 +21,7 @@ else console.log(JSON.stringify(ready));
 process.on('message', (m: { type?: string }) => {
   if (m?.type !== 'memory') return;
   (globalThis as { gc?: () => void }).gc?.();
-  process.send?.({ type: 'memory', ...process.memoryUsage() });
+  process.send?.({ type: 'memory', ...process.memoryUsage(), cpu: process.cpuUsage() });
 });
 process.on('disconnect', () => void shutdown());
 process.on('SIGTERM', () => void shutdown());
