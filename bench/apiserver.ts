@@ -189,18 +189,22 @@ try {
   const gap = 1000 / RATE;
   const u0 = performance.now();
   const inflight: Promise<unknown>[] = [];
+  const acks: number[] = [];
   for (let k = 0; k < UPDATES; k++) {
     const wait = u0 + k * gap - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const seq = String(k);
     sentAt.set(seq, performance.now());
-    inflight.push(call('PATCH', `/api/v1/namespaces/bench/pods/web-${(k * 7919) % PODS}`, { metadata: { labels: { 'bench-seq': seq } } }, 'application/merge-patch+json'));
+    const sent = performance.now();
+    inflight.push(call('PATCH', `/api/v1/namespaces/bench/pods/web-${(k * 7919) % PODS}`, { metadata: { labels: { 'bench-seq': seq } } }, 'application/merge-patch+json').then(() => acks.push(performance.now() - sent)));
   }
   await Promise.all(inflight);
   const deadline = Date.now() + 10_000;
   while (received < UPDATES * WATCHERS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   for (const w of watches) w.destroy();
-  console.log(`watch fan-out at ${PODS} pods: ${WATCHERS} watchers × ${UPDATES} updates at ${RATE}/s, ${received}/${UPDATES * WATCHERS} delivered; PATCH sent → event read: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
+  console.log(`watch fan-out at ${PODS} pods: ${WATCHERS} watchers × ${UPDATES} updates at ${RATE}/s, ${received}/${UPDATES * WATCHERS} delivered; PATCH sent → event read: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms (the PATCH's own reply: p50 ${pct(acks, 50).toFixed(1)} ms, p99 ${pct(acks, 99).toFixed(1)} ms)`);
+  const after = await usage();
+  console.log(`server memory after the updates (the event window keeps each update's previous object): RSS ${mb(after.rss)}, heap used ${mb(after.heapUsed)}`);
 } finally {
   agent.destroy();
   const exited = new Promise((r) => child.once('exit', r));

@@ -111,6 +111,7 @@ export class Store {
     const k = keyOf(obj);
     const prev = map.get(k);
     obj.metadata.resourceVersion = String(++this.rv);
+    if (prev) share(obj, prev);
     map.set(k, obj);
     const ev: StoreEvent = { type: prev ? 'MODIFIED' : 'ADDED', rv: this.rv, resource, object: obj, ...(prev ? { prev } : {}) };
     await this.log({ v: this.rv, r: resource, o: obj }, ev);
@@ -254,6 +255,28 @@ export class Store {
     for (const m of this.objects.values()) objects += m.size;
     log.info({ objects, replayed, crashed, resourceVersion: this.rv, ms: Math.round(performance.now() - started) }, 'loaded objects');
   }
+}
+
+/**
+ * Makes `next` reuse every subtree (and string) of `prev` that is equal to its own, and returns
+ * `prev` when the two are equal throughout. An update's event keeps the previous object for
+ * watches (selector transitions), so without this a window of updates holds two full copies of
+ * each object; with it, only the parts that changed. Stored objects are never changed in place
+ * (the registry clones before patching), so sharing is safe.
+ */
+function share(next: unknown, prev: unknown): unknown {
+  if (next === prev || typeof next !== 'object' || next === null || typeof prev !== 'object' || prev === null) return next === prev ? prev : next;
+  if (Array.isArray(next) !== Array.isArray(prev)) return next;
+  const n = next as Record<string, unknown>;
+  const p = prev as Record<string, unknown>;
+  const keys = Object.keys(n);
+  let same = keys.length === Object.keys(p).length;
+  for (const key of keys) {
+    const v = share(n[key], p[key]);
+    if (v !== n[key]) n[key] = v;
+    if (v !== p[key] || !(key in p)) same = false;
+  }
+  return same ? prev : next;
 }
 
 const keyOf = (o: KubeObject): string => `${o.metadata.namespace ?? ''}/${o.metadata.name}`;
