@@ -5,12 +5,16 @@
 //   - LIST of all N pods (full and limit=500) latency;
 //   - watch fan-out: `--watchers` watches of the namespace, then `--updates` pod patches at
 //     `--rate`/s; latency from sending the PATCH to each watcher reading the event (p50/p99);
-//   - the server's CPU time per create, and its RSS and heap after a full GC, at N pods.
-//   npm run bench:apiserver -- [--pods 10000] [--concurrency 16] [--watchers 10] [--profile DIR]
+//   - the server's CPU time per create, and its RSS and heap after a full GC, at N pods;
+//   - a clean stop and a start on the same data dir, at N pods.
+// --client client-node sends the creates through @kubernetes/client-node as the controller does
+// (2.x opens a new TLS connection per request, which costs both sides a full handshake).
+//   npm run bench:apiserver -- [--pods 10000] [--concurrency 16] [--watchers 10] [--client https|client-node] [--profile DIR]
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { parseArgs } from 'node:util';
+import * as k8s from '@kubernetes/client-node';
 
 const { values } = parseArgs({
   options: {
@@ -20,6 +24,7 @@ const { values } = parseArgs({
     updates: { type: 'string', default: '1000' },
     rate: { type: 'string', default: '200' },
     profile: { type: 'string' },
+    client: { type: 'string', default: 'https' },
   },
 });
 const PODS = Number(values.pods);
@@ -42,14 +47,19 @@ const mb = (n: number): string => `${(n / 2 ** 20).toFixed(0)} MB`;
 
 const dir = mkdtempSync('/tmp/mesh-bench-api-');
 const execArgv = ['--expose-gc', ...(values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [])];
-const child: ChildProcess = fork('src/local/apiserver/main.ts', ['--data-dir', `${dir}/data`], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-const server = await new Promise<Ready>((resolve, reject) => {
-  child.once('error', reject);
-  child.once('exit', (code) => reject(new Error(`API server exited (${code})`)));
-  child.on('message', (m: { type: string } & Ready) => {
-    if (m.type === 'ready') resolve(m);
+function startServer(): { child: ChildProcess; ready: Promise<Ready> } {
+  const c = fork('src/local/apiserver/main.ts', ['--data-dir', `${dir}/data`], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const ready = new Promise<Ready>((resolve, reject) => {
+    c.once('error', reject);
+    c.once('exit', (code) => reject(new Error(`API server exited (${code})`)));
+    c.on('message', (m: { type: string } & Ready) => {
+      if (m.type === 'ready') resolve(m);
+    });
   });
-});
+  return { child: c, ready };
+}
+let { child, ready } = startServer();
+const server = await ready;
 const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY, ca: server.caCertPem });
 
 function call(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; text: string }> {
@@ -109,6 +119,20 @@ const pod = (i: number) => ({
   },
 });
 
+let core: k8s.CoreV1Api | undefined;
+if (values.client === 'client-node') {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'local', server: server.url, caData: Buffer.from(server.caCertPem).toString('base64') }],
+    users: [{ name: 'admin', token: server.adminToken }],
+    contexts: [{ name: 'local', cluster: 'local', user: 'admin' }],
+    currentContext: 'local',
+  });
+  core = kc.makeApiClient(k8s.CoreV1Api);
+} else if (values.client !== 'https') {
+  throw new Error(`--client must be https or client-node, not ${values.client}`);
+}
+
 async function pool(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(Array.from({ length: limit }, async () => {
@@ -127,8 +151,12 @@ try {
   let done = 0;
   const t0 = performance.now();
   await pool(PODS, CONCURRENCY, async (i) => {
-    const r = await call('POST', '/api/v1/namespaces/bench/pods', pod(i));
-    if (r.status !== 201) throw new Error(`create web-${i}: ${r.status} ${r.text}`);
+    if (core) {
+      await core.createNamespacedPod({ namespace: 'bench', body: pod(i) });
+    } else {
+      const r = await call('POST', '/api/v1/namespaces/bench/pods', pod(i));
+      if (r.status !== 201) throw new Error(`create web-${i}: ${r.status} ${r.text}`);
+    }
     if (++done % 1000 === 0) {
       const now = performance.now();
       windows.push(1000 / ((now - windowStart) / 1000));
@@ -136,7 +164,7 @@ try {
     }
   });
   const secs = (performance.now() - t0) / 1000;
-  console.log(`creates: ${PODS} pods in ${secs.toFixed(1)} s = ${(PODS / secs).toFixed(0)}/s (concurrency ${CONCURRENCY}; per 1,000: min ${Math.min(...windows).toFixed(0)}/s, max ${Math.max(...windows).toFixed(0)}/s)`);
+  console.log(`creates: ${PODS} pods in ${secs.toFixed(1)} s = ${(PODS / secs).toFixed(0)}/s (${values.client}, concurrency ${CONCURRENCY}; per 1,000: min ${Math.min(...windows).toFixed(0)}/s, max ${Math.max(...windows).toFixed(0)}/s)`);
 
   const mem = await usage();
   const cpuPer = (mem.cpu.user + mem.cpu.system - cpu0.user - cpu0.system) / PODS;
@@ -205,10 +233,23 @@ try {
   console.log(`watch fan-out at ${PODS} pods: ${WATCHERS} watchers × ${UPDATES} updates at ${RATE}/s, ${received}/${UPDATES * WATCHERS} delivered; PATCH sent → event read: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms (the PATCH's own reply: p50 ${pct(acks, 50).toFixed(1)} ms, p99 ${pct(acks, 99).toFixed(1)} ms)`);
   const after = await usage();
   console.log(`server memory after the updates (the event window keeps each update's previous object): RSS ${mb(after.rss)}, heap used ${mb(after.heapUsed)}`);
+
+  // 4. A clean stop (which writes a snapshot) and a start on the same data dir.
+  agent.destroy();
+  const s0 = performance.now();
+  const stopped = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await stopped;
+  const s1 = performance.now();
+  ({ child, ready } = startServer());
+  await ready;
+  console.log(`restart at ${PODS} pods: stop ${(s1 - s0).toFixed(0)} ms, start to ready ${(performance.now() - s1).toFixed(0)} ms`);
 } finally {
   agent.destroy();
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  }
   rmSync(dir, { recursive: true, force: true });
 }

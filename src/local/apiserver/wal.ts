@@ -14,7 +14,11 @@
 import { crc32 } from 'node:zlib';
 import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { logger } from '../../common/log.ts';
 import { syncDir } from './files.ts';
+
+const log = logger('apiserver');
+const SLOW_SYNC_MS = 100;
 
 interface Pending {
   line: string;
@@ -142,7 +146,10 @@ export class Wal {
         if (this.failed !== undefined) throw this.failed;
         const buf = Buffer.from(data);
         for (let off = 0; off < buf.length; ) off += (await this.fh!.write(buf, off)).bytesWritten;
+        const syncStart = performance.now();
         await this.fh!.datasync();
+        const ms = performance.now() - syncStart;
+        if (ms >= SLOW_SYNC_MS) log.warn({ ms: Math.round(ms), records: batch.length, bytes: buf.length }, 'a log fdatasync was slow; every write in the batch waited for it — is the disk busy or throttled?');
         this.bytes += buf.length;
       } catch (err) {
         this.failed ??= err;
