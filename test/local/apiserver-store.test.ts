@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { Store } from '../../src/local/apiserver/store.ts';
 import type { KubeObject } from '../../src/local/apiserver/types.ts';
+import { Wal, readSegment, segments } from '../../src/local/apiserver/wal.ts';
 
 async function tempDir(t: ExecutionContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'mesh-store-'));
@@ -108,4 +109,18 @@ test('store-migrates-per-object-files: a data dir from before the log is loaded,
   t.is(again.list('pods').length, 1);
   t.true(again.resourceVersion >= 57);
   await again.close();
+});
+
+test('wal-appends-issued-as-the-last-one-resolves-are-written: sequential appends and a rotation never wait forever', async (t) => {
+  const dir = await tempDir(t);
+  const wal = await Wal.create(dir, 0);
+  t.timeout(5000, 'a record or rotation was stranded in the queue');
+  // Each call is made in the very turn in which the previous one's promise resumes this test.
+  for (let i = 0; i < 20; i++) await wal.append(JSON.stringify({ i }));
+  t.is(await wal.rotate(), 1);
+  await wal.append(JSON.stringify({ i: 20 }));
+  await wal.close();
+  t.deepEqual(await segments(dir), [1, 2]);
+  t.is((await readSegment(dir, 1, () => t.fail('torn'))).length, 20);
+  t.deepEqual(await readSegment(dir, 2, () => t.fail('torn')), ['{"i":20}']);
 });

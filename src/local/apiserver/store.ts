@@ -62,6 +62,7 @@ export class Store {
   private readonly compactAfter: number;
   private wal!: Wal;
   private compacting: Promise<void> | undefined;
+  private snapshotBytes = 0;
   private rv = 0;
   /** The newest resourceVersion whose event is published (durable). */
   private published = 0;
@@ -154,7 +155,8 @@ export class Store {
   async close(): Promise<void> {
     await this.wal.flushed();
     await this.compacting?.catch(() => {});
-    await this.compact(true);
+    // After a failed write, memory holds changes that were refused: the log alone is the truth.
+    if (!this.wal.broken) await this.compact(true);
     await this.wal.close();
   }
 
@@ -170,7 +172,7 @@ export class Store {
       const upTo = await this.wal.rotate();
       const entries: Entry[] = [];
       for (const [resource, map] of this.objects) for (const object of map.values()) entries.push({ resource, object });
-      const bytes = await writeSnapshot(this.dir, { resourceVersion: this.rv, walSegment: upTo, clean }, entries);
+      const bytes = (this.snapshotBytes = await writeSnapshot(this.dir, { resourceVersion: this.rv, walSegment: upTo, clean }, entries));
       await this.wal.drop(upTo);
       log.info({ objects: entries.length, bytes, resourceVersion: this.rv, ms: Math.round(performance.now() - started) }, 'store compacted');
     })()
@@ -188,7 +190,8 @@ export class Store {
     } catch (err) {
       throw new StorageError(this.dir, err);
     }
-    if (this.wal.bytes > this.compactAfter && !this.compacting) this.compact().catch(() => {});
+    // Compacting when the log outgrows the snapshot too keeps the rewriting in proportion to the writes.
+    if (this.wal.bytes > Math.max(this.compactAfter, this.snapshotBytes) && !this.compacting) this.compact().catch(() => {});
   }
 
   private record(ev: StoreEvent): void {

@@ -22,6 +22,8 @@ const SLOW_SYNC_MS = 100;
 
 interface Pending {
   line: string;
+  /** Not a record: the point where the log moves to a new segment (see rotate()). */
+  rotate?: true;
   /** Runs in log order once the record is durable, before the append's promise resolves. */
   durable?: () => void;
   resolve: () => void;
@@ -68,7 +70,8 @@ export async function readSegment(dir: string, n: number, onTorn: (at: number, w
 
 export class Wal {
   private queue: Pending[] = [];
-  private running: Promise<void> | undefined;
+  private draining = false;
+  private running: Promise<void> = Promise.resolve();
   private fh: FileHandle | undefined;
   private failed: unknown;
   /** Bytes appended to the current segment. */
@@ -99,7 +102,7 @@ export class Wal {
     if (this.failed !== undefined) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
       this.queue.push({ line: frame(json), durable, resolve, reject });
-      this.running ??= this.drain().finally(() => (this.running = undefined));
+      this.kick();
     });
   }
 
@@ -108,16 +111,13 @@ export class Wal {
    * last segment that is complete (every record appended before the call is in it or earlier and
    * durable), which a snapshot taken now makes redundant.
    */
-  async rotate(): Promise<number> {
-    await this.flushed();
-    const old = this.fh;
-    const done = this.current;
-    this.current += 1;
-    this.bytes = 0;
-    this.fh = await open(join(this.dir, segmentName(this.current)), 'a');
-    await old?.close();
-    await syncDir(this.dir);
-    return done;
+  rotate(): Promise<number> {
+    if (this.failed !== undefined) return Promise.reject(this.failed);
+    // Queued like a record, so that it runs between two batches, never during one.
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ line: '', rotate: true, resolve, reject });
+      this.kick();
+    }).then(() => this.current - 1);
   }
 
   /** Deletes segments up to and including `n` (a durable snapshot holds their effect). */
@@ -128,7 +128,7 @@ export class Wal {
 
   /** Resolves when every record queued so far is durable (or failed). */
   async flushed(): Promise<void> {
-    while (this.running) await this.running;
+    while (this.draining) await this.running;
   }
 
   async close(): Promise<void> {
@@ -137,14 +137,39 @@ export class Wal {
     this.fh = undefined;
   }
 
+  /** Starts the writer unless it is running; it runs until the queue is empty. */
+  private kick(): void {
+    if (this.draining) return;
+    this.draining = true;
+    this.running = this.drain();
+  }
+
   private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue;
-      this.queue = [];
-      const data = batch.map((p) => p.line).join('');
+    for (;;) {
+      if (this.queue.length === 0) {
+        // Cleared in the very turn that finds the queue empty, so a record queued after it always
+        // starts a new writer, never waits on one that has already decided to stop.
+        this.draining = false;
+        return;
+      }
+      if (this.queue[0]!.rotate) {
+        const r = this.queue.shift()!;
+        try {
+          if (this.failed !== undefined) throw this.failed;
+          await this.nextSegment();
+          r.resolve();
+        } catch (err) {
+          this.failed ??= err;
+          r.reject(err);
+        }
+        continue;
+      }
+      const cut = this.queue.findIndex((p) => p.rotate);
+      const batch = cut < 0 ? this.queue : this.queue.slice(0, cut);
+      this.queue = cut < 0 ? [] : this.queue.slice(cut);
       try {
         if (this.failed !== undefined) throw this.failed;
-        const buf = Buffer.from(data);
+        const buf = Buffer.from(batch.map((p) => p.line).join(''));
         for (let off = 0; off < buf.length; ) off += (await this.fh!.write(buf, off)).bytesWritten;
         const syncStart = performance.now();
         await this.fh!.datasync();
@@ -159,10 +184,26 @@ export class Wal {
       for (const p of batch) {
         try {
           p.durable?.();
-        } finally {
-          p.resolve();
+        } catch (err) {
+          log.error({ err }, 'a callback after a durable log write failed');
         }
+        p.resolve();
       }
     }
+  }
+
+  private async nextSegment(): Promise<void> {
+    const fh = await open(join(this.dir, segmentName(this.current + 1)), 'a');
+    await syncDir(this.dir);
+    const old = this.fh;
+    this.fh = fh;
+    this.current += 1;
+    this.bytes = 0;
+    await old?.close();
+  }
+
+  /** Whether a write or sync has failed (the log then refuses appends until a restart). */
+  get broken(): boolean {
+    return this.failed !== undefined;
   }
 }
