@@ -29,17 +29,33 @@ export interface WatchSettings {
   maxBufferedBytes: number;
 }
 
+// Every watcher of a kind is handed the same event in turn (Store.record calls each listener), so
+// the last object's JSON serves them all: one JSON.stringify per event, not one per watcher.
+// Keyed by the resourceVersion too, in case an object is changed in place and stored again.
+let last: { object: KubeObject; rv: string | undefined; json: string } | undefined;
+function jsonOf(object: KubeObject): string {
+  const rv = object.metadata.resourceVersion;
+  if (last?.object !== object || last.rv !== rv) last = { object, rv, json: JSON.stringify(object) };
+  return last.json;
+}
+
 /** Serves one watch until timeout, client close or `stop()`; returns the stop function. */
 export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, settings: WatchSettings, onEnd: () => void): () => void {
   const key = resourceKey(w.def);
   let backlog: StoreEvent[] = [];
   let initial: KubeObject[] = [];
   const rv = w.resourceVersion;
+  // Changes up to this version are in what the client has (the initial objects or its list). A
+  // write is visible to reads before its event is published (once durable), so an event may come
+  // after a list that already showed its object: it is not sent twice.
+  let seen: number;
   if (rv === '' || rv === '0') {
     initial = store.list(key, w.namespace).filter(w.match);
+    seen = store.resourceVersion;
   } else {
     const n = Number(rv);
     if (!/^\d+$/.test(rv) || !Number.isSafeInteger(n)) throw new BadRequestError(`invalid resourceVersion "${rv}": must be a decimal number from an earlier response`);
+    seen = n;
     try {
       backlog = store.eventsSince(n, rv);
     } catch (err) {
@@ -65,12 +81,12 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
       sentColumns = true;
       object = t;
     }
-    res.write(`${JSON.stringify({ type, object })}\n`);
+    res.write(object === obj && type !== 'BOOKMARK' ? `{"type":"${type}","object":${jsonOf(obj as KubeObject)}}\n` : `${JSON.stringify({ type, object })}\n`);
     if (res.writableLength > settings.maxBufferedBytes) stop();
   };
 
   const deliver = (ev: StoreEvent) => {
-    if (ev.resource !== key) return;
+    if (ev.resource !== key || ev.rv <= seen) return;
     const inScope = (o: KubeObject | undefined) => o !== undefined && (w.namespace === undefined || (o.metadata.namespace ?? '') === w.namespace) && w.match(o);
     const was = ev.type !== 'ADDED' && inScope(ev.prev);
     const is = ev.type !== 'DELETED' && inScope(ev.object);
@@ -90,7 +106,7 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
 
   const beat = setInterval(() => {
     if (w.bookmarks && !w.table) {
-      write('BOOKMARK', { kind: w.def.kind, apiVersion: apiVersionOf(w.def), metadata: { resourceVersion: String(store.resourceVersion) } });
+      write('BOOKMARK', { kind: w.def.kind, apiVersion: apiVersionOf(w.def), metadata: { resourceVersion: String(store.publishedResourceVersion) } });
     } else if (!ended) {
       // Blank line: readline yields "" (client-node ignores unparsable lines) and Go's JSON
       // framer skips whitespace; either way the client's idle timer restarts.
