@@ -7,9 +7,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import { dirname } from 'node:path';
 import * as yaml from 'js-yaml';
 import { logger } from '../../common/log.ts';
+import { CrdController } from './crds.ts';
 import { writeFileAtomic } from './files.ts';
 import { EndpointSliceController } from './endpointslices.ts';
 import { createHandler, type HandlerContext } from './http.ts';
+import { Kinds } from './kinds.ts';
 import { loadOrCreatePki } from './pki.ts';
 import { Registry } from './registry.ts';
 import { byKind } from './resources.ts';
@@ -74,7 +76,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     Tokens.open(opts.dataDir),
     Store.open({ dataDir: opts.dataDir, eventWindow: opts.eventWindow ?? DEFAULTS.eventWindow }),
   ]);
-  const registry = new Registry(store, tokens);
+  const kinds = new Kinds();
+  const registry = new Registry(store, tokens, kinds);
+  const crds = new CrdController(store, kinds, registry);
   await registry.bootstrap();
   const slices = new EndpointSliceController(registry);
   await slices.start();
@@ -140,6 +144,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         await closed;
         clearTimeout(cut);
         await slices.stop();
+        await crds.stop();
         await store.close();
         log.info({ url }, 'API server stopped');
       })();

@@ -1,9 +1,11 @@
 // Object operations with Kubernetes semantics, independent of HTTP: create, update (main resource
 // and status), patch, delete, list; plus the pod binding, TokenRequest and TokenReview calls.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { AlreadyExistsError, BadRequestError, ConflictError, ForbiddenError, InvalidError, NotFoundError } from './errors.ts';
+import { admitCustom, type FieldValidation, present, resetStatus, validateCustom } from './customresources.ts';
+import { AlreadyExistsError, BadRequestError, ConflictError, ForbiddenError, InvalidError, NotFoundError, UnsupportedMediaTypeError } from './errors.ts';
+import { Kinds } from './kinds.ts';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
-import { type ResourceDef, RESOURCES, apiVersionOf, byKind, resourceKey } from './resources.ts';
+import { type ResourceDef, apiVersionOf, byKind, resourceKey } from './resources.ts';
 import type { Matcher } from './selectors.ts';
 import type { Store } from './store.ts';
 import { strategyFor, validateObject } from './strategies.ts';
@@ -15,6 +17,9 @@ export type PatchType = 'merge' | 'strategic' | 'json' | 'apply';
 export interface WriteOptions {
   dryRun?: boolean;
   subresource?: string;
+  /** Unknown fields of custom resources: dropped silently, reported in `warnings`, or refused. */
+  fieldValidation?: FieldValidation;
+  warnings?: string[];
 }
 
 export interface ListOptions {
@@ -36,10 +41,13 @@ const SERVICE_CIDR_BASE = (10 << 24) | (96 << 16); // 10.96.0.0/16, kube-apiserv
 export class Registry {
   readonly store: Store;
   private readonly tokens: Tokens;
+  /** The kinds this server serves (built-in and CRD-defined). */
+  readonly kinds: Kinds;
 
-  constructor(store: Store, tokens: Tokens) {
+  constructor(store: Store, tokens: Tokens, kinds: Kinds = new Kinds()) {
     this.store = store;
     this.tokens = tokens;
+    this.kinds = kinds;
   }
 
   /** Namespaces default and kube-system, and a default ServiceAccount in every namespace. */
@@ -53,11 +61,12 @@ export class Registry {
   get(d: ResourceDef, ns: string | undefined, name: string): KubeObject {
     const obj = this.store.get(resourceKey(d), ns ?? '', name);
     if (!obj) throw new NotFoundError(d.group, d.plural, name);
-    return obj;
+    return present(d, obj);
   }
 
   list(d: ResourceDef, ns: string | undefined, opts: ListOptions = {}): ListResult {
     let items = this.store.list(resourceKey(d), ns);
+    if (d.crd) items = items.map((o) => present(d, o));
     if (opts.match) items = items.filter(opts.match);
     const rv = String(this.store.resourceVersion);
     if (opts.continueToken) {
@@ -74,29 +83,30 @@ export class Registry {
   }
 
   async create(d: ResourceDef, ns: string | undefined, body: unknown, opts: WriteOptions = {}): Promise<KubeObject> {
-    const obj = this.normalize(d, ns, body);
+    const obj = this.normalize(d, ns, body, opts);
     const m = obj.metadata;
     if (m.resourceVersion) throw new BadRequestError('resourceVersion should not be set on objects to be created');
     if (!m.name && typeof m.generateName === 'string' && m.generateName) m.name = `${m.generateName}${suffix()}`;
     for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'generation', 'managedFields', 'selfLink']) delete m[k];
     if (d.namespaced) this.requireNamespace(ns!);
-    strategyFor(d.kind).prepareForCreate?.(obj);
+    if (!d.crd) strategyFor(d.kind).prepareForCreate?.(obj);
+    else resetStatus(d, obj);
     this.check(d, obj);
     if (m.name && this.store.get(resourceKey(d), ns ?? '', m.name)) throw new AlreadyExistsError(d.group, d.plural, m.name);
     if (d.kind === 'Service') this.allocateClusterIP(obj);
     m.uid = randomUUID();
     m.creationTimestamp = nowTimestamp();
     m.generation = 1;
-    if (opts.dryRun) return obj;
+    if (opts.dryRun) return present(d, obj);
     const stored = await this.store.put(resourceKey(d), obj);
-    if (d.kind === 'Namespace') await this.ensureDefaultServiceAccount(m.name!);
-    return stored;
+    if (d.kind === 'Namespace' && !d.crd) await this.ensureDefaultServiceAccount(m.name!);
+    return present(d, stored);
   }
 
   /** PUT: the whole object (main resource) or its status (`subresource: 'status'`). */
   async update(d: ResourceDef, ns: string | undefined, name: string, body: unknown, opts: WriteOptions = {}): Promise<KubeObject> {
-    const current = this.get(d, ns, name);
-    const obj = this.normalize(d, ns, body);
+    const current = this.stored(d, ns, name);
+    const obj = this.normalize(d, ns, body, opts);
     if (obj.metadata.name !== name) throw new BadRequestError(`the name of the object (${obj.metadata.name}) does not match the name on the URL (${name})`);
     return this.replace(d, current, obj, opts);
   }
@@ -110,11 +120,12 @@ export class Registry {
       }
       return { object: await this.create(d, ns, patch, opts), created: true };
     }
-    const base = clone(current);
+    const base = clone(present(d, current));
     let patched: unknown;
     if (type === 'json') patched = jsonPatch(base, patch, { group: d.group, kind: d.kind, name });
     else if (type === 'merge') patched = mergePatch(base, patch);
     else if (type === 'strategic') {
+      if (d.crd) throw new UnsupportedMediaTypeError('application/strategic-merge-patch+json', ['application/json-patch+json', 'application/merge-patch+json', 'application/apply-patch+yaml']);
       if (d.group !== '') throw new UnsupportedStrategicMerge(d);
       patched = strategicMergePatch(base, patch, d.kind);
     } else {
@@ -126,27 +137,27 @@ export class Registry {
       patched = d.group === '' ? strategicMergePatch(base, applied, d.kind) : mergePatch(base, applied);
     }
     if (!isObject(patched)) throw new BadRequestError('the patch did not produce an object');
-    const obj = this.normalize(d, ns, patched);
+    const obj = this.normalize(d, ns, patched, opts);
     if (obj.metadata.name !== name) throw new BadRequestError(`the patch may not change the name (${name} → ${String(obj.metadata.name)})`);
     return { object: await this.replace(d, current, obj, opts), created: false };
   }
 
   async delete(d: ResourceDef, ns: string | undefined, name: string, body: unknown, opts: WriteOptions = {}): Promise<KubeObject> {
-    const current = this.get(d, ns, name);
+    const current = this.stored(d, ns, name);
     const pre = isObject(body) && isObject(body.preconditions) ? body.preconditions : {};
     if (pre.uid !== undefined && pre.uid !== current.metadata.uid) throw new ConflictError(d.group, d.plural, name, `Precondition failed: UID in precondition: ${String(pre.uid)}, UID in object meta: ${current.metadata.uid}`);
     if (pre.resourceVersion !== undefined && pre.resourceVersion !== current.metadata.resourceVersion) {
       throw new ConflictError(d.group, d.plural, name, `Precondition failed: ResourceVersion in precondition: ${String(pre.resourceVersion)}, ResourceVersion in object meta: ${current.metadata.resourceVersion}`);
     }
     if (d.kind === 'Namespace' && PROTECTED_NAMESPACES.has(name)) throw new ForbiddenError('', 'namespaces', name, 'this namespace may not be deleted');
-    if (opts.dryRun) return current;
-    if (d.kind === 'Namespace') {
+    if (opts.dryRun) return present(d, current);
+    if (d.kind === 'Namespace' && !d.crd) {
       // The namespace controller's job on a real cluster; done inline so `delete ns` is immediate.
-      for (const r of RESOURCES.filter((x) => x.namespaced && !x.createOnly)) {
+      for (const r of this.kinds.all().filter((x) => x.namespaced && !x.createOnly)) {
         for (const o of this.store.list(resourceKey(r), name)) await this.store.remove(resourceKey(r), o);
       }
     }
-    return this.store.remove(resourceKey(d), current);
+    return present(d, await this.store.remove(resourceKey(d), current));
   }
 
   async deleteCollection(d: ResourceDef, ns: string | undefined, match: Matcher | undefined, opts: WriteOptions = {}): Promise<KubeObject[]> {
@@ -240,6 +251,7 @@ export class Registry {
       // Status writes change only status (metav1.ResetObjectMetaForStatus and the status strategies).
       next = { ...clone(current), status: clone(obj.status) };
       if (obj.status === undefined) delete next.status;
+      if (d.crd) validateCustom(d, next);
     } else {
       next = obj;
       for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'generation'] as const) {
@@ -261,16 +273,25 @@ export class Registry {
         next.spec = current.spec;
       }
       this.check(d, next, current);
-      if (!deepEqual(next.spec, current.spec)) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
+      // Custom resources count any change outside metadata and status (the CRD strategy's rule).
+      const body = (o: KubeObject) => (d.crd ? { ...o, metadata: undefined, status: undefined } : o.spec);
+      if (!deepEqual(body(next), body(current))) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
     }
     next.metadata.resourceVersion = current.metadata.resourceVersion;
-    if (deepEqual(next, current)) return current;
-    if (opts.dryRun) return next;
-    return this.store.put(resourceKey(d), next);
+    if (deepEqual(next, current)) return present(d, current);
+    if (opts.dryRun) return present(d, next);
+    return present(d, await this.store.put(resourceKey(d), next));
+  }
+
+  /** The object as stored (for custom resources: in the storage version). */
+  private stored(d: ResourceDef, ns: string | undefined, name: string): KubeObject {
+    const obj = this.store.get(resourceKey(d), ns ?? '', name);
+    if (!obj) throw new NotFoundError(d.group, d.plural, name);
+    return obj;
   }
 
   /** Parses a request body into an object of kind `d` in namespace `ns`, or 400. */
-  private normalize(d: ResourceDef, ns: string | undefined, body: unknown): KubeObject {
+  private normalize(d: ResourceDef, ns: string | undefined, body: unknown, opts: WriteOptions = {}): KubeObject {
     if (!isObject(body)) throw new BadRequestError(`the request body must be a ${d.kind} object`);
     const obj = clone(body) as KubeObject;
     const apiVersion = apiVersionOf(d);
@@ -285,6 +306,7 @@ export class Registry {
     } else {
       delete obj.metadata.namespace;
     }
+    if (d.crd) admitCustom(d, obj, opts.fieldValidation, opts.warnings);
     return obj;
   }
 
@@ -293,6 +315,7 @@ export class Registry {
   }
 
   private check(d: ResourceDef, obj: KubeObject, old?: KubeObject): void {
+    if (d.crd) return validateCustom(d, obj);
     const causes = validateObject(obj, old).list;
     if (causes.length) throw new InvalidError(d.group, d.kind, obj.metadata.name ?? obj.metadata.generateName ?? '', causes);
   }
