@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
-import * as yaml from 'js-yaml';
 import { endpointsPath, type MeshEndpoints } from '../cli/endpoints.ts';
 import { Controller } from '../controller/controller.ts';
 import { Datapath } from '../datapath/index.ts';
+import { installChartCrds } from './chart-crds.ts';
 import { run } from './run.ts';
 import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
 import type { PodNet } from './topology.ts';
@@ -25,8 +25,6 @@ import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
-/** The chart's CRDs (Helm installs crds/ before the templates); the local install applies the same files. */
-const CHART_CRDS = [fileURLToPath(new URL('../../daemonset/chart/crds/security.mesh.io.yaml', import.meta.url))];
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
 /** Node tokens (24 h) are rewritten this often, as kubelet refreshes projected tokens at 80 %. */
 const TOKEN_REFRESH_MS = 4 * 3_600_000;
@@ -102,24 +100,6 @@ export class LocalMesh {
     return join(this.bpffsRoot, node);
   }
 
-  /** Creates the chart's CRDs, or replaces them with this version's (as `helm upgrade` does not, but `kubectl apply` would). */
-  private async installCrds(): Promise<void> {
-    const api = this.cluster.kc.makeApiClient(k8s.ApiextensionsV1Api);
-    for (const file of CHART_CRDS) {
-      for (const doc of yaml.loadAll(readFileSync(file, 'utf8')) as k8s.V1CustomResourceDefinition[]) {
-        if (!doc) continue;
-        const name = doc.metadata!.name!;
-        try {
-          await api.createCustomResourceDefinition({ body: doc });
-        } catch (e) {
-          ignoreConflict(e);
-          const live = await api.readCustomResourceDefinition({ name });
-          await api.replaceCustomResourceDefinition({ name, body: { ...doc, metadata: { ...doc.metadata, resourceVersion: live.metadata!.resourceVersion } } });
-        }
-      }
-    }
-  }
-
   private async install(ztunnel: boolean): Promise<void> {
     mkdirSync(this.bpffsRoot, { recursive: true });
     mkdirSync(join(this.stateDir, 'logs', 'mesh'), { recursive: true });
@@ -141,7 +121,8 @@ export class LocalMesh {
       });
       this.nodePods.set(node, pod);
     }
-    await this.installCrds();
+    // The chart's CRDs first, as Helm installs crds/ before the templates.
+    await installChartCrds(this.cluster.kc);
     this.progress('starting the controller (config stream, CA, flow relay)');
     this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, ...this.certTtl() });
     this.root = await waitFor('the trust bundle ConfigMap', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'mesh-system' })).data?.['root-cert.pem']);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import test, { type ExecutionContext } from 'ava';
+import { installChartCrds } from '../../src/local/chart-crds.ts';
 import { call, harness, type Harness, kubectl, SECURITY_CRDS } from '../helpers/apiserver.ts';
 
 const GATEWAY_API = fileURLToPath(new URL('../fixtures/gateway-api-crds.yaml', import.meta.url));
@@ -311,10 +312,12 @@ spec:
 
 test('the controller runs without Gateway API CRDs and picks up Gateways once they are applied', async (t) => {
   const h = await harness(t);
-  await ok(t, h, ['apply', '-f', SECURITY_CRDS]);
   await ok(t, h, ['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh-system}\n');
   const kc = new k8s.KubeConfig();
   kc.loadFromFile(h.kubeconfig);
+  // As src/local/mesh.ts installs them (through client-node, which must keep x-kubernetes-* keys).
+  await installChartCrds(kc);
+  await installChartCrds(kc); // again: an upgrade replaces them
   const { Controller } = await import('../../src/controller/controller.ts');
   const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
   t.teardown(() => controller.stop());
@@ -325,4 +328,15 @@ test('the controller runs without Gateway API CRDs and picks up Gateways once th
   await ok(t, h, ['apply', '-f', GATEWAY_API]);
   await ok(t, h, ['apply', '-f', '-'], 'apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: default}\nspec:\n  gatewayClassName: mesh-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n');
   await eventually(t, 'the controller to list the new Gateway', () => !controller.notServed.has('gateways'), 15_000);
+
+  // Policies are CRD objects: the controller writes their status through the status subresource.
+  await ok(t, h, ['apply', '-f', '-'], 'apiVersion: security.mesh.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: broken, namespace: default}\nspec:\n  rules:\n  - from: [{source: {ipBlocks: ["10.0.0.300/8"]}}]\n');
+  let conditions: { type: string; status: string; message: string }[] = [];
+  const poll = async () => {
+    conditions = (await call(h.server, 'GET', '/apis/security.mesh.io/v1/namespaces/default/authorizationpolicies/broken')).body.status?.conditions ?? [];
+    return conditions.length > 0;
+  };
+  const end = Date.now() + 10_000;
+  while (!(await poll()) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+  t.true(conditions.some((c) => c.type === 'Accepted' && c.status === 'False' && /10\.0\.0\.300/.test(c.message)), JSON.stringify(conditions));
 });
