@@ -223,9 +223,11 @@ test('CRDs are per API server and persist across a restart', async (t) => {
 
 test('Gateway API CRDs applied with kubectl: a Gateway and an HTTPRoute are created, a malformed HTTPRoute is refused naming the field', async (t) => {
   const h = await harness(t);
-  t.regex(await ok(t, h, ['apply', '-f', GATEWAY_API]), /httproutes\.gateway\.networking\.k8s\.io created/);
+  const installed = await ok(t, h, ['apply', '-f', GATEWAY_API]);
+  t.regex(installed, /httproutes\.gateway\.networking\.k8s\.io created/);
+  t.regex(installed, /validatingadmissionpolicy\.admissionregistration\.k8s\.io\/safe-upgrades\.gateway\.networking\.k8s\.io created/);
   await ok(t, h, ['apply', '--server-side', '-f', GATEWAY_API]);
-  t.regex(await ok(t, h, ['apply', '-f', GATEWAY_API]), /httproutes\.gateway\.networking\.k8s\.io (unchanged|configured)/);
+  t.regex(await ok(t, h, ['apply', '-f', GATEWAY_API]), /validatingadmissionpolicybinding\.admissionregistration\.k8s\.io\/safe-upgrades\.gateway\.networking\.k8s\.io unchanged/);
   const manifests = `apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: shop, namespace: default}

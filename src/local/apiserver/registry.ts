@@ -126,7 +126,6 @@ export class Registry {
     else if (type === 'merge') patched = mergePatch(base, patch);
     else if (type === 'strategic') {
       if (d.crd) throw new UnsupportedMediaTypeError('application/strategic-merge-patch+json', ['application/json-patch+json', 'application/merge-patch+json', 'application/apply-patch+yaml']);
-      if (d.group !== '') throw new UnsupportedStrategicMerge(d);
       patched = strategicMergePatch(base, patch, d.kind);
     } else {
       // Server-side apply without field ownership: the applied configuration is merged over the
@@ -344,12 +343,6 @@ export class Registry {
       spec.ipFamilies ??= ['IPv4'];
       spec.ipFamilyPolicy ??= 'SingleStack';
     }
-  }
-}
-
-class UnsupportedStrategicMerge extends BadRequestError {
-  constructor(d: ResourceDef) {
-    super(`strategic merge patch is not supported for ${d.kind} (${apiVersionOf(d)}); use application/merge-patch+json or application/json-patch+json`);
   }
 }
 

@@ -3,7 +3,8 @@
 // `default:`, pruning of fields the schema does not declare, then validation with the messages of
 // k8s.io/kube-openapi/pkg/validation and pkg/util/validation/field, e.g.
 //   spec.rules[0].matches[0].path.type: Unsupported value: "Bogus": supported values: "Exact", …
-// Not evaluated: x-kubernetes-validations (CEL rules) and `format` (ARCHITECTURE.md says so).
+// Not evaluated: x-kubernetes-validations (CEL rules), `format`, allOf/anyOf/oneOf/not
+// (ARCHITECTURE.md says so).
 import type { StatusCause } from './errors.ts';
 import { clone, isObject, type JsonObject } from './types.ts';
 
@@ -72,6 +73,18 @@ function show(v: unknown): string {
   return typeof v === 'string' ? JSON.stringify(v) : v === null || v === undefined ? 'null' : typeof v === 'object' ? JSON.stringify(v) : String(v);
 }
 
+/** Schema patterns are RE2; most are valid ECMAScript too, in unicode mode or, failing that, legacy mode. */
+function compile(pattern: string): RegExp | undefined {
+  for (const flags of ['u', '']) {
+    try {
+      return new RegExp(pattern, flags);
+    } catch {
+      /* try the next mode */
+    }
+  }
+  return undefined; // not expressible here: not enforced rather than refusing every object
+}
+
 function check(v: unknown, s: Schema, path: string, out: StatusCause[]): void {
   const field = path || '<root>';
   const invalid = (detail: string, reason = 'FieldValueInvalid') => out.push({ reason, field, message: `Invalid value: ${show(v)}: ${detail}` });
@@ -94,12 +107,7 @@ function check(v: unknown, s: Schema, path: string, out: StatusCause[]): void {
     if (typeof s.maxLength === 'number' && len > s.maxLength) out.push({ reason: 'FieldValueTooLong', field, message: `Too long: may not be more than ${s.maxLength} bytes` });
     if (typeof s.minLength === 'number' && len < s.minLength) invalid(`${field} in body should be at least ${s.minLength} chars long`);
     if (typeof s.pattern === 'string') {
-      let re: RegExp | undefined;
-      try {
-        re = new RegExp(s.pattern, 'u');
-      } catch {
-        re = undefined; // an ECMA-incompatible RE2 pattern: not enforced rather than refusing every object
-      }
+      const re = compile(s.pattern);
       if (re && !re.test(v)) invalid(`${field} in body should match '${s.pattern}'`);
     }
   }
