@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 process.env.MESH_LOG_LEVEL ??= 'warn';
-const { HboneServer, HbonePool } = await import('../src/ztunnel/hbone/index.ts');
+const { HboneServer, HbonePool } = await import('../src/hbone/index.ts');
 
 const REQ = 1024;
 const CART = 'spiffe://cluster.local/ns/bench/sa/client';

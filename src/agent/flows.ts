@@ -12,7 +12,7 @@ import { HBONE_PORT } from '../common/constants.ts';
 import type { DatapathEvent } from '../datapath/index.ts';
 import type { FlowRing } from '../flows/ring.ts';
 import type { Endpoint, Flow, KernelDecision, LostEvent, Verdict } from '../flows/types.ts';
-import type { ConnectionRecord } from '../ztunnel/telemetry/connection.ts';
+import type { ConnectionRecord } from '../zds/protocol.ts';
 
 /** What the model says about an address. */
 export interface AddressInfo {

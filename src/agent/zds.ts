@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { logger } from '../common/log.ts';
 import type { ZdsMessage, ZdsPod, ZdsReport } from '../zds/protocol.ts';
-import type { ConnectionRecord } from '../ztunnel/telemetry/connection.ts';
+import type { ConnectionRecord } from '../zds/protocol.ts';
 import type { EnrolledPod, Enrolment } from './enrolment.ts';
 
 const log = logger('zds');

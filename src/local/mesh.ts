@@ -15,6 +15,7 @@ import { endpointsPath, type MeshEndpoints } from '../cli/endpoints.ts';
 import { Controller } from '../controller/controller.ts';
 import { Datapath } from '../datapath/index.ts';
 import { installChartCrds } from './chart-crds.ts';
+import { applyMeshRbac, tokenFileKubeConfig, writeControllerToken } from './mesh-rbac.ts';
 import { run } from './run.ts';
 import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
 import type { PodNet } from './topology.ts';
@@ -62,6 +63,8 @@ export class LocalMesh {
   private readonly opts: LocalMeshOptions;
   private bpffsMounted = false;
   private tokenTimer: NodeJS.Timeout | undefined;
+  /** The controller's API credential: its own service account's token, with the chart's RBAC. */
+  private controllerKc: k8s.KubeConfig | undefined;
 
   private constructor(cluster: LocalCluster, opts: LocalMeshOptions) {
     this.cluster = cluster;
@@ -123,8 +126,12 @@ export class LocalMesh {
     }
     // The chart's CRDs first, as Helm installs crds/ before the templates.
     await installChartCrds(this.cluster.kc);
+    // The chart's RBAC, and the controller runs with it (not as admin), as it would on a real cluster.
+    await applyMeshRbac(this.cluster.kc);
+    await writeControllerToken(this.cluster.kc, this.controllerTokenFile());
+    this.controllerKc = tokenFileKubeConfig(this.cluster.api.url, this.cluster.api.caCertPem, this.controllerTokenFile());
     this.progress('starting the controller (config stream, CA, flow relay)');
-    this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, ...this.certTtl() });
+    this.controller = await Controller.start(this.controllerKc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, ...this.certTtl() });
     this.root = await waitFor('the trust bundle ConfigMap', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'mesh-system' })).data?.['root-cert.pem']);
     writeFileSync(join(this.stateDir, 'root-cert.pem'), this.root);
     for (const node of this.nodes) {
@@ -268,7 +275,7 @@ export class LocalMesh {
   async restartController(): Promise<void> {
     const old = this.controller;
     await old.stop();
-    this.controller = await Controller.start(this.cluster.kc, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, ...this.certTtl() });
+    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, ...this.certTtl() });
     this.writeEndpoints();
   }
 
@@ -281,7 +288,12 @@ export class LocalMesh {
     renameSync(join(dir, 'token.new'), join(dir, 'token'));
   }
 
+  private controllerTokenFile(): string {
+    return join(this.stateDir, 'controller', 'token');
+  }
+
   private async refreshTokens(): Promise<void> {
+    await writeControllerToken(this.cluster.kc, this.controllerTokenFile()).catch((e: Error) => this.opts.onProgress?.(`refreshing the controller's token failed: ${e.message}`));
     for (const node of this.nodes) await this.writeToken(node).catch((e: Error) => this.opts.onProgress?.(`refreshing ${node}'s token failed: ${e.message}`));
   }
 

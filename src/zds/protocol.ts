@@ -5,7 +5,20 @@
 // netns path and ztunnel opens its in-pod sockets at once (a socket keeps its netns alive).
 // ztunnel also sends each completed connection back (ZdsFlow): the agent joins it with the
 // kernel's decision into a flow.
-import type { ConnectionRecord } from '../ztunnel/telemetry/connection.ts';
+import type { AccessLogEntry, ResponseFlag } from '../telemetry/index.ts';
+
+/** A completed connection as ztunnel reports it to the agent: its access-log record and what the
+ * flow needs besides (the agent joins it with the kernel's decision). */
+export interface ConnectionRecord extends AccessLogEntry {
+  /** Wall-clock milliseconds when the connection opened. */
+  startMs: number;
+  mtls: boolean;
+  /** Istio's response_flags: "-" or why it failed (DENY, CONNECT, ...). */
+  flags: ResponseFlag | '-';
+  sockCookie?: string | undefined;
+  outer?: { src: string; dst: string } | undefined;
+}
+
 
 export interface ZdsPod {
   /** Kubernetes pod UID: ztunnel joins it with the Workload's podUid for identity and addresses. */

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { DELIVERY_MARK, HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT } from '../common/constants.ts';
 import { boundPort, closeFd, NetnsSockets, socketInNetns, type ZtunnelMaps } from '../datapath/index.ts';
-import type { HboneServer } from './hbone/index.ts';
+import type { HboneServer } from '../hbone/index.ts';
 import type { Workload } from '../xds/index.ts';
 
 export interface PodHandlers {

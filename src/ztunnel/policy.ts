@@ -2,7 +2,7 @@
 // evaluated at the destination with Istio's L4 semantics (src/authz).
 import { logger } from '../common/log.ts';
 import { evaluate } from '../authz/index.ts';
-import type { InboundPolicy } from './ztunnel.ts';
+import type { InboundPolicy } from './context.ts';
 
 const log = logger('authz');
 

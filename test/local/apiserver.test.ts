@@ -318,8 +318,9 @@ test('TokenRequest and TokenReview: valid, forged, and revoked by deleting the S
   t.deepEqual(ok.body.status.user.groups, ['system:serviceaccounts', 'system:serviceaccounts:default', 'system:authenticated']);
   t.false((await review(token, ['someone-else'])).body.status.authenticated);
 
-  // The service-account token also authenticates API requests.
-  t.is((await call(h.server, 'GET', '/api/v1/namespaces', undefined, { token })).status, 200);
+  // The service-account token also authenticates API requests (and RBAC then decides: no role, 403).
+  t.is((await call(h.server, 'GET', '/api', undefined, { token })).status, 200);
+  t.is((await call(h.server, 'GET', '/api/v1/namespaces', undefined, { token })).status, 403);
 
   const [head, body] = token.split('.');
   const claims = JSON.parse(Buffer.from(body!, 'base64url').toString());

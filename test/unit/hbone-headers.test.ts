@@ -8,7 +8,7 @@ import {
   parseBaggage,
   parseForwarded,
   parseTraceparent,
-} from '../../src/ztunnel/hbone/index.ts';
+} from '../../src/hbone/index.ts';
 
 test('authority: ip:port and [ipv6]:port only', (t) => {
   const ok: [string, { host: string; port: number }][] = [

@@ -27,7 +27,7 @@ import {
   type HboneTunnel,
   HboneUpstreamError,
   MAX_STREAMS,
-} from '../../src/ztunnel/hbone/index.ts';
+} from '../../src/hbone/index.ts';
 import { memoryCa, mint } from '../helpers/ca.ts';
 
 const CART = 'spiffe://cluster.local/ns/shop/sa/cart';

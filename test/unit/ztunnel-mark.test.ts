@@ -8,7 +8,7 @@ import test from 'ava';
 import { DELIVERY_MARK } from '../../src/common/constants.ts';
 import { native, type ZtunnelMaps } from '../../src/datapath/index.ts';
 import { loadZtunnelSettings } from '../../src/ztunnel/config.ts';
-import type { HboneServer } from '../../src/ztunnel/hbone/index.ts';
+import type { HboneServer } from '../../src/hbone/index.ts';
 import { PodProxy } from '../../src/ztunnel/pod.ts';
 
 function markOf(fd: number): number {

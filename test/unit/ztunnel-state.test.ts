@@ -4,7 +4,7 @@ import test from 'ava';
 import { spiffeId } from '../../src/identity/index.ts';
 import { type Authorization, AUTHORIZATION, emptyMatch, SERVICE, WORKLOAD, type Workload } from '../../src/xds/index.ts';
 import { policyFromState } from '../../src/ztunnel/policy.ts';
-import { MeshState } from '../../src/ztunnel/state.ts';
+import { MeshState } from '../../src/state/index.ts';
 
 function workload(o: Partial<Workload> = {}): Workload {
   return {

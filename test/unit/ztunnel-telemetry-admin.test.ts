@@ -5,7 +5,7 @@ import net from 'node:net';
 import { type DestinationStream, pino } from 'pino';
 import { Writable } from 'node:stream';
 import { logger } from '../../src/common/log.ts';
-import { HbonePool, HboneServer } from '../../src/ztunnel/hbone/index.ts';
+import { HbonePool, HboneServer } from '../../src/hbone/index.ts';
 import '../../src/ztunnel/policy.ts'; // the authz logger, as in the ztunnel process
 import '../../src/ztunnel/ztunnel.ts'; // and the ztunnel, xds and identity loggers
 import { memoryCa, mint } from '../helpers/ca.ts';

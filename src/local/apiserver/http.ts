@@ -3,15 +3,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as yaml from 'js-yaml';
 import { logger } from '../../common/log.ts';
+import { accessReview } from './access-reviews.ts';
 import { apiGroup, apiGroupList, apiVersions, openApiDocument, openApiRoot, versionInfo } from './discovery.ts';
 import { ApiError, BadRequestError, MethodNotAllowedError, NotFoundError, RequestTooLargeError, UnauthorizedError, UnsupportedMediaTypeError } from './errors.ts';
+import { type Authorizer, requestAttributes } from './rbac.ts';
+import { rbacAdmission } from './rbac-policy.ts';
 import { parseFieldValidation, scaleOf, withReplicas } from './customresources.ts';
 import { jsonPatch, mergePatch } from './patch.ts';
 import type { PatchType, Registry } from './registry.ts';
 import { type ResourceDef, apiVersionOf, resourceKey } from './resources.ts';
 import { type Matcher, parseFieldSelector, parseLabelSelector } from './selectors.ts';
 import { type IncludeObject, toTable } from './tables.ts';
-import type { Tokens } from './tokens.ts';
+import type { Tokens, UserInfo } from './tokens.ts';
 import type { JsonObject, KubeObject } from './types.ts';
 import { serveWatch, type WatchSettings } from './watch.ts';
 
@@ -21,6 +24,7 @@ const MAX_BODY = 3 * 1024 * 1024; // kube-apiserver's default request size limit
 export interface HandlerContext {
   registry: Registry;
   tokens: Tokens;
+  authorizer: Authorizer;
   version: { major: number; minor: number };
   watch: WatchSettings;
   /** Longest watch when the client sets no timeoutSeconds (kube-apiserver: 30–60 min). */
@@ -73,7 +77,11 @@ async function handle(ctx: HandlerContext, req: IncomingMessage, res: ServerResp
 
   const auth = req.headers.authorization;
   const token = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
-  if (!token || !ctx.tokens.authenticate(token, ctx.registry.uidLookup)) throw new UnauthorizedError();
+  const authn = token ? ctx.tokens.authenticate(token, ctx.registry.uidLookup) : undefined;
+  if (!authn) throw new UnauthorizedError();
+  // RBAC (rbac.ts) before routing, as kube-apiserver's filters do: an unknown path is a 403 too.
+  const user = ctx.authorizer.impersonate(authn.user, req.headers);
+  ctx.authorizer.check(requestAttributes(user, method, path, url.searchParams));
 
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   if (method === 'GET') {
@@ -100,7 +108,7 @@ async function handle(ctx: HandlerContext, req: IncomingMessage, res: ServerResp
 
   const route = parseRoute(ctx.registry, parts);
   if (!route) throw new ApiError(404, 'NotFound', `the server could not find the requested resource (${method} ${path})`, {});
-  return serveResource(ctx, req, res, url, route, method);
+  return serveResource(ctx, req, res, url, route, method, user);
 }
 
 /** /api/v1/… or /apis/{g}/{v}/…, then [namespaces/{ns}/]{resource}[/{name}[/{sub}]]. */
@@ -121,16 +129,17 @@ function parseRoute(registry: Registry, parts: string[]): Route | undefined {
   return { def, namespace: undefined, name: rest[1], subresource: rest[2] };
 }
 
-async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL, r: Route, method: string): Promise<void> {
+async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL, r: Route, method: string, user: UserInfo): Promise<void> {
   const { def, name, subresource: sub } = r;
   const ns = def.namespaced ? r.namespace : undefined;
   const q = url.searchParams;
   const dryRun = q.getAll('dryRun').includes('All');
   const reg = ctx.registry;
+  const admit = rbacAdmission(ctx.authorizer, user, def, reg); // a role or binding may not escalate
   // Unknown fields of custom resources become Warning headers (fieldValidation=Warn, the default).
   const warnings: string[] = [];
   const fieldValidation = parseFieldValidation(q.get('fieldValidation'));
-  const write = { dryRun, fieldValidation, warnings };
+  const write = { dryRun, admit, fieldValidation, warnings };
   const warn = () => {
     if (warnings.length) res.setHeader('Warning', warnings.map((w) => `299 - ${JSON.stringify(w)}`));
   };
@@ -139,6 +148,7 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
 
   if (def.createOnly) {
     if (method !== 'POST' || name) throw new MethodNotAllowedError(method, url.pathname);
+    if (def.kind !== 'TokenReview') return send(res, 201, await accessReview(ctx.authorizer, def, user, ns, req));
     return send(res, 201, reg.tokenReview(await readBody(req)));
   }
 

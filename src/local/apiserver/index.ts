@@ -13,6 +13,8 @@ import { EndpointSliceController } from './endpointslices.ts';
 import { createHandler, type HandlerContext } from './http.ts';
 import { Kinds } from './kinds.ts';
 import { loadOrCreatePki } from './pki.ts';
+import { Authorizer } from './rbac.ts';
+import { bootstrapRbac } from './rbac-policy.ts';
 import { Registry } from './registry.ts';
 import { byKind } from './resources.ts';
 import { Store } from './store.ts';
@@ -80,12 +82,14 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const registry = new Registry(store, tokens, kinds);
   const crds = new CrdController(store, kinds, registry);
   await registry.bootstrap();
+  await bootstrapRbac(registry, { clusterRole: byKind('ClusterRole'), clusterRoleBinding: byKind('ClusterRoleBinding') });
   const slices = new EndpointSliceController(registry);
   await slices.start();
 
   const ctx: HandlerContext = {
     registry,
     tokens,
+    authorizer: new Authorizer(store),
     version: opts.kubernetesVersion ?? DEFAULTS.version,
     watch: { bookmarkIntervalMs: opts.bookmarkIntervalMs ?? DEFAULTS.bookmarkIntervalMs, maxBufferedBytes: 16 * 1024 * 1024 },
     maxWatchSeconds: opts.maxWatchSeconds ?? DEFAULTS.maxWatchSeconds,

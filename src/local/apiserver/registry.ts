@@ -17,6 +17,8 @@ export type PatchType = 'merge' | 'strategic' | 'json' | 'apply';
 export interface WriteOptions {
   dryRun?: boolean;
   subresource?: string;
+  /** A last check of the object to be written (RBAC escalation); throws to refuse. */
+  admit?: (obj: KubeObject) => void;
   /** Unknown fields of custom resources: dropped silently, reported in `warnings`, or refused. */
   fieldValidation?: FieldValidation;
   warnings?: string[];
@@ -92,6 +94,7 @@ export class Registry {
     if (!d.crd) strategyFor(d.kind).prepareForCreate?.(obj);
     else resetStatus(d, obj);
     this.check(d, obj);
+    opts.admit?.(obj);
     if (m.name && this.store.get(resourceKey(d), ns ?? '', m.name)) throw new AlreadyExistsError(d.group, d.plural, m.name);
     if (d.kind === 'Service') this.allocateClusterIP(obj);
     m.uid = randomUUID();
@@ -272,6 +275,7 @@ export class Registry {
         next.spec = current.spec;
       }
       this.check(d, next, current);
+      opts.admit?.(next);
       // Custom resources count any change outside metadata and status (the CRD strategy's rule).
       const body = (o: KubeObject) => (d.crd ? { ...o, metadata: undefined, status: undefined } : o.spec);
       if (!deepEqual(body(next), body(current))) next.metadata.generation = (current.metadata.generation ?? 1) + 1;

@@ -1,11 +1,12 @@
 // Per-kind behaviour on write, after k8s.io/kubernetes/pkg/registry/*/strategy.go: defaults and
 // status reset on create, validation, immutable fields on update.
 import { crdStrategy } from './crds.ts';
+import { RBAC_STRATEGIES } from './rbac-policy.ts';
 import { Causes, expectArray, expectObject, expectStringMap, isDns1123Label, isIpOrCidr, isPort, validateMeta } from './validate.ts';
 import { deepEqual, isObject, type JsonObject, type KubeObject } from './types.ts';
 
 export interface Strategy {
-  nameRule: 'subdomain' | 'label' | 'dns1035';
+  nameRule: 'subdomain' | 'label' | 'dns1035' | 'path';
   /** Defaults and reset fields on create (mutates). */
   prepareForCreate?(obj: KubeObject): void;
   validate?(obj: KubeObject, c: Causes, old?: KubeObject): void;
@@ -193,6 +194,7 @@ const STRATEGIES: Record<string, Strategy> = {
   Secret: secret,
   EndpointSlice: endpointSlice,
   CustomResourceDefinition: crdStrategy,
+  ...RBAC_STRATEGIES,
 };
 
 export function strategyFor(kind: string): Strategy {

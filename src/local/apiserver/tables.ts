@@ -78,6 +78,17 @@ function selector(o: KubeObject): string {
   return isObject(sel) && Object.keys(sel).length ? Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(',') : '<none>';
 }
 
+const createdAt: Column = { name: 'Created At', type: 'date', cell: (o) => o.metadata.creationTimestamp ?? '' };
+const subjects = (kind: string) => (o: KubeObject) => arr(o.subjects).filter((s) => s.kind === kind).map((s) => (kind === 'ServiceAccount' ? `${s.namespace ?? ''}/${s.name}` : s.name)).join(', ');
+const bindingColumns: Column[] = [
+  name,
+  { name: 'Role', cell: (o) => (isObject(o.roleRef) ? `${o.roleRef.kind}/${o.roleRef.name}` : '') },
+  age,
+  { name: 'Users', priority: 1, cell: subjects('User') },
+  { name: 'Groups', priority: 1, cell: subjects('Group') },
+  { name: 'ServiceAccounts', priority: 1, cell: subjects('ServiceAccount') },
+];
+
 const COLUMNS: Record<string, Column[]> = {
   Pod: [
     name,
@@ -129,7 +140,11 @@ const COLUMNS: Record<string, Column[]> = {
     { name: 'Endpoints', cell: (o) => arr(o.endpoints).flatMap((e) => (Array.isArray(e.addresses) ? e.addresses : [])).join(',') || '<unset>' },
     age,
   ],
-  CustomResourceDefinition: [name, { name: 'Created At', type: 'date', cell: (o) => o.metadata.creationTimestamp }],
+  Role: [name, createdAt],
+  ClusterRole: [name, createdAt],
+  RoleBinding: bindingColumns,
+  ClusterRoleBinding: bindingColumns,
+  CustomResourceDefinition: [name, createdAt],
 };
 
 /** A CRD's additionalPrinterColumns after Name, as the apiextensions table convertor builds them. */

@@ -52,7 +52,7 @@ export function isDns1123Subdomain(s: string): boolean {
 }
 
 /** Metadata rules every kind shares; `nameRule` is the kind's name format. */
-export function validateMeta(obj: KubeObject, c: Causes, nameRule: 'subdomain' | 'label' | 'dns1035'): void {
+export function validateMeta(obj: KubeObject, c: Causes, nameRule: 'subdomain' | 'label' | 'dns1035' | 'path'): void {
   const m = obj.metadata;
   const name = m.name;
   if (typeof name !== 'string' || name === '') {
@@ -61,6 +61,8 @@ export function validateMeta(obj: KubeObject, c: Causes, nameRule: 'subdomain' |
     c.invalid('metadata.name', name, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')");
   } else if (nameRule === 'dns1035' && !(name.length <= 63 && DNS1035_LABEL.test(name))) {
     c.invalid('metadata.name', name, "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')");
+  } else if (nameRule === 'path' && (name === '.' || name === '..' || /[/%]/.test(name))) {
+    c.invalid('metadata.name', name, name.length <= 2 ? `may not be '${name}'` : `may not contain '${name.includes('/') ? '/' : '%'}'`); // RBAC names: path segments
   } else if (nameRule === 'subdomain' && !isDns1123Subdomain(name)) {
     c.invalid('metadata.name', name, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')");
   }

@@ -9,26 +9,9 @@
 // Its own pino instance (not a child of the component logger) so that it can go to its own
 // destination and be turned off (level "silent") without touching the other logs; its logger is
 // exposed so the admin /logging endpoint can change its level under the name "access".
+import type { AccessLogEntry } from '../../telemetry/index.ts';
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 
-export interface AccessLogEntry {
-  direction: 'inbound' | 'outbound';
-  src: { addr: string; workload?: string | undefined; namespace?: string | undefined; identity?: string | undefined };
-  dst: {
-    addr: string;
-    hboneAddr?: string | undefined;
-    service?: string | undefined;
-    workload?: string | undefined;
-    namespace?: string | undefined;
-    identity?: string | undefined;
-  };
-  /** From ztunnel's side of the connection: outbound, what it sent to the destination (the
-   * request); inbound, what it sent back to the client (the response). */
-  bytesSent: number;
-  bytesRecv: number;
-  durationMs: number;
-  error?: string | undefined;
-}
 
 export interface AccessLogOptions {
   /** Default: stdout, asynchronous (pino.destination with sync: false) — a write never blocks

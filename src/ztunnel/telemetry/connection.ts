@@ -1,7 +1,9 @@
 // One connection's telemetry from open to close: the metrics handle plus the access-log line
 // written when it completes — ztunnel's ConnectionResult.
-import { AccessLog, type AccessLogEntry, formatAddr } from './access-log.ts';
-import { trafficLabels, type ResponseFlag, type TrafficLabelInput, type TrafficLabels } from './labels.ts';
+import type { AccessLogEntry } from '../../telemetry/index.ts';
+import type { ConnectionRecord } from '../../zds/protocol.ts';
+import { AccessLog, formatAddr } from './access-log.ts';
+import { trafficLabels, type ResponseFlag, type TrafficLabelInput, type TrafficLabels } from '../../telemetry/labels.ts';
 import { TcpMetrics, type ConnectionMetrics } from './metrics.ts';
 
 export interface SocketAddress {
@@ -26,15 +28,6 @@ export interface OpenedConnection extends TrafficLabelInput {
 }
 
 /** One completed connection, as the node agent's flows receive it. */
-export interface ConnectionRecord extends AccessLogEntry {
-  /** Wall-clock milliseconds when the connection opened. */
-  startMs: number;
-  mtls: boolean;
-  /** Istio's response_flags: "-" or why it failed (DENY, CONNECT, ...). */
-  flags: ResponseFlag | '-';
-  sockCookie?: string | undefined;
-  outer?: { src: string; dst: string } | undefined;
-}
 
 export interface TrackedConnection {
   readonly labels: Readonly<TrafficLabels>;

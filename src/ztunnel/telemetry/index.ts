@@ -1,6 +1,8 @@
 // ztunnel's L4 telemetry: Istio's istio_tcp_* metrics and the per-connection access log.
-export { AccessLog, formatAddr, type AccessLogEntry, type AccessLogOptions } from './access-log.ts';
-export { Telemetry, type ConnectionRecord, type OpenedConnection, type SocketAddress, type TelemetryOptions, type TrackedConnection } from './connection.ts';
+export { AccessLog, formatAddr, type AccessLogOptions } from './access-log.ts';
+export type { AccessLogEntry } from '../../telemetry/index.ts';
+export type { ConnectionRecord } from '../../zds/protocol.ts';
+export { Telemetry, type OpenedConnection, type SocketAddress, type TelemetryOptions, type TrackedConnection } from './connection.ts';
 export {
   emptyLabels,
   LABEL_NAMES,
@@ -15,5 +17,5 @@ export {
   type SecurityPolicy,
   type TrafficLabelInput,
   type TrafficLabels,
-} from './labels.ts';
+} from '../../telemetry/labels.ts';
 export { METRICS_DEFAULTS, OVERFLOW, TcpMetrics, type ConnectionMetrics, type TcpMetricsOptions } from './metrics.ts';

@@ -15,7 +15,7 @@
 // ones fold into a series whose workload-level labels read "overflow" (namespaces, reporter,
 // flags and security policy stay exact), counted by mesh_ztunnel_metric_series_overflow_total.
 import { Counter, Gauge, Registry } from 'prom-client';
-import { emptyLabels, LABEL_NAMES, type Reporter, type ResponseFlag, type TrafficLabels } from './labels.ts';
+import { emptyLabels, LABEL_NAMES, type Reporter, type ResponseFlag, type TrafficLabels } from '../../telemetry/labels.ts';
 
 /** Defaults with their reasons. */
 export const METRICS_DEFAULTS = Object.freeze({

@@ -7,9 +7,9 @@ import * as http2 from 'node:http2';
 import { isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
-import { logger } from '../../common/log.ts';
-import { formatSpiffeId, type SpiffeId } from '../../identity/index.ts';
-import { mtlsClientOptions, TlsError, type MtlsCredentials } from '../../tls/index.ts';
+import { logger } from '../common/log.ts';
+import { formatSpiffeId, type SpiffeId } from '../identity/index.ts';
+import { mtlsClientOptions, TlsError, type MtlsCredentials } from '../tls/index.ts';
 import {
   HboneArgumentError,
   HboneClosedError,
@@ -40,6 +40,9 @@ export interface HboneSource extends MtlsCredentials {
  * fd of an unconnected TCP socket.
  */
 export type DialHook = (dst: HostPort) => Socket | number | Promise<Socket | number>;
+
+/** A session stops taking streams this long (at most a tenth of its life) before its certificates expire. */
+const EXPIRY_MARGIN_MS = 5000;
 
 export interface HboneConnectOptions {
   readonly source: HboneSource;
@@ -353,6 +356,10 @@ export class HbonePool {
       p.connected = true;
       const peerNotAfter = Date.parse(tlsSocket.getPeerCertificate().valid_to ?? '');
       if (Number.isFinite(peerNotAfter)) p.expiresAt = Math.min(p.expiresAt, peerNotAfter);
+      // Retire a little before: the server closes the session at our certificate's notAfter and
+      // refuses streams after it, so a stream sent in the last moment would race that.
+      const left = p.expiresAt - Date.now();
+      if (Number.isFinite(left)) p.expiresAt -= Math.min(EXPIRY_MARGIN_MS, Math.max(0, left / 10));
       widenConnectionWindow(session);
       keepalive(session, label, this.pingIntervalMs, this.pingTimeoutMs);
       resolveReady();

@@ -2,8 +2,8 @@
 // CommonTrafficLabels), so that Istio's dashboards and PromQL work unchanged. A value nobody knows
 // is "unknown" (ztunnel's DefaultedUnknown). ztunnel also emits source_/destination_
 // canonical_service and canonical_revision (Kiali groups by them); we do too.
-import { formatSpiffeId, type SpiffeId } from '../../identity/index.ts';
-import type { Service, Workload } from '../../xds/index.ts';
+import { formatSpiffeId, type SpiffeId } from '../identity/index.ts';
+import type { Service, Workload } from '../xds/index.ts';
 
 export const LABEL_NAMES = [
   'reporter',

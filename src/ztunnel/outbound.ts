@@ -1,0 +1,110 @@
+// Outbound (istio/ztunnel proxy/outbound): a connection the app made, redirected by connect4 to
+// ztunnel's 127.0.0.1:15001 inside the app's pod. Its original destination comes from the
+// datapath; a mesh destination is reached over HBONE (mutual TLS with the source workload's
+// certificate), anything else in plain TCP from inside the source pod.
+import net from 'node:net';
+import { HBONE_PORT } from '../common/constants.ts';
+import { logger } from '../common/log.ts';
+import { HboneDeniedError, splice } from '../hbone/index.ts';
+import { formatSpiffeId } from '../identity/index.ts';
+import type { Destination } from '../state/index.ts';
+import { plainAddr, type ProxyContext } from './context.ts';
+import type { PodProxy } from './pod.ts';
+
+const log = logger('ztunnel');
+
+export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socket): Promise<void> {
+  conn.on('error', () => {});
+  const orig = ctx.maps.takeOrigDst(pod.netnsCookie, plainAddr(conn.remoteAddress), conn.remotePort ?? 0);
+  if (!orig) {
+    log.warn({ peer: `${conn.remoteAddress}:${conn.remotePort}` }, 'no original destination recorded for an outbound connection; closing');
+    conn.destroy();
+    return;
+  }
+  // Without the full config, an unknown destination may be a mesh pod: passing it through in
+  // plaintext would leak. Refuse until the config stream has synced (fail closed).
+  if (!ctx.configSynced()) {
+    log.info({ dst: `${orig.address}:${orig.port}` }, 'outbound refused: the config stream has not synced yet');
+    conn.resetAndDestroy();
+    return;
+  }
+  const dst = ctx.state.resolve(orig.address, orig.port);
+  if ('error' in dst) {
+    log.info({ dst: `${orig.address}:${orig.port}`, err: dst.error }, 'outbound refused');
+    conn.destroy();
+    return;
+  }
+  const src = ctx.workloadOf(pod);
+  const pool = ctx.poolOf(pod);
+  const hbone = dst.workload?.tunnelProtocol === 'HBONE' && src !== undefined && pool !== undefined;
+  const tracked = ctx.telemetry.connectionOpened({
+    reporter: 'source',
+    source: src,
+    // Over HBONE the source proves this identity with the certificate ztunnel presents for it.
+    sourceIdentity: hbone && src ? ctx.identityOf(src) : undefined,
+    destination: dst.workload,
+    destinationService: dst.service,
+    mtls: hbone,
+    // The app connected to 127.0.0.1:15001, so its socket's address is loopback; the pod's IP
+    // is what the connection stands for (and what the app would have used).
+    src: { ip: pod.addresses[0] ?? plainAddr(conn.remoteAddress), port: conn.remotePort ?? 0 },
+    dst: { ip: orig.address, port: orig.port },
+    hboneAddr: hbone ? `${dst.ip}:${dst.port}` : undefined,
+    sockCookie: orig.sockCookie,
+  });
+  const info = { direction: 'outbound', src: `${pod.addresses[0]}`, dst: `${orig.address}:${orig.port}`, pod: pod.uid };
+  const viaWaypoint = waypointRefusal(ctx, dst);
+  if (viaWaypoint) {
+    log.info({ dst: `${orig.address}:${orig.port}`, reason: viaWaypoint }, 'outbound refused: the destination uses a waypoint');
+    tracked.close({ flags: 'DENY', error: viaWaypoint });
+    conn.resetAndDestroy();
+    return;
+  }
+  try {
+    if (hbone && src && pool && dst.workload) {
+      const cert = await ctx.secrets.fetchCertificate(ctx.identityOf(src));
+      const stream = await pool.connect({
+        source: { identity: cert.identity, key: cert.key, certChain: cert.certChain, roots: cert.roots, notAfter: cert.leaf.notAfter },
+        dstAddr: { host: dst.ip, port: HBONE_PORT },
+        expectedIdentities: [formatSpiffeId(ctx.identityOf(dst.workload))],
+        authority: { host: dst.ip, port: dst.port },
+        forwardedFor: { host: pod.addresses[0] ?? plainAddr(conn.localAddress) },
+        baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
+      });
+      const done = ctx.connections.track(tracked, conn, stream, info);
+      done((await splice(conn, stream)).error);
+    } else {
+      const up = new net.Socket({ fd: pod.dialSocket(net.isIPv6(dst.ip) ? 6 : 4), readable: true, writable: true });
+      up.setNoDelay(true);
+      up.connect({ host: dst.ip, port: dst.port });
+      const done = ctx.connections.track(tracked, conn, up, info);
+      done((await splice(conn, up)).error);
+    }
+  } catch (e) {
+    log.info({ dst: `${dst.ip}:${dst.port}`, err: (e as Error).message }, 'outbound connection failed');
+    // A 401 from the destination is its policy speaking: a denial, not a connect failure.
+    tracked.close({ flags: e instanceof HboneDeniedError ? 'DENY' : 'CONNECT', error: e as Error });
+    conn.destroy();
+  }
+}
+
+/**
+ * Why a connection to `dst` may not go straight to it: the Service it was reached by, the
+ * workload, or a Service the workload backs on that port, uses a waypoint. A missing or unready
+ * waypoint fails closed — never a bypass (Istio's ztunnel sends straight to the pod then).
+ * Routing through a ready waypoint is the waypoint milestone's work; until then that is refused
+ * too, rather than skipping the waypoint's policy.
+ */
+function waypointRefusal(ctx: ProxyContext, dst: Destination): string | undefined {
+  const uses = [
+    ...(dst.service?.waypoint ? [{ via: `service ${dst.service.namespace}/${dst.service.hostname}`, address: dst.service.waypoint }] : []),
+    ...(dst.workload ? ctx.state.waypointsOf(dst.workload, dst.port) : []),
+  ];
+  for (const { via, address } of uses) {
+    const st = ctx.state.waypoint(address, ctx.cfg.trustDomain);
+    return st.problem
+      ? `${via} uses ${st.problem}: refused until it is ready (fail closed)`
+      : `${via} uses waypoint ${st.hostname}, and this ztunnel does not route through waypoints yet: refused (fail closed)`;
+  }
+  return undefined;
+}

@@ -1,0 +1,97 @@
+// ztunnel's side of ZDS (src/zds/protocol.ts): connects to the node agent's socket, learns which
+// pods to serve (snapshot, add, del — each acknowledged once handled), and sends each completed
+// connection back for the node's flows. Reconnects for as long as ztunnel runs.
+import net from 'node:net';
+import { createInterface } from 'node:readline';
+import type { ConnectionRecord, ZdsAck, ZdsMessage, ZdsPod, ZdsReport } from '../zds/protocol.ts';
+
+/** Flow records wait in the socket's buffer up to this much; beyond it they are counted lost. */
+const FLOW_BACKLOG_BYTES = 4 << 20;
+const RECONNECT_MS = 500;
+
+export interface ZdsHandlers {
+  /** The agent's full list: serve these, stop serving the others. */
+  snapshot(pods: ZdsPod[]): void;
+  add(pod: ZdsPod): Promise<void>;
+  del(uid: string): Promise<void>;
+}
+
+export class ZdsClient {
+  private readonly path: string;
+  private readonly handlers: ZdsHandlers;
+  private sock: net.Socket | undefined;
+  private lost = 0;
+  private closed = false;
+  connected = false;
+
+  constructor(path: string, handlers: ZdsHandlers) {
+    this.path = path;
+    this.handlers = handlers;
+  }
+
+  start(): this {
+    this.connect();
+    return this;
+  }
+
+  /** Hands a completed connection to the agent's flows; counted as lost when it cannot. */
+  report(record: ConnectionRecord): void {
+    const sock = this.sock;
+    if (!this.connected || !sock || sock.writableLength > FLOW_BACKLOG_BYTES) {
+      this.lost++;
+      return;
+    }
+    // Records of one event-loop turn (all the I/O callbacks of a poll) go out in one write
+    // (writev), not one syscall each.
+    if (!sock.writableCorked) {
+      sock.cork();
+      setImmediate(() => sock.uncork());
+    }
+    this.flushLost(sock);
+    sock.write(`${JSON.stringify({ type: 'flow', record } satisfies ZdsReport)}\n`);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.sock?.destroy();
+  }
+
+  private flushLost(sock: net.Socket): void {
+    if (this.lost === 0) return;
+    sock.write(`${JSON.stringify({ type: 'lost', count: this.lost } satisfies ZdsReport)}\n`);
+    this.lost = 0;
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    const sock = net.connect(this.path);
+    this.sock = sock;
+    sock.on('connect', () => {
+      this.connected = true;
+      this.flushLost(sock);
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      this.connected = false;
+      if (!this.closed) setTimeout(() => this.connect(), RECONNECT_MS);
+    });
+    const ack = (uid: string, error?: string) => sock.write(`${JSON.stringify({ type: 'ack', uid, ok: !error, ...(error ? { error } : {}) } satisfies ZdsAck)}\n`);
+    const served = (uid: string, p: Promise<void>) => void p.then(() => ack(uid), (e: Error) => ack(uid, e.message));
+    createInterface({ input: sock }).on('line', (line) => {
+      let msg: ZdsMessage;
+      try {
+        msg = JSON.parse(line) as ZdsMessage;
+      } catch {
+        return;
+      }
+      if (msg.type === 'snapshot') {
+        this.handlers.snapshot(msg.pods);
+        for (const p of msg.pods) served(p.uid, this.handlers.add(p));
+      } else if (msg.type === 'add') served(msg.pod.uid, this.handlers.add(msg.pod));
+      else if (msg.type === 'del') {
+        const uid = msg.uid;
+        void this.handlers.del(uid).then(() => ack(uid));
+      }
+    });
+  }
+}
