@@ -76,6 +76,8 @@ export class Controller {
   builds = 0;
 
   private readonly nodes: NodeCredentials;
+  /** Informers of CRD-defined kinds whose CRD is not installed (listed as empty meanwhile). */
+  readonly notServed = new Set<string>();
 
   private constructor(kc: k8s.KubeConfig, config: ControllerConfig, ca: RunningCa, xds: ConfigServer, caches: Record<string, Cache<k8s.KubernetesObject>>, nodes: NodeCredentials) {
     this.nodes = nodes;
@@ -125,9 +127,20 @@ export class Controller {
       // client-node stops an informer on errors other than 410; the controller must keep watching.
       i.on('error', (e: unknown) => {
         if (controller.stopping) return;
+        const restart = (ms: number) => setTimeout(() => void (controller.stopping ? undefined : i.start().catch(() => {})), ms);
+        // A CRD-defined kind whose CRD is not installed (Gateway API is optional): an empty list
+        // until its CRD appears, polled quietly; said once, not every poll.
+        const code = (e as { code?: unknown; statusCode?: unknown }).code ?? (e as { statusCode?: unknown }).statusCode;
+        if (CUSTOM.some((c) => c.key === name) && code === 404) {
+          if (!controller.notServed.has(name)) log.info({ informer: name }, 'this kind is not served (its CRD is not installed); treating it as empty until it is');
+          controller.notServed.add(name);
+          restart(2000);
+          return;
+        }
         log.warn({ informer: name, err: String(e) }, 'watch failed; restarting in 1s');
-        setTimeout(() => void i.start().catch(() => {}), 1000);
+        restart(1000);
       });
+      i.on('add', () => controller.notServed.delete(name));
     }
     await Promise.all(Object.values(caches).map((i) => i.start()));
     // Serve only a complete model: a client that connected to an empty store would be told that

@@ -14,6 +14,7 @@ import * as k8s from '@kubernetes/client-node';
 import { endpointsPath, type MeshEndpoints } from '../cli/endpoints.ts';
 import { Controller } from '../controller/controller.ts';
 import { Datapath } from '../datapath/index.ts';
+import { installChartCrds } from './chart-crds.ts';
 import { applyMeshRbac, tokenFileKubeConfig, writeControllerToken } from './mesh-rbac.ts';
 import { run } from './run.ts';
 import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
@@ -123,6 +124,8 @@ export class LocalMesh {
       });
       this.nodePods.set(node, pod);
     }
+    // The chart's CRDs first, as Helm installs crds/ before the templates.
+    await installChartCrds(this.cluster.kc);
     // The chart's RBAC, and the controller runs with it (not as admin), as it would on a real cluster.
     await applyMeshRbac(this.cluster.kc);
     await writeControllerToken(this.cluster.kc, this.controllerTokenFile());

@@ -1,11 +1,13 @@
 // Test helpers for the local API server: a server on a temp dir that is always cleaned up, an
 // HTTPS client that trusts its CA, and real kubectl run against a written kubeconfig.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
+import * as yaml from 'js-yaml';
 import { type ApiServer, type ApiServerOptions, startApiServer } from '../../src/local/apiserver/index.ts';
 
 export interface Harness {
@@ -36,6 +38,18 @@ export async function harness(t: ExecutionContext, opts: Partial<ApiServerOption
   h.server = await startApiServer({ dataDir: join(dir, 'data'), ...opts });
   await h.server.writeKubeconfig(h.kubeconfig);
   return h;
+}
+
+/** The chart's CRDs for security.mesh.io (AuthorizationPolicy, PeerAuthentication). */
+export const SECURITY_CRDS = fileURLToPath(new URL('../../daemonset/chart/crds/security.mesh.io.yaml', import.meta.url));
+
+/** Creates every CRD in a YAML file, as the chart (or `kubectl apply -f`) would. */
+export async function applyCrds(server: ApiServer, file = SECURITY_CRDS): Promise<void> {
+  for (const doc of yaml.loadAll(await readFile(file, 'utf8'))) {
+    if (!doc) continue;
+    const r = await call(server, 'POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', doc);
+    if (r.status !== 201) throw new Error(`creating a CRD from ${file} failed: ${r.status} ${r.text}`);
+  }
 }
 
 /** Parsed JSON as tests read it: loosely typed on purpose, tests assert on the shape. */

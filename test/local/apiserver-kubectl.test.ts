@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import test from 'ava';
-import { call, harness, kubectl } from '../helpers/apiserver.ts';
+import { applyCrds, call, harness, kubectl } from '../helpers/apiserver.ts';
 
 const POD = (image = 'busybox') => `apiVersion: v1
 kind: Pod
@@ -77,6 +77,7 @@ for (const [what, manifest, changed, resource] of [
 ] as const) {
   test(`kubectl apply (client-side, then --server-side) and delete -f for ${what}`, async (t) => {
     const h = await harness(t);
+    await applyCrds(h.server);
     const file = join(h.dir, 'manifest.yaml');
     const { writeFile } = await import('node:fs/promises');
     await writeFile(file, manifest);
@@ -119,6 +120,7 @@ for (const [what, manifest, changed, resource] of [
 
 test('kubectl apply of a bad manifest gets a clear error and changes nothing', async (t) => {
   const h = await harness(t);
+  await applyCrds(h.server);
   t.is((await kubectl(h, ['apply', '-f', '-'], { input: POLICY() })).code, 0);
   const before = await call(h.server, 'GET', '/apis/security.mesh.io/v1/namespaces/default/authorizationpolicies/allow-web');
   for (const args of [['apply', '-f', '-'], ['apply', '--server-side', '-f', '-']]) {

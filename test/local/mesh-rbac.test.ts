@@ -7,6 +7,7 @@ import * as k8s from '@kubernetes/client-node';
 import test from 'ava';
 import { Controller } from '../../src/controller/controller.ts';
 import { CertificateClient, parseSpiffeId } from '../../src/identity/index.ts';
+import { installChartCrds } from '../../src/local/chart-crds.ts';
 import { applyMeshRbac, CONTROLLER_SA, tokenFileKubeConfig, writeControllerToken } from '../../src/local/mesh-rbac.ts';
 import { call, harness, kubectl } from '../helpers/apiserver.ts';
 
@@ -17,6 +18,7 @@ test('the controller runs with the chart RBAC only: model, policy status, root C
   const core = admin.makeApiClient(k8s.CoreV1Api);
   await core.createNamespace({ body: { metadata: { name: 'mesh-system' } } });
   await core.createNamespace({ body: { metadata: { name: 'shop', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
+  await installChartCrds(admin); // the chart's CRDs, as src/local/mesh.ts installs them first
   await applyMeshRbac(admin);
   await applyMeshRbac(admin); // re-applying replaces, as a chart upgrade does
   const tokenFile = join(h.dir, 'controller', 'token');

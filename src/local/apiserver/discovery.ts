@@ -2,9 +2,12 @@
 // lists one document per group-version, and each document declares, per kind, a PATCH operation
 // tagged x-kubernetes-group-version-kind with a `fieldValidation` query parameter — what
 // `kubectl apply` checks (k8s.io/kubectl/pkg/util/openapi + resource.QueryParamVerifierV3) before
-// trusting the server to validate. Schemas are permissive objects: validation happens on write.
+// trusting the server to validate. Schemas of built-in kinds are permissive objects (validation
+// happens on write); a CRD's kinds carry its schema, which `kubectl explain` reads.
 import { createHash } from 'node:crypto';
-import { type ResourceDef, RESOURCES, apiVersionOf, groupVersions } from './resources.ts';
+import { openApiSchemaOf } from './customresources.ts';
+import type { Kinds } from './kinds.ts';
+import { type ResourceDef, apiVersionOf } from './resources.ts';
 import type { JsonObject } from './types.ts';
 
 export function versionInfo(v: { major: number; minor: number }): JsonObject {
@@ -25,25 +28,33 @@ export function apiVersions(): JsonObject {
   return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] };
 }
 
-export function apiGroupList(): JsonObject {
-  return { kind: 'APIGroupList', apiVersion: 'v1', groups: groupVersions().filter((gv) => gv.group).map((gv) => apiGroup(gv.group)!) };
+export function apiGroupList(kinds: Kinds): JsonObject {
+  const groups = [...new Set(kinds.groupVersions().map((gv) => gv.group))].filter(Boolean);
+  return { kind: 'APIGroupList', apiVersion: 'v1', groups: groups.map((g) => apiGroup(kinds, g)!) };
 }
 
-export function apiGroup(group: string): JsonObject | undefined {
-  const versions = groupVersions().filter((gv) => gv.group === group && group);
+export function apiGroup(kinds: Kinds, group: string): JsonObject | undefined {
+  const versions = kinds.groupVersions().filter((gv) => gv.group === group && group);
   if (!versions.length) return undefined;
-  const vs = versions.map((gv) => ({ groupVersion: `${gv.group}/${gv.version}`, version: gv.version }));
+  const vs = versions.map((gv) => ({ groupVersion: `${gv.group}/${gv.version}`, version: gv.version })).sort((a, b) => versionPriority(b.version) - versionPriority(a.version));
   return { kind: 'APIGroup', apiVersion: 'v1', name: group, versions: vs, preferredVersion: vs[0] };
+}
+
+/** Kubernetes' version order (GA > beta > alpha, higher numbers first), for the preferred version. */
+function versionPriority(v: string): number {
+  const m = /^v(\d+)(?:(alpha|beta)(\d+))?$/.exec(v);
+  if (!m) return -1;
+  return Number(m[1]) * 1000 + (m[2] === undefined ? 900 : m[2] === 'beta' ? 500 : 100) + Number(m[3] ?? 0);
 }
 
 const gvPath = (group: string, version: string): string => (group ? `apis/${group}/${version}` : `api/${version}`);
 
 /** GET /openapi/v3: one entry per group-version, each URL carrying its document's hash. */
-export function openApiRoot(): JsonObject {
+export function openApiRoot(kinds: Kinds): JsonObject {
   const paths: JsonObject = {};
-  for (const { group, version } of groupVersions()) {
+  for (const { group, version } of kinds.groupVersions()) {
     const p = gvPath(group, version);
-    paths[p] = { serverRelativeURL: `/openapi/v3/${p}?hash=${hashOf(openApiDocument(group, version))}` };
+    paths[p] = { serverRelativeURL: `/openapi/v3/${p}?hash=${hashOf(openApiDocument(kinds, group, version))}` };
   }
   return { paths };
 }
@@ -55,19 +66,18 @@ function hashOf(doc: JsonObject): string {
   return h;
 }
 
-const docs = new Map<string, JsonObject>();
-
 /** GET /openapi/v3/{api/v1 | apis/g/v}; undefined for an unknown group-version. */
-export function openApiDocument(group: string, version: string): JsonObject {
+export function openApiDocument(kinds: Kinds, group: string, version: string): JsonObject {
   const key = `${group}/${version}`;
+  const docs = kinds.openApiDocs;
   const cached = docs.get(key);
   if (cached) return cached;
-  const defs = RESOURCES.filter((d) => d.group === group && d.version === version);
+  const defs = kinds.all().filter((d) => d.group === group && d.version === version);
   const paths: JsonObject = {};
   const schemas: JsonObject = {};
   for (const d of defs) {
     const schemaName = schemaNameOf(d);
-    schemas[schemaName] = {
+    schemas[schemaName] = d.crd ? openApiSchemaOf(d) : {
       type: 'object',
       description: `${d.kind} (${apiVersionOf(d)}); validated by the server on write.`,
       // No x-kubernetes-group-version-kind here on purpose: with it, `kubectl apply` computes
@@ -97,7 +107,8 @@ export function openApiDocument(group: string, version: string): JsonObject {
       put: { ...op(d, 'put', ok), requestBody: body, parameters: [param('dryRun'), param('fieldManager'), param('fieldValidation')] },
       patch: {
         ...op(d, 'patch', ok),
-        requestBody: { content: Object.fromEntries(['application/apply-patch+yaml', 'application/json-patch+json', 'application/merge-patch+json', 'application/strategic-merge-patch+json'].map((t) => [t, { schema: { type: 'object' } }])) },
+        // Without strategic merge for custom resources: kubectl then sends them merge patches.
+        requestBody: { content: Object.fromEntries(['application/apply-patch+yaml', 'application/json-patch+json', 'application/merge-patch+json', ...(d.crd ? [] : ['application/strategic-merge-patch+json'])].map((t) => [t, { schema: { type: 'object' } }])) },
         parameters: [param('dryRun'), param('fieldManager'), param('fieldValidation'), param('force', 'query', false, 'boolean')],
       },
       delete: op(d, 'delete', ok),

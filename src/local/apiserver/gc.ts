@@ -12,7 +12,7 @@
 import { logger } from '../../common/log.ts';
 import { ApiError, BadRequestError } from './errors.ts';
 import type { Registry } from './registry.ts';
-import { type ResourceDef, findByKind, resourceKey } from './resources.ts';
+import { type ResourceDef, resourceKey } from './resources.ts';
 import type { Store, StoreEvent } from './store.ts';
 import type { Causes } from './validate.ts';
 import { clone, isObject, type KubeObject, nowTimestamp } from './types.ts';
@@ -179,13 +179,13 @@ export class GarbageCollector {
   private lookup(key: string): { def: ResourceDef; obj: KubeObject } | undefined {
     const [resource, ns, name] = key.split('|') as [string, string, string];
     const obj = this.store.get(resource, ns, name);
-    const def = obj && findByKind(obj.apiVersion, obj.kind);
+    const def = obj && this.registry.kinds.findByKind(obj.apiVersion, obj.kind);
     return obj && def ? { def, obj } : undefined;
   }
 
   /** The owner named by `ref`, seen from a dependent in `ns`; 'unknown' for kinds not served. */
   private owner(ref: OwnerRef, ns: string | undefined): KubeObject | undefined | 'unknown' {
-    const d = findByKind(ref.apiVersion, ref.kind);
+    const d = this.registry.kinds.findByKind(ref.apiVersion, ref.kind);
     if (!d) return 'unknown'; // as the real collector, never delete on an owner it cannot resolve
     const o = this.store.get(resourceKey(d), d.namespaced ? (ns ?? '') : '', ref.name);
     return o?.metadata.uid === ref.uid ? o : undefined;
@@ -193,7 +193,7 @@ export class GarbageCollector {
 
   /** An object being deleted: run its GC finalizers. */
   private async finish(seen: KubeObject): Promise<void> {
-    const d = findByKind(seen.apiVersion, seen.kind);
+    const d = this.registry.kinds.findByKind(seen.apiVersion, seen.kind);
     if (!d) return;
     const o = this.store.get(resourceKey(d), seen.metadata.namespace ?? '', seen.metadata.name!);
     if (!o || o.metadata.uid !== seen.metadata.uid || !o.metadata.deletionTimestamp) return;
@@ -224,7 +224,7 @@ export class GarbageCollector {
   private async releaseForeground(ref: OwnerRef, ns: string | undefined): Promise<void> {
     if (this.dependents.get(ref.uid)?.size) return;
     const owner = this.owner(ref, ns);
-    const d = findByKind(ref.apiVersion, ref.kind);
+    const d = this.registry.kinds.findByKind(ref.apiVersion, ref.kind);
     if (d && isObject(owner) && owner.metadata.deletionTimestamp && owner.metadata.finalizers?.includes(FOREGROUND)) await this.removeFinalizer(d, owner, FOREGROUND);
   }
 

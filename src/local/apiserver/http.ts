@@ -9,8 +9,10 @@ import { ApiError, BadRequestError, MethodNotAllowedError, NotFoundError, Reques
 import { decodeProtobuf, PROTOBUF } from './protobuf.ts';
 import { type Authorizer, requestAttributes } from './rbac.ts';
 import { rbacAdmission } from './rbac-policy.ts';
+import { parseFieldValidation, scaleOf, withReplicas } from './customresources.ts';
+import { jsonPatch, mergePatch } from './patch.ts';
 import type { PatchType, Registry } from './registry.ts';
-import { type ResourceDef, apiResourceList, apiVersionOf, findResource, groupVersions, resourceKey } from './resources.ts';
+import { type ResourceDef, apiVersionOf, resourceKey } from './resources.ts';
 import { type Matcher, parseFieldSelector, parseLabelSelector } from './selectors.ts';
 import { type IncludeObject, toTable } from './tables.ts';
 import type { Tokens, UserInfo } from './tokens.ts';
@@ -86,32 +88,34 @@ async function handle(ctx: HandlerContext, req: IncomingMessage, res: ServerResp
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   if (method === 'GET') {
     if (path === '/api') return send(res, 200, apiVersions());
-    if (path === '/apis') return send(res, 200, apiGroupList());
-    if (path === '/api/v1') return send(res, 200, apiResourceList('', 'v1'));
+    const kinds = ctx.registry.kinds;
+    if (path === '/apis') return send(res, 200, apiGroupList(kinds));
+    if (path === '/api/v1') return send(res, 200, kinds.resourceList('', 'v1'));
     if (parts[0] === 'apis' && parts.length === 2) {
-      const g = apiGroup(parts[1]!);
+      const g = apiGroup(kinds, parts[1]!);
       if (!g) throw new NotFoundError('', 'groups', parts[1]!);
       return send(res, 200, g);
     }
-    if (parts[0] === 'apis' && parts.length === 3 && groupVersions().some((gv) => gv.group === parts[1] && gv.version === parts[2])) {
-      return send(res, 200, apiResourceList(parts[1]!, parts[2]!));
+    if (parts[0] === 'apis' && parts.length === 3 && kinds.hasGroupVersion(parts[1]!, parts[2]!)) {
+      return send(res, 200, kinds.resourceList(parts[1]!, parts[2]!));
     }
-    if (path === '/openapi/v3') return send(res, 200, openApiRoot());
+    if (path === '/openapi/v3') return send(res, 200, openApiRoot(kinds));
     if (parts[0] === 'openapi' && parts[1] === 'v3') {
       const gv = parts[2] === 'api' ? { group: '', version: parts[3] } : { group: parts[3], version: parts[4] };
-      if (groupVersions().some((x) => x.group === gv.group && x.version === gv.version) && parts.length === (gv.group ? 5 : 4)) {
-        return send(res, 200, openApiDocument(gv.group!, gv.version!));
+      if (kinds.hasGroupVersion(gv.group!, gv.version!) && parts.length === (gv.group ? 5 : 4)) {
+        return send(res, 200, openApiDocument(kinds, gv.group!, gv.version!));
       }
     }
   }
 
-  const route = parseRoute(parts);
+  const route = parseRoute(ctx.registry, parts);
   if (!route) throw new ApiError(404, 'NotFound', `the server could not find the requested resource (${method} ${path})`, {});
   return serveResource(ctx, req, res, url, route, method, user);
 }
 
 /** /api/v1/… or /apis/{g}/{v}/…, then [namespaces/{ns}/]{resource}[/{name}[/{sub}]]. */
-function parseRoute(parts: string[]): Route | undefined {
+function parseRoute(registry: Registry, parts: string[]): Route | undefined {
+  const findResource = (g: string, v: string, plural: string) => registry.kinds.find(g, v, plural);
   let group: string;
   let version: string;
   let rest: string[];
@@ -134,6 +138,13 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
   const dryRun = q.getAll('dryRun').includes('All');
   const reg = ctx.registry;
   const admit = rbacAdmission(ctx.authorizer, user, def, reg); // a role or binding may not escalate
+  // Unknown fields of custom resources become Warning headers (fieldValidation=Warn, the default).
+  const warnings: string[] = [];
+  const fieldValidation = parseFieldValidation(q.get('fieldValidation'));
+  const write = { dryRun, admit, fieldValidation, warnings };
+  const warn = () => {
+    if (warnings.length) res.setHeader('Warning', warnings.map((w) => `299 - ${JSON.stringify(w)}`));
+  };
   if (sub && !def.subresources.includes(sub)) throw new ApiError(404, 'NotFound', `the server could not find the requested resource: ${def.plural}/${sub}`, {});
   if (def.namespaced && name && ns === undefined) throw new ApiError(404, 'NotFound', `the server could not find the requested resource: ${def.plural} is namespaced; use /namespaces/{namespace}/${def.plural}/${name}`, {});
 
@@ -150,13 +161,15 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
       const list = reg.list(def, ns, { match, limit: Number(q.get('limit') ?? 0) || undefined, continueToken: q.get('continue') || undefined });
       const meta: JsonObject = { resourceVersion: list.resourceVersion, ...(list.continueToken ? { continue: list.continueToken, remainingItemCount: list.remainingItemCount } : {}) };
       const table = wantsTable(req, q);
-      if (table) return send(res, 200, toTable(def.kind, list.items, table, meta));
+      if (table) return send(res, 200, toTable(def, list.items, table, meta));
       if (wantsPartial(req)) return send(res, 200, { kind: 'PartialObjectMetadataList', apiVersion: 'meta.k8s.io/v1', metadata: meta, items: list.items.map(partial) });
       return send(res, 200, { kind: `${def.kind}List`, apiVersion: apiVersionOf(def), metadata: meta, items: list.items });
     }
     if (method === 'POST') {
       if (def.namespaced && ns === undefined) throw new MethodNotAllowedError(method, url.pathname);
-      return send(res, 201, await reg.create(def, ns, await readBody(req), { dryRun, admit }));
+      const created = await reg.create(def, ns, await readBody(req), write);
+      warn();
+      return send(res, 201, created);
     }
     if (method === 'DELETE') {
       const items = await reg.deleteCollection(def, ns, match, { dryRun });
@@ -175,24 +188,27 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
     return send(res, 201, reg.tokenRequest(ns!, name, await readBody(req)));
   }
 
-  if (sub === 'scale') return serveScale(req, res, reg, def, ns, name, method, dryRun, url.pathname);
-
-  const opts = { dryRun, admit, ...(sub ? { subresource: sub } : {}) };
+  if (sub === 'scale') return def.crd ? serveCustomScale(ctx, req, res, url, def, ns, name, method, dryRun) : serveScale(req, res, reg, def, ns, name, method, dryRun, url.pathname);
+  const opts = { ...write, ...(sub ? { subresource: sub } : {}) };
   switch (method) {
     case 'GET': {
       const obj = reg.get(def, ns, name);
       const table = wantsTable(req, q);
-      if (table) return send(res, 200, toTable(def.kind, [obj], table, { resourceVersion: obj.metadata.resourceVersion }));
+      if (table) return send(res, 200, toTable(def, [obj], table, { resourceVersion: obj.metadata.resourceVersion }));
       if (wantsPartial(req)) return send(res, 200, partial(obj));
       return send(res, 200, obj);
     }
-    case 'PUT':
-      return send(res, 200, await reg.update(def, ns, name, await readBody(req), opts));
+    case 'PUT': {
+      const updated = await reg.update(def, ns, name, await readBody(req), opts);
+      warn();
+      return send(res, 200, updated);
+    }
     case 'PATCH': {
       const type = PATCH_TYPES[mediaType(req)];
       if (!type) throw new UnsupportedMediaTypeError(mediaType(req), Object.keys(PATCH_TYPES));
       const body = await readBody(req, type === 'apply');
       const { object, created } = await reg.patch(def, ns, name, type, body, opts);
+      warn();
       return send(res, created ? 201 : 200, object);
     }
     case 'DELETE': {
@@ -217,6 +233,25 @@ async function serveScale(req: IncomingMessage, res: ServerResponse, reg: Regist
   return send(res, 200, await patchScale(reg, def, ns, name, type, await readBody(req, type === 'apply'), dryRun));
 }
 
+/** {name}/scale of a custom resource: an autoscaling/v1 Scale read from and written to its paths. */
+async function serveCustomScale(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL, def: ResourceDef, ns: string | undefined, name: string, method: string, dryRun: boolean): Promise<void> {
+  const reg = ctx.registry;
+  const current = reg.get(def, ns, name);
+  if (method === 'GET') return send(res, 200, scaleOf(def, current));
+  let scale: unknown;
+  if (method === 'PUT') scale = await readBody(req);
+  else if (method === 'PATCH') {
+    const type = PATCH_TYPES[mediaType(req)];
+    if (!type) throw new UnsupportedMediaTypeError(mediaType(req), Object.keys(PATCH_TYPES));
+    const body = await readBody(req, type === 'apply');
+    const base = scaleOf(def, current);
+    scale = type === 'json' ? jsonPatch(base, body, { group: 'autoscaling', kind: 'Scale', name }) : mergePatch(base, body);
+  } else throw new MethodNotAllowedError(method, url.pathname);
+  const next = withReplicas(def, current, scale);
+  const updated = await reg.update(def, ns, name, next, { dryRun, subresource: 'scale' });
+  return send(res, 200, scaleOf(def, updated));
+}
+
 function startWatch(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, def: ResourceDef, ns: string | undefined, match: Matcher, q: URLSearchParams): void {
   const requested = Number(q.get('timeoutSeconds') ?? 0);
   const timeoutSeconds = requested > 0 ? Math.min(requested, ctx.maxWatchSeconds) : ctx.maxWatchSeconds * (1 + Math.random()) * 0.5 + ctx.maxWatchSeconds * 0.5;
@@ -234,6 +269,12 @@ function startWatch(ctx: HandlerContext, req: IncomingMessage, res: ServerRespon
   );
   // A watch can end before serveWatch returns (410, or a client already too far behind).
   if (!ended) ctx.watches.add(stop);
+  // A custom kind's watches end when its CRD is deleted (after its objects' DELETED events).
+  if (!ended && def.crd) {
+    const key = resourceKey(def);
+    const off = ctx.registry.kinds.onRemoved((r) => r === key && stop?.());
+    res.on('close', off);
+  }
 }
 
 function selectors(q: URLSearchParams, def: ResourceDef): Matcher | undefined {

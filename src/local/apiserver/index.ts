@@ -7,16 +7,18 @@ import type { AddressInfo, Socket } from 'node:net';
 import { dirname } from 'node:path';
 import * as yaml from 'js-yaml';
 import { logger } from '../../common/log.ts';
+import { CrdController } from './crds.ts';
 import { writeFileAtomic } from './files.ts';
 import { EndpointsMirror } from './endpoints.ts';
 import { EndpointSliceController } from './endpointslices.ts';
 import { GarbageCollector } from './gc.ts';
 import { createHandler, type HandlerContext } from './http.ts';
+import { Kinds } from './kinds.ts';
 import { loadOrCreatePki } from './pki.ts';
 import { Authorizer } from './rbac.ts';
 import { bootstrapRbac } from './rbac-policy.ts';
 import { Registry } from './registry.ts';
-import { byKind, RESOURCES } from './resources.ts';
+import { byKind } from './resources.ts';
 import { Store } from './store.ts';
 import { Tokens } from './tokens.ts';
 
@@ -78,7 +80,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     Tokens.open(opts.dataDir),
     Store.open({ dataDir: opts.dataDir, eventWindow: opts.eventWindow ?? DEFAULTS.eventWindow }),
   ]);
-  const registry = new Registry(store, tokens);
+  const kinds = new Kinds();
+  const registry = new Registry(store, tokens, kinds);
+  const crds = new CrdController(store, kinds, registry);
   await registry.bootstrap();
   await bootstrapRbac(registry, { clusterRole: byKind('ClusterRole'), clusterRoleBinding: byKind('ClusterRoleBinding') });
   const slices = new EndpointSliceController(registry);
@@ -86,7 +90,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const endpoints = new EndpointsMirror(registry);
   await endpoints.start();
   const gc = new GarbageCollector(registry);
-  gc.start(RESOURCES);
+  // Every kind served now, CRD-defined ones included (the CRD controller defined them above).
+  gc.start(kinds.all());
 
   const ctx: HandlerContext = {
     registry,
@@ -152,6 +157,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         await slices.stop();
         await gc.stop();
         await endpoints.stop();
+        await crds.stop();
         await store.close();
         log.info({ url }, 'API server stopped');
       })();

@@ -1,10 +1,12 @@
 // Object operations with Kubernetes semantics, independent of HTTP: create, update (main resource
 // and status), patch, delete, list; plus the pod binding, TokenRequest and TokenReview calls.
 import { randomBytes, randomUUID } from 'node:crypto';
+import { admitCustom, type FieldValidation, present, resetStatus, validateCustom } from './customresources.ts';
+import { AlreadyExistsError, BadRequestError, ConflictError, ForbiddenError, InvalidError, NotFoundError, UnsupportedMediaTypeError } from './errors.ts';
 import { beginDeletion, propagationOf } from './gc.ts';
-import { AlreadyExistsError, BadRequestError, ConflictError, ForbiddenError, InvalidError, NotFoundError } from './errors.ts';
+import { Kinds } from './kinds.ts';
 import { jsonPatch, mergePatch, strategicMergePatch, supportsStrategicMerge } from './patch.ts';
-import { type ResourceDef, RESOURCES, apiVersionOf, byKind, resourceKey } from './resources.ts';
+import { type ResourceDef, apiVersionOf, byKind, resourceKey } from './resources.ts';
 import type { Matcher } from './selectors.ts';
 import type { Store } from './store.ts';
 import { strategyFor, validateObject } from './strategies.ts';
@@ -18,6 +20,9 @@ export interface WriteOptions {
   subresource?: string;
   /** A last check of the object to be written (RBAC escalation); throws to refuse. */
   admit?: (obj: KubeObject) => void;
+  /** Unknown fields of custom resources: dropped silently, reported in `warnings`, or refused. */
+  fieldValidation?: FieldValidation;
+  warnings?: string[];
 }
 
 export interface ListOptions {
@@ -39,10 +44,13 @@ const SERVICE_CIDR_BASE = (10 << 24) | (96 << 16); // 10.96.0.0/16, kube-apiserv
 export class Registry {
   readonly store: Store;
   private readonly tokens: Tokens;
+  /** The kinds this server serves (built-in and CRD-defined). */
+  readonly kinds: Kinds;
 
-  constructor(store: Store, tokens: Tokens) {
+  constructor(store: Store, tokens: Tokens, kinds: Kinds = new Kinds()) {
     this.store = store;
     this.tokens = tokens;
+    this.kinds = kinds;
   }
 
   /** Namespaces default and kube-system, and a default ServiceAccount in every namespace. */
@@ -56,11 +64,12 @@ export class Registry {
   get(d: ResourceDef, ns: string | undefined, name: string): KubeObject {
     const obj = this.store.get(resourceKey(d), ns ?? '', name);
     if (!obj) throw new NotFoundError(d.group, d.plural, name);
-    return obj;
+    return present(d, obj);
   }
 
   list(d: ResourceDef, ns: string | undefined, opts: ListOptions = {}): ListResult {
     let items = this.store.list(resourceKey(d), ns);
+    if (d.crd) items = items.map((o) => present(d, o));
     if (opts.match) items = items.filter(opts.match);
     const rv = String(this.store.resourceVersion);
     if (opts.continueToken) {
@@ -77,30 +86,31 @@ export class Registry {
   }
 
   async create(d: ResourceDef, ns: string | undefined, body: unknown, opts: WriteOptions = {}): Promise<KubeObject> {
-    const obj = this.normalize(d, ns, body);
+    const obj = this.normalize(d, ns, body, opts);
     const m = obj.metadata;
     if (m.resourceVersion) throw new BadRequestError('resourceVersion should not be set on objects to be created');
     if (!m.name && typeof m.generateName === 'string' && m.generateName) m.name = `${m.generateName}${suffix()}`;
     for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'generation', 'managedFields', 'selfLink']) delete m[k];
     m.uid = randomUUID(); // before the strategy: a Job's generated selector names it
     if (d.namespaced) this.requireNamespace(ns!);
-    strategyFor(d.kind).prepareForCreate?.(obj);
+    if (!d.crd) strategyFor(d.kind).prepareForCreate?.(obj);
+    else resetStatus(d, obj);
     this.check(d, obj);
     opts.admit?.(obj);
     if (m.name && this.store.get(resourceKey(d), ns ?? '', m.name)) throw new AlreadyExistsError(d.group, d.plural, m.name);
     if (d.kind === 'Service') this.allocateClusterIP(obj);
     m.creationTimestamp = nowTimestamp();
     m.generation = 1;
-    if (opts.dryRun) return obj;
+    if (opts.dryRun) return present(d, obj);
     const stored = await this.store.put(resourceKey(d), obj);
-    if (d.kind === 'Namespace') await this.ensureDefaultServiceAccount(m.name!);
-    return stored;
+    if (d.kind === 'Namespace' && !d.crd) await this.ensureDefaultServiceAccount(m.name!);
+    return present(d, stored);
   }
 
   /** PUT: the whole object (main resource) or its status (`subresource: 'status'`). */
   async update(d: ResourceDef, ns: string | undefined, name: string, body: unknown, opts: WriteOptions = {}): Promise<KubeObject> {
-    const current = this.get(d, ns, name);
-    const obj = this.normalize(d, ns, body);
+    const current = this.stored(d, ns, name);
+    const obj = this.normalize(d, ns, body, opts);
     if (obj.metadata.name !== name) throw new BadRequestError(`the name of the object (${obj.metadata.name}) does not match the name on the URL (${name})`);
     return this.replace(d, current, obj, opts);
   }
@@ -114,12 +124,12 @@ export class Registry {
       }
       return { object: await this.create(d, ns, patch, opts), created: true };
     }
-    const base = clone(current);
+    const base = clone(present(d, current));
     let patched: unknown;
     if (type === 'json') patched = jsonPatch(base, patch, { group: d.group, kind: d.kind, name });
     else if (type === 'merge') patched = mergePatch(base, patch);
     else if (type === 'strategic') {
-      if (!supportsStrategicMerge(d.group)) throw new UnsupportedStrategicMerge(d);
+      if (d.crd) throw new UnsupportedMediaTypeError('application/strategic-merge-patch+json', ['application/json-patch+json', 'application/merge-patch+json', 'application/apply-patch+yaml']);
       patched = strategicMergePatch(base, patch, d.kind);
     } else {
       // Server-side apply without field ownership: the applied configuration is merged over the
@@ -127,16 +137,17 @@ export class Registry {
       if (!isObject(patch)) throw new BadRequestError('an apply patch must be a YAML or JSON object');
       const { managedFields: _m, resourceVersion: _r, ...meta } = (isObject(patch.metadata) ? patch.metadata : {}) as JsonObject;
       const applied = { ...patch, metadata: meta };
-      patched = supportsStrategicMerge(d.group) ? strategicMergePatch(base, applied, d.kind) : mergePatch(base, applied);
+      // Built-in kinds merge as strategic merge patch does (list merge keys); custom resources as JSON merge.
+      patched = !d.crd && supportsStrategicMerge(d.group) ? strategicMergePatch(base, applied, d.kind) : mergePatch(base, applied);
     }
     if (!isObject(patched)) throw new BadRequestError('the patch did not produce an object');
-    const obj = this.normalize(d, ns, patched);
+    const obj = this.normalize(d, ns, patched, opts);
     if (obj.metadata.name !== name) throw new BadRequestError(`the patch may not change the name (${name} → ${String(obj.metadata.name)})`);
     return { object: await this.replace(d, current, obj, opts), created: false };
   }
 
   async delete(d: ResourceDef, ns: string | undefined, name: string, body: unknown, opts: WriteOptions = {}): Promise<KubeObject> {
-    const current = this.get(d, ns, name);
+    const current = this.stored(d, ns, name);
     const pre = isObject(body) && isObject(body.preconditions) ? body.preconditions : {};
     if (pre.uid !== undefined && pre.uid !== current.metadata.uid) throw new ConflictError(d.group, d.plural, name, `Precondition failed: UID in precondition: ${String(pre.uid)}, UID in object meta: ${current.metadata.uid}`);
     if (pre.resourceVersion !== undefined && pre.resourceVersion !== current.metadata.resourceVersion) {
@@ -144,10 +155,10 @@ export class Registry {
     }
     if (d.kind === 'Namespace' && PROTECTED_NAMESPACES.has(name)) throw new ForbiddenError('', 'namespaces', name, 'this namespace may not be deleted');
     const policy = propagationOf(body);
-    if (opts.dryRun) return current;
-    if (d.kind === 'Namespace') {
+    if (opts.dryRun) return present(d, current);
+    if (d.kind === 'Namespace' && !d.crd) {
       // The namespace controller's job on a real cluster; done inline so `delete ns` is immediate.
-      for (const r of RESOURCES.filter((x) => x.namespaced && !x.createOnly)) {
+      for (const r of this.kinds.all().filter((x) => x.namespaced && !x.createOnly)) {
         for (const o of this.store.list(resourceKey(r), name)) await this.store.remove(resourceKey(r), o);
       }
     } else {
@@ -155,7 +166,7 @@ export class Registry {
       const lingering = await beginDeletion(this.store, d, current, policy);
       if (lingering) return lingering;
     }
-    return this.store.remove(resourceKey(d), current);
+    return present(d, await this.store.remove(resourceKey(d), current));
   }
 
   async deleteCollection(d: ResourceDef, ns: string | undefined, match: Matcher | undefined, opts: WriteOptions = {}): Promise<KubeObject[]> {
@@ -249,6 +260,7 @@ export class Registry {
       // Status writes change only status (metav1.ResetObjectMetaForStatus and the status strategies).
       next = { ...clone(current), status: clone(obj.status) };
       if (obj.status === undefined) delete next.status;
+      if (d.crd) validateCustom(d, next);
     } else {
       next = obj;
       for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'generation'] as const) {
@@ -272,19 +284,28 @@ export class Registry {
       strategyFor(d.kind).prepareForUpdate?.(next, current);
       this.check(d, next, current);
       opts.admit?.(next);
-      if (!deepEqual(next.spec, current.spec)) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
+      // Custom resources count any change outside metadata and status (the CRD strategy's rule).
+      const body = (o: KubeObject) => (d.crd ? { ...o, metadata: undefined, status: undefined } : o.spec);
+      if (!deepEqual(body(next), body(current))) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
     }
     next.metadata.resourceVersion = current.metadata.resourceVersion;
-    if (deepEqual(next, current)) return current;
-    if (opts.dryRun) return next;
+    if (deepEqual(next, current)) return present(d, current);
+    if (opts.dryRun) return present(d, next);
     const stored = await this.store.put(resourceKey(d), next);
     // The last finalizer of an object being deleted is gone: the delete completes now.
-    if (stored.metadata.deletionTimestamp && !stored.metadata.finalizers?.length) return this.store.remove(resourceKey(d), stored);
-    return stored;
+    if (stored.metadata.deletionTimestamp && !stored.metadata.finalizers?.length) return present(d, await this.store.remove(resourceKey(d), stored));
+    return present(d, stored);
+  }
+
+  /** The object as stored (for custom resources: in the storage version). */
+  private stored(d: ResourceDef, ns: string | undefined, name: string): KubeObject {
+    const obj = this.store.get(resourceKey(d), ns ?? '', name);
+    if (!obj) throw new NotFoundError(d.group, d.plural, name);
+    return obj;
   }
 
   /** Parses a request body into an object of kind `d` in namespace `ns`, or 400. */
-  private normalize(d: ResourceDef, ns: string | undefined, body: unknown): KubeObject {
+  private normalize(d: ResourceDef, ns: string | undefined, body: unknown, opts: WriteOptions = {}): KubeObject {
     if (!isObject(body)) throw new BadRequestError(`the request body must be a ${d.kind} object`);
     const obj = clone(body) as KubeObject;
     const apiVersion = apiVersionOf(d);
@@ -299,6 +320,7 @@ export class Registry {
     } else {
       delete obj.metadata.namespace;
     }
+    if (d.crd) admitCustom(d, obj, opts.fieldValidation, opts.warnings);
     return obj;
   }
 
@@ -307,6 +329,7 @@ export class Registry {
   }
 
   private check(d: ResourceDef, obj: KubeObject, old?: KubeObject): void {
+    if (d.crd) return validateCustom(d, obj);
     const causes = validateObject(obj, old).list;
     if (causes.length) throw new InvalidError(d.group, d.kind, obj.metadata.name ?? obj.metadata.generateName ?? '', causes);
   }
@@ -335,12 +358,6 @@ export class Registry {
       spec.ipFamilies ??= ['IPv4'];
       spec.ipFamilyPolicy ??= 'SingleStack';
     }
-  }
-}
-
-class UnsupportedStrategicMerge extends BadRequestError {
-  constructor(d: ResourceDef) {
-    super(`strategic merge patch is not supported for ${d.kind} (${apiVersionOf(d)}); use application/merge-patch+json or application/json-patch+json`);
   }
 }
 

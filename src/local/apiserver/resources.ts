@@ -1,4 +1,6 @@
-// The kinds this API server serves, with what discovery, routing and field selectors need to know.
+// The built-in kinds this API server serves, with what discovery, routing and field selectors need
+// to know. Kinds defined by CustomResourceDefinitions join them per server in kinds.ts.
+import type { CustomResourceInfo } from './crds.ts';
 
 export interface ResourceDef {
   group: string; // '' for the core group
@@ -15,6 +17,8 @@ export interface ResourceDef {
   fieldSelectors: string[];
   /** Kinds that are only created (TokenReview): no storage, no list or watch. */
   createOnly?: boolean;
+  /** Set for kinds served from a CustomResourceDefinition (schema, columns, storage version). */
+  crd?: CustomResourceInfo;
 }
 
 const VERBS = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'];
@@ -40,10 +44,9 @@ export const RESOURCES: readonly ResourceDef[] = [
     fieldSelectors: ['involvedObject.kind', 'involvedObject.namespace', 'involvedObject.name', 'involvedObject.uid', 'involvedObject.apiVersion', 'involvedObject.resourceVersion', 'involvedObject.fieldPath', 'reason', 'reportingComponent', 'source', 'type'],
   }),
   def({ group: 'discovery.k8s.io', version: 'v1', kind: 'EndpointSlice', plural: 'endpointslices', singular: 'endpointslice', namespaced: true, fieldSelectors: ['addressType'] }),
-  def({ group: 'gateway.networking.k8s.io', version: 'v1', kind: 'Gateway', plural: 'gateways', singular: 'gateway', namespaced: true, shortNames: ['gtw'], subresources: ['status'], categories: ['gateway-api'] }),
-  def({ group: 'gateway.networking.k8s.io', version: 'v1', kind: 'HTTPRoute', plural: 'httproutes', singular: 'httproute', namespaced: true, subresources: ['status'], categories: ['gateway-api'] }),
-  def({ group: 'security.mesh.io', version: 'v1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies', singular: 'authorizationpolicy', namespaced: true, shortNames: ['ap'], subresources: ['status'], categories: ['mesh-io', 'mesh-io-security'] }),
-  def({ group: 'security.mesh.io', version: 'v1', kind: 'PeerAuthentication', plural: 'peerauthentications', singular: 'peerauthentication', namespaced: true, shortNames: ['pa'], subresources: ['status'], categories: ['mesh-io', 'mesh-io-security'] }),
+  // Stored, not enforced: Gateway API's standard-install.yaml ships a ValidatingAdmissionPolicy (v1.5+).
+  def({ group: 'admissionregistration.k8s.io', version: 'v1', kind: 'ValidatingAdmissionPolicy', plural: 'validatingadmissionpolicies', singular: 'validatingadmissionpolicy', namespaced: false, subresources: ['status'], categories: ['api-extensions'] }),
+  def({ group: 'admissionregistration.k8s.io', version: 'v1', kind: 'ValidatingAdmissionPolicyBinding', plural: 'validatingadmissionpolicybindings', singular: 'validatingadmissionpolicybinding', namespaced: false, categories: ['api-extensions'] }),
   def({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', singular: 'tokenreview', namespaced: false, createOnly: true }),
   // Workloads and the other built-in groups (served and stored; their controllers come later).
   def({ group: 'apps', version: 'v1', kind: 'Deployment', plural: 'deployments', singular: 'deployment', namespaced: true, shortNames: ['deploy'], subresources: ['status', 'scale'], categories: ['all'] }),
@@ -72,9 +75,9 @@ export const apiVersionOf = (d: ResourceDef): string => (d.group ? `${d.group}/$
 /** "pods" or "authorizationpolicies.security.mesh.io": the key objects are stored under. */
 export const resourceKey = (d: ResourceDef): string => (d.group ? `${d.plural}.${d.group}` : d.plural);
 
-export function groupVersions(): { group: string; version: string }[] {
+export function groupVersions(defs: readonly ResourceDef[] = RESOURCES): { group: string; version: string }[] {
   const seen = new Map<string, { group: string; version: string }>();
-  for (const d of RESOURCES) seen.set(`${d.group}/${d.version}`, { group: d.group, version: d.version });
+  for (const d of defs) seen.set(`${d.group}/${d.version}`, { group: d.group, version: d.version });
   return [...seen.values()];
 }
 
@@ -93,9 +96,9 @@ export function verbsOf(d: ResourceDef): string[] {
 }
 
 /** The APIResourceList for one group-version, subresources included (pods/status, ...). */
-export function apiResourceList(group: string, version: string): Record<string, unknown> {
+export function apiResourceList(group: string, version: string, defs: readonly ResourceDef[] = RESOURCES): Record<string, unknown> {
   const resources: Record<string, unknown>[] = [];
-  for (const d of RESOURCES.filter((r) => r.group === group && r.version === version)) {
+  for (const d of defs.filter((r) => r.group === group && r.version === version)) {
     resources.push({
       name: d.plural,
       singularName: d.singular,

@@ -1,8 +1,8 @@
 // Per-kind behaviour on write, after k8s.io/kubernetes/pkg/registry/*/strategy.go: defaults and
 // status reset on create, validation, immutable fields on update.
+import { crdStrategy } from './crds.ts';
 import { validateOwnerReferences } from './gc.ts';
 import { RBAC_STRATEGIES } from './rbac-policy.ts';
-import { validateAuthorizationPolicy, validatePeerAuthentication } from './security.ts';
 import { workloadStrategies } from './workloads.ts';
 import { Causes, expectArray, expectObject, expectStringMap, isDns1123Label, isIpOrCidr, isPort, validateMeta } from './validate.ts';
 import { deepEqual, isObject, type JsonObject, type KubeObject } from './types.ts';
@@ -189,49 +189,6 @@ const endpointSlice: Strategy = {
   },
 };
 
-const gateway: Strategy = {
-  nameRule: 'subdomain',
-  validate(obj, c) {
-    const spec = expectObject(c, obj.spec, 'spec');
-    if (!spec) return c.required('spec');
-    if (typeof spec.gatewayClassName !== 'string' || !spec.gatewayClassName) c.required('spec.gatewayClassName');
-    const listeners = expectArray(c, spec.listeners, 'spec.listeners');
-    if (listeners.length === 0) c.required('spec.listeners');
-    const names = new Set<string>();
-    listeners.forEach((l, i) => {
-      const ls = expectObject(c, l, `spec.listeners[${i}]`);
-      if (!ls) return;
-      if (typeof ls.name !== 'string' || !ls.name) c.required(`spec.listeners[${i}].name`);
-      else if (names.has(ls.name)) c.duplicate(`spec.listeners[${i}].name`, ls.name);
-      else names.add(ls.name);
-      if (!isPort(ls.port)) c.invalid(`spec.listeners[${i}].port`, ls.port, 'must be between 1 and 65535, inclusive');
-      if (typeof ls.protocol !== 'string' || !ls.protocol) c.required(`spec.listeners[${i}].protocol`);
-    });
-  },
-};
-
-const httpRoute: Strategy = {
-  nameRule: 'subdomain',
-  validate(obj, c) {
-    const spec = expectObject(c, obj.spec ?? {}, 'spec') ?? {};
-    expectArray(c, spec.parentRefs, 'spec.parentRefs').forEach((p, i) => {
-      const ref = expectObject(c, p, `spec.parentRefs[${i}]`);
-      if (ref && (typeof ref.name !== 'string' || !ref.name)) c.required(`spec.parentRefs[${i}].name`);
-    });
-    expectArray(c, spec.hostnames, 'spec.hostnames').forEach((h, i) => {
-      if (typeof h !== 'string' || !h) c.typeInvalid(`spec.hostnames[${i}]`, h, 'a hostname');
-    });
-    expectArray(c, spec.rules, 'spec.rules').forEach((r, i) => {
-      const rule = expectObject(c, r, `spec.rules[${i}]`);
-      expectArray(c, rule?.backendRefs, `spec.rules[${i}].backendRefs`).forEach((b, j) => {
-        const ref = expectObject(c, b, `spec.rules[${i}].backendRefs[${j}]`);
-        if (ref && (typeof ref.name !== 'string' || !ref.name)) c.required(`spec.rules[${i}].backendRefs[${j}].name`);
-        if (ref?.port !== undefined && !isPort(ref.port)) c.invalid(`spec.rules[${i}].backendRefs[${j}].port`, ref.port, 'must be between 1 and 65535, inclusive');
-      });
-    });
-  },
-};
-
 const STRATEGIES: Record<string, Strategy> = {
   Pod: pod,
   Service: service,
@@ -240,11 +197,8 @@ const STRATEGIES: Record<string, Strategy> = {
   ConfigMap: configMap,
   Secret: secret,
   EndpointSlice: endpointSlice,
-  Gateway: gateway,
-  HTTPRoute: httpRoute,
-  AuthorizationPolicy: { nameRule: 'subdomain', validate: validateAuthorizationPolicy },
-  PeerAuthentication: { nameRule: 'subdomain', validate: validatePeerAuthentication },
   ...workloadStrategies(() => pod),
+  CustomResourceDefinition: crdStrategy,
   ...RBAC_STRATEGIES,
 };
 

@@ -1,5 +1,7 @@
 // meta.k8s.io/v1 Table output for `kubectl get`: columns as the real printers in
 // k8s.io/kubernetes/pkg/printers/internalversion/printers.go show them; priority 1 = `-o wide`.
+import { cellOf } from './customresources.ts';
+import type { ResourceDef } from './resources.ts';
 import { workloadColumns } from './tables-workloads.ts';
 import { isObject, type JsonObject, type KubeObject } from './types.ts';
 
@@ -145,28 +147,38 @@ const COLUMNS: Record<string, Column[]> = {
     { name: 'Endpoints', cell: (o) => arr(o.endpoints).flatMap((e) => (Array.isArray(e.addresses) ? e.addresses : [])).join(',') || '<unset>' },
     age,
   ],
-  Gateway: [
-    name,
-    { name: 'Class', cell: (o) => spec(o).gatewayClassName ?? '' },
-    { name: 'Address', cell: (o) => arr(status(o).addresses)[0]?.value ?? '' },
-    { name: 'Programmed', cell: (o) => arr(status(o).conditions).find((c) => c.type === 'Programmed')?.status ?? 'Unknown' },
-    age,
-  ],
-  HTTPRoute: [name, { name: 'Hostnames', cell: (o) => (Array.isArray(spec(o).hostnames) ? (spec(o).hostnames as string[]).join(',') : '') }, age],
-  AuthorizationPolicy: [name, { name: 'Action', cell: (o) => spec(o).action ?? 'ALLOW' }, age],
-  PeerAuthentication: [name, { name: 'Mode', cell: (o) => (isObject(spec(o).mtls) ? ((spec(o).mtls as JsonObject).mode ?? 'UNSET') : 'UNSET') }, age],
   ...workloadColumns(name, age),
   Role: [name, createdAt],
   ClusterRole: [name, createdAt],
   RoleBinding: bindingColumns,
   ClusterRoleBinding: bindingColumns,
+  CustomResourceDefinition: [name, createdAt],
 };
+
+/** A CRD's additionalPrinterColumns after Name, as the apiextensions table convertor builds them. */
+function customColumns(d: ResourceDef): Column[] {
+  return [
+    name,
+    ...d.crd!.printerColumns.map((p): Column => ({
+      name: p.name,
+      type: p.type === 'integer' ? 'integer' : p.type === 'date' ? 'date' : 'string',
+      priority: p.priority,
+      description: p.description || p.name,
+      cell: (o) => {
+        const v = cellOf(o, p.jsonPath);
+        if (p.type === 'date') return v ? humanAge(v) : '<unknown>';
+        if (p.type === 'integer' && /^-?\d+$/.test(v)) return Number(v);
+        return v;
+      },
+    })),
+  ];
+}
 
 export type IncludeObject = 'None' | 'Metadata' | 'Object';
 
 /** A Table for `objects` of `kind`; `listMeta` carries resourceVersion/continue for lists. */
-export function toTable(kind: string, objects: KubeObject[], include: IncludeObject, listMeta: JsonObject = {}): JsonObject {
-  const columns = COLUMNS[kind] ?? [name, age];
+export function toTable(kind: string | ResourceDef, objects: KubeObject[], include: IncludeObject, listMeta: JsonObject = {}): JsonObject {
+  const columns = typeof kind !== 'string' && kind.crd ? customColumns(kind) : (COLUMNS[typeof kind === 'string' ? kind : kind.kind] ?? [name, age]);
   return {
     kind: 'Table',
     apiVersion: 'meta.k8s.io/v1',

@@ -5,6 +5,7 @@
 // relists, as does client-go's reflector).
 import type { ServerResponse } from 'node:http';
 import { BadRequestError, GoneError } from './errors.ts';
+import { present } from './customresources.ts';
 import { type ResourceDef, apiVersionOf, resourceKey } from './resources.ts';
 import type { Matcher } from './selectors.ts';
 import type { Store, StoreEvent } from './store.ts';
@@ -74,9 +75,9 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
 
   const write = (type: string, obj: KubeObject | Record<string, unknown>) => {
     if (ended) return;
-    let object: unknown = obj;
+    let object: unknown = type === 'BOOKMARK' ? obj : present(w.def, obj as KubeObject);
     if (w.table && type !== 'BOOKMARK') {
-      const t = toTable(w.def.kind, [obj as KubeObject], w.table, { resourceVersion: (obj as KubeObject).metadata?.resourceVersion });
+      const t = toTable(w.def, [object as KubeObject], w.table, { resourceVersion: (obj as KubeObject).metadata?.resourceVersion });
       if (sentColumns) t.columnDefinitions = [];
       sentColumns = true;
       object = t;
