@@ -144,3 +144,29 @@ test('kubectl create role, rolebinding and clusterrole (protobuf bodies), then a
   t.is(await canI('get', 'namespaces'), 'yes');
   t.regex((await kubectl(h, ['auth', 'can-i', '--list', `--as=${sa}`])).stdout, /pods\s+\[\]\s+\[\]\s+\[get list\]/);
 });
+
+test('kubectl create deployment and job (protobuf), scale, get all — the imperative workflow end to end', async (t) => {
+  const h = await harness(t);
+  const dep = await kubectl(h, ['create', 'deployment', 'web', '--image=localhost/busybox-test', '--replicas=2', '--', 'httpd', '-f', '-p', '8080']);
+  t.is(dep.code, 0, dep.stderr);
+  t.is(dep.stdout.trim(), 'deployment.apps/web created');
+  const d = (await call(h.server, 'GET', '/apis/apps/v1/namespaces/default/deployments/web')).body;
+  t.is(d.spec.replicas, 2);
+  t.deepEqual(d.spec.selector.matchLabels, { app: 'web' });
+  t.like(d.spec.template.spec.containers[0], { name: 'busybox-test', image: 'localhost/busybox-test', command: ['httpd', '-f', '-p', '8080'] });
+  t.like(d.spec.strategy, { type: 'RollingUpdate' }, 'server defaults applied to what protobuf carried');
+
+  const scaled = await kubectl(h, ['scale', 'deployment', 'web', '--replicas=3']);
+  t.is(scaled.code, 0, scaled.stderr);
+  t.is((await call(h.server, 'GET', '/apis/apps/v1/namespaces/default/deployments/web')).body.spec.replicas, 3);
+
+  const job = await kubectl(h, ['create', 'job', 'once', '--image=localhost/busybox-test', '--', 'true']);
+  t.is(job.code, 0, job.stderr);
+  t.is(job.stdout.trim(), 'job.batch/once created');
+  t.like((await call(h.server, 'GET', '/apis/batch/v1/namespaces/default/jobs/once')).body.spec, { backoffLimit: 6, completions: 1 });
+
+  const all = await kubectl(h, ['get', 'all']);
+  t.is(all.code, 0, all.stderr);
+  t.regex(all.stdout, /deployment\.apps\/web\s+0\/3/);
+  t.regex(all.stdout, /job\.batch\/once/);
+});
