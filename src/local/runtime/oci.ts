@@ -157,3 +157,14 @@ export function removeV1Tree(cgroup: string): string[] {
   for (const h of hierarchies) rm(join(base, h, relative(root, cgroup)));
   return removed;
 }
+
+/** `podman load -i file`: puts an image archive (docker-archive or oci-archive) into the local
+ *  store; resolves with the names podman reports loaded. */
+export async function loadImage(file: string): Promise<string[]> {
+  const r = await podman(['load', '-i', file]);
+  if (r.code !== 0) {
+    const why = r.code === 127 ? 'podman is not installed (apt-get install podman runc, or `make setup`)' : r.stderr.trim();
+    throw new Error(`could not load ${file}: ${why}`);
+  }
+  return [...r.stdout.matchAll(/^Loaded image(?:\(s\))?: (.+)$/gm)].flatMap((m) => m[1]!.split(',').map((s) => s.trim()));
+}
