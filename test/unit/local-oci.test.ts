@@ -49,6 +49,7 @@ test('an image container runs in the pod netns and cgroup, with its security con
   t.true(joined.startsWith('--runtime runc --cgroup-manager cgroupfs run --rm'));
   t.regex(joined, /--network ns:\/run\/netns\/mt-node2-shop-web-1 /);
   t.regex(joined, / --cgroup-parent \/mt-kubepods\/node2\/podu-1 /);
+  t.regex(joined, / --pull never /);
   t.regex(joined, /--ulimit nofile=20000:20000 --ulimit nproc=32768:32768/);
   t.regex(joined, /--label io\.mesh\.local\.cluster=mt /);
   t.regex(joined, /--pid host --privileged --cap-add NET_ADMIN --cap-drop ALL --user 1000:1000 --workdir \/srv --env A=1 /);

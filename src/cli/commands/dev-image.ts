@@ -10,7 +10,9 @@ export function devImageCommand(): Command {
     .command('load')
     .description('load image archives (docker save / podman save / oci-archive) into the local store')
     .argument('<file...>', 'image archive(s)')
-    .addHelpText('after', '\nExamples:\n  docker save myapp:1 -o myapp.tar && sudo meshctl dev image load myapp.tar\n  sudo meshctl dev image load ztunnel.tar agent.tar\n')
+    .addHelpText('after', '\nExamples:\n  docker save myapp:1 -o myapp.tar && sudo meshctl dev image load myapp.tar\n  sudo meshctl dev image load ztunnel.tar agent.tar\n' +
+      '\nOr build straight into the store (a Containerfile with RUN steps needs runc and ulimits within this host\'s limits):\n' +
+      '  CONTAINERS_CONF=src/local/runtime/containers.conf podman build -t localhost/app .\n')
     .action(async (files: string[]) => {
       for (const file of files) {
         for (const name of await loadImage(file)) console.log(`loaded ${name}`);

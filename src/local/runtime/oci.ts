@@ -79,7 +79,8 @@ export function runArgs(s: OciContainerSpec): string[] {
   a.push('--network', `ns:${s.netnsPath}`, '--hostname', s.hostname);
   // podman's cgroup parent is relative to the cgroup root, the same path in every hierarchy.
   a.push('--cgroup-parent', `/${relative(findCgroup2Mount(), s.cgroup)}`);
-  a.push(...ULIMITS, '--log-driver', 'none', '--sig-proxy=true');
+  // --pull never: even if the image vanished since the kubelet looked, nothing is fetched.
+  a.push('--pull', 'never', ...ULIMITS, '--log-driver', 'none', '--sig-proxy=true');
   if (s.hostPID) a.push('--pid', 'host');
   if (s.privileged) a.push('--privileged');
   for (const c of s.capAdd) a.push('--cap-add', c);
