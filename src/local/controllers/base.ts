@@ -48,7 +48,9 @@ export function scaledValue(v: number | string | undefined, total: number, round
 export function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   if (v && typeof v === 'object' && !(v instanceof Date)) {
-    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
+    // null is "unset" in the API (Go writes template metadata as `creationTimestamp: null`, which
+    // `kubectl rollout undo` copies back): it must not make two equal templates differ.
+    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined && x !== null);
     return `{${entries.sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(',')}}`;
   }
   return JSON.stringify(v instanceof Date ? v.toISOString() : v);
@@ -142,7 +144,9 @@ export class WorkQueue {
       this.dirty.clear();
       for (const key of keys) {
         if (this.stopped) return;
-        await this.reconcile(key).catch((e: { code?: number; message?: string; body?: unknown }) => {
+        await this.reconcile(key).catch((e: { code?: number; message?: string }) => {
+          // A conflict means our cache was behind a write: normal, and retried at once.
+          if (e.code === 409) return this.add(key, 20);
           log.warn({ controller: this.name, key, err: e.message ?? String(e) }, 'reconcile failed; retrying');
           this.add(key, RETRY_MS);
         });
