@@ -272,3 +272,49 @@ spec:
   t.is(bad.status!.conditions!.find((c) => c.type === 'Failed')?.reason, 'BackoffLimitExceeded');
   t.regex(await kubectl('get', 'jobs'), /ok\s+Complete\s+2\/2/);
 });
+
+test.serial('statefulset: stable names created in order, rolled in place, scaled down from the top', async (t) => {
+  if (!cluster) return t.fail('no cluster');
+  // Ready 1.5 s after start, so that ordered creation shows in the creation times.
+  const slow = `setTimeout(() => require('node:http').createServer((q, s) => s.end('ok')).listen(8080), 1500);`;
+  const sts = (env: string, replicas: number) => `apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: default}
+spec:
+  serviceName: db
+  replicas: ${replicas}
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+      - name: main
+        image: local
+        command: [${JSON.stringify(NODE)}, -e, ${JSON.stringify(slow)}]
+        env: [{name: VERSION, value: "${env}"}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+`;
+  await apply('db', sts('1', 3));
+  t.regex(await kubectl('rollout', 'status', 'statefulset/db', '--timeout=60s'), /partitioned roll out complete|rolling update complete/);
+  const pods = (await readyPods('app=db', 3)).sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!));
+  t.deepEqual(pods.map((p) => p.metadata!.name), ['db-0', 'db-1', 'db-2']);
+  const created = pods.map((p) => new Date(p.metadata!.creationTimestamp!).getTime());
+  t.true(created[2]! - created[0]! >= 2000, `db-2 was created ${created[2]! - created[0]!} ms after db-0: not one after the other`);
+  t.is(pods[1]!.spec!.hostname, 'db-1');
+  t.is(pods[1]!.spec!.subdomain, 'db');
+
+  await apply('db', sts('2', 3));
+  // partition 0 is defaulted, so kubectl reports the partitioned form, as on a real cluster.
+  t.regex(await kubectl('rollout', 'status', 'statefulset/db', '--timeout=90s'), /partitioned roll out complete: 3 new pods have been updated/);
+  const rolled = await readyPods('app=db', 3);
+  t.deepEqual(rolled.map((p) => p.metadata!.name).sort(), ['db-0', 'db-1', 'db-2']);
+  for (const p of rolled) t.is(envOf(p).VERSION, '2');
+  const status = (await apps.readNamespacedStatefulSet({ name: 'db', namespace: 'default' })).status!;
+  t.like(status, { replicas: 3, readyReplicas: 3, updatedReplicas: 3, currentRevision: status.updateRevision });
+
+  await kubectl('scale', 'statefulset/db', '--replicas=1');
+  const left = await readyPods('app=db', 1);
+  t.is(left[0]!.metadata!.name, 'db-0');
+  await kubectl('delete', 'statefulset', 'db');
+  await waitFor('the stateful pods to go', async () => ((await podsOf('app=db')).length === 0 ? true : undefined));
+});
