@@ -66,6 +66,28 @@ const readyPods = (selector: string, n: number) =>
 const envOf = (p: k8s.V1Pod) => Object.fromEntries((p.spec?.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
 const clientResults = () => loopResults(join(stateDir, 'logs', 'default_client_main.log'), (f) => readFileSync(f, 'utf8'));
 
+/** Samples the pods of `selector` every 100 ms until stopped: the most that existed, the fewest Ready. */
+function sample(selector: string): () => Promise<{ most: number; fewestReady: number }> {
+  let most = 0;
+  let fewestReady = Infinity;
+  let on = true;
+  const loop = (async () => {
+    while (on) {
+      const pods = await podsOf(selector).catch(() => undefined);
+      if (pods) {
+        most = Math.max(most, pods.length);
+        fewestReady = Math.min(fewestReady, pods.filter(ready).length);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return async () => {
+    on = false;
+    await loop;
+    return { most, fewestReady };
+  };
+}
+
 const cleanups: (() => Promise<void> | void)[] = [];
 test.after.always(async () => {
   for (const fn of cleanups.reverse()) await fn();
@@ -146,7 +168,7 @@ test.serial('deployment-apply: kubectl apply makes a ReplicaSet and two Ready po
   await waitFor('the client to get answers', () => (clientResults().filter(([, r]) => r === 'ok').length >= 5 ? true : undefined));
 });
 
-test.serial('deployment-scale: kubectl scale 1 → 3 → 1 changes the pods', async (t) => {
+test.serial('deployment-scale: kubectl scale to 3, to 1 and back to 2 changes the pods', async (t) => {
   if (!cluster) return t.fail('no cluster');
   await kubectl('scale', 'deployment/web', '--replicas=3');
   await readyPods('app=web', 3);
@@ -162,8 +184,11 @@ test.serial('deployment-scale: kubectl scale 1 → 3 → 1 changes the pods', as
 test.serial('deployment-rolling-update: a new env rolls out while the client sees no failed request', async (t) => {
   if (!cluster) return t.fail('no cluster');
   const t0 = Date.now();
+  const sampled = sample('app=web');
   await kubectl('set', 'env', 'deployment/web', 'VERSION=2');
   t.regex(await kubectl('rollout', 'status', 'deployment/web', '--timeout=90s'), /successfully rolled out/);
+  // replicas 2, maxSurge 25% → 1, maxUnavailable 25% → 0: never more than 3 pods, never fewer than 2 Ready.
+  t.like(await sampled(), { most: 3, fewestReady: 2 });
   const pods = await readyPods('app=web', 2);
   for (const p of pods) t.is(envOf(p).VERSION, '2');
   await new Promise((r) => setTimeout(r, 3000)); // the old pods' drain, and a few more requests
@@ -236,8 +261,10 @@ spec:
   const status = (await apps.readNamespacedDaemonSet({ name: 'agent', namespace: 'default' })).status!;
   t.like(status, { desiredNumberScheduled: 2, currentNumberScheduled: 2, numberReady: 2, updatedNumberScheduled: 2 });
 
+  const sampled = sample('app=agent');
   await apply('agent', ds('2'));
   t.regex(await kubectl('rollout', 'status', 'daemonset/agent', '--timeout=60s'), /successfully rolled out/);
+  t.true((await sampled()).fewestReady >= 2, 'with maxUnavailable 0 each node keeps a Ready daemon pod');
   const rolled = await waitFor('one new pod per node', async () => {
     const p = await podsOf('app=agent');
     return p.length === 2 && p.every((x) => ready(x) && envOf(x).VERSION === '2') ? p : undefined;
