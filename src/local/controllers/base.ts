@@ -7,7 +7,7 @@ import { logger } from '../../common/log.ts';
 
 const log = logger('controllers');
 const EXPECTATIONS_TTL_MS = 10_000; // client-go's ExpectationsTimeout is 5 min; ours only guards cache lag
-const RETRY_MS = 1000;
+const MAX_BACKOFF_MS = 30_000; // client-go's item backoff starts at 5 ms and doubles; we start at 20 and stop at 30 s
 
 export type Cache<T extends k8s.KubernetesObject> = k8s.Informer<T> & k8s.ObjectCache<T>;
 export type Key = string; // "<namespace>/<name>"
@@ -106,7 +106,7 @@ export class Expectations {
   }
 }
 
-/** A queue of keys reconciled one at a time; a failed key is retried after RETRY_MS. */
+/** A queue of keys reconciled one at a time; a failed key is retried with backoff (20 ms doubling to 30 s). */
 export class WorkQueue {
   private readonly dirty = new Set<Key>();
   private readonly reconcile: (key: Key) => Promise<void>;
@@ -115,6 +115,7 @@ export class WorkQueue {
   private scheduled = false;
   private stopped = false;
   private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly failures = new Map<Key, number>(); // consecutive failures, for backoff
 
   constructor(name: string, reconcile: (key: Key) => Promise<void>) {
     this.name = name;
@@ -144,12 +145,17 @@ export class WorkQueue {
       this.dirty.clear();
       for (const key of keys) {
         if (this.stopped) return;
-        await this.reconcile(key).catch((e: { code?: number; message?: string }) => {
-          // A conflict means our cache was behind a write: normal, and retried at once.
-          if (e.code === 409) return this.add(key, 20);
-          log.warn({ controller: this.name, key, err: e.message ?? String(e) }, 'reconcile failed; retrying');
-          this.add(key, RETRY_MS);
-        });
+        await this.reconcile(key).then(
+          () => this.failures.delete(key),
+          (e: { code?: number; message?: string }) => {
+            // A conflict means our cache was behind a write: normal, retried soon; a conflict
+            // that persists (a foreign object holding our name) backs off like any failure.
+            const n = (this.failures.get(key) ?? 0) + 1;
+            this.failures.set(key, n);
+            if (e.code !== 409 || n > 5) log.warn({ controller: this.name, key, err: e.message ?? String(e) }, 'reconcile failed; retrying');
+            this.add(key, Math.min(MAX_BACKOFF_MS, 20 * 2 ** (n - 1)));
+          },
+        );
       }
     });
   }

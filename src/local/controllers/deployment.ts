@@ -61,10 +61,10 @@ export class DeploymentController {
     const dep = this.d.deployments.get(name, namespace);
     if (!dep || dep.metadata?.deletionTimestamp) return;
     const owned = this.d.replicaSets.list(namespace).filter((rs) => controllerOf(rs)?.uid === dep.metadata!.uid);
-    if (dep.spec?.paused) return this.writeStatus(dep, owned, undefined);
     const hash = templateHash(unhashed(dep.spec!.template));
     const want = canonical(unhashed(dep.spec!.template));
     let newRS = owned.find((rs) => rs.metadata?.labels?.[HASH] === hash) ?? owned.find((rs) => canonical(unhashed(rs.spec?.template)) === want);
+    if (dep.spec?.paused) return this.writeStatus(dep, owned, newRS);
     const old = owned.filter((rs) => rs !== newRS);
     const maxOld = Math.max(0, ...old.map(revisionOf));
     const replicas = dep.spec?.replicas ?? 1;
