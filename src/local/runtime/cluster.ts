@@ -9,6 +9,7 @@ import * as k8s from '@kubernetes/client-node';
 import { findCgroup2Mount } from '../../common/cgroup.ts';
 import { logger } from '../../common/log.ts';
 import { type ApiServer, startApiServer } from '../apiserver/index.ts';
+import { WorkloadControllers } from '../controllers/index.ts';
 import { sweepLocalCluster } from '../sweep.ts';
 import { Topology } from '../topology.ts';
 import { HostsWriter } from './dns.ts';
@@ -64,6 +65,7 @@ export class LocalCluster {
   private readonly nodeCache: k8s.ObjectCache<k8s.V1Node>;
   private syncTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  private controllers: WorkloadControllers | undefined;
 
   private constructor(init: {
     opts: LocalClusterOptions;
@@ -137,6 +139,8 @@ export class LocalCluster {
       cluster.wire(informers);
       progress('watching the API');
       await Promise.all(Object.values(informers).map((i) => i.start()));
+      progress('starting the workload controllers');
+      cluster.controllers = await WorkloadControllers.start(kc);
       return cluster;
     } catch (e) {
       await topology?.destroy().catch(() => {});
@@ -215,6 +219,7 @@ export class LocalCluster {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.syncTimer) clearTimeout(this.syncTimer);
+    await this.controllers?.stop();
     await Promise.allSettled(this.informers.map((i) => i.stop()));
     await Promise.allSettled(this.kubelets.map((k) => k.stop()));
     await this.topology.destroy();

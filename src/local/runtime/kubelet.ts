@@ -76,6 +76,7 @@ export class Kubelet {
   private readonly podsDir: string;
   private readonly pods = new Map<string, PodRuntime>();
   private readonly pending = new Map<string, Promise<void>>();
+  private readonly draining = new Map<string, Promise<void>>(); // "ns/name" → its teardown
   private heartbeat: NodeJS.Timeout | undefined;
   /**
    * Runs once a pod's sandbox (netns, address, cgroup) exists and before its containers start —
@@ -142,13 +143,19 @@ export class Kubelet {
   podChanged(pod: k8s.V1Pod, deleted: boolean): void {
     const uid = pod.metadata?.uid;
     if (!uid) return;
-    const prev = this.pending.get(uid) ?? Promise.resolve();
+    // A pod recreated under the same name (a StatefulSet's, or `kubectl delete` then `apply`)
+    // reuses its sandbox's name: it starts after the old one's teardown, not during it.
+    const name = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
+    const going = deleted || Boolean(pod.metadata?.deletionTimestamp);
+    const prev = this.pending.get(uid) ?? this.draining.get(name) ?? Promise.resolve();
     const next = prev
-      .then(() => (deleted || pod.metadata?.deletionTimestamp ? this.teardown(uid) : this.sync(pod)))
-      .catch((e: Error) => log.error({ pod: `${pod.metadata?.namespace}/${pod.metadata?.name}`, err: e.message }, 'pod sync failed'));
+      .then(() => (going ? this.teardown(uid) : this.sync(pod)))
+      .catch((e: Error) => log.error({ pod: name, err: e.message }, 'pod sync failed'));
     this.pending.set(uid, next);
+    if (going) this.draining.set(name, next);
     void next.then(() => {
       if (this.pending.get(uid) === next) this.pending.delete(uid);
+      if (this.draining.get(name) === next) this.draining.delete(name);
     });
   }
 
