@@ -147,6 +147,11 @@ export class Kubelet {
     }));
   }
 
+  /** A container of a pod on this node (by pod UID), for logs and exec (streaming.ts). */
+  container(uid: string, name: string): Container | undefined {
+    return this.pods.get(uid)?.containers.find((c) => c.name === name);
+  }
+
   private async sync(pod: k8s.V1Pod): Promise<void> {
     const uid = pod.metadata!.uid!;
     const existing = this.pods.get(uid);
@@ -201,7 +206,7 @@ export class Kubelet {
         logPath: containerLogPath(this.opts.logDir, ns, name, c.name),
         policy,
         launch: (cmd, args, o) => {
-          const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: ['ignore', o.logFd, o.logFd] as ('ignore' | number)[] };
+          const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: o.stdio };
           return net
             ? this.opts.topology.spawn(net, cmd, args, spawnOpts)
             : this.opts.topology.spawnInNode(this.node, cgroup, cmd, args, spawnOpts);

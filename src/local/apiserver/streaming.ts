@@ -1,0 +1,189 @@
+// The pods' streaming subresources: log (plain chunked text), and exec and attach over WebSocket
+// with the channel protocol kubectl 1.30+ speaks (v5.channel.k8s.io; v4 accepted). The API server
+// holds no processes: it hands each request to the PodStreams that the cluster's kubelets provide
+// (on a real cluster kube-apiserver proxies these to the kubelet's own server).
+//
+// Channel protocol (KEP-4006, k8s.io/apimachinery wsstream): every binary message starts with a
+// channel byte — 0 stdin, 1 stdout, 2 stderr, 3 error (the final metav1.Status), 4 resize
+// ({"Width","Height"}); v5 adds 255, "close", whose one-byte payload names the channel the client
+// has finished writing (stdin EOF).
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex, Readable, Writable } from 'node:stream';
+import { logger } from '../../common/log.ts';
+import { ApiError, BadRequestError } from './errors.ts';
+import type { KubeObject } from './types.ts';
+import { isWebSocketUpgrade, offeredProtocols, WebSocket } from './websocket.ts';
+
+const log = logger('apiserver');
+
+/** The subresources this module serves, with the RBAC verb kube-apiserver checks for each. */
+export const STREAMING_SUBRESOURCES: Record<string, string> = { log: 'get', exec: 'create', attach: 'create', portforward: 'create' };
+const CHANNEL_PROTOCOLS = ['v5.channel.k8s.io', 'v4.channel.k8s.io'];
+const CH = { stdin: 0, stdout: 1, stderr: 2, error: 3, resize: 4, close: 255 } as const;
+
+export interface LogRequest {
+  container: string;
+  follow: boolean;
+  previous: boolean;
+  tailLines: number | undefined;
+  limitBytes: number | undefined;
+}
+
+export interface ExecRequest {
+  container: string;
+  command: string[];
+  stdin: boolean;
+  tty: boolean;
+}
+
+/** A running exec (or attach): its standard streams, resize for a tty, and its exit code. */
+export interface ExecSession {
+  stdin: Writable | undefined;
+  stdout: Readable;
+  /** Absent with a tty (stderr is the terminal, merged into stdout). */
+  stderr: Readable | undefined;
+  exited: Promise<number>;
+  resize(width: number, height: number): void;
+  kill(): void;
+}
+
+/**
+ * What the kubelets provide. Each method throws an ApiError a user can act on (the container is
+ * not running, has no previous instance, …). `pod` is the stored Pod.
+ */
+export interface PodStreams {
+  /** The log's bytes; with follow, keeps yielding until `signal` aborts or the pod is gone. */
+  logs(pod: KubeObject, req: LogRequest, signal: AbortSignal): AsyncIterable<Buffer>;
+  exec(pod: KubeObject, req: ExecRequest): Promise<ExecSession>;
+}
+
+const flag = (q: URLSearchParams, k: string) => q.get(k) === 'true' || q.get(k) === '1';
+
+function count(q: URLSearchParams, k: string): number | undefined {
+  const v = q.get(k);
+  if (v === null) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new BadRequestError(`${k}: Invalid value: "${v}": must be a non-negative integer`);
+  return n;
+}
+
+/** The container a request means: ?container=, else the pod's only one (as kube-apiserver). */
+export function pickContainer(pod: KubeObject, q: URLSearchParams): string {
+  const spec = (pod.spec ?? {}) as { containers?: { name: string }[] };
+  const names = (spec.containers ?? []).map((c) => c.name);
+  const asked = q.get('container');
+  const name = pod.metadata.name ?? '';
+  if (asked) {
+    if (!names.includes(asked)) throw new BadRequestError(`container ${asked} is not valid for pod ${name}`);
+    return asked;
+  }
+  if (names.length === 1) return names[0]!;
+  throw new BadRequestError(`a container name must be specified for pod ${name}, choose one of: [${names.join(' ')}]`);
+}
+
+function noBackend(): never {
+  throw new ApiError(503, 'ServiceUnavailable', 'this API server runs without kubelets (no local cluster nodes), so it cannot reach containers', {});
+}
+
+/** GET pods/{name}/log: 200 text/plain, chunked; follow streams lines as they are written. */
+export async function serveLog(streams: PodStreams | undefined, pod: KubeObject, req: IncomingMessage, res: ServerResponse, q: URLSearchParams): Promise<void> {
+  if (!streams) noBackend();
+  for (const k of ['timestamps', 'sinceSeconds', 'sinceTime']) {
+    if (q.has(k) && q.get(k) !== 'false') throw new BadRequestError(`${k}: the local kubelet writes container output to its log file without per-line times, so --timestamps and --since are not supported yet`);
+  }
+  const logReq: LogRequest = {
+    container: pickContainer(pod, q),
+    follow: flag(q, 'follow'),
+    previous: flag(q, 'previous'),
+    tailLines: count(q, 'tailLines'),
+    limitBytes: count(q, 'limitBytes'),
+  };
+  const abort = new AbortController();
+  res.on('close', () => abort.abort());
+  const it = streams.logs(pod, logReq, abort.signal)[Symbol.asyncIterator]();
+  // The first read may fail with an ApiError (no such instance): that must still be a Status.
+  let next = await it.next();
+  res.writeHead(200, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
+  res.flushHeaders();
+  try {
+    while (!next.done) {
+      if (!res.write(next.value)) await new Promise((r) => res.once('drain', r));
+      next = await it.next();
+    }
+  } finally {
+    abort.abort();
+    await it.return?.();
+  }
+  res.end();
+}
+
+/** An upgrade to pods/{name}/exec|attach: the WebSocket channel protocol over an ExecSession. */
+export async function serveExec(streams: PodStreams | undefined, pod: KubeObject, sub: string, req: IncomingMessage, socket: Duplex, head: Buffer, q: URLSearchParams): Promise<void> {
+  if (!streams) noBackend();
+  if (!isWebSocketUpgrade(req)) {
+    throw new BadRequestError(`the local cluster serves ${sub} over WebSocket (${CHANNEL_PROTOCOLS.join(', ')}), as kubectl 1.30 and later use; SPDY (${String(req.headers.upgrade)}) is not supported`);
+  }
+  const protocol = offeredProtocols(req).find((p) => CHANNEL_PROTOCOLS.includes(p));
+  if (!protocol) throw new BadRequestError(`none of the offered subprotocols (${offeredProtocols(req).join(', ') || 'none'}) is served; supported: ${CHANNEL_PROTOCOLS.join(', ')}`);
+  const command = q.getAll('command');
+  if (sub === 'exec' && command.length === 0) throw new BadRequestError('you must specify at least 1 command');
+  const tty = flag(q, 'tty');
+  const session = await streams.exec(pod, { container: pickContainer(pod, q), command: sub === 'exec' ? command : [], stdin: flag(q, 'stdin'), tty });
+  const ws = new WebSocket(req, socket, head, protocol);
+  pipeSession(ws, session, command);
+}
+
+function pipeSession(ws: WebSocket, s: ExecSession, command: string[]): void {
+  const v5 = ws.protocol === 'v5.channel.k8s.io';
+  const out = (channel: number, stream: Readable | undefined) =>
+    new Promise<void>((resolve) => {
+      if (!stream) return resolve();
+      stream.on('data', (d: Buffer) => {
+        ws.send(Buffer.concat([Buffer.of(channel), d]));
+        if (!ws.isOpen) return;
+        stream.pause();
+        void ws.waitDrain().then(() => stream.resume());
+      });
+      stream.once('end', () => resolve());
+      stream.once('error', () => resolve());
+      stream.once('close', () => resolve());
+    });
+  const outputs = Promise.all([out(CH.stdout, s.stdout), out(CH.stderr, s.stderr)]);
+  s.stdin?.on('error', () => {}); // the process may exit before reading all of stdin
+  ws.on('message', (m: Buffer) => {
+    if (m.length === 0) return;
+    const ch = m[0];
+    const data = m.subarray(1);
+    if (ch === CH.stdin && data.length) s.stdin?.write(data);
+    else if (ch === CH.resize) {
+      try {
+        const size = JSON.parse(data.toString('utf8')) as { Width?: number; Height?: number };
+        if (size.Width && size.Height) s.resize(size.Width, size.Height);
+      } catch {
+        // a malformed resize is ignored, as kubelet does
+      }
+    } else if (v5 && ch === CH.close && data[0] === CH.stdin) s.stdin?.end();
+  });
+  ws.on('close', () => s.kill());
+  void (async () => {
+    const code = await s.exited;
+    await outputs;
+    ws.send(Buffer.concat([Buffer.of(CH.error), Buffer.from(JSON.stringify(exitStatus(code, command)))]));
+    ws.close();
+  })().catch((err: unknown) => {
+    log.warn({ err: String(err) }, 'exec session failed');
+    ws.close(1011);
+  });
+}
+
+/** The final Status kubelet sends; kubectl exits with the code in the ExitCode cause. */
+export function exitStatus(code: number, command: string[]): Record<string, unknown> {
+  if (code === 0) return { metadata: {}, status: 'Success' };
+  return {
+    metadata: {},
+    status: 'Failure',
+    message: `command terminated with non-zero exit code: error executing command [${command.join(' ')}], exit code ${code}`,
+    reason: 'NonZeroExitCode',
+    details: { causes: [{ reason: 'ExitCode', message: String(code) }] },
+  };
+}
