@@ -127,6 +127,16 @@ test('kubectl exec runs in the pod with its env, propagates the exit code and pa
     t.is(upper.code, 0, upper.stderr);
     t.is(upper.stdout, 'HELLO FROM STDIN\n');
 
+    // -it: the command gets a terminal of kubectl's terminal's size (kubectl itself runs under
+    // script(1) here, so that its stdin is a terminal).
+    const kenv = `KUBECONFIG=${env.cluster.kubeconfigPath} KUBECACHEDIR=${join(env.dir, 'kube-cache')} HOME=${env.dir}`;
+    const inner = `stty rows 40 cols 100; ${kenv} kubectl exec -it shell -- sh -c 'tty; stty size; exit 4'`;
+    const tty = await new Promise<Run>((resolve) => {
+      execFile('script', ['-q', '-e', '-c', inner, '/dev/null'], { timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    });
+    t.regex(tty.stdout, /\/dev\/pts\/\d+\r?\n40 100\r?\n/);
+    t.is(tty.code, 4, tty.stdout + tty.stderr);
+
     const missing = await kubectl(env, ['exec', 'nosuchpod', '--', 'true']);
     t.is(missing.code, 1);
     t.regex(missing.stderr, /pods "nosuchpod" not found/);

@@ -134,7 +134,7 @@ export function createUpgradeHandler(ctx: HandlerContext): (req: IncomingMessage
         throw new BadRequestError(`${req.method} ${path}: this server upgrades only pods/exec and pods/attach`);
       }
       const pod = ctx.registry.get(route.def, route.namespace, route.name);
-      await serveExec(ctx.streams, pod, sub, req, socket, head, url.searchParams);
+      serveExec(ctx.streams, pod, sub, req, socket, head, url.searchParams);
     })().catch((err: unknown) => {
       const apiErr = err instanceof ApiError ? err : new ApiError(500, 'InternalError', `Internal error occurred: ${err instanceof Error ? err.message : String(err)}`);
       if (!(err instanceof ApiError)) log.error({ err, url: req.url }, 'upgrade failed');

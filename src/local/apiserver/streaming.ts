@@ -19,6 +19,7 @@ const log = logger('apiserver');
 /** The subresources this module serves, with the RBAC verb kube-apiserver checks for each. */
 export const STREAMING_SUBRESOURCES: Record<string, string> = { log: 'get', exec: 'create', attach: 'create', portforward: 'create' };
 const CHANNEL_PROTOCOLS = ['v5.channel.k8s.io', 'v4.channel.k8s.io'];
+const TTY_SIZE_WAIT_MS = 1000;
 const CH = { stdin: 0, stdout: 1, stderr: 2, error: 3, resize: 4, close: 255 } as const;
 
 export interface LogRequest {
@@ -47,6 +48,14 @@ export interface ExecSession {
   kill(): void;
 }
 
+export interface TerminalSize {
+  width: number;
+  height: number;
+}
+
+/** Starts a checked exec; with a tty, `size` is the terminal's first size when the client sent one. */
+export type StartExec = (size?: TerminalSize) => ExecSession;
+
 /**
  * What the kubelets provide. Each method throws an ApiError a user can act on (the container is
  * not running, has no previous instance, …). `pod` is the stored Pod.
@@ -54,7 +63,8 @@ export interface ExecSession {
 export interface PodStreams {
   /** The log's bytes; with follow, keeps yielding until `signal` aborts or the pod is gone. */
   logs(pod: KubeObject, req: LogRequest, signal: AbortSignal): AsyncIterable<Buffer>;
-  exec(pod: KubeObject, req: ExecRequest): Promise<ExecSession>;
+  /** Checks that the exec can run (the container is running, …); the returned function runs it. */
+  exec(pod: KubeObject, req: ExecRequest): StartExec;
 }
 
 const flag = (q: URLSearchParams, k: string) => q.get(k) === 'true' || q.get(k) === '1';
@@ -118,62 +128,85 @@ export async function serveLog(streams: PodStreams | undefined, pod: KubeObject,
 }
 
 /** An upgrade to pods/{name}/exec|attach: the WebSocket channel protocol over an ExecSession. */
-export async function serveExec(streams: PodStreams | undefined, pod: KubeObject, sub: string, req: IncomingMessage, socket: Duplex, head: Buffer, q: URLSearchParams): Promise<void> {
+export function serveExec(streams: PodStreams | undefined, pod: KubeObject, sub: string, req: IncomingMessage, socket: Duplex, head: Buffer, q: URLSearchParams): void {
+  // kubectl 1.30+ falls back to SPDY when the WebSocket upgrade fails, so the reasons that hold
+  // for both (no command, container not running) come first: the user sees them, not "SPDY".
   if (!streams) noBackend();
+  const command = q.getAll('command');
+  if (sub === 'exec' && command.length === 0) throw new BadRequestError('you must specify at least 1 command');
+  const start = streams.exec(pod, { container: pickContainer(pod, q), command: sub === 'exec' ? command : [], stdin: flag(q, 'stdin'), tty: flag(q, 'tty') });
   if (!isWebSocketUpgrade(req)) {
-    throw new BadRequestError(`the local cluster serves ${sub} over WebSocket (${CHANNEL_PROTOCOLS.join(', ')}), as kubectl 1.30 and later use; SPDY (${String(req.headers.upgrade)}) is not supported`);
+    throw new BadRequestError(`the local cluster serves ${sub} over WebSocket (${CHANNEL_PROTOCOLS[0]}), which kubectl 1.30 and later use; this client asked for ${String(req.headers.upgrade)}, which it does not serve`);
   }
   const protocol = offeredProtocols(req).find((p) => CHANNEL_PROTOCOLS.includes(p));
   if (!protocol) throw new BadRequestError(`none of the offered subprotocols (${offeredProtocols(req).join(', ') || 'none'}) is served; supported: ${CHANNEL_PROTOCOLS.join(', ')}`);
-  const command = q.getAll('command');
-  if (sub === 'exec' && command.length === 0) throw new BadRequestError('you must specify at least 1 command');
-  const tty = flag(q, 'tty');
-  const session = await streams.exec(pod, { container: pickContainer(pod, q), command: sub === 'exec' ? command : [], stdin: flag(q, 'stdin'), tty });
   const ws = new WebSocket(req, socket, head, protocol);
-  pipeSession(ws, session, command);
+  pipeSession(ws, start, command, flag(q, 'tty'));
 }
 
-function pipeSession(ws: WebSocket, s: ExecSession, command: string[]): void {
+/**
+ * Wires a WebSocket to a session. With a tty the process starts once kubectl's first resize has
+ * arrived (it sends one right after connecting; at most TTY_SIZE_WAIT_MS), so that the command
+ * sees the terminal's real size from its first instruction.
+ */
+function pipeSession(ws: WebSocket, start: StartExec, command: string[], tty: boolean): void {
   const v5 = ws.protocol === 'v5.channel.k8s.io';
-  const out = (channel: number, stream: Readable | undefined) =>
-    new Promise<void>((resolve) => {
-      if (!stream) return resolve();
-      stream.on('data', (d: Buffer) => {
-        ws.send(Buffer.concat([Buffer.of(channel), d]));
-        if (!ws.isOpen) return;
-        stream.pause();
-        void ws.waitDrain().then(() => stream.resume());
-      });
-      stream.once('end', () => resolve());
-      stream.once('error', () => resolve());
-      stream.once('close', () => resolve());
-    });
-  const outputs = Promise.all([out(CH.stdout, s.stdout), out(CH.stderr, s.stderr)]);
-  s.stdin?.on('error', () => {}); // the process may exit before reading all of stdin
-  ws.on('message', (m: Buffer) => {
+  let s: ExecSession | undefined;
+  const early: Buffer[] = [];
+  let size: TerminalSize | undefined;
+  const onMessage = (m: Buffer) => {
     if (m.length === 0) return;
     const ch = m[0];
     const data = m.subarray(1);
-    if (ch === CH.stdin && data.length) s.stdin?.write(data);
-    else if (ch === CH.resize) {
+    if (ch === CH.resize) {
       try {
-        const size = JSON.parse(data.toString('utf8')) as { Width?: number; Height?: number };
-        if (size.Width && size.Height) s.resize(size.Width, size.Height);
+        const r = JSON.parse(data.toString('utf8')) as { Width?: number; Height?: number };
+        if (r.Width && r.Height) size = { width: r.Width, height: r.Height };
       } catch {
         // a malformed resize is ignored, as kubelet does
       }
-    } else if (v5 && ch === CH.close && data[0] === CH.stdin) s.stdin?.end();
-  });
-  ws.on('close', () => s.kill());
-  void (async () => {
-    const code = await s.exited;
-    await outputs;
-    ws.send(Buffer.concat([Buffer.of(CH.error), Buffer.from(JSON.stringify(exitStatus(code, command)))]));
-    ws.close();
-  })().catch((err: unknown) => {
-    log.warn({ err: String(err) }, 'exec session failed');
-    ws.close(1011);
-  });
+      if (!s) return begin();
+      if (size) s.resize(size.width, size.height);
+      return;
+    }
+    if (!s) return void early.push(m);
+    if (ch === CH.stdin && data.length) s.stdin?.write(data);
+    else if (v5 && ch === CH.close && data[0] === CH.stdin) s.stdin?.end();
+  };
+  const begin = () => {
+    if (s || !ws.isOpen) return;
+    const session = start(size);
+    s = session;
+    const out = (channel: number, stream: Readable | undefined) =>
+      new Promise<void>((resolve) => {
+        if (!stream) return resolve();
+        stream.on('data', (d: Buffer) => {
+          ws.send(Buffer.concat([Buffer.of(channel), d]));
+          if (!ws.isOpen) return;
+          stream.pause();
+          void ws.waitDrain().then(() => stream.resume());
+        });
+        stream.once('end', () => resolve());
+        stream.once('error', () => resolve());
+        stream.once('close', () => resolve());
+      });
+    const outputs = Promise.all([out(CH.stdout, session.stdout), out(CH.stderr, session.stderr)]);
+    session.stdin?.on('error', () => {}); // the process may exit before reading all of stdin
+    for (const m of early.splice(0)) onMessage(m);
+    void (async () => {
+      const code = await session.exited;
+      await outputs;
+      ws.send(Buffer.concat([Buffer.of(CH.error), Buffer.from(JSON.stringify(exitStatus(code, command)))]));
+      ws.close();
+    })().catch((err: unknown) => {
+      log.warn({ err: String(err) }, 'exec session failed');
+      ws.close(1011);
+    });
+  };
+  ws.on('message', onMessage);
+  ws.on('close', () => s?.kill());
+  if (!tty) begin();
+  else setTimeout(begin, TTY_SIZE_WAIT_MS).unref();
 }
 
 /** The final Status kubelet sends; kubectl exits with the code in the ExitCode cause. */

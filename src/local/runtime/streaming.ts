@@ -5,12 +5,15 @@ import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApiError, type ExecRequest, type ExecSession, type KubeObject, type LogRequest, type PodStreams } from '../apiserver/index.ts';
+import { ApiError, type ExecRequest, type ExecSession, type KubeObject, type LogRequest, type PodStreams, type StartExec, type TerminalSize } from '../apiserver/index.ts';
 import type { Container, LogRange } from './containers.ts';
 import type { Kubelet } from './kubelet.ts';
 
 const FOLLOW_POLL_MS = 100;
 const READ_CHUNK = 64 * 1024;
+// util-linux, by absolute path: npm puts node_modules/.bin first on PATH (ARCHITECTURE.md).
+const SCRIPT = '/usr/bin/script';
+const STTY = '/usr/bin/stty';
 
 /**
  * How a runtime runs a command in a running container. The host-command runtime does it with
@@ -67,17 +70,23 @@ export class KubeletStreams implements PodStreams {
     }
   }
 
-  async exec(pod: KubeObject, req: ExecRequest): Promise<ExecSession> {
+  exec(pod: KubeObject, req: ExecRequest): StartExec {
     const c = this.find(pod, req.container);
     if (!c.running) throw badRequest(`container ${req.container} is not running in pod ${pod.metadata.name}`);
     if (req.command.length === 0) throw badRequest(`attach is not supported by the local kubelet: its containers' output goes to a log file (kubectl logs -f ${pod.metadata.name})`);
-    return startSession(c, req.command, req.tty, req.stdin);
+    return (size) => startSession(c, req.command, req.tty ? (size ?? null) : undefined, req.stdin);
   }
 }
 
-/** A session over a child process; with a tty, the command runs under script(1) on a pseudo-terminal. */
-function startSession(target: ExecTarget, command: string[], tty: boolean, stdin: boolean): ExecSession {
-  const child = tty ? target.exec(['script', '-q', '-e', '-f', '-c', command.map(shellQuote).join(' '), '/dev/null']) : target.exec(command);
+/**
+ * A session over a child process. With a tty (`tty` not undefined; null when the size is not
+ * known) the command runs under script(1), which gives it a pseudo-terminal; the first size is set
+ * inside that terminal before the command starts, later ones with stty -F on it.
+ */
+function startSession(target: ExecTarget, command: string[], tty: TerminalSize | null | undefined, stdin: boolean): ExecSession {
+  const quoted = command.map(shellQuote).join(' ');
+  const sized = tty ? `stty rows ${tty.height} cols ${tty.width} 2>/dev/null; exec ${quoted}` : quoted;
+  const child = tty !== undefined ? target.exec([SCRIPT, '-q', '-e', '-f', '-c', sized, '/dev/null']) : target.exec(command);
   if (!stdin) child.stdin?.end();
   const exited = new Promise<number>((resolve) => {
     child.once('error', () => resolve(126));
@@ -86,12 +95,12 @@ function startSession(target: ExecTarget, command: string[], tty: boolean, stdin
   return {
     stdin: stdin ? child.stdin ?? undefined : undefined,
     stdout: child.stdout!,
-    stderr: tty ? (child.stderr?.resume(), undefined) : child.stderr!,
+    stderr: tty !== undefined ? (child.stderr?.resume(), undefined) : child.stderr!,
     exited,
     resize(width, height) {
-      if (!tty || !child.pid) return;
+      if (tty === undefined || !child.pid) return;
       const pts = terminalOf(child.pid);
-      if (pts) execFile('stty', ['-F', pts, 'rows', String(height), 'cols', String(width)], () => {});
+      if (pts) execFile(STTY, ['-F', pts, 'rows', String(height), 'cols', String(width)], () => {});
     },
     kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
