@@ -3,7 +3,7 @@
 // pods/exec. Pods here run host commands in their netns (the local kubelet's host-command mode).
 // Needs root (pods are network namespaces); run under the shared netns lock.
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import * as k8s from '@kubernetes/client-node';
@@ -136,6 +136,12 @@ test('kubectl exec runs in the pod with its env, propagates the exit code and pa
     });
     t.regex(tty.stdout, /\/dev\/pts\/\d+\r?\n40 100\r?\n/);
     t.is(tty.code, 4, tty.stdout + tty.stderr);
+
+    // kubectl cp is exec of tar (a host-command pod sees the host's files).
+    writeFileSync(join(env.dir, 'src.txt'), 'copied through tar\n');
+    const cp = await kubectl(env, ['cp', `shell:${join(env.dir, 'src.txt')}`, join(env.dir, 'dst.txt')]);
+    t.is(cp.code, 0, cp.stderr);
+    t.is(readFileSync(join(env.dir, 'dst.txt'), 'utf8'), 'copied through tar\n');
 
     const missing = await kubectl(env, ['exec', 'nosuchpod', '--', 'true']);
     t.is(missing.code, 1);

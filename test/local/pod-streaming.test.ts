@@ -1,0 +1,80 @@
+// The API server's side of pods/log and pods/exec with the real kubectl, without root: the
+// kubelets are replaced by PodStreams that run commands as plain host processes. Covers the
+// WebSocket channel protocol (v5.channel.k8s.io), exit codes, stdin, and what a kubectl that
+// speaks only SPDY (1.27–1.29) is told.
+import { spawn } from 'node:child_process';
+import { Readable } from 'node:stream';
+import test from 'ava';
+import { ApiError, type PodStreams } from '../../src/local/apiserver/index.ts';
+import { call, harness, type Harness, kubectl } from '../helpers/apiserver.ts';
+
+const hostStreams: PodStreams = {
+  async *logs(pod, req) {
+    yield Buffer.from(`log of ${pod.metadata.name}/${req.container}\nsecond line\n`);
+  },
+  exec(pod, req) {
+    if (pod.metadata.name === 'stopped') throw new ApiError(400, 'BadRequest', `container ${req.container} is not running in pod stopped`);
+    return () => {
+      const [cmd, ...args] = req.command;
+      const child = spawn(cmd!, args, { stdio: 'pipe' });
+      if (!req.stdin) child.stdin.end();
+      return {
+        stdin: req.stdin ? child.stdin : undefined,
+        stdout: child.stdout,
+        stderr: child.stderr ?? Readable.from([]),
+        exited: new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1))),
+        resize: () => {},
+        kill: () => child.kill(),
+      };
+    };
+  },
+};
+
+async function withPods(h: Harness): Promise<void> {
+  h.server.setPodStreams(hostStreams);
+  for (const name of ['app', 'stopped']) {
+    const r = await call(h.server, 'POST', '/api/v1/namespaces/default/pods', { metadata: { name }, spec: { containers: [{ name: 'main', image: 'local' }] } });
+    if (r.status !== 201) throw new Error(`creating pod ${name}: ${r.status} ${r.text}`);
+  }
+}
+
+test('kubectl exec speaks v5.channel.k8s.io: output, stderr, stdin and the exit code', async (t) => {
+  const h = await harness(t);
+  await withPods(h);
+  const r = await kubectl(h, ['exec', 'app', '--', 'sh', '-c', 'echo out; echo err >&2; exit 7']);
+  t.is(r.stdout, 'out\n');
+  t.regex(r.stderr, /err/);
+  t.is(r.code, 7);
+  const big = await kubectl(h, ['exec', '-i', 'app', '--', 'wc', '-c'], { input: 'x'.repeat(300_000) });
+  t.is(big.stdout.trim(), '300000');
+  t.is(big.code, 0);
+  const logs = await kubectl(h, ['logs', 'app']);
+  t.is(logs.stdout, 'log of app/main\nsecond line\n');
+});
+
+test('when exec cannot run, kubectl shows why, not the failure of its SPDY fallback', async (t) => {
+  const h = await harness(t);
+  await withPods(h);
+  const r = await kubectl(h, ['exec', 'stopped', '--', 'true']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /container main is not running in pod stopped/);
+});
+
+test('kubectl 1.27 (SPDY only) is told that exec needs a WebSocket client', async (t) => {
+  const h = await harness(t, { kubernetesVersion: { major: 1, minor: 27 } });
+  await withPods(h);
+  const r = await kubectl(h, ['exec', 'app', '--', 'true']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /serves exec over WebSocket \(v5\.channel\.k8s\.io\), which kubectl 1\.30 and later use; this client asked for SPDY\/3\.1/);
+});
+
+test('pods/log reports a missing container and unsupported options as 400s', async (t) => {
+  const h = await harness(t);
+  await withPods(h);
+  const wrong = await call(h.server, 'GET', '/api/v1/namespaces/default/pods/app/log?container=nope');
+  t.is(wrong.status, 400);
+  t.is(wrong.body.message, 'container nope is not valid for pod app');
+  const stamps = await call(h.server, 'GET', '/api/v1/namespaces/default/pods/app/log?timestamps=true');
+  t.is(stamps.status, 400);
+  t.regex(stamps.body.message as string, /--timestamps and --since are not supported yet/);
+});
