@@ -149,6 +149,32 @@ test('kubectl exec runs in the pod with its env, propagates the exit code and pa
   });
 });
 
+test('kubectl port-forward to a pod and to a service reaches the server in the pod', async (t) => {
+  await withCluster(t, async (env) => {
+    const server = `require('node:http').createServer((q, s) => s.end('served by ' + process.env.POD_MARKER + ' for ' + q.url)).listen(8080)`;
+    await runningPod(env, 'web', { command: [NODE, '-e', server], env: [{ name: 'POD_MARKER', value: 'web-pod' }] });
+    await env.core.patchNamespacedPod({ name: 'web', namespace: 'default', body: { metadata: { labels: { app: 'web' } } } }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch));
+    await env.core.createNamespacedService({ namespace: 'default', body: { metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 as unknown as k8s.IntOrString }] } } });
+    for (const target of ['pod/web', 'svc/web']) {
+      const pf = spawn('kubectl', ['port-forward', target, `:${target === 'svc/web' ? 80 : 8080}`], { env: { ...process.env, KUBECONFIG: env.cluster.kubeconfigPath, KUBECACHEDIR: join(env.dir, 'kube-cache'), HOME: env.dir } });
+      t.teardown(() => pf.kill());
+      const local = await new Promise<number>((resolve, reject) => {
+        let out = '';
+        pf.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(out);
+          if (m) resolve(Number(m[1]));
+        });
+        pf.stderr.on('data', (d: Buffer) => (out += d.toString()));
+        pf.once('exit', () => reject(new Error(`kubectl port-forward ${target} exited: ${out}`)));
+      });
+      const body = await waitFor('the server in the pod', () => fetch(`http://127.0.0.1:${local}/via-${target}`).then((r) => r.text()));
+      t.is(body, `served by web-pod for /via-${target}`);
+      pf.kill();
+    }
+  });
+});
+
 test('a service account without pods/exec is refused exec (403) but may read logs', async (t) => {
   await withCluster(t, async (env) => {
     await runningPod(env, 'talker', { command: TALKER });

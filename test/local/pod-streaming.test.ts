@@ -3,14 +3,26 @@
 // WebSocket channel protocol (v5.channel.k8s.io), exit codes, stdin, and what a kubectl that
 // speaks only SPDY (1.27–1.29) is told.
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { Readable } from 'node:stream';
 import test from 'ava';
 import { ApiError, type PodStreams } from '../../src/local/apiserver/index.ts';
 import { call, harness, type Harness, kubectl } from '../helpers/apiserver.ts';
+import { join } from 'node:path';
 
 const hostStreams: PodStreams = {
   async *logs(pod, req) {
     yield Buffer.from(`log of ${pod.metadata.name}/${req.container}\nsecond line\n`);
+  },
+  portForward: () => (port) => {
+    const s = connect(port, '127.0.0.1');
+    const failed = new Promise<string | undefined>((resolve) => {
+      s.once('error', (e) => resolve(e.message));
+      s.once('close', () => resolve(undefined));
+    });
+    s.on('error', () => {});
+    return { input: s, output: s, failed, close: () => s.destroy() };
   },
   exec(pod, req) {
     if (pod.metadata.name === 'stopped') throw new ApiError(400, 'BadRequest', `container ${req.container} is not running in pod stopped`);
@@ -35,6 +47,8 @@ async function withPods(h: Harness): Promise<void> {
   for (const name of ['app', 'stopped']) {
     const r = await call(h.server, 'POST', '/api/v1/namespaces/default/pods', { metadata: { name }, spec: { containers: [{ name: 'main', image: 'local' }] } });
     if (r.status !== 201) throw new Error(`creating pod ${name}: ${r.status} ${r.text}`);
+    // kubectl port-forward refuses a pod that is not Running.
+    await call(h.server, 'PATCH', `/api/v1/namespaces/default/pods/${name}/status`, { status: { phase: 'Running' } }, { contentType: 'application/merge-patch+json' });
   }
 }
 
@@ -78,3 +92,31 @@ test('pods/log reports a missing container and unsupported options as 400s', asy
   t.is(stamps.status, 400);
   t.regex(stamps.body.message as string, /--timestamps and --since are not supported yet/);
 });
+
+for (const minor of [32, 27]) {
+  test(`kubectl 1.${minor} port-forward reaches the pod's port (SPDY${minor >= 31 ? ' tunnelled in a WebSocket' : ''})`, async (t) => {
+    const h = await harness(t, { kubernetesVersion: { major: 1, minor } });
+    await withPods(h);
+    const app = createServer((q, s) => s.end(`hello from ${q.url}`));
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    t.teardown(() => app.close());
+    const appPort = (app.address() as AddressInfo).port;
+    const pf = spawn('kubectl', ['port-forward', 'pod/app', `:${appPort}`], { env: { ...process.env, KUBECONFIG: h.kubeconfig, KUBECACHEDIR: join(h.dir, 'kube-cache'), HOME: h.dir } });
+    t.teardown(() => pf.kill());
+    const local = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      pf.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      let err = '';
+      pf.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      pf.once('exit', () => reject(new Error(`kubectl port-forward exited: ${out} ${err}`)));
+    });
+    for (const path of ['/one', '/two']) {
+      const body = await fetch(`http://127.0.0.1:${local}${path}`).then((r) => r.text());
+      t.is(body, `hello from ${path}`);
+    }
+  });
+}

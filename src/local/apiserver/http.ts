@@ -19,6 +19,7 @@ import { type IncludeObject, toTable } from './tables.ts';
 import type { Tokens, UserInfo } from './tokens.ts';
 import type { JsonObject, KubeObject } from './types.ts';
 import { getScale, patchScale, updateScale } from './scale.ts';
+import { servePortForward } from './portforward.ts';
 import { type PodStreams, serveExec, serveLog, STREAMING_SUBRESOURCES } from './streaming.ts';
 import { serveWatch, type WatchSettings } from './watch.ts';
 
@@ -130,10 +131,11 @@ export function createUpgradeHandler(ctx: HandlerContext): (req: IncomingMessage
       authorize(ctx, req, req.method ?? 'GET', path, url.searchParams);
       const route = parseRoute(ctx.registry, path.split('/').filter(Boolean).map(decodeURIComponent));
       const sub = route?.subresource;
-      if (!route || route.def.kind !== 'Pod' || route.def.group !== '' || !route.name || !sub || !['exec', 'attach'].includes(sub)) {
-        throw new BadRequestError(`${req.method} ${path}: this server upgrades only pods/exec and pods/attach`);
+      if (!route || route.def.kind !== 'Pod' || route.def.group !== '' || !route.name || !sub || !['exec', 'attach', 'portforward'].includes(sub)) {
+        throw new BadRequestError(`${req.method} ${path}: this server upgrades only pods/exec, pods/attach and pods/portforward`);
       }
       const pod = ctx.registry.get(route.def, route.namespace, route.name);
+      if (sub === 'portforward') return servePortForward(ctx.streams, pod, req, socket, head);
       serveExec(ctx.streams, pod, sub, req, socket, head, url.searchParams);
     })().catch((err: unknown) => {
       const apiErr = err instanceof ApiError ? err : new ApiError(500, 'InternalError', `Internal error occurred: ${err instanceof Error ? err.message : String(err)}`);

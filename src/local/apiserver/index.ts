@@ -26,7 +26,7 @@ import { Tokens } from './tokens.ts';
 export { ApiError } from './errors.ts';
 export type { StatusCause } from './errors.ts';
 export type { KubeObject } from './types.ts';
-export type { ExecRequest, ExecSession, LogRequest, PodStreams, StartExec, TerminalSize } from './streaming.ts';
+export type { ExecRequest, ExecSession, ForwardConnection, LogRequest, PodStreams, StartExec, TerminalSize } from './streaming.ts';
 
 const log = logger('apiserver');
 

@@ -65,6 +65,17 @@ export interface PodStreams {
   logs(pod: KubeObject, req: LogRequest, signal: AbortSignal): AsyncIterable<Buffer>;
   /** Checks that the exec can run (the container is running, …); the returned function runs it. */
   exec(pod: KubeObject, req: ExecRequest): StartExec;
+  /** Checks that the pod can be reached; the returned function connects to a port inside it. */
+  portForward(pod: KubeObject): (port: number) => ForwardConnection;
+}
+
+/** A TCP connection to a port in the pod's network namespace. */
+export interface ForwardConnection {
+  input: Writable;
+  output: Readable;
+  /** Resolves after the connection ends: why it failed, or undefined. */
+  failed: Promise<string | undefined>;
+  close(): void;
 }
 
 const flag = (q: URLSearchParams, k: string) => q.get(k) === 'true' || q.get(k) === '1';

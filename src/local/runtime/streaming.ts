@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApiError, type ExecRequest, type ExecSession, type KubeObject, type LogRequest, type PodStreams, type StartExec, type TerminalSize } from '../apiserver/index.ts';
+import { ApiError, type ExecRequest, type ExecSession, type ForwardConnection, type KubeObject, type LogRequest, type PodStreams, type StartExec, type TerminalSize } from '../apiserver/index.ts';
 import type { Container, LogRange } from './containers.ts';
 import type { Kubelet } from './kubelet.ts';
 
@@ -70,6 +70,23 @@ export class KubeletStreams implements PodStreams {
     }
   }
 
+  /** Port-forward as kubelet does it, in the pod's netns: a small connector run beside its containers. */
+  portForward(pod: KubeObject): (port: number) => ForwardConnection {
+    const names = ((pod.spec as { containers?: { name: string }[] } | undefined)?.containers ?? []).map((c) => c.name);
+    const running = names.map((n) => this.find(pod, n)).find((c) => c.running);
+    if (!running) throw badRequest(`unable to forward ports: no container of pod ${pod.metadata.name} is running`);
+    return (port) => {
+      const child = running.exec([process.execPath, '-e', CONNECTOR, String(port)]);
+      let why = '';
+      child.stderr?.on('data', (d: Buffer) => (why += d.toString()));
+      const failed = new Promise<string | undefined>((resolve) => {
+        child.once('error', (e) => resolve(e.message));
+        child.once('close', (code) => resolve(code ? why.trim() || `exit code ${code}` : undefined));
+      });
+      return { input: child.stdin!, output: child.stdout!, failed, close: () => child.kill() };
+    };
+  }
+
   exec(pod: KubeObject, req: ExecRequest): StartExec {
     const c = this.find(pod, req.container);
     if (!c.running) throw badRequest(`container ${req.container} is not running in pod ${pod.metadata.name}`);
@@ -77,6 +94,11 @@ export class KubeletStreams implements PodStreams {
     return (size) => startSession(c, req.command, req.tty ? (size ?? null) : undefined, req.stdin);
   }
 }
+
+// Connects to 127.0.0.1:<argv[1]> and pipes stdin/stdout to it; the failure goes to stderr.
+const CONNECTOR = `const s = require('node:net').connect(Number(process.argv[1]), '127.0.0.1');
+process.stdin.pipe(s); s.pipe(process.stdout);
+s.on('error', (e) => { process.stderr.write(e.message); process.exit(1); });`;
 
 /**
  * A session over a child process. With a tty (`tty` not undefined; null when the size is not
