@@ -1,7 +1,7 @@
 // The API server's side of pods/log and pods/exec with the real kubectl, without root: the
 // kubelets are replaced by PodStreams that run commands as plain host processes. Covers the
-// WebSocket channel protocol (v5.channel.k8s.io), exit codes, stdin, and what a kubectl that
-// speaks only SPDY (1.27–1.29) is told.
+// WebSocket channel protocol (v5.channel.k8s.io) and SPDY (kubectl 1.27), exit codes, stdin,
+// and port-forward both ways.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
@@ -74,12 +74,18 @@ test('when exec cannot run, kubectl shows why, not the failure of its SPDY fallb
   t.regex(r.stderr, /container main is not running in pod stopped/);
 });
 
-test('kubectl 1.27 (SPDY only) is told that exec needs a WebSocket client', async (t) => {
+test('kubectl 1.27 (SPDY only) execs over SPDY: output, stdin and the exit code', async (t) => {
   const h = await harness(t, { kubernetesVersion: { major: 1, minor: 27 } });
   await withPods(h);
-  const r = await kubectl(h, ['exec', 'app', '--', 'true']);
-  t.is(r.code, 1);
-  t.regex(r.stderr, /serves exec over WebSocket \(v5\.channel\.k8s\.io\), which kubectl 1\.30 and later use; this client asked for SPDY\/3\.1/);
+  const r = await kubectl(h, ['exec', 'app', '--', 'sh', '-c', 'echo out; echo err >&2; exit 5']);
+  t.is(r.stdout, 'out\n');
+  t.regex(r.stderr, /err/);
+  t.is(r.code, 5);
+  const big = await kubectl(h, ['exec', '-i', 'app', '--', 'wc', '-c'], { input: 'y'.repeat(200_000) });
+  t.is(big.stdout.trim(), '200000');
+  t.is(big.code, 0);
+  const stopped = await kubectl(h, ['exec', 'stopped', '--', 'true']);
+  t.regex(stopped.stderr, /container main is not running in pod stopped/);
 });
 
 test('pods/log reports a missing container and unsupported options as 400s', async (t) => {

@@ -1,5 +1,6 @@
 // The pods' streaming subresources: log (plain chunked text), and exec and attach over WebSocket
-// with the channel protocol kubectl 1.30+ speaks (v5.channel.k8s.io; v4 accepted). The API server
+// with the channel protocol kubectl 1.30+ speaks (v5.channel.k8s.io; v4 accepted) or over SPDY
+// (exec-spdy.ts, kubectl 1.27–1.29); port-forward is portforward.ts. The API server
 // holds no processes: it hands each request to the PodStreams that the cluster's kubelets provide
 // (on a real cluster kube-apiserver proxies these to the kubelet's own server).
 //
@@ -11,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import { logger } from '../../common/log.ts';
 import { ApiError, BadRequestError } from './errors.ts';
+import { serveExecSpdy } from './exec-spdy.ts';
 import type { KubeObject } from './types.ts';
 import { isWebSocketUpgrade, offeredProtocols, WebSocket } from './websocket.ts';
 
@@ -141,14 +143,12 @@ export async function serveLog(streams: PodStreams | undefined, pod: KubeObject,
 /** An upgrade to pods/{name}/exec|attach: the WebSocket channel protocol over an ExecSession. */
 export function serveExec(streams: PodStreams | undefined, pod: KubeObject, sub: string, req: IncomingMessage, socket: Duplex, head: Buffer, q: URLSearchParams): void {
   // kubectl 1.30+ falls back to SPDY when the WebSocket upgrade fails, so the reasons that hold
-  // for both (no command, container not running) come first: the user sees them, not "SPDY".
+  // for both (no command, container not running) come first, before the protocol is chosen.
   if (!streams) noBackend();
   const command = q.getAll('command');
   if (sub === 'exec' && command.length === 0) throw new BadRequestError('you must specify at least 1 command');
   const start = streams.exec(pod, { container: pickContainer(pod, q), command: sub === 'exec' ? command : [], stdin: flag(q, 'stdin'), tty: flag(q, 'tty') });
-  if (!isWebSocketUpgrade(req)) {
-    throw new BadRequestError(`the local cluster serves ${sub} over WebSocket (${CHANNEL_PROTOCOLS[0]}), which kubectl 1.30 and later use; this client asked for ${String(req.headers.upgrade)}, which it does not serve`);
-  }
+  if (!isWebSocketUpgrade(req)) return serveExecSpdy(req, socket, head, start, command, q);
   const protocol = offeredProtocols(req).find((p) => CHANNEL_PROTOCOLS.includes(p));
   if (!protocol) throw new BadRequestError(`none of the offered subprotocols (${offeredProtocols(req).join(', ') || 'none'}) is served; supported: ${CHANNEL_PROTOCOLS.join(', ')}`);
   const ws = new WebSocket(req, socket, head, protocol);
