@@ -175,7 +175,7 @@ test('kubectl port-forward to a pod and to a service reaches the server in the p
   });
 });
 
-test('a service account without pods/exec is refused exec (403) but may read logs', async (t) => {
+test('a service account without pods/exec and pods/portforward is refused them (403) but may read logs', async (t) => {
   await withCluster(t, async (env) => {
     await runningPod(env, 'talker', { command: TALKER });
     await env.core.createNamespacedServiceAccount({ namespace: 'default', body: { metadata: { name: 'viewer' } } });
@@ -193,5 +193,8 @@ test('a service account without pods/exec is refused exec (403) but may read log
     const exec = await kubectl(env, ['exec', 'talker', '--', 'true'], { kubeconfig });
     t.is(exec.code, 1);
     t.regex(exec.stderr, /cannot create resource "pods\/exec" in API group "" in the namespace "default"/);
+    const pf = await kubectl(env, ['port-forward', 'pod/talker', ':8080'], { kubeconfig });
+    t.is(pf.code, 1);
+    t.regex(pf.stderr, /cannot create resource "pods\/portforward" in API group "" in the namespace "default"/);
   });
 });
