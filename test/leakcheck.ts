@@ -6,6 +6,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findCgroup2Mount } from '../src/common/cgroup.ts';
 import { run } from '../src/local/index.ts';
+import { listContainers } from '../src/local/runtime/oci.ts';
 
 const TEST_PREFIX = /^m[tbd][a-z0-9]{5}-/; // test, bench and demo prefixes (test/helpers/topology.ts)
 const leftovers: string[] = [];
@@ -16,6 +17,19 @@ for (const line of (await run('ip', ['netns', 'list'])).split('\n')) {
 }
 const mount = findCgroup2Mount();
 for (const name of readdirSync(mount)) if (name.startsWith('mesh-test-')) leftovers.push(`cgroup ${join(mount, name)}`);
+for (const name of await listContainers()) if (TEST_PREFIX.test(name)) leftovers.push(`container ${name}`);
+if (mount !== '/sys/fs/cgroup') {
+  for (const h of readdirSync('/sys/fs/cgroup')) {
+    if (join('/sys/fs/cgroup', h) === mount) continue;
+    let names: string[];
+    try {
+      names = readdirSync(join('/sys/fs/cgroup', h));
+    } catch {
+      continue; // not a directory
+    }
+    for (const name of names) if (TEST_PREFIX.test(name) || name.startsWith('mesh-test-')) leftovers.push(`cgroup ${join('/sys/fs/cgroup', h, name)}`);
+  }
+}
 for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
   const [, mountPoint, fstype] = line.split(' ');
   if (fstype === 'bpf' && mountPoint?.startsWith('/tmp/mesh-')) leftovers.push(`bpffs ${mountPoint}`);
@@ -35,4 +49,4 @@ if (leftovers.length) {
   console.error(`not ok - the test suite left these on the host:\n  ${leftovers.join('\n  ')}`);
   process.exit(1);
 }
-console.log('leak check: no namespaces, cgroups, bpffs mounts, scratch directories or processes left');
+console.log('leak check: no namespaces, containers, cgroups, bpffs mounts, scratch directories or processes left');

@@ -2,6 +2,7 @@
 // for `meshctl dev down` when its daemon is gone: processes in its cgroups, its network
 // namespaces, its cgroup directories and its /etc/netns entries.
 import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { CONTAINER_LABEL, listContainers, removeAllContainers, removeV1Tree } from './runtime/oci.ts';
 import { join } from 'node:path';
 import { deleteNetns, NETNS_DIR, removeCgroup } from './host.ts';
 
@@ -19,6 +20,12 @@ async function removeTree(dir: string): Promise<void> {
 /** Returns what it removed, for the user. */
 export async function sweepLocalCluster(prefix: string, cgroupParent: string): Promise<string[]> {
   const removed: string[] = [];
+  const containers = await listContainers(prefix);
+  if (containers.length) {
+    await removeAllContainers(prefix);
+    removed.push(`${containers.length} containers (label ${CONTAINER_LABEL}=${prefix})`);
+  }
+  if (removeV1Tree(cgroupParent).length) removed.push(`cgroup v1 twins of ${cgroupParent}`);
   if (existsSync(cgroupParent)) {
     await removeTree(cgroupParent);
     removed.push(`cgroup ${cgroupParent}`);

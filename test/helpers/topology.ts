@@ -2,6 +2,7 @@
 // own bpffs, all torn down after the test whether it passed or not, and checked for leftovers.
 
 import { randomBytes } from 'node:crypto';
+import { listContainers } from '../../src/local/runtime/oci.ts';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -115,6 +116,13 @@ export async function assertNothingLeaked(prefix: string): Promise<string[]> {
   }
   for (const name of await readdir('/tmp')) {
     if (name.startsWith(`mesh-${prefix}-`)) leftovers.push(`directory /tmp/${name}`);
+  }
+  for (const name of await listContainers(prefix)) leftovers.push(`container ${name}`);
+  for (const h of mount === '/sys/fs/cgroup' ? [] : await readdir('/sys/fs/cgroup')) {
+    if (join('/sys/fs/cgroup', h) === mount) continue;
+    for (const name of await readdir(join('/sys/fs/cgroup', h)).catch(() => [])) {
+      if (name.includes(prefix)) leftovers.push(`cgroup ${join('/sys/fs/cgroup', h, name)}`);
+    }
   }
   return leftovers;
 }

@@ -1,6 +1,7 @@
 // `meshctl dev`: the local cluster — a Kubernetes API server plus nodes and pods made of network
 // namespaces on this host — for trying the mesh where no Kubernetes can run.
 import { spawn } from 'node:child_process';
+import { devImageCommand } from './dev-image.ts';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -253,5 +254,6 @@ Examples:
     .addOption(stateDirOption())
     .addHelpText('after', '\nExamples:\n  meshctl dev logs web-5f6c9-abcde -n shop\n  meshctl dev logs web-5f6c9-abcde -n shop -c app -f\n')
     .action(logs);
+  dev.addCommand(devImageCommand());
   return dev;
 }

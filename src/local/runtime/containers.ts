@@ -59,6 +59,8 @@ export class Container {
   private backoff = BACKOFF_START_MS;
   private stopping = false;
   private startedAt = '';
+  /** A pending look for a missing image (images.ts); cleared by stop(). */
+  retryTimer: NodeJS.Timeout | undefined;
   st: ContainerState;
 
   constructor(opts: {
@@ -177,6 +179,7 @@ export class Container {
   async stop(graceMs = STOP_GRACE_MS): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     const child = this.child;
     if (!child) return;
     const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));

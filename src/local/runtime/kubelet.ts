@@ -1,10 +1,12 @@
 // A small kubelet for one node of the local cluster. It registers its Node, runs the pods bound to
 // it — each a network namespace with a routed veth, a cgroup named as kubelet's cgroupfs driver
 // names it (pod<uid>), and its containers' commands as processes — and writes their status back.
-// Images are ignored: a container runs its `command` + `args` on this host.
+// A container runs from an image in the local store with podman + runc (oci.ts), or as its
+// `command` on this host (the demo's mode); chooseRuntime in oci.ts says which.
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { logger } from '../../common/log.ts';
 import { removeCgroup } from '../host.ts';
@@ -13,6 +15,10 @@ import { Container, type RestartPolicy } from './containers.ts';
 import { EventRecorder } from './events.ts';
 import type { HostsWriter } from './dns.ts';
 import { runProbe } from './probes.ts';
+import { pullLocal } from './images.ts';
+import { chooseRuntime, exec as ociExec, removeV1Tree, runArgs, stopContainer } from './oci.ts';
+import { apiSources, containerEnv, fieldOf, ociSpec, unsupportedFields, unsupportedPodFields } from './podspec.ts';
+import { type PreparedVolumes, prepareVolumes, removeVolumes } from './volumes.ts';
 
 const log = logger('kubelet');
 const HEARTBEAT_MS = 10_000;
@@ -31,6 +37,8 @@ interface PodRuntime {
   statusTimer: NodeJS.Timeout | undefined;
   startTime: string;
   stopped: boolean;
+  /** OCI container name by pod container name (host-command containers are absent). */
+  ociNames: Map<string, string>;
 }
 
 export interface KubeletOptions {
@@ -39,6 +47,13 @@ export interface KubeletOptions {
   node: NodeNet;
   logDir: string;
   hosts: HostsWriter;
+  /** Where pod volumes are made (<podsDir>/<uid>/volumes/<name>); default: beside logDir. */
+  podsDir?: string;
+}
+
+/** The podman name of a pod's container: unique per cluster, pod and container. */
+export function ociName(clusterPrefix: string, uid: string, container: string): string {
+  return `${clusterPrefix}_${uid}_${container}`.replace(/[^a-zA-Z0-9_.-]/g, '-');
 }
 
 /** The netns-name part for a pod: `<namespace>-<name>`, shortened with a hash when too long. */
@@ -58,6 +73,7 @@ export class Kubelet {
   private readonly opts: KubeletOptions;
   private readonly core: k8s.CoreV1Api;
   private readonly events: EventRecorder;
+  private readonly podsDir: string;
   private readonly pods = new Map<string, PodRuntime>();
   private readonly pending = new Map<string, Promise<void>>();
   private heartbeat: NodeJS.Timeout | undefined;
@@ -74,6 +90,7 @@ export class Kubelet {
     this.node = opts.node;
     this.core = opts.kc.makeApiClient(k8s.CoreV1Api);
     this.events = new EventRecorder(this.core, 'kubelet', opts.node.name);
+    this.podsDir = opts.podsDir ?? join(dirname(opts.logDir), 'pods');
     mkdirSync(opts.logDir, { recursive: true });
   }
 
@@ -192,18 +209,79 @@ export class Kubelet {
       statusTimer: undefined,
       startTime: new Date().toISOString(),
       stopped: false,
+      ociNames: new Map(),
     };
     this.pods.set(uid, rt);
     const policy = (pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
+    const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: pod.metadata };
     const record = (c: k8s.V1Container) => (type: 'Normal' | 'Warning', reason: string, message: string) =>
-      void this.events.record({ apiVersion: 'v1', kind: 'Pod', metadata: pod.metadata }, type, reason, message, `spec.containers{${c.name}}`);
+      void this.events.record(podRef, type, reason, message, `spec.containers{${c.name}}`);
+    const src = apiSources(this.core, fieldOf(pod, rt.podIP, this.node.ip4));
+    const podDir = join(this.podsDir, uid);
+    let volumes: PreparedVolumes | undefined;
+    let volumeError = '';
+    try {
+      volumes = await prepareVolumes(pod, podDir, src);
+    } catch (e) {
+      volumeError = (e as Error).message;
+      void this.events.record(podRef, 'Warning', 'FailedMount', volumeError);
+    }
+    const ignored = [...unsupportedPodFields(pod), ...(volumes?.unsupported ?? [])];
     for (const c of pod.spec?.containers ?? []) {
+      const mode = await chooseRuntime(c);
+      ignored.push(...unsupportedFields(pod, c, mode === 'oci'));
+      const logPath = containerLogPath(this.opts.logDir, ns, name, c.name);
+      const onChange = () => this.scheduleStatus(rt);
+      const started = (container: Container) => {
+        rt.containers.push(container);
+        container.start();
+        this.startProbe(rt, c);
+      };
+      let env: Record<string, string>;
+      try {
+        if (volumeError) throw new Error(volumeError);
+        env = await containerEnv(c, ns, mode === 'oci' ? { HOSTNAME: name } : { PATH: process.env.PATH ?? '', HOSTNAME: name, HOME: '/root' }, src);
+      } catch (e) {
+        const container = new Container({ name: c.name, command: [], env: {}, logPath, policy, launch: () => { throw new Error('not started'); }, onChange });
+        rt.containers.push(container);
+        container.fail('CreateContainerConfigError', (e as Error).message);
+        record(c)('Warning', 'Failed', `Error: ${(e as Error).message}`);
+        continue;
+      }
+      if (mode === 'oci') {
+        const image = c.image ?? '';
+        const container = new Container({
+          name: c.name,
+          command: ['podman', ...runArgs(ociSpec(pod, c, env, volumes!, {
+            name: ociName(this.opts.topology.prefix, uid, c.name),
+            clusterPrefix: this.opts.topology.prefix,
+            netnsPath: net?.netnsPath ?? this.node.netnsPath,
+            cgroup,
+            ...(net ? { hostsFile: `/etc/netns/${net.netns}/hosts` } : {}),
+          }))],
+          env: process.env,
+          logPath,
+          policy,
+          launch: (cmd, args, o) => spawn(cmd, args, { env: o.env, stdio: o.stdio }),
+          onChange,
+          onEvent: record(c),
+          pod: `${name}_${ns}(${uid})`,
+        });
+        rt.ociNames.set(c.name, ociName(this.opts.topology.prefix, uid, c.name));
+        if (!(await pullLocal(c, container, record(c), () => rt.stopped, onChange))) {
+          rt.containers.push(container);
+          continue;
+        }
+        record(c)('Normal', 'Pulled', `Container image "${image}" already present on machine`);
+        started(container);
+        continue;
+      }
       const container = new Container({
         name: c.name,
         command: [...(c.command ?? []), ...(c.args ?? [])],
-        env: this.containerEnv(rt, c),
+        env,
         ...(c.workingDir ? { cwd: c.workingDir } : {}),
-        logPath: containerLogPath(this.opts.logDir, ns, name, c.name),
+        logPath,
         policy,
         launch: (cmd, args, o) => {
           const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: o.stdio };
@@ -211,44 +289,41 @@ export class Kubelet {
             ? this.opts.topology.spawn(net, cmd, args, spawnOpts)
             : this.opts.topology.spawnInNode(this.node, cgroup, cmd, args, spawnOpts);
         },
-        onChange: () => this.scheduleStatus(rt),
+        onChange,
         onEvent: record(c),
         pod: `${name}_${ns}(${uid})`,
       });
-      rt.containers.push(container);
-      if (!c.command?.length) {
-        const why = 'the local cluster runs each container\'s command on this host and ignores images: set spec.containers[].command';
-        container.fail('CreateContainerConfigError', why);
-        record(c)('Warning', 'Failed', `Error: ${why}`);
-        continue;
-      }
       // Images are not pulled here (the command runs on this host): kubelet's words for that.
       record(c)('Normal', 'Pulled', `Container image "${c.image ?? ''}" already present on machine`);
-      container.start();
-      this.startProbe(rt, c);
+      started(container);
+    }
+    if (ignored.length) {
+      void this.events.record(podRef, 'Warning', 'FieldNotHonoured', `The local cluster's kubelet does not honour: ${ignored.join(', ')}`);
     }
     log.info({ pod: rt.key, podIP: rt.podIP, netns: net?.netns ?? '(host network)' }, 'pod started');
     this.scheduleStatus(rt);
   }
 
-  private containerEnv(rt: PodRuntime, c: k8s.V1Container): NodeJS.ProcessEnv {
-    const pod = rt.pod;
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOSTNAME: pod.metadata!.name, HOME: '/root' };
-    const field = (path: string): string | undefined =>
-      ({
-        'metadata.name': pod.metadata?.name,
-        'metadata.namespace': pod.metadata?.namespace,
-        'metadata.uid': pod.metadata?.uid,
-        'spec.nodeName': pod.spec?.nodeName,
-        'spec.serviceAccountName': pod.spec?.serviceAccountName ?? 'default',
-        'status.podIP': rt.podIP,
-        'status.hostIP': this.node.ip4,
-      })[path];
-    for (const e of c.env ?? []) {
-      const v = e.value ?? (e.valueFrom?.fieldRef ? field(e.valueFrom.fieldRef.fieldPath) : undefined);
-      if (v !== undefined) env[e.name] = v.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, k: string) => env[k] ?? m);
-    }
-    return env;
+  /**
+   * Starts `cmd` in the network namespace and cgroup of a pod on this node (whatever runs its
+   * containers), for port-forward's connector; undefined when the pod is not here.
+   */
+  spawnInPod(uid: string, cmd: string, args: string[]): ChildProcess | undefined {
+    const rt = this.pods.get(uid);
+    if (!rt) return undefined;
+    const o = { stdio: 'pipe' as const };
+    return rt.net ? this.opts.topology.spawn(rt.net, cmd, args, o) : this.opts.topology.spawnInNode(this.node, rt.cgroup, cmd, args, o);
+  }
+
+  /**
+   * Runs `command` in a running container of a pod on this node, for kubectl exec: the process's
+   * stdin/stdout/stderr are the command's, its exit code the command's. OCI containers only
+   * (`podman exec`); undefined when the pod or container is not here or runs as a host command.
+   */
+  exec(namespace: string, pod: string, container: string, command: string[], opts: { tty?: boolean; stdin?: boolean } = {}): ChildProcess | undefined {
+    const rt = [...this.pods.values()].find((r) => r.key === `${namespace}/${pod}`);
+    const name = rt?.ociNames.get(container);
+    return name ? ociExec(name, command, opts) : undefined;
   }
 
   private startProbe(rt: PodRuntime, c: k8s.V1Container): void {
@@ -295,7 +370,7 @@ export class Kubelet {
       const spec = specs.find((s) => s.name === c.name);
       const running = 'running' in c.st.state;
       const ready = running && (spec?.readinessProbe ? rt.ready.get(c.name) === true : true);
-      return { ...c.st, ready, image: spec?.image ?? '', imageID: '', containerID: c.pid ? `process://${c.pid}` : '' };
+      return { ...c.st, ready, image: spec?.image ?? '', imageID: '', containerID: rt.ociNames.has(c.name) ? `podman://${rt.ociNames.get(c.name)!}` : c.pid ? `process://${c.pid}` : '' };
     });
     const allReady = statuses.length > 0 && statuses.every((s) => s.ready);
     const terminated = statuses.filter((s) => 'terminated' in s.state);
@@ -330,13 +405,19 @@ export class Kubelet {
     for (const t of rt.probeTimers) clearTimeout(t);
     if (rt.statusTimer) clearTimeout(rt.statusTimer);
     const grace = (rt.pod.spec?.terminationGracePeriodSeconds ?? 5) * 1000;
-    await Promise.all(rt.containers.map((c) => c.stop(Math.min(grace, 30_000))));
+    await Promise.all(rt.containers.map((c) => {
+      const oci = rt.ociNames.get(c.name);
+      // An OCI container's PID 1 may ignore SIGTERM (no handler): podman stop escalates in it.
+      return Promise.all([c.stop(Math.min(grace, 30_000) + 2000), oci ? stopContainer(oci, Math.min(grace, 30_000) / 1000) : undefined]);
+    }));
+    removeVolumes(join(this.podsDir, uid));
     if (rt.net) {
       this.opts.hosts.removePod(rt.net.netns);
       await this.opts.topology.removePod(rt.net);
     } else {
       await removeCgroup(rt.cgroup);
     }
+    if (rt.ociNames.size) removeV1Tree(rt.cgroup);
     this.pods.delete(uid);
     log.info({ pod: rt.key }, 'pod stopped');
   }

@@ -22,6 +22,8 @@ const STTY = '/usr/bin/stty';
  */
 export interface ExecTarget {
   exec(command: string[]): ChildProcess;
+  /** With a terminal the runtime makes itself (podman exec -t); undefined: script(1) makes one. */
+  execTty?(command: string[]): ChildProcess | undefined;
 }
 
 const badRequest = (message: string) => new ApiError(400, 'BadRequest', message);
@@ -33,9 +35,23 @@ export class KubeletStreams implements PodStreams {
     this.kubelets = kubelets;
   }
 
+  private kubelet(pod: KubeObject): Kubelet | undefined {
+    const node = (pod.spec as { nodeName?: string } | undefined)?.nodeName;
+    return this.kubelets().find((k) => k.node.name === node);
+  }
+
+  /** OCI containers exec through the kubelet (podman exec); host commands through their launcher. */
+  private target(pod: KubeObject, c: Container, stdin: boolean): ExecTarget {
+    const k = this.kubelet(pod)!;
+    const { namespace = '', name = '' } = pod.metadata;
+    // Kubelet.exec is undefined for a host-command container.
+    const oci = (command: string[], tty: boolean) => k.exec(namespace, name, c.name, command, { tty, stdin: stdin || tty });
+    return { exec: (command) => oci(command, false) ?? c.exec(command), execTty: (command) => oci(command, true) };
+  }
+
   private find(pod: KubeObject, name: string): Container {
     const node = (pod.spec as { nodeName?: string } | undefined)?.nodeName;
-    const container = this.kubelets().find((k) => k.node.name === node)?.container(pod.metadata.uid ?? '', name);
+    const container = this.kubelet(pod)?.container(pod.metadata.uid ?? '', name);
     if (!container) {
       const status = (pod.status as { containerStatuses?: { name: string; state?: { waiting?: { reason?: string } } }[] } | undefined)?.containerStatuses?.find((s) => s.name === name);
       const reason = status?.state?.waiting?.reason ?? (node ? 'ContainerCreating' : 'Pending (not scheduled)');
@@ -74,9 +90,11 @@ export class KubeletStreams implements PodStreams {
   portForward(pod: KubeObject): (port: number) => ForwardConnection {
     const names = ((pod.spec as { containers?: { name: string }[] } | undefined)?.containers ?? []).map((c) => c.name);
     const running = names.map((n) => this.find(pod, n)).find((c) => c.running);
-    if (!running) throw badRequest(`unable to forward ports: no container of pod ${pod.metadata.name} is running`);
+    const kubelet = this.kubelet(pod);
+    if (!running || !kubelet) throw badRequest(`unable to forward ports: no container of pod ${pod.metadata.name} is running`);
     return (port) => {
-      const child = running.exec([process.execPath, '-e', CONNECTOR, String(port)]);
+      const child = kubelet.spawnInPod(pod.metadata.uid ?? '', process.execPath, ['-e', CONNECTOR, String(port)]);
+      if (!child) throw badRequest(`pod ${pod.metadata.name} is no longer on node ${kubelet.node.name}`);
       let why = '';
       child.stderr?.on('data', (d: Buffer) => (why += d.toString()));
       const failed = new Promise<string | undefined>((resolve) => {
@@ -91,7 +109,8 @@ export class KubeletStreams implements PodStreams {
     const c = this.find(pod, req.container);
     if (!c.running) throw badRequest(`container ${req.container} is not running in pod ${pod.metadata.name}`);
     if (req.command.length === 0) throw badRequest(`attach is not supported by the local kubelet: its containers' output goes to a log file (kubectl logs -f ${pod.metadata.name})`);
-    return (size) => startSession(c, req.command, req.tty ? (size ?? null) : undefined, req.stdin);
+    const target = this.target(pod, c, req.stdin);
+    return (size) => startSession(target, req.command, req.tty ? (size ?? null) : undefined, req.stdin);
   }
 }
 
@@ -108,7 +127,7 @@ s.on('error', (e) => { process.stderr.write(e.message); process.exit(1); });`;
 function startSession(target: ExecTarget, command: string[], tty: TerminalSize | null | undefined, stdin: boolean): ExecSession {
   const quoted = command.map(shellQuote).join(' ');
   const sized = tty ? `stty rows ${tty.height} cols ${tty.width} 2>/dev/null; exec ${quoted}` : quoted;
-  const child = tty !== undefined ? target.exec([SCRIPT, '-q', '-e', '-f', '-c', sized, '/dev/null']) : target.exec(command);
+  const child = tty === undefined ? target.exec(command) : (target.execTty?.(command) ?? target.exec([SCRIPT, '-q', '-e', '-f', '-c', sized, '/dev/null']));
   if (!stdin) child.stdin?.end();
   const exited = new Promise<number>((resolve) => {
     child.once('error', () => resolve(126));
