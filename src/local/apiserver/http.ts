@@ -1,6 +1,7 @@
 // The HTTP face: authentication, routing of Kubernetes API paths, content negotiation (JSON,
 // Table, PartialObjectMetadata), body parsing, and metav1.Status errors.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import * as yaml from 'js-yaml';
 import { logger } from '../../common/log.ts';
 import { accessReview } from './access-reviews.ts';
@@ -18,6 +19,8 @@ import { type IncludeObject, toTable } from './tables.ts';
 import type { Tokens, UserInfo } from './tokens.ts';
 import type { JsonObject, KubeObject } from './types.ts';
 import { getScale, patchScale, updateScale } from './scale.ts';
+import { servePortForward } from './portforward.ts';
+import { type PodStreams, serveExec, serveLog, STREAMING_SUBRESOURCES } from './streaming.ts';
 import { serveWatch, type WatchSettings } from './watch.ts';
 
 const log = logger('apiserver');
@@ -32,6 +35,8 @@ export interface HandlerContext {
   /** Longest watch when the client sets no timeoutSeconds (kube-apiserver: 30–60 min). */
   maxWatchSeconds: number;
   watches: Set<() => void>;
+  /** The kubelets' side of pods/log, exec and attach (streaming.ts); unset without nodes. */
+  streams?: PodStreams;
 }
 
 const PATCH_TYPES: Record<string, PatchType> = {
@@ -77,14 +82,7 @@ async function handle(ctx: HandlerContext, req: IncomingMessage, res: ServerResp
     return;
   }
 
-  const auth = req.headers.authorization;
-  const token = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
-  const authn = token ? ctx.tokens.authenticate(token, ctx.registry.uidLookup) : undefined;
-  if (!authn) throw new UnauthorizedError();
-  // RBAC (rbac.ts) before routing, as kube-apiserver's filters do: an unknown path is a 403 too.
-  const user = ctx.authorizer.impersonate(authn.user, req.headers);
-  ctx.authorizer.check(requestAttributes(user, method, path, url.searchParams));
-
+  const user = authorize(ctx, req, method, path, url.searchParams);
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   if (method === 'GET') {
     if (path === '/api') return send(res, 200, apiVersions());
@@ -111,6 +109,42 @@ async function handle(ctx: HandlerContext, req: IncomingMessage, res: ServerResp
   const route = parseRoute(ctx.registry, parts);
   if (!route) throw new ApiError(404, 'NotFound', `the server could not find the requested resource (${method} ${path})`, {});
   return serveResource(ctx, req, res, url, route, method, user);
+}
+
+/** Authentication, then RBAC (rbac.ts) before routing, as kube-apiserver's filters do: an unknown path is a 403 too. */
+function authorize(ctx: HandlerContext, req: IncomingMessage, method: string, path: string, q: URLSearchParams): UserInfo {
+  const auth = req.headers.authorization;
+  const token = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
+  const authn = token ? ctx.tokens.authenticate(token, ctx.registry.uidLookup) : undefined;
+  if (!authn) throw new UnauthorizedError();
+  const user = ctx.authorizer.impersonate(authn.user, req.headers);
+  ctx.authorizer.check(requestAttributes(user, method, path, q));
+  return user;
+}
+
+/** Upgrade requests (exec, attach, port-forward): authorized as any request, then streaming.ts. */
+export function createUpgradeHandler(ctx: HandlerContext): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  return (req, socket, head) => {
+    const url = new URL(req.url ?? '/', 'https://apiserver');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    void (async () => {
+      authorize(ctx, req, req.method ?? 'GET', path, url.searchParams);
+      const route = parseRoute(ctx.registry, path.split('/').filter(Boolean).map(decodeURIComponent));
+      const sub = route?.subresource;
+      if (!route || route.def.kind !== 'Pod' || route.def.group !== '' || !route.name || !sub || !['exec', 'attach', 'portforward'].includes(sub)) {
+        throw new BadRequestError(`${req.method} ${path}: this server upgrades only pods/exec, pods/attach and pods/portforward`);
+      }
+      const pod = ctx.registry.get(route.def, route.namespace, route.name);
+      if (sub === 'portforward') return servePortForward(ctx.streams, pod, req, socket, head);
+      serveExec(ctx.streams, pod, sub, req, socket, head, url.searchParams);
+    })().catch((err: unknown) => {
+      const apiErr = err instanceof ApiError ? err : new ApiError(500, 'InternalError', `Internal error occurred: ${err instanceof Error ? err.message : String(err)}`);
+      if (!(err instanceof ApiError)) log.error({ err, url: req.url }, 'upgrade failed');
+      const text = JSON.stringify(apiErr.toStatus());
+      if (!socket.writable) return;
+      socket.end(`HTTP/1.1 ${apiErr.httpStatus} ${STATUS_CODES[apiErr.httpStatus] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+    });
+  };
 }
 
 /** /api/v1/… or /apis/{g}/{v}/…, then [namespaces/{ns}/]{resource}[/{name}[/{sub}]]. */
@@ -188,6 +222,8 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
     return send(res, 201, reg.tokenRequest(ns!, name, await readBody(req)));
   }
 
+  if (sub === 'log' && method === 'GET') return serveLog(ctx.streams, reg.get(def, ns, name), req, res, q);
+  if (sub && sub in STREAMING_SUBRESOURCES) throw new BadRequestError(`${def.plural}/${sub} needs a WebSocket upgrade (kubectl 1.30 or later)`);
   if (sub === 'scale') return def.crd ? serveCustomScale(ctx, req, res, url, def, ns, name, method, dryRun) : serveScale(req, res, reg, def, ns, name, method, dryRun, url.pathname);
   const opts = { ...write, ...(sub ? { subresource: sub } : {}) };
   switch (method) {

@@ -12,7 +12,7 @@ import { writeFileAtomic } from './files.ts';
 import { EndpointsMirror } from './endpoints.ts';
 import { EndpointSliceController } from './endpointslices.ts';
 import { GarbageCollector } from './gc.ts';
-import { createHandler, type HandlerContext } from './http.ts';
+import { createHandler, createUpgradeHandler, type HandlerContext } from './http.ts';
 import { Kinds } from './kinds.ts';
 import { loadOrCreatePki } from './pki.ts';
 import { Authorizer } from './rbac.ts';
@@ -20,11 +20,13 @@ import { bootstrapRbac } from './rbac-policy.ts';
 import { Registry } from './registry.ts';
 import { byKind } from './resources.ts';
 import { Store } from './store.ts';
+import type { PodStreams } from './streaming.ts';
 import { Tokens } from './tokens.ts';
 
 export { ApiError } from './errors.ts';
 export type { StatusCause } from './errors.ts';
 export type { KubeObject } from './types.ts';
+export type { ExecRequest, ExecSession, ForwardConnection, LogRequest, PodStreams, StartExec, TerminalSize } from './streaming.ts';
 
 const log = logger('apiserver');
 
@@ -61,6 +63,8 @@ export interface ApiServer {
   writeKubeconfig(path: string, opts?: KubeconfigOptions): Promise<void>;
   /** A token for an existing ServiceAccount, as TokenRequest would issue (default 24 h). */
   issueServiceAccountToken(namespace: string, name: string, opts?: { audiences?: string[]; expirationSeconds?: number }): string;
+  /** Connects pods/log, exec and attach to the kubelets that run the pods. */
+  setPodStreams(streams: PodStreams): void;
   /** Ends watches, closes connections and waits for pending writes. */
   stop(): Promise<void>;
 }
@@ -103,6 +107,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     watches: new Set(),
   };
   const server: Server = createServer({ key: pki.keyPem, cert: pki.certPem, keepAliveTimeout: 65_000 }, createHandler(ctx));
+  server.on('upgrade', createUpgradeHandler(ctx));
   const sockets = new Set<Socket>();
   server.on('connection', (s: Socket) => {
     sockets.add(s);
@@ -142,6 +147,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     issueServiceAccountToken(namespace, name, o = {}) {
       const sa = registry.get(byKind('ServiceAccount'), namespace, name);
       return tokens.issue({ namespace, name, uid: sa.metadata.uid! }, { audiences: o.audiences, expirationSeconds: o.expirationSeconds ?? 24 * 3600 }).token;
+    },
+    setPodStreams(streams) {
+      ctx.streams = streams;
     },
     stop() {
       stopping ??= (async () => {

@@ -46,6 +46,7 @@ export interface Decision {
 const METHOD_VERBS: Record<string, string> = { POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete', GET: 'get', HEAD: 'get' };
 // /namespaces/{ns}/{status|finalize} are the namespace's own subresources, not resources in it.
 const NAMESPACE_SUBRESOURCES = new Set(['status', 'finalize']);
+const STREAM_CREATE = new Set(['exec', 'attach', 'portforward']);
 
 /** The attributes of an HTTP request, as k8s.io/apiserver's RequestInfoFactory resolves them. */
 export function requestAttributes(user: UserInfo, method: string, path: string, q: URLSearchParams): Attributes {
@@ -65,6 +66,9 @@ export function requestAttributes(user: UserInfo, method: string, path: string, 
   if (!a.name && a.verb === 'get') a.verb = watch ? 'watch' : 'list';
   else if (a.name && a.verb === 'get' && watch) a.verb = 'watch';
   if (!a.name && a.verb === 'delete') a.verb = 'deletecollection';
+  // exec, attach and portforward are GETs that upgrade to a stream; they create one, and are
+  // checked as `create` (kube-apiserver's AuthorizePodWebsocketUpgradeCreatePermission).
+  if (a.resource === 'pods' && STREAM_CREATE.has(a.subresource) && a.verb === 'get') a.verb = 'create';
   // A list or watch of one object by field selector is checked against its name (resourceNames).
   if (a.verb === 'list' || a.verb === 'watch') {
     const byName = (q.get('fieldSelector') ?? '').split(',').map((s) => /^metadata\.name==?(.+)$/.exec(s.trim())?.[1]).find(Boolean);

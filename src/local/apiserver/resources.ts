@@ -31,7 +31,7 @@ export const RESOURCES: readonly ResourceDef[] = [
   def({ group: '', version: 'v1', kind: 'Namespace', plural: 'namespaces', singular: 'namespace', namespaced: false, shortNames: ['ns'], subresources: ['status'], fieldSelectors: ['status.phase'] }),
   def({
     group: '', version: 'v1', kind: 'Pod', plural: 'pods', singular: 'pod', namespaced: true, shortNames: ['po'],
-    subresources: ['status', 'binding'], categories: ['all'],
+    subresources: ['status', 'binding', 'log', 'exec', 'attach', 'portforward'], categories: ['all'],
     fieldSelectors: ['spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName', 'spec.serviceAccountName', 'status.phase', 'status.podIP', 'status.nominatedNodeName'],
   }),
   def({ group: '', version: 'v1', kind: 'Service', plural: 'services', singular: 'service', namespaced: true, shortNames: ['svc'], subresources: ['status'], categories: ['all'], fieldSelectors: ['spec.clusterIP', 'spec.type'] }),
@@ -122,4 +122,9 @@ const SUBRESOURCES: Record<string, { kind: string; verbs: string[]; group?: stri
   binding: { kind: 'Binding', verbs: ['create'] },
   token: { kind: 'TokenRequest', verbs: ['create'], group: 'authentication.k8s.io', version: 'v1' },
   scale: { kind: 'Scale', verbs: ['get', 'patch', 'update'], group: 'autoscaling', version: 'v1' },
+  // The streaming subresources (streaming.ts), listed as kube-apiserver lists them.
+  log: { kind: 'Pod', verbs: ['get'] },
+  exec: { kind: 'PodExecOptions', verbs: ['create', 'get'] },
+  attach: { kind: 'PodAttachOptions', verbs: ['create', 'get'] },
+  portforward: { kind: 'PodPortForwardOptions', verbs: ['create', 'get'] },
 };

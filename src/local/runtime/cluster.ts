@@ -17,6 +17,7 @@ import { Kubelet } from './kubelet.ts';
 import { ServiceProxy, type ServiceRule } from './proxy.ts';
 import { EventRecorder } from './events.ts';
 import { Scheduler } from './scheduler.ts';
+import { KubeletStreams } from './streaming.ts';
 
 const log = logger('local');
 
@@ -127,6 +128,7 @@ export class LocalCluster {
         await kubelet.start();
         kubelets.push(kubelet);
       }
+      api.setPodStreams(new KubeletStreams(() => kubelets));
       const core = kc.makeApiClient(k8s.CoreV1Api);
       const discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
       const informers: Informers = {

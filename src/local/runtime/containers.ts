@@ -1,8 +1,8 @@
 // One container of a local-cluster pod: its command run as a process in the pod's netns and
 // cgroup, its output appended to a log file, restarted per the pod's restartPolicy with a capped
 // exponential backoff (kubelet: 10 s doubling to 5 min; ours is shorter, for a dev loop).
-import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import type { ChildProcess, StdioOptions } from 'node:child_process';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { constants } from 'node:os';
 import { logger } from '../../common/log.ts';
 
@@ -32,14 +32,23 @@ export interface ContainerState {
 export type ContainerEvent = (type: 'Normal' | 'Warning', reason: string, message: string) => void;
 
 /** Starts the container's process; the runtime decides where (pod netns or node netns). */
-export type Launch = (cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; logFd: number }) => ChildProcess;
+export type Launch = (cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; stdio: StdioOptions }) => ChildProcess;
+
+/** Where in the log file one instance of the container wrote (end undefined: still writing). */
+export interface LogRange {
+  start: number;
+  end: number | undefined;
+}
 
 export class Container {
   readonly name: string;
   private readonly command: string[];
   private readonly env: NodeJS.ProcessEnv;
   private readonly cwd: string | undefined;
-  private readonly logPath: string;
+  readonly logPath: string;
+  /** The current (or last) instance's part of the log, and the one before it (kubectl logs --previous). */
+  logRange: LogRange | undefined;
+  previousLog: LogRange | undefined;
   private readonly policy: RestartPolicy;
   private readonly launch: Launch;
   private readonly onChange: () => void;
@@ -93,9 +102,12 @@ export class Container {
     const [cmd, ...args] = this.command;
     if (!cmd) return;
     const logFd = openSync(this.logPath, 'a');
+    const at = fstatSync(logFd).size;
+    if (this.logRange) this.previousLog = { start: this.logRange.start, end: at };
+    this.logRange = { start: at, end: undefined };
     let child: ChildProcess;
     try {
-      child = this.launch(cmd, args, { env: this.env, ...(this.cwd ? { cwd: this.cwd } : {}), logFd });
+      child = this.launch(cmd, args, { env: this.env, ...(this.cwd ? { cwd: this.cwd } : {}), stdio: ['ignore', logFd, logFd] });
     } finally {
       closeSync(logFd); // the child holds its own copy
     }
@@ -146,6 +158,16 @@ export class Container {
       }
       this.onChange();
     });
+  }
+
+  /**
+   * Runs `command` beside the container's process, as `kubectl exec` does: same namespaces and
+   * cgroup (the launcher's), same environment and working directory; stdio is piped.
+   */
+  exec(command: string[]): ChildProcess {
+    const [cmd, ...args] = command;
+    if (!cmd) throw new TypeError('exec needs a command');
+    return this.launch(cmd, args, { env: this.env, ...(this.cwd ? { cwd: this.cwd } : {}), stdio: 'pipe' });
   }
 
   /** Marks the container as unable to start (e.g. no command) without running anything. */

@@ -171,6 +171,11 @@ export class Kubelet {
     }));
   }
 
+  /** A container of a pod on this node (by pod UID), for logs and exec (streaming.ts). */
+  container(uid: string, name: string): Container | undefined {
+    return this.pods.get(uid)?.containers.find((c) => c.name === name);
+  }
+
   private async sync(pod: k8s.V1Pod): Promise<void> {
     const uid = pod.metadata!.uid!;
     const existing = this.pods.get(uid);
@@ -264,7 +269,7 @@ export class Kubelet {
           env: process.env,
           logPath,
           policy,
-          launch: (cmd, args, o) => spawn(cmd, args, { env: o.env, stdio: ['ignore', o.logFd, o.logFd] }),
+          launch: (cmd, args, o) => spawn(cmd, args, { env: o.env, stdio: o.stdio }),
           onChange,
           onEvent: record(c),
           pod: `${name}_${ns}(${uid})`,
@@ -286,7 +291,7 @@ export class Kubelet {
         logPath,
         policy,
         launch: (cmd, args, o) => {
-          const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: ['ignore', o.logFd, o.logFd] as ('ignore' | number)[] };
+          const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: o.stdio };
           return net
             ? this.opts.topology.spawn(net, cmd, args, spawnOpts)
             : this.opts.topology.spawnInNode(this.node, cgroup, cmd, args, spawnOpts);
@@ -304,6 +309,17 @@ export class Kubelet {
     }
     log.info({ pod: rt.key, podIP: rt.podIP, netns: net?.netns ?? '(host network)' }, 'pod started');
     this.scheduleStatus(rt);
+  }
+
+  /**
+   * Starts `cmd` in the network namespace and cgroup of a pod on this node (whatever runs its
+   * containers), for port-forward's connector; undefined when the pod is not here.
+   */
+  spawnInPod(uid: string, cmd: string, args: string[]): ChildProcess | undefined {
+    const rt = this.pods.get(uid);
+    if (!rt) return undefined;
+    const o = { stdio: 'pipe' as const };
+    return rt.net ? this.opts.topology.spawn(rt.net, cmd, args, o) : this.opts.topology.spawnInNode(this.node, rt.cgroup, cmd, args, o);
   }
 
   /**
