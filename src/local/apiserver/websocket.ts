@@ -1,14 +1,27 @@
-// The server side of RFC 6455 WebSockets, as much as the streaming subresources need: the opening
-// handshake with subprotocol choice (§4.2), binary and text messages (fragments reassembled),
-// ping/pong and the close handshake (§5.5). Client frames are masked, server frames are not (§5.3).
-import { createHash } from 'node:crypto';
+// WebSockets for the streaming subresources (exec, attach, port-forward), on the `ws` library:
+// the opening handshake with the subprotocol we chose (RFC 6455 §4.2), messages, ping/pong and
+// the close handshake are its job. This wraps it in the small surface the streaming code uses:
+// construct on an upgraded request, send(), waitDrain() for backpressure, close(); events
+// 'message' (Buffer, isBinary) and 'close' (once).
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { type RawData, WebSocketServer, type WebSocket as Ws } from 'ws';
 
-const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'; // RFC 6455 §1.3
 const MAX_MESSAGE = 16 * 1024 * 1024;
-const OP = { continuation: 0x0, text: 0x1, binary: 0x2, close: 0x8, ping: 0x9, pong: 0xa } as const;
+/** The socket's own write buffer above which a writer should wait for 'drain'. */
+const HIGH_WATER = 1024 * 1024;
+
+/** The subprotocol chosen for each upgrade request, for the server's handleProtocols. */
+const chosen = new WeakMap<IncomingMessage, string>();
+// One server for every upgrade: noServer (the API server's HTTPS server owns the socket), no
+// compression (kubectl does not offer it; streams are mostly incompressible anyway).
+const server = new WebSocketServer({
+  noServer: true,
+  maxPayload: MAX_MESSAGE,
+  perMessageDeflate: false,
+  handleProtocols: (_offered, req) => chosen.get(req) ?? false,
+});
 
 /** The subprotocols the client offered (Sec-WebSocket-Protocol), in its order. */
 export function offeredProtocols(req: IncomingMessage): string[] {
@@ -22,16 +35,18 @@ export function isWebSocketUpgrade(req: IncomingMessage): boolean {
   return /\bwebsocket\b/i.test(String(req.headers.upgrade ?? '')) && typeof req.headers['sec-websocket-key'] === 'string';
 }
 
+const toBuffer = (d: RawData): Buffer => (Buffer.isBuffer(d) ? d : Array.isArray(d) ? Buffer.concat(d) : Buffer.from(d));
+
 /**
- * A WebSocket on an upgraded socket. Events: 'message' (Buffer, isBinary), 'close'.
- * send() after close is ignored; close() sends a close frame and ends the socket.
+ * A WebSocket on an upgraded request. send() before the handshake has completed is queued, after
+ * close() ignored; close() starts the close handshake and emits 'close' at once.
  */
 export class WebSocket extends EventEmitter {
   readonly protocol: string;
   private readonly socket: Duplex;
-  private buffered: Buffer = Buffer.alloc(0);
-  private fragments: Buffer[] = [];
-  private fragmentOp = 0;
+  private ws: Ws | undefined;
+  private queued: { data: Buffer; binary: boolean }[] = [];
+  private closing: { code: number; reason: string } | undefined;
   private closed = false;
 
   /** Completes the handshake (101) on `socket` with the chosen subprotocol. */
@@ -39,15 +54,18 @@ export class WebSocket extends EventEmitter {
     super();
     this.protocol = protocol;
     this.socket = socket;
-    const accept = createHash('sha1').update(`${String(req.headers['sec-websocket-key'])}${GUID}`).digest('base64');
-    socket.write(
-      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-        `Sec-WebSocket-Accept: ${accept}\r\n${protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : ''}\r\n`,
-    );
-    socket.on('data', (d: Buffer) => this.receive(d));
+    chosen.set(req, protocol);
     socket.on('close', () => this.finish());
     socket.on('error', () => this.finish());
-    if (head.length) this.receive(head);
+    server.handleUpgrade(req, socket, head, (ws) => {
+      this.ws = ws;
+      ws.on('message', (data: RawData, isBinary: boolean) => this.emit('message', toBuffer(data), isBinary));
+      ws.on('close', () => this.finish());
+      ws.on('error', () => this.finish());
+      for (const m of this.queued) ws.send(m.data, { binary: m.binary });
+      this.queued = [];
+      if (this.closing) ws.close(this.closing.code, this.closing.reason);
+    });
   }
 
   get isOpen(): boolean {
@@ -55,13 +73,14 @@ export class WebSocket extends EventEmitter {
   }
 
   send(data: Buffer, binary = true): void {
-    if (this.closed) return;
-    this.socket.write(frame(binary ? OP.binary : OP.text, data));
+    if (this.closed || this.closing) return;
+    if (this.ws) this.ws.send(data, { binary });
+    else this.queued.push({ data, binary });
   }
 
-  /** Whether the socket wants the writer to wait (backpressure) — resolve on 'drain'. */
+  /** Resolves when the socket's write buffer has room again (backpressure), or at close. */
   waitDrain(): Promise<void> {
-    if (this.closed || this.socket.writableLength < 1024 * 1024) return Promise.resolve();
+    if (this.closed || this.socket.writableLength < HIGH_WATER) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         this.socket.off('drain', done);
@@ -74,12 +93,9 @@ export class WebSocket extends EventEmitter {
   }
 
   close(code = 1000, reason = ''): void {
-    if (this.closed) return;
-    const body = Buffer.alloc(2 + Buffer.byteLength(reason));
-    body.writeUInt16BE(code, 0);
-    body.write(reason, 2);
-    this.socket.write(frame(OP.close, body));
-    this.socket.end();
+    if (this.closed || this.closing) return;
+    this.closing = { code, reason };
+    this.ws?.close(code, reason);
     this.finish();
   }
 
@@ -88,69 +104,4 @@ export class WebSocket extends EventEmitter {
     this.closed = true;
     this.emit('close');
   }
-
-  private receive(chunk: Buffer): void {
-    this.buffered = this.buffered.length ? Buffer.concat([this.buffered, chunk]) : chunk;
-    for (;;) {
-      const b = this.buffered;
-      if (b.length < 2) return;
-      const fin = (b[0]! & 0x80) !== 0;
-      const op = b[0]! & 0x0f;
-      const masked = (b[1]! & 0x80) !== 0;
-      let len = b[1]! & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (b.length < 4) return;
-        len = b.readUInt16BE(2);
-        at = 4;
-      } else if (len === 127) {
-        if (b.length < 10) return;
-        len = Number(b.readBigUInt64BE(2));
-        at = 10;
-      }
-      if (len > MAX_MESSAGE || !masked) return this.fail(!masked ? 1002 : 1009);
-      if (b.length < at + 4 + len) return;
-      const mask = b.subarray(at, at + 4);
-      const payload = Buffer.from(b.subarray(at + 4, at + 4 + len));
-      for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i & 3]!;
-      this.buffered = b.subarray(at + 4 + len);
-      this.onFrame(fin, op, payload);
-      if (this.closed) return;
-    }
-  }
-
-  private onFrame(fin: boolean, op: number, payload: Buffer): void {
-    if (op === OP.ping) return void this.socket.write(frame(OP.pong, payload));
-    if (op === OP.pong) return;
-    if (op === OP.close) return this.close(payload.length >= 2 ? payload.readUInt16BE(0) : 1000);
-    if (op !== OP.continuation) {
-      this.fragmentOp = op;
-      this.fragments = [];
-    }
-    this.fragments.push(payload);
-    if (!fin) return;
-    const message = this.fragments.length === 1 ? this.fragments[0]! : Buffer.concat(this.fragments);
-    this.fragments = [];
-    this.emit('message', message, this.fragmentOp === OP.binary);
-  }
-
-  private fail(code: number): void {
-    this.close(code);
-    this.socket.destroy();
-  }
-}
-
-function frame(op: number, payload: Buffer): Buffer {
-  const len = payload.length;
-  const head = len < 126 ? Buffer.alloc(2) : len < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
-  head[0] = 0x80 | op;
-  if (len < 126) head[1] = len;
-  else if (len < 65536) {
-    head[1] = 126;
-    head.writeUInt16BE(len, 2);
-  } else {
-    head[1] = 127;
-    head.writeBigUInt64BE(BigInt(len), 2);
-  }
-  return Buffer.concat([head, payload]);
 }
