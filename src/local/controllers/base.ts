@@ -174,4 +174,27 @@ export function onChange<T extends k8s.KubernetesObject>(inf: k8s.Informer<T>, f
   inf.on('delete', (o) => fn(o, true));
 }
 
+/**
+ * Wires a controller that owns pods directly (ReplicaSet, DaemonSet, StatefulSet, Job) to its
+ * informers: an owner added or changed is queued, a deleted one's expectations forgotten, and every
+ * pod event is charged to the pod's controlling owner of `kind` (its expectations observed, the
+ * owner queued), as the Kubernetes controllers do.
+ */
+export function watchOwnerAndPods<T extends k8s.KubernetesObject>(kind: string, owners: Cache<T>, pods: Cache<k8s.V1Pod>, queue: WorkQueue, expectations: Expectations): void {
+  const enqueue = (o: T) => queue.add(keyOf(o));
+  owners.on('add', enqueue);
+  owners.on('update', enqueue);
+  owners.on('delete', (o) => expectations.forget(keyOf(o)));
+  const onPod = (gone: boolean) => (p: k8s.V1Pod) => {
+    const ref = controllerOf(p);
+    if (ref?.kind !== kind) return;
+    const key = `${p.metadata!.namespace}/${ref.name}`;
+    expectations.observe(key, p, gone || Boolean(p.metadata?.deletionTimestamp));
+    queue.add(key);
+  };
+  pods.on('add', onPod(false));
+  pods.on('update', onPod(false));
+  pods.on('delete', onPod(true));
+}
+
 export { log };

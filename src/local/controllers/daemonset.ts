@@ -5,7 +5,7 @@
 // The template's revision is a hash label (controller-revision-hash) — no ControllerRevisions.
 import type * as k8s from '@kubernetes/client-node';
 import type { EventRecorder } from '../runtime/events.ts';
-import { type Cache, controllerOf, Expectations, isActive, isAvailable, isReady, type Key, ownerReference, scaledValue, templateHash, WorkQueue } from './base.ts';
+import { type Cache, Expectations, isActive, isAvailable, isReady, type Key, keyOf, ownerReference, scaledValue, templateHash, WorkQueue, watchOwnerAndPods } from './base.ts';
 import { podFromTemplate, podsOwnedBy } from './replicaset.ts';
 
 const REVISION_LABEL = 'controller-revision-hash';
@@ -29,23 +29,10 @@ export class DaemonSetController {
   constructor(deps: DaemonSetDeps) {
     this.d = deps;
     this.queue = new WorkQueue('daemonset', (k) => this.reconcile(k));
-    const enqueue = (ds: k8s.V1DaemonSet) => this.queue.add(`${ds.metadata!.namespace}/${ds.metadata!.name}`);
-    deps.daemonSets.on('add', enqueue);
-    deps.daemonSets.on('update', enqueue);
-    deps.daemonSets.on('delete', (ds) => this.expectations.forget(`${ds.metadata!.namespace}/${ds.metadata!.name}`));
-    const allSets = () => deps.daemonSets.list().forEach(enqueue);
+    watchOwnerAndPods('DaemonSet', deps.daemonSets, deps.pods, this.queue, this.expectations);
+    const allSets = () => deps.daemonSets.list().forEach((ds) => this.queue.add(keyOf(ds)));
     deps.nodes.on('add', allSets);
     deps.nodes.on('delete', allSets);
-    const onPod = (gone: boolean) => (p: k8s.V1Pod) => {
-      const ref = controllerOf(p);
-      if (ref?.kind !== 'DaemonSet') return;
-      const key = `${p.metadata!.namespace}/${ref.name}`;
-      this.expectations.observe(key, p, gone || Boolean(p.metadata?.deletionTimestamp));
-      this.queue.add(key);
-    };
-    deps.pods.on('add', onPod(false));
-    deps.pods.on('update', onPod(false));
-    deps.pods.on('delete', onPod(true));
   }
 
   private async reconcile(key: Key): Promise<void> {

@@ -4,7 +4,7 @@
 // status fields `kubectl get jobs` and `kubectl wait --for=condition=complete` read.
 import type * as k8s from '@kubernetes/client-node';
 import type { EventRecorder } from '../runtime/events.ts';
-import { type Cache, controllerOf, Expectations, isActive, isReady, type Key, ownerReference, WorkQueue } from './base.ts';
+import { type Cache, Expectations, isActive, isReady, type Key, ownerReference, WorkQueue, watchOwnerAndPods } from './base.ts';
 import { podFromTemplate, podsOwnedBy } from './replicaset.ts';
 
 export interface JobDeps {
@@ -25,20 +25,7 @@ export class JobController {
   constructor(deps: JobDeps) {
     this.d = deps;
     this.queue = new WorkQueue('job', (k) => this.reconcile(k));
-    const enqueue = (j: k8s.V1Job) => this.queue.add(`${j.metadata!.namespace}/${j.metadata!.name}`);
-    deps.jobs.on('add', enqueue);
-    deps.jobs.on('update', enqueue);
-    deps.jobs.on('delete', (j) => this.expectations.forget(`${j.metadata!.namespace}/${j.metadata!.name}`));
-    const onPod = (gone: boolean) => (p: k8s.V1Pod) => {
-      const ref = controllerOf(p);
-      if (ref?.kind !== 'Job') return;
-      const key = `${p.metadata!.namespace}/${ref.name}`;
-      this.expectations.observe(key, p, gone || Boolean(p.metadata?.deletionTimestamp));
-      this.queue.add(key);
-    };
-    deps.pods.on('add', onPod(false));
-    deps.pods.on('update', onPod(false));
-    deps.pods.on('delete', onPod(true));
+    watchOwnerAndPods('Job', deps.jobs, deps.pods, this.queue, this.expectations);
   }
 
   private async reconcile(key: Key): Promise<void> {

@@ -4,7 +4,7 @@
 // not ready, then the newest); writes status replicas/readyReplicas/availableReplicas.
 import type * as k8s from '@kubernetes/client-node';
 import type { EventRecorder } from '../runtime/events.ts';
-import { type Cache, controllerOf, Expectations, isActive, isAvailable, isReady, type Key, ownerReference, WorkQueue } from './base.ts';
+import { type Cache, controllerOf, Expectations, isActive, isAvailable, isReady, type Key, ownerReference, WorkQueue, watchOwnerAndPods } from './base.ts';
 
 export interface ReplicaSetDeps {
   apps: k8s.AppsV1Api;
@@ -43,20 +43,7 @@ export class ReplicaSetController {
   constructor(deps: ReplicaSetDeps) {
     this.d = deps;
     this.queue = new WorkQueue('replicaset', (k) => this.reconcile(k));
-    const enqueue = (rs: k8s.V1ReplicaSet) => this.queue.add(`${rs.metadata!.namespace}/${rs.metadata!.name}`);
-    deps.replicaSets.on('add', enqueue);
-    deps.replicaSets.on('update', enqueue);
-    deps.replicaSets.on('delete', (rs) => this.expectations.forget(`${rs.metadata!.namespace}/${rs.metadata!.name}`));
-    const onPod = (gone: boolean) => (p: k8s.V1Pod) => {
-      const ref = controllerOf(p);
-      if (ref?.kind !== 'ReplicaSet') return;
-      const key = `${p.metadata!.namespace}/${ref.name}`;
-      this.expectations.observe(key, p, gone || Boolean(p.metadata?.deletionTimestamp));
-      this.queue.add(key);
-    };
-    deps.pods.on('add', onPod(false));
-    deps.pods.on('update', onPod(false));
-    deps.pods.on('delete', onPod(true));
+    watchOwnerAndPods('ReplicaSet', deps.replicaSets, deps.pods, this.queue, this.expectations);
   }
 
   private async reconcile(key: Key): Promise<void> {

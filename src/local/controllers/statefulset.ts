@@ -6,7 +6,7 @@
 // the ones above it are Ready again. The revision is a hash label (controller-revision-hash).
 import type * as k8s from '@kubernetes/client-node';
 import type { EventRecorder } from '../runtime/events.ts';
-import { type Cache, controllerOf, Expectations, isAvailable, isReady, isTerminated, type Key, ownerReference, templateHash, WorkQueue } from './base.ts';
+import { type Cache, Expectations, isAvailable, isReady, isTerminated, type Key, ownerReference, templateHash, WorkQueue, watchOwnerAndPods } from './base.ts';
 import { podFromTemplate, podsOwnedBy } from './replicaset.ts';
 
 const REVISION_LABEL = 'controller-revision-hash';
@@ -33,20 +33,7 @@ export class StatefulSetController {
   constructor(deps: StatefulSetDeps) {
     this.d = deps;
     this.queue = new WorkQueue('statefulset', (k) => this.reconcile(k));
-    const enqueue = (s: k8s.V1StatefulSet) => this.queue.add(`${s.metadata!.namespace}/${s.metadata!.name}`);
-    deps.statefulSets.on('add', enqueue);
-    deps.statefulSets.on('update', enqueue);
-    deps.statefulSets.on('delete', (s) => this.expectations.forget(`${s.metadata!.namespace}/${s.metadata!.name}`));
-    const onPod = (gone: boolean) => (p: k8s.V1Pod) => {
-      const ref = controllerOf(p);
-      if (ref?.kind !== 'StatefulSet') return;
-      const key = `${p.metadata!.namespace}/${ref.name}`;
-      this.expectations.observe(key, p, gone || Boolean(p.metadata?.deletionTimestamp));
-      this.queue.add(key);
-    };
-    deps.pods.on('add', onPod(false));
-    deps.pods.on('update', onPod(false));
-    deps.pods.on('delete', onPod(true));
+    watchOwnerAndPods('StatefulSet', deps.statefulSets, deps.pods, this.queue, this.expectations);
   }
 
   private async reconcile(key: Key): Promise<void> {
