@@ -17,6 +17,10 @@ for (const line of (await run('ip', ['netns', 'list'])).split('\n')) {
 }
 const mount = findCgroup2Mount();
 for (const name of readdirSync(mount)) if (name.startsWith('mesh-test-')) leftovers.push(`cgroup ${join(mount, name)}`);
+// podman's default cgroup parent: the local kubelet always names one (the pod's), so this appears
+// only if something ran a container, or its conmon, without it.
+const PODMAN_DEFAULT_PARENT = 'libpod_parent';
+if (readdirSync(mount).includes(PODMAN_DEFAULT_PARENT)) leftovers.push(`cgroup ${join(mount, PODMAN_DEFAULT_PARENT)} (a container started without the pod's cgroup parent)`);
 for (const name of await listContainers()) if (TEST_PREFIX.test(name)) leftovers.push(`container ${name}`);
 if (mount !== '/sys/fs/cgroup') {
   for (const h of readdirSync('/sys/fs/cgroup')) {
@@ -27,7 +31,7 @@ if (mount !== '/sys/fs/cgroup') {
     } catch {
       continue; // not a directory
     }
-    for (const name of names) if (TEST_PREFIX.test(name) || name.startsWith('mesh-test-')) leftovers.push(`cgroup ${join('/sys/fs/cgroup', h, name)}`);
+    for (const name of names) if (TEST_PREFIX.test(name) || name.startsWith('mesh-test-') || name === PODMAN_DEFAULT_PARENT) leftovers.push(`cgroup ${join('/sys/fs/cgroup', h, name)}`);
   }
 }
 for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {

@@ -340,19 +340,6 @@ export class Datapath {
     return true;
   }
 
-  /** Is the pod's sk_lookup link still attached to a live netns? */
-  podLinkAlive(netnsCookie: bigint): boolean {
-    const pin = this.linkPath(`pod-${netnsCookie}`);
-    if (!existsSync(pin)) return false;
-    const n = native();
-    const fd = n.objGet(pin);
-    try {
-      return (n.linkInfo(fd).netnsIno ?? 0) !== 0;
-    } finally {
-      n.closeFd(fd);
-    }
-  }
-
   /** Program file descriptors, for BPF_PROG_TEST_RUN and inspection. */
   programFd(name: 'mesh_connect4' | 'mesh_connect6' | 'mesh_sockops' | 'mesh_sk_lookup'): number {
     return this.prog(name);

@@ -70,8 +70,3 @@ export function requestMatches(f: Flow, req: Pick<GetFlowsRequest, 'whitelist' |
   if (req.blacklist?.some((q) => flowMatches(f, q))) return false;
   return true;
 }
-
-/** The empty filter fields proto-loader fills in (defaults: true) do not restrict anything. */
-export function isEmptyFilter(q: FlowFilter): boolean {
-  return Object.values(q).every((v) => !Array.isArray(v) || v.length === 0);
-}

@@ -172,6 +172,3 @@ export function workloadName(w: Pick<Workload, 'uid'>): string {
 export function serviceName(s: Pick<Service, 'namespace' | 'hostname'>): string {
   return `${s.namespace}/${s.hostname}`;
 }
-export function authorizationName(a: Pick<Authorization, 'namespace' | 'name'>): string {
-  return `${a.namespace}/${a.name}`;
-}

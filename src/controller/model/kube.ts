@@ -104,10 +104,6 @@ export class LabelIndex<T> {
     if (!best) return ns === null ? this.#all : (this.#byNs.get(ns) ?? []);
     return best.filter((o) => selects(selector, this.#labels(o)));
   }
-
-  inNamespace(ns: string): T[] {
-    return this.#byNs.get(ns) ?? [];
-  }
 }
 
 function push<T>(m: Map<string, T[]>, k: string, v: T): void {

@@ -143,12 +143,3 @@ export function readyServices(slices: readonly k8s.V1EndpointSlice[]): Set<strin
   }
   return out;
 }
-
-/** The Gateway a policy's targetRefs name (Istio: "targetRef is not intended for ztunnel"), or null. */
-export function targetGateways(spec: Record<string, unknown>, ns: string): string[] | null {
-  const refs: unknown[] = [];
-  if (isRecord(spec.targetRef)) refs.push(spec.targetRef);
-  if (Array.isArray(spec.targetRefs)) refs.push(...(spec.targetRefs as unknown[]));
-  if (refs.length === 0) return null;
-  return uniqSorted(refs.filter(isRecord).map((r) => `${typeof r.namespace === 'string' && r.namespace ? r.namespace : ns}/${String(r.name ?? '')}`));
-}

@@ -32,9 +32,6 @@ export class Causes {
   typeInvalid(field: string, value: unknown, expected: string): void {
     this.list.push({ reason: 'FieldValueTypeInvalid', field, message: `Invalid value: ${show(value)}: must be ${expected}` });
   }
-  unknown(field: string): void {
-    this.list.push({ reason: 'FieldValueInvalid', field, message: 'Invalid value: unknown field: the schema does not declare it (check the spelling)' });
-  }
 }
 
 function show(v: unknown): string {
@@ -109,21 +106,9 @@ export function expectArray(c: Causes, v: unknown, field: string): unknown[] {
   return v;
 }
 
-export function expectStrings(c: Causes, v: unknown, field: string, each?: (s: string, f: string) => void): void {
-  expectArray(c, v, field).forEach((s, i) => {
-    if (typeof s !== 'string' || s === '') c.typeInvalid(`${field}[${i}]`, s, 'a non-empty string');
-    else each?.(s, `${field}[${i}]`);
-  });
-}
-
 export function expectStringMap(c: Causes, v: unknown, field: string): void {
   const m = expectObject(c, v, field);
   for (const [k, val] of Object.entries(m ?? {})) if (typeof val !== 'string') c.typeInvalid(`${field}.${k}`, val, 'a string');
-}
-
-/** Flags keys of `o` outside `allowed` — a structural schema's unknown fields. */
-export function onlyKeys(c: Causes, o: JsonObject | undefined, field: string, allowed: readonly string[]): void {
-  for (const k of Object.keys(o ?? {})) if (!allowed.includes(k)) c.unknown(`${field}.${k}`);
 }
 
 export function isPort(v: unknown): boolean {
