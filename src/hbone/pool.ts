@@ -205,7 +205,9 @@ export class HbonePool {
     let list = this.pools.get(key);
     if (!list) this.pools.set(key, (list = []));
     const now = Date.now();
-    for (const s of list.filter((x) => x.connected && x.expiresAt <= now)) {
+    // On every new tunnel: no array is made unless a session has actually expired.
+    const expired = list.some((x) => x.connected && x.expiresAt <= now) ? list.filter((x) => x.connected && x.expiresAt <= now) : [];
+    for (const s of expired) {
       // Authenticated with a certificate that has since expired: its open tunnels finish (release
       // closes it after the last), new ones get a fresh handshake with the current certificates.
       this.retire(s);
