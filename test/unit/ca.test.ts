@@ -9,7 +9,7 @@ import {
   startCa,
   type RunningCa,
 } from '../../src/controller/ca/index.ts';
-import { CaClientError, CertificateClient, nodeOfCertificate, parseSpiffeId, stringStruct } from '../../src/identity/index.ts';
+import { CaClientError, CertificateClient, formatSpiffeId, nodeOfCertificate, parseSpiffeId, stringStruct } from '../../src/identity/index.ts';
 import { createCsr, fingerprintOf, generateKeyPair, mergeBundles, parseCertificate, splitPemBundle, verifyChain, x509 } from '../../src/tls/index.ts';
 import { FakeKube, NODE_SA, nodeToken, rawCreateCertificate } from '../helpers/ca.ts';
 
@@ -100,12 +100,32 @@ test('ca-refuses-a-forged-or-missing-token-as-unauthenticated', async (t) => {
   t.regex(none.err?.details ?? '', /no bearer token/);
 });
 
-test('ca-refuses-a-service-account-that-is-not-the-node-agent', async (t) => {
+test('ca-refuses-a-workload-asking-for-an-identity-not-its-own', async (t) => {
   const w = await world(t);
   w.kube.tokens.set('tok-app', { username: 'system:serviceaccount:shop:cart', extra: { 'authentication.kubernetes.io/node-name': ['node-a'] }, audiences: ['mesh-ca'] });
-  const e = await t.throwsAsync(w.client('tok-app').fetch(parseSpiffeId(CART)), { instanceOf: CaClientError });
+  const e = await t.throwsAsync(w.client('tok-app').fetch(parseSpiffeId(`spiffe://${TD}/ns/shop/sa/pay`)), { instanceOf: CaClientError });
   t.is(e!.grpcCode, status.PERMISSION_DENIED);
-  t.regex(e!.message, /caller system:serviceaccount:shop:cart is not a trusted node service account \(trusted: system:serviceaccount:mesh-system:mesh-node\)/);
+  t.regex(e!.message, /caller system:serviceaccount:shop:cart is not a trusted node service account \(trusted: system:serviceaccount:mesh-system:mesh-node\).*may ask only for its own identity/);
+});
+
+test('ca-issues-a-workload-its-own-identity-only-with-a-token-bound-to-its-live-pod', async (t) => {
+  // A waypoint holds its own identity, as Istio's proxies do: no node credential involved.
+  const w = await world(t);
+  const pod = w.kube.addPod({ namespace: 'shop', name: 'cart-2', serviceAccountName: 'cart', nodeName: 'node-a' });
+  const bound = { 'authentication.kubernetes.io/node-name': ['node-a'], 'authentication.kubernetes.io/pod-name': [pod.name], 'authentication.kubernetes.io/pod-uid': [pod.uid] };
+  w.kube.tokens.set('tok-bound', { username: 'system:serviceaccount:shop:cart', extra: bound, audiences: ['mesh-ca'] });
+  const cert = await w.client('tok-bound').fetch(parseSpiffeId(CART));
+  t.is(formatSpiffeId(cert.identity), CART);
+  t.notRegex(cert.leaf.subject ?? '', /mesh:node/);
+  // The node name alone does not prove a live pod.
+  w.kube.tokens.set('tok-node-only', { username: 'system:serviceaccount:shop:cart', extra: { 'authentication.kubernetes.io/node-name': ['node-a'] }, audiences: ['mesh-ca'] });
+  const e = await t.throwsAsync(w.client('tok-node-only').fetch(parseSpiffeId(CART)), { instanceOf: CaClientError });
+  t.is(e!.grpcCode, status.PERMISSION_DENIED);
+  t.regex(e!.message, /not bound to a pod/);
+  // A token of a pod that is gone is stale.
+  w.kube.tokens.set('tok-stale', { username: 'system:serviceaccount:shop:cart', extra: { ...bound, 'authentication.kubernetes.io/pod-name': ['cart-gone'] }, audiences: ['mesh-ca'] });
+  const stale = await t.throwsAsync(w.client('tok-stale').fetch(parseSpiffeId(CART)), { instanceOf: CaClientError });
+  t.regex(stale!.message, /no longer exists/);
 });
 
 test('ca-finds-the-callers-node-through-its-pod-when-the-token-has-no-node-name', async (t) => {

@@ -23,21 +23,31 @@ export class NodeAuthorizer {
     this.systemNamespaces = new Set(trustedNodeAccounts.flatMap((u) => SA_USER.exec(u)?.[1] ?? []));
   }
 
-  /** The node the caller runs on; PERMISSION_DENIED unless it is a trusted node account. */
-  async callerNode(caller: Caller): Promise<string> {
-    if (!this.trusted.has(caller.username)) {
+  /** Whether the caller is a trusted node account (a node's ztunnel or agent). */
+  isNode(caller: Caller): boolean {
+    return this.trusted.has(caller.username);
+  }
+
+  /**
+   * The node the caller runs on; PERMISSION_DENIED unless it is a trusted node account, or
+   * (`self`) a workload asking for its own identity with a token bound to a live pod — Istio's
+   * path for proxies that hold their own identity, such as waypoints.
+   */
+  async callerNode(caller: Caller, self = false): Promise<string> {
+    if (!this.trusted.has(caller.username) && !self) {
       throw permissionDenied(
-        `caller ${caller.username} is not a trusted node service account (trusted: ${[...this.trusted].join(', ')}); only the node's ztunnel may request workload certificates`,
+        `caller ${caller.username} is not a trusted node service account (trusted: ${[...this.trusted].join(', ')}); only the node's ztunnel may request workload certificates for others — a workload may ask only for its own identity`,
       );
     }
-    // Kubernetes ≥ 1.30 puts the node of a pod-bound token in the TokenReview (KEP-4193).
+    // Kubernetes ≥ 1.30 puts the node of a pod-bound token in the TokenReview (KEP-4193). A
+    // workload's own identity needs more: a token bound to a pod that still exists.
     const node = caller.extra[NODE_NAME_EXTRA]?.[0];
-    if (node) return node;
+    if (node && !(self && !this.trusted.has(caller.username))) return node;
     const podName = caller.extra[POD_NAME_EXTRA]?.[0];
     const ns = SA_USER.exec(caller.username)?.[1];
     if (!podName || !ns) {
       throw permissionDenied(
-        `the token of ${caller.username} is not bound to a pod, so its node is unknown; mount a projected service-account token (not a legacy Secret token)`,
+        `the token of ${caller.username} is not bound to a pod, so its ${node ? 'pod' : 'node'} is unknown; mount a projected service-account token (not a legacy Secret token)`,
       );
     }
     const pod = await this.pods.getPod(ns, podName);

@@ -89,12 +89,16 @@ export class CaServer {
     const { identity, csr } = await this.requested(req);
     let ttlMs = this.ttl(req.validity_duration);
 
-    const node = await this.o.authorizer.callerNode(caller);
+    // A workload that holds its own identity (a waypoint) asks for exactly its service account's,
+    // with a token bound to its live pod; a node asks for its own or for a pod on it.
+    const self = this.o.authorizer.isCallerIdentity(caller, identity);
+    const isNode = this.o.authorizer.isNode(caller);
+    const node = await this.o.authorizer.callerNode(caller, self);
     // A node's own identity (its service account) gets a certificate bound to that node, which
     // the config stream and the flow relay read the node from (identity/node.ts). Any other
     // identity is a workload's, and a pod with it must run on the caller's node.
-    const own = this.o.authorizer.isCallerIdentity(caller, identity);
-    if (!own) await this.o.authorizer.checkIdentityOnNode(identity, node);
+    const own = isNode && self;
+    if (!self) await this.o.authorizer.checkIdentityOnNode(identity, node);
     // A node credential lives no longer than the default lifetime, whatever is asked: it must not
     // outlive the node's short-lived token by much (a leaked token is not a 90-day credential).
     if (own) ttlMs = Math.min(ttlMs, this.o.defaultTtlMs);
