@@ -32,6 +32,10 @@ export const CONTROLLER_SETTINGS = defineSettings(
       default: 4245,
       why: "Hubble Relay's port",
     }),
+    waypointImage: str('MESH_WAYPOINT_IMAGE', "the image of the waypoints the controller deploys for Gateways of class `mesh-waypoint`", {
+      default: 'localhost/mesh-waypoint:latest',
+      why: '`make images` builds it under this name; the chart sets the tag it installs',
+    }),
     workloadCertTtlMs: duration('MESH_WORKLOAD_CERT_TTL', 'lifetime of a workload certificate when the request names none (Go duration: `30s`, `90m`, `24h`)', { minMs: 1000 }, {
       default: CA_DEFAULTS.defaultTtlMs,
       why: "Istio's DEFAULT_WORKLOAD_CERT_TTL; renewed at half-life, so a day keeps an outage of the CA harmless for 12 h",

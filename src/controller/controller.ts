@@ -13,6 +13,8 @@ import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
 import { buildModel, type ClusterSnapshot, type MeshModel, type PolicyStatus } from './model/index.ts';
 import { loadControllerSettings } from './config.ts';
+import { WaypointDeployer, type WaypointTemplate } from './waypoint-deployer.ts';
+import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 
 const log = logger('controller');
 
@@ -34,6 +36,12 @@ export interface ControllerConfig {
   readonly workloadCertTtlMs: number;
   /** The longest certificate the CA signs, whatever a client asks (MESH_MAX_WORKLOAD_CERT_TTL). */
   readonly maxWorkloadCertTtlMs: number;
+  /** The image of the waypoints it deploys (MESH_WAYPOINT_IMAGE). */
+  readonly waypointImage: string;
+  /** The whole waypoint pod template, when the image alone does not say it (the local cluster). */
+  readonly waypointTemplate?: WaypointTemplate;
+  /** The cluster's DNS domain (Service hostnames). */
+  readonly clusterDomain?: string;
 }
 
 export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
@@ -76,6 +84,7 @@ export class Controller {
   builds = 0;
 
   private readonly nodes: NodeCredentials;
+  private readonly deployer: WaypointDeployer;
   /** Informers of CRD-defined kinds whose CRD is not installed (listed as empty meanwhile). */
   readonly notServed = new Set<string>();
 
@@ -86,6 +95,11 @@ export class Controller {
     this.ca = ca;
     this.xds = xds;
     this.caches = caches;
+    this.deployer = new WaypointDeployer(
+      kc,
+      config.waypointTemplate ?? { image: config.waypointImage, imagePullPolicy: 'IfNotPresent', command: [], env: {}, volumes: [], volumeMounts: [] },
+      { clusterDomain: config.clusterDomain ?? 'cluster.local', trustDomain: config.trustDomain },
+    );
   }
 
   static async start(kc: k8s.KubeConfig, input: Partial<ControllerConfig> = {}): Promise<Controller> {
@@ -103,6 +117,7 @@ export class Controller {
 
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
+    const apps = kc.makeApiClient(k8s.AppsV1Api);
     const custom = kc.makeApiClient(k8s.CustomObjectsApi);
     const inf = <T extends k8s.KubernetesObject>(path: string, list: () => Promise<k8s.KubernetesListObject<T>>) =>
       k8s.makeInformer<T>(kc, path, list) as unknown as Cache<k8s.KubernetesObject>;
@@ -112,6 +127,8 @@ export class Controller {
       services: inf('/api/v1/services', () => core.listServiceForAllNamespaces()),
       endpointSlices: inf('/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces()),
       nodes: inf('/api/v1/nodes', () => core.listNode()),
+      // The waypoints' Deployments (waypoint-deployer.ts): their readiness programs the Gateway.
+      waypointDeployments: k8s.makeInformer(kc, '/apis/apps/v1/deployments', () => apps.listDeploymentForAllNamespaces({ labelSelector: LABEL_GATEWAY_NAME }), LABEL_GATEWAY_NAME) as unknown as Cache<k8s.KubernetesObject>,
     };
     for (const c of CUSTOM) {
       caches[c.key] = inf(`/apis/${c.group}/${c.version}/${c.plural}`, () =>
@@ -120,7 +137,9 @@ export class Controller {
     }
     // The config stream admits a node's own credential only, for a node that exists.
     const nodes = new NodeCredentials(config.trustDomain, ca.config.trustedNodeAccounts, (n) => caches.nodes!.get(n) !== undefined);
-    const xds = new ConfigServer({ authorize: (peer) => nodes.streamRefusal(peer) });
+    // …and a waypoint's own identity, for a waypoint Gateway that exists.
+    const isWaypoint = (ns: string, name: string) => (caches.gateways!.get(name, ns) as { spec?: { gatewayClassName?: string } } | undefined)?.spec?.gatewayClassName === WAYPOINT_CLASS;
+    const xds = new ConfigServer({ authorize: (peer) => (peer.node.id.startsWith('waypoint~') ? nodes.waypointStreamRefusal(peer, isWaypoint) : nodes.streamRefusal(peer)) });
     const controller = new Controller(kc, config, ca, xds, caches, nodes);
     for (const [name, i] of Object.entries(caches)) {
       for (const verb of ['add', 'update', 'delete'] as const) i.on(verb, () => controller.schedule());
@@ -231,6 +250,8 @@ export class Controller {
     this.builds++;
     log.debug({ ms: Math.round(performance.now() - started), workloads: model.workloads.size }, 'model built');
     await this.writeStatuses(model.policyStatus);
+    const snap = this.snapshot();
+    await this.deployer.reconcile(snap.gateways, [...this.caches.waypointDeployments!.list()] as k8s.V1Deployment[], snap.services);
   }
 
   /** Writes each policy's status when it changed, through the status subresource. */

@@ -3,7 +3,7 @@
 // The CA binds a node's own identity to the node its token review names (identity/node.ts);
 // ARCHITECTURE.md "Identity" has the decision.
 import * as grpc from '@grpc/grpc-js';
-import { nodeOfCertificate, type SubjectFields } from '../identity/index.ts';
+import { nodeOfCertificate, parseSpiffeId, type SubjectFields } from '../identity/index.ts';
 import { type PeerInfo, uriSans } from '../xds/index.ts';
 
 /** The components that follow the config stream, as they name themselves in node.id. */
@@ -58,6 +58,29 @@ export class NodeCredentials {
     if (peer.node.name !== bound) return `the stream claims node "${peer.node.name}", but its certificate is bound to node "${bound}"`;
     const ok = NODE_COMPONENTS.map((k) => `${k}~${bound}`);
     if (!ok.includes(peer.node.id)) return `node id "${peer.node.id}" must be ${ok.join(' or ')} for a certificate bound to node "${bound}"`;
+    return undefined;
+  }
+
+  /**
+   * Admits a waypoint's config stream: its certificate names one SPIFFE identity, the service
+   * account its Gateway's deployment runs as (named after the Gateway, as Istio's waypoints are),
+   * and `isWaypoint(ns, name)` says such a waypoint Gateway exists. node.id must be
+   * "waypoint~<ns>/<name>~…". A waypoint reads routes and workloads; it gets no node's role.
+   */
+  waypointStreamRefusal(peer: PeerInfo, isWaypoint: (namespace: string, name: string) => boolean): string | undefined {
+    const uri = peer.uris[0];
+    if (!uri || peer.uris.length !== 1) return `the certificate must carry exactly one SPIFFE identity, it has ${peer.uris.length}`;
+    let id;
+    try {
+      id = parseSpiffeId(uri);
+    } catch {
+      id = undefined;
+    }
+    if (!id || id.trustDomain !== this.trustDomain) return `identity ${uri} is not a workload identity of trust domain ${this.trustDomain}`;
+    const { namespace: ns, serviceAccount: sa } = id;
+    if (!isWaypoint(ns, sa)) return `identity ${uri} is not a waypoint's: no Gateway ${ns}/${sa} of class mesh-waypoint exists`;
+    const want = `waypoint~${ns}/${sa}~`;
+    if (!peer.node.id.startsWith(want)) return `node id "${peer.node.id}" must start with "${want}" for the identity ${uri}`;
     return undefined;
   }
 
