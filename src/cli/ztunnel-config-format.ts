@@ -9,7 +9,7 @@ import type { Authorization, GatewayAddress, Service, Workload } from '../xds/in
 
 // ---- the dump's shapes ------------------------------------------------------------------------
 // ztunnel's configDump() (src/ztunnel/ztunnel.ts) serialized by the admin server's dumpReplacer
-// (src/ztunnel/admin/servers.ts): addresses become IP text and Dates ISO strings.
+// (src/admin/servers.ts): addresses become IP text and Dates ISO strings.
 
 export interface DumpedNetworkAddress {
   network: string;

@@ -3,7 +3,7 @@
 // socket, the mark, the controller and the node's identity) and its own servers' ports.
 import { checkMark, NODE_SETTINGS } from '../common/shared-settings.ts';
 import { ConfigError, defineSettings, type Env, ip, port, type Values } from '../common/settings.ts';
-import { ADMIN_DEFAULTS } from './admin/index.ts';
+import { ADMIN_DEFAULTS } from '../admin/index.ts';
 
 export { ConfigError };
 

@@ -8,7 +8,7 @@ import { tokenFile } from '../identity/index.ts';
 import { loadZtunnelSettings } from './config.ts';
 import { policyFromState } from './policy.ts';
 import { Ztunnel } from './ztunnel.ts';
-import { LogLevels, startZtunnelServers } from './admin/index.ts';
+import { LogLevels, startZtunnelServers } from '../admin/index.ts';
 
 const log = logger('ztunnel');
 

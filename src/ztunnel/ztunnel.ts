@@ -13,7 +13,7 @@ import { type MeshTypes, MeshState } from '../state/index.ts';
 import type { MtlsCredentials } from '../tls/index.ts';
 import { AUTHORIZATION, ConfigClient, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
 import type { ZdsPod } from '../zds/protocol.ts';
-import type { ConfigDump, Readiness } from './admin/index.ts';
+import type { ConfigDump, Readiness } from '../admin/index.ts';
 import { ConnectionManager } from './connection-manager.ts';
 import type { InboundPolicy, ProxyContext, ZtunnelConfig } from './context.ts';
 import { inboundHbone } from './inbound.ts';

@@ -8,7 +8,7 @@ import { CA_DEFAULTS } from '../../src/controller/ca/index.ts';
 import { CONTROLLER_DEFAULTS } from '../../src/controller/controller.ts';
 import { HBONE_PORT as MODEL_HBONE_PORT } from '../../src/controller/model/index.ts';
 import { DELIVERY_MARK, DELIVERY_TABLE, layout } from '../../src/datapath/index.ts';
-import { ADMIN_DEFAULTS } from '../../src/ztunnel/admin/index.ts';
+import { ADMIN_DEFAULTS } from '../../src/admin/index.ts';
 import { ZTUNNEL_SETTINGS } from '../../src/ztunnel/config.ts';
 
 /** `#define NAME value` lines with a numeric value (decimal or hex), comments allowed after. */

@@ -1,4 +1,4 @@
-// `meshctl ztunnel-config` against real ztunnel admin servers (src/ztunnel/admin) on port 0 whose
+// `meshctl ztunnel-config` against real ztunnel admin servers (src/admin) on port 0 whose
 // /config_dump serves a two-node shop: the command runs as a user runs it (bin/meshctl), and the
 // tests assert the rows an operator would read.
 import { execFile } from 'node:child_process';
@@ -13,7 +13,7 @@ import * as yaml from 'js-yaml';
 import { EXIT_USAGE } from '../../src/cli/main.ts';
 import type { CertStatus } from '../../src/identity/index.ts';
 import type { Authorization, Service, Workload } from '../../src/xds/index.ts';
-import { type ConfigDump, type Listener, LogLevels, startAdminServer, startReadinessServer } from '../../src/ztunnel/admin/index.ts';
+import { type ConfigDump, type Listener, LogLevels, startAdminServer, startReadinessServer } from '../../src/admin/index.ts';
 
 const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
 const HOST = '127.0.0.1';

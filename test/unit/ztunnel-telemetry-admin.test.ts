@@ -9,7 +9,7 @@ import { HbonePool, HboneServer } from '../../src/hbone/index.ts';
 import '../../src/ztunnel/policy.ts'; // the authz logger, as in the ztunnel process
 import '../../src/ztunnel/ztunnel.ts'; // and the ztunnel, xds and identity loggers
 import { memoryCa, mint } from '../helpers/ca.ts';
-import { AdminListenError, LogLevels, startAdminServer, startMetricsServer, startReadinessServer, startZtunnelServers, type ConfigDump, type Readiness } from '../../src/ztunnel/admin/index.ts';
+import { AdminListenError, LogLevels, startAdminServer, startMetricsServer, startReadinessServer, startZtunnelServers, type ConfigDump, type Readiness } from '../../src/admin/index.ts';
 import { AccessLog, TcpMetrics } from '../../src/ztunnel/telemetry/index.ts';
 
 const HOST = '127.0.0.1';

@@ -6,7 +6,7 @@
 // Everything they show comes from injected providers, so they hold no state of their own.
 import type { Registry } from 'prom-client';
 import ipaddr from 'ipaddr.js';
-import { logger } from '../../common/log.ts';
+import { logger } from '../common/log.ts';
 import { listen, send, sendJson, type Listener } from './http.ts';
 import { isLevel, LEVELS, type LogLevels } from './levels.ts';
 

@@ -5,7 +5,7 @@
 // (hbone, authz, xds, identity, ztunnel) writes. ztunnel's composition root registers all of them
 // (ofProcess) and the access log, which is a logger of its own.
 import type { Logger } from 'pino';
-import { componentLoggers, isLevel, type LevelName, LEVELS } from '../../common/log.ts';
+import { componentLoggers, isLevel, type LevelName, LEVELS } from '../common/log.ts';
 
 export { isLevel, type LevelName, LEVELS };
 

@@ -1,7 +1,7 @@
 // A small HTTP listener with a graceful close, shared by the admin, metrics and readiness servers.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { logger } from '../../common/log.ts';
+import { logger } from '../common/log.ts';
 import { AdminListenError } from './errors.ts';
 
 const log = logger('admin');
