@@ -172,6 +172,19 @@ export function hostPort<U extends Unset<string>>(env: string, doc: string, unse
   return setting(env, doc, parse, unset, (v) => v);
 }
 
+/** A gRPC target: `host:port`, or `unix:/absolute/path` for a socket reached through a mount. */
+export function grpcTarget<U extends Unset<string>>(env: string, doc: string, unset: U): Setting<Read<string, U>> {
+  const parse = (raw: string): string => {
+    const v = raw.trim();
+    if (/^unix:\/[^\s]+$/.test(v)) return v;
+    if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d+)$/.exec(v) || Number(v.slice(v.lastIndexOf(':') + 1)) > 65535) {
+      throw bad(env, raw, 'host:port (an IPv6 address in brackets, [fd00::1]:15010) or unix:/path/to/socket');
+    }
+    return v;
+  };
+  return setting(env, doc, parse, unset, (v) => v);
+}
+
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /**

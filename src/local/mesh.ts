@@ -23,6 +23,7 @@ import { controlRequest } from '../agent/control.ts';
 import { hostEnv } from '../common/settings.ts';
 import { inMesh } from '../controller/model/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
+import { ensureHostfsImage, forwardControllerSockets, localWaypointTemplate } from './waypoints.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
@@ -65,6 +66,8 @@ export class LocalMesh {
   private tokenTimer: NodeJS.Timeout | undefined;
   /** The controller's API credential: its own service account's token, with the chart's RBAC. */
   private controllerKc: k8s.KubeConfig | undefined;
+  /** Closes the unix sockets through which waypoint pods reach the controller. */
+  private closeSockets: (() => Promise<void>) | undefined;
 
   private constructor(cluster: LocalCluster, opts: LocalMeshOptions) {
     this.cluster = cluster;
@@ -131,7 +134,17 @@ export class LocalMesh {
     await writeControllerToken(this.cluster.kc, this.controllerTokenFile());
     this.controllerKc = tokenFileKubeConfig(this.cluster.api.url, this.cluster.api.caCertPem, this.controllerTokenFile());
     this.progress('starting the controller (config stream, CA, flow relay)');
-    this.controller = await Controller.start(this.controllerKc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, ...this.certTtl() });
+    // Waypoints run from an empty image with the host's runtime mounted (src/local/waypoints.ts).
+    await ensureHostfsImage().catch((e: Error) => this.progress(`waypoints will not start: ${e.message}`));
+    this.controller = await Controller.start(this.controllerKc, {
+      host: '127.0.0.1',
+      xdsPort: 0,
+      caPort: 0,
+      relayPort: 0,
+      waypointTemplate: localWaypointTemplate(this.stateDir, this.opts.logLevel),
+      ...this.certTtl(),
+    });
+    this.closeSockets = await forwardControllerSockets(this.stateDir, { xds: this.controller.xdsPort, ca: this.controller.ca.port });
     this.root = await waitFor('the trust bundle ConfigMap', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'mesh-system' })).data?.['root-cert.pem']);
     writeFileSync(join(this.stateDir, 'root-cert.pem'), this.root);
     for (const node of this.nodes) {
@@ -305,6 +318,7 @@ export class LocalMesh {
     await Promise.all(live.map((p) => Promise.race([once(p, 'exit'), new Promise((r) => setTimeout(r, 5000))])));
     for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await this.controller?.stop();
+    await this.closeSockets?.();
     if (this.bpffsMounted) {
       for (const n of this.nodes) Datapath.uninstall(this.bpffs(n));
       await run('umount', [this.bpffsRoot]);

@@ -37,6 +37,8 @@ export interface WaypointStatus {
   readonly problem: string | undefined;
   /** The SPIFFE IDs (URIs) of its healthy endpoints: the only peers a workload behind it accepts. */
   readonly identities: readonly string[];
+  /** Its healthy endpoints' addresses, where clients open HBONE to it. */
+  readonly addresses: readonly string[];
 }
 
 export class MeshState {
@@ -104,13 +106,14 @@ export class MeshState {
   waypoint(addr: GatewayAddress, trustDomain: string): WaypointStatus {
     const hostname = addr.hostname ?? (addr.address ? ipText(addr.address.address) : '');
     const svc = addr.hostname ? this.services.get(addr.hostname) : addr.address ? this.byVip.get(ipText(addr.address.address)) : undefined;
-    if (!svc) return { hostname, problem: `waypoint ${hostname} is missing (no such Service)`, identities: [] };
+    if (!svc) return { hostname, problem: `waypoint ${hostname} is missing (no such Service)`, identities: [], addresses: [] };
     // A waypoint runs as the service account named after its Gateway (as Istio's do): only those
     // endpoints count, so a pod that merely matches the Service's selector cannot speak for it.
     const healthy = (this.backends.get(`${svc.namespace}/${svc.hostname}`) ?? []).filter((w) => w.status === 'HEALTHY' && w.serviceAccount === svc.name);
-    if (healthy.length === 0) return { hostname, problem: `waypoint ${hostname} has no ready endpoint running as service account ${svc.namespace}/${svc.name}`, identities: [] };
+    if (healthy.length === 0) return { hostname, problem: `waypoint ${hostname} has no ready endpoint running as service account ${svc.namespace}/${svc.name}`, identities: [], addresses: [] };
     const ids = [...new Set(healthy.map((w) => `spiffe://${w.trustDomain || trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount}`))].sort();
-    return { hostname, problem: undefined, identities: ids };
+    const addresses = healthy.flatMap((w) => (w.addresses[0] ? [ipText(w.addresses[0])] : []));
+    return { hostname, problem: undefined, identities: ids, addresses };
   }
 
   /**

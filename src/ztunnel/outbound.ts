@@ -53,15 +53,35 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
     sockCookie: orig.sockCookie,
   });
   const info = { direction: 'outbound', src: `${pod.addresses[0]}`, dst: `${orig.address}:${orig.port}`, pod: pod.uid };
-  const viaWaypoint = waypointRefusal(ctx, dst);
-  if (viaWaypoint) {
-    log.info({ dst: `${orig.address}:${orig.port}`, reason: viaWaypoint }, 'outbound refused: the destination uses a waypoint');
-    tracked.close({ flags: 'DENY', error: viaWaypoint });
+  const wp = waypointOf(ctx, dst);
+  if (wp && 'refusal' in wp) {
+    log.info({ dst: `${orig.address}:${orig.port}`, reason: wp.refusal }, 'outbound refused: the destination uses a waypoint');
+    tracked.close({ flags: 'DENY', error: wp.refusal });
+    conn.resetAndDestroy();
+    return;
+  }
+  if (wp && (!src || !pool)) {
+    const why = `${wp.via} uses waypoint ${wp.hostname}, which only a mesh workload can reach (over HBONE): refused (fail closed)`;
+    tracked.close({ flags: 'DENY', error: why });
     conn.resetAndDestroy();
     return;
   }
   try {
-    if (hbone && src && pool && dst.workload) {
+    if (wp && src && pool) {
+      // Through the waypoint: HBONE to one of its endpoints, carrying the address the app
+      // dialled (a Service's VIP and port, or the pod's) — the waypoint routes from there.
+      const cert = await ctx.secrets.fetchCertificate(ctx.identityOf(src));
+      const stream = await pool.connect({
+        source: { identity: cert.identity, key: cert.key, certChain: cert.certChain, roots: cert.roots, notAfter: cert.leaf.notAfter },
+        dstAddr: { host: wp.address, port: HBONE_PORT },
+        expectedIdentities: wp.identities,
+        authority: { host: orig.address, port: orig.port },
+        forwardedFor: { host: pod.addresses[0] ?? plainAddr(conn.localAddress) },
+        baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
+      });
+      const done = ctx.connections.track(tracked, conn, stream, info);
+      done((await splice(conn, stream)).error);
+    } else if (hbone && src && pool && dst.workload) {
       const cert = await ctx.secrets.fetchCertificate(ctx.identityOf(src));
       const stream = await pool.connect({
         source: { identity: cert.identity, key: cert.key, certChain: cert.certChain, roots: cert.roots, notAfter: cert.leaf.notAfter },
@@ -89,22 +109,20 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
 }
 
 /**
- * Why a connection to `dst` may not go straight to it: the Service it was reached by, the
- * workload, or a Service the workload backs on that port, uses a waypoint. A missing or unready
- * waypoint fails closed — never a bypass (Istio's ztunnel sends straight to the pod then).
- * Routing through a ready waypoint is the waypoint milestone's work; until then that is refused
- * too, rather than skipping the waypoint's policy.
+ * The waypoint a connection to `dst` must go through — the Service it was reached by, the
+ * workload, or a Service the workload backs on that port uses one — with an endpoint to reach it
+ * on; or why it cannot be reached: a missing or unready waypoint fails closed, never a bypass
+ * (Istio's ztunnel sends straight to the pod then). Undefined: no waypoint, go direct.
  */
-function waypointRefusal(ctx: ProxyContext, dst: Destination): string | undefined {
+function waypointOf(ctx: ProxyContext, dst: Destination): { refusal: string } | { via: string; hostname: string; address: string; identities: readonly string[] } | undefined {
   const uses = [
     ...(dst.service?.waypoint ? [{ via: `service ${dst.service.namespace}/${dst.service.hostname}`, address: dst.service.waypoint }] : []),
     ...(dst.workload ? ctx.state.waypointsOf(dst.workload, dst.port) : []),
   ];
-  for (const { via, address } of uses) {
-    const st = ctx.state.waypoint(address, ctx.cfg.trustDomain);
-    return st.problem
-      ? `${via} uses ${st.problem}: refused until it is ready (fail closed)`
-      : `${via} uses waypoint ${st.hostname}, and this ztunnel does not route through waypoints yet: refused (fail closed)`;
-  }
-  return undefined;
+  const use = uses[0];
+  if (!use) return undefined;
+  const st = ctx.state.waypoint(use.address, ctx.cfg.trustDomain);
+  if (st.problem) return { refusal: `${use.via} uses ${st.problem}: refused until it is ready (fail closed)` };
+  const address = st.addresses[Math.floor(Math.random() * st.addresses.length)]!;
+  return { via: use.via, hostname: st.hostname, address, identities: st.identities };
 }

@@ -71,11 +71,11 @@ const ap = (namespace: string, name: string, spec: unknown): KubeObject => polic
 const pa = (namespace: string, name: string, spec: unknown, created?: string): KubeObject => policy('PeerAuthentication', namespace, name, spec, created);
 
 /** A waypoint Gateway; `programmed` is its Programmed condition ('none': no status yet). */
-function waypointGateway(namespace: string, name: string, cls = 'mesh-waypoint', programmed: 'True' | 'False' | 'none' = 'True'): KubeObject {
+function waypointGateway(namespace: string, name: string, cls = 'mesh-waypoint', programmed: 'True' | 'False' | 'none' = 'True', forType: string | null = 'all'): KubeObject {
   return {
     apiVersion: 'gateway.networking.k8s.io/v1',
     kind: 'Gateway',
-    metadata: { name, namespace },
+    metadata: { name, namespace, ...(forType ? { labels: { 'mesh.io/waypoint-for': forType } } : {}) },
     spec: { gatewayClassName: cls, listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] },
     ...(programmed !== 'none' ? { status: { conditions: [{ type: 'Programmed', status: programmed, reason: 'Programmed', message: '' }] } } : {}),
   };
@@ -285,6 +285,28 @@ test('a selector-less service takes its pods from EndpointSlices', (t) => {
     OPTS,
   );
   t.deepEqual(m.workloads.get(uid('shop', 'legacy'))?.services, { 'shop/manual.shop.svc.cluster.local': { ports: [{ servicePort: 80, targetPort: 8081, appProtocol: 'http' }] } });
+});
+
+test('waypoint-for: a service waypoint (the default) takes Services, a workload waypoint pods, all both, none neither; a missing one still fails closed', (t) => {
+  const forType = (f: string | null) => {
+    const m = buildModel(
+      snapshot({
+        namespaces: [ns('shop', { ...AMBIENT, 'mesh.io/use-waypoint': 'wp' })],
+        gateways: [waypointGateway('shop', 'wp', 'mesh-waypoint', 'True', f)],
+        endpointSlices: [waypointSlice('shop', 'wp')],
+        services: [svc('shop', 'web', { selector: { app: 'web' }, clusterIP: '10.96.0.10', ports: [{ port: 80 }] })],
+        pods: [pod('shop', 'a', { labels: { app: 'web' } })],
+      }),
+      OPTS,
+    );
+    return { pod: m.workloads.get(uid('shop', 'a'))?.waypoint?.hostname ?? null, svc: m.services.get('shop/web.shop.svc.cluster.local')?.waypoint?.hostname ?? null };
+  };
+  const wp = 'shop/wp.shop.svc.cluster.local';
+  t.deepEqual(forType(null), { pod: null, svc: wp });
+  t.deepEqual(forType('service'), { pod: null, svc: wp });
+  t.deepEqual(forType('workload'), { pod: wp, svc: null });
+  t.deepEqual(forType('all'), { pod: wp, svc: wp });
+  t.deepEqual(forType('none'), { pod: null, svc: null });
 });
 
 test('waypoints: pod label beats namespace label, a missing waypoint is set anyway (fails closed) and reported', (t) => {

@@ -4,7 +4,7 @@ import test from 'ava';
 import { spiffeId } from '../../src/identity/index.ts';
 import { type Authorization, AUTHORIZATION, emptyMatch, SERVICE, WORKLOAD, type Workload } from '../../src/xds/index.ts';
 import { policyFromState } from '../../src/ztunnel/policy.ts';
-import { MeshState } from '../../src/state/index.ts';
+import { ipText, MeshState } from '../../src/state/index.ts';
 
 function workload(o: Partial<Workload> = {}): Workload {
   return {
@@ -84,7 +84,7 @@ test('waypoint status: missing Service, no healthy endpoint, or ready with the i
   state.replace(WORKLOAD, [[wpPod.uid, wpPod]], true);
   t.regex(state.waypoint(addr, 'cluster.local').problem ?? '', /has no ready endpoint/);
   state.replace(WORKLOAD, [[wpPod.uid, { ...wpPod, status: 'HEALTHY' }]], true);
-  t.deepEqual(state.waypoint(addr, 'cluster.local'), { hostname: 'shop/wp.shop.svc.cluster.local', problem: undefined, identities: ['spiffe://cluster.local/ns/shop/sa/wp'] });
+  t.deepEqual(state.waypoint(addr, 'cluster.local'), { hostname: 'shop/wp.shop.svc.cluster.local', problem: undefined, identities: ['spiffe://cluster.local/ns/shop/sa/wp'], addresses: wpPod.addresses.map(ipText) });
 });
 
 test('waypointsOf: a pod reached by its IP still goes through the waypoint of a Service it backs on that port; an impostor endpoint does not count', (t) => {

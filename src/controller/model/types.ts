@@ -104,6 +104,8 @@ export interface MeshModel {
 /** Labels and names the model reads. */
 export const LABEL_DATAPLANE_MODE = 'mesh.io/dataplane-mode';
 export const LABEL_USE_WAYPOINT = 'mesh.io/use-waypoint';
+/** On a waypoint Gateway: the traffic it takes, service (default), workload, all or none. */
+export const LABEL_WAYPOINT_FOR = 'mesh.io/waypoint-for';
 /** Istio's istio.io/use-waypoint-namespace: the waypoint lives in another namespace. */
 export const LABEL_USE_WAYPOINT_NAMESPACE = 'mesh.io/use-waypoint-namespace';
 /** Comma-separated identities a Service's workloads may present besides their own (Istio: alpha.istio.io/kubernetes-serviceaccounts). */

@@ -18,6 +18,7 @@ import {
   LABEL_GATEWAY_NAME,
   LABEL_USE_WAYPOINT,
   LABEL_USE_WAYPOINT_NAMESPACE,
+  LABEL_WAYPOINT_FOR,
   WAYPOINT_CLASS,
   type KubeObject,
   type WaypointUse,
@@ -47,7 +48,7 @@ interface Use {
 export class Waypoints {
   readonly #clusterDomain: string;
   /** "ns/name" → gatewayClassName and Programmed condition of every Gateway. */
-  readonly #gateways = new Map<string, { cls: string; programmed: string | undefined }>();
+  readonly #gateways = new Map<string, { cls: string; programmed: string | undefined; forType: string }>();
   /** "ns/name" of the Services that have at least one ready endpoint. */
   readonly #readyServices: ReadonlySet<string>;
   readonly #uses = new Map<string, Use>();
@@ -58,7 +59,8 @@ export class Waypoints {
     this.#readyServices = readyServices;
     for (const g of gateways) {
       const cls = isRecord(g.spec) && typeof g.spec.gatewayClassName === 'string' ? g.spec.gatewayClassName : '';
-      this.#gateways.set(`${namespaceOf(g)}/${nameOf(g)}`, { cls, programmed: programmedStatus(g) });
+      const forType = g.metadata?.labels?.[LABEL_WAYPOINT_FOR] ?? 'service';
+      this.#gateways.set(`${namespaceOf(g)}/${nameOf(g)}`, { cls, programmed: programmedStatus(g), forType });
     }
   }
 
@@ -76,6 +78,12 @@ export class Waypoints {
     // A waypoint's own pods never go through a waypoint (that would loop).
     if (user.startsWith('Pod/') && wns === ns && labels[LABEL_GATEWAY_NAME] === name && this.#isWaypoint(`${wns}/${name}`)) return null;
     const key = `${wns}/${name}`;
+    // mesh.io/waypoint-for (Istio's istio.io/waypoint-for, default "service"): a waypoint takes
+    // the traffic addressed to Services, to workloads, both, or neither. One that exists and does
+    // not take this kind of traffic is not this user's waypoint; a missing one still is (refused
+    // until it exists: fail closed).
+    const gw = this.#gateways.get(key);
+    if (gw?.cls === WAYPOINT_CLASS && !takes(gw.forType, user)) return null;
     const use = this.#use(wns, name);
     if (user) use.users.push(user);
     return { key, ready: use.problem === '', address: { hostname: use.hostname, hboneMtlsPort: HBONE_PORT } };
@@ -124,6 +132,12 @@ export class Waypoints {
     }
     return use;
   }
+}
+
+function takes(forType: string, user: string): boolean {
+  if (user.startsWith('Service/')) return forType === 'service' || forType === 'all';
+  if (user.startsWith('Pod/')) return forType === 'workload' || forType === 'all';
+  return forType !== 'none';
 }
 
 /** The status of the Gateway's Programmed condition ("True", "False", "Unknown"), if it has one. */

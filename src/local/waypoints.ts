@@ -1,0 +1,100 @@
+// Waypoints on the local cluster. The controller deploys them as on a real cluster — a Deployment
+// whose pod runs the waypoint in its own network namespace, with a projected token and the trust
+// bundle mounted — but the image is the host's own runtime: an empty image
+// (localhost/mesh-hostfs) with the host's /usr, this checkout and Node.js bind-mounted read-only,
+// so no image has to be built for a dev loop (kind's extraMounts, in spirit).
+//
+// Pods cannot reach the host's loopback, where the controller listens; the controller's config
+// stream and CA are forwarded into unix sockets under the state directory, which the waypoint
+// pod mounts (the bytes are TLS end to end: the forwarder sees only ciphertext).
+import { execFile } from 'node:child_process';
+import { mkdirSync, realpathSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type * as k8s from '@kubernetes/client-node';
+import type { WaypointTemplate } from '../controller/waypoint-deployer.ts';
+
+export const HOSTFS_IMAGE = 'localhost/mesh-hostfs:latest';
+const WAYPOINT_MAIN = fileURLToPath(new URL('../waypoint/main.ts', import.meta.url));
+const REPO = realpathSync(fileURLToPath(new URL('../..', import.meta.url)));
+const SOCKETS_IN_POD = '/var/run/mesh-controller';
+
+function podman(args: string[], input?: Buffer): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = execFile('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', ...args], (err, _out, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+    );
+    if (input) p.stdin?.end(input);
+  });
+}
+
+/** Makes the empty image the waypoint pods run from, unless it is in the local store. */
+export async function ensureHostfsImage(): Promise<void> {
+  if ((await podman(['image', 'exists', HOSTFS_IMAGE])).code === 0) return;
+  // An empty tar archive: two 512-byte zero blocks.
+  const r = await podman(['import', '--message', 'mesh: the host runtime is bind-mounted', '-', HOSTFS_IMAGE], Buffer.alloc(1024));
+  if (r.code !== 0) throw new Error(`creating the waypoint base image ${HOSTFS_IMAGE} with podman failed: ${r.stderr.trim()} — is podman installed (make setup)?`);
+}
+
+/** The waypoint pod template of the local cluster: the waypoint from this checkout, on the host's runtime. */
+export function localWaypointTemplate(stateDir: string, logLevel = 'info'): WaypointTemplate {
+  const sockets = join(stateDir, 'controller-sockets');
+  const nodeBin = realpathSync(process.execPath);
+  const mounts: { name: string; path: string }[] = [
+    { name: 'host-usr', path: '/usr' },
+    { name: 'host-lib', path: '/lib' },
+    { name: 'host-lib64', path: '/lib64' },
+    { name: 'mesh-source', path: REPO },
+    { name: 'mesh-sockets', path: sockets },
+  ];
+  // node_modules may be a link out of the checkout (a git worktree's); Node.js may live outside /usr.
+  const modules = realpathSync(join(REPO, 'node_modules'));
+  if (!modules.startsWith(`${REPO}/`)) mounts.push({ name: 'mesh-modules', path: modules });
+  const nodeDir = dirname(nodeBin);
+  if (!nodeDir.startsWith('/usr/') && !nodeDir.startsWith(`${REPO}/`) && !nodeDir.startsWith(`${modules}/`)) mounts.push({ name: 'node-runtime', path: nodeDir });
+  const volumes: k8s.V1Volume[] = mounts.map((m) => ({ name: m.name, hostPath: { path: m.path, type: 'Directory' } }));
+  const volumeMounts: k8s.V1VolumeMount[] = mounts.map((m) => ({ name: m.name, mountPath: m.name === 'mesh-sockets' ? SOCKETS_IN_POD : m.path, readOnly: m.name !== 'mesh-sockets' }));
+  return {
+    image: HOSTFS_IMAGE,
+    imagePullPolicy: 'Never',
+    command: [nodeBin, WAYPOINT_MAIN],
+    env: {
+      MESH_CONTROLLER: `unix:${SOCKETS_IN_POD}/xds.sock`,
+      MESH_CA_ADDRESS: `unix:${SOCKETS_IN_POD}/ca.sock`,
+      MESH_CONTROLLER_NAME: 'mesh-controller.mesh-system.svc',
+      MESH_LOG_LEVEL: logLevel,
+    },
+    volumes,
+    volumeMounts,
+  };
+}
+
+/** Forwards the controller's config stream and CA into unix sockets for the waypoint pods. */
+export async function forwardControllerSockets(stateDir: string, ports: { xds: number; ca: number }): Promise<() => Promise<void>> {
+  const dir = join(stateDir, 'controller-sockets');
+  mkdirSync(dir, { recursive: true });
+  const servers: net.Server[] = [];
+  for (const [file, port] of [
+    ['xds.sock', ports.xds],
+    ['ca.sock', ports.ca],
+  ] as const) {
+    const path = join(dir, file);
+    rmSync(path, { force: true });
+    const server = net.createServer((client) => {
+      const up = net.connect({ host: '127.0.0.1', port });
+      client.pipe(up).pipe(client);
+      const end = () => {
+        client.destroy();
+        up.destroy();
+      };
+      client.on('error', end).on('close', end);
+      up.on('error', end).on('close', end);
+    });
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, resolve));
+    servers.push(server);
+  }
+  return async () => {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  };
+}
