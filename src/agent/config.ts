@@ -1,5 +1,6 @@
 // The node agent's configuration: read once from the environment into a frozen object, through
 // one schema (the node's shared settings, src/common/shared-settings.ts, and the agent's own).
+import { dirname, join } from 'node:path';
 import { findCgroup2Mount } from '../common/cgroup.ts';
 import { checkMark, NODE_SETTINGS } from '../common/shared-settings.ts';
 import { bool, ConfigError, defineSettings, type Env, hostPort, int, str } from '../common/settings.ts';
@@ -15,6 +16,8 @@ export interface AgentConfig {
   readonly controlSocket: string;
   /** Unix socket where ztunnel learns the enrolled pods (ZDS); beside the control socket. */
   readonly zdsSocket: string;
+  /** Unix socket where the node's waypoints send one record per HTTP request (L7 flows). */
+  readonly l7FlowsSocket: string;
   /** SO_MARK that ztunnel puts on its own sockets. */
   readonly mark: number;
   /** How many recent datapath events the agent keeps for inspection. */
@@ -57,6 +60,11 @@ export const AGENT_SETTINGS = defineSettings(
     }),
     controlSocket: N.controlSocket,
     zdsSocket: N.zdsSocket,
+    l7FlowsSocket: str('MESH_L7_FLOWS_SOCKET', "where the node's waypoints send their L7 flow records (one JSON line per HTTP request)", {
+      default: (v) => join(dirname(v.controlSocket as string), 'l7-flows.sock'),
+      why: "beside the control socket, in the host directory the waypoint pods mount (as Envoy's access logs reach the Cilium agent)",
+      shown: '`l7-flows.sock` beside `MESH_AGENT_SOCKET`',
+    }),
     mark: N.mark,
     eventRing: int('MESH_EVENT_RING', 'recent datapath events kept by the agent', { min: 16, max: 1 << 20 }, {
       default: 4095,
@@ -99,6 +107,7 @@ export function loadAgentConfig(env: Env = process.env): AgentConfig {
     podCgroup: s.podCgroup,
     controlSocket: s.controlSocket,
     zdsSocket: s.zdsSocket,
+    l7FlowsSocket: s.l7FlowsSocket,
     mark: s.mark,
     eventRing: s.eventRing,
     flowRing: s.flowRing,

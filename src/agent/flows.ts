@@ -13,6 +13,7 @@ import type { DatapathEvent } from '../datapath/index.ts';
 import type { FlowRing } from '../flows/ring.ts';
 import type { Endpoint, Flow, KernelDecision, LostEvent, Verdict } from '../flows/types.ts';
 import type { ConnectionRecord } from '../zds/protocol.ts';
+import type { L7Record } from '../flows/l7.ts';
 
 /** What the model says about an address. */
 export interface AddressInfo {
@@ -96,6 +97,7 @@ export class FlowCollector {
   private readonly monoToWallNs: bigint;
   kernelEvents = 0;
   records = 0;
+  l7Records = 0;
 
   constructor(o: FlowCollectorOptions) {
     this.o = o;
@@ -246,6 +248,32 @@ export class FlowCollector {
     if (verdict !== 'FORWARDED') f.dropReasonDesc = r.flags === 'DENY' ? `Policy denied: ${r.error ?? ''}`.trim() : (r.error ?? '');
     const sec = r.mtls ? 'HBONE mTLS' : 'TCP plaintext';
     f.summary = verdict === 'DROPPED' ? `${sec}, policy denied` : verdict === 'ERROR' ? `${sec}, ${r.flags === '-' ? 'error' : r.flags}` : sec;
+    this.o.ring.push(f);
+  }
+
+  /**
+   * One HTTP request a waypoint on this node proxied: an L7 flow with the client's own address and
+   * port, so it sits beside the L4 flow of its connection. A request the waypoint refused by
+   * policy is DROPPED; one it could not deliver (no upstream, timeout, overflow) is ERROR.
+   */
+  onL7(r: L7Record): void {
+    this.l7Records++;
+    const f = this.base({ timeUnixNano: r.startMs * 1e6, src: r.src.ip, sport: r.src.port, dst: r.dst.ip, dport: r.dst.port }, { source: this.endpoint(r.src.ip, { identity: r.src.identity }), destination: this.endpoint(r.upstream?.ip ?? r.dst.ip) });
+    f.type = 'L7';
+    f.trafficDirection = 'EGRESS';
+    f.reporter = r.reporter;
+    f.ip.encrypted = true;
+    f.protocol = r.protocol;
+    f.destinationService = r.dst.service.split('/')[1] ?? '';
+    f.durationMs = Math.round(r.latencyMs);
+    f.responseFlags = r.flags;
+    f.l7 = { latencyNs: Math.round(r.latencyMs * 1e6), http: { code: r.status, method: r.method, url: r.url, protocol: r.protocol } };
+    const denied = r.flags === 'RBAC';
+    const failed = !denied && r.flags !== '-' && r.status >= 500;
+    f.verdict = denied ? 'DROPPED' : failed ? 'ERROR' : 'FORWARDED';
+    if (denied) f.dropReasonDesc = 'Policy denied (L7 authorization at the waypoint)';
+    else if (failed) f.dropReasonDesc = `${r.status} ${r.flags}`;
+    f.summary = `${r.protocol} ${r.method} ${r.url} → ${r.status}${r.flags !== '-' ? ` ${r.flags}` : ''} (${r.latencyMs.toFixed(1)} ms)`;
     this.o.ring.push(f);
   }
 

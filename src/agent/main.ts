@@ -8,6 +8,7 @@ import { ZdsServer } from './zds.ts';
 import { readFileSync } from 'node:fs';
 import { CONTROLLER_SERVICE_ACCOUNT, formatSpiffeId, spiffeId, tokenFile } from '../identity/index.ts';
 import { localObserver } from '../flows/local.ts';
+import { L7FlowServer } from '../flows/l7.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
 
@@ -22,6 +23,8 @@ async function main(): Promise<void> {
     onLost: (n) => agent.collector.onZtunnelLost(n),
   });
   const server = await serveControl(agent, cfg.controlSocket, { waitServed: (uid, ms) => zds.waitServed(uid, ms) });
+  // The node's waypoints report each HTTP request here: L7 flows.
+  const l7 = await L7FlowServer.listen(cfg.l7FlowsSocket, (r) => agent.collector.onL7(r));
   let sync: MeshSync | undefined;
   let observer: ServingObserver | undefined;
   if (cfg.mesh) {
@@ -66,6 +69,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'stopping; capture stays in place for the next agent');
     server.close();
     zds.close();
+    void l7.close();
     void observer?.close();
     void sync?.close();
     agent.stop();

@@ -23,7 +23,7 @@ import { controlRequest } from '../agent/control.ts';
 import { hostEnv } from '../common/settings.ts';
 import { inMesh } from '../controller/model/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
-import { ensureHostfsImage, forwardControllerSockets, localWaypointTemplate } from './waypoints.ts';
+import { ensureHostfsImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate } from './waypoints.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
@@ -288,7 +288,7 @@ export class LocalMesh {
   async restartController(): Promise<void> {
     const old = this.controller;
     await old.stop();
-    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, ...this.certTtl() });
+    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, waypointTemplate: old.config.waypointTemplate, ...this.certTtl() });
     this.writeEndpoints();
   }
 
@@ -350,7 +350,7 @@ export function meshSettingsEnv(
   };
   // Every node's components share this host's network namespace: each picks free ports.
   return kind === 'agent'
-    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0' }
+    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
     : // …and only loopback: in a real pod ztunnel's metrics are on its own netns; here that would be the host's.
       { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1' };
 }

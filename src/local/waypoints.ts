@@ -19,6 +19,12 @@ export const HOSTFS_IMAGE = 'localhost/mesh-hostfs:latest';
 const WAYPOINT_MAIN = fileURLToPath(new URL('../waypoint/main.ts', import.meta.url));
 const REPO = realpathSync(fileURLToPath(new URL('../..', import.meta.url)));
 const SOCKETS_IN_POD = '/var/run/mesh-controller';
+const L7_IN_POD = '/var/run/mesh-l7-flows';
+
+/** Where the local cluster's agents take L7 flow records: one socket per node. */
+export function l7FlowsDir(stateDir: string): string {
+  return join(stateDir, 'l7-flows');
+}
 
 function podman(args: string[], input?: Buffer): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
@@ -40,6 +46,8 @@ export async function ensureHostfsImage(): Promise<void> {
 /** The waypoint pod template of the local cluster: the waypoint from this checkout, on the host's runtime. */
 export function localWaypointTemplate(stateDir: string, logLevel = 'info'): WaypointTemplate {
   const sockets = join(stateDir, 'controller-sockets');
+  mkdirSync(sockets, { recursive: true });
+  mkdirSync(l7FlowsDir(stateDir), { recursive: true });
   const nodeBin = realpathSync(process.execPath);
   const mounts: { name: string; path: string }[] = [
     { name: 'host-usr', path: '/usr' },
@@ -47,6 +55,9 @@ export function localWaypointTemplate(stateDir: string, logLevel = 'info'): Wayp
     { name: 'host-lib64', path: '/lib64' },
     { name: 'mesh-source', path: REPO },
     { name: 'mesh-sockets', path: sockets },
+    // Every node's agent takes L7 flows at <state dir>/l7-flows/<node>.sock (meshSettingsEnv);
+    // only that directory is mounted, not the nodes' own (their tokens are there).
+    { name: 'mesh-l7-flows', path: l7FlowsDir(stateDir) },
   ];
   // node_modules may be a link out of the checkout (a git worktree's); Node.js may live outside /usr.
   const modules = realpathSync(join(REPO, 'node_modules'));
@@ -54,7 +65,8 @@ export function localWaypointTemplate(stateDir: string, logLevel = 'info'): Wayp
   const nodeDir = dirname(nodeBin);
   if (!nodeDir.startsWith('/usr/') && !nodeDir.startsWith(`${REPO}/`) && !nodeDir.startsWith(`${modules}/`)) mounts.push({ name: 'node-runtime', path: nodeDir });
   const volumes: k8s.V1Volume[] = mounts.map((m) => ({ name: m.name, hostPath: { path: m.path, type: 'Directory' } }));
-  const volumeMounts: k8s.V1VolumeMount[] = mounts.map((m) => ({ name: m.name, mountPath: m.name === 'mesh-sockets' ? SOCKETS_IN_POD : m.path, readOnly: m.name !== 'mesh-sockets' }));
+  const inPod: Record<string, string> = { 'mesh-sockets': SOCKETS_IN_POD, 'mesh-l7-flows': L7_IN_POD };
+  const volumeMounts: k8s.V1VolumeMount[] = mounts.map((m) => ({ name: m.name, mountPath: inPod[m.name] ?? m.path, readOnly: m.name !== 'mesh-sockets' }));
   return {
     image: HOSTFS_IMAGE,
     imagePullPolicy: 'Never',
@@ -64,6 +76,8 @@ export function localWaypointTemplate(stateDir: string, logLevel = 'info'): Wayp
       MESH_CA_ADDRESS: `unix:${SOCKETS_IN_POD}/ca.sock`,
       MESH_CONTROLLER_NAME: 'mesh-controller.mesh-system.svc',
       MESH_LOG_LEVEL: logLevel,
+      // $(MESH_NODE_NAME) is expanded by the kubelet from the variable the deployer sets before it.
+      MESH_L7_FLOWS_SOCKET: `${L7_IN_POD}/$(MESH_NODE_NAME).sock`,
     },
     volumes,
     volumeMounts,

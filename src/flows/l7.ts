@@ -1,0 +1,146 @@
+// L7 flow records from the node's proxies to its agent, as Envoy's access logs reach the Cilium
+// agent for Hubble: one JSON line per HTTP request on a unix socket beside the agent's control
+// socket (MESH_L7_FLOWS_SOCKET). The waypoint writes them (fire and forget: a record that cannot
+// be sent is counted and dropped, never held up a request); the agent turns each into an L7 flow
+// that `meshctl flows --protocol http` shows next to the L4 flow of the same connection (the same
+// source address and port, destination address and port).
+import { mkdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import { logger } from '../common/log.ts';
+
+const log = logger('flows');
+
+export interface L7Record {
+  /** Start of the request, ms since the epoch. */
+  startMs: number;
+  /** Who reports it: "waypoint ns/name". */
+  reporter: string;
+  /** The client: the original source (the app's address and port, as its ztunnel forwarded it). */
+  src: { ip: string; port: number; identity: string };
+  /** What the client addressed (a Service's VIP, or a pod), and the Service's "ns/hostname" if any. */
+  dst: { ip: string; port: number; service: string };
+  /** The endpoint the waypoint sent the request to, if it got that far. */
+  upstream: { ip: string; port: number } | null;
+  method: string;
+  /** Path and query as received. */
+  url: string;
+  /** "HTTP/1.1", "HTTP/2" or "gRPC". */
+  protocol: string;
+  status: number;
+  /** Envoy's response flags as Istio reports them ("-", RBAC, UH, UT, …). */
+  flags: string;
+  latencyMs: number;
+  /** The W3C trace id, to find the request in traces. */
+  traceId: string;
+}
+
+/** The agent's end: accepts connections and calls `onRecord` for each valid line. */
+export class L7FlowServer {
+  private readonly server: net.Server;
+  readonly path: string;
+  invalid = 0;
+
+  private constructor(path: string, onRecord: (r: L7Record) => void) {
+    this.path = path;
+    this.server = net.createServer((c) => {
+      let buf = '';
+      c.setEncoding('utf8');
+      c.on('data', (d: string) => {
+        buf += d;
+        // A line longer than this is not one of ours: drop the connection, not the agent.
+        if (buf.length > 1 << 20) {
+          this.invalid++;
+          c.destroy();
+          return;
+        }
+        let i: number;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          const r = parseRecord(line);
+          if (r) onRecord(r);
+          else this.invalid++;
+        }
+      });
+      c.on('error', () => {});
+    });
+  }
+
+  static async listen(path: string, onRecord: (r: L7Record) => void): Promise<L7FlowServer> {
+    mkdirSync(dirname(path), { recursive: true });
+    rmSync(path, { force: true });
+    const s = new L7FlowServer(path, onRecord);
+    await new Promise<void>((resolve, reject) => s.server.once('error', reject).listen(path, resolve));
+    return s;
+  }
+
+  async close(): Promise<void> {
+    await new Promise((r) => this.server.close(r));
+    rmSync(this.path, { force: true });
+  }
+}
+
+function parseRecord(line: string): L7Record | undefined {
+  try {
+    const r = JSON.parse(line) as L7Record;
+    if (typeof r.startMs !== 'number' || typeof r.method !== 'string' || typeof r.status !== 'number' || !r.src || !r.dst) return undefined;
+    return r;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The proxy's end: one connection, reopened when lost; records written while it is down are dropped and counted. */
+export class L7FlowSender {
+  private readonly path: string;
+  private sock: net.Socket | undefined;
+  private connecting = false;
+  private retryAt = 0;
+  dropped = 0;
+  sent = 0;
+
+  constructor(path: string) {
+    this.path = path;
+  }
+
+  send(r: L7Record): void {
+    const s = this.sock;
+    if (!s || s.destroyed || this.connecting) {
+      this.dropped++;
+      this.connect();
+      return;
+    }
+    // Backpressure means the agent is not reading: drop rather than buffer without bound.
+    if (s.writableLength > 1 << 20) {
+      this.dropped++;
+      return;
+    }
+    s.write(`${JSON.stringify(r)}\n`);
+    this.sent++;
+  }
+
+  private connect(): void {
+    if (this.connecting || Date.now() < this.retryAt) return;
+    this.connecting = true;
+    const s = net.connect(this.path);
+    s.once('connect', () => {
+      this.connecting = false;
+      this.sock = s;
+      log.debug({ socket: this.path }, 'sending L7 flows to the node agent');
+    });
+    s.once('error', (e: Error) => {
+      this.connecting = false;
+      this.retryAt = Date.now() + 1000;
+      if (this.sock !== s) log.debug({ socket: this.path, err: e.message }, 'the node agent takes no L7 flows (yet)');
+    });
+    s.once('close', () => {
+      if (this.sock === s) this.sock = undefined;
+    });
+  }
+
+  close(): void {
+    this.sock?.end();
+    this.sock = undefined;
+  }
+}

@@ -1,0 +1,54 @@
+// The waypoint's settings: read once from the environment into a frozen object, through one
+// schema. The deployer (src/controller/waypoint-deployer.ts) sets them in every waypoint pod:
+// who it is from the downward API, its token and the trust bundle from mounted volumes.
+import { CONTROLLER_CA_PORT, CONTROLLER_XDS_PORT, HBONE_PORT } from '../common/constants.ts';
+import { TRUST_DOMAIN } from '../common/shared-settings.ts';
+import { ConfigError, defineSettings, type Env, grpcTarget, ip, port, str, type Values } from '../common/settings.ts';
+
+export { ConfigError };
+
+const CONTROLLER_SERVICE = 'mesh-controller.mesh-system.svc';
+
+export const WAYPOINT_SETTINGS = defineSettings('the waypoint', {
+  name: str('MESH_WAYPOINT_NAME', 'the Gateway this waypoint serves (its name; its namespace is the pod\'s)', { required: 'the deployer sets it to the Gateway\'s name' }),
+  podName: str('MESH_POD_NAME', "the waypoint pod's name (downward API, `metadata.name`)", { required: 'the config stream names the waypoint instance by it' }),
+  namespace: str('MESH_POD_NAMESPACE', "the waypoint pod's namespace (downward API), part of its identity", { required: 'its identity is spiffe://<trust domain>/ns/<namespace>/sa/<service account>' }),
+  serviceAccount: str('MESH_SERVICE_ACCOUNT', "the waypoint's service account (named after its Gateway)", { required: 'its identity is spiffe://<trust domain>/ns/<namespace>/sa/<service account>' }),
+  nodeName: str('MESH_NODE_NAME', "the node the waypoint pod runs on (downward API, `spec.nodeName`); shown in the config stream's client list", { optional: true }),
+  l7FlowsSocket: str('MESH_L7_FLOWS_SOCKET', "the node agent's socket for L7 flow records (one per request); unset: no L7 flows", { optional: true }),
+  trustDomain: TRUST_DOMAIN,
+  xdsAddress: grpcTarget('MESH_CONTROLLER', "the controller's config stream, host:port or unix:/path", {
+    default: `${CONTROLLER_SERVICE}:${CONTROLLER_XDS_PORT}`,
+    why: "the controller's Service in the chart's namespace, on its xDS port",
+  }),
+  caAddress: grpcTarget('MESH_CA_ADDRESS', "the controller's CA, host:port or unix:/path", {
+    default: `${CONTROLLER_SERVICE}:${CONTROLLER_CA_PORT}`,
+    why: 'the controller serves its CA beside the config stream',
+  }),
+  serverName: str('MESH_CONTROLLER_NAME', "the name on the controller's certificate", {
+    default: CONTROLLER_SERVICE,
+    why: "the controller's certificate names its Service",
+  }),
+  caRootFile: str('MESH_CA_ROOT_FILE', 'the `mesh-ca-root-cert` bundle', {
+    default: '/var/run/secrets/mesh/root-cert.pem',
+    why: 'where the deployer mounts the mesh-ca-root-cert ConfigMap',
+  }),
+  tokenFile: str('MESH_TOKEN_FILE', "the pod's projected service-account token (audience mesh-ca), presented to the CA", {
+    default: '/var/run/secrets/tokens/mesh-token',
+    why: 'where the deployer mounts the projected token',
+  }),
+  listenHost: ip('MESH_LISTEN_HOST', 'the address HBONE, metrics and readiness listen on (admin: 127.0.0.1)', {
+    default: '0.0.0.0',
+    why: 'the waypoint has its own pod network namespace; clients and the kubelet reach it on the pod IP',
+  }),
+  hbonePort: port('MESH_HBONE_PORT', 'HBONE (HTTP/2 CONNECT over mutual TLS)', { default: HBONE_PORT, why: "Istio's HBONE port; the Gateway's listener names it" }),
+  adminPort: port('MESH_ADMIN_PORT', 'admin server on 127.0.0.1: `/config_dump`, `/logging`', { default: 15000, why: "Istio's admin port" }),
+  metricsPort: port('MESH_METRICS_PORT', 'Prometheus metrics (`/metrics`, `/stats/prometheus`)', { default: 15020, why: "Istio's merged-metrics port" }),
+  readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): certificate held, config synced, HBONE listening', { default: 15021, why: "Istio's readiness port, the waypoint pod's probe" }),
+});
+
+export type WaypointSettings = Values<typeof WAYPOINT_SETTINGS.settings>;
+
+export function loadWaypointSettings(env: Env = process.env): WaypointSettings {
+  return WAYPOINT_SETTINGS.read(env);
+}
