@@ -159,3 +159,34 @@ export function requestLabels(i: RequestLabelInput): RequestLabels {
   l.grpc_response_status = i.grpcStatus;
   return l;
 }
+
+/** The value of workload-level labels in a series folded because a family reached its series
+ * limit. */
+export const OVERFLOW = 'overflow';
+/** Labels kept exact on overflow: bounded by the cluster's namespaces and clusters and by the
+ * protocol, never by workloads. */
+const KEPT_ON_OVERFLOW: ReadonlySet<string> = new Set([
+  'reporter',
+  'source_workload_namespace',
+  'destination_workload_namespace',
+  'destination_service_namespace',
+  'source_cluster',
+  'destination_cluster',
+  'request_protocol',
+  'response_flags',
+  'connection_security_policy',
+  'response_code',
+  'grpc_response_status',
+]);
+
+/** The label set a series folds into past the limit: workload-level labels read "overflow". */
+export function overflowLabels<L extends Partial<RequestLabels>>(l: L): L {
+  return Object.fromEntries(Object.entries(l).map(([k, v]) => [k, KEPT_ON_OVERFLOW.has(k) ? v : OVERFLOW])) as L;
+}
+
+/** A series' identity: its values in `names` order. */
+export function seriesKey(l: Partial<Record<RequestLabelName, string>>, names: readonly RequestLabelName[]): string {
+  let k = '';
+  for (const n of names) k += `${l[n]}\u0000`;
+  return k;
+}

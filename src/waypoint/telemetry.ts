@@ -12,10 +12,15 @@
 // workload at the request's source address — only when that workload runs as that identity, so
 // a forged address cannot borrow another workload's labels. The destination is the endpoint the
 // request went to (by uid, else by address) and the Service it addressed.
-import type { Registry } from 'prom-client';
-import { Counter, Histogram } from 'prom-client';
+//
+// Counting is ztunnel's design (src/ztunnel/telemetry/metrics.ts): a series is a plain object
+// found by one key per request, and prom-client reads the series at scrape time. prom-client's
+// own observe() hashed and validated 25 labels per call, per family: ~20 µs of a request's
+// budget, against ~2 µs this way. Past `maxSeries` label sets, new ones fold into an "overflow"
+// series (overflowLabels), counted by mesh_waypoint_metric_series_overflow_total.
+import { Counter, Histogram, type Registry } from 'prom-client';
 import { parseSpiffeId, type SpiffeId } from '../identity/index.ts';
-import { formatAddr, REQUEST_LABEL_NAMES, requestLabels, type DerivedSource, type RequestLabels } from '../telemetry/index.ts';
+import { formatAddr, overflowLabels, REQUEST_LABEL_NAMES, requestLabels, seriesKey, type DerivedSource, type RequestLabels } from '../telemetry/index.ts';
 import type { Service, Workload } from '../xds/index.ts';
 import type { L7ResponseFlag, RequestInfo } from './request.ts';
 
@@ -97,6 +102,84 @@ export interface L7Flow {
   route: string;
 }
 
+/** Defaults with their reasons. */
+export const REQUEST_TELEMETRY_DEFAULTS = Object.freeze({
+  /** As ztunnel's: far past what one waypoint's workload pairs × response codes produce, low
+   * enough that a label bug cannot exhaust memory. */
+  maxSeries: 10_000,
+  /** Principals parsed once and kept; cleared when full. */
+  identityCache: 1024,
+});
+
+/** Observations of one histogram series: per-bucket (not cumulative) counts, +Inf last. */
+interface Observations {
+  readonly counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+interface Series {
+  readonly labels: Readonly<RequestLabels>;
+  requests: number;
+  readonly duration: Observations;
+  readonly requestBytes: Observations;
+  readonly responseBytes: Observations;
+}
+
+function observations(): Observations {
+  return { counts: new Float64Array(ISTIO_BUCKETS.length + 1), sum: 0, count: 0 };
+}
+
+function observe(o: Observations, v: number): void {
+  let i = 0;
+  // Prometheus buckets are upper-inclusive (le).
+  while (i < ISTIO_BUCKETS.length && v > ISTIO_BUCKETS[i]!) i++;
+  o.counts[i]!++;
+  o.sum += v;
+  o.count++;
+}
+
+/**
+ * A prom-client Histogram whose values come from our series at scrape time, in the shape
+ * prom-client's own Histogram.get() returns (cumulative le buckets, +Inf, _sum, _count).
+ */
+class SeriesHistogram extends Histogram<string> {
+  readonly #metricName: string;
+  readonly #helpText: string;
+  readonly #read: () => Iterable<[Readonly<RequestLabels>, Observations]>;
+
+  constructor(name: string, help: string, registry: Registry, read: () => Iterable<[Readonly<RequestLabels>, Observations]>) {
+    super({ name, help, labelNames: REQUEST_LABEL_NAMES, buckets: [...ISTIO_BUCKETS], registers: [registry] });
+    this.#metricName = name;
+    this.#helpText = help;
+    this.#read = read;
+  }
+
+  /** What the text exposition reads (Registry.getMetricsAsString prefers it to get()). */
+  getForPromString(): ReturnType<Histogram<string>['get']> {
+    return this.get();
+  }
+
+  override async get(): ReturnType<Histogram<string>['get']> {
+    const bucket = `${this.#metricName}_bucket`;
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    for (const [labels, o] of this.#read()) {
+      let cumulative = 0;
+      for (let i = 0; i < ISTIO_BUCKETS.length; i++) {
+        cumulative += o.counts[i]!;
+        values.push({ labels: { le: ISTIO_BUCKETS[i]!, ...labels }, value: cumulative, metricName: bucket });
+      }
+      values.push({ labels: { le: '+Inf', ...labels }, value: o.count, metricName: bucket });
+      values.push({ labels: { ...labels }, value: o.sum, metricName: `${this.#metricName}_sum` });
+      values.push({ labels: { ...labels }, value: o.count, metricName: `${this.#metricName}_count` });
+    }
+    // prom-client's typings say `type` is its MetricType enum; at run time (and in the text
+    // exposition's "# TYPE" line) it is the string, as its own Histogram returns it.
+    const metric = { name: this.#metricName, help: this.#helpText, type: 'histogram', values, aggregator: 'sum', collect: () => undefined };
+    return metric as unknown as Awaited<ReturnType<Histogram<string>['get']>>;
+  }
+}
+
 export interface RequestTelemetryOptions {
   registry: Registry;
   lookup: TelemetryLookup;
@@ -106,6 +189,7 @@ export interface RequestTelemetryOptions {
   onFlow?: (flow: L7Flow) => void;
   /** Wall clock, ms since the epoch; for tests. */
   now?: () => number;
+  maxSeries?: number;
 }
 
 const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}/;
@@ -138,10 +222,10 @@ export class RequestTelemetry {
   readonly #accessLog: ((line: string) => void) | undefined;
   readonly #onFlow: ((flow: L7Flow) => void) | undefined;
   readonly #now: () => number;
-  readonly #requests: Counter<string>;
-  readonly #duration: Histogram<string>;
-  readonly #requestBytes: Histogram<string>;
-  readonly #responseBytes: Histogram<string>;
+  readonly #maxSeries: number;
+  readonly #series = new Map<string, Series>();
+  readonly #identities = new Map<string, SpiffeId | undefined>();
+  readonly #overflow: Counter<string>;
 
   constructor(opts: RequestTelemetryOptions) {
     this.#lookup = opts.lookup;
@@ -149,14 +233,32 @@ export class RequestTelemetry {
     this.#accessLog = opts.accessLog;
     this.#onFlow = opts.onFlow;
     this.#now = opts.now ?? Date.now;
-    const registers = [opts.registry];
-    const labelNames = REQUEST_LABEL_NAMES;
-    const buckets = [...ISTIO_BUCKETS];
+    this.#maxSeries = opts.maxSeries ?? REQUEST_TELEMETRY_DEFAULTS.maxSeries;
+    const series = this.#series;
+    const registry = opts.registry;
     // HELP texts follow istio.io's "Istio Standard Metrics".
-    this.#requests = new Counter({ name: 'istio_requests_total', help: 'The total number of requests handled by an Istio proxy', labelNames, registers });
-    this.#duration = new Histogram({ name: 'istio_request_duration_milliseconds', help: 'The duration of requests', labelNames, buckets, registers });
-    this.#requestBytes = new Histogram({ name: 'istio_request_bytes', help: 'HTTP request body sizes', labelNames, buckets, registers });
-    this.#responseBytes = new Histogram({ name: 'istio_response_bytes', help: 'HTTP response body sizes', labelNames, buckets, registers });
+    new Counter({
+      name: 'istio_requests_total',
+      help: 'The total number of requests handled by an Istio proxy',
+      labelNames: REQUEST_LABEL_NAMES,
+      registers: [registry],
+      collect(this: Counter<string>) {
+        this.reset();
+        for (const s of series.values()) this.inc(s.labels, s.requests);
+      },
+    });
+    const family = (pick: (s: Series) => Observations) =>
+      function* (): Iterable<[Readonly<RequestLabels>, Observations]> {
+        for (const s of series.values()) yield [s.labels, pick(s)];
+      };
+    new SeriesHistogram('istio_request_duration_milliseconds', 'The duration of requests', registry, family((s) => s.duration));
+    new SeriesHistogram('istio_request_bytes', 'HTTP request body sizes', registry, family((s) => s.requestBytes));
+    new SeriesHistogram('istio_response_bytes', 'HTTP response body sizes', registry, family((s) => s.responseBytes));
+    this.#overflow = new Counter({
+      name: 'mesh_waypoint_metric_series_overflow_total',
+      help: 'Label sets folded into an "overflow" series because the istio_request* families reached their series limit',
+      registers: [registry],
+    });
   }
 
   /** Counts the request, writes its access-log line and emits its flow (in that order). */
@@ -177,25 +279,49 @@ export class RequestTelemetry {
       grpcStatus: r.grpcStatus,
       flags: r.flags,
     });
-    this.#requests.inc(labels);
-    this.#duration.observe(labels, r.durationMs);
-    this.#requestBytes.observe(labels, r.requestBytes);
-    this.#responseBytes.observe(labels, r.responseBytes);
+    const s = this.#get(labels);
+    s.requests++;
+    observe(s.duration, r.durationMs);
+    observe(s.requestBytes, r.requestBytes);
+    observe(s.responseBytes, r.responseBytes);
     if (!this.#accessLog && !this.#onFlow) return;
     const start = this.#now() - r.durationMs;
     if (this.#accessLog) this.#accessLog(this.#line(r, start, labels, dst.hostname));
     if (this.#onFlow) this.#onFlow(this.#flow(r, start, src.workload, dst.workload, dst.key));
   }
 
-  #source(req: RequestInfo): { workload: Workload | undefined; identity: SpiffeId | undefined; derived: DerivedSource | undefined } {
-    let identity: SpiffeId | undefined;
-    if (req.source.principal) {
-      try {
-        identity = parseSpiffeId(`spiffe://${req.source.principal}`);
-      } catch {
-        identity = undefined;
-      }
+  #get(labels: RequestLabels): Series {
+    let key = seriesKey(labels, REQUEST_LABEL_NAMES);
+    let s = this.#series.get(key);
+    if (s) return s;
+    if (this.#series.size >= this.#maxSeries) {
+      this.#overflow.inc();
+      labels = overflowLabels(labels);
+      key = seriesKey(labels, REQUEST_LABEL_NAMES);
+      s = this.#series.get(key);
+      if (s) return s;
     }
+    s = { labels: Object.freeze({ ...labels }), requests: 0, duration: observations(), requestBytes: observations(), responseBytes: observations() };
+    this.#series.set(key, s);
+    return s;
+  }
+
+  #identity(principal: string): SpiffeId | undefined {
+    if (!principal) return undefined;
+    if (this.#identities.has(principal)) return this.#identities.get(principal);
+    let id: SpiffeId | undefined;
+    try {
+      id = parseSpiffeId(`spiffe://${principal}`);
+    } catch {
+      id = undefined;
+    }
+    if (this.#identities.size >= REQUEST_TELEMETRY_DEFAULTS.identityCache) this.#identities.clear();
+    this.#identities.set(principal, id);
+    return id;
+  }
+
+  #source(req: RequestInfo): { workload: Workload | undefined; identity: SpiffeId | undefined; derived: DerivedSource | undefined } {
+    const identity = this.#identity(req.source.principal);
     const w = req.source.ip ? this.#lookup.workloadByIp(req.source.ip) : undefined;
     const trusted = w && (!identity || (w.namespace === identity.namespace && w.serviceAccount === identity.serviceAccount)) ? w : undefined;
     const ns = identity?.namespace || req.source.namespace;

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { Registry } from 'prom-client';
+import { Histogram, Registry } from 'prom-client';
 import { MeshState } from '../../src/state/index.ts';
-import { RequestTelemetry, traceIdOf, type CompletedRequest, type L7Flow } from '../../src/waypoint/telemetry.ts';
+import { ISTIO_BUCKETS, RequestTelemetry, traceIdOf, type CompletedRequest, type L7Flow } from '../../src/waypoint/telemetry.ts';
 import type { RequestInfo } from '../../src/waypoint/request.ts';
 import { SERVICE, WORKLOAD, type Service, type Workload } from '../../src/xds/index.ts';
 
@@ -246,4 +246,42 @@ test('without sinks only metrics are recorded', async (t) => {
   tel.record(completed());
   const [s] = await series(registry, 'istio_requests_total');
   t.is(s!.value, 1);
+});
+
+test('the histograms expose what prom-client’s own Histogram would for the same observations', async (t) => {
+  const { registry, t: tel } = setup();
+  const reference = new Registry();
+  const h = new Histogram({ name: 'istio_request_duration_milliseconds', help: 'The duration of requests', labelNames: ['response_code'], buckets: [...ISTIO_BUCKETS], registers: [reference] });
+  for (const [ms, code] of [[0.2, 200], [0.5, 200], [5, 200], [7.5, 200], [4e6, 200], [12, 503]] as const) {
+    tel.record(completed({ durationMs: ms, status: code }));
+    h.observe({ response_code: String(code) }, ms);
+  }
+  const strip = (text: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith('istio_request_duration_milliseconds'))
+      .map((l) => l.replace(/\{(.*)\}/, (_m, inner: string) => `{${inner.split(/,(?=[a-z_]+=)/).filter((p) => /^(le|response_code)=/.test(p)).sort().join(',')}}`))
+      .sort();
+  t.deepEqual(strip(await registry.getSingleMetricAsString('istio_request_duration_milliseconds')), strip(await reference.metrics()));
+  const json = await registry.getMetricsAsJSON();
+  t.true(json.some((m) => m.name === 'istio_request_bytes' && m.values.length > 0));
+});
+
+test('past maxSeries, new label sets fold into an overflow series that keeps namespaces and codes', async (t) => {
+  const registry = new Registry();
+  const s = new MeshState();
+  s.replace(WORKLOAD, [web, cart, workload('shop', 'cart-v2-1', 'cart-v2', 'cart', [10, 244, 1, 8])].map((w) => [w.uid, w]), true);
+  const tel = new RequestTelemetry({ registry, lookup: s, waypoint: { namespace: 'shop', name: 'waypoint' }, maxSeries: 1 });
+  tel.record(completed());
+  tel.record(completed({ destination: { service: '', workloadUid: 'Kubernetes//v1/Pod/shop/cart-v2-1', ip: '10.244.1.8', port: 8080 } }));
+  tel.record(completed({ status: 500, destination: { service: '', workloadUid: 'Kubernetes//v1/Pod/shop/cart-v2-1', ip: '10.244.1.8', port: 8080 } }));
+  const all = await series(registry, 'istio_requests_total');
+  t.is(all.length, 3);
+  const folded = all.filter((x) => x.labels.destination_workload === 'overflow');
+  t.deepEqual(folded.map((x) => [x.labels.response_code, x.labels.destination_workload_namespace, x.labels.source_workload]).sort(), [
+    ['200', 'shop', 'overflow'],
+    ['500', 'shop', 'overflow'],
+  ]);
+  const [overflow] = await series(registry, 'mesh_waypoint_metric_series_overflow_total');
+  t.is(overflow!.value, 2);
 });
