@@ -431,9 +431,10 @@ const UNRESERVED = /%([0-9a-fA-F]{2})/g;
 
 /**
  * The path a policy judges: without query string or fragment, percent-encoded unreserved
- * characters decoded (RFC 3986 §6.2.2.2) and "." / ".." segments removed (§5.2.4) — what Istio's
- * default path normalization (BASE) does before Envoy's RBAC filter sees the path. "%2F" stays
- * encoded, as in Istio's default. The proxy should forward this path too, as Envoy does, so that
+ * characters decoded (RFC 3986 §6.2.2.2), "." / ".." segments removed (§5.2.4) — what Istio's
+ * default path normalization (BASE) does before Envoy's RBAC filter sees the path — and runs of
+ * "/" merged (Istio's MERGE_SLASHES, not its default: many servers read "//admin" as "/admin", so
+ * a DENY on "/admin" must too). "%2F" stays encoded, as in Istio. The proxy should forward this path too, as Envoy does, so that
  * the backend serves what was authorized.
  */
 export function normalizePath(target: string): string {
@@ -455,6 +456,7 @@ export function normalizePath(target: string): string {
       return /[A-Za-z0-9\-._~]/.test(ch) ? ch : m.toUpperCase();
     });
   }
+  if (p.includes('//')) p = p.replace(/\/{2,}/g, '/');
   if (!p.includes('.')) return p;
   const segs = p.split('/');
   const out: string[] = [];
@@ -471,12 +473,19 @@ export function normalizePath(target: string): string {
   return out.join('/');
 }
 
+const NONE: readonly CompiledPolicy[] = Object.freeze([]);
+
+function byKey(x: CompiledPolicy, y: CompiledPolicy): number {
+  return x.key < y.key ? -1 : x.key > y.key ? 1 : 0;
+}
+
 /** How often a dry-run policy's would-be effect is logged at info, per policy. */
 const DRY_RUN_LOG_INTERVAL_MS = 10_000;
 
 /** The L7 policies a waypoint enforces, indexed by target. */
 export class L7Authorizer {
-  #byTarget = new Map<string, CompiledPolicy[]>();
+  /** Per target: the enforced policies and, apart, every policy (dry-run ones included). */
+  #byTarget = new Map<string, { enforced: CompiledPolicy[]; all: CompiledPolicy[] }>();
   #hasDryRun = false;
   readonly #dryRunSeen = new Map<string, { lastLog: number; count: number }>();
 
@@ -486,19 +495,23 @@ export class L7Authorizer {
 
   /** Replaces the whole set (the config stream's state of L7Authorization resources). */
   update(policies: Iterable<L7Authorization>): void {
-    const byTarget = new Map<string, CompiledPolicy[]>();
+    const byTarget = new Map<string, { enforced: CompiledPolicy[]; all: CompiledPolicy[] }>();
     let hasDryRun = false;
     for (const a of policies) {
       const p = compilePolicy(a);
       hasDryRun ||= p.dryRun;
       for (const t of new Set(a.targets)) {
-        const list = byTarget.get(t) ?? [];
-        list.push(p);
-        byTarget.set(t, list);
+        let lists = byTarget.get(t);
+        if (!lists) byTarget.set(t, (lists = { enforced: [], all: [] }));
+        lists.all.push(p);
+        if (!p.dryRun) lists.enforced.push(p);
       }
     }
     // Deterministic order, so the deciding policy reported does not depend on arrival order.
-    for (const list of byTarget.values()) list.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+    for (const lists of byTarget.values()) {
+      lists.all.sort(byKey);
+      lists.enforced.sort(byKey);
+    }
     this.#byTarget = byTarget;
     this.#hasDryRun = hasDryRun;
   }
@@ -508,27 +521,24 @@ export class L7Authorizer {
    * "Service/ns/hostname").
    */
   decide(req: RequestInfo, targets: readonly string[]): L7Decision {
-    const enforced = this.#applicable(targets, false);
+    const enforced = this.#applicable(targets, 'enforced');
     const view: RequestView = { req, path: normalizePath(req.path), src: null, dst: null };
     const decision = enforced.length === 0 ? { allowed: true, policy: '' } : judge(enforced, view);
     if (this.#hasDryRun) this.#dryRun(targets, view, decision);
     return decision;
   }
 
-  #applicable(targets: readonly string[], withDryRun: boolean): CompiledPolicy[] {
-    if (targets.length === 1) {
-      const list = this.#byTarget.get(targets[0]!) ?? [];
-      return withDryRun ? list : list.filter((p) => !p.dryRun);
-    }
+  #applicable(targets: readonly string[], which: 'enforced' | 'all'): readonly CompiledPolicy[] {
+    if (targets.length === 1) return this.#byTarget.get(targets[0]!)?.[which] ?? NONE;
     const seen = new Set<CompiledPolicy>();
-    for (const t of targets) for (const p of this.#byTarget.get(t) ?? []) if (withDryRun || !p.dryRun) seen.add(p);
-    return [...seen].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+    for (const t of targets) for (const p of this.#byTarget.get(t)?.[which] ?? NONE) seen.add(p);
+    return [...seen].sort(byKey);
   }
 
   /** Istio's shadow evaluation: the decision had dry-run policies been enforced too. Logged when
    * it differs — at debug per request, at info at most once per interval per policy. */
   #dryRun(targets: readonly string[], view: RequestView, actual: L7Decision): void {
-    const all = this.#applicable(targets, true);
+    const all = this.#applicable(targets, 'all');
     if (!all.some((p) => p.dryRun)) return;
     const shadow = judge(all, view);
     if (shadow.allowed === actual.allowed) return;

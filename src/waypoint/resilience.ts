@@ -149,6 +149,8 @@ export class ServiceResilience {
    */
   record(endpointKey: string, ok: boolean): void {
     const od = this.#cfg?.outlierDetection;
+    // Without outlier detection nothing is tracked: a Service without it costs no memory.
+    if (!od || od.consecutive5xxErrors <= 0) return;
     let s = this.#endpoints.get(endpointKey);
     if (!s) {
       s = { consecutiveErrors: 0, ejections: 0, ejectedUntil: 0 };
@@ -159,7 +161,7 @@ export class ServiceResilience {
       return;
     }
     s.consecutiveErrors++;
-    if (!od || od.consecutive5xxErrors <= 0 || s.consecutiveErrors < od.consecutive5xxErrors) return;
+    if (s.consecutiveErrors < od.consecutive5xxErrors) return;
     const now = this.#now();
     if (this.#isEjected(s, now)) return;
     this.#expire(now);

@@ -152,19 +152,20 @@ test('to.paths: exact, "/x/*" prefix, "*suffix", "*"; the query string is not pa
   t.true(allows(rule({ to: [to({ notPaths: ['/admin/*'] })] })));
 });
 
-test('deny-admin cannot be dodged with dot segments, encoded letters or the absolute form', (t) => {
+test('deny-admin cannot be dodged with dot segments, doubled slashes, encoded letters or the absolute form', (t) => {
   const a = new L7Authorizer([policy('deny-admin', 'DENY', [rule({ to: [to({ paths: ['/admin', '/admin/*'] })] })])]);
-  for (const path of ['/admin', '/public/../admin', '/./admin/x', '/%61dmin', '/%2e%2e/admin', 'http://cart/admin?x', '/admin#frag']) {
+  for (const path of ['/admin', '//admin', '/public/..//admin', '/public/../admin', '/./admin/x', '/%61dmin', '/%2e%2e/admin', 'http://cart/admin?x', '/admin#frag']) {
     t.false(a.decide(req({ path }), [SVC]).allowed, path);
   }
   t.true(a.decide(req({ path: '/administrator' }), [SVC]).allowed);
 });
 
-test('normalizePath follows RFC 3986 §5.2.4 and keeps %2F encoded', (t) => {
+test('normalizePath follows RFC 3986 §5.2.4, merges slashes and keeps %2F encoded', (t) => {
   t.is(normalizePath('/a/b/../c/./d?q=1'), '/a/c/d');
   t.is(normalizePath('/a/b/..'), '/a/');
   t.is(normalizePath('/../..'), '/');
   t.is(normalizePath('/a%2fb'), '/a%2Fb');
+  t.is(normalizePath('/a//b///c'), '/a/b/c');
   t.is(normalizePath('/%7Euser'), '/~user');
   t.is(normalizePath('http://h:80'), '/');
 });
