@@ -19,3 +19,8 @@ export interface AccessLogEntry {
   durationMs: number;
   error?: string | undefined;
 }
+
+/** "ip:port", with brackets for IPv6 (Rust's SocketAddr display, which ztunnel prints). */
+export function formatAddr(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}

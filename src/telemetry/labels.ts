@@ -2,6 +2,10 @@
 // CommonTrafficLabels), so that Istio's dashboards and PromQL work unchanged. A value nobody knows
 // is "unknown" (ztunnel's DefaultedUnknown). ztunnel also emits source_/destination_
 // canonical_service and canonical_revision (Kiali groups by them); we do too.
+//
+// Istio's request metrics (istio_requests_total, …) carry the same set plus response_code and
+// grpc_response_status (istio/proxy istio_stats.cc, all_tags_): requestLabels() builds on
+// trafficLabels() for the waypoint.
 import { formatSpiffeId, type SpiffeId } from '../identity/index.ts';
 import type { Service, Workload } from '../xds/index.ts';
 
@@ -34,7 +38,8 @@ export const LABEL_NAMES = [
 export type LabelName = (typeof LABEL_NAMES)[number];
 export type TrafficLabels = Record<LabelName, string>;
 
-export type Reporter = 'source' | 'destination';
+/** "waypoint" is what Istio's waypoints report (istio_stats.cc, waypoint_). */
+export type Reporter = 'source' | 'destination' | 'waypoint';
 /**
  * response_flags values. ztunnel emits "-" (none), DENY (authorization policy) and CONNECT (the
  * upstream connection failed); TLS_FAILURE is ours for a failed mTLS handshake (Envoy's name for
@@ -127,4 +132,61 @@ const TEMPLATE: Readonly<TrafficLabels> = Object.freeze({ ...(Object.fromEntries
 /** Every label "unknown" but the reporter, request_protocol "tcp" and response_flags "-". */
 export function emptyLabels(reporter: Reporter): TrafficLabels {
   return { ...TEMPLATE, reporter };
+}
+
+/** The request metrics' labels: the L4 set plus the response's code and gRPC status. */
+export const REQUEST_LABEL_NAMES = [...LABEL_NAMES, 'response_code', 'grpc_response_status'] as const;
+export type RequestLabelName = (typeof REQUEST_LABEL_NAMES)[number];
+export type RequestLabels = Record<RequestLabelName, string>;
+
+export interface RequestLabelInput extends TrafficLabelInput {
+  /** request_protocol: "grpc" for application/grpc*, else "http". */
+  protocol: 'http' | 'grpc';
+  /** response_code; 0 when no response was sent (the client went away), as Envoy reports it. */
+  responseCode: number;
+  /** grpc_response_status: the grpc-status code as text, '' for a request that is not gRPC
+   * (Istio leaves the label empty then). */
+  grpcStatus: string;
+  /** response_flags: Envoy's short codes ("-", "UH", "RBAC", "UO,URX"…). */
+  flags: string;
+}
+
+export function requestLabels(i: RequestLabelInput): RequestLabels {
+  const l = trafficLabels(i) as RequestLabels;
+  l.request_protocol = i.protocol;
+  l.response_flags = i.flags || '-';
+  l.response_code = String(i.responseCode);
+  l.grpc_response_status = i.grpcStatus;
+  return l;
+}
+
+/** The value of workload-level labels in a series folded because a family reached its series
+ * limit. */
+export const OVERFLOW = 'overflow';
+/** Labels kept exact on overflow: bounded by the cluster's namespaces and clusters and by the
+ * protocol, never by workloads. */
+const KEPT_ON_OVERFLOW: ReadonlySet<string> = new Set([
+  'reporter',
+  'source_workload_namespace',
+  'destination_workload_namespace',
+  'destination_service_namespace',
+  'source_cluster',
+  'destination_cluster',
+  'request_protocol',
+  'response_flags',
+  'connection_security_policy',
+  'response_code',
+  'grpc_response_status',
+]);
+
+/** The label set a series folds into past the limit: workload-level labels read "overflow". */
+export function overflowLabels<L extends Partial<RequestLabels>>(l: L): L {
+  return Object.fromEntries(Object.entries(l).map(([k, v]) => [k, KEPT_ON_OVERFLOW.has(k) ? v : OVERFLOW])) as L;
+}
+
+/** A series' identity: its values in `names` order. */
+export function seriesKey(l: Partial<Record<RequestLabelName, string>>, names: readonly RequestLabelName[]): string {
+  let k = '';
+  for (const n of names) k += `${l[n]}\u0000`;
+  return k;
 }

@@ -22,11 +22,6 @@ export interface AccessLogOptions {
   level?: Level | 'silent';
 }
 
-/** "ip:port", with brackets for IPv6 (Rust's SocketAddr display, which ztunnel prints). */
-export function formatAddr(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
 export class AccessLog {
   readonly logger: Logger;
   readonly #dest: DestinationStream;

@@ -1,8 +1,8 @@
 // One connection's telemetry from open to close: the metrics handle plus the access-log line
 // written when it completes — ztunnel's ConnectionResult.
-import type { AccessLogEntry } from '../../telemetry/index.ts';
+import { formatAddr, type AccessLogEntry } from '../../telemetry/index.ts';
 import type { ConnectionRecord } from '../../zds/protocol.ts';
-import { AccessLog, formatAddr } from './access-log.ts';
+import { AccessLog } from './access-log.ts';
 import { trafficLabels, type ResponseFlag, type TrafficLabelInput, type TrafficLabels } from '../../telemetry/labels.ts';
 import { TcpMetrics, type ConnectionMetrics } from './metrics.ts';
 

@@ -1,6 +1,6 @@
 // ztunnel's L4 telemetry: Istio's istio_tcp_* metrics and the per-connection access log.
-export { AccessLog, formatAddr, type AccessLogOptions } from './access-log.ts';
-export type { AccessLogEntry } from '../../telemetry/index.ts';
+export { AccessLog, type AccessLogOptions } from './access-log.ts';
+export { formatAddr, type AccessLogEntry } from '../../telemetry/index.ts';
 export type { ConnectionRecord } from '../../zds/protocol.ts';
 export { Telemetry, type OpenedConnection, type SocketAddress, type TelemetryOptions, type TrackedConnection } from './connection.ts';
 export {

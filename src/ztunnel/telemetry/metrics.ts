@@ -15,7 +15,9 @@
 // ones fold into a series whose workload-level labels read "overflow" (namespaces, reporter,
 // flags and security policy stay exact), counted by mesh_ztunnel_metric_series_overflow_total.
 import { Counter, Gauge, Registry } from 'prom-client';
-import { emptyLabels, LABEL_NAMES, type Reporter, type ResponseFlag, type TrafficLabels } from '../../telemetry/labels.ts';
+import { emptyLabels, LABEL_NAMES, OVERFLOW, overflowLabels, type Reporter, type ResponseFlag, seriesKey, type TrafficLabels } from '../../telemetry/labels.ts';
+
+export { OVERFLOW };
 
 /** Defaults with their reasons. */
 export const METRICS_DEFAULTS = Object.freeze({
@@ -23,10 +25,6 @@ export const METRICS_DEFAULTS = Object.freeze({
    * workload pairs produce, low enough that a label bug cannot exhaust memory. */
   maxSeries: 10_000,
 });
-
-export const OVERFLOW = 'overflow';
-/** Labels kept exact when a label set folds into the overflow series. */
-const KEPT_ON_OVERFLOW = new Set(['reporter', 'source_workload_namespace', 'destination_workload_namespace', 'destination_service_namespace', 'source_cluster', 'destination_cluster', 'request_protocol', 'response_flags', 'connection_security_policy']);
 
 interface Series {
   readonly labels: TrafficLabels;
@@ -138,7 +136,7 @@ export class TcpMetrics {
     if (s) return s;
     if (this.#series.size >= this.maxSeries) {
       this.#overflow.inc();
-      const folded = Object.fromEntries(LABEL_NAMES.map((n) => [n, KEPT_ON_OVERFLOW.has(n) ? l[n] : OVERFLOW])) as TrafficLabels;
+      const folded = overflowLabels(l);
       key = keyOf(folded);
       s = this.#series.get(key);
       if (s) return s;
@@ -193,7 +191,5 @@ class Handle implements ConnectionMetrics {
 }
 
 function keyOf(l: TrafficLabels): string {
-  let k = '';
-  for (const n of LABEL_NAMES) k += `${l[n]}\u0000`;
-  return k;
+  return seriesKey(l, LABEL_NAMES);
 }
