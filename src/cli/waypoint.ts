@@ -88,6 +88,16 @@ export function programmed(gw: KubeObject): string {
   return gatewayConditions(gw).find((c) => c.type === 'Programmed')?.status ?? 'Unknown';
 }
 
+/**
+ * Whether a controller has written the Gateway's status. The Gateway API CRDs default it to
+ * Accepted and Programmed both Unknown with reason Pending ("Waiting for controller").
+ */
+export function reconciled(gw: KubeObject): boolean {
+  return gatewayConditions(gw).some((c) => !(c.status === 'Unknown' && c.reason === 'Pending'));
+}
+
+const NOT_RECONCILED = 'no controller has reconciled it yet — is the mesh controller running? (`meshctl check --post-install`)';
+
 export function isWaypoint(gw: KubeObject): boolean {
   return (gw.spec as { gatewayClassName?: unknown } | undefined)?.gatewayClassName === WAYPOINT_CLASS;
 }
@@ -204,11 +214,8 @@ export function renderStatus(f: StatusFacts): string {
   out.push('');
   const conds = gatewayConditions(g);
   out.push('Gateway conditions:');
-  if (conds.length === 0) {
-    out.push('  none yet: the controller has not reconciled this Gateway (is the mesh controller running? `meshctl check --post-install`)');
-  } else {
-    out.push(indent(renderTable({ header: ['TYPE', 'STATUS', 'REASON', 'MESSAGE'], rows: conds.map((c) => [c.type, c.status, c.reason || '-', c.message || '-']) })));
-  }
+  if (conds.length) out.push(indent(renderTable({ header: ['TYPE', 'STATUS', 'REASON', 'MESSAGE'], rows: conds.map((c) => [c.type, c.status, c.reason || '-', c.message || '-']) })));
+  if (!reconciled(g)) out.push(`  ${conds.length ? '' : 'none: '}${NOT_RECONCILED}`);
   out.push('');
   if (f.deployments.length === 0) {
     out.push(`Deployment: none yet (the controller creates it, owned by the Gateway)`);
@@ -218,7 +225,7 @@ export function renderStatus(f: StatusFacts): string {
   out.push(
     f.service
       ? `Service ${f.service.name}: ${f.service.clusterIP || 'no cluster IP'}, ${f.service.readyEndpoints}/${f.service.endpoints} endpoints ready`
-      : `Service ${g.metadata?.name ?? ''}: does not exist yet (the controller creates it, owned by the Gateway)`,
+      : `Service ${key}: does not exist yet (the controller creates it, owned by the Gateway)`,
   );
   out.push('');
   const problem = f.use?.problem ?? f.problem;
@@ -243,10 +250,9 @@ export function renderWaitTimeout(gw: KubeObject | undefined, key: string, timeo
   const conds = gw ? gatewayConditions(gw) : [];
   if (!gw) {
     lines.push('  the Gateway no longer exists (was it deleted?)');
-  } else if (conds.length === 0) {
-    lines.push('  its status has no conditions: no controller has reconciled it — is the mesh controller running? (`meshctl check --post-install`)');
   } else {
-    lines.push(indent(renderTable({ header: ['TYPE', 'STATUS', 'REASON', 'MESSAGE'], rows: conds.map((c) => [c.type, c.status, c.reason || '-', c.message || '-']) })));
+    if (conds.length) lines.push(indent(renderTable({ header: ['TYPE', 'STATUS', 'REASON', 'MESSAGE'], rows: conds.map((c) => [c.type, c.status, c.reason || '-', c.message || '-']) })));
+    if (!reconciled(gw)) lines.push(`  ${conds.length ? '' : 'its status has no conditions: '}${NOT_RECONCILED}`);
   }
   if (problem) lines.push(`  traffic of its users is refused (fail closed): ${problem}`);
   const [ns, name] = key.split('/');
