@@ -254,7 +254,7 @@ export function renderWaitTimeout(gw: KubeObject | undefined, key: string, timeo
     if (conds.length) lines.push(indent(renderTable({ header: ['TYPE', 'STATUS', 'REASON', 'MESSAGE'], rows: conds.map((c) => [c.type, c.status, c.reason || '-', c.message || '-']) })));
     if (!reconciled(gw)) lines.push(`  ${conds.length ? '' : 'its status has no conditions: '}${NOT_RECONCILED}`);
   }
-  if (problem) lines.push(`  traffic of its users is refused (fail closed): ${problem}`);
+  if (problem) lines.push(`  until it is ready, traffic of whatever uses it is refused (fail closed): ${problem}`);
   const [ns, name] = key.split('/');
   lines.push(`  next: \`meshctl waypoint status -n ${ns} --name ${name}\`, and \`kubectl -n ${ns} get deploy,pods -l ${LABEL_GATEWAY_NAME}=${name}\``);
   return `${lines.join('\n').replace(/\n+$/, '')}\n`;

@@ -211,7 +211,7 @@ test('the CRD default status is not a controller verdict', (t) => {
   const text = renderWaitTimeout(gateway('shop', 'wp', { pending: true }), 'shop/wp', 1500, 'Gateway shop/wp is not Programmed (Programmed=Unknown)');
   t.regex(text, /^waypoint shop\/wp was not Programmed within 1\.5s\n/);
   t.regex(text, /no controller has reconciled it yet/);
-  t.regex(text, /traffic of its users is refused \(fail closed\): Gateway shop\/wp is not Programmed/);
+  t.regex(text, /until it is ready, traffic of whatever uses it is refused \(fail closed\): Gateway shop\/wp is not Programmed/);
 });
 
 test('delete warns about each user still labelled, with the command that unlabels it', (t) => {
