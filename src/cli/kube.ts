@@ -37,6 +37,11 @@ export interface KubeconfigOptions {
   context?: string;
   /** The local cluster's state directory: its kubeconfig is the last resort. */
   stateDir: string;
+  /**
+   * Try the local cluster's kubeconfig before $KUBECONFIG and ~/.kube/config: for answers that
+   * must come from the same cluster as what was read from the state directory's mesh.json.
+   */
+  preferLocal?: boolean;
 }
 
 /**
@@ -50,7 +55,7 @@ export async function loadKubeConfig(o: KubeconfigOptions): Promise<k8s.KubeConf
   if (!file) {
     throw new KubeCommandError(
       'MESH_ERR_NO_KUBECONFIG',
-      `no kubeconfig: pass --kubeconfig, set KUBECONFIG, or start the local cluster with \`meshctl dev up\` (looked in ~/.kube/config and ${statusPath(o.stateDir)})`,
+      `no kubeconfig: pass --kubeconfig, set KUBECONFIG, or start the local cluster with \`meshctl dev up\` (looked in ~/.kube/config and ${o.stateDir})`,
     );
   }
   try {
@@ -67,18 +72,26 @@ export async function loadKubeConfig(o: KubeconfigOptions): Promise<k8s.KubeConf
 
 function kubeconfigPath(o: KubeconfigOptions): string | undefined {
   if (o.kubeconfig) return o.kubeconfig;
+  const local = localKubeconfig(o.stateDir);
+  if (o.preferLocal && local) return local;
   // KUBECONFIG may list several files; kubectl merges them, we take the first that exists.
   const fromEnv = (process.env.KUBECONFIG ?? '').split(':').filter(Boolean);
   if (fromEnv.length) return fromEnv.find((f) => existsSync(f)) ?? fromEnv[0];
   const home = join(homedir(), '.kube', 'config');
   if (existsSync(home)) return home;
+  return local;
+}
+
+/** The local cluster's kubeconfig: the daemon's status names it; a cluster started in-process writes <state dir>/kubeconfig. */
+function localKubeconfig(stateDir: string): string | undefined {
   try {
-    const st = JSON.parse(readFileSync(statusPath(o.stateDir), 'utf8')) as DaemonStatus;
+    const st = JSON.parse(readFileSync(statusPath(stateDir), 'utf8')) as DaemonStatus;
     if (st.kubeconfig && existsSync(st.kubeconfig)) return st.kubeconfig;
   } catch {
-    // No local cluster either.
+    // No daemon status: look for the file itself.
   }
-  return undefined;
+  const file = join(stateDir, 'kubeconfig');
+  return existsSync(file) ? file : undefined;
 }
 
 /** The namespace of the kubeconfig's current context, "default" when it names none (kubectl's rule). */

@@ -101,7 +101,8 @@ async function waypointHealth(opts: CheckOptions): Promise<CheckResult[]> {
   const [{ loadKubeConfig }, { readWaypointView }, { waypointChecks }] = await Promise.all([import('../kube.ts'), import('../cluster.ts'), import('../waypoint.ts')]);
   let timer: NodeJS.Timeout | undefined;
   try {
-    const kc = await loadKubeConfig(opts);
+    // Without --server the components were found through the state directory: ask the same cluster.
+    const kc = await loadKubeConfig({ ...opts, preferLocal: !opts.server && !opts.kubeconfig });
     // An API server that accepts the connection and never answers must not hang the check.
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`the API server at ${kc.getCurrentCluster()?.server ?? '?'} did not answer within ${API_TIMEOUT_MS / 1000}s`)), API_TIMEOUT_MS);

@@ -5,7 +5,7 @@
 // ../waypoint.ts; who uses a waypoint and whether it serves them is the controller model's verdict.
 import type * as k8s from '@kubernetes/client-node';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { LABEL_USE_WAYPOINT, LABEL_USE_WAYPOINT_NAMESPACE, type KubeObject } from '../../controller/model/index.ts';
+import { LABEL_DATAPLANE_MODE, LABEL_USE_WAYPOINT, LABEL_USE_WAYPOINT_NAMESPACE, type KubeObject } from '../../controller/model/index.ts';
 import { listGateways, readWaypointView, requireGatewayApi, waypointProblem } from '../cluster.ts';
 import { DEFAULT_STATE_DIR } from '../endpoints.ts';
 import { apiError, apiMessage, contextNamespace, httpStatus, KubeCommandError, loadKubeConfig } from '../kube.ts';
@@ -171,6 +171,10 @@ async function apply(o: ApplyOptions): Promise<void> {
       throw apiError(`labelling namespace ${namespace} ${LABEL_USE_WAYPOINT}=${o.name}`, kc, err);
     }
     say(`namespace ${namespace} labeled with "${LABEL_USE_WAYPOINT}: ${o.name}"`);
+    // As istioctl warns: the label does nothing for pods ztunnel does not capture.
+    if (ns.metadata?.labels?.[LABEL_DATAPLANE_MODE] !== 'ambient') {
+      progress(`warning: namespace ${namespace} is not in the mesh (no ${LABEL_DATAPLANE_MODE}=ambient label): ztunnel does not capture its pods, so the waypoint cannot stand in front of them; add it with \`kubectl label namespace ${namespace} ${LABEL_DATAPLANE_MODE}=ambient\``);
+    }
   }
   if (o.wait) await waitProgrammed(kc, namespace, o.name, o.timeout);
 }
