@@ -81,7 +81,7 @@ test('waypoint-apply-enroll-list-status-wait-delete', async (t) => {
   await kubectlOk(t, h, ['create', 'namespace', 'shop']);
   const applied = await ok(t, h, ['waypoint', 'apply', '--enroll-namespace', '-n', 'shop']);
   t.is(applied.stdout, 'waypoint shop/waypoint applied\nnamespace shop labeled with "mesh.io/use-waypoint: waypoint"\n');
-  t.regex(applied.stderr, /warning: namespace shop is not in the mesh .* kubectl label namespace shop mesh\.io\/dataplane-mode=ambient/);
+  t.regex(applied.stderr, /warning: namespace shop is not in the mesh .*`kubectl label namespace shop mesh\.io\/dataplane-mode=ambient/);
 
   const gw = (await call(h.server, 'GET', `${GATEWAYS}/waypoint`)).body;
   t.is(gw.kind, 'Gateway');
