@@ -2,6 +2,9 @@
 // generates, the list/status/delete text, the post-install check fed by the controller's model,
 // and ztunnel-config's WAYPOINT column.
 import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as k8s from '@kubernetes/client-node';
 import test from 'ava';
@@ -19,6 +22,7 @@ import {
   renderWaitTimeout,
   waypointChecks,
 } from '../../src/cli/waypoint.ts';
+import { contextNamespace, loadKubeConfig } from '../../src/cli/kube.ts';
 import { type DumpedService, waypointName } from '../../src/cli/ztunnel-config-format.ts';
 
 const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
@@ -304,4 +308,55 @@ test('generateYaml round-trips to the Gateway apply sends', (t) => {
     metadata: { name: 'w', namespace: 'n', labels: { 'mesh.io/waypoint-for': 'none' } },
     spec: { gatewayClassName: 'mesh-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] },
   });
+});
+
+// ---- which kubeconfig -------------------------------------------------------------------------
+
+const KUBECONFIG_TEXT = (server: string) => `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: '${server}'}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: main, context: {cluster: c, user: u, namespace: shop}}, {name: other, context: {cluster: c, user: u}}]
+current-context: main
+`;
+
+test('kubeconfig: --kubeconfig, then $KUBECONFIG, then ~/.kube/config, then the local cluster; --context picks one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshctl-kubeconfig-'));
+  const saved = { KUBECONFIG: process.env.KUBECONFIG, HOME: process.env.HOME };
+  t.teardown(() => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const file = (name: string, server: string) => {
+    writeFileSync(join(dir, name), KUBECONFIG_TEXT(server));
+    return join(dir, name);
+  };
+  const state = join(dir, 'state');
+  mkdirSync(state);
+  mkdirSync(join(dir, 'home', '.kube'), { recursive: true });
+  process.env.HOME = join(dir, 'home');
+  delete process.env.KUBECONFIG;
+  const server = async (o: Parameters<typeof loadKubeConfig>[0]) => (await loadKubeConfig(o)).getCurrentCluster()?.server;
+
+  const none = await t.throwsAsync(loadKubeConfig({ stateDir: state }));
+  t.like(none, { code: 'MESH_ERR_NO_KUBECONFIG' });
+  t.regex(none!.message, /no kubeconfig: pass --kubeconfig, set KUBECONFIG, or start the local cluster with `meshctl dev up`/);
+
+  file('state/kubeconfig', 'https://local:6443');
+  t.is(await server({ stateDir: state }), 'https://local:6443');
+  writeFileSync(join(dir, 'home', '.kube', 'config'), KUBECONFIG_TEXT('https://home:6443'));
+  t.is(await server({ stateDir: state }), 'https://home:6443');
+  process.env.KUBECONFIG = file('env', 'https://env:6443');
+  t.is(await server({ stateDir: state }), 'https://env:6443');
+  t.is(await server({ stateDir: state, preferLocal: true }), 'https://local:6443', 'check --post-install asks the cluster of its mesh.json');
+  t.is(await server({ stateDir: state, kubeconfig: file('flag', 'https://flag:6443'), preferLocal: true }), 'https://flag:6443');
+
+  const kc = await loadKubeConfig({ stateDir: state });
+  t.is(contextNamespace(kc), 'shop');
+  t.is(contextNamespace(await loadKubeConfig({ stateDir: state, context: 'other' })), 'default');
+  const bad = await t.throwsAsync(loadKubeConfig({ stateDir: state, context: 'nope' }));
+  t.regex(bad!.message, /has no context "nope" \(it has: main, other\)/);
 });
