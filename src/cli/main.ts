@@ -7,6 +7,7 @@ import { devCommand } from './commands/dev.ts';
 import { flowsCommand } from './commands/flows.ts';
 import { statusCommand } from './commands/status.ts';
 import { versionCommand } from './commands/version.ts';
+import { waypointCommand } from './commands/waypoint.ts';
 import { ztunnelConfigCommand } from './commands/ztunnel-config.ts';
 
 // Exit codes: 0 success, 1 the command ran and found a problem (or failed), 2 the command line
@@ -42,6 +43,7 @@ export function createProgram(): Command {
     .addCommand(flowsCommand())
     .addCommand(statusCommand())
     .addCommand(versionCommand())
+    .addCommand(waypointCommand())
     .addCommand(ztunnelConfigCommand())
     .addCommand(completionCommand());
   configure(program);

@@ -183,7 +183,7 @@ function workloadsView(m: MergedDump, f: Filters): View {
         w.name,
         cell((w.addresses ?? []).join(',')),
         cell(w.node),
-        waypointName(w.waypoint, m.services),
+        waypointName(w.waypoint, m.services, w.namespace),
         protocolName(w.tunnelProtocol),
       ]),
     },
@@ -207,7 +207,7 @@ function servicesView(m: MergedDump, f: Filters): View {
           s.namespace,
           s.name,
           cell((s.addresses ?? []).map((a) => a.address).join(',')),
-          waypointName(s.waypoint, m.services),
+          waypointName(s.waypoint, m.services, s.namespace),
           `${healthy}/${backends.length}`,
         ];
       }),
@@ -311,20 +311,28 @@ function protocolName(p: string | undefined): string {
   return p === 'HBONE' ? 'HBONE' : p === 'NONE' ? 'TCP' : cell(p);
 }
 
-/** The waypoint's service name, as istioctl shows it; "None" when there is no waypoint. A
- * hostname no service has is marked: ztunnel refuses that traffic (fail closed). */
-function waypointName(gw: DumpedGateway | null | undefined, services: readonly DumpedService[]): string {
+/**
+ * The waypoint's Service name as istioctl shows it — "name" when it is in the row's namespace,
+ * "namespace/name" when it is in another (mesh.io/use-waypoint-namespace) — and "None" when
+ * there is no waypoint. A hostname ("ns/name.ns.svc.domain", GatewayAddress.hostname) that no
+ * Service has is marked "(missing)": ztunnel refuses that traffic (fail closed).
+ */
+export function waypointName(gw: DumpedGateway | null | undefined, services: readonly DumpedService[], rowNamespace: string): string {
   if (!gw) return 'None';
+  const qualified = (ns: string, name: string) => (ns === rowNamespace ? name : `${ns}/${name}`);
   if (gw.hostname) {
     const svc = services.find((s) => `${s.namespace}/${s.hostname}` === gw.hostname);
-    if (svc) return svc.name;
-    const host = gw.hostname.slice(gw.hostname.indexOf('/') + 1);
-    return `${host.split('.')[0]} (missing)`;
+    if (svc) return qualified(svc.namespace, svc.name);
+    // "ns/name.ns.svc.<domain>": the Service's namespace, then its DNS name.
+    const slash = gw.hostname.indexOf('/');
+    const ns = slash > 0 ? gw.hostname.slice(0, slash) : rowNamespace;
+    const name = gw.hostname.slice(slash + 1).split('.')[0] ?? '';
+    return `${qualified(ns, name)} (missing)`;
   }
   if (gw.address?.address) {
     const ip = canonicalIp(gw.address.address);
     const svc = services.find((s) => (s.addresses ?? []).some((a) => canonicalIp(a.address) === ip));
-    return svc ? svc.name : gw.address.address;
+    return svc ? qualified(svc.namespace, svc.name) : gw.address.address;
   }
   return NONE;
 }

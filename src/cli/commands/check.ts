@@ -26,6 +26,10 @@ import { parseMountinfo } from '../../common/cgroup.ts';
 // The agent's default (src/agent/config.ts, MESH_BPFFS_DIR): check where the agent will pin.
 const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/mesh';
 
+// The waypoint check lists namespaces, pods, services and endpoint slices: seconds on a large
+// cluster, never this long unless the API server is stuck.
+const API_TIMEOUT_MS = 15_000;
+
 // bpftool lives in sbin, which is not on a normal user's PATH.
 const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
@@ -35,6 +39,8 @@ export interface CheckOptions {
   postInstall?: boolean;
   stateDir: string;
   server?: string;
+  kubeconfig?: string;
+  context?: string;
 }
 
 export function checkCommand(): Command {
@@ -43,7 +49,9 @@ export function checkCommand(): Command {
     .description(
       'Checks whether this host can run the mesh datapath: kernel version, BTF, cgroup v2, bpffs, ' +
         'capabilities, eBPF program types, ring buffers, and socket load balancers that would hide ' +
-        'service addresses from the mesh. Exits 1 when any check fails.',
+        'service addresses from the mesh. With --post-install, checks the running mesh instead: the controller, ' +
+        "every node's agent, ztunnel and config, and every waypoint in use (a namespace, service or pod whose " +
+        'waypoint is missing, not Programmed or without a ready endpoint has its traffic refused). Exits 1 when any check fails.',
     )
     .addOption(
       new Option('-o, --output <format>', 'output format').choices(['human', 'json']).default('human'),
@@ -56,6 +64,8 @@ export function checkCommand(): Command {
     .option('--post-install', 'check the installed mesh instead: controller, and every node\'s agent, ztunnel and config')
     .addOption(new Option('--state-dir <dir>', "with --post-install: the local cluster's state directory (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
     .option('--server <host:port>', "with --post-install: the controller's relay (default: from mesh.json)")
+    .option('--kubeconfig <file>', "with --post-install: kubeconfig for the waypoint check (default: $KUBECONFIG, ~/.kube/config, else the local cluster's)")
+    .option('--context <name>', 'with --post-install: kubeconfig context to use')
     .addHelpText(
       'after',
       `
@@ -79,6 +89,34 @@ Examples:
 }
 
 async function postInstall(opts: CheckOptions): Promise<CheckResult[]> {
+  const [components, waypoints] = await Promise.all([componentHealth(opts), waypointHealth(opts)]);
+  return [...components, ...waypoints];
+}
+
+/**
+ * Every waypoint that something uses and that cannot take its traffic, with the users refused
+ * because of it — read from the API server, judged by the controller's model.
+ */
+async function waypointHealth(opts: CheckOptions): Promise<CheckResult[]> {
+  const [{ loadKubeConfig }, { readWaypointView }, { waypointChecks }] = await Promise.all([import('../kube.ts'), import('../cluster.ts'), import('../waypoint.ts')]);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    // Without --server the components were found through the state directory: ask the same cluster.
+    const kc = await loadKubeConfig({ ...opts, preferLocal: !opts.server && !opts.kubeconfig });
+    // An API server that accepts the connection and never answers must not hang the check.
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the API server at ${kc.getCurrentCluster()?.server ?? '?'} did not answer within ${API_TIMEOUT_MS / 1000}s`)), API_TIMEOUT_MS);
+    });
+    const view = await Promise.race([readWaypointView(kc), timeout]);
+    return waypointChecks(view.model.waypoints, view.gatewayApi);
+  } catch (e) {
+    return [{ name: 'waypoints', status: 'warn', detail: `not checked: ${(e as Error).message}`, fix: 'pass --kubeconfig (or set KUBECONFIG) for the cluster the mesh runs on' }];
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function componentHealth(opts: CheckOptions): Promise<CheckResult[]> {
   let relay = opts.server;
   if (!relay) {
     try {

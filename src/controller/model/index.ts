@@ -6,12 +6,14 @@ export { ACCEPTED, ENFORCED, mergeConditions, REASON } from './status.ts';
 export { STATIC_STRICT } from './peerauthn.ts';
 export { appProtocol } from './services.ts';
 export { inMesh, isWorkloadPod, workloadOwner } from './workloads.ts';
+export { readyServices, Waypoints } from './waypoints.ts';
 export {
   ANNOTATION_DRY_RUN,
   ANNOTATION_SUBJECT_ALT_NAMES,
   DEFAULT_MODEL_OPTIONS,
   HBONE_PORT,
   LABEL_DATAPLANE_MODE,
+  LABEL_GATEWAY_NAME,
   LABEL_USE_WAYPOINT,
   LABEL_USE_WAYPOINT_NAMESPACE,
   WAYPOINT_CLASS,
