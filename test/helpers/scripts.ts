@@ -30,3 +30,65 @@ export function loopResults(logFile: string, read: (f: string) => string): [numb
     return [];
   }
 }
+
+/**
+ * An HTTP server on :8080 named by argv[1] (its "version"): answers the version as the body,
+ * followed by " traced" when the request carried a traceparent (a waypoint adds one) or " untraced",
+ * with x-seen-method / x-seen-path / x-seen-headers (the request's x-* headers, JSON). Paths:
+ * /flaky answers 503 to every other request, /slow answers after 1 s. One line per request on
+ * stdout: "REQ <method> <path>".
+ */
+export const HTTP_ECHO_SERVER = `
+let n = 0;
+require('node:http').createServer((q, s) => {
+  s.on('error', () => {});
+  console.log('REQ', q.method, q.url);
+  const seen = Object.fromEntries(Object.entries(q.headers).filter(([k]) => k.startsWith('x-') || k === 'traceparent' || k === 'host'));
+  const reply = (code) => {
+    s.writeHead(code, { 'x-seen-method': q.method, 'x-seen-path': q.url, 'x-seen-headers': JSON.stringify(seen), 'x-version': process.argv[1] });
+    s.end(process.argv[1] + (q.headers.traceparent ? ' traced' : ' untraced'));
+  };
+  q.resume();
+  q.on('end', () => {
+    if (q.url.startsWith('/flaky')) return reply(n++ % 2 === 0 ? 503 : 200);
+    if (q.url.startsWith('/slow')) return setTimeout(() => reply(200), 1000);
+    reply(200);
+  });
+}).listen(8080);
+`;
+
+/**
+ * Sends argv[1]'s JSON {url, n, method?, headers?, concurrency?, body?} requests over keep-alive
+ * connections and prints one line "RESULT <json>": counts by "<status> <body>", the latency
+ * percentiles (ms), a few sample response headers, and errors.
+ */
+export const HTTP_REQUESTS = `
+const http = require('node:http');
+const spec = JSON.parse(process.argv[1]);
+const agent = new http.Agent({ keepAlive: true, maxSockets: spec.concurrency || 4 });
+const counts = {}; const errors = {}; const ms = []; const samples = [];
+let started = 0, done = 0;
+const one = () => new Promise((resolve) => {
+  const t0 = performance.now();
+  const r = http.request(spec.url, { method: spec.method || 'GET', headers: spec.headers || {}, agent, timeout: 10000 }, (s) => {
+    let b = ''; s.on('data', (d) => (b += d));
+    s.on('end', () => {
+      ms.push(performance.now() - t0);
+      const k = s.statusCode + ' ' + b.slice(0, 40);
+      counts[k] = (counts[k] || 0) + 1;
+      if (samples.length < 3) samples.push({ status: s.statusCode, headers: s.headers, body: b.slice(0, 200) });
+      resolve();
+    });
+  });
+  r.on('timeout', () => r.destroy(new Error('timeout')));
+  r.on('error', (e) => { errors[e.code || e.message] = (errors[e.code || e.message] || 0) + 1; resolve(); });
+  r.end(spec.body || undefined);
+});
+const worker = async () => { while (started < spec.n) { started++; await one(); done++; } };
+Promise.all(Array.from({ length: spec.concurrency || 4 }, worker)).then(() => {
+  ms.sort((a, b) => a - b);
+  const p = (q) => Math.round(ms[Math.min(ms.length - 1, Math.floor(q * ms.length))] || 0);
+  console.log('RESULT ' + JSON.stringify({ counts, errors, p50: p(0.5), p99: p(0.99), max: p(1), samples }));
+  agent.destroy();
+});
+`;

@@ -294,11 +294,15 @@ test('waypoint-for: a service waypoint (the default) takes Services, a workload 
         namespaces: [ns('shop', { ...AMBIENT, 'mesh.io/use-waypoint': 'wp' })],
         gateways: [waypointGateway('shop', 'wp', 'mesh-waypoint', 'True', f)],
         endpointSlices: [waypointSlice('shop', 'wp')],
-        services: [svc('shop', 'web', { selector: { app: 'web' }, clusterIP: '10.96.0.10', ports: [{ port: 80 }] })],
+        services: [
+          svc('shop', 'web', { selector: { app: 'web' }, clusterIP: '10.96.0.10', ports: [{ port: 80 }] }),
+          svc('shop', 'wp', { selector: { 'gateway.networking.k8s.io/gateway-name': 'wp' }, clusterIP: '10.96.0.11', ports: [{ port: 15008 }] }),
+        ],
         pods: [pod('shop', 'a', { labels: { app: 'web' } })],
       }),
       OPTS,
     );
+    t.is(m.services.get('shop/wp.shop.svc.cluster.local')?.waypoint ?? null, null, "the waypoint's own Service never goes through it");
     return { pod: m.workloads.get(uid('shop', 'a'))?.waypoint?.hostname ?? null, svc: m.services.get('shop/web.shop.svc.cluster.local')?.waypoint?.hostname ?? null };
   };
   const wp = 'shop/wp.shop.svc.cluster.local';

@@ -77,6 +77,8 @@ export class Waypoints {
     const wns = from[LABEL_USE_WAYPOINT_NAMESPACE] || ns;
     // A waypoint's own pods never go through a waypoint (that would loop).
     if (user.startsWith('Pod/') && wns === ns && labels[LABEL_GATEWAY_NAME] === name && this.#isWaypoint(`${wns}/${name}`)) return null;
+    // …nor does its own Service (named after the Gateway), which the namespace's label would reach.
+    if (user === `Service/${wns}/${name}` && this.#isWaypoint(`${wns}/${name}`)) return null;
     const key = `${wns}/${name}`;
     // mesh.io/waypoint-for (Istio's istio.io/waypoint-for, default "service"): a waypoint takes
     // the traffic addressed to Services, to workloads, both, or neither. One that exists and does
