@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import test, { type ExecutionContext } from 'ava';
 import { installChartCrds } from '../../src/local/chart-crds.ts';
-import { call, harness, type Harness, kubectl, SECURITY_CRDS } from '../helpers/apiserver.ts';
+import { call, harness, type Harness, kubectl, NETWORKING_CRDS, SECURITY_CRDS } from '../helpers/apiserver.ts';
 
 const GATEWAY_API = fileURLToPath(new URL('../fixtures/gateway-api-crds.yaml', import.meta.url));
 
@@ -310,6 +310,62 @@ spec:
   const st = await call(h.server, 'PATCH', '/apis/security.mesh.io/v1/namespaces/default/authorizationpolicies/allow-web/status', { status: { conditions: [{ type: 'Accepted', status: 'True' }] } }, { contentType: 'application/merge-patch+json' });
   t.is(st.status, 200, st.text);
   t.is(st.body.status.conditions[0].type, 'Accepted');
+});
+
+test("the chart's networking.mesh.io CRD installs with kubectl: a TrafficPolicy applies, an invalid one is refused naming each field", async (t) => {
+  const h = await harness(t);
+  t.regex(await ok(t, h, ['apply', '-f', NETWORKING_CRDS]), /trafficpolicies\.networking\.mesh\.io created/);
+  const good = `apiVersion: networking.mesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web, namespace: default}
+spec:
+  targetRefs: [{kind: Service, name: web}]
+  faultInjection:
+    delay: {fixedDelay: 200ms, percentage: 12.5}
+    abort: {httpStatus: 503, percentage: 50}
+  connectionPool: {maxConnections: 100, maxPendingRequests: 0, maxRequestsPerConnection: 10}
+  outlierDetection: {consecutive5xxErrors: 5, baseEjectionTime: 30s, maxEjectionPercent: 50}
+  rateLimit: {maxTokens: 100, tokensPerFill: 10, fillInterval: 1s}
+`;
+  t.regex(await ok(t, h, ['apply', '-f', '-'], good), /trafficpolicy\.networking\.mesh\.io\/web created/);
+  const stored = (await call(h.server, 'GET', '/apis/networking.mesh.io/v1alpha1/namespaces/default/trafficpolicies/web')).body;
+  t.deepEqual(stored.spec.targetRefs, [{ group: '', kind: 'Service', name: 'web' }], 'group defaults to the core group');
+  t.regex(await ok(t, h, ['get', 'tp']), /^NAME\s+ACCEPTED\s+AGE\nweb\s+\d+s\n/);
+
+  const bad = await kubectl(h, ['apply', '-f', '-'], {
+    input: `apiVersion: networking.mesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: bad, namespace: default}
+spec:
+  targetRefs: [{kind: Deployment, name: web}]
+  faultInjection:
+    delay: {fixedDelay: 1.5s, percentage: 101}
+    abort: {httpStatus: 600}
+  connectionPool: {maxConnections: -1}
+  outlierDetection: {consecutive5xxErrors: 0, baseEjectionTime: 30, maxEjectionPercent: 200}
+  rateLimit: {maxTokens: 0, tokensPerFill: 1, fillInterval: 1 second}
+`,
+  });
+  t.not(bad.code, 0);
+  t.regex(bad.stderr, /The TrafficPolicy "bad" is invalid/);
+  for (const field of [
+    /spec\.targetRefs\[0\]\.kind: Unsupported value: "Deployment": supported values: "Service"/,
+    /spec\.faultInjection\.delay\.fixedDelay: Invalid value: "1\.5s": spec\.faultInjection\.delay\.fixedDelay in body should match/,
+    /spec\.faultInjection\.delay\.percentage: Invalid value: 101: spec\.faultInjection\.delay\.percentage in body should be less than or equal to 100/,
+    /spec\.faultInjection\.abort\.httpStatus: Invalid value: 600: spec\.faultInjection\.abort\.httpStatus in body should be less than or equal to 599/,
+    /spec\.connectionPool\.maxConnections: Invalid value: -1: spec\.connectionPool\.maxConnections in body should be greater than or equal to 0/,
+    /spec\.outlierDetection\.consecutive5xxErrors: Invalid value: 0: spec\.outlierDetection\.consecutive5xxErrors in body should be greater than or equal to 1/,
+    /spec\.outlierDetection\.baseEjectionTime: Invalid value: 30: spec\.outlierDetection\.baseEjectionTime in body must be of type string: "integer"/,
+    /spec\.outlierDetection\.maxEjectionPercent: Invalid value: 200/,
+    /spec\.rateLimit\.maxTokens: Invalid value: 0/,
+    /spec\.rateLimit\.fillInterval: Invalid value: "1 second"/,
+  ]) {
+    t.regex(bad.stderr, field);
+  }
+  const noTargets = await kubectl(h, ['apply', '-f', '-'], { input: 'apiVersion: networking.mesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: none, namespace: default}\nspec:\n  targetRefs: []\n' });
+  t.not(noTargets.code, 0);
+  t.regex(noTargets.stderr, /spec\.targetRefs: Invalid value: .*spec\.targetRefs in body should have at least 1 items/);
+  t.is((await call(h.server, 'GET', '/apis/networking.mesh.io/v1alpha1/namespaces/default/trafficpolicies/bad')).status, 404);
 });
 
 test('the controller runs without Gateway API CRDs and picks up Gateways once they are applied', async (t) => {
