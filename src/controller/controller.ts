@@ -6,13 +6,14 @@ import * as k8s from '@kubernetes/client-node';
 import { logger } from '../common/log.ts';
 import { CONTROLLER_SERVICE_ACCOUNT } from '../identity/index.ts';
 import { NodeCredentials } from './node-auth.ts';
-import { AUTHORIZATION, ConfigServer, SERVICE, WORKLOAD } from '../xds/index.ts';
+import { AUTHORIZATION, ConfigServer, L7_AUTHORIZATION, ROUTE, SERVICE, WORKLOAD } from '../xds/index.ts';
 import { kubeCaBackend, type RunningCa, startCa } from './ca/index.ts';
 import { Relay, type RelayPeer } from '../flows/relay.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
 import { buildModel, type ClusterSnapshot, type MeshModel, type PolicyStatus } from './model/index.ts';
 import { loadControllerSettings } from './config.ts';
+import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
 
 const log = logger('controller');
 
@@ -56,6 +57,7 @@ const CUSTOM = [
   { key: 'httpRoutes', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' },
   { key: 'authorizationPolicies', group: 'security.mesh.io', version: 'v1', plural: 'authorizationpolicies' },
   { key: 'peerAuthentications', group: 'security.mesh.io', version: 'v1', plural: 'peerauthentications' },
+  ...WAYPOINT_KINDS,
 ] as const;
 
 export class Controller {
@@ -71,6 +73,7 @@ export class Controller {
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private readonly written = new Map<string, string>();
+  private readonly waypointStatus: WaypointStatusWriter;
   private building: Promise<void> = Promise.resolve();
   model: MeshModel | undefined;
   builds = 0;
@@ -86,6 +89,7 @@ export class Controller {
     this.ca = ca;
     this.xds = xds;
     this.caches = caches;
+    this.waypointStatus = new WaypointStatusWriter(kc, (k) => caches[k]);
   }
 
   static async start(kc: k8s.KubeConfig, input: Partial<ControllerConfig> = {}): Promise<Controller> {
@@ -211,6 +215,9 @@ export class Controller {
       httpRoutes: list('httpRoutes'),
       authorizationPolicies: list('authorizationPolicies'),
       peerAuthentications: list('peerAuthentications'),
+      grpcRoutes: list('grpcRoutes'),
+      referenceGrants: list('referenceGrants'),
+      trafficPolicies: list('trafficPolicies'),
     };
   }
 
@@ -222,6 +229,9 @@ export class Controller {
         [WORKLOAD, model.workloads],
         [SERVICE, model.services],
         [AUTHORIZATION, model.authorizations],
+        // For waypoints; clients get only the types they subscribe to (ztunnels do not ask for these).
+        [ROUTE, model.routes],
+        [L7_AUTHORIZATION, model.l7Authorizations],
       ] as const) {
         for (const [name, value] of items) tx.set(type, name, value as never);
         for (const [name] of this.xds.store.entries(type)) if (!items.has(name)) tx.remove(type, name);
@@ -231,6 +241,7 @@ export class Controller {
     this.builds++;
     log.debug({ ms: Math.round(performance.now() - started), workloads: model.workloads.size }, 'model built');
     await this.writeStatuses(model.policyStatus);
+    await this.waypointStatus.write(model);
   }
 
   /** Writes each policy's status when it changed, through the status subresource. */

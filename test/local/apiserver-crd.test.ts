@@ -380,7 +380,8 @@ test('the controller runs without Gateway API CRDs and picks up Gateways once th
   const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
   t.teardown(() => controller.stop());
   t.truthy(controller.model, 'a model was built without gateways and httproutes');
-  t.deepEqual([...controller.notServed].sort(), ['gateways', 'httpRoutes']);
+  t.deepEqual([...controller.notServed].sort(), ['gateways', 'grpcRoutes', 'httpRoutes', 'referenceGrants']);
+  t.false(controller.notServed.has('trafficPolicies'), 'installed with the chart CRDs');
   t.false(controller.notServed.has('authorizationPolicies'));
 
   await ok(t, h, ['apply', '-f', GATEWAY_API]);
@@ -397,4 +398,84 @@ test('the controller runs without Gateway API CRDs and picks up Gateways once th
   const end = Date.now() + 10_000;
   while (!(await poll()) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
   t.true(conditions.some((c) => c.type === 'Accepted' && c.status === 'False' && /10\.0\.0\.300/.test(c.message)), JSON.stringify(conditions));
+});
+
+test('the controller compiles an HTTPRoute applied with kubectl for its Service and writes its status; a bad route says why and the rest keeps serving', async (t) => {
+  const h = await harness(t);
+  await ok(t, h, ['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh-system}\n');
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(h.kubeconfig);
+  await installChartCrds(kc);
+  await ok(t, h, ['apply', '-f', GATEWAY_API]);
+  const { Controller } = await import('../../src/controller/controller.ts');
+  const { ROUTE } = await import('../../src/xds/index.ts');
+  const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
+  t.teardown(() => controller.stop());
+
+  const service = (name: string) => `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: default}\nspec:\n  selector: {app: ${name}}\n  ports: [{name: http, port: 80}]\n---\n`;
+  const route = (name: string, rule: string) => `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ${name}, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+${rule}
+---
+`;
+  await ok(
+    t,
+    h,
+    ['apply', '-f', '-'],
+    service('web') +
+      service('web-v2') +
+      route('canary', '  - matches: [{headers: [{name: x-canary, value: "1"}]}]\n    backendRefs: [{name: web-v2, port: 80}]') +
+      route('ext', '  - matches: [{path: {type: PathPrefix, value: /ext}}]\n    filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Plugin, name: p}}]\n    backendRefs: [{name: web, port: 80}]') +
+      route('gone', '  - matches: [{path: {type: PathPrefix, value: /gone}}]\n    backendRefs: [{name: web, port: 80, weight: 3}, {name: nothere, port: 80}]') +
+      `apiVersion: networking.mesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web, namespace: default}
+spec:
+  targetRefs: [{kind: Service, name: web}]
+  rateLimit: {maxTokens: 10, tokensPerFill: 1, fillInterval: 100ms}
+`,
+  );
+
+  type Cond = { type: string; status: string; reason: string; message: string; lastTransitionTime?: string };
+  const parents = async (name: string): Promise<{ controllerName: string; conditions: Cond[] }[]> =>
+    (await call(h.server, 'GET', `/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/${name}`)).body.status?.parents ?? [];
+  const condOf = async (name: string, type: string) => (await parents(name))[0]?.conditions.find((c) => c.type === type);
+  const end = Date.now() + 15_000;
+  while (Date.now() < end && !((await condOf('gone', 'ResolvedRefs')) && (await condOf('ext', 'Accepted')) && (await condOf('canary', 'Accepted')))) await new Promise((r) => setTimeout(r, 100));
+
+  const canary = await parents('canary');
+  t.is(canary.length, 1);
+  t.is(canary[0]!.controllerName, 'mesh.io/waypoint-controller');
+  t.like(await condOf('canary', 'Accepted'), { status: 'True', reason: 'Accepted' });
+  t.like(await condOf('canary', 'ResolvedRefs'), { status: 'True', reason: 'ResolvedRefs' });
+  t.truthy((await condOf('canary', 'Accepted'))?.lastTransitionTime);
+  const ext = await condOf('ext', 'Accepted');
+  t.like(ext, { status: 'False', reason: 'UnsupportedValue' });
+  t.regex(ext?.message ?? '', /filter type "ExtensionRef" is not supported/);
+  const gone = await condOf('gone', 'ResolvedRefs');
+  t.like(gone, { status: 'False', reason: 'BackendNotFound' });
+  t.regex(gone?.message ?? '', /Service default\/nothere does not exist/);
+
+  // The Route on the config stream: the good routes in precedence order, the bad one left out.
+  await controller.settle();
+  const r = controller.xds.store.get(ROUTE, 'default/web.default.svc.cluster.local')?.value;
+  t.deepEqual(
+    r?.rules.map((x) => [x.origin, x.backends.map((b) => `${b.service || '500'}:${b.weight}`).join(',')]),
+    [
+      ['HTTPRoute/default/gone/0', 'default/web.default.svc.cluster.local:3,500:1'],
+      ['HTTPRoute/default/canary/0', 'default/web-v2.default.svc.cluster.local:1'],
+    ],
+  );
+  t.deepEqual(r?.resilience?.rateLimit, { maxTokens: 10, tokensPerFill: 1, fillIntervalMs: 100 });
+  const tp = (await call(h.server, 'GET', '/apis/networking.mesh.io/v1alpha1/namespaces/default/trafficpolicies/web')).body.status?.conditions ?? [];
+  t.like(tp[0], { type: 'Accepted', status: 'True', reason: 'Accepted' });
+
+  // Nothing changed: nothing is written again.
+  const rv = (await call(h.server, 'GET', '/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/canary')).body.metadata.resourceVersion;
+  await controller.rebuild();
+  t.is((await call(h.server, 'GET', '/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/canary')).body.metadata.resourceVersion, rv);
 });
