@@ -443,7 +443,7 @@ spec:
   type Cond = { type: string; status: string; reason: string; message: string; lastTransitionTime?: string };
   const parents = async (name: string): Promise<{ controllerName: string; conditions: Cond[] }[]> =>
     (await call(h.server, 'GET', `/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/${name}`)).body.status?.parents ?? [];
-  const condOf = async (name: string, type: string) => (await parents(name))[0]?.conditions.find((c) => c.type === type);
+  const condOf = async (name: string, type: string) => (await parents(name)).find((p) => p.controllerName === 'mesh.io/waypoint-controller')?.conditions.find((c) => c.type === type);
   const end = Date.now() + 15_000;
   while (Date.now() < end && !((await condOf('gone', 'ResolvedRefs')) && (await condOf('ext', 'Accepted')) && (await condOf('canary', 'Accepted')))) await new Promise((r) => setTimeout(r, 100));
 
@@ -478,4 +478,25 @@ spec:
   const rv = (await call(h.server, 'GET', '/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/canary')).body.metadata.resourceVersion;
   await controller.rebuild();
   t.is((await call(h.server, 'GET', '/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/canary')).body.metadata.resourceVersion, rv);
+
+  // Another controller's entry (for a Gateway parent) is kept when ours changes; when the route
+  // leaves its Service parent, our entry goes and theirs stays.
+  const foreign = { parentRef: { group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'edge' }, controllerName: 'example.com/gateway', conditions: [{ type: 'Accepted', status: 'True', reason: 'Accepted', message: '', lastTransitionTime: '2026-01-01T00:00:00Z' }] };
+  const url = '/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/canary';
+  const st = await call(h.server, 'PATCH', `${url}/status`, { status: { parents: [...(await parents('canary')), foreign] } }, { contentType: 'application/merge-patch+json' });
+  t.is(st.status, 200, st.text);
+  const since = (await condOf('canary', 'Accepted'))?.lastTransitionTime;
+  await ok(t, h, ['apply', '-f', '-'], route('canary', '  - matches: [{headers: [{name: x-canary, value: "2"}]}]\n    backendRefs: [{name: web-v2, port: 80}]'));
+  const waitFor = async (what: string, check: (p: { controllerName: string; conditions: Cond[] }[]) => boolean) => {
+    const until = Date.now() + 10_000;
+    while (Date.now() < until && !check(await parents('canary'))) await new Promise((r) => setTimeout(r, 100));
+    t.true(check(await parents('canary')), `timed out waiting for ${what}: ${JSON.stringify(await parents('canary'))}`);
+  };
+  const generation = (await call(h.server, 'GET', url)).body.metadata.generation as number;
+  await waitFor('our entry to observe the new generation', (ps) => ps.some((p) => p.controllerName === 'mesh.io/waypoint-controller' && p.conditions.every((c) => (c as Cond & { observedGeneration: number }).observedGeneration === generation)));
+  t.deepEqual((await parents('canary')).map((p) => p.controllerName).sort(), ['example.com/gateway', 'mesh.io/waypoint-controller']);
+  const ours = (await parents('canary')).find((p) => p.controllerName === 'mesh.io/waypoint-controller');
+  t.is(ours?.conditions.find((c) => c.type === 'Accepted')?.lastTransitionTime, since, 'Accepted stayed True: its transition time is kept');
+  await ok(t, h, ['apply', '-f', '-'], route('canary', '  - backendRefs: [{name: web-v2, port: 80}]').replace('parentRefs: [{group: "", kind: Service, name: web}]', 'parentRefs: [{name: edge}]'));
+  await waitFor('our entry to go', (ps) => ps.length === 1 && ps[0]!.controllerName === 'example.com/gateway');
 });
