@@ -499,4 +499,40 @@ spec:
   t.is(ours?.conditions.find((c) => c.type === 'Accepted')?.lastTransitionTime, since, 'Accepted stayed True: its transition time is kept');
   await ok(t, h, ['apply', '-f', '-'], route('canary', '  - backendRefs: [{name: web-v2, port: 80}]').replace('parentRefs: [{group: "", kind: Service, name: web}]', 'parentRefs: [{name: edge}]'));
   await waitFor('our entry to go', (ps) => ps.length === 1 && ps[0]!.controllerName === 'example.com/gateway');
+
+  // A GRPCRoute, and a backend in another namespace: refused until a ReferenceGrant there permits it.
+  await ok(t, h, ['create', 'namespace', 'shared']);
+  await ok(
+    t,
+    h,
+    ['apply', '-f', '-'],
+    `${service('db').replaceAll('default', 'shared')}apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Say}}]
+    backendRefs: [{name: db, namespace: shared, port: 80}]
+`,
+  );
+  const grpcResolved = async () =>
+    ((await call(h.server, 'GET', '/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes/echo')).body.status?.parents?.[0]?.conditions ?? []).find((c: Cond) => c.type === 'ResolvedRefs') as Cond | undefined;
+  const until = async (what: string, check: (c: Cond | undefined) => boolean) => {
+    const stop = Date.now() + 15_000;
+    while (Date.now() < stop && !check(await grpcResolved())) await new Promise((r) => setTimeout(r, 100));
+    t.true(check(await grpcResolved()), `timed out waiting for ${what}: ${JSON.stringify(await grpcResolved())}`);
+  };
+  await until('RefNotPermitted', (c) => c?.reason === 'RefNotPermitted');
+  await ok(
+    t,
+    h,
+    ['apply', '-f', '-'],
+    'apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: from-default, namespace: shared}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: GRPCRoute, namespace: default}]\n  to: [{group: "", kind: Service, name: db}]\n',
+  );
+  await until('ResolvedRefs=True once granted', (c) => c?.status === 'True');
+  await controller.settle();
+  const grpcRule = controller.xds.store.get(ROUTE, 'default/web.default.svc.cluster.local')?.value.rules.find((x) => x.kind === 'GRPC');
+  t.deepEqual(grpcRule?.matches[0]?.grpc, { type: 'EXACT', service: 'echo.Echo', method: 'Say' });
+  t.deepEqual(grpcRule?.backends, [{ service: 'shared/db.shared.svc.cluster.local', port: 80, weight: 1 }]);
 });
