@@ -205,6 +205,19 @@ test('a-missing-parent-service-or-port-is-no-matching-parent-and-a-port-parent-s
   t.false(out.routes.has(host('shop', 'nothere')));
 });
 
+test('a-consumer-route-is-unsupported-and-a-mirror-to-a-missing-backend-mirrors-nothing', (t) => {
+  const consumer = route('HTTPRoute', 'client', 'consumer', { parentRefs: [{ group: '', kind: 'Service', name: 'web', namespace: 'shop' }], rules: [{ backendRefs: [to('v1', { namespace: 'shop' })] }] });
+  const mirror = http('shop', 'mirror', [{ backendRefs: [to('v1')], filters: [{ type: 'RequestMirror', requestMirror: { backendRef: to('shadow'), percent: 10 } }] }]);
+  const out = build({ httpRoutes: [consumer, mirror] });
+  t.like(cond(out, 'HTTPRoute/client/consumer', 'Accepted'), { status: 'False', reason: 'UnsupportedValue' });
+  t.regex(cond(out, 'HTTPRoute/client/consumer', 'Accepted')!.message, /consumer route/);
+  const rules = rulesOf(out.routes.get(host('shop', 'web')));
+  t.deepEqual(rules.map((r) => r.origin), ['HTTPRoute/shop/mirror/0']);
+  t.deepEqual(rules[0]!.filters, [], 'the mirror filter is left out');
+  t.deepEqual(rules[0]!.backends, [{ service: host('shop', 'v1'), port: 80, weight: 1 }]);
+  t.like(cond(out, 'HTTPRoute/shop/mirror', 'ResolvedRefs'), { status: 'False', reason: 'BackendNotFound' });
+});
+
 test('grpc-routes-match-by-method', (t) => {
   const g = route('GRPCRoute', 'shop', 'echo', {
     parentRefs: [{ group: '', kind: 'Service', name: 'web' }],

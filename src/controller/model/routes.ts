@@ -200,7 +200,7 @@ function compileRoute(kind: Kind, obj: KubeObject, ctx: Ctx): { parents: RoutePa
     const resolved =
       u.length === 0
         ? condition('ResolvedRefs', true, ROUTE_REASON.resolvedRefs, 'every backendRef resolved', gen)
-        : condition('ResolvedRefs', false, u[0]!.reason, `${u.map((x) => x.message).join('; ')}; requests for those backends are answered 500`, gen);
+        : condition('ResolvedRefs', false, u[0]!.reason, `${u.map((x) => x.message).join('; ')} (a backend that cannot be resolved gets its share of requests answered 500; a mirror to one mirrors nothing)`, gen);
     statuses.push({ parentRef: p.ref, controllerName: ROUTE_CONTROLLER, conditions: [accepted, resolved] });
   }
   return { parents: statuses, rules };
