@@ -6,7 +6,7 @@ import * as k8s from '@kubernetes/client-node';
 import { logger } from '../common/log.ts';
 import { CONTROLLER_SERVICE_ACCOUNT } from '../identity/index.ts';
 import { NodeCredentials } from './node-auth.ts';
-import { AUTHORIZATION, ConfigServer, SERVICE, WORKLOAD } from '../xds/index.ts';
+import { AUTHORIZATION, ConfigServer, L7_AUTHORIZATION, ROUTE, SERVICE, WORKLOAD } from '../xds/index.ts';
 import { kubeCaBackend, type RunningCa, startCa } from './ca/index.ts';
 import { Relay, type RelayPeer } from '../flows/relay.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
@@ -15,6 +15,7 @@ import { buildModel, type ClusterSnapshot, type MeshModel, type PolicyStatus } f
 import { loadControllerSettings } from './config.ts';
 import { WaypointDeployer, type WaypointTemplate } from './waypoint-deployer.ts';
 import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
+import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
 
 const log = logger('controller');
 
@@ -64,6 +65,7 @@ const CUSTOM = [
   { key: 'httpRoutes', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' },
   { key: 'authorizationPolicies', group: 'security.mesh.io', version: 'v1', plural: 'authorizationpolicies' },
   { key: 'peerAuthentications', group: 'security.mesh.io', version: 'v1', plural: 'peerauthentications' },
+  ...WAYPOINT_KINDS,
 ] as const;
 
 export class Controller {
@@ -79,6 +81,7 @@ export class Controller {
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private readonly written = new Map<string, string>();
+  private readonly waypointStatus: WaypointStatusWriter;
   private building: Promise<void> = Promise.resolve();
   model: MeshModel | undefined;
   builds = 0;
@@ -100,6 +103,7 @@ export class Controller {
       config.waypointTemplate ?? { image: config.waypointImage, imagePullPolicy: 'IfNotPresent', command: [], env: {}, volumes: [], volumeMounts: [] },
       { clusterDomain: config.clusterDomain ?? 'cluster.local', trustDomain: config.trustDomain },
     );
+    this.waypointStatus = new WaypointStatusWriter(kc, (k) => caches[k]);
   }
 
   static async start(kc: k8s.KubeConfig, input: Partial<ControllerConfig> = {}): Promise<Controller> {
@@ -230,6 +234,9 @@ export class Controller {
       httpRoutes: list('httpRoutes'),
       authorizationPolicies: list('authorizationPolicies'),
       peerAuthentications: list('peerAuthentications'),
+      grpcRoutes: list('grpcRoutes'),
+      referenceGrants: list('referenceGrants'),
+      trafficPolicies: list('trafficPolicies'),
     };
   }
 
@@ -241,6 +248,9 @@ export class Controller {
         [WORKLOAD, model.workloads],
         [SERVICE, model.services],
         [AUTHORIZATION, model.authorizations],
+        // For waypoints; clients get only the types they subscribe to (ztunnels do not ask for these).
+        [ROUTE, model.routes],
+        [L7_AUTHORIZATION, model.l7Authorizations],
       ] as const) {
         for (const [name, value] of items) tx.set(type, name, value as never);
         for (const [name] of this.xds.store.entries(type)) if (!items.has(name)) tx.remove(type, name);
@@ -252,6 +262,7 @@ export class Controller {
     await this.writeStatuses(model.policyStatus);
     const snap = this.snapshot();
     await this.deployer.reconcile(snap.gateways, [...this.caches.waypointDeployments!.list()] as k8s.V1Deployment[], snap.services);
+    await this.waypointStatus.write(model);
   }
 
   /** Writes each policy's status when it changed, through the status subresource. */

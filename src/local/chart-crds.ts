@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 
-export const CHART_CRD_FILES = [fileURLToPath(new URL('../../daemonset/chart/crds/security.mesh.io.yaml', import.meta.url))];
+export const CHART_CRD_FILES = ['security.mesh.io.yaml', 'networking.mesh.io.yaml'].map((f) => fileURLToPath(new URL(`../../daemonset/chart/crds/${f}`, import.meta.url)));
 
 /** Creates each CRD, or replaces it with this version's (an upgrade of the local mesh). */
 export async function installChartCrds(kc: k8s.KubeConfig, files = CHART_CRD_FILES): Promise<void> {

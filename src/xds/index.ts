@@ -7,6 +7,7 @@ export { PROTO_PATH, TYPE_URLS } from './codec.ts';
 export { XdsError } from './errors.ts';
 export type { XdsErrorCode } from './errors.ts';
 export * from './resources.ts';
+export * from './routes.ts';
 export { ConfigServer, uriSans } from './server.ts';
 export type {
   AckEvent,

@@ -4,6 +4,8 @@
 // field as null. Values handed to ConfigServer.set() may be Uint8Arrays for bytes; a field left at
 // its default encodes the same as one omitted, so both get the same version.
 
+import type { L7Authorization, Route } from './routes.ts';
+
 export const TYPE_URL_PREFIX = 'type.googleapis.com/mesh.config.v1.';
 export const WORKLOAD = 'type.googleapis.com/mesh.config.v1.Workload';
 export const SERVICE = 'type.googleapis.com/mesh.config.v1.Service';
@@ -157,6 +159,10 @@ export interface MeshTypes {
   [WORKLOAD]: Workload;
   [SERVICE]: Service;
   [AUTHORIZATION]: Authorization;
+  // routes.ts's ROUTE and L7_AUTHORIZATION (written out: routes.ts imports this module). Waypoints
+  // subscribe to these; ztunnels do not.
+  'type.googleapis.com/mesh.config.v1.Route': Route;
+  'type.googleapis.com/mesh.config.v1.L7Authorization': L7Authorization;
 }
 
 /** Any type URL → value map the generic server and client can carry (e.g. MeshTypes). */

@@ -6,8 +6,8 @@
 // as @grpc/proto-loader decodes them (every field present: '' / 0 / [] / null for unset).
 import { TYPE_URL_PREFIX } from './resources.ts';
 
-export const ROUTE = `${TYPE_URL_PREFIX}Route`;
-export const L7_AUTHORIZATION = `${TYPE_URL_PREFIX}L7Authorization`;
+export const ROUTE = `${TYPE_URL_PREFIX}Route` as const;
+export const L7_AUTHORIZATION = `${TYPE_URL_PREFIX}L7Authorization` as const;
 
 /** Every route and the traffic policy of one Service; stored under routeName(). */
 export interface Route {
@@ -143,7 +143,11 @@ export interface RouteFilter {
 }
 
 export interface Backend {
-  /** The backend Service: "namespace/hostname" (serviceName()). */
+  /**
+   * The backend Service: "namespace/hostname" (serviceName()). '' for a backendRef the controller
+   * could not resolve (missing Service, wrong kind, cross-namespace without a ReferenceGrant): the
+   * share of requests its weight receives is answered 500 (Gateway API HTTPBackendRef).
+   */
   service: string;
   /** The Service port to send to. */
   port: number;

@@ -42,6 +42,8 @@ export async function harness(t: ExecutionContext, opts: Partial<ApiServerOption
 
 /** The chart's CRDs for security.mesh.io (AuthorizationPolicy, PeerAuthentication). */
 export const SECURITY_CRDS = fileURLToPath(new URL('../../daemonset/chart/crds/security.mesh.io.yaml', import.meta.url));
+/** The chart's CRDs for networking.mesh.io (TrafficPolicy). */
+export const NETWORKING_CRDS = fileURLToPath(new URL('../../daemonset/chart/crds/networking.mesh.io.yaml', import.meta.url));
 
 /** Creates every CRD in a YAML file, as the chart (or `kubectl apply -f`) would. */
 export async function applyCrds(server: ApiServer, file = SECURITY_CRDS): Promise<void> {

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import test, { type ExecutionContext } from 'ava';
 import { installChartCrds } from '../../src/local/chart-crds.ts';
-import { call, harness, type Harness, kubectl, SECURITY_CRDS } from '../helpers/apiserver.ts';
+import { call, harness, type Harness, kubectl, NETWORKING_CRDS, SECURITY_CRDS } from '../helpers/apiserver.ts';
 
 const GATEWAY_API = fileURLToPath(new URL('../fixtures/gateway-api-crds.yaml', import.meta.url));
 
@@ -312,6 +312,62 @@ spec:
   t.is(st.body.status.conditions[0].type, 'Accepted');
 });
 
+test("the chart's networking.mesh.io CRD installs with kubectl: a TrafficPolicy applies, an invalid one is refused naming each field", async (t) => {
+  const h = await harness(t);
+  t.regex(await ok(t, h, ['apply', '-f', NETWORKING_CRDS]), /trafficpolicies\.networking\.mesh\.io created/);
+  const good = `apiVersion: networking.mesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web, namespace: default}
+spec:
+  targetRefs: [{kind: Service, name: web}]
+  faultInjection:
+    delay: {fixedDelay: 200ms, percentage: 12.5}
+    abort: {httpStatus: 503, percentage: 50}
+  connectionPool: {maxConnections: 100, maxPendingRequests: 0, maxRequestsPerConnection: 10}
+  outlierDetection: {consecutive5xxErrors: 5, baseEjectionTime: 30s, maxEjectionPercent: 50}
+  rateLimit: {maxTokens: 100, tokensPerFill: 10, fillInterval: 1s}
+`;
+  t.regex(await ok(t, h, ['apply', '-f', '-'], good), /trafficpolicy\.networking\.mesh\.io\/web created/);
+  const stored = (await call(h.server, 'GET', '/apis/networking.mesh.io/v1alpha1/namespaces/default/trafficpolicies/web')).body;
+  t.deepEqual(stored.spec.targetRefs, [{ group: '', kind: 'Service', name: 'web' }], 'group defaults to the core group');
+  t.regex(await ok(t, h, ['get', 'tp']), /^NAME\s+ACCEPTED\s+AGE\nweb\s+\d+s\n/);
+
+  const bad = await kubectl(h, ['apply', '-f', '-'], {
+    input: `apiVersion: networking.mesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: bad, namespace: default}
+spec:
+  targetRefs: [{kind: Deployment, name: web}]
+  faultInjection:
+    delay: {fixedDelay: 1.5s, percentage: 101}
+    abort: {httpStatus: 600}
+  connectionPool: {maxConnections: -1}
+  outlierDetection: {consecutive5xxErrors: 0, baseEjectionTime: 30, maxEjectionPercent: 200}
+  rateLimit: {maxTokens: 0, tokensPerFill: 1, fillInterval: 1 second}
+`,
+  });
+  t.not(bad.code, 0);
+  t.regex(bad.stderr, /The TrafficPolicy "bad" is invalid/);
+  for (const field of [
+    /spec\.targetRefs\[0\]\.kind: Unsupported value: "Deployment": supported values: "Service"/,
+    /spec\.faultInjection\.delay\.fixedDelay: Invalid value: "1\.5s": spec\.faultInjection\.delay\.fixedDelay in body should match/,
+    /spec\.faultInjection\.delay\.percentage: Invalid value: 101: spec\.faultInjection\.delay\.percentage in body should be less than or equal to 100/,
+    /spec\.faultInjection\.abort\.httpStatus: Invalid value: 600: spec\.faultInjection\.abort\.httpStatus in body should be less than or equal to 599/,
+    /spec\.connectionPool\.maxConnections: Invalid value: -1: spec\.connectionPool\.maxConnections in body should be greater than or equal to 0/,
+    /spec\.outlierDetection\.consecutive5xxErrors: Invalid value: 0: spec\.outlierDetection\.consecutive5xxErrors in body should be greater than or equal to 1/,
+    /spec\.outlierDetection\.baseEjectionTime: Invalid value: 30: spec\.outlierDetection\.baseEjectionTime in body must be of type string: "integer"/,
+    /spec\.outlierDetection\.maxEjectionPercent: Invalid value: 200/,
+    /spec\.rateLimit\.maxTokens: Invalid value: 0/,
+    /spec\.rateLimit\.fillInterval: Invalid value: "1 second"/,
+  ]) {
+    t.regex(bad.stderr, field);
+  }
+  const noTargets = await kubectl(h, ['apply', '-f', '-'], { input: 'apiVersion: networking.mesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: none, namespace: default}\nspec:\n  targetRefs: []\n' });
+  t.not(noTargets.code, 0);
+  t.regex(noTargets.stderr, /spec\.targetRefs: Invalid value: .*spec\.targetRefs in body should have at least 1 items/);
+  t.is((await call(h.server, 'GET', '/apis/networking.mesh.io/v1alpha1/namespaces/default/trafficpolicies/bad')).status, 404);
+});
+
 test('the controller runs without Gateway API CRDs and picks up Gateways once they are applied', async (t) => {
   const h = await harness(t);
   await ok(t, h, ['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh-system}\n');
@@ -324,7 +380,8 @@ test('the controller runs without Gateway API CRDs and picks up Gateways once th
   const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
   t.teardown(() => controller.stop());
   t.truthy(controller.model, 'a model was built without gateways and httproutes');
-  t.deepEqual([...controller.notServed].sort(), ['gateways', 'httpRoutes']);
+  t.deepEqual([...controller.notServed].sort(), ['gateways', 'grpcRoutes', 'httpRoutes', 'referenceGrants']);
+  t.false(controller.notServed.has('trafficPolicies'), 'installed with the chart CRDs');
   t.false(controller.notServed.has('authorizationPolicies'));
 
   await ok(t, h, ['apply', '-f', GATEWAY_API]);
@@ -341,4 +398,141 @@ test('the controller runs without Gateway API CRDs and picks up Gateways once th
   const end = Date.now() + 10_000;
   while (!(await poll()) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
   t.true(conditions.some((c) => c.type === 'Accepted' && c.status === 'False' && /10\.0\.0\.300/.test(c.message)), JSON.stringify(conditions));
+});
+
+test('the controller compiles an HTTPRoute applied with kubectl for its Service and writes its status; a bad route says why and the rest keeps serving', async (t) => {
+  const h = await harness(t);
+  await ok(t, h, ['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh-system}\n');
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(h.kubeconfig);
+  await installChartCrds(kc);
+  await ok(t, h, ['apply', '-f', GATEWAY_API]);
+  const { Controller } = await import('../../src/controller/controller.ts');
+  const { ROUTE } = await import('../../src/xds/index.ts');
+  const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
+  t.teardown(() => controller.stop());
+
+  const service = (name: string) => `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: default}\nspec:\n  selector: {app: ${name}}\n  ports: [{name: http, port: 80}]\n---\n`;
+  const route = (name: string, rule: string) => `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ${name}, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+${rule}
+---
+`;
+  await ok(
+    t,
+    h,
+    ['apply', '-f', '-'],
+    service('web') +
+      service('web-v2') +
+      route('canary', '  - matches: [{headers: [{name: x-canary, value: "1"}]}]\n    backendRefs: [{name: web-v2, port: 80}]') +
+      route('ext', '  - matches: [{path: {type: PathPrefix, value: /ext}}]\n    filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Plugin, name: p}}]\n    backendRefs: [{name: web, port: 80}]') +
+      route('gone', '  - matches: [{path: {type: PathPrefix, value: /gone}}]\n    backendRefs: [{name: web, port: 80, weight: 3}, {name: nothere, port: 80}]') +
+      `apiVersion: networking.mesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web, namespace: default}
+spec:
+  targetRefs: [{kind: Service, name: web}]
+  rateLimit: {maxTokens: 10, tokensPerFill: 1, fillInterval: 100ms}
+`,
+  );
+
+  type Cond = { type: string; status: string; reason: string; message: string; lastTransitionTime?: string };
+  const parents = async (name: string): Promise<{ controllerName: string; conditions: Cond[] }[]> =>
+    (await call(h.server, 'GET', `/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/${name}`)).body.status?.parents ?? [];
+  const condOf = async (name: string, type: string) => (await parents(name)).find((p) => p.controllerName === 'mesh.io/waypoint-controller')?.conditions.find((c) => c.type === type);
+  const end = Date.now() + 15_000;
+  while (Date.now() < end && !((await condOf('gone', 'ResolvedRefs')) && (await condOf('ext', 'Accepted')) && (await condOf('canary', 'Accepted')))) await new Promise((r) => setTimeout(r, 100));
+
+  const canary = await parents('canary');
+  t.is(canary.length, 1);
+  t.is(canary[0]!.controllerName, 'mesh.io/waypoint-controller');
+  t.like(await condOf('canary', 'Accepted'), { status: 'True', reason: 'Accepted' });
+  t.like(await condOf('canary', 'ResolvedRefs'), { status: 'True', reason: 'ResolvedRefs' });
+  t.truthy((await condOf('canary', 'Accepted'))?.lastTransitionTime);
+  const ext = await condOf('ext', 'Accepted');
+  t.like(ext, { status: 'False', reason: 'UnsupportedValue' });
+  t.regex(ext?.message ?? '', /filter type "ExtensionRef" is not supported/);
+  const gone = await condOf('gone', 'ResolvedRefs');
+  t.like(gone, { status: 'False', reason: 'BackendNotFound' });
+  t.regex(gone?.message ?? '', /Service default\/nothere does not exist/);
+
+  // The Route on the config stream: the good routes in precedence order, the bad one left out.
+  await controller.settle();
+  const r = controller.xds.store.get(ROUTE, 'default/web.default.svc.cluster.local')?.value;
+  t.deepEqual(
+    r?.rules.map((x) => [x.origin, x.backends.map((b) => `${b.service || '500'}:${b.weight}`).join(',')]),
+    [
+      ['HTTPRoute/default/gone/0', 'default/web.default.svc.cluster.local:3,500:1'],
+      ['HTTPRoute/default/canary/0', 'default/web-v2.default.svc.cluster.local:1'],
+    ],
+  );
+  t.deepEqual(r?.resilience?.rateLimit, { maxTokens: 10, tokensPerFill: 1, fillIntervalMs: 100 });
+  const tp = (await call(h.server, 'GET', '/apis/networking.mesh.io/v1alpha1/namespaces/default/trafficpolicies/web')).body.status?.conditions ?? [];
+  t.like(tp[0], { type: 'Accepted', status: 'True', reason: 'Accepted' });
+
+  // Nothing changed: nothing is written again.
+  const rv = (await call(h.server, 'GET', '/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/canary')).body.metadata.resourceVersion;
+  await controller.rebuild();
+  t.is((await call(h.server, 'GET', '/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/canary')).body.metadata.resourceVersion, rv);
+
+  // Another controller's entry (for a Gateway parent) is kept when ours changes; when the route
+  // leaves its Service parent, our entry goes and theirs stays.
+  const foreign = { parentRef: { group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'edge' }, controllerName: 'example.com/gateway', conditions: [{ type: 'Accepted', status: 'True', reason: 'Accepted', message: '', lastTransitionTime: '2026-01-01T00:00:00Z' }] };
+  const url = '/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/canary';
+  const st = await call(h.server, 'PATCH', `${url}/status`, { status: { parents: [...(await parents('canary')), foreign] } }, { contentType: 'application/merge-patch+json' });
+  t.is(st.status, 200, st.text);
+  const since = (await condOf('canary', 'Accepted'))?.lastTransitionTime;
+  await ok(t, h, ['apply', '-f', '-'], route('canary', '  - matches: [{headers: [{name: x-canary, value: "2"}]}]\n    backendRefs: [{name: web-v2, port: 80}]'));
+  const waitFor = async (what: string, check: (p: { controllerName: string; conditions: Cond[] }[]) => boolean) => {
+    const until = Date.now() + 10_000;
+    while (Date.now() < until && !check(await parents('canary'))) await new Promise((r) => setTimeout(r, 100));
+    t.true(check(await parents('canary')), `timed out waiting for ${what}: ${JSON.stringify(await parents('canary'))}`);
+  };
+  const generation = (await call(h.server, 'GET', url)).body.metadata.generation as number;
+  await waitFor('our entry to observe the new generation', (ps) => ps.some((p) => p.controllerName === 'mesh.io/waypoint-controller' && p.conditions.every((c) => (c as Cond & { observedGeneration: number }).observedGeneration === generation)));
+  t.deepEqual((await parents('canary')).map((p) => p.controllerName).sort(), ['example.com/gateway', 'mesh.io/waypoint-controller']);
+  const ours = (await parents('canary')).find((p) => p.controllerName === 'mesh.io/waypoint-controller');
+  t.is(ours?.conditions.find((c) => c.type === 'Accepted')?.lastTransitionTime, since, 'Accepted stayed True: its transition time is kept');
+  await ok(t, h, ['apply', '-f', '-'], route('canary', '  - backendRefs: [{name: web-v2, port: 80}]').replace('parentRefs: [{group: "", kind: Service, name: web}]', 'parentRefs: [{name: edge}]'));
+  await waitFor('our entry to go', (ps) => ps.length === 1 && ps[0]!.controllerName === 'example.com/gateway');
+
+  // A GRPCRoute, and a backend in another namespace: refused until a ReferenceGrant there permits it.
+  await ok(t, h, ['create', 'namespace', 'shared']);
+  await ok(
+    t,
+    h,
+    ['apply', '-f', '-'],
+    `${service('db').replaceAll('default', 'shared')}apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Say}}]
+    backendRefs: [{name: db, namespace: shared, port: 80}]
+`,
+  );
+  const grpcResolved = async () =>
+    ((await call(h.server, 'GET', '/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes/echo')).body.status?.parents?.[0]?.conditions ?? []).find((c: Cond) => c.type === 'ResolvedRefs') as Cond | undefined;
+  const until = async (what: string, check: (c: Cond | undefined) => boolean) => {
+    const stop = Date.now() + 15_000;
+    while (Date.now() < stop && !check(await grpcResolved())) await new Promise((r) => setTimeout(r, 100));
+    t.true(check(await grpcResolved()), `timed out waiting for ${what}: ${JSON.stringify(await grpcResolved())}`);
+  };
+  await until('RefNotPermitted', (c) => c?.reason === 'RefNotPermitted');
+  await ok(
+    t,
+    h,
+    ['apply', '-f', '-'],
+    'apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: from-default, namespace: shared}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: GRPCRoute, namespace: default}]\n  to: [{group: "", kind: Service, name: db}]\n',
+  );
+  await until('ResolvedRefs=True once granted', (c) => c?.status === 'True');
+  await controller.settle();
+  const grpcRule = controller.xds.store.get(ROUTE, 'default/web.default.svc.cluster.local')?.value.rules.find((x) => x.kind === 'GRPC');
+  t.deepEqual(grpcRule?.matches[0]?.grpc, { type: 'EXACT', service: 'echo.Echo', method: 'Say' });
+  t.deepEqual(grpcRule?.backends, [{ service: 'shared/db.shared.svc.cluster.local', port: 80, weight: 1 }]);
 });

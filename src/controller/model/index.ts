@@ -5,6 +5,8 @@ export { buildModel } from './model.ts';
 export { ACCEPTED, ENFORCED, mergeConditions, REASON } from './status.ts';
 export { STATIC_STRICT } from './peerauthn.ts';
 export { appProtocol } from './services.ts';
+export { buildRoutes, ROUTE_CONTROLLER, ROUTE_REASON, type ParentRef, type RouteParentStatus, type RouteStatus } from './routes.ts';
+export { REASON_UNSUPPORTED_IN_WAYPOINT } from './l7authz.ts';
 export { inMesh, isWorkloadPod, workloadOwner } from './workloads.ts';
 export { readyServices, Waypoints } from './waypoints.ts';
 export {

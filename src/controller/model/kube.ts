@@ -39,6 +39,17 @@ export function parseCidr(s: string): { address: Uint8Array; length: number } | 
   return length <= max ? { address: addr, length } : null;
 }
 
+const DURATION = /^(?:[0-9]{1,5}(?:h|m|s|ms)){1,4}$/;
+const UNIT_MS: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1 };
+
+/** Gateway API duration (GEP-2257: "1h", "1m30s", "500ms", "0s") in milliseconds; null when malformed. */
+export function parseDuration(s: string): number | null {
+  if (!DURATION.test(s)) return null;
+  let ms = 0;
+  for (const [, n, unit] of s.matchAll(/([0-9]+)(ms|h|m|s)/g)) ms += Number(n) * UNIT_MS[unit!]!;
+  return ms;
+}
+
 export function timeOf(t: Date | string | undefined): number {
   if (t === undefined) return 0;
   const ms = (t instanceof Date ? t : new Date(t)).getTime();

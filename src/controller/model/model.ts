@@ -2,11 +2,13 @@
 // and the status of our policies. No clock, no I/O, no dependence on input order: the controller
 // can rebuild on every change and let the content-hash versions (src/xds/codec.ts) decide what
 // actually travels.
-import type { Authorization, Service, Workload } from '../../xds/index.ts';
+import type { Authorization, L7Authorization, Service, Workload } from '../../xds/index.ts';
 import { parseAuthorizationPolicy } from './authz.ts';
 import { compare, LabelIndex, labelsOf, nameOf, namespaceOf, sortedMap, uniqSorted, type Labels } from './kube.ts';
+import { compileL7Authorization, withWaypointNote } from './l7authz.ts';
 import { compilePeerAuthentications } from './peerauthn.ts';
 import { place } from './placement.ts';
+import { buildRoutes } from './routes.ts';
 import { buildService, servicesByPod } from './services.ts';
 import { DEFAULT_MODEL_OPTIONS, type ClusterSnapshot, type MeshModel, type ModelOptions, type PolicyStatus } from './types.ts';
 import { readyServices, Waypoints, type WaypointRef } from './waypoints.ts';
@@ -59,11 +61,18 @@ export function buildModel(snap: ClusterSnapshot, options: Partial<ModelOptions>
     nsWaypoint: (ns: string) => nsWaypoints.get(ns) ?? null,
     serviceWaypoint: (ns: string, name: string) => serviceWaypoints.get(`${ns}/${name}`) ?? null,
     waypoints,
+    clusterDomain: opts.clusterDomain,
   };
+  const l7Authorizations = new Map<string, L7Authorization>();
   for (const obj of snap.authorizationPolicies) {
     const p = parseAuthorizationPolicy(obj, opts.rootNamespace, opts.trustDomain);
     const r = place(p, placement);
     policyStatus.set(p.key, r.status);
+    if (r.waypoint && r.waypoint.targets.length > 0) {
+      const l7 = compileL7Authorization(obj, p, r.waypoint.targets, opts.trustDomain);
+      if (l7.authorization) l7Authorizations.set(`${p.namespace}/${p.name}`, l7.authorization);
+      policyStatus.set(p.key, withWaypointNote(r.status, p, l7, r.waypoint.waypoints));
+    }
     if (!r.authorization) continue;
     const key = `${p.namespace}/${p.name}`;
     authorizations.set(key, r.authorization);
@@ -79,11 +88,19 @@ export function buildModel(snap: ClusterSnapshot, options: Partial<ModelOptions>
     workload.authorizationPolicies = uniqSorted(attach.get(workload.uid) ?? []);
     workloads.set(workload.uid, workload);
   }
+  const routes = buildRoutes(
+    { httpRoutes: snap.httpRoutes, grpcRoutes: snap.grpcRoutes ?? [], services: snap.services, referenceGrants: snap.referenceGrants ?? [], trafficPolicies: snap.trafficPolicies ?? [] },
+    opts.clusterDomain,
+  );
   return {
     workloads: sortedMap(workloads),
     services: sortedMap(services),
     authorizations: sortedMap(authorizations),
     policyStatus: sortedMap(policyStatus),
     waypoints: waypoints.report(),
+    routes: routes.routes,
+    l7Authorizations: sortedMap(l7Authorizations),
+    routeStatus: routes.routeStatus,
+    trafficPolicyStatus: routes.trafficPolicyStatus,
   };
 }

@@ -11,6 +11,7 @@
 import type { Authorization, Scope } from '../../xds/index.ts';
 import { ztunnelAction, type ParsedPolicy } from './authz.ts';
 import { selects, uniqSorted } from './kube.ts';
+import { hostnameOf } from './services.ts';
 import { ACCEPTED, condition, ENFORCED, policyStatus, REASON } from './status.ts';
 import { LABEL_USE_WAYPOINT, LABEL_USE_WAYPOINT_NAMESPACE, type PolicyStatus } from './types.ts';
 import type { WaypointRef, Waypoints } from './waypoints.ts';
@@ -25,6 +26,15 @@ export interface PlacementInput {
   /** The waypoint of Service "ns/name", if any (for targetRefs of kind Service). */
   serviceWaypoint: (ns: string, name: string) => WaypointRef | null;
   waypoints: Waypoints;
+  clusterDomain: string;
+}
+
+/** What a waypoint enforces of the policy (l7authz.ts compiles it). */
+export interface WaypointPlacement {
+  /** L7Authorization.targets: "Gateway/ns/name" or "Service/ns/hostname". */
+  targets: string[];
+  /** "ns/name" of the waypoints that enforce it. */
+  waypoints: string[];
 }
 
 export interface Placement {
@@ -32,6 +42,8 @@ export interface Placement {
   /** uids of the workloads that list the authorization (WORKLOAD_SELECTOR scope). */
   attachTo: string[];
   status: PolicyStatus;
+  /** Set when a waypoint enforces the policy (for some or all of what it selects). */
+  waypoint?: WaypointPlacement;
 }
 
 const list = (xs: readonly (string | number)[]): string => xs.join(', ');
@@ -90,11 +102,17 @@ export function place(p: ParsedPolicy, input: PlacementInput): Placement {
   const unreadyNote = unready.length
     ? ` Waypoint ${list(unready)} cannot take traffic yet (${list(unready.map((k) => input.waypoints.problem(k)))}): until it can, ztunnel refuses all traffic to the workloads that use it, and enforces this policy fail-closed for them as below.`
     : '';
+  // The Services of the workloads a ready waypoint serves: the waypoint enforces the policy on
+  // requests for them. (A request addressed to a pod, not a Service, is not covered yet.)
+  const waypoint: WaypointPlacement | undefined =
+    withWp.length > 0
+      ? { targets: uniqSorted(withWp.flatMap((w) => Object.keys(w.workload.services).map((s) => `Service/${s}`))), waypoints: uniqSorted(withWp.map((w) => w.waypoint!.key)) }
+      : undefined;
   const what = p.action === 'CUSTOM' ? 'a CUSTOM (external authorizer) policy' : p.action === 'AUDIT' ? 'an AUDIT policy' : `HTTP fields (${list(p.l7Fields)})`;
 
   if (withoutWp.length === 0 && readyKeys.length > 0) {
     const msg = `${what} cannot be enforced by ztunnel; enforced by waypoint ${list(readyKeys)}, not by ztunnel.`;
-    return { authorization: null, attachTo: [], status: policyStatus(accepted(), enforced(true, REASON.enforcedByWaypoint, msg)) };
+    return { authorization: null, attachTo: [], status: policyStatus(accepted(), enforced(true, REASON.enforcedByWaypoint, msg)), ...(waypoint ? { waypoint } : {}) };
   }
   if (inMesh.length === 0 && unready.length > 0) {
     // Nothing selected yet; the namespace's waypoint would take it, and it is not ready.
@@ -126,6 +144,7 @@ export function place(p: ParsedPolicy, input: PlacementInput): Placement {
     authorization: authorization(mixed ? 'WORKLOAD_SELECTOR' : p.scope),
     attachTo: mixed || p.scope === 'WORKLOAD_SELECTOR' ? selected.filter((w) => !ready(w)).map((w) => w.workload.uid) : [],
     status: policyStatus(accepted(), enforced(false, unready.length ? REASON.waypointNotFound : reason, `${partly}${how} ${fix}`)),
+    ...(waypoint ? { waypoint } : {}),
   };
 }
 
@@ -142,11 +161,14 @@ function selectedWorkloads(p: ParsedPolicy, input: PlacementInput): PodWorkload[
 function placeTargeted(p: ParsedPolicy, input: PlacementInput, accepted: ReturnType<typeof condition>): Placement {
   const keys: string[] = [];
   const problems: string[] = [];
+  const targets: string[] = [];
   for (const r of p.targetRefs ?? []) {
     if (r.kind === 'Gateway') {
+      targets.push(`Gateway/${r.namespace}/${r.name}`);
       const ref = input.waypoints.resolve('', r.namespace, { [LABEL_USE_WAYPOINT]: r.name, [LABEL_USE_WAYPOINT_NAMESPACE]: r.namespace }, {});
       if (ref) keys.push(ref.key);
     } else {
+      targets.push(`Service/${r.namespace}/${hostnameOf(r.name, r.namespace, input.clusterDomain)}`);
       const ref = input.serviceWaypoint(r.namespace, r.name);
       if (ref) keys.push(ref.key);
       else problems.push(`Service ${r.namespace}/${r.name} has no waypoint (label it mesh.io/use-waypoint=<waypoint>)`);
@@ -165,5 +187,7 @@ function placeTargeted(p: ParsedPolicy, input: PlacementInput, accepted: ReturnT
     authorization: null,
     attachTo: [],
     status: { conditions: [accepted, condition(ENFORCED, problems.length === 0, problems.length ? REASON.waypointNotFound : REASON.enforcedByWaypoint, msg, p.generation)] },
+    // Sent even while the waypoint cannot take traffic: it enforces the policy from its first request.
+    waypoint: { targets: uniqSorted(targets), waypoints: wps },
   };
 }

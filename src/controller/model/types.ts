@@ -1,7 +1,8 @@
 // The model's input (a snapshot of the Kubernetes objects the controller watches), its options
 // and its output (the config stream's resources plus the status to write back on our CRDs).
 import type * as k8s from '@kubernetes/client-node';
-import type { Authorization, Service, Workload } from '../../xds/index.ts';
+import type { Authorization, L7Authorization, Route, Service, Workload } from '../../xds/index.ts';
+import type { RouteStatus } from './routes.ts';
 
 /** Any Kubernetes object read as JSON (Gateway API and our CRDs have no generated types here). */
 export interface KubeObject {
@@ -22,6 +23,11 @@ export interface ClusterSnapshot {
   /** gateway.networking.k8s.io/v1 */
   gateways: KubeObject[];
   httpRoutes: KubeObject[];
+  grpcRoutes?: KubeObject[];
+  /** gateway.networking.k8s.io/v1beta1: permits cross-namespace backendRefs. */
+  referenceGrants?: KubeObject[];
+  /** networking.mesh.io/v1alpha1 */
+  trafficPolicies?: KubeObject[];
   /** security.mesh.io/v1, Istio's security/v1 schema. */
   authorizationPolicies: KubeObject[];
   peerAuthentications: KubeObject[];
@@ -99,6 +105,14 @@ export interface MeshModel {
   policyStatus: Map<string, PolicyStatus>;
   /** By "namespace/name" of the Gateway: every waypoint that something asks for. */
   waypoints: Map<string, WaypointUse>;
+  /** By routeName() ("namespace/hostname"): every Service with an accepted route or a TrafficPolicy (routes.ts). */
+  routes: Map<string, Route>;
+  /** By "namespace/name": the AuthorizationPolicies waypoints enforce (l7authz.ts). */
+  l7Authorizations: Map<string, L7Authorization>;
+  /** By "HTTPRoute/ns/name" or "GRPCRoute/ns/name": our entries of each route's status.parents. */
+  routeStatus: Map<string, RouteStatus>;
+  /** By "TrafficPolicy/ns/name". */
+  trafficPolicyStatus: Map<string, PolicyStatus>;
 }
 
 /** Labels and names the model reads. */

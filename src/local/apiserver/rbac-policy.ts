@@ -123,6 +123,7 @@ const WRITE = ['create', 'delete', 'deletecollection', 'patch', 'update'];
 const MESH_KINDS: [string, string[]][] = [
   ['gateway.networking.k8s.io', ['gateways', 'httproutes', 'grpcroutes', 'referencegrants']],
   ['security.mesh.io', ['authorizationpolicies', 'peerauthentications']],
+  ['networking.mesh.io', ['trafficpolicies']],
 ];
 /** What `view` reads (no Secrets), by group; edit and admin write the same. */
 const VIEWABLE: [string, string[]][] = [
