@@ -93,6 +93,11 @@ export class Container {
     return this.child !== undefined;
   }
 
+  /** When the current instance started (ms since the epoch); undefined before the first start. */
+  get startedAtMs(): number | undefined {
+    return this.startedAt ? Date.parse(this.startedAt) : undefined;
+  }
+
   get pid(): number | undefined {
     return this.child?.pid;
   }
@@ -173,6 +178,30 @@ export class Container {
   /** Marks the container as unable to start (e.g. no command) without running anything. */
   fail(reason: string, message: string): void {
     this.st = { ...this.st, state: { waiting: { reason, message } } };
+  }
+
+  /** No more restarts (the pod is terminating); the process, if any, keeps running. */
+  beginStop(): void {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
+
+  /**
+   * Stops this instance for a failed liveness or startup probe — SIGTERM, SIGKILL after
+   * `graceMs` — and lets restartPolicy decide what follows, as for any exit.
+   */
+  restartKill(graceMs: number): void {
+    const child = this.child;
+    if (!child) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => clearTimeout(timer));
+  }
+
+  /** SIGKILL now (a shortened grace period, or a force delete, during a stop). */
+  kill(): void {
+    this.child?.kill('SIGKILL');
   }
 
   /** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */

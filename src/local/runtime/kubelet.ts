@@ -14,15 +14,20 @@ import type { NodeNet, PodNet, Topology } from '../topology.ts';
 import { Container, type RestartPolicy } from './containers.ts';
 import { EventRecorder } from './events.ts';
 import type { HostsWriter } from './dns.ts';
-import { runProbe } from './probes.ts';
+import { ContainerProber } from './prober.ts';
 import { pullLocal } from './images.ts';
-import { chooseRuntime, exec as ociExec, removeV1Tree, runArgs, stopContainer } from './oci.ts';
+import { type StopTarget, runPreStop, termGraceMs } from './lifecycle.ts';
+import { chooseRuntime, exec as ociExec, killContainer, removeV1Tree, runArgs, stopContainer } from './oci.ts';
 import { apiSources, containerEnv, fieldOf, ociSpec, unsupportedFields, unsupportedPodFields } from './podspec.ts';
 import { type PreparedVolumes, prepareVolumes, removeVolumes } from './volumes.ts';
 
 const log = logger('kubelet');
 const HEARTBEAT_MS = 10_000;
 const STATUS_DEBOUNCE_MS = 50;
+// SIGTERM → SIGKILL when the whole cluster stops (dev down), whatever the pods' grace periods.
+const STOP_GRACE_MS = 2000;
+
+const namedPorts = (c: k8s.V1Container) => new Map((c.ports ?? []).filter((p) => p.name).map((p) => [p.name!, p.containerPort]));
 
 interface PodRuntime {
   uid: string;
@@ -32,11 +37,12 @@ interface PodRuntime {
   cgroup: string;
   podIP: string;
   containers: Container[];
-  ready: Map<string, boolean>;
-  probeTimers: NodeJS.Timeout[];
+  probers: Map<string, ContainerProber>;
   statusTimer: NodeJS.Timeout | undefined;
   startTime: string;
   stopped: boolean;
+  /** Set while the pod terminates: kills what is left at once (force delete, shorter grace). */
+  hurry: (() => void) | undefined;
   /** OCI container name by pod container name (host-command containers are absent). */
   ociNames: Map<string, string>;
 }
@@ -147,9 +153,12 @@ export class Kubelet {
     // reuses its sandbox's name: it starts after the old one's teardown, not during it.
     const name = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
     const going = deleted || Boolean(pod.metadata?.deletionTimestamp);
+    // A force delete (or a shorter grace period) while the pod terminates cuts the wait short.
+    const rt = this.pods.get(uid);
+    if (going && rt?.hurry && (deleted || (pod.metadata?.deletionGracePeriodSeconds ?? 0) < (rt.pod.metadata?.deletionGracePeriodSeconds ?? Infinity))) rt.hurry();
     const prev = this.pending.get(uid) ?? this.draining.get(name) ?? Promise.resolve();
     const next = prev
-      .then(() => (going ? this.teardown(uid) : this.sync(pod)))
+      .then(() => (going ? this.terminate(pod, deleted) : this.sync(pod)))
       .catch((e: Error) => log.error({ pod: name, err: e.message }, 'pod sync failed'));
     this.pending.set(uid, next);
     if (going) this.draining.set(name, next);
@@ -211,11 +220,11 @@ export class Kubelet {
       cgroup,
       podIP: net?.ip4 ?? this.node.ip4,
       containers: [],
-      ready: new Map(),
-      probeTimers: [],
+      probers: new Map(),
       statusTimer: undefined,
       startTime: new Date().toISOString(),
       stopped: false,
+      hurry: undefined,
       ociNames: new Map(),
     };
     this.pods.set(uid, rt);
@@ -242,7 +251,7 @@ export class Kubelet {
       const started = (container: Container) => {
         rt.containers.push(container);
         container.start();
-        this.startProbe(rt, c);
+        this.startProbes(rt, c, container);
       };
       let env: Record<string, string>;
       try {
@@ -277,6 +286,7 @@ export class Kubelet {
         rt.ociNames.set(c.name, ociName(this.opts.topology.prefix, uid, c.name));
         if (!(await pullLocal(c, container, record(c), () => rt.stopped, onChange))) {
           rt.containers.push(container);
+          this.startProbes(rt, c, container); // they wait until the image is there and it runs
           continue;
         }
         record(c)('Normal', 'Pulled', `Container image "${image}" already present on machine`);
@@ -333,31 +343,32 @@ export class Kubelet {
     return name ? ociExec(name, command, opts) : undefined;
   }
 
-  private startProbe(rt: PodRuntime, c: k8s.V1Container): void {
-    const probe = c.readinessProbe;
-    if (!probe) return;
-    const namedPorts = new Map((c.ports ?? []).filter((p) => p.name).map((p) => [p.name!, p.containerPort]));
-    const tick = async () => {
-      if (rt.stopped) return;
-      const container = rt.containers.find((x) => x.name === c.name);
-      const result = container?.running
-        ? await runProbe(probe, { nodeNetnsPath: this.node.netnsPath, podIP: rt.podIP, namedPorts })
-        : { ok: false };
-      if (!result.ok && container?.running) {
-        const why = 'message' in result ? `: ${String(result.message)}` : '';
-        void this.events.record({ apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata }, 'Warning', 'Unhealthy', `Readiness probe failed${why}`, `spec.containers{${c.name}}`);
-      }
-      if (rt.ready.get(c.name) !== result.ok) {
-        if (!result.ok && 'message' in result) log.info({ pod: rt.key, container: c.name, reason: result.message }, 'readiness probe failed');
-        rt.ready.set(c.name, result.ok);
-        this.scheduleStatus(rt);
-      }
-    };
-    const first = setTimeout(() => {
-      void tick();
-      rt.probeTimers.push(setInterval(() => void tick(), (probe.periodSeconds ?? 10) * 1000));
-    }, (probe.initialDelaySeconds ?? 0) * 1000);
-    rt.probeTimers.push(first);
+  /** Startup, liveness and readiness probes of container `c` (prober.ts). */
+  private startProbes(rt: PodRuntime, c: k8s.V1Container, container: Container): void {
+    const oci = rt.ociNames.get(c.name);
+    const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata };
+    const prober = new ContainerProber(c, container, {
+      target: {
+        nodeNetnsPath: this.node.netnsPath,
+        podIP: rt.podIP,
+        namedPorts: namedPorts(c),
+        exec: (command) => (!container.running ? undefined : oci ? ociExec(oci, command, { stdin: false }) : container.exec(command)),
+      },
+      record: (type, reason, message) => {
+        if (!rt.stopped) void this.events.record(podRef, type, reason, message, `spec.containers{${c.name}}`);
+      },
+      kill: (why) => {
+        if (rt.stopped) return;
+        const probe = why === 'startup probe' ? c.startupProbe : c.livenessProbe;
+        const graceMs = (probe?.terminationGracePeriodSeconds ?? rt.pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000;
+        log.info({ pod: rt.key, container: c.name, why }, 'killing the container for a failed probe');
+        container.restartKill(oci ? graceMs + 2000 : graceMs);
+        if (oci) void stopContainer(oci, graceMs / 1000);
+      },
+      changed: () => this.scheduleStatus(rt),
+    });
+    rt.probers.set(c.name, prober);
+    prober.start();
   }
 
   private scheduleStatus(rt: PodRuntime): void {
@@ -376,8 +387,10 @@ export class Kubelet {
     const statuses = rt.containers.map((c) => {
       const spec = specs.find((s) => s.name === c.name);
       const running = 'running' in c.st.state;
-      const ready = running && (spec?.readinessProbe ? rt.ready.get(c.name) === true : true);
-      return { ...c.st, ready, image: spec?.image ?? '', imageID: '', containerID: rt.ociNames.has(c.name) ? `podman://${rt.ociNames.get(c.name)!}` : c.pid ? `process://${c.pid}` : '' };
+      const prober = rt.probers.get(c.name);
+      const ready = running && (prober ? prober.ready : true);
+      const started = running && (prober ? prober.started : true);
+      return { ...c.st, ready, started, image: spec?.image ?? '', imageID: '', containerID: rt.ociNames.has(c.name) ? `podman://${rt.ociNames.get(c.name)!}` : c.pid ? `process://${c.pid}` : '' };
     });
     const allReady = statuses.length > 0 && statuses.every((s) => s.ready);
     const terminated = statuses.filter((s) => 'terminated' in s.state);
@@ -405,18 +418,66 @@ export class Kubelet {
     );
   }
 
-  private async teardown(uid: string): Promise<void> {
+  /**
+   * A pod being deleted. Graceful (deletionTimestamp set, the object still there): preStop hooks,
+   * SIGTERM, SIGKILL after deletionGracePeriodSeconds, then the kubelet removes the object (DELETE
+   * with grace 0), as kubelet's status manager does. Already removed (force delete, namespace
+   * deletion): kill now, no hooks.
+   */
+  private async terminate(pod: k8s.V1Pod, deleted: boolean): Promise<void> {
+    const uid = pod.metadata!.uid!;
     const rt = this.pods.get(uid);
-    if (!rt) return;
+    if (rt) {
+      rt.pod = pod;
+      const graceSeconds = deleted ? 0 : (pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30);
+      await this.teardown(rt, graceSeconds * 1000, !deleted);
+    }
+    if (deleted) return;
+    const { namespace, name } = pod.metadata!;
+    await this.core
+      .deleteNamespacedPod({ namespace: namespace!, name: name!, body: { gracePeriodSeconds: 0, preconditions: { uid } } })
+      .catch((e: { code?: number; message?: string }) => {
+        // 404: already gone; 409: a new pod under the same name.
+        if (e.code !== 404 && e.code !== 409) log.warn({ pod: `${namespace}/${name}`, err: e.message }, 'removing the terminated pod failed');
+      });
+  }
+
+  /** Stops a pod's containers (preStop, SIGTERM, SIGKILL after `graceMs`) and removes its sandbox. */
+  private async teardown(rt: PodRuntime, graceMs: number, preStop: boolean): Promise<void> {
+    const { uid } = rt;
     rt.stopped = true;
-    for (const t of rt.probeTimers) clearTimeout(t);
+    for (const p of rt.probers.values()) p.stop();
     if (rt.statusTimer) clearTimeout(rt.statusTimer);
-    const grace = (rt.pod.spec?.terminationGracePeriodSeconds ?? 5) * 1000;
-    await Promise.all(rt.containers.map((c) => {
+    for (const c of rt.containers) c.beginStop();
+    const t0 = Date.now();
+    let hurried = false;
+    const hurry = new Promise<void>((resolve) => {
+      rt.hurry = () => {
+        hurried = true;
+        for (const c of rt.containers) c.kill();
+        for (const oci of rt.ociNames.values()) void killContainer(oci);
+        resolve();
+      };
+    });
+    const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata };
+    await Promise.all(rt.containers.map(async (c) => {
+      const spec = rt.pod.spec?.containers.find((s) => s.name === c.name);
       const oci = rt.ociNames.get(c.name);
-      // An OCI container's PID 1 may ignore SIGTERM (no handler): podman stop escalates in it.
-      return Promise.all([c.stop(Math.min(grace, 30_000) + 2000), oci ? stopContainer(oci, Math.min(grace, 30_000) / 1000) : undefined]);
+      if (preStop && spec?.lifecycle?.preStop && c.running) {
+        const target: StopTarget = {
+          exec: (command) => (oci ? ociExec(oci, command, { stdin: false }) : c.exec(command)),
+          probe: { nodeNetnsPath: this.node.netnsPath, podIP: rt.podIP, namedPorts: namedPorts(spec) },
+          record: (type, reason, message) => void this.events.record(podRef, type, reason, message, `spec.containers{${c.name}}`),
+        };
+        await Promise.race([runPreStop(spec, target, graceMs), hurry]);
+      }
+      const term = hurried ? 0 : termGraceMs(graceMs, Date.now() - t0);
+      // An OCI container's PID 1 may ignore SIGTERM (no handler): podman stop escalates in it;
+      // the attached `podman run` gets a little longer so that it reports the container's end.
+      await Promise.all([c.stop(oci ? term + 2000 : term), oci ? stopContainer(oci, term / 1000) : undefined]);
     }));
+    rt.hurry = undefined;
+    log.info({ pod: rt.key, graceMs, ms: Date.now() - t0 }, 'pod containers stopped');
     removeVolumes(join(this.podsDir, uid));
     if (rt.net) {
       this.opts.hosts.removePod(rt.net.netns);
@@ -433,6 +494,8 @@ export class Kubelet {
   async stop(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     await Promise.allSettled([...this.pending.values()]);
-    await Promise.all([...this.pods.keys()].map((uid) => this.teardown(uid).catch(() => {})));
+    // The cluster going down is not a pod deletion: no hooks, and a short grace so that `meshctl
+    // dev down` is quick; the pods start again with the next `dev up`.
+    await Promise.all([...this.pods.values()].map((rt) => this.teardown(rt, Math.min((rt.pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000, STOP_GRACE_MS), false).catch(() => {})));
   }
 }

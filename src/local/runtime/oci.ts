@@ -96,8 +96,13 @@ export function runArgs(s: OciContainerSpec): string[] {
 
 /** Stops a container as kubelet does — SIGTERM, SIGKILL after `graceSeconds` — and removes it. */
 export async function stopContainer(name: string, graceSeconds: number): Promise<void> {
-  await podman(['stop', '--ignore', '-t', String(graceSeconds), name]);
+  await podman(['stop', '--ignore', '-t', String(Math.ceil(graceSeconds)), name]);
   await podman(['rm', '--force', '--ignore', name]);
+}
+
+/** SIGKILL to the container now, whatever stop is in progress. */
+export async function killContainer(name: string): Promise<void> {
+  await podman(['kill', '--signal', 'KILL', name]);
 }
 
 /**

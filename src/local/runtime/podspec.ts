@@ -99,9 +99,8 @@ export function unsupportedFields(pod: k8s.V1Pod, c: k8s.V1Container, oci: boole
   const at = `spec.containers{${c.name}}`;
   if (c.envFrom?.length) out.push(`${at}.envFrom`);
   if (c.env?.some((e) => e.valueFrom?.resourceFieldRef)) out.push(`${at}.env.valueFrom.resourceFieldRef`);
-  if (c.livenessProbe) out.push(`${at}.livenessProbe`);
-  if (c.startupProbe) out.push(`${at}.startupProbe`);
-  if (c.lifecycle) out.push(`${at}.lifecycle`);
+  for (const kind of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) if (c[kind]?.grpc) out.push(`${at}.${kind}.grpc`);
+  if (c.lifecycle?.postStart) out.push(`${at}.lifecycle.postStart`);
   if (c.resources?.limits || c.resources?.requests) out.push(`${at}.resources`);
   if (!oci) {
     // A host command shares the host's filesystem and identity: nothing to mount or drop.

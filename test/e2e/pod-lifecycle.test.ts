@@ -1,0 +1,256 @@
+// A pod's life on the local kubelet, driven with the real kubectl against image pods built from
+// busybox-static: graceful deletion (preStop exec/httpGet, SIGTERM, SIGKILL after the grace period,
+// Terminating pods leave their Service's ready endpoints), force deletion. One one-node cluster
+// shared by the tests in order. Needs root, podman and runc; run under the shared netns lock.
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import * as k8s from '@kubernetes/client-node';
+import { LocalCluster } from '../../src/local/runtime/cluster.ts';
+import { containerLogPath } from '../../src/local/runtime/kubelet.ts';
+import { listContainers } from '../../src/local/runtime/oci.ts';
+import { BUSYBOX_IMAGE, buildBusyboxImage } from '../helpers/images.ts';
+import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+
+let cluster: LocalCluster;
+let core: k8s.CoreV1Api;
+let prefix = '';
+let stateDir = '';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function kubectl(...args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile('kubectl', args, { env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath, KUBECACHEDIR: join(stateDir, 'kube-cache'), HOME: stateDir }, timeout: 90_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+async function apply(name: string, yaml: string): Promise<void> {
+  const f = join(stateDir, `${name}.yaml`);
+  writeFileSync(f, yaml);
+  const r = await kubectl('apply', '-f', f);
+  if (r.code !== 0) throw new Error(r.stderr);
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const logOf = (pod: string, c = 'main') => {
+  try {
+    return readFileSync(containerLogPath(join(stateDir, 'logs'), 'default', pod, c), 'utf8');
+  } catch {
+    return '';
+  }
+};
+const readPod = (name: string) => core.readNamespacedPod({ namespace: 'default', name });
+const isReady = (p: k8s.V1Pod) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+const readyPod = (name: string) => waitFor(`${name} Ready`, async () => {
+  const p = await readPod(name);
+  return p.status?.phase === 'Running' && isReady(p) ? p : undefined;
+});
+const gone = (name: string) => waitFor(`${name} gone`, () => readPod(name).then(() => undefined, (e: { code?: number }) => (e.code === 404 ? true : undefined)));
+const containersOf = async (uid: string) => (await listContainers(prefix)).filter((n) => n.includes(uid));
+const eventsOf = async (name: string) => (await core.listNamespacedEvent({ namespace: 'default', fieldSelector: `involvedObject.name=${name}` })).items;
+
+const cleanups: (() => Promise<void> | void)[] = [];
+test.after.always(async () => {
+  for (const fn of cleanups.reverse()) await fn();
+});
+
+test.before(async (t) => {
+  if (!(await requireRoot(t))) return;
+  prefix = uniquePrefix();
+  stateDir = mkdtempSync(`/tmp/mesh-${prefix}-state-`);
+  cleanups.push(async () => {
+    rmSync(stateDir, { recursive: true, force: true });
+    const left = await assertNothingLeaked(prefix);
+    if (left.length) throw new Error(`left on the host: ${left.join('; ')}`);
+  });
+  buildBusyboxImage(stateDir);
+  cluster = await LocalCluster.start({ stateDir, nodes: 1, prefix });
+  cleanups.push(() => cluster.stop());
+  core = cluster.kc.makeApiClient(k8s.CoreV1Api);
+});
+
+// PID 1 is a shell that traps SIGTERM; it serves HTTP with nc so that the preStop GET shows in the log.
+const TRAPPING = `trap 'echo got SIGTERM; exit 0' TERM; while true; do sleep 1; done`;
+
+test.serial('graceful-delete: preStop exec runs, then SIGTERM; the pod is Terminating and out of its Service until the kubelet removes it', async (t) => {
+  await apply('graceful', `apiVersion: v1
+kind: Pod
+metadata: {name: graceful, namespace: default, labels: {app: graceful}}
+spec:
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: main
+    image: ${BUSYBOX_IMAGE}
+    command: [sh, -c, "${TRAPPING}"]
+    readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+    lifecycle:
+      preStop: {exec: {command: [sh, -c, "echo preStop ran > /proc/1/fd/1; sleep 3"]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: graceful, namespace: default}
+spec:
+  selector: {app: graceful}
+  ports: [{port: 80, targetPort: 8080}]
+`);
+  const pod = await readyPod('graceful');
+  const endpoint = async () => (await cluster.kc.makeApiClient(k8s.DiscoveryV1Api).readNamespacedEndpointSlice({ namespace: 'default', name: 'graceful' })).endpoints?.[0];
+  await waitFor('a ready endpoint', async () => ((await endpoint())?.conditions?.ready ? true : undefined));
+  const t0 = Date.now();
+  const deleting = kubectl('delete', 'pod', 'graceful');
+  // While preStop sleeps: Terminating, and the endpoint is not ready but terminating.
+  await waitFor('Terminating', async () => ((await kubectl('get', 'pod', 'graceful')).stdout.includes('Terminating') ? true : undefined), 5000);
+  const ep = await waitFor('a terminating endpoint', async () => {
+    const e = await endpoint();
+    return e?.conditions?.terminating ? e : undefined;
+  }, 5000);
+  t.false(ep.conditions?.ready);
+  t.true(Date.now() - t0 < 3000, 'seen within the preStop hook');
+  t.is((await deleting).code, 0);
+  const ms = Date.now() - t0;
+  t.log(`graceful delete (preStop sleep 3 s, then SIGTERM handled): ${ms} ms`);
+  t.true(ms >= 3000 && ms < 15_000, `${ms} ms`);
+  t.regex(logOf('graceful'), /preStop ran\n(.|\n)*got SIGTERM\n/);
+  t.deepEqual(await containersOf(pod.metadata!.uid!), []);
+  const killing = (await eventsOf('graceful')).find((e) => e.reason === 'Killing');
+  t.regex(killing?.message ?? '', /Stopping container main/);
+});
+
+test.serial('grace-period-kill: a PID 1 that ignores SIGTERM is killed when the grace period ends; preStop httpGet reaches the container', async (t) => {
+  await apply('stubborn', `apiVersion: v1
+kind: Pod
+metadata: {name: stubborn, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: main
+    image: ${BUSYBOX_IMAGE}
+    command: [sh, -c, "while true; do printf 'HTTP/1.0 200 OK\\\\r\\\\n\\\\r\\\\nok' | nc -l -p 8080; done"]
+    ports: [{name: http, containerPort: 8080}]
+    lifecycle:
+      preStop: {httpGet: {path: /drain, port: http}}
+`);
+  await readyPod('stubborn');
+  await waitFor('listening', async () => {
+    const r = await kubectl('exec', 'stubborn', '--', 'cat', '/proc/net/tcp', '/proc/net/tcp6');
+    return /:1F90 [0-9A-F]+:0000 0A/.test(r.stdout) ? true : undefined; // 8080, LISTEN
+  });
+  const t0 = Date.now();
+  const r = await kubectl('delete', 'pod', 'stubborn');
+  const ms = Date.now() - t0;
+  t.is(r.code, 0, r.stderr);
+  t.log(`graceful delete of a SIGTERM-ignoring pod with terminationGracePeriodSeconds 3: ${ms} ms`);
+  t.true(ms >= 2500 && ms < 10_000, `${ms} ms`);
+  t.regex(logOf('stubborn'), /GET \/drain HTTP\/1\.1/);
+});
+
+test.serial('force-delete: --force --grace-period=0 removes the pod at once and kills it, even mid-termination', async (t) => {
+  await apply('forced', `apiVersion: v1
+kind: Pod
+metadata: {name: forced, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 60
+  containers:
+  - {name: main, image: ${BUSYBOX_IMAGE}, command: [sleep, "3600"]}
+`);
+  const pod = await readyPod('forced');
+  t.is((await kubectl('delete', 'pod', 'forced', '--wait=false')).code, 0);
+  t.truthy((await readPod('forced')).metadata?.deletionTimestamp);
+  const t0 = Date.now();
+  const r = await kubectl('delete', 'pod', 'forced', '--force', '--grace-period=0');
+  t.is(r.code, 0, r.stderr);
+  await gone('forced');
+  await waitFor('container gone', async () => ((await containersOf(pod.metadata!.uid!)).length === 0 ? true : undefined), 10_000);
+  const ms = Date.now() - t0;
+  t.log(`force delete → container gone: ${ms} ms`);
+  t.true(ms < 8000, `${ms} ms`);
+});
+
+test.serial('probes: a startup probe gates readiness; a failing liveness probe restarts the container with an Event; exec, httpGet and tcpSocket', async (t) => {
+  // httpd comes up 2 s after the container starts, with /www/healthz written; /www is an emptyDir,
+  // so removing healthz fails both the exec readiness and the httpGet liveness probe.
+  await apply('probed', `apiVersion: v1
+kind: Pod
+metadata: {name: probed, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: ${BUSYBOX_IMAGE}
+    command: [sh, -c, "sleep 2; echo ok > /www/healthz; exec httpd -f -p 8080 -h /www"]
+    volumeMounts: [{name: www, mountPath: /www}]
+    startupProbe: {tcpSocket: {port: 8080}, periodSeconds: 1, failureThreshold: 30}
+    livenessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1, failureThreshold: 2}
+    readinessProbe: {exec: {command: [test, -f, /www/healthz]}, periodSeconds: 1}
+  volumes: [{name: www, emptyDir: {}}]
+`);
+  const early = await waitFor('running', async () => {
+    const p = await readPod('probed');
+    return p.status?.containerStatuses?.[0]?.state?.running ? p : undefined;
+  });
+  t.false(early.status!.containerStatuses![0]!.started, 'not started before the startup probe succeeds');
+  t.false(isReady(early));
+  const t0 = Date.now();
+  const ready = await readyPod('probed');
+  t.log(`running → Ready through the startup then readiness probe: ${Date.now() - t0} ms`);
+  t.true(ready.status!.containerStatuses![0]!.started);
+  t.is(ready.status!.containerStatuses![0]!.restartCount, 0);
+
+  t.is((await kubectl('exec', 'probed', '--', 'rm', '/www/healthz')).code, 0);
+  const restarted = await waitFor('a restart', async () => {
+    const p = await readPod('probed');
+    return (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? p : undefined;
+  }, 30_000);
+  t.truthy(restarted.status!.containerStatuses![0]!.lastState?.terminated);
+  await readyPod('probed');
+  const events = await eventsOf('probed');
+  t.true(events.some((e) => e.reason === 'Unhealthy' && /^Liveness probe failed: HTTP probe failed with statuscode: 404/.test(e.message ?? '')), JSON.stringify(events.map((e) => e.message)));
+  t.true(events.some((e) => e.reason === 'Unhealthy' && /^Readiness probe failed: /.test(e.message ?? '')));
+  t.true(events.some((e) => e.reason === 'Killing' && e.message === 'Container main failed liveness probe, will be restarted'));
+  t.regex((await kubectl('get', 'pod', 'probed')).stdout, /\nprobed\s+1\/1\s+Running\s+1\s/);
+  t.is((await kubectl('delete', 'pod', 'probed')).code, 0);
+});
+
+test.serial('startup-probe-failure: a container whose startup probe keeps failing is killed; restartPolicy Never leaves it Failed', async (t) => {
+  await apply('nostart', `apiVersion: v1
+kind: Pod
+metadata: {name: nostart, namespace: default}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: ${BUSYBOX_IMAGE}
+    command: [sleep, "3600"]
+    startupProbe: {exec: {command: ["false"]}, periodSeconds: 1, failureThreshold: 2}
+`);
+  const failed = await waitFor('Failed', async () => {
+    const p = await readPod('nostart');
+    return p.status?.phase === 'Failed' ? p : undefined;
+  }, 30_000);
+  t.is(failed.status!.containerStatuses![0]!.restartCount, 0);
+  t.true((await eventsOf('nostart')).some((e) => e.reason === 'Killing' && /failed startup probe/.test(e.message ?? '')));
+  t.is((await kubectl('delete', 'pod', 'nostart')).code, 0);
+});
