@@ -254,3 +254,44 @@ spec:
   t.true((await eventsOf('nostart')).some((e) => e.reason === 'Killing' && /failed startup probe/.test(e.message ?? '')));
   t.is((await kubectl('delete', 'pod', 'nostart')).code, 0);
 });
+
+test.serial('init-containers: run in order to completion before the containers; a failed one restarts with backoff; Init:N/M in kubectl get', async (t) => {
+  const t0 = Date.now();
+  await apply('inited', `apiVersion: v1
+kind: Pod
+metadata: {name: inited, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - {name: fails-once, image: ${BUSYBOX_IMAGE}, command: [sh, -c, "echo one >> /work/order; test -f /work/ok || { touch /work/ok; exit 1; }"], volumeMounts: [{name: work, mountPath: /work}]}
+  - {name: slow, image: ${BUSYBOX_IMAGE}, command: [sh, -c, "sleep 2; echo two >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - {name: main, image: ${BUSYBOX_IMAGE}, command: [sh, -c, "cat /work/order; exec sleep 3600"], volumeMounts: [{name: work, mountPath: /work}]}
+  volumes: [{name: work, emptyDir: {}}]
+`);
+  await waitFor('Init:1/2', async () => ((await kubectl('get', 'pod', 'inited')).stdout.match(/\ninited\s+0\/1\s+Init:1\/2\s+1\s/) ? true : undefined), 20_000);
+  const p = await readyPod('inited');
+  t.log(`pod with two init containers (one failing once, one of 2 s) created → Ready: ${Date.now() - t0} ms`);
+  const inits = p.status!.initContainerStatuses!;
+  t.deepEqual(inits.map((s) => [s.name, s.state?.terminated?.exitCode, s.restartCount]), [['fails-once', 0, 1], ['slow', 0, 0]]);
+  t.true(p.status!.conditions!.some((c) => c.type === 'Initialized' && c.status === 'True'));
+  await waitFor('main output', () => (logOf('inited') ? true : undefined));
+  t.is(logOf('inited'), 'one\none\ntwo\n');
+  t.is((await kubectl('logs', 'inited', '-c', 'slow')).code, 0);
+  t.is((await kubectl('delete', 'pod', 'inited')).code, 0);
+
+  await apply('initfail', `apiVersion: v1
+kind: Pod
+metadata: {name: initfail, namespace: default}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: broken, image: ${BUSYBOX_IMAGE}, command: [sh, -c, "exit 3"]}
+  containers:
+  - {name: main, image: ${BUSYBOX_IMAGE}, command: [sleep, "3600"]}
+`);
+  await waitFor('Failed', async () => ((await readPod('initfail')).status?.phase === 'Failed' ? true : undefined), 20_000);
+  t.regex((await kubectl('get', 'pod', 'initfail')).stdout, /\ninitfail\s+0\/1\s+Init:Error\s+0\s/);
+  t.is((await readPod('initfail')).status!.containerStatuses![0]!.state?.waiting?.reason, 'PodInitializing');
+  t.is((await kubectl('delete', 'pod', 'initfail')).code, 0);
+});

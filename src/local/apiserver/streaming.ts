@@ -92,12 +92,13 @@ function count(q: URLSearchParams, k: string): number | undefined {
 
 /** The container a request means: ?container=, else the pod's only one (as kube-apiserver). */
 export function pickContainer(pod: KubeObject, q: URLSearchParams): string {
-  const spec = (pod.spec ?? {}) as { containers?: { name: string }[] };
+  const spec = (pod.spec ?? {}) as { containers?: { name: string }[]; initContainers?: { name: string }[] };
   const names = (spec.containers ?? []).map((c) => c.name);
   const asked = q.get('container');
   const name = pod.metadata.name ?? '';
   if (asked) {
-    if (!names.includes(asked)) throw new BadRequestError(`container ${asked} is not valid for pod ${name}`);
+    // Init containers too, by name (kubectl logs -c init).
+    if (!names.includes(asked) && !(spec.initContainers ?? []).some((c) => c.name === asked)) throw new BadRequestError(`container ${asked} is not valid for pod ${name}`);
     return asked;
   }
   if (names.length === 1) return names[0]!;

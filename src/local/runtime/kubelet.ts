@@ -7,11 +7,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { logger } from '../../common/log.ts';
 import { removeCgroup } from '../host.ts';
 import type { NodeNet, PodNet, Topology } from '../topology.ts';
-import { Container, type RestartPolicy } from './containers.ts';
+import { Container, type ContainerEvent, type RestartPolicy } from './containers.ts';
 import { EventRecorder } from './events.ts';
 import type { HostsWriter } from './dns.ts';
 import { ContainerProber } from './prober.ts';
@@ -19,15 +20,33 @@ import { pullLocal } from './images.ts';
 import { type StopTarget, runPreStop, termGraceMs } from './lifecycle.ts';
 import { chooseRuntime, exec as ociExec, killContainer, removeV1Tree, runArgs, stopContainer } from './oci.ts';
 import { apiSources, containerEnv, fieldOf, ociSpec, unsupportedFields, unsupportedPodFields } from './podspec.ts';
-import { type PreparedVolumes, prepareVolumes, removeVolumes } from './volumes.ts';
+import { type PreparedVolumes, prepareVolumes, removeVolumes, type VolumeSources } from './volumes.ts';
 
 const log = logger('kubelet');
 const HEARTBEAT_MS = 10_000;
 const STATUS_DEBOUNCE_MS = 50;
+const INIT_POLL_MS = 100;
 // SIGTERM → SIGKILL when the whole cluster stops (dev down), whatever the pods' grace periods.
 const STOP_GRACE_MS = 2000;
 
 const namedPorts = (c: k8s.V1Container) => new Map((c.ports ?? []).filter((p) => p.name).map((p) => [p.name!, p.containerPort]));
+
+interface StartContext {
+  volumes: PreparedVolumes | undefined;
+  volumeError: string;
+  src: VolumeSources;
+  modes: Map<string, 'oci' | 'host'>;
+}
+
+/** Resolves true when the init container exits 0, false when it failed for good or the pod stops. */
+async function completion(rt: PodRuntime, c: Container): Promise<boolean> {
+  for (;;) {
+    if (rt.stopped) return false;
+    const state = c.st.state;
+    if ('terminated' in state) return state.terminated.exitCode === 0;
+    await sleep(INIT_POLL_MS);
+  }
+}
 
 interface PodRuntime {
   uid: string;
@@ -37,6 +56,10 @@ interface PodRuntime {
   cgroup: string;
   podIP: string;
   containers: Container[];
+  /** Init containers made so far, in order (the last one may still run). */
+  initContainers: Container[];
+  /** runContainers in progress. */
+  starting: Promise<void>;
   probers: Map<string, ContainerProber>;
   statusTimer: NodeJS.Timeout | undefined;
   startTime: string;
@@ -176,13 +199,14 @@ export class Kubelet {
       podIP: r.podIP,
       netns: r.net?.netns,
       cgroup: r.cgroup,
-      pids: r.containers.flatMap((c) => (c.pid ? [c.pid] : [])),
+      pids: [...r.initContainers, ...r.containers].flatMap((c) => (c.pid ? [c.pid] : [])),
     }));
   }
 
   /** A container of a pod on this node (by pod UID), for logs and exec (streaming.ts). */
   container(uid: string, name: string): Container | undefined {
-    return this.pods.get(uid)?.containers.find((c) => c.name === name);
+    const rt = this.pods.get(uid);
+    return rt?.containers.find((c) => c.name === name) ?? rt?.initContainers.find((c) => c.name === name);
   }
 
   private async sync(pod: k8s.V1Pod): Promise<void> {
@@ -220,6 +244,8 @@ export class Kubelet {
       cgroup,
       podIP: net?.ip4 ?? this.node.ip4,
       containers: [],
+      initContainers: [],
+      starting: Promise.resolve(),
       probers: new Map(),
       statusTimer: undefined,
       startTime: new Date().toISOString(),
@@ -228,10 +254,7 @@ export class Kubelet {
       ociNames: new Map(),
     };
     this.pods.set(uid, rt);
-    const policy = (pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
     const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: pod.metadata };
-    const record = (c: k8s.V1Container) => (type: 'Normal' | 'Warning', reason: string, message: string) =>
-      void this.events.record(podRef, type, reason, message, `spec.containers{${c.name}}`);
     const src = apiSources(this.core, fieldOf(pod, rt.podIP, this.node.ip4));
     const podDir = join(this.podsDir, uid);
     let volumes: PreparedVolumes | undefined;
@@ -242,83 +265,108 @@ export class Kubelet {
       volumeError = (e as Error).message;
       void this.events.record(podRef, 'Warning', 'FailedMount', volumeError);
     }
-    const ignored = [...unsupportedPodFields(pod), ...(volumes?.unsupported ?? [])];
-    for (const c of pod.spec?.containers ?? []) {
-      const mode = await chooseRuntime(c);
-      ignored.push(...unsupportedFields(pod, c, mode === 'oci'));
-      const logPath = containerLogPath(this.opts.logDir, ns, name, c.name);
-      const onChange = () => this.scheduleStatus(rt);
-      const started = (container: Container) => {
-        rt.containers.push(container);
-        container.start();
-        this.startProbes(rt, c, container);
-      };
-      let env: Record<string, string>;
-      try {
-        if (volumeError) throw new Error(volumeError);
-        env = await containerEnv(c, ns, mode === 'oci' ? { HOSTNAME: name } : { PATH: process.env.PATH ?? '', HOSTNAME: name, HOME: '/root' }, src);
-      } catch (e) {
-        const container = new Container({ name: c.name, command: [], env: {}, logPath, policy, launch: () => { throw new Error('not started'); }, onChange });
-        rt.containers.push(container);
-        container.fail('CreateContainerConfigError', (e as Error).message);
-        record(c)('Warning', 'Failed', `Error: ${(e as Error).message}`);
-        continue;
-      }
-      if (mode === 'oci') {
-        const image = c.image ?? '';
-        const container = new Container({
-          name: c.name,
-          command: ['podman', ...runArgs(ociSpec(pod, c, env, volumes!, {
-            name: ociName(this.opts.topology.prefix, uid, c.name),
-            clusterPrefix: this.opts.topology.prefix,
-            netnsPath: net?.netnsPath ?? this.node.netnsPath,
-            cgroup,
-            ...(net ? { hostsFile: `/etc/netns/${net.netns}/hosts` } : {}),
-          }))],
-          env: process.env,
-          logPath,
-          policy,
-          launch: (cmd, args, o) => spawn(cmd, args, { env: o.env, stdio: o.stdio }),
-          onChange,
-          onEvent: record(c),
-          pod: `${name}_${ns}(${uid})`,
-        });
-        rt.ociNames.set(c.name, ociName(this.opts.topology.prefix, uid, c.name));
-        if (!(await pullLocal(c, container, record(c), () => rt.stopped, onChange))) {
-          rt.containers.push(container);
-          this.startProbes(rt, c, container); // they wait until the image is there and it runs
-          continue;
-        }
-        record(c)('Normal', 'Pulled', `Container image "${image}" already present on machine`);
-        started(container);
-        continue;
-      }
-      const container = new Container({
-        name: c.name,
-        command: [...(c.command ?? []), ...(c.args ?? [])],
-        env,
-        ...(c.workingDir ? { cwd: c.workingDir } : {}),
-        logPath,
-        policy,
-        launch: (cmd, args, o) => {
-          const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: o.stdio };
-          return net
-            ? this.opts.topology.spawn(net, cmd, args, spawnOpts)
-            : this.opts.topology.spawnInNode(this.node, cgroup, cmd, args, spawnOpts);
-        },
-        onChange,
-        onEvent: record(c),
-        pod: `${name}_${ns}(${uid})`,
-      });
-      // Images are not pulled here (the command runs on this host): kubelet's words for that.
-      record(c)('Normal', 'Pulled', `Container image "${c.image ?? ''}" already present on machine`);
-      started(container);
-    }
+    const all = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
+    const modes = new Map(await Promise.all(all.map(async (c) => [c.name, await chooseRuntime(c)] as const)));
+    const ignored = [...unsupportedPodFields(pod), ...(volumes?.unsupported ?? []), ...all.flatMap((c) => unsupportedFields(pod, c, modes.get(c.name) === 'oci'))];
     if (ignored.length) {
       void this.events.record(podRef, 'Warning', 'FieldNotHonoured', `The local cluster's kubelet does not honour: ${ignored.join(', ')}`);
     }
+    // Not awaited: init containers may run for long, and a delete must not wait behind them.
+    rt.starting = this.runContainers(rt, { volumes, volumeError, src, modes }).catch((e: Error) => log.error({ pod: rt.key, err: e.message }, 'starting containers failed'));
     log.info({ pod: rt.key, podIP: rt.podIP, netns: net?.netns ?? '(host network)' }, 'pod started');
     this.scheduleStatus(rt);
+  }
+
+  /**
+   * The init containers one after another, each to a successful exit (restarted on failure with
+   * backoff unless restartPolicy is Never, which fails the pod), then the containers together.
+   */
+  private async runContainers(rt: PodRuntime, ctx: StartContext): Promise<void> {
+    const policy = (rt.pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
+    for (const c of rt.pod.spec?.initContainers ?? []) {
+      const container = await this.makeContainer(rt, c, ctx, policy === 'Never' ? 'Never' : 'OnFailure', true);
+      if (!container || !(await completion(rt, container))) return;
+    }
+    for (const c of rt.pod.spec?.containers ?? []) {
+      if (!(await this.makeContainer(rt, c, ctx, policy, false))) return;
+    }
+    this.scheduleStatus(rt);
+  }
+
+  /** Makes container `c` and starts it (or leaves it waiting with its reason); undefined once the pod stops. */
+  private async makeContainer(rt: PodRuntime, c: k8s.V1Container, ctx: StartContext, policy: RestartPolicy, init: boolean): Promise<Container | undefined> {
+    const { namespace: ns = 'default', name = '', uid = '' } = rt.pod.metadata ?? {};
+    const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata };
+    const record: ContainerEvent = (type, reason, message) => void this.events.record(podRef, type, reason, message, `spec.${init ? 'initContainers' : 'containers'}{${c.name}}`);
+    const mode = ctx.modes.get(c.name) ?? 'host';
+    const logPath = containerLogPath(this.opts.logDir, ns, name, c.name);
+    const onChange = () => this.scheduleStatus(rt);
+    const list = init ? rt.initContainers : rt.containers;
+    const add = (container: Container, start: boolean): Container | undefined => {
+      if (rt.stopped) return undefined;
+      list.push(container);
+      if (start) container.start();
+      if (!init) this.startProbes(rt, c, container);
+      onChange();
+      return container;
+    };
+    let env: Record<string, string>;
+    try {
+      if (ctx.volumeError) throw new Error(ctx.volumeError);
+      env = await containerEnv(c, ns, mode === 'oci' ? { HOSTNAME: name } : { PATH: process.env.PATH ?? '', HOSTNAME: name, HOME: '/root' }, ctx.src);
+    } catch (e) {
+      const container = new Container({ name: c.name, command: [], env: {}, logPath, policy, launch: () => { throw new Error('not started'); }, onChange });
+      container.fail('CreateContainerConfigError', (e as Error).message);
+      record('Warning', 'Failed', `Error: ${(e as Error).message}`);
+      return add(container, false);
+    }
+    if (mode === 'oci') {
+      const image = c.image ?? '';
+      const oci = ociName(this.opts.topology.prefix, uid, c.name);
+      const container = new Container({
+        name: c.name,
+        command: ['podman', ...runArgs(ociSpec(rt.pod, c, env, ctx.volumes!, {
+          name: oci,
+          clusterPrefix: this.opts.topology.prefix,
+          netnsPath: rt.net?.netnsPath ?? this.node.netnsPath,
+          cgroup: rt.cgroup,
+          ...(rt.net ? { hostsFile: `/etc/netns/${rt.net.netns}/hosts` } : {}),
+        }))],
+        env: process.env,
+        logPath,
+        policy,
+        launch: (cmd, args, o) => spawn(cmd, args, { env: o.env, stdio: o.stdio }),
+        onChange,
+        onEvent: record,
+        pod: `${name}_${ns}(${uid})`,
+      });
+      rt.ociNames.set(c.name, oci);
+      // A missing image: pullLocal starts the container itself once the image is there.
+      if (!(await pullLocal(c, container, record, () => rt.stopped, onChange))) return add(container, false);
+      record('Normal', 'Pulled', `Container image "${image}" already present on machine`);
+      return add(container, true);
+    }
+    const net = rt.net;
+    const container = new Container({
+      name: c.name,
+      command: [...(c.command ?? []), ...(c.args ?? [])],
+      env,
+      ...(c.workingDir ? { cwd: c.workingDir } : {}),
+      logPath,
+      policy,
+      launch: (cmd, args, o) => {
+        const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: o.stdio };
+        return net
+          ? this.opts.topology.spawn(net, cmd, args, spawnOpts)
+          : this.opts.topology.spawnInNode(this.node, rt.cgroup, cmd, args, spawnOpts);
+      },
+      onChange,
+      onEvent: record,
+      pod: `${name}_${ns}(${uid})`,
+    });
+    // Images are not pulled here (the command runs on this host): kubelet's words for that.
+    record('Normal', 'Pulled', `Container image "${c.image ?? ''}" already present on machine`);
+    return add(container, true);
   }
 
   /**
@@ -384,21 +432,35 @@ export class Kubelet {
   private async writePodStatus(rt: PodRuntime): Promise<void> {
     if (rt.stopped) return;
     const specs = rt.pod.spec?.containers ?? [];
-    const statuses = rt.containers.map((c) => {
-      const spec = specs.find((s) => s.name === c.name);
+    const initSpecs = rt.pod.spec?.initContainers ?? [];
+    const containerID = (c: Container) => (rt.ociNames.has(c.name) ? `podman://${rt.ociNames.get(c.name)!}` : c.pid ? `process://${c.pid}` : '');
+    // A container not made yet (behind the init containers) waits as kubelet reports it.
+    const initializing = (s: k8s.V1Container) => ({ name: s.name, state: { waiting: { reason: 'PodInitializing' } }, lastState: {}, ready: false, restartCount: 0, started: false, image: s.image ?? '', imageID: '' });
+    const initStatuses = initSpecs.map((spec) => {
+      const c = rt.initContainers.find((x) => x.name === spec.name);
+      if (!c) return initializing(spec);
+      const done = 'terminated' in c.st.state && c.st.state.terminated.exitCode === 0;
+      return { ...c.st, ready: done, started: 'running' in c.st.state, image: spec.image ?? '', imageID: '', containerID: containerID(c) };
+    });
+    const initDone = initStatuses.every((s) => s.ready);
+    const initFailed = rt.pod.spec?.restartPolicy === 'Never' && initStatuses.some((s) => 'terminated' in s.state && s.state.terminated.exitCode !== 0);
+    const statuses = specs.map((spec) => {
+      const c = rt.containers.find((x) => x.name === spec.name);
+      if (!c) return initializing(spec);
       const running = 'running' in c.st.state;
       const prober = rt.probers.get(c.name);
       const ready = running && (prober ? prober.ready : true);
       const started = running && (prober ? prober.started : true);
-      return { ...c.st, ready, started, image: spec?.image ?? '', imageID: '', containerID: rt.ociNames.has(c.name) ? `podman://${rt.ociNames.get(c.name)!}` : c.pid ? `process://${c.pid}` : '' };
+      return { ...c.st, ready, started, image: spec.image ?? '', imageID: '', containerID: containerID(c) };
     });
-    const allReady = statuses.length > 0 && statuses.every((s) => s.ready);
+    const allReady = initDone && statuses.length > 0 && statuses.every((s) => s.ready);
     const terminated = statuses.filter((s) => 'terminated' in s.state);
     let phase = 'Pending';
     if (statuses.some((s) => 'running' in s.state || s.restartCount > 0)) phase = 'Running';
     if (statuses.length > 0 && terminated.length === statuses.length) {
       phase = terminated.every((s) => 'terminated' in s.state && s.state.terminated.exitCode === 0) ? 'Succeeded' : 'Failed';
     }
+    if (initFailed) phase = 'Failed';
     const now = new Date().toISOString();
     const cond = (type: string, ok: boolean) => ({ type, status: ok ? 'True' : 'False', lastTransitionTime: now, lastProbeTime: null });
     const status = {
@@ -408,7 +470,8 @@ export class Kubelet {
       podIP: rt.podIP,
       podIPs: [{ ip: rt.podIP }, ...(rt.net?.ip6 ? [{ ip: rt.net.ip6 }] : [])],
       startTime: rt.startTime,
-      conditions: [cond('PodScheduled', true), cond('Initialized', true), cond('ContainersReady', allReady), cond('Ready', allReady)],
+      conditions: [cond('PodScheduled', true), cond('Initialized', initDone), cond('ContainersReady', allReady), cond('Ready', allReady)],
+      ...(initSpecs.length ? { initContainerStatuses: initStatuses } : {}),
       containerStatuses: statuses,
     };
     const { namespace, name } = rt.pod.metadata!;
@@ -448,19 +511,21 @@ export class Kubelet {
     rt.stopped = true;
     for (const p of rt.probers.values()) p.stop();
     if (rt.statusTimer) clearTimeout(rt.statusTimer);
-    for (const c of rt.containers) c.beginStop();
+    await rt.starting; // no container starts after this
+    const containers = [...rt.initContainers, ...rt.containers];
+    for (const c of containers) c.beginStop();
     const t0 = Date.now();
     let hurried = false;
     const hurry = new Promise<void>((resolve) => {
       rt.hurry = () => {
         hurried = true;
-        for (const c of rt.containers) c.kill();
+        for (const c of containers) c.kill();
         for (const oci of rt.ociNames.values()) void killContainer(oci);
         resolve();
       };
     });
     const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata };
-    await Promise.all(rt.containers.map(async (c) => {
+    await Promise.all(containers.map(async (c) => {
       const spec = rt.pod.spec?.containers.find((s) => s.name === c.name);
       const oci = rt.ociNames.get(c.name);
       if (preStop && spec?.lifecycle?.preStop && c.running) {

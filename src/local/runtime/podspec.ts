@@ -118,7 +118,6 @@ export function unsupportedFields(pod: k8s.V1Pod, c: k8s.V1Container, oci: boole
 export function unsupportedPodFields(pod: k8s.V1Pod): string[] {
   const s = pod.spec ?? ({} as k8s.V1PodSpec);
   const out: string[] = [];
-  if (s.initContainers?.length) out.push('spec.initContainers');
   if (s.hostIPC) out.push('spec.hostIPC');
   if (s.securityContext && Object.keys(s.securityContext).length) out.push('spec.securityContext');
   if (s.dnsConfig) out.push('spec.dnsConfig');
