@@ -295,3 +295,40 @@ spec:
   t.is((await readPod('initfail')).status!.containerStatuses![0]!.state?.waiting?.reason, 'PodInitializing');
   t.is((await kubectl('delete', 'pod', 'initfail')).code, 0);
 });
+
+test.serial('limits: an image container gets memory and cpu limits in its cgroup; a host command pod gets them on its cgroup or an Event naming them', async (t) => {
+  await apply('limited', `apiVersion: v1
+kind: Pod
+metadata: {name: limited, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: ${BUSYBOX_IMAGE}
+    command: [sleep, "3600"]
+    resources: {limits: {memory: 64Mi, cpu: 500m, ephemeral-storage: 1Gi}}
+  - name: host
+    image: local
+    command: [sleep, "3600"]
+    resources: {limits: {memory: 32Mi}}
+`);
+  const pod = await readyPod('limited');
+  // cgroup v2 (namespaced) or v1 (hybrid hosts: runc writes the v1 hierarchies), whichever the host has.
+  const read = async (v2: string, v1: string) => (await kubectl('exec', 'limited', '-c', 'main', '--', 'sh', '-c', `cat /sys/fs/cgroup/${v2} 2>/dev/null || cat /sys/fs/cgroup/${v1}`)).stdout.trim();
+  t.is(await read('memory.max', 'memory/memory.limit_in_bytes'), '67108864');
+  t.regex(await read('cpu.max', 'cpu/cpu.cfs_quota_us'), /^50000( 100000)?$/);
+  const event = await waitFor('FieldNotHonoured', async () => (await eventsOf('limited')).find((e) => e.reason === 'FieldNotHonoured'));
+  t.regex(event.message!, /spec\.containers\{main\}\.resources\.limits\.ephemeral-storage/);
+  // The host command's pod cgroup: memory.max when cgroup v2 has the memory controller, else named.
+  const cgroup = cluster.kubelets[0]!.runtimes().find((r) => r.uid === pod.metadata!.uid)!.cgroup;
+  let memoryMax: string | undefined;
+  try {
+    memoryMax = readFileSync(join(cgroup, 'memory.max'), 'utf8').trim();
+  } catch {
+    // no memory controller in this host's cgroup v2 hierarchy
+  }
+  if (memoryMax !== undefined) t.is(memoryMax, String(32 * 2 ** 20));
+  else t.regex(event.message!, /spec\.containers\{host\}\.resources\.limits\.memory \(no memory controller in the cgroup v2 hierarchy/);
+  t.log(memoryMax !== undefined ? `host-command pod cgroup memory.max ${memoryMax}` : `host-command limits named: ${event.message!}`);
+  t.is((await kubectl('delete', 'pod', 'limited')).code, 0);
+});

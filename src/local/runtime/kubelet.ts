@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
+import { findCgroup2Mount } from '../../common/cgroup.ts';
 import { logger } from '../../common/log.ts';
 import { removeCgroup } from '../host.ts';
 import type { NodeNet, PodNet, Topology } from '../topology.ts';
@@ -20,6 +21,7 @@ import { pullLocal } from './images.ts';
 import { type StopTarget, runPreStop, termGraceMs } from './lifecycle.ts';
 import { chooseRuntime, exec as ociExec, killContainer, removeV1Tree, runArgs, stopContainer } from './oci.ts';
 import { apiSources, containerEnv, fieldOf, ociSpec, unsupportedFields, unsupportedPodFields } from './podspec.ts';
+import { containerLimits, podLimits, writeCgroupLimits } from './resources.ts';
 import { type PreparedVolumes, prepareVolumes, removeVolumes, type VolumeSources } from './volumes.ts';
 
 const log = logger('kubelet');
@@ -268,6 +270,12 @@ export class Kubelet {
     const all = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
     const modes = new Map(await Promise.all(all.map(async (c) => [c.name, await chooseRuntime(c)] as const)));
     const ignored = [...unsupportedPodFields(pod), ...(volumes?.unsupported ?? []), ...all.flatMap((c) => unsupportedFields(pod, c, modes.get(c.name) === 'oci'))];
+    // Host commands share the pod's cgroup: it gets their limits (resources.ts).
+    const hostContainers = (pod.spec?.containers ?? []).filter((c) => modes.get(c.name) === 'host');
+    if (hostContainers.some((c) => c.resources?.limits || c.resources?.requests)) {
+      const missing = writeCgroupLimits(findCgroup2Mount(), cgroup, podLimits(hostContainers.map((c) => containerLimits(c, '').limits)));
+      for (const m of missing) ignored.push(...hostContainers.filter((c) => Object.keys({ ...c.resources?.limits, ...c.resources?.requests }).some((k) => m.includes(`.${k} `))).map((c) => `spec.containers{${c.name}}.${m}`));
+    }
     if (ignored.length) {
       void this.events.record(podRef, 'Warning', 'FieldNotHonoured', `The local cluster's kubelet does not honour: ${ignored.join(', ')}`);
     }

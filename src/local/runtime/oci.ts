@@ -68,6 +68,8 @@ export interface OciContainerSpec {
   capDrop: string[];
   user?: string;
   mounts: { source: string; target: string; readOnly: boolean }[];
+  /** podman's flags for the container's cgroup limits (resources.ts). */
+  resourceArgs: string[];
   labels: Record<string, string>;
 }
 
@@ -81,6 +83,7 @@ export function runArgs(s: OciContainerSpec): string[] {
   a.push('--cgroup-parent', `/${relative(findCgroup2Mount(), s.cgroup)}`);
   // --pull never: even if the image vanished since the kubelet looked, nothing is fetched.
   a.push('--pull', 'never', ...ULIMITS, '--log-driver', 'none', '--sig-proxy=true');
+  a.push(...s.resourceArgs);
   if (s.hostPID) a.push('--pid', 'host');
   if (s.privileged) a.push('--privileged');
   for (const c of s.capAdd) a.push('--cap-add', c);

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import type { OciContainerSpec } from './oci.ts';
+import { containerLimits, ociResourceArgs } from './resources.ts';
 import type { PreparedVolumes, VolumeSources } from './volumes.ts';
 
 /** The downward API's field paths (fieldRef) for one pod. */
@@ -101,7 +102,7 @@ export function unsupportedFields(pod: k8s.V1Pod, c: k8s.V1Container, oci: boole
   if (c.env?.some((e) => e.valueFrom?.resourceFieldRef)) out.push(`${at}.env.valueFrom.resourceFieldRef`);
   for (const kind of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) if (c[kind]?.grpc) out.push(`${at}.${kind}.grpc`);
   if (c.lifecycle?.postStart) out.push(`${at}.lifecycle.postStart`);
-  if (c.resources?.limits || c.resources?.requests) out.push(`${at}.resources`);
+  out.push(...containerLimits(c, at).unsupported);
   if (!oci) {
     // A host command shares the host's filesystem and identity: nothing to mount or drop.
     if (c.volumeMounts?.length) out.push(`${at}.volumeMounts`);
@@ -161,6 +162,7 @@ export function ociSpec(pod: k8s.V1Pod, c: k8s.V1Container, env: Record<string, 
     capDrop: sc?.capabilities?.drop ?? [],
     ...(sc?.runAsUser !== undefined ? { user: `${sc.runAsUser}${sc.runAsGroup !== undefined ? `:${sc.runAsGroup}` : ''}` } : {}),
     mounts,
+    resourceArgs: ociResourceArgs(containerLimits(c, '').limits),
     labels: { 'io.kubernetes.pod.name': meta.name!, 'io.kubernetes.pod.namespace': meta.namespace ?? 'default', 'io.kubernetes.pod.uid': meta.uid!, 'io.kubernetes.container.name': c.name },
   };
 }
