@@ -332,3 +332,37 @@ spec:
   t.log(memoryMax !== undefined ? `host-command pod cgroup memory.max ${memoryMax}` : `host-command limits named: ${event.message!}`);
   t.is((await kubectl('delete', 'pod', 'limited')).code, 0);
 });
+
+test.serial('logs-times: kubectl logs --timestamps stamps each line; --since and --since-time keep the later ones; kubectl attach streams new output', async (t) => {
+  await apply('ticker', `apiVersion: v1
+kind: Pod
+metadata: {name: ticker, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: main, image: ${BUSYBOX_IMAGE}, command: [sh, -c, "echo first; sleep 2; echo second; while true; do sleep 1; echo tick; done"]}
+`);
+  await readyPod('ticker');
+  await waitFor('second', async () => ((await kubectl('logs', 'ticker')).stdout.includes('second') ? true : undefined), 20_000);
+  const stamped = (await kubectl('logs', 'ticker', '--timestamps')).stdout.split('\n').slice(0, 2);
+  const m = stamped.map((l) => /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (.*)$/.exec(l));
+  t.deepEqual(m.map((x) => x?.[2]), ['first', 'second'], stamped.join('\n'));
+  const [t1, t2] = m.map((x) => Date.parse(x![1]!));
+  t.true(t2! - t1! >= 1800 && t2! - t1! < 4000, `${t2! - t1!} ms between the lines`);
+  const between = new Date((t1! + t2!) / 2).toISOString();
+  const since = await kubectl('logs', 'ticker', `--since-time=${between}`);
+  t.is(since.code, 0, since.stderr);
+  t.true(since.stdout.startsWith('second\n'), since.stdout);
+  t.true((await kubectl('logs', 'ticker', '--since=1h')).stdout.startsWith('first\nsecond\n'));
+
+  const attach = execFile('kubectl', ['attach', 'ticker'], { env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath, KUBECACHEDIR: join(stateDir, 'kube-cache'), HOME: stateDir } });
+  let attached = '';
+  attach.stdout!.on('data', (d: Buffer) => (attached += d.toString()));
+  await waitFor('attached ticks', () => (attached.split('\n').filter((l) => l === 'tick').length >= 2 ? true : undefined), 10_000);
+  t.false(attached.includes('first'), 'attach shows output from now on');
+  attach.kill();
+  const refused = await kubectl('attach', '-i', 'ticker');
+  t.not(refused.code, 0);
+  t.regex(refused.stderr, /runs without stdin or a terminal/);
+  t.is((await kubectl('delete', 'pod', 'ticker')).code, 0);
+});
