@@ -2,7 +2,7 @@
 // busybox-static: graceful deletion (preStop exec/httpGet, SIGTERM, SIGKILL after the grace period,
 // Terminating pods leave their Service's ready endpoints), force deletion. One one-node cluster
 // shared by the tests in order. Needs root, podman and runc; run under the shared netns lock.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
@@ -72,6 +72,7 @@ const containersOf = async (uid: string) => (await listContainers(prefix)).filte
 const eventsOf = async (name: string) => (await core.listNamespacedEvent({ namespace: 'default', fieldSelector: `involvedObject.name=${name}` })).items;
 
 const cleanups: (() => Promise<void> | void)[] = [];
+let stopped = false; // the last test stops the cluster itself, to time it
 test.after.always(async () => {
   for (const fn of cleanups.reverse()) await fn();
 });
@@ -87,7 +88,9 @@ test.before(async (t) => {
   });
   buildBusyboxImage(stateDir);
   cluster = await LocalCluster.start({ stateDir, nodes: 1, prefix });
-  cleanups.push(() => cluster.stop());
+  cleanups.push(async () => {
+    if (!stopped) await cluster.stop();
+  });
   core = cluster.kc.makeApiClient(k8s.CoreV1Api);
 });
 
@@ -365,4 +368,82 @@ spec:
   t.not(refused.code, 0);
   t.regex(refused.stderr, /runs without stdin or a terminal/);
   t.is((await kubectl('delete', 'pod', 'ticker')).code, 0);
+});
+
+test.serial('user-flow: create deployment from an image, expose, exec, port-forward, a rollout with no failed request, then stop leaves nothing', async (t) => {
+  const t0 = Date.now();
+  let r = await kubectl('create', 'deployment', 'web', `--image=${BUSYBOX_IMAGE}`, '--', 'httpd', '-f', '-p', '8080');
+  t.is(r.code, 0, r.stderr);
+  t.is((await kubectl('expose', 'deployment', 'web', '--port', '80', '--target-port', '8080')).code, 0);
+  r = await kubectl('rollout', 'status', 'deployment/web', '--timeout=60s');
+  t.regex(r.stdout, /successfully rolled out/);
+  t.log(`kubectl create deployment → rollout status done: ${Date.now() - t0} ms`);
+  const [pod] = (await core.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items;
+  const name = pod!.metadata!.name!;
+
+  r = await kubectl('exec', name, '--', 'cat', '/etc/hostname');
+  t.is(r.stdout.trim(), name, r.stderr); // podman writes the file without a newline
+
+  // port-forward to the Service (kubectl picks the pod), then a GET from this host.
+  const pf = spawn('kubectl', ['port-forward', 'svc/web', ':80'], { env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath, KUBECACHEDIR: join(stateDir, 'kube-cache'), HOME: stateDir } });
+  let pfOut = '';
+  pf.stdout.on('data', (d: Buffer) => (pfOut += d.toString()));
+  try {
+    const port = await waitFor('port-forward', () => /Forwarding from 127\.0\.0\.1:(\d+) -> 8080/.exec(pfOut)?.[1], 20_000);
+    const res = await fetch(`http://127.0.0.1:${port}/etc/hostname`);
+    t.is(res.status, 200);
+    t.is((await res.text()).trim(), name);
+  } finally {
+    pf.kill();
+  }
+
+  // A readiness probe (so a new pod gets traffic only once httpd listens) and a short grace period.
+  r = await kubectl('patch', 'deployment', 'web', '--type=json', '-p', JSON.stringify([
+    { op: 'add', path: '/spec/template/spec/terminationGracePeriodSeconds', value: 3 },
+    { op: 'add', path: '/spec/template/spec/containers/0/readinessProbe', value: { tcpSocket: { port: 8080 }, periodSeconds: 1 } },
+  ]));
+  t.is(r.code, 0, r.stderr);
+  t.regex((await kubectl('rollout', 'status', 'deployment/web', '--timeout=60s')).stdout, /successfully rolled out/);
+
+  // A client pod loops through the Service while `kubectl set env` rolls the Deployment: the old
+  // pod leaves the Service as it starts terminating and serves out its grace period (httpd ignores
+  // SIGTERM) before it is killed, so no request fails.
+  const ip = (await core.readNamespacedService({ namespace: 'default', name: 'web' })).spec!.clusterIP!;
+  await apply('client', `apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: ${BUSYBOX_IMAGE}
+    # (no wget -T: busybox-static's wget segfaults with it)
+    command: [sh, -c, "while true; do if wget -q -O /dev/null http://${ip}/etc/hostname; then echo ok; else echo fail; fi; sleep 0.1; done"]
+`);
+  await waitFor('client answers', () => (logOf('client').split('\n').filter((l) => l === 'ok').length >= 5 ? true : undefined), 20_000).catch((e: Error) => {
+    throw new Error(`${e.message}; the client wrote: ${logOf('client').slice(-300)}`);
+  });
+  const before = (await core.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items.filter((p) => !p.metadata?.deletionTimestamp).map((p) => p.metadata!.name!);
+  const r0 = Date.now();
+  t.is((await kubectl('set', 'env', 'deployment/web', 'VERSION=2')).code, 0);
+  t.regex((await kubectl('rollout', 'status', 'deployment/web', '--timeout=60s')).stdout, /successfully rolled out/);
+  await waitFor('the old pod gone', async () => {
+    const names = (await core.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items.map((p) => p.metadata!.name!);
+    return before.every((n) => !names.includes(n)) ? true : undefined;
+  }, 30_000);
+  t.log(`set env → old pod gone (grace 3 s): ${Date.now() - r0} ms`);
+  const results = logOf('client').split('\n').filter(Boolean);
+  t.log(`${results.length} requests through the Service during the rollout`);
+  t.true(results.length > 20);
+  t.deepEqual(results.filter((l) => l !== 'ok'), []);
+
+  // The harness's stop is meshctl dev down's: nothing of the cluster may stay on the host.
+  const s0 = Date.now();
+  stopped = true;
+  await cluster.stop();
+  t.log(`cluster stop with 3 image pods running: ${Date.now() - s0} ms`);
+  const containers = execFileSync('podman', ['ps', '-a', '--filter', `label=io.mesh.local.cluster=${prefix}`, '--format', '{{.Names}}'], { encoding: 'utf8' });
+  t.is(containers, '');
+  const left = (await assertNothingLeaked(prefix)).filter((l) => !l.startsWith('directory /tmp/'));
+  t.deepEqual(left, []);
 });

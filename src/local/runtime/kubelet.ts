@@ -109,6 +109,7 @@ export class Kubelet {
   private readonly pending = new Map<string, Promise<void>>();
   private readonly draining = new Map<string, Promise<void>>(); // "ns/name" → its teardown
   private heartbeat: NodeJS.Timeout | undefined;
+  private stopping = false;
   /**
    * Runs once a pod's sandbox (netns, address, cgroup) exists and before its containers start —
    * where a CNI plugin chain runs on a real node. The mesh uses it as Istio's CNI plugin does: to
@@ -516,6 +517,10 @@ export class Kubelet {
   /** Stops a pod's containers (preStop, SIGTERM, SIGKILL after `graceMs`) and removes its sandbox. */
   private async teardown(rt: PodRuntime, graceMs: number, preStop: boolean): Promise<void> {
     const { uid } = rt;
+    if (this.stopping) {
+      graceMs = Math.min(graceMs, STOP_GRACE_MS);
+      preStop = false;
+    }
     rt.stopped = true;
     for (const p of rt.probers.values()) p.stop();
     if (rt.statusTimer) clearTimeout(rt.statusTimer);
@@ -566,6 +571,9 @@ export class Kubelet {
   /** Stops every pod of this node (the cluster is going down). */
   async stop(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
+    // Pods in their grace period are killed now rather than waited for (and later ones quickly).
+    this.stopping = true;
+    for (const rt of this.pods.values()) rt.hurry?.();
     await Promise.allSettled([...this.pending.values()]);
     // The cluster going down is not a pod deletion: no hooks, and a short grace so that `meshctl
     // dev down` is quick; the pods start again with the next `dev up`.
