@@ -232,7 +232,7 @@ spec:
   t.true(events.some((e) => e.reason === 'Unhealthy' && /^Liveness probe failed: HTTP probe failed with statuscode: 404/.test(e.message ?? '')), JSON.stringify(events.map((e) => e.message)));
   t.true(events.some((e) => e.reason === 'Unhealthy' && /^Readiness probe failed: /.test(e.message ?? '')));
   t.true(events.some((e) => e.reason === 'Killing' && e.message === 'Container main failed liveness probe, will be restarted'));
-  t.regex((await kubectl('get', 'pod', 'probed')).stdout, /\nprobed\s+1\/1\s+Running\s+1\s/);
+  t.regex((await kubectl('get', 'pod', 'probed')).stdout, /\nprobed\s+1\/1\s+Running\s+1 \(\d+s ago\)\s/);
   t.is((await kubectl('delete', 'pod', 'probed')).code, 0);
 });
 

@@ -54,6 +54,17 @@ function restarts(o: KubeObject): number {
   return [...arr(status(o).initContainerStatuses), ...arr(status(o).containerStatuses)].reduce((n, c) => n + (Number(c.restartCount) || 0), 0);
 }
 
+/** kubectl's RESTARTS: the count, and since the last restart ("2 (5s ago)"). */
+function restartsCell(o: KubeObject): string {
+  const n = restarts(o);
+  const last = [...arr(status(o).initContainerStatuses), ...arr(status(o).containerStatuses)]
+    .map((c) => (isObject(c.lastState) && isObject(c.lastState.terminated) ? String(c.lastState.terminated.finishedAt ?? '') : ''))
+    .filter(Boolean)
+    .sort()
+    .at(-1);
+  return n > 0 && last ? `${n} (${humanAge(last)} ago)` : String(n);
+}
+
 function nodeStatus(o: KubeObject): string {
   const ready = arr(status(o).conditions).find((c) => c.type === 'Ready');
   const s = ready?.status === 'True' ? 'Ready' : ready ? 'NotReady' : 'Unknown';
@@ -112,7 +123,7 @@ const COLUMNS: Record<string, Column[]> = {
     name,
     { name: 'Ready', cell: podReady, description: 'The number of containers that are ready' },
     { name: 'Status', cell: podStatus },
-    { name: 'Restarts', type: 'string', cell: (o) => String(restarts(o)) },
+    { name: 'Restarts', type: 'string', cell: restartsCell },
     age,
     { name: 'IP', priority: 1, cell: (o) => none(status(o).podIP) },
     { name: 'Node', priority: 1, cell: (o) => none(spec(o).nodeName) },

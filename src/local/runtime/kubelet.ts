@@ -16,6 +16,7 @@ import type { NodeNet, PodNet, Topology } from '../topology.ts';
 import { Container, type ContainerEvent, type RestartPolicy } from './containers.ts';
 import { EventRecorder } from './events.ts';
 import type { HostsWriter } from './dns.ts';
+import { podStatusParts } from './podstatus.ts';
 import { ContainerProber } from './prober.ts';
 import { pullLocal } from './images.ts';
 import { type StopTarget, runPreStop, termGraceMs } from './lifecycle.ts';
@@ -440,48 +441,21 @@ export class Kubelet {
 
   private async writePodStatus(rt: PodRuntime): Promise<void> {
     if (rt.stopped) return;
-    const specs = rt.pod.spec?.containers ?? [];
-    const initSpecs = rt.pod.spec?.initContainers ?? [];
     const containerID = (c: Container) => (rt.ociNames.has(c.name) ? `podman://${rt.ociNames.get(c.name)!}` : c.pid ? `process://${c.pid}` : '');
-    // A container not made yet (behind the init containers) waits as kubelet reports it.
-    const initializing = (s: k8s.V1Container) => ({ name: s.name, state: { waiting: { reason: 'PodInitializing' } }, lastState: {}, ready: false, restartCount: 0, started: false, image: s.image ?? '', imageID: '' });
-    const initStatuses = initSpecs.map((spec) => {
-      const c = rt.initContainers.find((x) => x.name === spec.name);
-      if (!c) return initializing(spec);
-      const done = 'terminated' in c.st.state && c.st.state.terminated.exitCode === 0;
-      return { ...c.st, ready: done, started: 'running' in c.st.state, image: spec.image ?? '', imageID: '', containerID: containerID(c) };
-    });
-    const initDone = initStatuses.every((s) => s.ready);
-    const initFailed = rt.pod.spec?.restartPolicy === 'Never' && initStatuses.some((s) => 'terminated' in s.state && s.state.terminated.exitCode !== 0);
-    const statuses = specs.map((spec) => {
-      const c = rt.containers.find((x) => x.name === spec.name);
-      if (!c) return initializing(spec);
-      const running = 'running' in c.st.state;
-      const prober = rt.probers.get(c.name);
-      const ready = running && (prober ? prober.ready : true);
-      const started = running && (prober ? prober.started : true);
-      return { ...c.st, ready, started, image: spec.image ?? '', imageID: '', containerID: containerID(c) };
-    });
-    const allReady = initDone && statuses.length > 0 && statuses.every((s) => s.ready);
-    const terminated = statuses.filter((s) => 'terminated' in s.state);
-    let phase = 'Pending';
-    if (statuses.some((s) => 'running' in s.state || s.restartCount > 0)) phase = 'Running';
-    if (statuses.length > 0 && terminated.length === statuses.length) {
-      phase = terminated.every((s) => 'terminated' in s.state && s.state.terminated.exitCode === 0) ? 'Succeeded' : 'Failed';
-    }
-    if (initFailed) phase = 'Failed';
+    const view = (c: Container) => ({ name: c.name, st: c.st, containerID: containerID(c) });
+    const parts = podStatusParts({ spec: rt.pod.spec, initContainers: rt.initContainers.map(view), containers: rt.containers.map(view), probes: rt.probers });
     const now = new Date().toISOString();
     const cond = (type: string, ok: boolean) => ({ type, status: ok ? 'True' : 'False', lastTransitionTime: now, lastProbeTime: null });
     const status = {
-      phase,
+      phase: parts.phase,
       hostIP: this.node.ip4,
       hostIPs: [{ ip: this.node.ip4 }],
       podIP: rt.podIP,
       podIPs: [{ ip: rt.podIP }, ...(rt.net?.ip6 ? [{ ip: rt.net.ip6 }] : [])],
       startTime: rt.startTime,
-      conditions: [cond('PodScheduled', true), cond('Initialized', initDone), cond('ContainersReady', allReady), cond('Ready', allReady)],
-      ...(initSpecs.length ? { initContainerStatuses: initStatuses } : {}),
-      containerStatuses: statuses,
+      conditions: [cond('PodScheduled', true), cond('Initialized', parts.initialized), cond('ContainersReady', parts.ready), cond('Ready', parts.ready)],
+      ...(parts.initContainerStatuses ? { initContainerStatuses: parts.initContainerStatuses } : {}),
+      containerStatuses: parts.containerStatuses,
     };
     const { namespace, name } = rt.pod.metadata!;
     await this.core.patchNamespacedPodStatus(
