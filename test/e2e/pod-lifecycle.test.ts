@@ -191,6 +191,20 @@ spec:
   t.true(ms < 8000, `${ms} ms`);
 });
 
+test.serial('orphan-delete: a pod bound to a node that is not in the cluster is removed, not left Terminating', async (t) => {
+  await apply('orphan', `apiVersion: v1
+kind: Pod
+metadata: {name: orphan, namespace: default}
+spec:
+  nodeName: node9
+  containers:
+  - {name: main, image: ${BUSYBOX_IMAGE}, command: [sleep, "3600"]}
+`);
+  const r = await kubectl('delete', 'pod', 'orphan', '--timeout=20s');
+  t.is(r.code, 0, r.stderr);
+  t.is(await gone('orphan'), true);
+});
+
 test.serial('probes: a startup probe gates readiness; a failing liveness probe restarts the container with an Event; exec, httpGet and tcpSocket', async (t) => {
   // httpd comes up 2 s after the container starts, with /www/healthz written; /www is an emptyDir,
   // so removing healthz fails both the exec readiness and the httpGet liveness probe.
