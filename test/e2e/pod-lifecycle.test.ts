@@ -205,6 +205,49 @@ spec:
   t.is(await gone('orphan'), true);
 });
 
+test.serial('delete-while-initializing: a pod deleted while an init container runs stops within its grace period; nothing of it is left', async (t) => {
+  await apply('stuck-init', `apiVersion: v1
+kind: Pod
+metadata: {name: stuck-init, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: wait, image: ${BUSYBOX_IMAGE}, command: [sleep, "3600"]}
+  containers:
+  - {name: main, image: ${BUSYBOX_IMAGE}, command: [sleep, "3600"]}
+`);
+  const pod = await waitFor('Init:0/1', async () => {
+    const p = await readPod('stuck-init');
+    return p.status?.initContainerStatuses?.[0]?.state?.running ? p : undefined;
+  }, 20_000);
+  t.regex((await kubectl('get', 'pod', 'stuck-init')).stdout, /Init:0\/1/);
+  await waitFor('the init container up', async () => ((await kubectl('exec', 'stuck-init', '-c', 'wait', '--', 'true')).code === 0 ? true : undefined), 20_000);
+  const t0 = Date.now();
+  t.is((await kubectl('delete', 'pod', 'stuck-init')).code, 0);
+  const ms = Date.now() - t0;
+  t.log(`delete during init (sleep as PID 1 ignores SIGTERM, grace 2 s): ${ms} ms`);
+  t.true(ms >= 1800 && ms < 8000, `${ms} ms`);
+  t.deepEqual(await containersOf(pod.metadata!.uid!), []);
+
+  // Deleted while `podman run` may still be setting the container up: none is left behind.
+  for (let i = 0; i < 3; i++) {
+    await apply('racer', `apiVersion: v1
+kind: Pod
+metadata: {name: racer, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: main, image: ${BUSYBOX_IMAGE}, command: [sleep, "3600"]}
+`);
+    const uid = (await waitFor('racer bound', async () => {
+      const p = await readPod('racer');
+      return p.status?.containerStatuses?.[0]?.state?.running ? p : undefined;
+    })).metadata!.uid!;
+    t.is((await kubectl('delete', 'pod', 'racer')).code, 0);
+    t.deepEqual(await containersOf(uid), []);
+  }
+});
+
 test.serial('probes: a startup probe gates readiness; a failing liveness probe restarts the container with an Event; exec, httpGet and tcpSocket', async (t) => {
   // httpd comes up 2 s after the container starts, with /www/healthz written; /www is an emptyDir,
   // so removing healthz fails both the exec readiness and the httpGet liveness probe.

@@ -20,7 +20,7 @@ import { podStatusParts } from './podstatus.ts';
 import { ContainerProber } from './prober.ts';
 import { pullLocal } from './images.ts';
 import { type StopTarget, runPreStop, termGraceMs } from './lifecycle.ts';
-import { chooseRuntime, exec as ociExec, killContainer, removeV1Tree, runArgs, stopContainer } from './oci.ts';
+import { chooseRuntime, exec as ociExec, killContainer, removeContainer, removeV1Tree, runArgs, stopContainer } from './oci.ts';
 import { apiSources, containerEnv, fieldOf, ociSpec, unsupportedFields, unsupportedPodFields } from './podspec.ts';
 import { containerLimits, podLimits, writeCgroupLimits } from './resources.ts';
 import { type PreparedVolumes, prepareVolumes, removeVolumes, type VolumeSources } from './volumes.ts';
@@ -527,6 +527,7 @@ export class Kubelet {
       // An OCI container's PID 1 may ignore SIGTERM (no handler): podman stop escalates in it;
       // the attached `podman run` gets a little longer so that it reports the container's end.
       await Promise.all([c.stop(oci ? term + 2000 : term), oci ? stopContainer(oci, term / 1000) : undefined]);
+      if (oci) await removeContainer(oci);
     }));
     rt.hurry = undefined;
     log.info({ pod: rt.key, graceMs, ms: Date.now() - t0 }, 'pod containers stopped');

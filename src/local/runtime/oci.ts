@@ -103,6 +103,14 @@ export async function stopContainer(name: string, graceSeconds: number): Promise
   await podman(['rm', '--force', '--ignore', name]);
 }
 
+/**
+ * Removes the container if it exists, killing it. For after its `podman run` has exited: a run
+ * stopped while it was still setting up can leave a container that the first stop did not see.
+ */
+export async function removeContainer(name: string): Promise<void> {
+  await podman(['rm', '--force', '--ignore', '--time', '0', name]);
+}
+
 /** SIGKILL to the container now, whatever stop is in progress. */
 export async function killContainer(name: string): Promise<void> {
   await podman(['kill', '--signal', 'KILL', name]);
