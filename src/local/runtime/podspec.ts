@@ -102,6 +102,9 @@ export function unsupportedFields(pod: k8s.V1Pod, c: k8s.V1Container, oci: boole
   if (c.env?.some((e) => e.valueFrom?.resourceFieldRef)) out.push(`${at}.env.valueFrom.resourceFieldRef`);
   for (const kind of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) if (c[kind]?.grpc) out.push(`${at}.${kind}.grpc`);
   if (c.lifecycle?.postStart) out.push(`${at}.lifecycle.postStart`);
+  // Containers run with their output in the log file: no stdin or terminal to attach to.
+  if (c.stdin) out.push(`${at}.stdin`);
+  if (c.tty) out.push(`${at}.tty`);
   out.push(...containerLimits(c, at).unsupported);
   if (!oci) {
     // A host command shares the host's filesystem and identity: nothing to mount or drop.
