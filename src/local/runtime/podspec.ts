@@ -102,6 +102,7 @@ export function unsupportedFields(pod: k8s.V1Pod, c: k8s.V1Container, oci: boole
   if (c.env?.some((e) => e.valueFrom?.resourceFieldRef)) out.push(`${at}.env.valueFrom.resourceFieldRef`);
   for (const kind of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) if (c[kind]?.grpc) out.push(`${at}.${kind}.grpc`);
   if (c.lifecycle?.postStart) out.push(`${at}.lifecycle.postStart`);
+  if (c.lifecycle?.preStop?.tcpSocket) out.push(`${at}.lifecycle.preStop.tcpSocket`); // deprecated; exec, httpGet and sleep run
   // Containers run with their output in the log file: no stdin or terminal to attach to.
   if (c.stdin) out.push(`${at}.stdin`);
   if (c.tty) out.push(`${at}.tty`);
