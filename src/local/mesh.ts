@@ -117,7 +117,8 @@ export class LocalMesh {
     await core.createNamespacedServiceAccount({ namespace: 'mesh-system', body: { metadata: { name: 'mesh-node' } } }).catch(ignoreConflict);
     for (const node of this.nodes) {
       const name = `mesh-node-${node}`;
-      await core.deleteNamespacedPod({ name, namespace: 'mesh-system' }).catch(() => undefined);
+      // At once (grace 0): a pod of this name is made again right below.
+      await core.deleteNamespacedPod({ name, namespace: 'mesh-system', body: { gracePeriodSeconds: 0 } }).catch(() => undefined);
       const pod = await core.createNamespacedPod({
         namespace: 'mesh-system',
         body: {

@@ -2,26 +2,17 @@
 // `meshctl dev up` brings their own app: the image is built here from Debian's busybox-static
 // (FROM scratch, one static binary). Needs root, podman, runc and busybox-static (make setup).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, copyFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import * as k8s from '@kubernetes/client-node';
 import { LocalCluster } from '../../src/local/runtime/cluster.ts';
 import { containerLogPath } from '../../src/local/runtime/kubelet.ts';
+import { BUSYBOX_IMAGE, buildBusyboxImage } from '../helpers/images.ts';
 import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
 
-const IMAGE = 'localhost/busybox-test';
+const IMAGE = BUSYBOX_IMAGE;
 const MESHCTL = join(import.meta.dirname, '../../bin/meshctl');
-
-function buildImage(dir: string): void {
-  const ctx = join(dir, 'image');
-  mkdirSync(join(ctx, 'bin'), { recursive: true });
-  copyFileSync('/bin/busybox', join(ctx, 'bin', 'busybox'));
-  for (const tool of ['sh', 'httpd', 'wget', 'nc', 'cat', 'sleep', 'echo', 'ls', 'id', 'grep']) symlinkSync('busybox', join(ctx, 'bin', tool));
-  writeFileSync(join(ctx, 'Containerfile'), 'FROM scratch\nCOPY bin /bin\n');
-  // No RUN step: building needs no container runtime at all.
-  execFileSync('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', 'build', '-q', '-t', IMAGE, ctx], { stdio: 'ignore' });
-}
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -56,7 +47,7 @@ test('image pods run in their pod netns with env, volumes, privilege; a missing 
     const left = await assertNothingLeaked(prefix);
     if (left.length) throw new Error(`left on the host: ${left.join('; ')}`);
   });
-  buildImage(stateDir);
+  buildBusyboxImage(stateDir);
   mkdirSync(bpffs);
   execFileSync('mount', ['-t', 'bpf', 'bpf', bpffs]);
 
@@ -110,7 +101,7 @@ test('image pods run in their pod netns with env, volumes, privilege; a missing 
       image: IMAGE,
       command: ['sh', '-c'],
       args: ['echo "name=$POD_NAME node=$NODE ip=$POD_IP greeting=$GREETING password=$PASSWORD"; cat /etc/creds/password; echo; cat /etc/podinfo/labels; echo; cat /var/run/secrets/tokens/token | wc -c; exec sleep 600'],
-      livenessProbe: { exec: { command: ['true'] } }, // not honoured yet: must be named in an Event
+      lifecycle: { postStart: { exec: { command: ['true'] } } }, // not honoured yet: must be named in an Event
       env: [
         { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
         { name: 'NODE', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
@@ -140,7 +131,7 @@ test('image pods run in their pod netns with env, volumes, privilege; a missing 
   const notHonoured = await waitFor('FieldNotHonoured', async () =>
     (await core.listNamespacedEvent({ namespace: ns, fieldSelector: 'involvedObject.name=env' })).items.find((e) => e.reason === 'FieldNotHonoured'));
   t.is(notHonoured.type, 'Warning');
-  t.regex(notHonoured.message!, /spec\.containers\{main\}\.livenessProbe/);
+  t.regex(notHonoured.message!, /spec\.containers\{main\}\.lifecycle\.postStart/);
 
   // A privileged pod with a hostPath of a bpffs mount sees that bpffs.
   await create('bpf', {

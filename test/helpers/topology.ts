@@ -112,7 +112,8 @@ export async function assertNothingLeaked(prefix: string): Promise<string[]> {
   }
   for (const line of (await readFile('/proc/mounts', 'utf8')).split('\n')) {
     const [, mountPoint, fstype] = line.split(' ');
-    if (fstype === 'bpf' && mountPoint?.includes(prefix)) leftovers.push(`bpffs mount ${mountPoint}`);
+    // bpffs, netns bind mounts (/run/netns/<prefix>-…), pod volumes: anything mounted under our name.
+    if (mountPoint?.includes(prefix)) leftovers.push(`${fstype === 'bpf' ? 'bpffs' : fstype} mount ${mountPoint}`);
   }
   for (const name of await readdir('/tmp')) {
     if (name.startsWith(`mesh-${prefix}-`)) leftovers.push(`directory /tmp/${name}`);

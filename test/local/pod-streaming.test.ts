@@ -88,15 +88,18 @@ test('kubectl 1.27 (SPDY only) execs over SPDY: output, stdin and the exit code'
   t.regex(stopped.stderr, /container main is not running in pod stopped/);
 });
 
-test('pods/log reports a missing container and unsupported options as 400s', async (t) => {
+test('pods/log reports a missing container and bad since options as 400s', async (t) => {
   const h = await harness(t);
   await withPods(h);
   const wrong = await call(h.server, 'GET', '/api/v1/namespaces/default/pods/app/log?container=nope');
   t.is(wrong.status, 400);
   t.is(wrong.body.message, 'container nope is not valid for pod app');
-  const stamps = await call(h.server, 'GET', '/api/v1/namespaces/default/pods/app/log?timestamps=true');
-  t.is(stamps.status, 400);
-  t.regex(stamps.body.message as string, /--timestamps and --since are not supported yet/);
+  const both = await call(h.server, 'GET', '/api/v1/namespaces/default/pods/app/log?sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z');
+  t.is(both.status, 400);
+  t.is(both.body.message, 'at most one of sinceTime or sinceSeconds may be specified');
+  const bad = await call(h.server, 'GET', '/api/v1/namespaces/default/pods/app/log?sinceTime=yesterday');
+  t.is(bad.status, 400);
+  t.regex(bad.body.message as string, /sinceTime: Invalid value: "yesterday"/);
 });
 
 for (const minor of [32, 27]) {

@@ -113,7 +113,14 @@ test('volumes: configMap items, secret, downwardAPI, projected token; unknown ki
 });
 
 test('fields the kubelet cannot honour are named, never dropped', (t) => {
-  const c: k8s.V1Container = { name: 'main', livenessProbe: { exec: { command: ['true'] } }, volumeMounts: [{ name: 'v', mountPath: '/v' }] };
-  t.deepEqual(unsupportedFields(pod, c, true), ['spec.containers{main}.livenessProbe']);
-  t.deepEqual(unsupportedFields(pod, c, false), ['spec.containers{main}.livenessProbe', 'spec.containers{main}.volumeMounts', 'spec.hostPID']);
+  const c: k8s.V1Container = {
+    name: 'main',
+    livenessProbe: { grpc: { port: 9000 } },
+    readinessProbe: { exec: { command: ['true'] } },
+    lifecycle: { preStop: { exec: { command: ['true'] } }, postStart: { exec: { command: ['true'] } } },
+    volumeMounts: [{ name: 'v', mountPath: '/v' }],
+  };
+  const notHonoured = ['spec.containers{main}.livenessProbe.grpc', 'spec.containers{main}.lifecycle.postStart'];
+  t.deepEqual(unsupportedFields(pod, c, true), notHonoured);
+  t.deepEqual(unsupportedFields(pod, c, false), [...notHonoured, 'spec.containers{main}.volumeMounts', 'spec.hostPID']);
 });

@@ -49,7 +49,9 @@ export function propagationOf(body: unknown): Propagation {
 export async function beginDeletion(store: Store, d: ResourceDef, current: KubeObject, policy: Propagation): Promise<KubeObject | undefined> {
   const m = current.metadata;
   const finalizers = [...(m.finalizers ?? [])];
-  if (m.deletionTimestamp) return current; // already being deleted: a second DELETE changes nothing
+  // Already being deleted: a second DELETE changes nothing while finalizers remain (a pod whose
+  // grace period was just cut to 0 has none left and goes now).
+  if (m.deletionTimestamp && finalizers.length) return current;
   if (policy === 'Foreground' && !finalizers.includes(FOREGROUND)) finalizers.push(FOREGROUND);
   if (policy === 'Orphan' && !finalizers.includes(ORPHAN)) finalizers.push(ORPHAN);
   if (finalizers.length === 0) return undefined;

@@ -17,7 +17,7 @@ import { type ResourceDef, apiVersionOf, resourceKey } from './resources.ts';
 import { type Matcher, parseFieldSelector, parseLabelSelector } from './selectors.ts';
 import { type IncludeObject, toTable } from './tables.ts';
 import type { Tokens, UserInfo } from './tokens.ts';
-import type { JsonObject, KubeObject } from './types.ts';
+import { isObject, type JsonObject, type KubeObject } from './types.ts';
 import { getScale, patchScale, updateScale } from './scale.ts';
 import { servePortForward } from './portforward.ts';
 import { type PodStreams, serveExec, serveLog, STREAMING_SUBRESOURCES } from './streaming.ts';
@@ -249,7 +249,10 @@ async function serveResource(ctx: HandlerContext, req: IncomingMessage, res: Ser
     }
     case 'DELETE': {
       if (sub) throw new MethodNotAllowedError(method, url.pathname);
-      const raw = await readBody(req).catch(() => undefined);
+      let raw = await readBody(req).catch(() => undefined);
+      // DeleteOptions may come as query parameters too (client-go sends a body; curl users do not).
+      const grace = url.searchParams.get('gracePeriodSeconds');
+      if (grace !== null) raw = { ...(isObject(raw) ? raw : {}), gracePeriodSeconds: grace };
       const gone = await reg.delete(def, ns, name, raw, { dryRun });
       // 202 when the object lingers for its finalizers (the apiserver's delete handler does so).
       const lingers = !dryRun && reg.store.get(resourceKey(def), ns ?? '', name)?.metadata.uid === gone.metadata.uid;

@@ -4,6 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { admitCustom, type FieldValidation, present, resetStatus, validateCustom } from './customresources.ts';
 import { AlreadyExistsError, BadRequestError, ConflictError, ForbiddenError, InvalidError, NotFoundError, UnsupportedMediaTypeError } from './errors.ts';
 import { beginDeletion, propagationOf } from './gc.ts';
+import { beginPodDeletion } from './graceful.ts';
 import { Kinds } from './kinds.ts';
 import { jsonPatch, mergePatch, strategicMergePatch, supportsStrategicMerge } from './patch.ts';
 import { type ResourceDef, apiVersionOf, byKind, resourceKey } from './resources.ts';
@@ -90,7 +91,7 @@ export class Registry {
     const m = obj.metadata;
     if (m.resourceVersion) throw new BadRequestError('resourceVersion should not be set on objects to be created');
     if (!m.name && typeof m.generateName === 'string' && m.generateName) m.name = `${m.generateName}${suffix()}`;
-    for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'generation', 'managedFields', 'selfLink']) delete m[k];
+    for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'generation', 'managedFields', 'selfLink']) delete m[k];
     m.uid = randomUUID(); // before the strategy: a Job's generated selector names it
     if (d.namespaced) this.requireNamespace(ns!);
     if (!d.crd) strategyFor(d.kind).prepareForCreate?.(obj);
@@ -162,6 +163,11 @@ export class Registry {
         for (const o of this.store.list(resourceKey(r), name)) await this.store.remove(resourceKey(r), o);
       }
     } else {
+      // A pod on a node terminates first (graceful.ts); the kubelet removes it when it is done.
+      if (d.kind === 'Pod' && !d.crd) {
+        const terminating = await beginPodDeletion(this.store, d, current, body);
+        if (terminating) return present(d, terminating);
+      }
       // Finalizers and the Foreground/Orphan policies keep the object, marked, for the collector.
       const lingering = await beginDeletion(this.store, d, current, policy);
       if (lingering) return lingering;
@@ -263,7 +269,7 @@ export class Registry {
       if (d.crd) validateCustom(d, next);
     } else {
       next = obj;
-      for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'generation'] as const) {
+      for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'generation'] as const) {
         if (current.metadata[k] === undefined) delete next.metadata[k];
         else (next.metadata as Record<string, unknown>)[k] = current.metadata[k];
       }
@@ -293,7 +299,8 @@ export class Registry {
     if (opts.dryRun) return present(d, next);
     const stored = await this.store.put(resourceKey(d), next);
     // The last finalizer of an object being deleted is gone: the delete completes now.
-    if (stored.metadata.deletionTimestamp && !stored.metadata.finalizers?.length) return present(d, await this.store.remove(resourceKey(d), stored));
+    // (A pod still within its grace period stays until its kubelet removes it.)
+    if (stored.metadata.deletionTimestamp && !stored.metadata.finalizers?.length && (stored.metadata.deletionGracePeriodSeconds ?? 0) === 0) return present(d, await this.store.remove(resourceKey(d), stored));
     return present(d, stored);
   }
 

@@ -30,6 +30,10 @@ export interface LogRequest {
   previous: boolean;
   tailLines: number | undefined;
   limitBytes: number | undefined;
+  /** Each line prefixed with its RFC 3339 time (kubectl logs --timestamps). */
+  timestamps: boolean;
+  /** Only lines written at or after this time (ms since the epoch; --since, --since-time). */
+  sinceMs: number | undefined;
 }
 
 export interface ExecRequest {
@@ -92,12 +96,13 @@ function count(q: URLSearchParams, k: string): number | undefined {
 
 /** The container a request means: ?container=, else the pod's only one (as kube-apiserver). */
 export function pickContainer(pod: KubeObject, q: URLSearchParams): string {
-  const spec = (pod.spec ?? {}) as { containers?: { name: string }[] };
+  const spec = (pod.spec ?? {}) as { containers?: { name: string }[]; initContainers?: { name: string }[] };
   const names = (spec.containers ?? []).map((c) => c.name);
   const asked = q.get('container');
   const name = pod.metadata.name ?? '';
   if (asked) {
-    if (!names.includes(asked)) throw new BadRequestError(`container ${asked} is not valid for pod ${name}`);
+    // Init containers too, by name (kubectl logs -c init).
+    if (!names.includes(asked) && !(spec.initContainers ?? []).some((c) => c.name === asked)) throw new BadRequestError(`container ${asked} is not valid for pod ${name}`);
     return asked;
   }
   if (names.length === 1) return names[0]!;
@@ -111,10 +116,19 @@ function noBackend(): never {
 /** GET pods/{name}/log: 200 text/plain, chunked; follow streams lines as they are written. */
 export async function serveLog(streams: PodStreams | undefined, pod: KubeObject, req: IncomingMessage, res: ServerResponse, q: URLSearchParams): Promise<void> {
   if (!streams) noBackend();
-  for (const k of ['timestamps', 'sinceSeconds', 'sinceTime']) {
-    if (q.has(k) && q.get(k) !== 'false') throw new BadRequestError(`${k}: the local kubelet writes container output to its log file without per-line times, so --timestamps and --since are not supported yet`);
+  if (q.has('sinceSeconds') && q.has('sinceTime')) throw new BadRequestError('at most one of sinceTime or sinceSeconds may be specified');
+  let sinceMs: number | undefined;
+  if (q.has('sinceSeconds')) {
+    const n = count(q, 'sinceSeconds')!;
+    if (n < 1) throw new BadRequestError('sinceSeconds: Invalid value: must be greater than 0');
+    sinceMs = Date.now() - n * 1000;
+  } else if (q.has('sinceTime')) {
+    sinceMs = Date.parse(q.get('sinceTime')!);
+    if (Number.isNaN(sinceMs)) throw new BadRequestError(`sinceTime: Invalid value: "${q.get('sinceTime')}": not an RFC 3339 time`);
   }
   const logReq: LogRequest = {
+    timestamps: flag(q, 'timestamps'),
+    sinceMs,
     container: pickContainer(pod, q),
     follow: flag(q, 'follow'),
     previous: flag(q, 'previous'),

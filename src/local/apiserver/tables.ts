@@ -23,6 +23,17 @@ const none = (v: unknown): string => (v === undefined || v === null || v === '' 
 function podStatus(o: KubeObject): string {
   if (o.metadata.deletionTimestamp) return 'Terminating';
   const st = status(o);
+  // Init containers first, as kubectl's printPod: the first one not done names the status.
+  const inits = arr(st.initContainerStatuses);
+  for (const [i, cs] of inits.entries()) {
+    const state = isObject(cs.state) ? cs.state : {};
+    const terminated = isObject(state.terminated) ? state.terminated : undefined;
+    const waiting = isObject(state.waiting) ? state.waiting : undefined;
+    if (terminated && terminated.exitCode === 0) continue;
+    if (terminated) return terminated.reason ? `Init:${String(terminated.reason)}` : `Init:ExitCode:${String(terminated.exitCode)}`;
+    if (waiting?.reason && waiting.reason !== 'PodInitializing') return `Init:${String(waiting.reason)}`;
+    return `Init:${i}/${arr(spec(o).initContainers).length}`;
+  }
   for (const cs of arr(st.containerStatuses)) {
     const state = isObject(cs.state) ? cs.state : {};
     const waiting = isObject(state.waiting) ? state.waiting : undefined;
@@ -40,7 +51,18 @@ function podReady(o: KubeObject): string {
 }
 
 function restarts(o: KubeObject): number {
-  return arr(status(o).containerStatuses).reduce((n, c) => n + (Number(c.restartCount) || 0), 0);
+  return [...arr(status(o).initContainerStatuses), ...arr(status(o).containerStatuses)].reduce((n, c) => n + (Number(c.restartCount) || 0), 0);
+}
+
+/** kubectl's RESTARTS: the count, and since the last restart ("2 (5s ago)"). */
+function restartsCell(o: KubeObject): string {
+  const n = restarts(o);
+  const last = [...arr(status(o).initContainerStatuses), ...arr(status(o).containerStatuses)]
+    .map((c) => (isObject(c.lastState) && isObject(c.lastState.terminated) ? String(c.lastState.terminated.finishedAt ?? '') : ''))
+    .filter(Boolean)
+    .sort()
+    .at(-1);
+  return n > 0 && last ? `${n} (${humanAge(last)} ago)` : String(n);
 }
 
 function nodeStatus(o: KubeObject): string {
@@ -101,7 +123,7 @@ const COLUMNS: Record<string, Column[]> = {
     name,
     { name: 'Ready', cell: podReady, description: 'The number of containers that are ready' },
     { name: 'Status', cell: podStatus },
-    { name: 'Restarts', type: 'string', cell: (o) => String(restarts(o)) },
+    { name: 'Restarts', type: 'string', cell: restartsCell },
     age,
     { name: 'IP', priority: 1, cell: (o) => none(status(o).podIP) },
     { name: 'Node', priority: 1, cell: (o) => none(spec(o).nodeName) },

@@ -168,7 +168,14 @@ export class LocalCluster {
     const onPod = (deleted: boolean) => (pod: k8s.V1Pod) => {
       const nodeName = pod.spec?.nodeName;
       if (!nodeName && !deleted) return schedule(pod);
-      this.kubelets.find((k) => k.node.name === nodeName)?.podChanged(pod, deleted);
+      const kubelet = this.kubelets.find((k) => k.node.name === nodeName);
+      if (kubelet) kubelet.podChanged(pod, deleted);
+      else if (!deleted && pod.metadata?.deletionTimestamp) {
+        // No kubelet will ever finish this pod's termination (its node is not in this cluster):
+        // removed at once, as kube-controller-manager's pod GC does with orphaned pods.
+        const { namespace = 'default', name = '', uid } = pod.metadata;
+        core.deleteNamespacedPod({ namespace, name, body: { gracePeriodSeconds: 0, preconditions: { uid } } }).catch(() => undefined);
+      }
       this.scheduleSync();
     };
     inf.pods.on('add', onPod(false));

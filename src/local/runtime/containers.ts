@@ -2,9 +2,10 @@
 // cgroup, its output appended to a log file, restarted per the pod's restartPolicy with a capped
 // exponential backoff (kubelet: 10 s doubling to 5 min; ours is shorter, for a dev loop).
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { logger } from '../../common/log.ts';
+import { LogTimes } from './logtimes.ts';
 
 const log = logger('kubelet');
 
@@ -49,6 +50,8 @@ export class Container {
   /** The current (or last) instance's part of the log, and the one before it (kubectl logs --previous). */
   logRange: LogRange | undefined;
   previousLog: LogRange | undefined;
+  /** When each part of the log file was written (kubectl logs --timestamps, --since). */
+  readonly logTimes = new LogTimes();
   private readonly policy: RestartPolicy;
   private readonly launch: Launch;
   private readonly onChange: () => void;
@@ -93,6 +96,11 @@ export class Container {
     return this.child !== undefined;
   }
 
+  /** When the current instance started (ms since the epoch); undefined before the first start. */
+  get startedAtMs(): number | undefined {
+    return this.startedAt ? Date.parse(this.startedAt) : undefined;
+  }
+
   get pid(): number | undefined {
     return this.child?.pid;
   }
@@ -105,6 +113,8 @@ export class Container {
     const at = fstatSync(logFd).size;
     if (this.logRange) this.previousLog = { start: this.logRange.start, end: at };
     this.logRange = { start: at, end: undefined };
+    this.logTimes.note(at);
+    this.logTimes.watch(this.logPath);
     let child: ChildProcess;
     try {
       child = this.launch(cmd, args, { env: this.env, ...(this.cwd ? { cwd: this.cwd } : {}), stdio: ['ignore', logFd, logFd] });
@@ -122,6 +132,7 @@ export class Container {
     });
     child.once('exit', (code, signal) => {
       this.child = undefined;
+      this.logTimes.note(sizeOf(this.logPath));
       const exitCode = code ?? 128 + signalNumber(signal);
       const terminated = {
         terminated: {
@@ -175,19 +186,53 @@ export class Container {
     this.st = { ...this.st, state: { waiting: { reason, message } } };
   }
 
+  /** No more restarts (the pod is terminating); the process, if any, keeps running. */
+  beginStop(): void {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
+
+  /**
+   * Stops this instance for a failed liveness or startup probe — SIGTERM, SIGKILL after
+   * `graceMs` — and lets restartPolicy decide what follows, as for any exit.
+   */
+  restartKill(graceMs: number): void {
+    const child = this.child;
+    if (!child) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => clearTimeout(timer));
+  }
+
+  /** SIGKILL now (a shortened grace period, or a force delete, during a stop). */
+  kill(): void {
+    this.child?.kill('SIGKILL');
+  }
+
   /** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */
   async stop(graceMs = STOP_GRACE_MS): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const child = this.child;
-    if (!child) return;
+    if (!child) return this.logTimes.close();
     const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     this.onEvent('Normal', 'Killing', `Stopping container ${this.name}`);
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
     await gone;
     clearTimeout(timer);
+    this.logTimes.note(sizeOf(this.logPath));
+    this.logTimes.close();
+  }
+}
+
+function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
   }
 }
 

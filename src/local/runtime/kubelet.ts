@@ -7,22 +7,49 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
+import { findCgroup2Mount } from '../../common/cgroup.ts';
 import { logger } from '../../common/log.ts';
 import { removeCgroup } from '../host.ts';
 import type { NodeNet, PodNet, Topology } from '../topology.ts';
-import { Container, type RestartPolicy } from './containers.ts';
+import { Container, type ContainerEvent, type RestartPolicy } from './containers.ts';
 import { EventRecorder } from './events.ts';
 import type { HostsWriter } from './dns.ts';
-import { runProbe } from './probes.ts';
+import { podStatusParts } from './podstatus.ts';
+import { ContainerProber } from './prober.ts';
 import { pullLocal } from './images.ts';
-import { chooseRuntime, exec as ociExec, removeV1Tree, runArgs, stopContainer } from './oci.ts';
+import { type StopTarget, runPreStop, termGraceMs } from './lifecycle.ts';
+import { chooseRuntime, exec as ociExec, killContainer, removeContainer, removeV1Tree, runArgs, stopContainer } from './oci.ts';
 import { apiSources, containerEnv, fieldOf, ociSpec, unsupportedFields, unsupportedPodFields } from './podspec.ts';
-import { type PreparedVolumes, prepareVolumes, removeVolumes } from './volumes.ts';
+import { containerLimits, podLimits, writeCgroupLimits } from './resources.ts';
+import { type PreparedVolumes, prepareVolumes, removeVolumes, type VolumeSources } from './volumes.ts';
 
 const log = logger('kubelet');
 const HEARTBEAT_MS = 10_000;
 const STATUS_DEBOUNCE_MS = 50;
+const INIT_POLL_MS = 100;
+// SIGTERM → SIGKILL when the whole cluster stops (dev down), whatever the pods' grace periods.
+const STOP_GRACE_MS = 2000;
+
+const namedPorts = (c: k8s.V1Container) => new Map((c.ports ?? []).filter((p) => p.name).map((p) => [p.name!, p.containerPort]));
+
+interface StartContext {
+  volumes: PreparedVolumes | undefined;
+  volumeError: string;
+  src: VolumeSources;
+  modes: Map<string, 'oci' | 'host'>;
+}
+
+/** Resolves true when the init container exits 0, false when it failed for good or the pod stops. */
+async function completion(rt: PodRuntime, c: Container): Promise<boolean> {
+  for (;;) {
+    if (rt.stopped) return false;
+    const state = c.st.state;
+    if ('terminated' in state) return state.terminated.exitCode === 0;
+    await sleep(INIT_POLL_MS);
+  }
+}
 
 interface PodRuntime {
   uid: string;
@@ -32,11 +59,16 @@ interface PodRuntime {
   cgroup: string;
   podIP: string;
   containers: Container[];
-  ready: Map<string, boolean>;
-  probeTimers: NodeJS.Timeout[];
+  /** Init containers made so far, in order (the last one may still run). */
+  initContainers: Container[];
+  /** runContainers in progress. */
+  starting: Promise<void>;
+  probers: Map<string, ContainerProber>;
   statusTimer: NodeJS.Timeout | undefined;
   startTime: string;
   stopped: boolean;
+  /** Set while the pod terminates: kills what is left at once (force delete, shorter grace). */
+  hurry: (() => void) | undefined;
   /** OCI container name by pod container name (host-command containers are absent). */
   ociNames: Map<string, string>;
 }
@@ -78,6 +110,7 @@ export class Kubelet {
   private readonly pending = new Map<string, Promise<void>>();
   private readonly draining = new Map<string, Promise<void>>(); // "ns/name" → its teardown
   private heartbeat: NodeJS.Timeout | undefined;
+  private stopping = false;
   /**
    * Runs once a pod's sandbox (netns, address, cgroup) exists and before its containers start —
    * where a CNI plugin chain runs on a real node. The mesh uses it as Istio's CNI plugin does: to
@@ -147,9 +180,12 @@ export class Kubelet {
     // reuses its sandbox's name: it starts after the old one's teardown, not during it.
     const name = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
     const going = deleted || Boolean(pod.metadata?.deletionTimestamp);
+    // A force delete (or a shorter grace period) while the pod terminates cuts the wait short.
+    const rt = this.pods.get(uid);
+    if (going && rt?.hurry && (deleted || (pod.metadata?.deletionGracePeriodSeconds ?? 0) < (rt.pod.metadata?.deletionGracePeriodSeconds ?? Infinity))) rt.hurry();
     const prev = this.pending.get(uid) ?? this.draining.get(name) ?? Promise.resolve();
     const next = prev
-      .then(() => (going ? this.teardown(uid) : this.sync(pod)))
+      .then(() => (going ? this.terminate(pod, deleted) : this.sync(pod)))
       .catch((e: Error) => log.error({ pod: name, err: e.message }, 'pod sync failed'));
     this.pending.set(uid, next);
     if (going) this.draining.set(name, next);
@@ -167,13 +203,14 @@ export class Kubelet {
       podIP: r.podIP,
       netns: r.net?.netns,
       cgroup: r.cgroup,
-      pids: r.containers.flatMap((c) => (c.pid ? [c.pid] : [])),
+      pids: [...r.initContainers, ...r.containers].flatMap((c) => (c.pid ? [c.pid] : [])),
     }));
   }
 
   /** A container of a pod on this node (by pod UID), for logs and exec (streaming.ts). */
   container(uid: string, name: string): Container | undefined {
-    return this.pods.get(uid)?.containers.find((c) => c.name === name);
+    const rt = this.pods.get(uid);
+    return rt?.containers.find((c) => c.name === name) ?? rt?.initContainers.find((c) => c.name === name);
   }
 
   private async sync(pod: k8s.V1Pod): Promise<void> {
@@ -211,18 +248,17 @@ export class Kubelet {
       cgroup,
       podIP: net?.ip4 ?? this.node.ip4,
       containers: [],
-      ready: new Map(),
-      probeTimers: [],
+      initContainers: [],
+      starting: Promise.resolve(),
+      probers: new Map(),
       statusTimer: undefined,
       startTime: new Date().toISOString(),
       stopped: false,
+      hurry: undefined,
       ociNames: new Map(),
     };
     this.pods.set(uid, rt);
-    const policy = (pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
     const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: pod.metadata };
-    const record = (c: k8s.V1Container) => (type: 'Normal' | 'Warning', reason: string, message: string) =>
-      void this.events.record(podRef, type, reason, message, `spec.containers{${c.name}}`);
     const src = apiSources(this.core, fieldOf(pod, rt.podIP, this.node.ip4));
     const podDir = join(this.podsDir, uid);
     let volumes: PreparedVolumes | undefined;
@@ -233,82 +269,114 @@ export class Kubelet {
       volumeError = (e as Error).message;
       void this.events.record(podRef, 'Warning', 'FailedMount', volumeError);
     }
-    const ignored = [...unsupportedPodFields(pod), ...(volumes?.unsupported ?? [])];
-    for (const c of pod.spec?.containers ?? []) {
-      const mode = await chooseRuntime(c);
-      ignored.push(...unsupportedFields(pod, c, mode === 'oci'));
-      const logPath = containerLogPath(this.opts.logDir, ns, name, c.name);
-      const onChange = () => this.scheduleStatus(rt);
-      const started = (container: Container) => {
-        rt.containers.push(container);
-        container.start();
-        this.startProbe(rt, c);
-      };
-      let env: Record<string, string>;
-      try {
-        if (volumeError) throw new Error(volumeError);
-        env = await containerEnv(c, ns, mode === 'oci' ? { HOSTNAME: name } : { PATH: process.env.PATH ?? '', HOSTNAME: name, HOME: '/root' }, src);
-      } catch (e) {
-        const container = new Container({ name: c.name, command: [], env: {}, logPath, policy, launch: () => { throw new Error('not started'); }, onChange });
-        rt.containers.push(container);
-        container.fail('CreateContainerConfigError', (e as Error).message);
-        record(c)('Warning', 'Failed', `Error: ${(e as Error).message}`);
-        continue;
-      }
-      if (mode === 'oci') {
-        const image = c.image ?? '';
-        const container = new Container({
-          name: c.name,
-          command: ['podman', ...runArgs(ociSpec(pod, c, env, volumes!, {
-            name: ociName(this.opts.topology.prefix, uid, c.name),
-            clusterPrefix: this.opts.topology.prefix,
-            netnsPath: net?.netnsPath ?? this.node.netnsPath,
-            cgroup,
-            ...(net ? { hostsFile: `/etc/netns/${net.netns}/hosts` } : {}),
-          }))],
-          env: process.env,
-          logPath,
-          policy,
-          launch: (cmd, args, o) => spawn(cmd, args, { env: o.env, stdio: o.stdio }),
-          onChange,
-          onEvent: record(c),
-          pod: `${name}_${ns}(${uid})`,
-        });
-        rt.ociNames.set(c.name, ociName(this.opts.topology.prefix, uid, c.name));
-        if (!(await pullLocal(c, container, record(c), () => rt.stopped, onChange))) {
-          rt.containers.push(container);
-          continue;
-        }
-        record(c)('Normal', 'Pulled', `Container image "${image}" already present on machine`);
-        started(container);
-        continue;
-      }
-      const container = new Container({
-        name: c.name,
-        command: [...(c.command ?? []), ...(c.args ?? [])],
-        env,
-        ...(c.workingDir ? { cwd: c.workingDir } : {}),
-        logPath,
-        policy,
-        launch: (cmd, args, o) => {
-          const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: o.stdio };
-          return net
-            ? this.opts.topology.spawn(net, cmd, args, spawnOpts)
-            : this.opts.topology.spawnInNode(this.node, cgroup, cmd, args, spawnOpts);
-        },
-        onChange,
-        onEvent: record(c),
-        pod: `${name}_${ns}(${uid})`,
-      });
-      // Images are not pulled here (the command runs on this host): kubelet's words for that.
-      record(c)('Normal', 'Pulled', `Container image "${c.image ?? ''}" already present on machine`);
-      started(container);
+    const all = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
+    const modes = new Map(await Promise.all(all.map(async (c) => [c.name, await chooseRuntime(c)] as const)));
+    const ignored = [...unsupportedPodFields(pod), ...(volumes?.unsupported ?? []), ...all.flatMap((c) => unsupportedFields(pod, c, modes.get(c.name) === 'oci'))];
+    // Host commands share the pod's cgroup: it gets their limits (resources.ts).
+    const hostContainers = (pod.spec?.containers ?? []).filter((c) => modes.get(c.name) === 'host');
+    if (hostContainers.some((c) => c.resources?.limits || c.resources?.requests)) {
+      const missing = writeCgroupLimits(findCgroup2Mount(), cgroup, podLimits(hostContainers.map((c) => containerLimits(c, '').limits)));
+      for (const m of missing) ignored.push(...hostContainers.filter((c) => Object.keys({ ...c.resources?.limits, ...c.resources?.requests }).some((k) => m.includes(`.${k} `))).map((c) => `spec.containers{${c.name}}.${m}`));
     }
     if (ignored.length) {
       void this.events.record(podRef, 'Warning', 'FieldNotHonoured', `The local cluster's kubelet does not honour: ${ignored.join(', ')}`);
     }
+    // Not awaited: init containers may run for long, and a delete must not wait behind them.
+    rt.starting = this.runContainers(rt, { volumes, volumeError, src, modes }).catch((e: Error) => log.error({ pod: rt.key, err: e.message }, 'starting containers failed'));
     log.info({ pod: rt.key, podIP: rt.podIP, netns: net?.netns ?? '(host network)' }, 'pod started');
     this.scheduleStatus(rt);
+  }
+
+  /**
+   * The init containers one after another, each to a successful exit (restarted on failure with
+   * backoff unless restartPolicy is Never, which fails the pod), then the containers together.
+   */
+  private async runContainers(rt: PodRuntime, ctx: StartContext): Promise<void> {
+    const policy = (rt.pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
+    for (const c of rt.pod.spec?.initContainers ?? []) {
+      const container = await this.makeContainer(rt, c, ctx, policy === 'Never' ? 'Never' : 'OnFailure', true);
+      if (!container || !(await completion(rt, container))) return;
+    }
+    for (const c of rt.pod.spec?.containers ?? []) {
+      if (!(await this.makeContainer(rt, c, ctx, policy, false))) return;
+    }
+    this.scheduleStatus(rt);
+  }
+
+  /** Makes container `c` and starts it (or leaves it waiting with its reason); undefined once the pod stops. */
+  private async makeContainer(rt: PodRuntime, c: k8s.V1Container, ctx: StartContext, policy: RestartPolicy, init: boolean): Promise<Container | undefined> {
+    const { namespace: ns = 'default', name = '', uid = '' } = rt.pod.metadata ?? {};
+    const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata };
+    const record: ContainerEvent = (type, reason, message) => void this.events.record(podRef, type, reason, message, `spec.${init ? 'initContainers' : 'containers'}{${c.name}}`);
+    const mode = ctx.modes.get(c.name) ?? 'host';
+    const logPath = containerLogPath(this.opts.logDir, ns, name, c.name);
+    const onChange = () => this.scheduleStatus(rt);
+    const list = init ? rt.initContainers : rt.containers;
+    const add = (container: Container, start: boolean): Container | undefined => {
+      if (rt.stopped) return undefined;
+      list.push(container);
+      if (start) container.start();
+      if (!init) this.startProbes(rt, c, container);
+      onChange();
+      return container;
+    };
+    let env: Record<string, string>;
+    try {
+      if (ctx.volumeError) throw new Error(ctx.volumeError);
+      env = await containerEnv(c, ns, mode === 'oci' ? { HOSTNAME: name } : { PATH: process.env.PATH ?? '', HOSTNAME: name, HOME: '/root' }, ctx.src);
+    } catch (e) {
+      const container = new Container({ name: c.name, command: [], env: {}, logPath, policy, launch: () => { throw new Error('not started'); }, onChange });
+      container.fail('CreateContainerConfigError', (e as Error).message);
+      record('Warning', 'Failed', `Error: ${(e as Error).message}`);
+      return add(container, false);
+    }
+    if (mode === 'oci') {
+      const image = c.image ?? '';
+      const oci = ociName(this.opts.topology.prefix, uid, c.name);
+      const container = new Container({
+        name: c.name,
+        command: ['podman', ...runArgs(ociSpec(rt.pod, c, env, ctx.volumes!, {
+          name: oci,
+          clusterPrefix: this.opts.topology.prefix,
+          netnsPath: rt.net?.netnsPath ?? this.node.netnsPath,
+          cgroup: rt.cgroup,
+          ...(rt.net ? { hostsFile: `/etc/netns/${rt.net.netns}/hosts` } : {}),
+        }))],
+        env: process.env,
+        logPath,
+        policy,
+        launch: (cmd, args, o) => spawn(cmd, args, { env: o.env, stdio: o.stdio }),
+        onChange,
+        onEvent: record,
+        pod: `${name}_${ns}(${uid})`,
+      });
+      rt.ociNames.set(c.name, oci);
+      // A missing image: pullLocal starts the container itself once the image is there.
+      if (!(await pullLocal(c, container, record, () => rt.stopped, onChange))) return add(container, false);
+      record('Normal', 'Pulled', `Container image "${image}" already present on machine`);
+      return add(container, true);
+    }
+    const net = rt.net;
+    const container = new Container({
+      name: c.name,
+      command: [...(c.command ?? []), ...(c.args ?? [])],
+      env,
+      ...(c.workingDir ? { cwd: c.workingDir } : {}),
+      logPath,
+      policy,
+      launch: (cmd, args, o) => {
+        const spawnOpts = { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), stdio: o.stdio };
+        return net
+          ? this.opts.topology.spawn(net, cmd, args, spawnOpts)
+          : this.opts.topology.spawnInNode(this.node, rt.cgroup, cmd, args, spawnOpts);
+      },
+      onChange,
+      onEvent: record,
+      pod: `${name}_${ns}(${uid})`,
+    });
+    // Images are not pulled here (the command runs on this host): kubelet's words for that.
+    record('Normal', 'Pulled', `Container image "${c.image ?? ''}" already present on machine`);
+    return add(container, true);
   }
 
   /**
@@ -333,31 +401,32 @@ export class Kubelet {
     return name ? ociExec(name, command, opts) : undefined;
   }
 
-  private startProbe(rt: PodRuntime, c: k8s.V1Container): void {
-    const probe = c.readinessProbe;
-    if (!probe) return;
-    const namedPorts = new Map((c.ports ?? []).filter((p) => p.name).map((p) => [p.name!, p.containerPort]));
-    const tick = async () => {
-      if (rt.stopped) return;
-      const container = rt.containers.find((x) => x.name === c.name);
-      const result = container?.running
-        ? await runProbe(probe, { nodeNetnsPath: this.node.netnsPath, podIP: rt.podIP, namedPorts })
-        : { ok: false };
-      if (!result.ok && container?.running) {
-        const why = 'message' in result ? `: ${String(result.message)}` : '';
-        void this.events.record({ apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata }, 'Warning', 'Unhealthy', `Readiness probe failed${why}`, `spec.containers{${c.name}}`);
-      }
-      if (rt.ready.get(c.name) !== result.ok) {
-        if (!result.ok && 'message' in result) log.info({ pod: rt.key, container: c.name, reason: result.message }, 'readiness probe failed');
-        rt.ready.set(c.name, result.ok);
-        this.scheduleStatus(rt);
-      }
-    };
-    const first = setTimeout(() => {
-      void tick();
-      rt.probeTimers.push(setInterval(() => void tick(), (probe.periodSeconds ?? 10) * 1000));
-    }, (probe.initialDelaySeconds ?? 0) * 1000);
-    rt.probeTimers.push(first);
+  /** Startup, liveness and readiness probes of container `c` (prober.ts). */
+  private startProbes(rt: PodRuntime, c: k8s.V1Container, container: Container): void {
+    const oci = rt.ociNames.get(c.name);
+    const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata };
+    const prober = new ContainerProber(c, container, {
+      target: {
+        nodeNetnsPath: this.node.netnsPath,
+        podIP: rt.podIP,
+        namedPorts: namedPorts(c),
+        exec: (command) => (!container.running ? undefined : oci ? ociExec(oci, command, { stdin: false }) : container.exec(command)),
+      },
+      record: (type, reason, message) => {
+        if (!rt.stopped) void this.events.record(podRef, type, reason, message, `spec.containers{${c.name}}`);
+      },
+      kill: (why) => {
+        if (rt.stopped) return;
+        const probe = why === 'startup probe' ? c.startupProbe : c.livenessProbe;
+        const graceMs = (probe?.terminationGracePeriodSeconds ?? rt.pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000;
+        log.info({ pod: rt.key, container: c.name, why }, 'killing the container for a failed probe');
+        container.restartKill(oci ? graceMs + 2000 : graceMs);
+        if (oci) void stopContainer(oci, graceMs / 1000);
+      },
+      changed: () => this.scheduleStatus(rt),
+    });
+    rt.probers.set(c.name, prober);
+    prober.start();
   }
 
   private scheduleStatus(rt: PodRuntime): void {
@@ -372,31 +441,21 @@ export class Kubelet {
 
   private async writePodStatus(rt: PodRuntime): Promise<void> {
     if (rt.stopped) return;
-    const specs = rt.pod.spec?.containers ?? [];
-    const statuses = rt.containers.map((c) => {
-      const spec = specs.find((s) => s.name === c.name);
-      const running = 'running' in c.st.state;
-      const ready = running && (spec?.readinessProbe ? rt.ready.get(c.name) === true : true);
-      return { ...c.st, ready, image: spec?.image ?? '', imageID: '', containerID: rt.ociNames.has(c.name) ? `podman://${rt.ociNames.get(c.name)!}` : c.pid ? `process://${c.pid}` : '' };
-    });
-    const allReady = statuses.length > 0 && statuses.every((s) => s.ready);
-    const terminated = statuses.filter((s) => 'terminated' in s.state);
-    let phase = 'Pending';
-    if (statuses.some((s) => 'running' in s.state || s.restartCount > 0)) phase = 'Running';
-    if (statuses.length > 0 && terminated.length === statuses.length) {
-      phase = terminated.every((s) => 'terminated' in s.state && s.state.terminated.exitCode === 0) ? 'Succeeded' : 'Failed';
-    }
+    const containerID = (c: Container) => (rt.ociNames.has(c.name) ? `podman://${rt.ociNames.get(c.name)!}` : c.pid ? `process://${c.pid}` : '');
+    const view = (c: Container) => ({ name: c.name, st: c.st, containerID: containerID(c) });
+    const parts = podStatusParts({ spec: rt.pod.spec, initContainers: rt.initContainers.map(view), containers: rt.containers.map(view), probes: rt.probers });
     const now = new Date().toISOString();
     const cond = (type: string, ok: boolean) => ({ type, status: ok ? 'True' : 'False', lastTransitionTime: now, lastProbeTime: null });
     const status = {
-      phase,
+      phase: parts.phase,
       hostIP: this.node.ip4,
       hostIPs: [{ ip: this.node.ip4 }],
       podIP: rt.podIP,
       podIPs: [{ ip: rt.podIP }, ...(rt.net?.ip6 ? [{ ip: rt.net.ip6 }] : [])],
       startTime: rt.startTime,
-      conditions: [cond('PodScheduled', true), cond('Initialized', true), cond('ContainersReady', allReady), cond('Ready', allReady)],
-      containerStatuses: statuses,
+      conditions: [cond('PodScheduled', true), cond('Initialized', parts.initialized), cond('ContainersReady', parts.ready), cond('Ready', parts.ready)],
+      ...(parts.initContainerStatuses ? { initContainerStatuses: parts.initContainerStatuses } : {}),
+      containerStatuses: parts.containerStatuses,
     };
     const { namespace, name } = rt.pod.metadata!;
     await this.core.patchNamespacedPodStatus(
@@ -405,18 +464,73 @@ export class Kubelet {
     );
   }
 
-  private async teardown(uid: string): Promise<void> {
+  /**
+   * A pod being deleted. Graceful (deletionTimestamp set, the object still there): preStop hooks,
+   * SIGTERM, SIGKILL after deletionGracePeriodSeconds, then the kubelet removes the object (DELETE
+   * with grace 0), as kubelet's status manager does. Already removed (force delete, namespace
+   * deletion): kill now, no hooks.
+   */
+  private async terminate(pod: k8s.V1Pod, deleted: boolean): Promise<void> {
+    const uid = pod.metadata!.uid!;
     const rt = this.pods.get(uid);
-    if (!rt) return;
+    if (rt) {
+      rt.pod = pod;
+      const graceSeconds = deleted ? 0 : (pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30);
+      await this.teardown(rt, graceSeconds * 1000, !deleted);
+    }
+    if (deleted) return;
+    const { namespace, name } = pod.metadata!;
+    await this.core
+      .deleteNamespacedPod({ namespace: namespace!, name: name!, body: { gracePeriodSeconds: 0, preconditions: { uid } } })
+      .catch((e: { code?: number; message?: string }) => {
+        // 404: already gone; 409: a new pod under the same name.
+        if (e.code !== 404 && e.code !== 409) log.warn({ pod: `${namespace}/${name}`, err: e.message }, 'removing the terminated pod failed');
+      });
+  }
+
+  /** Stops a pod's containers (preStop, SIGTERM, SIGKILL after `graceMs`) and removes its sandbox. */
+  private async teardown(rt: PodRuntime, graceMs: number, preStop: boolean): Promise<void> {
+    const { uid } = rt;
+    if (this.stopping) {
+      graceMs = Math.min(graceMs, STOP_GRACE_MS);
+      preStop = false;
+    }
     rt.stopped = true;
-    for (const t of rt.probeTimers) clearTimeout(t);
+    for (const p of rt.probers.values()) p.stop();
     if (rt.statusTimer) clearTimeout(rt.statusTimer);
-    const grace = (rt.pod.spec?.terminationGracePeriodSeconds ?? 5) * 1000;
-    await Promise.all(rt.containers.map((c) => {
+    await rt.starting; // no container starts after this
+    const containers = [...rt.initContainers, ...rt.containers];
+    for (const c of containers) c.beginStop();
+    const t0 = Date.now();
+    let hurried = false;
+    const hurry = new Promise<void>((resolve) => {
+      rt.hurry = () => {
+        hurried = true;
+        for (const c of containers) c.kill();
+        for (const oci of rt.ociNames.values()) void killContainer(oci);
+        resolve();
+      };
+    });
+    const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata };
+    await Promise.all(containers.map(async (c) => {
+      const spec = rt.pod.spec?.containers.find((s) => s.name === c.name);
       const oci = rt.ociNames.get(c.name);
-      // An OCI container's PID 1 may ignore SIGTERM (no handler): podman stop escalates in it.
-      return Promise.all([c.stop(Math.min(grace, 30_000) + 2000), oci ? stopContainer(oci, Math.min(grace, 30_000) / 1000) : undefined]);
+      if (preStop && spec?.lifecycle?.preStop && c.running) {
+        const target: StopTarget = {
+          exec: (command) => (oci ? ociExec(oci, command, { stdin: false }) : c.exec(command)),
+          probe: { nodeNetnsPath: this.node.netnsPath, podIP: rt.podIP, namedPorts: namedPorts(spec) },
+          record: (type, reason, message) => void this.events.record(podRef, type, reason, message, `spec.containers{${c.name}}`),
+        };
+        await Promise.race([runPreStop(spec, target, graceMs), hurry]);
+      }
+      const term = hurried ? 0 : termGraceMs(graceMs, Date.now() - t0);
+      // An OCI container's PID 1 may ignore SIGTERM (no handler): podman stop escalates in it;
+      // the attached `podman run` gets a little longer so that it reports the container's end.
+      await Promise.all([c.stop(oci ? term + 2000 : term), oci ? stopContainer(oci, term / 1000) : undefined]);
+      if (oci) await removeContainer(oci);
     }));
+    rt.hurry = undefined;
+    log.info({ pod: rt.key, graceMs, ms: Date.now() - t0 }, 'pod containers stopped');
     removeVolumes(join(this.podsDir, uid));
     if (rt.net) {
       this.opts.hosts.removePod(rt.net.netns);
@@ -432,7 +546,12 @@ export class Kubelet {
   /** Stops every pod of this node (the cluster is going down). */
   async stop(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
+    // Pods in their grace period are killed now rather than waited for (and later ones quickly).
+    this.stopping = true;
+    for (const rt of this.pods.values()) rt.hurry?.();
     await Promise.allSettled([...this.pending.values()]);
-    await Promise.all([...this.pods.keys()].map((uid) => this.teardown(uid).catch(() => {})));
+    // The cluster going down is not a pod deletion: no hooks, and a short grace so that `meshctl
+    // dev down` is quick; the pods start again with the next `dev up`.
+    await Promise.all([...this.pods.values()].map((rt) => this.teardown(rt, Math.min((rt.pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000, STOP_GRACE_MS), false).catch(() => {})));
   }
 }

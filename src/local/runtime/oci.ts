@@ -68,6 +68,8 @@ export interface OciContainerSpec {
   capDrop: string[];
   user?: string;
   mounts: { source: string; target: string; readOnly: boolean }[];
+  /** podman's flags for the container's cgroup limits (resources.ts). */
+  resourceArgs: string[];
   labels: Record<string, string>;
 }
 
@@ -81,6 +83,7 @@ export function runArgs(s: OciContainerSpec): string[] {
   a.push('--cgroup-parent', `/${relative(findCgroup2Mount(), s.cgroup)}`);
   // --pull never: even if the image vanished since the kubelet looked, nothing is fetched.
   a.push('--pull', 'never', ...ULIMITS, '--log-driver', 'none', '--sig-proxy=true');
+  a.push(...s.resourceArgs);
   if (s.hostPID) a.push('--pid', 'host');
   if (s.privileged) a.push('--privileged');
   for (const c of s.capAdd) a.push('--cap-add', c);
@@ -96,8 +99,21 @@ export function runArgs(s: OciContainerSpec): string[] {
 
 /** Stops a container as kubelet does — SIGTERM, SIGKILL after `graceSeconds` — and removes it. */
 export async function stopContainer(name: string, graceSeconds: number): Promise<void> {
-  await podman(['stop', '--ignore', '-t', String(graceSeconds), name]);
+  await podman(['stop', '--ignore', '-t', String(Math.ceil(graceSeconds)), name]);
   await podman(['rm', '--force', '--ignore', name]);
+}
+
+/**
+ * Removes the container if it exists, killing it. For after its `podman run` has exited: a run
+ * stopped while it was still setting up can leave a container that the first stop did not see.
+ */
+export async function removeContainer(name: string): Promise<void> {
+  await podman(['rm', '--force', '--ignore', '--time', '0', name]);
+}
+
+/** SIGKILL to the container now, whatever stop is in progress. */
+export async function killContainer(name: string): Promise<void> {
+  await podman(['kill', '--signal', 'KILL', name]);
 }
 
 /**

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import type { OciContainerSpec } from './oci.ts';
+import { containerLimits, ociResourceArgs } from './resources.ts';
 import type { PreparedVolumes, VolumeSources } from './volumes.ts';
 
 /** The downward API's field paths (fieldRef) for one pod. */
@@ -99,10 +100,13 @@ export function unsupportedFields(pod: k8s.V1Pod, c: k8s.V1Container, oci: boole
   const at = `spec.containers{${c.name}}`;
   if (c.envFrom?.length) out.push(`${at}.envFrom`);
   if (c.env?.some((e) => e.valueFrom?.resourceFieldRef)) out.push(`${at}.env.valueFrom.resourceFieldRef`);
-  if (c.livenessProbe) out.push(`${at}.livenessProbe`);
-  if (c.startupProbe) out.push(`${at}.startupProbe`);
-  if (c.lifecycle) out.push(`${at}.lifecycle`);
-  if (c.resources?.limits || c.resources?.requests) out.push(`${at}.resources`);
+  for (const kind of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) if (c[kind]?.grpc) out.push(`${at}.${kind}.grpc`);
+  if (c.lifecycle?.postStart) out.push(`${at}.lifecycle.postStart`);
+  if (c.lifecycle?.preStop?.tcpSocket) out.push(`${at}.lifecycle.preStop.tcpSocket`); // deprecated; exec, httpGet and sleep run
+  // Containers run with their output in the log file: no stdin or terminal to attach to.
+  if (c.stdin) out.push(`${at}.stdin`);
+  if (c.tty) out.push(`${at}.tty`);
+  out.push(...containerLimits(c, at).unsupported);
   if (!oci) {
     // A host command shares the host's filesystem and identity: nothing to mount or drop.
     if (c.volumeMounts?.length) out.push(`${at}.volumeMounts`);
@@ -119,7 +123,6 @@ export function unsupportedFields(pod: k8s.V1Pod, c: k8s.V1Container, oci: boole
 export function unsupportedPodFields(pod: k8s.V1Pod): string[] {
   const s = pod.spec ?? ({} as k8s.V1PodSpec);
   const out: string[] = [];
-  if (s.initContainers?.length) out.push('spec.initContainers');
   if (s.hostIPC) out.push('spec.hostIPC');
   if (s.securityContext && Object.keys(s.securityContext).length) out.push('spec.securityContext');
   if (s.dnsConfig) out.push('spec.dnsConfig');
@@ -163,6 +166,7 @@ export function ociSpec(pod: k8s.V1Pod, c: k8s.V1Container, env: Record<string, 
     capDrop: sc?.capabilities?.drop ?? [],
     ...(sc?.runAsUser !== undefined ? { user: `${sc.runAsUser}${sc.runAsGroup !== undefined ? `:${sc.runAsGroup}` : ''}` } : {}),
     mounts,
+    resourceArgs: ociResourceArgs(containerLimits(c, '').limits),
     labels: { 'io.kubernetes.pod.name': meta.name!, 'io.kubernetes.pod.namespace': meta.namespace ?? 'default', 'io.kubernetes.pod.uid': meta.uid!, 'io.kubernetes.container.name': c.name },
   };
 }

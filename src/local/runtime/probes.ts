@@ -1,5 +1,7 @@
-// Readiness probes, made as kubelet makes them: from the node's network namespace, so they arrive
-// at the pod from the node's address (which the mesh must let through even under STRICT mTLS).
+// One probe, made as kubelet makes it: httpGet and tcpSocket from the node's network namespace,
+// so they arrive at the pod from the node's address (which the mesh must let through even under
+// STRICT mTLS); exec inside the container. When to probe and what a result does: prober.ts.
+import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import type { V1Probe } from '@kubernetes/client-node';
@@ -11,6 +13,8 @@ export interface ProbeTarget {
   podIP: string;
   /** Named container ports, to resolve `port: http`. */
   namedPorts: Map<string, number>;
+  /** Runs a command in the container, for exec probes; undefined when it cannot. */
+  exec?: (command: string[]) => ChildProcess | undefined;
 }
 
 function portOf(p: number | string | undefined, t: ProbeTarget): number | undefined {
@@ -27,9 +31,29 @@ function connectFromNode(t: ProbeTarget, port: number, timeoutMs: number): net.S
   return sock;
 }
 
-/** Runs one probe; resolves true on success. Exec probes are not supported (reported as failing). */
+/** Runs one probe; resolves ok on success, else with kubelet's words for the failure. */
 export async function runProbe(probe: V1Probe, t: ProbeTarget): Promise<{ ok: boolean; message?: string }> {
   const timeoutMs = (probe.timeoutSeconds ?? 1) * 1000;
+  if (probe.exec?.command?.length) {
+    const child = t.exec?.(probe.exec.command);
+    if (!child) return { ok: false, message: 'the container is not running' };
+    return new Promise((resolve) => {
+      let out = '';
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, timeoutMs);
+      child.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-1024)));
+      child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-1024)));
+      child.once('error', (e) => resolve({ ok: false, message: e.message }));
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        if (timedOut) resolve({ ok: false, message: `command timed out: "${probe.exec!.command!.join(' ')}" timed out after ${timeoutMs / 1000}s` });
+        else resolve(code === 0 ? { ok: true } : { ok: false, message: `command "${probe.exec!.command!.join(' ')}" exited with ${code ?? 'a signal'}${out.trim() ? `: ${out.trim()}` : ''}` });
+      });
+    });
+  }
   if (probe.tcpSocket) {
     const port = portOf(probe.tcpSocket.port as number | string, t);
     if (!port) return { ok: false, message: `tcpSocket port ${probe.tcpSocket.port} is not a container port` };
@@ -65,5 +89,5 @@ export async function runProbe(probe: V1Probe, t: ProbeTarget): Promise<{ ok: bo
       req.once('error', (e) => resolve({ ok: false, message: e.message }));
     });
   }
-  return { ok: false, message: 'only tcpSocket and httpGet probes are supported by the local cluster' };
+  return { ok: false, message: 'the probe has no exec, httpGet or tcpSocket handler (grpc probes are not supported by the local cluster)' };
 }

@@ -4,9 +4,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError, type ExecRequest, type ExecSession, type ForwardConnection, type KubeObject, type LogRequest, type PodStreams, type StartExec, type TerminalSize } from '../apiserver/index.ts';
 import type { Container, LogRange } from './containers.ts';
+import { rfc3339Nano } from './logtimes.ts';
 import type { Kubelet } from './kubelet.ts';
 
 const FOLLOW_POLL_MS = 100;
@@ -70,18 +72,44 @@ export class KubeletStreams implements PodStreams {
     let limit = req.limitBytes ?? Infinity;
     const end = () => instance.end ?? fileSize(c.logPath);
     if (req.tailLines !== undefined) offset = tailOffset(c.logPath, range.start, end(), req.tailLines);
+    // With --timestamps or --since the output goes line by line, each line's time from LogTimes.
+    const byLine = req.timestamps || req.sinceMs !== undefined;
+    let partial = Buffer.alloc(0);
+    const lines = (chunk: Buffer, chunkEnd: number, flush: boolean): Buffer => {
+      const data = partial.length ? Buffer.concat([partial, chunk]) : chunk;
+      const out: Buffer[] = [];
+      let from = 0;
+      const startOffset = chunkEnd - data.length;
+      for (;;) {
+        const nl = data.indexOf(0x0a, from);
+        const stop = nl >= 0 ? nl + 1 : flush && from < data.length ? data.length : -1;
+        if (stop < 0) break;
+        const at = c.logTimes.timeOf(startOffset + stop);
+        if (req.sinceMs === undefined || at >= req.sinceMs) {
+          if (req.timestamps) out.push(Buffer.from(`${rfc3339Nano(at)} `));
+          out.push(data.subarray(from, stop));
+        }
+        from = stop;
+      }
+      partial = Buffer.from(data.subarray(from));
+      return Buffer.concat(out);
+    };
     for (;;) {
       const stop = end();
+      const current = c.logRange === instance && c.running;
       while (offset < stop && limit > 0) {
-        const chunk = readAt(c.logPath, offset, Math.min(stop - offset, READ_CHUNK, limit));
+        let chunk = readAt(c.logPath, offset, Math.min(stop - offset, READ_CHUNK, byLine ? READ_CHUNK : limit));
         if (chunk.length === 0) break;
         offset += chunk.length;
+        if (byLine) chunk = lines(chunk, offset, !current && offset >= stop).subarray(0, limit);
         limit -= chunk.length;
-        yield chunk;
+        if (chunk.length) yield chunk;
       }
       // Follow ends with the instance: when it exits, or when a newer one has started.
-      const current = c.logRange === instance && c.running;
-      if (!req.follow || req.previous || limit <= 0 || signal.aborted || (!current && offset >= end())) return;
+      if (!req.follow || req.previous || limit <= 0 || signal.aborted || (!current && offset >= end())) {
+        if (byLine && partial.length && limit > 0) yield lines(Buffer.alloc(0), offset, true).subarray(0, limit);
+        return;
+      }
       await sleep(FOLLOW_POLL_MS, undefined, { signal }).catch(() => {});
     }
   }
@@ -108,9 +136,27 @@ export class KubeletStreams implements PodStreams {
   exec(pod: KubeObject, req: ExecRequest): StartExec {
     const c = this.find(pod, req.container);
     if (!c.running) throw badRequest(`container ${req.container} is not running in pod ${pod.metadata.name}`);
-    if (req.command.length === 0) throw badRequest(`attach is not supported by the local kubelet: its containers' output goes to a log file (kubectl logs -f ${pod.metadata.name})`);
+    if (req.command.length === 0) return this.attach(pod, c, req);
     const target = this.target(pod, c, req.stdin);
     return (size) => startSession(target, req.command, req.tty ? (size ?? null) : undefined, req.stdin);
+  }
+
+  /**
+   * kubectl attach: the container's output from now on, until it exits (its stdout and stderr
+   * share the log file, so both arrive on stdout). Containers run with no stdin or terminal of
+   * their own, so -i and -t are refused with the reason.
+   */
+  private attach(pod: KubeObject, c: Container, req: ExecRequest): StartExec {
+    if (req.stdin || req.tty) throw badRequest(`attach -i/-t is not supported by the local kubelet: container ${req.container} runs without stdin or a terminal (spec.containers[].stdin/tty are not honoured); attach without -i, or use kubectl exec -it ${pod.metadata.name} -- sh`);
+    return () => {
+      const abort = new AbortController();
+      const stdout = Readable.from(this.logs(pod, { container: req.container, follow: true, previous: false, tailLines: 0, limitBytes: undefined, timestamps: false, sinceMs: undefined }, abort.signal));
+      const exited = new Promise<number>((resolve) => {
+        stdout.once('end', () => resolve('terminated' in c.st.state ? c.st.state.terminated.exitCode : 0));
+        stdout.once('error', () => resolve(1));
+      });
+      return { stdin: undefined, stdout, stderr: undefined, exited, resize: () => {}, kill: () => abort.abort() };
+    };
   }
 }
 
