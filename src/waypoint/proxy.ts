@@ -1,0 +1,300 @@
+// The waypoint's L7 engine: takes each stream the HBONE server terminated, finds out what it
+// speaks, and serves HTTP/1.1 and HTTP/2 (h2c, gRPC) requests through the Service's routes —
+// authorization, rate limit, fault, routing, filters, circuit breaking, retries and timeouts,
+// telemetry — or passes other TCP through to an endpoint. The process wiring (HBONE server,
+// config stream, metrics) is someone else's: everything arrives through L7ProxyOptions.
+import { randomBytes } from 'node:crypto';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
+import { logger } from '../common/log.ts';
+import { parseTraceparent, splice } from '../hbone/index.ts';
+import type { ServiceEndpoint } from '../state/index.ts';
+import type { Route, RouteRule } from '../xds/routes.ts';
+import { Balancer } from './balancer.ts';
+import { REPLAY_LIMIT, RequestBody } from './body.ts';
+import { detect } from './detect.ts';
+import { Exchange, type Downstream, type Candidate } from './exchange.ts';
+import { type Authorize, NO_RESILIENCE, type ResiliencePort, type TelemetryPort, type WaypointView } from './ports.ts';
+import type { RequestInfo } from './request.ts';
+import { type Upstream, UpstreamPool } from './upstream.ts';
+
+const log = logger('waypoint');
+
+/** What the HBONE server learned about a tunnel: who opened it and where it was going. */
+export interface StreamMeta {
+  /** The peer's verified SPIFFE ID without "spiffe://": "td/ns/x/sa/y". */
+  sourcePrincipal: string;
+  sourceIp: string;
+  /** The original destination, from the CONNECT authority: a Service VIP or a pod IP. */
+  dst: { ip: string; port: number };
+}
+
+export interface L7ProxyOptions {
+  state: WaypointView;
+  routes: (service: string) => Route | undefined;
+  upstream: Upstream;
+  authorize: Authorize;
+  resilience: (service: string) => ResiliencePort;
+  telemetry: TelemetryPort;
+  /** "Gateway/ns/name": the authorization target every request of this waypoint matches. */
+  gatewayKey: string;
+  /** For endpoint identities of workloads that carry none. Default cluster.local. */
+  trustDomain?: string;
+  /**
+   * How long a silent client may take before its stream counts as TCP. Default 1 s: long enough
+   * that a slow HTTP client is not taken for TCP (which only L4 policy would judge), short enough
+   * for server-first protocols.
+   */
+  detectTimeoutMs?: number;
+  /** Request body bytes kept for retries and mirrors. Default 1 MiB. */
+  replayLimit?: number;
+}
+
+const DEFAULT_DETECT_TIMEOUT_MS = 1000;
+
+export class L7Proxy {
+  private readonly pool: UpstreamPool;
+  private readonly balancer = new Balancer();
+  private readonly h1: http.Server;
+  private readonly h2: http2.Http2Server;
+  private readonly h1Meta = new WeakMap<object, StreamMeta>();
+  private readonly h2Meta = new WeakMap<object, StreamMeta>();
+  /** Set only during h2.emit('connection'): the server makes its session synchronously. */
+  private pendingMeta: StreamMeta | undefined;
+  private readonly open = new Set<Duplex>();
+  private readonly trustDomain: string;
+  private readonly opts: L7ProxyOptions;
+
+  constructor(opts: L7ProxyOptions) {
+    this.opts = opts;
+    this.pool = new UpstreamPool(opts.upstream);
+    this.trustDomain = opts.trustDomain ?? 'cluster.local';
+    this.h1 = http.createServer({ requireHostHeader: false }, (req, res) => {
+      const meta = this.h1Meta.get(req.socket);
+      if (meta) this.serve(req, res, meta, '1.1');
+      else res.destroy();
+    });
+    // Malformed HTTP/1: a 400 as Envoy's codec answers, then the connection closes (the
+    // parser's state is unknown). Node's own answer is the same; this one also records nothing
+    // upstream ever saw.
+    this.h1.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      log.debug({ err: err.message, code: err.code }, 'malformed HTTP/1 request');
+      if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
+        socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nBad Request');
+      } else socket.destroy();
+    });
+    this.h2 = http2.createServer({}, (req, res) => {
+      const meta = this.h2Meta.get(req.stream.session as object);
+      if (meta) this.serve(req, res, meta, '2');
+      else res.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    });
+    this.h2.on('session', (session) => {
+      if (this.pendingMeta) this.h2Meta.set(session, this.pendingMeta);
+      session.on('error', (err) => log.debug({ err: err.message }, 'HTTP/2 client session error'));
+    });
+  }
+
+  /** Serves one terminated HBONE stream until it closes. */
+  async handle(stream: Duplex, meta: StreamMeta): Promise<void> {
+    this.open.add(stream);
+    const closed = new Promise<void>((resolve) => stream.once('close', resolve));
+    stream.on('error', (err) => log.debug({ err: err.message }, 'client stream error'));
+    try {
+      const { protocol, head } = await detect(stream, this.opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS);
+      if (stream.destroyed && protocol !== 'tcp') return;
+      if (protocol === 'http1') {
+        this.h1Meta.set(stream, meta);
+        this.h1.emit('connection', stream);
+      } else if (protocol === 'http2') {
+        this.pendingMeta = meta;
+        try {
+          this.h2.emit('connection', stream);
+        } finally {
+          this.pendingMeta = undefined;
+        }
+      } else {
+        await this.passthrough(stream, meta, head);
+      }
+      if (!stream.destroyed) await closed;
+    } finally {
+      this.open.delete(stream);
+    }
+  }
+
+  /** Stops: every client stream and upstream connection is closed. */
+  close(): void {
+    for (const s of this.open) s.destroy();
+    this.open.clear();
+    this.pool.close();
+  }
+
+  private serve(req: http.IncomingMessage | http2.Http2ServerRequest, res: Downstream, meta: StreamMeta, version: '1.1' | '2'): void {
+    const dst = meta.dst;
+    const svc = this.opts.state.serviceByVip(dst.ip);
+    const service = svc ? `${svc.namespace}/${svc.hostname}` : '';
+    const info = requestInfo(req, meta, version, service);
+    const ex = new Exchange({
+      info,
+      res,
+      body: new RequestBody(req, this.opts.replayLimit ?? REPLAY_LIMIT),
+      traceparent: nextTraceparent(headerString(req.headers.traceparent)),
+      pool: this.pool,
+      balancer: this.balancer,
+      telemetry: this.opts.telemetry,
+    });
+    this.process(ex, service).catch((err: unknown) => ex.fail(err));
+  }
+
+  /** The request's way through the waypoint, in Envoy's filter order as Istio configures it. */
+  private async process(ex: Exchange, service: string): Promise<void> {
+    const { info } = ex;
+    const targets = service ? [this.opts.gatewayKey, `Service/${service}`] : [this.opts.gatewayKey];
+    if (!this.opts.authorize(info, targets).allowed) return ex.reply(403, 'RBAC', 'RBAC: access denied');
+
+    const svcPolicy = service ? this.opts.resilience(service) : NO_RESILIENCE;
+    if (!svcPolicy.takeToken()) return ex.reply(429, 'RL', 'local_rate_limited');
+    const fault = svcPolicy.fault();
+    if (fault.delayMs > 0) {
+      ex.flags = 'DI';
+      if (!(await ex.sleep(fault.delayMs))) return;
+    }
+    if (fault.abortStatus > 0) return ex.reply(fault.abortStatus, 'FI', 'fault filter abort');
+
+    let rule: RouteRule | undefined;
+    let backend: { service: string; port: number };
+    let candidates: Candidate[];
+    if (service) {
+      const decision = this.route(ex, service);
+      if (!decision) return;
+      rule = decision.rule;
+      backend = decision.backend;
+      candidates = this.opts.state.endpoints(backend.service, backend.port).map((e) => this.candidate(e, backend.service));
+    } else {
+      // A pod dialled by its IP: that workload only, no routes (Istio routes by Service only).
+      const w = this.opts.state.workloadByIp(info.destination.ip);
+      if (!w) return ex.reply(404, 'NR', `no workload or service at ${info.destination.ip}`);
+      backend = { service: '', port: info.destination.port };
+      candidates = [this.candidate({ workload: w, ip: info.destination.ip, port: info.destination.port }, '')];
+    }
+    const policy = backend.service ? this.opts.resilience(backend.service) : NO_RESILIENCE;
+    await ex.forward(candidates, rule, policy);
+  }
+
+  /** Route selection and the rule's filters; undefined when the exchange has been answered. */
+  private route(ex: Exchange, service: string): { rule: RouteRule | undefined; backend: { service: string; port: number } } | undefined {
+    const decision = ex.selectRule(this.opts.routes(service));
+    if (!decision) return { rule: undefined, backend: { service, port: ex.info.destination.port } };
+    const { rule } = decision;
+    if (!ex.applyFilters(rule, decision.match)) return undefined;
+    const backend = ex.pickBackend(rule);
+    if (!backend) {
+      ex.reply(500, 'NR', `route ${rule.origin} has no backend to send to`);
+      return undefined;
+    }
+    for (const m of ex.mirrors) {
+      const mirrorTargets = this.opts.state.endpoints(m.service, m.port).map((e) => this.candidate(e, m.service));
+      ex.mirror(mirrorTargets, m.service ? this.opts.resilience(m.service) : NO_RESILIENCE);
+    }
+    return { rule, backend };
+  }
+
+  private candidate(e: ServiceEndpoint, service: string): Candidate {
+    const w = e.workload;
+    return {
+      key: `${e.ip}:${e.port}`,
+      service,
+      workloadUid: w.uid,
+      target: { ip: e.ip, port: e.port, identity: `spiffe://${w.trustDomain || this.trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount}` },
+    };
+  }
+
+  /**
+   * Not HTTP: forwarded as bytes to one endpoint. The authorizer still judges it, as a request
+   * with no method or path, so an ALLOW that names HTTP fields never lets TCP through (fail closed);
+   * an endpoint that cannot be reached closes the client's stream.
+   */
+  private async passthrough(stream: Duplex, meta: StreamMeta, head: Buffer | undefined): Promise<void> {
+    const svc = this.opts.state.serviceByVip(meta.dst.ip);
+    const service = svc ? `${svc.namespace}/${svc.hostname}` : '';
+    const info: RequestInfo = {
+      version: '1.1',
+      protocol: 'http',
+      method: '',
+      path: '',
+      authority: '',
+      headers: {},
+      source: { principal: meta.sourcePrincipal, namespace: namespaceOf(meta.sourcePrincipal), ip: meta.sourceIp },
+      destination: { ip: meta.dst.ip, port: meta.dst.port, service },
+    };
+    const targets = service ? [this.opts.gatewayKey, `Service/${service}`] : [this.opts.gatewayKey];
+    if (!this.opts.authorize(info, targets).allowed) return void stream.destroy();
+    let candidates: Candidate[];
+    if (service) candidates = this.opts.state.endpoints(service, meta.dst.port).map((e) => this.candidate(e, service));
+    else {
+      const w = this.opts.state.workloadByIp(meta.dst.ip);
+      candidates = w ? [this.candidate({ workload: w, ip: meta.dst.ip, port: meta.dst.port }, '')] : [];
+    }
+    const policy = service ? this.opts.resilience(service) : NO_RESILIENCE;
+    const ep = this.balancer.pick(
+      candidates.filter((c) => !policy.ejected(c.key)),
+      (c) => c.key,
+    );
+    if (!ep) return void stream.destroy();
+    const done = this.balancer.start(ep.key);
+    try {
+      let up: Duplex;
+      try {
+        up = await this.opts.upstream.connect(ep.target);
+      } catch (err) {
+        policy.record(ep.key, false);
+        log.debug({ err: (err as Error).message, endpoint: ep.key }, 'TCP passthrough: endpoint unreachable');
+        return void stream.destroy();
+      }
+      policy.record(ep.key, true);
+      if (head) up.write(head);
+      await splice(stream, up);
+    } finally {
+      done();
+    }
+  }
+}
+
+/** What the authorizer, router and telemetry know of the request. */
+function requestInfo(req: http.IncomingMessage | http2.Http2ServerRequest, meta: StreamMeta, version: '1.1' | '2', service: string): RequestInfo {
+  const headers: Record<string, string | string[] | undefined> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (!k.startsWith(':')) headers[k] = v;
+  const authority = version === '2' ? (headerString(req.headers[':authority']) ?? headerString(req.headers.host) ?? '') : (headerString(req.headers.host) ?? '');
+  return {
+    version,
+    protocol: /^application\/grpc/.test(headerString(req.headers['content-type']) ?? '') ? 'grpc' : 'http',
+    method: (req.method ?? 'GET').toUpperCase(),
+    path: req.url ?? '/',
+    authority,
+    headers,
+    source: { principal: meta.sourcePrincipal, namespace: namespaceOf(meta.sourcePrincipal), ip: meta.sourceIp },
+    destination: { ip: meta.dst.ip, port: meta.dst.port, service },
+  };
+}
+
+function headerString(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** "td/ns/x/sa/y" → "x". */
+function namespaceOf(principal: string): string {
+  const parts = principal.split('/');
+  const i = parts.indexOf('ns');
+  return i >= 0 ? (parts[i + 1] ?? '') : '';
+}
+
+/**
+ * W3C Trace Context §3.2 for an intermediary: keep the caller's trace-id and flags, put our own
+ * parent-id in (this hop's span); start a trace when there is none or it is invalid. Not sampled
+ * until the waypoint emits spans.
+ */
+export function nextTraceparent(incoming: string | undefined): string {
+  const parent = incoming ? parseTraceparent(incoming) : undefined;
+  const traceId = parent?.traceId ?? randomBytes(16).toString('hex');
+  return `00-${traceId}-${randomBytes(8).toString('hex')}-${parent?.flags ?? '00'}`;
+}

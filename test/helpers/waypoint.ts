@@ -1,0 +1,321 @@
+// A waypoint in one process for tests: a real MeshState with fake pod IPs whose endpoints are
+// loopback servers (the test Upstream dials 127.0.0.1 on the target port), fakes of the
+// authorizer, resilience and telemetry, and clients that reach L7Proxy.handle() over in-memory
+// stream pairs as the HBONE server would hand them over.
+import { once } from 'node:events';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { type Duplex, duplexPair } from 'node:stream';
+import type { ExecutionContext } from 'ava';
+import { MeshState } from '../../src/state/index.ts';
+import { asSocket, L7Proxy, type CompletedRequest, type L7ProxyOptions, type ResiliencePort, type StreamMeta, type UpstreamTarget } from '../../src/waypoint/index.ts';
+import { SERVICE, type Service, WORKLOAD, type Workload } from '../../src/xds/index.ts';
+import type { Route, RouteRule } from '../../src/xds/routes.ts';
+
+export const NS = 'shop';
+export const host = (name: string): string => `${name}.${NS}.svc.cluster.local`;
+export const key = (name: string): string => `${NS}/${host(name)}`;
+export const PORT = 9080;
+export const CLIENT = 'cluster.local/ns/shop/sa/productpage';
+
+export interface Seen {
+  backend: string;
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  /** Which of the backend's connections carried it (1-based). */
+  connection: number;
+}
+
+export interface Backend {
+  name: string;
+  port: number;
+  seen: Seen[];
+}
+
+type H1Handler = (req: http.IncomingMessage, res: http.ServerResponse, n: number) => void;
+
+async function listen(t: ExecutionContext, server: net.Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.close();
+    (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** An HTTP/1.1 backend: answers 200 "<name> <url>" with x-backend, unless `handler` answers. */
+export async function h1Backend(t: ExecutionContext, name: string, handler?: H1Handler): Promise<Backend> {
+  const seen: Seen[] = [];
+  let conns = 0;
+  const connOf = new WeakMap<object, number>();
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      seen.push({ backend: name, method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString(), connection: connOf.get(req.socket)! });
+      if (handler) return handler(req, res, seen.length);
+      res.writeHead(200, { 'x-backend': name, 'content-type': 'text/plain' });
+      res.end(`${name} ${req.url}`);
+    });
+  });
+  server.on('connection', (s) => connOf.set(s, ++conns));
+  return { name, port: await listen(t, server), seen };
+}
+
+/**
+ * An HTTP/2 backend shaped like a gRPC server: 200 with content-type application/grpc, a body,
+ * and grpc-status in the trailers — or, for paths under /fail/, a trailers-only error.
+ */
+export async function grpcBackend(t: ExecutionContext, name: string): Promise<Backend> {
+  const seen: Seen[] = [];
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      const url = String(headers[':path']);
+      seen.push({ backend: name, method: String(headers[':method']), url, headers: headers as http.IncomingHttpHeaders, body: Buffer.concat(chunks).toString(), connection: 1 });
+      if (url.startsWith('/fail/')) {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': 'not found' }, { endStream: true });
+        return;
+      }
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'x-backend': name }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'ok' }));
+      stream.end(`${name} ${url}`);
+    });
+  });
+  return { name, port: await listen(t, server), seen };
+}
+
+/** A TCP echo server. */
+export async function echoBackend(t: ExecutionContext): Promise<number> {
+  const server = net.createServer((s) => {
+    // The waypoint resets the connection when the client's tunnel is torn down.
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  return listen(t, server);
+}
+
+/** A loopback port nothing listens on. */
+export async function deadPort(): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export function workload(name: string, ip: string, services: Record<string, number>, o: Partial<Workload> = {}): Workload {
+  return {
+    uid: `Kubernetes//v1/Pod/${NS}/${name}`,
+    name,
+    namespace: NS,
+    addresses: [Uint8Array.from(ip.split('.').map(Number))],
+    hostname: '',
+    network: '',
+    trustDomain: 'cluster.local',
+    serviceAccount: name.replace(/-\d+$/, ''),
+    node: 'node1',
+    tunnelProtocol: 'HBONE',
+    waypoint: null,
+    canonicalName: name,
+    canonicalRevision: 'latest',
+    workloadType: 'POD',
+    workloadName: name,
+    status: 'HEALTHY',
+    services: Object.fromEntries(Object.entries(services).map(([svc, targetPort]) => [key(svc), { ports: [{ servicePort: PORT, targetPort, appProtocol: '' }] }])),
+    authorizationPolicies: [],
+    clusterId: 'Kubernetes',
+    podUid: `uid-${name}`,
+    ...o,
+  };
+}
+
+export function service(name: string, vip: string): Service {
+  return {
+    name,
+    namespace: NS,
+    hostname: host(name),
+    addresses: [{ network: '', address: Uint8Array.from(vip.split('.').map(Number)) }],
+    ports: [{ servicePort: PORT, targetPort: PORT, appProtocol: '' }],
+    subjectAltNames: [],
+    waypoint: null,
+  };
+}
+
+export function rule(origin: string, o: Partial<RouteRule> = {}): RouteRule {
+  return { origin, kind: 'HTTP', port: 0, matches: [], filters: [], backends: [], timeouts: { requestMs: 0, backendRequestMs: 0 }, retry: null, ...o };
+}
+
+export function route(svc: string, ...rules: RouteRule[]): Route {
+  return { service: key(svc), namespace: NS, hostname: host(svc), rules, resilience: null };
+}
+
+/** A ServiceResilience stand-in whose answers the test sets; it records what it was told. */
+export class FakeResilience implements ResiliencePort {
+  maxRequestsPerConnection = 0;
+  faultResult = { delayMs: 0, abortStatus: 0 };
+  tokens = Infinity;
+  admitted = 0;
+  maxAdmitted = Infinity;
+  readonly outcomes: [string, boolean][] = [];
+  readonly ejectedKeys = new Set<string>();
+
+  fault(): { delayMs: number; abortStatus: number } {
+    return this.faultResult;
+  }
+  takeToken(): boolean {
+    if (this.tokens <= 0) return false;
+    this.tokens--;
+    return true;
+  }
+  admit(): Promise<(() => void) | null> {
+    if (this.admitted >= this.maxAdmitted) return Promise.resolve(null);
+    this.admitted++;
+    return Promise.resolve(() => this.admitted--);
+  }
+  record(endpointKey: string, ok: boolean): void {
+    this.outcomes.push([endpointKey, ok]);
+  }
+  ejected(endpointKey: string): boolean {
+    return this.ejectedKeys.has(endpointKey);
+  }
+}
+
+export interface Waypoint {
+  proxy: L7Proxy;
+  state: MeshState;
+  routes: Map<string, Route>;
+  records: CompletedRequest[];
+  resilience: Map<string, FakeResilience>;
+  /** Every Upstream.connect, in order. */
+  dials: UpstreamTarget[];
+  /** Authorization decisions asked for: targets. */
+  authzTargets: string[][];
+  meta: StreamMeta;
+}
+
+export interface WaypointSetup {
+  services: Service[];
+  workloads: Workload[];
+  routes?: Route[];
+  authorize?: L7ProxyOptions['authorize'];
+  options?: Partial<L7ProxyOptions>;
+}
+
+/** The proxy under test; `dst` defaults to the first Service's VIP. */
+export function waypoint(t: ExecutionContext, setup: WaypointSetup): Waypoint {
+  const state = new MeshState();
+  state.replace(WORKLOAD, setup.workloads.map((w) => [w.uid, w]), true);
+  state.replace(SERVICE, setup.services.map((s) => [`${s.namespace}/${s.hostname}`, s]), true);
+  const routes = new Map((setup.routes ?? []).map((r) => [r.service, r]));
+  const records: CompletedRequest[] = [];
+  const resilience = new Map<string, FakeResilience>();
+  const dials: UpstreamTarget[] = [];
+  const authzTargets: string[][] = [];
+  const proxy = new L7Proxy({
+    state,
+    routes: (s) => routes.get(s),
+    upstream: {
+      connect: async (target) => {
+        dials.push(target);
+        const s = net.connect(target.port, '127.0.0.1');
+        await once(s, 'connect');
+        return s;
+      },
+    },
+    authorize: (req, targets) => {
+      authzTargets.push(targets);
+      return setup.authorize ? setup.authorize(req, targets) : { allowed: true, policy: '' };
+    },
+    resilience: (s) => {
+      let r = resilience.get(s);
+      if (!r) resilience.set(s, (r = new FakeResilience()));
+      return r;
+    },
+    telemetry: { record: (r) => records.push(r) },
+    gatewayKey: 'Gateway/shop/waypoint',
+    detectTimeoutMs: 100,
+    ...setup.options,
+  });
+  t.teardown(() => proxy.close());
+  const vip = setup.services[0] ? [...setup.services[0].addresses[0]!.address].join('.') : '10.96.0.1';
+  return { proxy, state, routes, records, resilience, dials, authzTargets, meta: { sourcePrincipal: CLIENT, sourceIp: '10.0.9.9', dst: { ip: vip, port: PORT } } };
+}
+
+/** One HBONE stream's worth of bytes into the proxy: the client's end of an in-memory pair. */
+export function tunnel(w: Waypoint, meta: StreamMeta = w.meta): Duplex {
+  const [client, server] = duplexPair();
+  // An HBONE stream reset reaches both ends; an in-memory pair has to be told.
+  server.once('close', () => client.destroy());
+  client.once('close', () => server.destroy());
+  void w.proxy.handle(server, meta);
+  return client;
+}
+
+/** An HTTP/1.1 client whose connections are tunnels into the proxy, kept alive and reused. */
+export function h1Client(w: Waypoint, meta: StreamMeta = w.meta): http.Agent {
+  class TunnelAgent extends http.Agent {
+    override createConnection(_o: unknown, cb: (err: Error | null, s: Duplex) => void): undefined {
+      cb(null, asSocket(tunnel(w, meta)));
+      return undefined;
+    }
+  }
+  return new TunnelAgent({ keepAlive: true, maxSockets: 16 });
+}
+
+export interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  ms: number;
+}
+
+export function get(agent: http.Agent, path: string, o: { method?: string; headers?: Record<string, string>; body?: string; authority?: string } = {}): Promise<Reply> {
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request({ agent, host: '10.96.0.1', port: PORT, path, method: o.method ?? 'GET', headers: { host: o.authority ?? `${host('reviews')}:${PORT}`, ...o.headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString(), ms: performance.now() - start }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(o.body);
+  });
+}
+
+export interface H2Reply extends Reply {
+  trailers: http2.IncomingHttpHeaders;
+}
+
+/** An h2c client session through one tunnel. */
+export function h2Client(t: ExecutionContext, w: Waypoint, meta: StreamMeta = w.meta): http2.ClientHttp2Session {
+  const s = tunnel(w, meta);
+  const session = http2.connect(`http://${host('reviews')}:${PORT}`, { createConnection: () => s });
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  return session;
+}
+
+export function h2Request(session: http2.ClientHttp2Session, path: string, headers: http2.OutgoingHttpHeaders = {}, body = ''): Promise<H2Reply> {
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': path, ...headers });
+    let head: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    stream.on('response', (h) => (head = h));
+    stream.on('trailers', (tr) => (trailers = tr));
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => resolve({ status: Number(head[':status']), headers: head as http.IncomingHttpHeaders, trailers, body: Buffer.concat(chunks).toString(), ms: performance.now() - start }));
+    stream.on('error', reject);
+    // GET and HEAD streams are ended by request() itself.
+    if (!stream.writableEnded) stream.end(body);
+  });
+}
