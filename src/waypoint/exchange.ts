@@ -48,11 +48,20 @@ export interface ExchangeInit {
   pool: UpstreamPool;
   balancer: Balancer;
   telemetry: TelemetryPort;
+  /** The waypoint is draining: HTTP/1.1 responses then close their connection. */
+  draining: () => boolean;
 }
 
 // RFC 9110 §7.6.1 connection-specific fields, plus those HTTP/2 forbids (RFC 9113 §8.2.2). "te"
 // goes too; HTTP/2 allows only "te: trailers", which gRPC needs and which is put back below.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'host', 'http2-settings']);
+
+/**
+ * Retries of a route without a retry policy, for connection failures only (nothing reached the
+ * application, so it is always safe): Istio's default retry policy has 2 attempts and retries
+ * connect-failure and refused-stream (meshConfig.defaultHttpRetryPolicy).
+ */
+const DEFAULT_CONNECT_RETRIES = 2;
 
 /** A mirror that never answers is cut off after this, so it cannot hold memory forever. */
 const MIRROR_TIMEOUT_MS = 30_000;
@@ -100,7 +109,8 @@ export class Exchange {
     this.res = init.res;
     this.body = init.body;
     this.traceparent = init.traceparent;
-    this.authority = init.info.authority;
+    // An HTTP/1.0 request may carry no Host; the upstream then gets the address dialled.
+    this.authority = init.info.authority || `${init.info.destination.ip}:${init.info.destination.port}`;
     this.target = init.info.path;
     this.headers = forwardHeaders(init.info.headers);
     this.headers.traceparent = init.traceparent;
@@ -226,8 +236,9 @@ export class Exchange {
       // 5xx unless split_external_local_origin_errors is set; Istio does not set it.
       policy.record(ep.key, out.kind === 'response' && status < 500);
       const backoff = retry?.backoffMs ?? 0;
+      const retries = retry ? retry.attempts : DEFAULT_CONNECT_RETRIES;
       const retriable = out.kind === 'connect' || (retry !== null && retry.codes.includes(status));
-      if (retry && n < retry.attempts && retriable && this.body.replayable && performance.now() + backoff < this.deadline) {
+      if (n < retries && retriable && this.body.replayable && performance.now() + backoff < this.deadline) {
         if (out.kind === 'response') discard(out.res, out.attempt);
         if (backoff > 0 && !(await this.sleep(backoff))) return;
         continue;
@@ -285,6 +296,7 @@ export class Exchange {
     const headers: HeaderMap = {};
     for (const [k, v] of Object.entries(up.headers)) if (!HOP_BY_HOP.has(k)) headers[k] = v;
     for (const mod of this.responseMods) modifyHeaders(headers, mod);
+    this.closeIfDraining(headers);
     this.status = up.status;
     this.grpcStatus = headerText(up.headers['grpc-status']);
     this.res.writeHead(up.status, headers as http.OutgoingHttpHeaders);
@@ -340,7 +352,9 @@ export class Exchange {
     }
     this.status = status;
     const payload = Buffer.from(text);
-    this.res.writeHead(status, { 'content-type': 'text/plain', 'content-length': String(payload.length), ...extra });
+    const headers: HeaderMap = { 'content-type': 'text/plain', 'content-length': String(payload.length), ...extra };
+    this.closeIfDraining(headers);
+    this.res.writeHead(status, headers as http.OutgoingHttpHeaders);
     this.responseBytes += payload.length;
     this.res.end(payload);
   }
@@ -372,6 +386,10 @@ export class Exchange {
       );
       this.gone.signal.addEventListener('abort', onGone, { once: true });
     });
+  }
+
+  private closeIfDraining(headers: HeaderMap): void {
+    if (this.info.version === '1.1' && this.init.draining()) headers.connection = 'close';
   }
 
   private abortDownstream(): void {

@@ -63,6 +63,10 @@ export class L7Proxy {
   /** Set only during h2.emit('connection'): the server makes its session synchronously. */
   private pendingMeta: StreamMeta | undefined;
   private readonly open = new Set<Duplex>();
+  private readonly h2Sessions = new Set<http2.ServerHttp2Session>();
+  private draining = false;
+  /** Called by handle() when the last stream closes during a drain. */
+  private onIdle: (() => void) | undefined;
   private readonly trustDomain: string;
   private readonly opts: L7ProxyOptions;
 
@@ -70,7 +74,9 @@ export class L7Proxy {
     this.opts = opts;
     this.pool = new UpstreamPool(opts.upstream);
     this.trustDomain = opts.trustDomain ?? 'cluster.local';
-    this.h1 = http.createServer({ requireHostHeader: false }, (req, res) => {
+    // requestTimeout 0: Node's default (300 s) would cut long uploads and streams with a 408; the
+    // route's timeouts are the only request timeouts.
+    this.h1 = http.createServer({ requireHostHeader: false, requestTimeout: 0 }, (req, res) => {
       const meta = this.h1Meta.get(req.socket);
       if (meta) this.serve(req, res, meta, '1.1');
       else res.destroy();
@@ -91,12 +97,15 @@ export class L7Proxy {
     });
     this.h2.on('session', (session) => {
       if (this.pendingMeta) this.h2Meta.set(session, this.pendingMeta);
+      this.h2Sessions.add(session);
+      session.once('close', () => this.h2Sessions.delete(session));
       session.on('error', (err) => log.debug({ err: err.message }, 'HTTP/2 client session error'));
     });
   }
 
   /** Serves one terminated HBONE stream until it closes. */
   async handle(stream: Duplex, meta: StreamMeta): Promise<void> {
+    if (this.draining) return void stream.destroy();
     this.open.add(stream);
     const closed = new Promise<void>((resolve) => stream.once('close', resolve));
     stream.on('error', (err) => log.debug({ err: err.message }, 'client stream error'));
@@ -119,14 +128,39 @@ export class L7Proxy {
       if (!stream.destroyed) await closed;
     } finally {
       this.open.delete(stream);
+      if (this.open.size === 0) this.onIdle?.();
     }
   }
 
-  /** Stops: every client stream and upstream connection is closed. */
+  /**
+   * Stops taking streams and lets those open finish: HTTP/2 clients get a GOAWAY (streams in
+   * flight complete), HTTP/1.1 connections close after their current response, TCP runs on. What
+   * is still open after `graceMs` is closed.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    for (const s of this.h2Sessions) s.close();
+    this.h1.closeIdleConnections();
+    if (this.open.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.onIdle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.close();
+  }
+
+  /** Stops at once: every client stream and upstream connection is closed. */
   close(): void {
+    this.draining = true;
     for (const s of this.open) s.destroy();
     this.open.clear();
     this.pool.close();
+    this.h1.close();
+    this.h2.close();
   }
 
   private serve(req: http.IncomingMessage | http2.Http2ServerRequest, res: Downstream, meta: StreamMeta, version: '1.1' | '2'): void {
@@ -142,6 +176,7 @@ export class L7Proxy {
       pool: this.pool,
       balancer: this.balancer,
       telemetry: this.opts.telemetry,
+      draining: () => this.draining,
     });
     this.process(ex, service).catch((err: unknown) => ex.fail(err));
   }

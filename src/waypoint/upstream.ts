@@ -46,6 +46,16 @@ export interface InboundResponse {
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
+/**
+ * Idle HTTP/1.1 connections close after this: below the 5 s keep-alive timeout of Node's servers
+ * (and undici's 4 s default for the same reason), so we seldom reuse a connection its server is
+ * closing. When we do, the request fails with ECONNRESET on a reused socket and is retried
+ * (Node's docs on request.reusedSocket describe that race).
+ */
+const H1_IDLE_MS = 4_000;
+/** Idle HTTP/2 sessions close after this; GOAWAY makes their close race-free, so it can be long. */
+const H2_IDLE_MS = 60_000;
+
 /** HTTP/1.1 keep-alive over Upstream streams, one agent per endpoint. */
 class EndpointAgent extends http.Agent {
   private readonly uses = new WeakMap<Duplex, number>();
@@ -56,8 +66,10 @@ class EndpointAgent extends http.Agent {
   private readonly target: UpstreamTarget;
 
   constructor(upstream: Upstream, target: UpstreamTarget) {
-    // lifo: the most recently used connection is the least likely to have been closed by the peer.
-    super({ keepAlive: true, scheduling: 'lifo' });
+    // lifo: the most recently used connection is the least likely to have been closed by the
+    // peer. The timeout closes idle kept-alive connections (it does not limit requests: route
+    // timeouts do that).
+    super({ keepAlive: true, scheduling: 'lifo', timeout: H1_IDLE_MS });
     this.upstream = upstream;
     this.target = target;
   }
@@ -140,9 +152,11 @@ export class UpstreamPool {
         signal.removeEventListener('abort', onAbort);
         resolve({ status: res.statusCode ?? 502, headers: res.headers, body: res, trailers: () => res.trailers, abort: () => creq.destroy() });
       });
-      creq.once('error', (err) => {
+      creq.once('error', (err: NodeJS.ErrnoException) => {
         signal.removeEventListener('abort', onAbort);
-        reject(err instanceof UpstreamConnectError ? err : new UpstreamResetError(`endpoint ${key} broke the exchange: ${err.message}`, err));
+        if (err instanceof UpstreamConnectError) reject(err);
+        else if (creq.reusedSocket && err.code === 'ECONNRESET') reject(new UpstreamConnectError(`endpoint ${key} had closed the kept-alive connection`, err));
+        else reject(new UpstreamResetError(`endpoint ${key} broke the exchange: ${err.message}`, err));
       });
       req.body.once('error', () => creq.destroy());
       req.body.pipe(creq);
@@ -223,6 +237,11 @@ export class UpstreamPool {
     };
     session.once('close', forget);
     session.once('goaway', forget);
+    // Idle: no frames either way for a while (in-flight streams with data keep it busy).
+    session.setTimeout(H2_IDLE_MS, () => {
+      forget();
+      session.close();
+    });
     return entry;
   }
 
