@@ -184,10 +184,12 @@ export class Exchange {
     const body = ep ? this.body.open(true) : null;
     if (!ep || !body) return;
     const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), this.rule?.timeouts.requestMs || MIRROR_TIMEOUT_MS);
+    let answer: InboundResponse | undefined;
+    const timer = setTimeout(() => (answer ? answer.abort() : ac.abort()), this.rule?.timeouts.requestMs || MIRROR_TIMEOUT_MS);
     const req = { method: this.info.method, target: this.target, authority: this.authority, headers: { ...this.headers }, body };
     this.init.pool.request(this.protocol, ep.target, req, policy.maxRequestsPerConnection, ac.signal).then(
       (res) => {
+        answer = res;
         res.body.on('error', () => {});
         res.body.once('close', () => clearTimeout(timer));
         res.body.resume();

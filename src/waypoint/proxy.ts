@@ -81,13 +81,15 @@ export class L7Proxy {
       if (meta) this.serve(req, res, meta, '1.1');
       else res.destroy();
     });
-    // Malformed HTTP/1: a 400 as Envoy's codec answers, then the connection closes (the
-    // parser's state is unknown). Node's own answer is the same; this one also records nothing
-    // upstream ever saw.
+    // Malformed HTTP/1: a 400, then the connection closes (the parser's state is unknown), as
+    // Envoy's codec answers; telemetry counts it with Envoy's flag for it, DPE. Mid-response
+    // (a bad pipelined request) there is no room for a 400: the connection just closes.
     this.h1.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       log.debug({ err: err.message, code: err.code }, 'malformed HTTP/1 request');
+      const meta = this.h1Meta.get(socket);
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
         socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nBad Request');
+        if (meta) this.recordBadRequest(meta);
       } else socket.destroy();
     });
     this.h2 = http2.createServer({}, (req, res) => {
@@ -164,9 +166,7 @@ export class L7Proxy {
   }
 
   private serve(req: http.IncomingMessage | http2.Http2ServerRequest, res: Downstream, meta: StreamMeta, version: '1.1' | '2'): void {
-    const dst = meta.dst;
-    const svc = this.opts.state.serviceByVip(dst.ip);
-    const service = svc ? `${svc.namespace}/${svc.hostname}` : '';
+    const service = this.serviceAt(meta.dst.ip);
     const info = requestInfo(req, meta, version, service);
     const ex = new Exchange({
       info,
@@ -244,24 +244,35 @@ export class L7Proxy {
     };
   }
 
+  private recordBadRequest(meta: StreamMeta): void {
+    this.opts.telemetry.record({
+      req: bareRequest(meta, this.serviceAt(meta.dst.ip)),
+      status: 400,
+      grpcStatus: '',
+      flags: 'DPE',
+      durationMs: 0,
+      requestBytes: 0,
+      responseBytes: 11,
+      destination: null,
+      route: '',
+      traceparent: '',
+    });
+  }
+
+  /** "ns/hostname" of the Service whose VIP this is; '' for anything else. */
+  private serviceAt(ip: string): string {
+    const svc = this.opts.state.serviceByVip(ip);
+    return svc ? `${svc.namespace}/${svc.hostname}` : '';
+  }
+
   /**
    * Not HTTP: forwarded as bytes to one endpoint. The authorizer still judges it, as a request
    * with no method or path, so an ALLOW that names HTTP fields never lets TCP through (fail closed);
    * an endpoint that cannot be reached closes the client's stream.
    */
   private async passthrough(stream: Duplex, meta: StreamMeta, head: Buffer | undefined): Promise<void> {
-    const svc = this.opts.state.serviceByVip(meta.dst.ip);
-    const service = svc ? `${svc.namespace}/${svc.hostname}` : '';
-    const info: RequestInfo = {
-      version: '1.1',
-      protocol: 'http',
-      method: '',
-      path: '',
-      authority: '',
-      headers: {},
-      source: { principal: meta.sourcePrincipal, namespace: namespaceOf(meta.sourcePrincipal), ip: meta.sourceIp },
-      destination: { ip: meta.dst.ip, port: meta.dst.port, service },
-    };
+    const service = this.serviceAt(meta.dst.ip);
+    const info = bareRequest(meta, service);
     const targets = service ? [this.opts.gatewayKey, `Service/${service}`] : [this.opts.gatewayKey];
     if (!this.opts.authorize(info, targets).allowed) return void stream.destroy();
     let candidates: Candidate[];
@@ -307,6 +318,20 @@ function requestInfo(req: http.IncomingMessage | http2.Http2ServerRequest, meta:
     path: req.url ?? '/',
     authority,
     headers,
+    source: { principal: meta.sourcePrincipal, namespace: namespaceOf(meta.sourcePrincipal), ip: meta.sourceIp },
+    destination: { ip: meta.dst.ip, port: meta.dst.port, service },
+  };
+}
+
+/** A request with no method, path or headers: TCP, or HTTP too malformed to read. */
+function bareRequest(meta: StreamMeta, service: string): RequestInfo {
+  return {
+    version: '1.1',
+    protocol: 'http',
+    method: '',
+    path: '',
+    authority: '',
+    headers: {},
     source: { principal: meta.sourcePrincipal, namespace: namespaceOf(meta.sourcePrincipal), ip: meta.sourceIp },
     destination: { ip: meta.dst.ip, port: meta.dst.port, service },
   };

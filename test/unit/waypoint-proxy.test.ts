@@ -346,6 +346,8 @@ test('malformed-http-gets-400', async (t) => {
   s.end('GET / HTTP/1.1\r\nHost: reviews\r\nthis is not a header\r\n\r\n');
   const reply = (await buffer(s)).toString();
   t.regex(reply, /^HTTP\/1\.1 400 /);
+  t.is(w.records[0]!.status, 400);
+  t.is(w.records[0]!.flags, 'DPE');
 });
 
 test('non-http-bytes-pass-through-as-tcp', async (t) => {
