@@ -17,7 +17,7 @@ import { detect } from './detect.ts';
 import { Exchange, type Downstream, type Candidate } from './exchange.ts';
 import { type Authorize, NO_RESILIENCE, type ResiliencePort, type TelemetryPort, type WaypointView } from './ports.ts';
 import type { RequestInfo } from './request.ts';
-import { type Upstream, UpstreamPool } from './upstream.ts';
+import { INNER_H2_OPTIONS, type Upstream, UpstreamPool } from './upstream.ts';
 
 const log = logger('waypoint');
 
@@ -92,7 +92,7 @@ export class L7Proxy {
         if (meta) this.recordBadRequest(meta);
       } else socket.destroy();
     });
-    this.h2 = http2.createServer({}, (req, res) => {
+    this.h2 = http2.createServer(INNER_H2_OPTIONS, (req, res) => {
       const meta = this.h2Meta.get(req.stream.session as object);
       if (meta) this.serve(req, res, meta, '2');
       else res.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);

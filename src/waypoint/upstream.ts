@@ -47,6 +47,17 @@ export interface InboundResponse {
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
 /**
+ * The HTTP/2 sessions the waypoint speaks inside HBONE streams, to clients and to endpoints. The
+ * default 64 KiB stream window would cap one gRPC stream at 64 KiB per round trip; 1 MiB lets a
+ * stream use a good share of the 4 MiB HBONE stream window it travels in (src/hbone/h2.ts), and
+ * the session memory cap leaves room for it (Node answers ENHANCE_YOUR_CALM past 10 MB).
+ */
+export const INNER_H2_OPTIONS = Object.freeze({
+  settings: { initialWindowSize: 1024 * 1024, enablePush: false },
+  maxSessionMemory: 32,
+}) satisfies http2.ClientSessionOptions & http2.ServerOptions;
+
+/**
  * Idle HTTP/1.1 connections close after this: below the 5 s keep-alive timeout of Node's servers
  * (and undici's 4 s default for the same reason), so we seldom reuse a connection its server is
  * closing. When we do, the request fails with ECONNRESET on a reused socket and is retried
@@ -198,7 +209,9 @@ export class UpstreamPool {
         else reject(new UpstreamResetError(`endpoint ${key} closed the HTTP/2 stream before answering (code ${stream.rstCode})`));
       });
       req.body.once('error', () => stream.close(NGHTTP2_CANCEL));
-      req.body.pipe(stream);
+      // request() ends a GET's or HEAD's stream itself (no payload expected): nothing to send.
+      if (stream.writableEnded) req.body.resume();
+      else req.body.pipe(stream);
     });
   }
 
@@ -226,7 +239,7 @@ export class UpstreamPool {
       throw new UpstreamConnectError(`cannot connect to endpoint ${key} (${target.identity}): ${(err as Error).message}`, err);
     }
     const authority = target.ip.includes(':') ? `[${target.ip}]:${target.port}` : key;
-    const session = http2.connect(`http://${authority}`, { createConnection: () => socket });
+    const session = http2.connect(`http://${authority}`, { ...INNER_H2_OPTIONS, createConnection: () => socket });
     const entry: SessionEntry = { session, streams: 0 };
     // Session errors reach each open stream as its own 'error'/'close'; here only forget the session.
     session.on('error', () => {});

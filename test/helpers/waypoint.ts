@@ -74,6 +74,14 @@ export async function grpcBackend(t: ExecutionContext, name: string): Promise<Ba
   const seen: Seen[] = [];
   const server = http2.createServer();
   server.on('stream', (stream, headers) => {
+    if (headers[':path'] === '/shop.Echo/Chat') {
+      // Bidirectional streaming: each message echoed as it arrives, before the client is done.
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('data', (c: Buffer) => stream.write(c));
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.on('end', () => stream.end());
+      return;
+    }
     const chunks: Buffer[] = [];
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('end', () => {

@@ -517,3 +517,17 @@ test('drain-lets-requests-in-flight-finish-and-refuses-new-streams', async (t) =
   await new Promise((resolve) => late.once('close', resolve));
   t.pass();
 });
+
+test('grpc-bidirectional-streams-flow-both-ways-before-the-request-ends', async (t) => {
+  const { w } = await grpcMesh(t);
+  const stream = h2Client(t, w).request({ ':method': 'POST', ':path': '/shop.Echo/Chat', 'content-type': 'application/grpc', te: 'trailers' });
+  const next = () => new Promise<string>((resolve) => stream.once('data', (c: Buffer) => resolve(c.toString())));
+  stream.write('ping-1');
+  t.is(await next(), 'ping-1');
+  stream.write('ping-2');
+  t.is(await next(), 'ping-2');
+  const trailers = new Promise<Record<string, unknown>>((resolve) => stream.once('trailers', resolve));
+  stream.end();
+  stream.resume();
+  t.is((await trailers)['grpc-status'], '0');
+});
