@@ -296,7 +296,8 @@ export class Exchange {
   /** Streams the endpoint's response to the client: status, filtered headers, body, trailers. */
   private respond(up: InboundResponse, attempt: Attempt): Promise<void> {
     const headers: HeaderMap = {};
-    for (const [k, v] of Object.entries(up.headers)) if (!HOP_BY_HOP.has(k)) headers[k] = v;
+    const hop = hopByHop(up.headers);
+    for (const [k, v] of Object.entries(up.headers)) if (!hop.has(k)) headers[k] = v;
     for (const mod of this.responseMods) modifyHeaders(headers, mod);
     this.closeIfDraining(headers);
     this.status = up.status;
@@ -420,12 +421,22 @@ export class Exchange {
 /** The client's headers as they go upstream: hop-by-hop fields dropped, "te: trailers" kept. */
 function forwardHeaders(h: RequestInfo['headers']): HeaderMap {
   const out: HeaderMap = {};
+  const hop = hopByHop(h);
   for (const [k, v] of Object.entries(h)) {
-    if (v === undefined || HOP_BY_HOP.has(k)) continue;
+    if (v === undefined || hop.has(k)) continue;
     out[k] = typeof v === 'string' ? v : [...v];
   }
   if (headerText(h.te).split(',').some((t) => t.trim().toLowerCase() === 'trailers')) out.te = 'trailers';
   return out;
+}
+
+/** The fields not to forward: the fixed set and those the message's Connection field names (RFC 9110 §7.6.1). */
+function hopByHop(h: RequestInfo['headers']): ReadonlySet<string> {
+  const named = headerText(h.connection);
+  if (!named) return HOP_BY_HOP;
+  const set = new Set(HOP_BY_HOP);
+  for (const n of named.split(',')) if (n.trim()) set.add(n.trim().toLowerCase());
+  return set;
 }
 
 /** A retried attempt's response is dropped; reading it to its end lets the connection be reused. */

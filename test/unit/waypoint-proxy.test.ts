@@ -318,8 +318,9 @@ test('header-modifiers-change-request-and-response-headers', async (t) => {
       ),
     ],
   });
-  const r = await get(agent, '/', { headers: { 'x-set': 'no', 'x-add': 'one', 'x-drop': 'bye' } });
+  const r = await get(agent, '/', { headers: { 'x-set': 'no', 'x-add': 'one', 'x-drop': 'bye', connection: 'keep-alive, x-hop', 'x-hop': 'only to the waypoint' } });
   const h = v1.seen[0]!.headers;
+  t.is(h['x-hop'], undefined, 'fields named by Connection stop at the waypoint');
   t.is(h['x-set'], 'yes');
   t.is(h['x-add'], 'one, two');
   t.is(h['x-drop'], undefined);
