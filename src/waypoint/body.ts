@@ -28,9 +28,13 @@ export class RequestBody {
   private readonly src: Readable;
   private readonly limit: number;
 
-  constructor(src: Readable, limit = REPLAY_LIMIT) {
+  /** The request has no body at all: nothing to read, keep or send. */
+  readonly empty: boolean;
+
+  constructor(src: Readable, limit = REPLAY_LIMIT, empty = false) {
     this.src = src;
     this.limit = limit;
+    this.empty = empty;
   }
 
   /** Whether another reader can still start from the first byte. */
@@ -43,7 +47,10 @@ export class RequestBody {
     return this.ended;
   }
 
-  /** A stream of the whole body from its first byte; null once that is no longer possible. */
+  /**
+   * A stream of the whole body from its first byte; null once that is no longer possible.
+   * Callers check `empty` first: an empty body needs no stream.
+   */
   open(lossy = false): Readable | null {
     if (!this.replayable) return null;
     const r: Reader = { out: new PassThrough(), lossy };

@@ -181,8 +181,8 @@ export class Exchange {
       candidates.filter((c) => !policy.ejected(c.key)),
       (c) => c.key,
     );
-    const body = ep ? this.body.open(true) : null;
-    if (!ep || !body) return;
+    const body = this.body.empty ? null : this.body.open(true);
+    if (!ep || (!body && !this.body.empty)) return;
     const ac = new AbortController();
     let answer: InboundResponse | undefined;
     const timer = setTimeout(() => (answer ? answer.abort() : ac.abort()), this.rule?.timeouts.requestMs || MIRROR_TIMEOUT_MS);
@@ -196,7 +196,7 @@ export class Exchange {
       },
       (err: unknown) => {
         clearTimeout(timer);
-        body.destroy();
+        body?.destroy();
         log.debug({ err: (err as Error).message, endpoint: ep.key }, 'mirror request failed');
       },
     );
@@ -226,9 +226,9 @@ export class Exchange {
         tried,
       );
       if (!ep) return this.reply(503, 'UH', 'no healthy upstream');
-      const body = this.body.open();
+      const body = this.body.empty ? null : this.body.open();
       // Retries are only attempted while the body is replayable, so only the first can miss.
-      if (!body) return this.reply(503, 'UF', 'upstream connect error or disconnect/reset before headers. reset reason: request body not replayable');
+      if (!body && !this.body.empty) return this.reply(503, 'UF', 'upstream connect error or disconnect/reset before headers. reset reason: request body not replayable');
       tried.add(ep.key);
       this.destination = { service: ep.service, workloadUid: ep.workloadUid, ip: ep.target.ip, port: ep.target.port };
       const out = await this.attempt(ep, body, perTry, policy);
@@ -252,7 +252,7 @@ export class Exchange {
   }
 
   /** One try at one endpoint, bounded by backendRequest and what is left of the request timeout. */
-  private async attempt(ep: Candidate, body: Readable, perTryMs: number, policy: ResiliencePort): Promise<Outcome> {
+  private async attempt(ep: Candidate, body: Readable | null, perTryMs: number, policy: ResiliencePort): Promise<Outcome> {
     const ac = new AbortController();
     let res: InboundResponse | undefined;
     const state: Attempt = { timedOut: false, end: () => {} };
@@ -286,7 +286,7 @@ export class Exchange {
       return { kind: 'response', res, attempt: state };
     } catch (err) {
       state.end();
-      body.destroy();
+      body?.destroy();
       if (this.gone.signal.aborted) return { kind: 'gone' };
       if (state.timedOut) return { kind: 'timeout' };
       return { kind: err instanceof UpstreamConnectError ? 'connect' : 'reset', err };

@@ -171,7 +171,7 @@ export class L7Proxy {
     const ex = new Exchange({
       info,
       res,
-      body: new RequestBody(req, this.opts.replayLimit ?? REPLAY_LIMIT),
+      body: new RequestBody(req, this.opts.replayLimit ?? REPLAY_LIMIT, !hasBody(req)),
       traceparent: nextTraceparent(headerString(req.headers.traceparent)),
       pool: this.pool,
       balancer: this.balancer,
@@ -323,6 +323,16 @@ function requestInfo(req: http.IncomingMessage | http2.Http2ServerRequest, meta:
   };
 }
 
+/**
+ * Whether a request carries a body: HTTP/1.1 says so with Transfer-Encoding or a non-zero
+ * Content-Length (RFC 9112 §6.3), HTTP/2 by not ending the stream with the HEADERS frame.
+ */
+function hasBody(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {
+  if (req instanceof http2.Http2ServerRequest) return !req.stream.endAfterHeaders;
+  const len = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
+}
+
 /** A request with no method, path or headers: TCP, or HTTP too malformed to read. */
 function bareRequest(meta: StreamMeta, service: string): RequestInfo {
   return {
@@ -355,6 +365,22 @@ function namespaceOf(principal: string): string {
  */
 export function nextTraceparent(incoming: string | undefined): string {
   const parent = incoming ? parseTraceparent(incoming) : undefined;
-  const traceId = parent?.traceId ?? randomBytes(16).toString('hex');
-  return `00-${traceId}-${randomBytes(8).toString('hex')}-${parent?.flags ?? '00'}`;
+  const traceId = parent?.traceId ?? randomHex(16);
+  return `00-${traceId}-${randomHex(8)}-${parent?.flags ?? '00'}`;
+}
+
+// Random ids come from a refilled pool: one randomBytes() per request was a visible share of
+// the per-request CPU in bench/waypoint.ts.
+let randomPool = Buffer.alloc(0);
+let randomOffset = 0;
+
+/** `n` random bytes as hex; never all zeros (W3C Trace Context: such ids are invalid). */
+function randomHex(n: number): string {
+  if (randomOffset + n > randomPool.length) {
+    randomPool = randomBytes(4096);
+    randomOffset = 0;
+  }
+  const hex = randomPool.toString('hex', randomOffset, randomOffset + n);
+  randomOffset += n;
+  return /^0+$/.test(hex) ? randomHex(n) : hex;
 }

@@ -30,7 +30,8 @@ export interface OutboundRequest {
   authority: string;
   /** Lower-case names; no pseudo-headers, no connection-specific headers. */
   headers: HeaderMap;
-  body: Readable;
+  /** null: the request has no body (a GET, typically). */
+  body: Readable | null;
 }
 
 export interface InboundResponse {
@@ -169,6 +170,7 @@ export class UpstreamPool {
         else if (creq.reusedSocket && err.code === 'ECONNRESET') reject(new UpstreamConnectError(`endpoint ${key} had closed the kept-alive connection`, err));
         else reject(new UpstreamResetError(`endpoint ${key} broke the exchange: ${err.message}`, err));
       });
+      if (!req.body) return void creq.end();
       req.body.once('error', () => creq.destroy());
       req.body.pipe(creq);
     });
@@ -180,7 +182,7 @@ export class UpstreamPool {
     signal.throwIfAborted();
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = entry.session.request({ ...req.headers, ':method': req.method, ':path': req.target, ':authority': req.authority, ':scheme': 'http' });
+      stream = entry.session.request({ ...req.headers, ':method': req.method, ':path': req.target, ':authority': req.authority, ':scheme': 'http' }, { endStream: req.body === null });
     } catch (err) {
       throw new UpstreamConnectError(`HTTP/2 session to endpoint ${key} is unusable: ${(err as Error).message}`, err);
     }
@@ -208,10 +210,9 @@ export class UpstreamPool {
         if (stream.rstCode === NGHTTP2_REFUSED_STREAM) reject(new UpstreamConnectError(`endpoint ${key} refused the HTTP/2 stream`));
         else reject(new UpstreamResetError(`endpoint ${key} closed the HTTP/2 stream before answering (code ${stream.rstCode})`));
       });
+      if (!req.body) return;
       req.body.once('error', () => stream.close(NGHTTP2_CANCEL));
-      // request() ends a GET's or HEAD's stream itself (no payload expected): nothing to send.
-      if (stream.writableEnded) req.body.resume();
-      else req.body.pipe(stream);
+      req.body.pipe(stream);
     });
   }
 
