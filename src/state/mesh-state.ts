@@ -34,6 +34,8 @@ export interface ServiceEndpoint {
   workload: Workload;
   ip: string;
   port: number;
+  /** The service port's appProtocol ("http", "http2", "grpc", …; '' when unsaid). */
+  appProtocol: string;
 }
 
 /** A waypoint as ztunnel finds it: the Service of its hostname and the identities behind it. */
@@ -174,7 +176,7 @@ export class MeshState {
       if (w.status !== 'HEALTHY') return [];
       const p = w.services[service]?.ports.find((x) => x.servicePort === servicePort);
       const addr = w.addresses[0];
-      return p && addr ? [{ workload: w, ip: ipText(addr), port: p.targetPort || servicePort }] : [];
+      return p && addr ? [{ workload: w, ip: ipText(addr), port: p.targetPort || servicePort, appProtocol: p.appProtocol }] : [];
     });
   }
 }

@@ -15,7 +15,7 @@ import { type HeaderMap, mirrorSampled, modifyHeaders, redirectLocation, rewrite
 import type { ResiliencePort, TelemetryPort, CompletedRequest } from './ports.ts';
 import type { L7ResponseFlag, RequestInfo } from './request.ts';
 import { pickBackend, selectRule } from './router.ts';
-import type { InboundResponse, UpstreamPool, UpstreamTarget } from './upstream.ts';
+import type { InboundResponse, UpstreamPool, UpstreamProtocol, UpstreamTarget } from './upstream.ts';
 
 const log = logger('waypoint');
 
@@ -38,6 +38,8 @@ export interface Candidate {
   service: string;
   workloadUid: string;
   target: UpstreamTarget;
+  /** What the endpoint speaks when its port says (appProtocol); else what the client spoke. */
+  protocol: UpstreamProtocol | undefined;
 }
 
 export interface ExchangeInit {
@@ -187,7 +189,7 @@ export class Exchange {
     let answer: InboundResponse | undefined;
     const timer = setTimeout(() => (answer ? answer.abort() : ac.abort()), this.rule?.timeouts.requestMs || MIRROR_TIMEOUT_MS);
     const req = { method: this.info.method, target: this.target, authority: this.authority, headers: { ...this.headers }, body };
-    this.init.pool.request(this.protocol, ep.target, req, policy.maxRequestsPerConnection, ac.signal).then(
+    this.init.pool.request(ep.protocol ?? this.protocol, ep.target, req, policy.maxRequestsPerConnection, ac.signal).then(
       (res) => {
         answer = res;
         res.body.on('error', () => {});
@@ -277,7 +279,7 @@ export class Exchange {
     };
     try {
       res = await this.init.pool.request(
-        this.protocol,
+        ep.protocol ?? this.protocol,
         ep.target,
         { method: this.info.method, target: this.target, authority: this.authority, headers: this.headers, body },
         policy.maxRequestsPerConnection,

@@ -17,7 +17,7 @@ import { detect } from './detect.ts';
 import { Exchange, type Downstream, type Candidate } from './exchange.ts';
 import { type Authorize, NO_RESILIENCE, type ResiliencePort, type TelemetryPort, type WaypointView } from './ports.ts';
 import type { RequestInfo } from './request.ts';
-import { INNER_H2_OPTIONS, type Upstream, UpstreamPool } from './upstream.ts';
+import { INNER_H2_OPTIONS, type Upstream, UpstreamPool, type UpstreamProtocol } from './upstream.ts';
 
 const log = logger('waypoint');
 
@@ -52,6 +52,18 @@ export interface L7ProxyOptions {
 }
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
+
+/**
+ * A service port's appProtocol (as the controller normalises it: kubernetes.io/h2c is "http2")
+ * fixes what its endpoints speak, as Istio's protocol selection does: an HTTP/1.1 client still
+ * reaches an h2c-only gRPC server. Unsaid, the endpoint gets the client's protocol.
+ */
+const UPSTREAM_PROTOCOL: ReadonlyMap<string, UpstreamProtocol> = new Map([
+  ['http', 'http1'],
+  ['grpc-web', 'http1'],
+  ['http2', 'http2'],
+  ['grpc', 'http2'],
+]);
 
 export class L7Proxy {
   private readonly pool: UpstreamPool;
@@ -210,7 +222,7 @@ export class L7Proxy {
       const w = this.opts.state.workloadByIp(info.destination.ip);
       if (!w) return ex.reply(404, 'NR', `no workload or service at ${info.destination.ip}`);
       backend = { service: '', port: info.destination.port };
-      candidates = [this.candidate({ workload: w, ip: info.destination.ip, port: info.destination.port }, '')];
+      candidates = [this.candidate({ workload: w, ip: info.destination.ip, port: info.destination.port, appProtocol: '' }, '')];
     }
     const policy = backend.service ? this.opts.resilience(backend.service) : NO_RESILIENCE;
     await ex.forward(candidates, rule, policy);
@@ -241,6 +253,7 @@ export class L7Proxy {
       service,
       workloadUid: w.uid,
       target: { ip: e.ip, port: e.port, identity: `spiffe://${w.trustDomain || this.trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount}` },
+      protocol: UPSTREAM_PROTOCOL.get(e.appProtocol),
     };
   }
 
@@ -279,7 +292,7 @@ export class L7Proxy {
     if (service) candidates = this.opts.state.endpoints(service, meta.dst.port).map((e) => this.candidate(e, service));
     else {
       const w = this.opts.state.workloadByIp(meta.dst.ip);
-      candidates = w ? [this.candidate({ workload: w, ip: meta.dst.ip, port: meta.dst.port }, '')] : [];
+      candidates = w ? [this.candidate({ workload: w, ip: meta.dst.ip, port: meta.dst.port, appProtocol: '' }, '')] : [];
     }
     const policy = service ? this.opts.resilience(service) : NO_RESILIENCE;
     const ep = this.balancer.pick(

@@ -532,3 +532,15 @@ test('grpc-bidirectional-streams-flow-both-ways-before-the-request-ends', async 
   stream.resume();
   t.is((await trailers)['grpc-status'], '0');
 });
+
+test('app-protocol-http2-makes-http1-clients-reach-an-h2c-endpoint', async (t) => {
+  const h2 = await grpcBackend(t, 'h2');
+  const w1 = workload('h2-1', '10.0.0.60', { reviews: h2.port });
+  w1.services[key('reviews')]!.ports[0]!.appProtocol = 'http2';
+  const w = waypoint(t, { services: [service('reviews', REVIEWS_VIP)], workloads: [w1] });
+  const r = await get(h1Client(w), '/plain/x', { method: 'POST', body: 'hello' });
+  t.is(r.status, 200);
+  t.is(r.body, 'h2 /plain/x');
+  t.is(h2.seen[0]!.body, 'hello');
+  t.is(w.records[0]!.grpcStatus, '0', 'trailers from the HTTP/2 endpoint are read');
+});
