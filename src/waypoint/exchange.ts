@@ -7,6 +7,7 @@ import * as http2 from 'node:http2';
 import type * as http from 'node:http';
 import type { Readable } from 'node:stream';
 import { logger } from '../common/log.ts';
+import { splice } from '../hbone/index.ts';
 import type { Backend, HeaderModifier, Route, RouteMatch, RouteRule } from '../xds/routes.ts';
 import type { Balancer } from './balancer.ts';
 import type { RequestBody } from './body.ts';
@@ -16,6 +17,7 @@ import type { ResiliencePort, TelemetryPort, CompletedRequest } from './ports.ts
 import type { L7ResponseFlag, RequestInfo } from './request.ts';
 import { pickBackend, selectRule } from './router.ts';
 import type { InboundResponse, UpstreamPool, UpstreamProtocol, UpstreamTarget } from './upstream.ts';
+import type { RawResponse, UpgradeSide } from './upgrade.ts';
 
 const log = logger('waypoint');
 
@@ -52,6 +54,8 @@ export interface ExchangeInit {
   telemetry: TelemetryPort;
   /** The waypoint is draining: HTTP/1.1 responses then close their connection. */
   draining: () => boolean;
+  /** Set for an HTTP/1.1 Upgrade request (upgrade.ts): `res` is then a RawResponse on its socket. */
+  upgrade?: UpgradeSide;
 }
 
 // RFC 9110 §7.6.1 connection-specific fields, plus those HTTP/2 forbids (RFC 9113 §8.2.2). "te"
@@ -90,6 +94,9 @@ export class Exchange {
   private readonly started = performance.now();
   private deadline = Infinity;
   private responseBytes = 0;
+  /** Bytes the client sent after a protocol switch; the request body counts the rest. */
+  private upgradedBytes = 0;
+  private tunnelling = false;
   private finished = false;
   private recorded = false;
   private readonly gone = new AbortController();
@@ -115,9 +122,16 @@ export class Exchange {
     this.authority = init.info.authority || `${init.info.destination.ip}:${init.info.destination.port}`;
     this.target = init.info.path;
     this.headers = forwardHeaders(init.info.headers);
+    if (init.upgrade) {
+      // The two fields that ask for the upgrade are hop-by-hop, but this hop passes the request on.
+      this.headers.connection = 'upgrade';
+      this.headers.upgrade = headerText(init.info.headers.upgrade);
+    }
     this.headers.traceparent = init.traceparent;
     this.res.once('finish', () => (this.finished = true));
     this.res.once('close', () => {
+      // A protocol switch records itself once both directions are done (switchProtocols).
+      if (this.tunnelling) return;
       if (!this.finished) {
         this.gone.abort();
         if (this.flags === '-') this.flags = 'DC';
@@ -126,8 +140,13 @@ export class Exchange {
     });
   }
 
-  private get protocol(): 'http1' | 'http2' {
+  private get protocol(): UpstreamProtocol {
     return this.info.version === '2' ? 'http2' : 'http1';
+  }
+
+  /** What to speak to an endpoint: an upgrade needs HTTP/1.1 whatever the port says. */
+  private protocolFor(ep: Candidate): UpstreamProtocol {
+    return this.init.upgrade ? 'http1' : (ep.protocol ?? this.protocol);
   }
 
   /** The Route's first rule for this request (router.ts); remembered for filters and timeouts. */
@@ -189,7 +208,7 @@ export class Exchange {
     let answer: InboundResponse | undefined;
     const timer = setTimeout(() => (answer ? answer.abort() : ac.abort()), this.rule?.timeouts.requestMs || MIRROR_TIMEOUT_MS);
     const req = { method: this.info.method, target: this.target, authority: this.authority, headers: { ...this.headers }, body };
-    this.init.pool.request(ep.protocol ?? this.protocol, ep.target, req, policy.maxRequestsPerConnection, ac.signal).then(
+    this.init.pool.request(this.protocolFor(ep), ep.target, req, policy.maxRequestsPerConnection, ac.signal).then(
       (res) => {
         answer = res;
         res.body.on('error', () => {});
@@ -279,7 +298,7 @@ export class Exchange {
     };
     try {
       res = await this.init.pool.request(
-        ep.protocol ?? this.protocol,
+        this.protocolFor(ep),
         ep.target,
         { method: this.info.method, target: this.target, authority: this.authority, headers: this.headers, body },
         policy.maxRequestsPerConnection,
@@ -295,8 +314,31 @@ export class Exchange {
     }
   }
 
+  /**
+   * The endpoint switched protocols: the 101 goes to the client and the connections are joined
+   * until either closes. The attempt's timers stop here: request timeouts bound the handshake,
+   * not the WebSocket's life (Istio's advice is to disable them for WebSocket routes anyway).
+   */
+  private async switchProtocols(up: InboundResponse, upgraded: NonNullable<InboundResponse['upgraded']>, client: UpgradeSide, attempt: Attempt): Promise<void> {
+    attempt.end();
+    const headers: HeaderMap = { ...up.headers };
+    for (const mod of this.responseMods) modifyHeaders(headers, mod);
+    this.status = 101;
+    this.finished = true;
+    this.tunnelling = true;
+    this.res.writeHead(101, headers as http.OutgoingHttpHeaders);
+    if (upgraded.head.length > 0) client.socket.write(upgraded.head);
+    if (client.head.length > 0) upgraded.socket.write(client.head);
+    const r = await splice(client.socket, upgraded.socket);
+    this.upgradedBytes = r.aToB;
+    this.responseBytes += r.bToA;
+    this.tunnelling = false;
+    this.record();
+  }
+
   /** Streams the endpoint's response to the client: status, filtered headers, body, trailers. */
   private respond(up: InboundResponse, attempt: Attempt): Promise<void> {
+    if (up.upgraded && this.init.upgrade) return this.switchProtocols(up, up.upgraded, this.init.upgrade, attempt);
     const headers: HeaderMap = {};
     const hop = hopByHop(up.headers);
     for (const [k, v] of Object.entries(up.headers)) if (!hop.has(k)) headers[k] = v;
@@ -399,7 +441,7 @@ export class Exchange {
 
   private abortDownstream(): void {
     if (this.res instanceof http2.Http2ServerResponse) this.res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-    else (this.res as http.ServerResponse).destroy();
+    else (this.res as http.ServerResponse | RawResponse).destroy();
   }
 
   private record(): void {
@@ -411,7 +453,7 @@ export class Exchange {
       grpcStatus: this.grpcStatus,
       flags: this.flags,
       durationMs: performance.now() - this.started,
-      requestBytes: this.body.bytes,
+      requestBytes: this.body.bytes + this.upgradedBytes,
       responseBytes: this.responseBytes,
       destination: this.destination,
       route: this.route,

@@ -14,6 +14,7 @@ import type { Route, RouteRule } from '../xds/routes.ts';
 import { Balancer } from './balancer.ts';
 import { REPLAY_LIMIT, RequestBody } from './body.ts';
 import { detect } from './detect.ts';
+import { RawResponse, type UpgradeSide } from './upgrade.ts';
 import { Exchange, type Downstream, type Candidate } from './exchange.ts';
 import { type Authorize, NO_RESILIENCE, type ResiliencePort, type TelemetryPort, type WaypointView } from './ports.ts';
 import type { RequestInfo } from './request.ts';
@@ -87,8 +88,10 @@ export class L7Proxy {
     this.pool = new UpstreamPool(opts.upstream);
     this.trustDomain = opts.trustDomain ?? 'cluster.local';
     // requestTimeout 0: Node's default (300 s) would cut long uploads and streams with a 408; the
-    // route's timeouts are the only request timeouts.
-    this.h1 = http.createServer({ requireHostHeader: false, requestTimeout: 0 }, (req, res) => {
+    // route's timeouts are the only request timeouts. Only WebSocket upgrades become tunnels
+    // (upgrade.ts): any other (h2c) is served as a plain request without its Upgrade field, as
+    // Envoy does, so that every later request on the connection still meets policy and routes.
+    this.h1 = http.createServer({ requireHostHeader: false, requestTimeout: 0, shouldUpgradeCallback: isWebSocket }, (req, res) => {
       const meta = this.h1Meta.get(req.socket);
       if (meta) this.serve(req, res, meta, '1.1');
       else res.destroy();
@@ -103,6 +106,11 @@ export class L7Proxy {
         socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nBad Request');
         if (meta) this.recordBadRequest(meta);
       } else socket.destroy();
+    });
+    this.h1.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      const meta = this.h1Meta.get(socket);
+      if (meta) this.serve(req, new RawResponse(socket), meta, '1.1', { socket, head });
+      else socket.destroy();
     });
     this.h2 = http2.createServer(INNER_H2_OPTIONS, (req, res) => {
       const meta = this.h2Meta.get(req.stream.session as object);
@@ -177,7 +185,7 @@ export class L7Proxy {
     this.h2.close();
   }
 
-  private serve(req: http.IncomingMessage | http2.Http2ServerRequest, res: Downstream, meta: StreamMeta, version: '1.1' | '2'): void {
+  private serve(req: http.IncomingMessage | http2.Http2ServerRequest, res: Downstream, meta: StreamMeta, version: '1.1' | '2', upgrade?: UpgradeSide): void {
     const service = this.serviceAt(meta.dst.ip);
     const info = requestInfo(req, meta, version, service);
     const ex = new Exchange({
@@ -189,6 +197,7 @@ export class L7Proxy {
       balancer: this.balancer,
       telemetry: this.opts.telemetry,
       draining: () => this.draining,
+      upgrade,
     });
     this.process(ex, service).catch((err: unknown) => ex.fail(err));
   }
@@ -334,6 +343,10 @@ function requestInfo(req: http.IncomingMessage | http2.Http2ServerRequest, meta:
     source: { principal: meta.sourcePrincipal, namespace: namespaceOf(meta.sourcePrincipal), ip: meta.sourceIp },
     destination: { ip: meta.dst.ip, port: meta.dst.port, service },
   };
+}
+
+function isWebSocket(req: http.IncomingMessage): boolean {
+  return (headerString(req.headers.upgrade) ?? '').toLowerCase() === 'websocket';
 }
 
 /**

@@ -43,6 +43,8 @@ export interface InboundResponse {
   trailers(): http.IncomingHttpHeaders | undefined;
   /** Stops the exchange: the stream is reset, the connection not reused. */
   abort(): void;
+  /** After a 101 to an HTTP/1.1 Upgrade: the connection, now the new protocol's, and its first bytes. */
+  upgraded?: { socket: Duplex; head: Buffer };
 }
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM } = http2.constants;
@@ -160,6 +162,11 @@ export class UpstreamPool {
       };
       if (signal.aborted) return onAbort();
       signal.addEventListener('abort', onAbort, { once: true });
+      // Only requests that ask for an upgrade get one; the socket then leaves the agent.
+      creq.once('upgrade', (res, socket: Duplex, head: Buffer) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve({ status: res.statusCode ?? 101, headers: res.headers, body: socket, trailers: () => undefined, abort: () => socket.destroy(), upgraded: { socket, head } });
+      });
       creq.once('response', (res) => {
         signal.removeEventListener('abort', onAbort);
         resolve({ status: res.statusCode ?? 502, headers: res.headers, body: res, trailers: () => res.trailers, abort: () => creq.destroy() });

@@ -63,6 +63,14 @@ export async function h1Backend(t: ExecutionContext, name: string, handler?: H1H
     });
   });
   server.on('connection', (s) => connOf.set(s, ++conns));
+  // WebSocket-shaped upgrades: 101, then every byte echoed upper-cased.
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex) => {
+    seen.push({ backend: name, method: req.method!, url: req.url!, headers: req.headers, body: '', connection: connOf.get(socket) ?? 0 });
+    socket.on('error', () => {});
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nx-backend: ${name}\r\n\r\n`);
+    socket.on('data', (c: Buffer) => socket.write(c.toString().toUpperCase()));
+    socket.on('end', () => socket.end());
+  });
   return { name, port: await listen(t, server), seen };
 }
 

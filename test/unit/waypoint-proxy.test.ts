@@ -544,3 +544,59 @@ test('app-protocol-http2-makes-http1-clients-reach-an-h2c-endpoint', async (t) =
   t.is(h2.seen[0]!.body, 'hello');
   t.is(w.records[0]!.grpcStatus, '0', 'trailers from the HTTP/2 endpoint are read');
 });
+
+/** Reads from a raw stream until `pattern` shows up in what has arrived. */
+function readUntil(s: import('node:stream').Duplex, pattern: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const onData = (c: Buffer): void => {
+      got += c.toString();
+      if (pattern.test(got)) {
+        s.off('data', onData);
+        resolve(got);
+      }
+    };
+    s.on('data', onData);
+    s.once('close', () => reject(new Error(`closed after ${JSON.stringify(got)}`)));
+  });
+}
+
+const wsRequest = (extra = ''): string => `GET /ws HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`;
+
+test('websocket-upgrades-are-routed-then-tunnelled', async (t) => {
+  const { w, v1, v2 } = await bookinfo(t, {
+    routes: [route('reviews', rule('ws', { matches: [{ path: null, method: '', headers: [{ type: 'EXACT', name: 'end-user', value: 'jason' }], queryParams: [], grpc: null }], backends: [to('reviews-v2')] }))],
+  });
+  const s = tunnel(w);
+  s.write(wsRequest('end-user: jason\r\n'));
+  const head = await readUntil(s, /\r\n\r\n/);
+  t.regex(head, /^HTTP\/1\.1 101 /);
+  t.regex(head, /x-backend: v2/);
+  s.write('hello');
+  t.is(await readUntil(s, /HELLO/), 'HELLO');
+  t.is(v1.seen.length, 0);
+  t.is(v2.seen[0]!.headers.upgrade, 'websocket');
+  s.end();
+  for (let i = 0; i < 50 && w.records.length === 0; i++) await sleep(10);
+  t.is(w.records[0]!.status, 101);
+  t.is(w.records[0]!.flags, '-');
+  t.is(w.records[0]!.requestBytes, 5);
+});
+
+test('websocket-upgrades-meet-authorization', async (t) => {
+  const { w, v1, v2 } = await bookinfo(t, { authorize: () => ({ allowed: false, policy: 'shop/deny-all' }) });
+  const s = tunnel(w);
+  s.write(wsRequest());
+  const reply = await readUntil(s, /RBAC: access denied/);
+  t.regex(reply, /^HTTP\/1\.1 403 /);
+  t.is(v1.seen.length + v2.seen.length, 0);
+});
+
+test('an-h2c-upgrade-is-served-as-a-plain-request', async (t) => {
+  const { v1, v2, agent } = await bookinfo(t);
+  const r = await get(agent, '/', { headers: { connection: 'Upgrade, HTTP2-Settings', upgrade: 'h2c', 'http2-settings': 'AAMAAABkAAQAAP__' } });
+  t.is(r.status, 200);
+  const seen = [...v1.seen, ...v2.seen][0]!;
+  t.is(seen.headers.upgrade, undefined);
+  t.is(seen.headers['http2-settings'], undefined);
+});
