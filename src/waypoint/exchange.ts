@@ -12,6 +12,7 @@ import type { Backend, HeaderModifier, Route, RouteMatch, RouteRule } from '../x
 import type { Balancer } from './balancer.ts';
 import type { RequestBody } from './body.ts';
 import { UpstreamConnectError } from './errors.ts';
+import { forwardHeaders, grpcCode, headerText, hopByHop } from './fields.ts';
 import { type HeaderMap, mirrorSampled, modifyHeaders, redirectLocation, rewriteUrl } from './filters.ts';
 import type { ResiliencePort, TelemetryPort, CompletedRequest } from './ports.ts';
 import type { L7ResponseFlag, RequestInfo } from './request.ts';
@@ -57,10 +58,6 @@ export interface ExchangeInit {
   /** Set for an HTTP/1.1 Upgrade request (upgrade.ts): `res` is then a RawResponse on its socket. */
   upgrade?: UpgradeSide;
 }
-
-// RFC 9110 §7.6.1 connection-specific fields, plus those HTTP/2 forbids (RFC 9113 §8.2.2). "te"
-// goes too; HTTP/2 allows only "te: trailers", which gRPC needs and which is put back below.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'host', 'http2-settings']);
 
 /**
  * Retries of a route without a retry policy, for connection failures only (nothing reached the
@@ -462,27 +459,6 @@ export class Exchange {
   }
 }
 
-/** The client's headers as they go upstream: hop-by-hop fields dropped, "te: trailers" kept. */
-function forwardHeaders(h: RequestInfo['headers']): HeaderMap {
-  const out: HeaderMap = {};
-  const hop = hopByHop(h);
-  for (const [k, v] of Object.entries(h)) {
-    if (v === undefined || hop.has(k)) continue;
-    out[k] = typeof v === 'string' ? v : [...v];
-  }
-  if (headerText(h.te).split(',').some((t) => t.trim().toLowerCase() === 'trailers')) out.te = 'trailers';
-  return out;
-}
-
-/** The fields not to forward: the fixed set and those the message's Connection field names (RFC 9110 §7.6.1). */
-function hopByHop(h: RequestInfo['headers']): ReadonlySet<string> {
-  const named = headerText(h.connection);
-  if (!named) return HOP_BY_HOP;
-  const set = new Set(HOP_BY_HOP);
-  for (const n of named.split(',')) if (n.trim()) set.add(n.trim().toLowerCase());
-  return set;
-}
-
 /** A retried attempt's response is dropped; reading it to its end lets the connection be reused. */
 function discard(res: InboundResponse, attempt: Attempt): void {
   res.body.on('error', () => {});
@@ -490,26 +466,3 @@ function discard(res: InboundResponse, attempt: Attempt): void {
   res.body.resume();
 }
 
-function headerText(v: string | readonly string[] | undefined): string {
-  return v === undefined ? '' : typeof v === 'string' ? v : v.join(',');
-}
-
-function grpcCode(httpStatus: number): number {
-  switch (httpStatus) {
-    case 400:
-      return 13; // INTERNAL
-    case 401:
-      return 16; // UNAUTHENTICATED
-    case 403:
-      return 7; // PERMISSION_DENIED
-    case 404:
-      return 12; // UNIMPLEMENTED
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-      return 14; // UNAVAILABLE
-    default:
-      return 2; // UNKNOWN
-  }
-}
