@@ -55,6 +55,8 @@ export interface ExchangeInit {
   telemetry: TelemetryPort;
   /** The waypoint is draining: HTTP/1.1 responses then close their connection. */
   draining: () => boolean;
+  /** The client's port, for telemetry; absent when unknown. */
+  sourcePort?: number;
   /** Set for an HTTP/1.1 Upgrade request (upgrade.ts): `res` is then a RawResponse on its socket. */
   upgrade?: UpgradeSide;
 }
@@ -223,7 +225,8 @@ export class Exchange {
   /** Admission (circuit breaker), then attempts until a response is streamed or given up on. */
   async forward(candidates: readonly Candidate[], rule: RouteRule | undefined, policy: ResiliencePort): Promise<void> {
     if (candidates.length === 0) return this.reply(503, 'UH', 'no healthy upstream');
-    const release = await policy.admit();
+    const release = await policy.admit(this.gone.signal);
+    if (this.gone.signal.aborted) return release?.();
     if (!release) return this.reply(503, 'UO', 'upstream connect error or disconnect/reset before headers. reset reason: overflow');
     try {
       await this.attempts(candidates, rule, policy);
@@ -455,6 +458,7 @@ export class Exchange {
       destination: this.destination,
       route: this.route,
       traceparent: this.traceparent,
+      ...(this.init.sourcePort ? { sourcePort: this.init.sourcePort } : {}),
     });
   }
 }

@@ -31,8 +31,11 @@ export interface ResiliencePort {
   fault(): { delayMs: number; abortStatus: number };
   /** false → 429 (RL). */
   takeToken(): boolean;
-  /** A release function, or null when over a limit (→ 503 UO). */
-  admit(): Promise<(() => void) | null>;
+  /**
+   * A release function, or null when over a limit (→ 503 UO). Aborting `signal` (the client went
+   * away) takes a waiting request out of the queue and resolves null.
+   */
+  admit(signal?: AbortSignal): Promise<(() => void) | null>;
   /** One attempt's outcome at an endpoint: ok = neither 5xx nor a connection failure. */
   record(endpointKey: string, ok: boolean): void;
   ejected(endpointKey: string): boolean;
@@ -52,6 +55,8 @@ export interface CompletedRequest {
   /** The RouteRule's origin, or ''. */
   route: string;
   traceparent: string;
+  /** The client's port, when the HBONE server learned it; absent when unknown. */
+  sourcePort?: number;
 }
 
 export interface TelemetryPort {

@@ -27,6 +27,8 @@ export interface StreamMeta {
   /** The peer's verified SPIFFE ID without "spiffe://": "td/ns/x/sa/y". */
   sourcePrincipal: string;
   sourceIp: string;
+  /** The client's port, from the HBONE `forwarded` header when present; for telemetry only. */
+  sourcePort?: number;
   /** The original destination, from the CONNECT authority: a Service VIP or a pod IP. */
   dst: { ip: string; port: number };
 }
@@ -198,6 +200,7 @@ export class L7Proxy {
       telemetry: this.opts.telemetry,
       draining: () => this.draining,
       upgrade,
+      sourcePort: meta.sourcePort,
     });
     this.process(ex, service).catch((err: unknown) => ex.fail(err));
   }
