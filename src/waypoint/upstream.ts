@@ -78,6 +78,8 @@ class EndpointAgent extends http.Agent {
 
   private readonly upstream: Upstream;
   private readonly target: UpstreamTarget;
+  /** Called when the agent holds no connection and no queued request: it can be dropped. */
+  onEmpty: () => void = () => {};
 
   constructor(upstream: Upstream, target: UpstreamTarget) {
     // lifo: the most recently used connection is the least likely to have been closed by the
@@ -90,10 +92,21 @@ class EndpointAgent extends http.Agent {
 
   override createConnection(_opts: unknown, cb: (err: Error | null, s?: Duplex) => void): undefined {
     this.upstream.connect(this.target).then(
-      (s) => cb(null, asSocket(s)),
-      (err: unknown) => cb(new UpstreamConnectError(`cannot connect to endpoint ${this.target.ip}:${this.target.port} (${this.target.identity}): ${(err as Error).message}`, err)),
+      (s) => {
+        // After the Agent's own 'close' handling (it registers after us, hence the setImmediate).
+        s.once('close', () => setImmediate(() => this.isEmpty() && this.onEmpty()));
+        cb(null, asSocket(s));
+      },
+      (err: unknown) => {
+        cb(new UpstreamConnectError(`cannot connect to endpoint ${this.target.ip}:${this.target.port} (${this.target.identity}): ${(err as Error).message}`, err));
+        setImmediate(() => this.isEmpty() && this.onEmpty());
+      },
     );
     return undefined;
+  }
+
+  isEmpty(): boolean {
+    return Object.keys(this.sockets).length === 0 && Object.keys(this.freeSockets).length === 0 && Object.keys(this.requests).length === 0;
   }
 
   override keepSocketAlive(socket: Duplex): boolean {
@@ -150,7 +163,12 @@ export class UpstreamPool {
     const key = `${target.ip}:${target.port}`;
     let agent = this.agents.get(key);
     if (!agent) {
-      agent = new EndpointAgent(this.upstream, target);
+      const created = new EndpointAgent(this.upstream, target);
+      // Endpoints come and go with pods: an agent without connections is forgotten, not kept.
+      created.onEmpty = () => {
+        if (this.agents.get(key) === created) this.agents.delete(key);
+      };
+      agent = created;
       this.agents.set(key, agent);
     }
     agent.maxRequests = maxRequests;

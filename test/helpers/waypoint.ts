@@ -76,7 +76,8 @@ export async function h1Backend(t: ExecutionContext, name: string, handler?: H1H
 
 /**
  * An HTTP/2 backend shaped like a gRPC server: 200 with content-type application/grpc, a body,
- * and grpc-status in the trailers — or, for paths under /fail/, a trailers-only error.
+ * and grpc-status in the trailers — or, for paths under /fail/, a trailers-only error; paths
+ * under /slow/ get no answer.
  */
 export async function grpcBackend(t: ExecutionContext, name: string): Promise<Backend> {
   const seen: Seen[] = [];
@@ -95,6 +96,7 @@ export async function grpcBackend(t: ExecutionContext, name: string): Promise<Ba
     stream.on('end', () => {
       const url = String(headers[':path']);
       seen.push({ backend: name, method: String(headers[':method']), url, headers: headers as http.IncomingHttpHeaders, body: Buffer.concat(chunks).toString(), connection: 1 });
+      if (url.startsWith('/slow/')) return; // never answers
       if (url.startsWith('/fail/')) {
         stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': 'not found' }, { endStream: true });
         return;

@@ -600,3 +600,15 @@ test('an-h2c-upgrade-is-served-as-a-plain-request', async (t) => {
   t.is(seen.headers.upgrade, undefined);
   t.is(seen.headers['http2-settings'], undefined);
 });
+
+test('grpc-attempt-timeouts-are-retried-then-answered-as-unavailable', async (t) => {
+  const { w, a } = await grpcMesh(t);
+  w.routes.set(key('reviews'), route('reviews', rule('GRPCRoute/shop/slow/0', { kind: 'GRPC', backends: [to('grpc-a')], timeouts: { requestMs: 0, backendRequestMs: 100 }, retry: { attempts: 1, codes: [504], backoffMs: 0 } })));
+  const r = await h2Request(h2Client(t, w), '/slow/x', { 'content-type': 'application/grpc', te: 'trailers' }, 'msg');
+  t.is(r.status, 200);
+  t.is(r.headers['grpc-status'], '14');
+  t.true(Math.abs(r.ms - 200) <= 50, `answered after ${r.ms.toFixed(0)} ms`);
+  t.is(a.seen.length, 2);
+  t.is(w.records[0]!.flags, 'UT');
+  t.is(w.records[0]!.grpcStatus, '14');
+});
