@@ -22,7 +22,7 @@ import type { RawResponse, UpgradeSide } from './upgrade.ts';
 
 const log = logger('waypoint');
 
-/** What an HTTP/1.1 ServerResponse and an HTTP/2 compatibility response share, as used here. */
+/** What an HTTP/1.1 ServerResponse, an HTTP/2 compatibility response and a RawResponse share. */
 export interface Downstream {
   readonly headersSent: boolean;
   writeHead(status: number, headers: http.OutgoingHttpHeaders): unknown;
@@ -109,7 +109,6 @@ export class Exchange {
   private readonly headers: HeaderMap;
   private readonly responseMods: HeaderModifier[] = [];
   private rule: RouteRule | undefined;
-  private match: RouteMatch | null = null;
 
   constructor(init: ExchangeInit) {
     this.init = init;
@@ -148,12 +147,11 @@ export class Exchange {
     return this.init.upgrade ? 'http1' : (ep.protocol ?? this.protocol);
   }
 
-  /** The Route's first rule for this request (router.ts); remembered for filters and timeouts. */
+  /** The Route's first rule for this request (router.ts); remembered for telemetry and mirrors. */
   selectRule(route: Route | undefined): { rule: RouteRule; match: RouteMatch | null } | undefined {
     const d = selectRule(route, { method: this.info.method, path: this.info.path, headers: this.info.headers, port: this.info.destination.port });
     if (d) {
       this.rule = d.rule;
-      this.match = d.match;
       this.route = d.rule.origin;
     }
     return d;

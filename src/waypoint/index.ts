@@ -1,7 +1,8 @@
 // The waypoint: an L7 proxy for the Services and workloads that opt into it. L7Proxy serves each
 // stream the HBONE server terminates; the rest are its parts, exported for the process wiring
 // and tests.
-export { L7Proxy, nextTraceparent, type L7ProxyOptions, type StreamMeta } from './proxy.ts';
+export { L7Proxy, type L7ProxyOptions, type StreamMeta } from './proxy.ts';
+export { nextTraceparent } from './trace.ts';
 export { Balancer } from './balancer.ts';
 export { REPLAY_LIMIT, RequestBody } from './body.ts';
 export { classify, detect, type Detected } from './detect.ts';

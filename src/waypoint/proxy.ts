@@ -3,17 +3,17 @@
 // authorization, rate limit, fault, routing, filters, circuit breaking, retries and timeouts,
 // telemetry — or passes other TCP through to an endpoint. The process wiring (HBONE server,
 // config stream, metrics) is someone else's: everything arrives through L7ProxyOptions.
-import { randomBytes } from 'node:crypto';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { logger } from '../common/log.ts';
-import { parseTraceparent, splice } from '../hbone/index.ts';
+import { splice } from '../hbone/index.ts';
 import type { ServiceEndpoint } from '../state/index.ts';
 import type { Route, RouteRule } from '../xds/routes.ts';
 import { Balancer } from './balancer.ts';
 import { REPLAY_LIMIT, RequestBody } from './body.ts';
 import { detect } from './detect.ts';
+import { nextTraceparent } from './trace.ts';
 import { RawResponse, type UpgradeSide } from './upgrade.ts';
 import { Exchange, type Downstream, type Candidate } from './exchange.ts';
 import { type Authorize, NO_RESILIENCE, type ResiliencePort, type TelemetryPort, type WaypointView } from './ports.ts';
@@ -55,6 +55,9 @@ export interface L7ProxyOptions {
 }
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
+
+/** Other endpoints tried when one refuses a TCP stream (Istio's default: 2 retries on connect-failure). */
+const TCP_CONNECT_RETRIES = 2;
 
 /**
  * A service port's appProtocol (as the controller normalises it: kubernetes.io/h2c is "http2")
@@ -292,8 +295,9 @@ export class L7Proxy {
 
   /**
    * Not HTTP: forwarded as bytes to one endpoint. The authorizer still judges it, as a request
-   * with no method or path, so an ALLOW that names HTTP fields never lets TCP through (fail closed);
-   * an endpoint that cannot be reached closes the client's stream.
+   * with no method or path, so an ALLOW that names HTTP fields never lets TCP through (fail closed).
+   * An endpoint that cannot be reached is replaced by another, as for HTTP without a retry policy;
+   * when none answers, the client's stream is closed.
    */
   private async passthrough(stream: Duplex, meta: StreamMeta, head: Buffer | undefined): Promise<void> {
     const service = this.serviceAt(meta.dst.ip);
@@ -307,27 +311,29 @@ export class L7Proxy {
       candidates = w ? [this.candidate({ workload: w, ip: meta.dst.ip, port: meta.dst.port, appProtocol: '' }, '')] : [];
     }
     const policy = service ? this.opts.resilience(service) : NO_RESILIENCE;
-    const ep = this.balancer.pick(
-      candidates.filter((c) => !policy.ejected(c.key)),
-      (c) => c.key,
-    );
-    if (!ep) return void stream.destroy();
-    const done = this.balancer.start(ep.key);
-    try {
-      let up: Duplex;
+    const tried = new Set<string>();
+    for (let n = 0; n <= TCP_CONNECT_RETRIES && !stream.destroyed; n++) {
+      const ep = this.balancer.pick(
+        candidates.filter((c) => !policy.ejected(c.key) && !tried.has(c.key)),
+        (c) => c.key,
+      );
+      if (!ep) break;
+      tried.add(ep.key);
+      const done = this.balancer.start(ep.key);
       try {
-        up = await this.opts.upstream.connect(ep.target);
+        const up = await this.opts.upstream.connect(ep.target);
+        policy.record(ep.key, true);
+        if (head) up.write(head);
+        await splice(stream, up);
+        return;
       } catch (err) {
         policy.record(ep.key, false);
         log.debug({ err: (err as Error).message, endpoint: ep.key }, 'TCP passthrough: endpoint unreachable');
-        return void stream.destroy();
+      } finally {
+        done();
       }
-      policy.record(ep.key, true);
-      if (head) up.write(head);
-      await splice(stream, up);
-    } finally {
-      done();
     }
+    stream.destroy();
   }
 }
 
@@ -385,31 +391,4 @@ function namespaceOf(principal: string): string {
   const parts = principal.split('/');
   const i = parts.indexOf('ns');
   return i >= 0 ? (parts[i + 1] ?? '') : '';
-}
-
-/**
- * W3C Trace Context §3.2 for an intermediary: keep the caller's trace-id and flags, put our own
- * parent-id in (this hop's span); start a trace when there is none or it is invalid. Not sampled
- * until the waypoint emits spans.
- */
-export function nextTraceparent(incoming: string | undefined): string {
-  const parent = incoming ? parseTraceparent(incoming) : undefined;
-  const traceId = parent?.traceId ?? randomHex(16);
-  return `00-${traceId}-${randomHex(8)}-${parent?.flags ?? '00'}`;
-}
-
-// Random ids come from a refilled pool: one randomBytes() per request was a visible share of
-// the per-request CPU in bench/waypoint.ts.
-let randomPool = Buffer.alloc(0);
-let randomOffset = 0;
-
-/** `n` random bytes as hex; never all zeros (W3C Trace Context: such ids are invalid). */
-function randomHex(n: number): string {
-  if (randomOffset + n > randomPool.length) {
-    randomPool = randomBytes(4096);
-    randomOffset = 0;
-  }
-  const hex = randomPool.toString('hex', randomOffset, randomOffset + n);
-  randomOffset += n;
-  return /^0+$/.test(hex) ? randomHex(n) : hex;
 }

@@ -362,6 +362,18 @@ test('non-http-bytes-pass-through-as-tcp', async (t) => {
   s.destroy();
 });
 
+test('tcp-passthrough-moves-on-from-an-unreachable-endpoint', async (t) => {
+  const echo = await echoBackend(t);
+  const dead = await deadPort();
+  const w = waypoint(t, { services: [service('redis', '10.96.0.20')], workloads: [workload('redis-1', '10.0.0.9', { redis: dead }), workload('redis-2', '10.0.0.10', { redis: echo })] });
+  for (let i = 0; i < 6; i++) {
+    const s = tunnel(w);
+    s.write(`SET k${i} v\r\n`);
+    t.is(await readUntil(s, /\r\n$/), `SET k${i} v\r\n`);
+    s.destroy();
+  }
+});
+
 test('tcp-is-judged-by-the-authorizer-too', async (t) => {
   const echo = await echoBackend(t);
   const w = waypoint(t, {

@@ -3,7 +3,7 @@
 import { PassThrough } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import test from 'ava';
-import { Balancer, classify, modifyHeaders, modifyPath, pickBackend, redirectLocation, RequestBody, selectRule, type HeaderMap } from '../../src/waypoint/index.ts';
+import { Balancer, classify, modifyHeaders, modifyPath, nextTraceparent, pickBackend, redirectLocation, RequestBody, selectRule, type HeaderMap } from '../../src/waypoint/index.ts';
 import type { Backend, Redirect, Route, RouteMatch, RouteRule } from '../../src/xds/routes.ts';
 
 function match(o: Partial<RouteMatch> = {}): RouteMatch {
@@ -155,4 +155,17 @@ test('request-body-replays-until-it-outgrows-the-limit', async (t) => {
   await mirrorClosed;
   t.false(b2.replayable);
   t.is(b2.open(), null);
+});
+
+test('traceparent-of-an-intermediary-keeps-trace-and-flags-and-replaces-invalid-ones', (t) => {
+  const kept = nextTraceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');
+  t.regex(kept, /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+  t.not(kept.split('-')[2], '00f067aa0ba902b7');
+  for (const bad of ['garbage', '00-00000000000000000000000000000000-00f067aa0ba902b7-01', 'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01']) {
+    const fresh = nextTraceparent(bad);
+    t.regex(fresh, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    t.not(fresh.split('-')[1], '4bf92f3577b34da6a3ce929d0e0e4736');
+  }
+  const ids = new Set(Array.from({ length: 2000 }, () => nextTraceparent(undefined).split('-')[1]));
+  t.is(ids.size, 2000, 'trace ids do not repeat across pool refills');
 });
