@@ -1,28 +1,35 @@
 // Which protocol a tunnelled stream speaks, from its first bytes: the HTTP/2 connection preface
 // (h2c with prior knowledge, RFC 9113 §3.4 — gRPC included), an HTTP/1.x request line, or
-// anything else (TCP, policed at L4 only). Istio's waypoint sniffs the same way; we name HTTP/1 by
-// its method token so a text protocol that happens to start with a capitalised word followed by a
-// space is not parsed as HTTP.
+// anything else (TCP, policed at L4 only), as Envoy's http_inspector tells them apart for Istio.
+// A common method decides at once (a malformed request after it then gets a 400 from the
+// parser); any other method token counts only with a whole "METHOD target HTTP/1.x" line, so a
+// text protocol that starts with a word and a space is not taken for HTTP.
 import type { Duplex } from 'node:stream';
 
 export type Detected = 'http1' | 'http2' | 'tcp';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-// RFC 9110 §9.3 and PATCH (RFC 5789); the methods real HTTP clients send.
+// RFC 9110 §9.3 and PATCH (RFC 5789): nearly every request starts with one of these.
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'].map((m) => Buffer.from(`${m} `, 'latin1'));
+// RFC 9112 §3: method (a token) SP request-target SP HTTP-version CRLF.
+const REQUEST_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\s]+ HTTP\/1\.[01]\r$/;
+// A request line can be long (a query string), but one longer than this is not worth waiting for.
+const MAX_LINE = 8192;
+const TOKEN_CHARS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]*$/;
 
 /** The protocol of `head`, or undefined while more bytes could still change the answer. */
 export function classify(head: Buffer): Detected | undefined {
   const n = Math.min(head.length, PREFACE.length);
   if (head.subarray(0, n).equals(PREFACE.subarray(0, n))) return head.length >= PREFACE.length ? 'http2' : undefined;
-  let undecided = false;
   for (const m of METHODS) {
-    const k = Math.min(head.length, m.length);
-    if (!head.subarray(0, k).equals(m.subarray(0, k))) continue;
-    if (head.length >= m.length) return 'http1';
-    undecided = true;
+    if (head.length >= m.length && head.subarray(0, m.length).equals(m)) return 'http1';
   }
-  return undecided ? undefined : 'tcp';
+  const eol = head.indexOf(0x0a);
+  if (eol >= 0) return REQUEST_LINE.test(head.toString('latin1', 0, eol)) ? 'http1' : 'tcp';
+  // No whole line yet: keep reading while it can still become a request line.
+  const sp = head.indexOf(0x20);
+  const method = head.toString('latin1', 0, sp < 0 ? head.length : sp);
+  return head.length < MAX_LINE && method.length > 0 && TOKEN_CHARS.test(method) ? undefined : 'tcp';
 }
 
 /**

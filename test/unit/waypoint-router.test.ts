@@ -131,6 +131,9 @@ test('detect-tells-h2c-http1-and-tcp-apart', (t) => {
   t.is(classify(Buffer.from('DELE')), undefined);
   t.is(classify(Buffer.from('P')), undefined);
   t.is(classify(Buffer.from('SET key value\r\n')), 'tcp');
+  t.is(classify(Buffer.from('PROPFIND /d HTTP/1.1\r\n')), 'http1', 'any method with a whole request line');
+  t.is(classify(Buffer.from('PURGE /cache')), undefined);
+  t.is(classify(Buffer.from('+OK ready\r\n')), 'tcp');
   t.is(classify(Buffer.from([0x16, 0x03, 0x01])), 'tcp');
 });
 
