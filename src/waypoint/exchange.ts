@@ -52,6 +52,8 @@ export interface ExchangeInit {
   traceparent: string;
   pool: UpstreamPool;
   balancer: Balancer;
+  /** [0, 1): weighted backends and mirror sampling. */
+  random: () => number;
   telemetry: TelemetryPort;
   /** The waypoint is draining: HTTP/1.1 responses then close their connection. */
   draining: () => boolean;
@@ -178,7 +180,7 @@ export class Exchange {
           }
           break;
         case 'REQUEST_MIRROR':
-          if (f.requestMirror && mirrorSampled(f.requestMirror.percent)) this.mirrors.push(f.requestMirror.backend);
+          if (f.requestMirror && mirrorSampled(f.requestMirror.percent, this.init.random)) this.mirrors.push(f.requestMirror.backend);
           break;
       }
     }
@@ -186,7 +188,7 @@ export class Exchange {
   }
 
   pickBackend(rule: RouteRule): Backend | undefined {
-    return pickBackend(rule.backends);
+    return pickBackend(rule.backends, this.init.random);
   }
 
   /**

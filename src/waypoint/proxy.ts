@@ -52,6 +52,8 @@ export interface L7ProxyOptions {
   detectTimeoutMs?: number;
   /** Request body bytes kept for retries and mirrors. Default 1 MiB. */
   replayLimit?: number;
+  /** [0, 1): traffic splits, mirror sampling, P2C. Default Math.random; tests pass a seeded one. */
+  random?: () => number;
 }
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -73,7 +75,8 @@ const UPSTREAM_PROTOCOL: ReadonlyMap<string, UpstreamProtocol> = new Map([
 
 export class L7Proxy {
   private readonly pool: UpstreamPool;
-  private readonly balancer = new Balancer();
+  private readonly balancer: Balancer;
+  private readonly random: () => number;
   private readonly h1: http.Server;
   private readonly h2: http2.Http2Server;
   private readonly h1Meta = new WeakMap<object, StreamMeta>();
@@ -90,6 +93,8 @@ export class L7Proxy {
 
   constructor(opts: L7ProxyOptions) {
     this.opts = opts;
+    this.random = opts.random ?? Math.random;
+    this.balancer = new Balancer(this.random);
     this.pool = new UpstreamPool(opts.upstream);
     this.trustDomain = opts.trustDomain ?? 'cluster.local';
     // requestTimeout 0: Node's default (300 s) would cut long uploads and streams with a 408; the
@@ -200,6 +205,7 @@ export class L7Proxy {
       traceparent: nextTraceparent(headerString(req.headers.traceparent)),
       pool: this.pool,
       balancer: this.balancer,
+      random: this.random,
       telemetry: this.opts.telemetry,
       draining: () => this.draining,
       upgrade,

@@ -203,8 +203,8 @@ export class UpstreamPool {
 
   private async http2(target: UpstreamTarget, req: OutboundRequest, maxRequests: number, signal: AbortSignal): Promise<InboundResponse> {
     const key = `${target.ip}:${target.port}`;
-    const entry = await this.session(key, target, maxRequests);
-    signal.throwIfAborted();
+    // A timeout or a departed client must not wait for a slow connect (HBONE can take a while).
+    const entry = await abortable(this.session(key, target, maxRequests), signal);
     let stream: http2.ClientHttp2Stream;
     try {
       stream = entry.session.request({ ...req.headers, ':method': req.method, ':path': req.target, ':authority': req.authority, ':scheme': 'http' }, { endStream: req.body === null });
@@ -300,6 +300,25 @@ export class UpstreamPool {
     for (const p of this.sessions.values()) void p.then((e) => e.session.destroy(), () => {});
     this.sessions.clear();
   }
+}
+
+/** `p`, or the signal's reason as soon as it is aborted (p itself runs on). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 /** HTTP/2 headers without the pseudo-headers (":status", ":path", …). */
