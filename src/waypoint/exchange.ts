@@ -16,6 +16,7 @@ import { forwardHeaders, grpcCode, headerText, hopByHop } from './fields.ts';
 import { type HeaderMap, mirrorSampled, modifyHeaders, redirectLocation, rewriteUrl } from './filters.ts';
 import type { ResiliencePort, TelemetryPort, CompletedRequest } from './ports.ts';
 import type { L7ResponseFlag, RequestInfo } from './request.ts';
+import { normalizeTarget } from './path.ts';
 import { pickBackend, selectRule } from './router.ts';
 import type { InboundResponse, UpstreamPool, UpstreamProtocol, UpstreamTarget } from './upstream.ts';
 import type { RawResponse, UpgradeSide } from './upgrade.ts';
@@ -120,7 +121,8 @@ export class Exchange {
     this.traceparent = init.traceparent;
     // An HTTP/1.0 request may carry no Host; the upstream then gets the address dialled.
     this.authority = init.info.authority || `${init.info.destination.ip}:${init.info.destination.port}`;
-    this.target = init.info.path;
+    // Routed and forwarded normalized (path.ts); RequestInfo keeps the path as received.
+    this.target = normalizeTarget(init.info.path);
     this.headers = forwardHeaders(init.info.headers);
     if (init.upgrade) {
       // The two fields that ask for the upgrade are hop-by-hop, but this hop passes the request on.
@@ -151,7 +153,7 @@ export class Exchange {
 
   /** The Route's first rule for this request (router.ts); remembered for telemetry and mirrors. */
   selectRule(route: Route | undefined): { rule: RouteRule; match: RouteMatch | null } | undefined {
-    const d = selectRule(route, { method: this.info.method, path: this.info.path, headers: this.info.headers, port: this.info.destination.port });
+    const d = selectRule(route, { method: this.info.method, path: this.target, headers: this.info.headers, port: this.info.destination.port });
     if (d) {
       this.rule = d.rule;
       this.route = d.rule.origin;

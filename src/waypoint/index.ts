@@ -3,6 +3,7 @@
 // and tests.
 export { L7Proxy, type L7ProxyOptions, type StreamMeta } from './proxy.ts';
 export { nextTraceparent } from './trace.ts';
+export { normalizeTarget } from './path.ts';
 export { Balancer } from './balancer.ts';
 export { REPLAY_LIMIT, RequestBody } from './body.ts';
 export { classify, detect, type Detected } from './detect.ts';

@@ -276,7 +276,8 @@ test('request-timeout-bounds-all-retries-together', async (t) => {
   const r = await get(agent, '/');
   t.is(r.status, 504);
   t.true(Math.abs(r.ms - 300) <= 50, `answered after ${r.ms.toFixed(0)} ms`);
-  t.true(v1.seen.length >= 2 && v1.seen.length <= 3, `${v1.seen.length} attempts`);
+  // 100 ms attempts in a 300 ms budget: three, and a fourth when the third ends a hair early.
+  t.true(v1.seen.length >= 2 && v1.seen.length <= 4, `${v1.seen.length} attempts`);
 });
 
 test('redirect-answers-3xx-with-location-and-never-reaches-a-backend', async (t) => {
@@ -652,4 +653,13 @@ test('attempt-timeouts-cover-a-slow-connect-for-both-protocols', async (t) => {
   const h2 = await h2Request(h2Client(t, w), '/x', { ':method': 'GET' });
   t.is(h2.status, 504);
   t.true(h2.ms < 200, `HTTP/2 answered after ${h2.ms.toFixed(0)} ms`);
+});
+
+test('the-normalized-path-is-routed-and-forwarded', async (t) => {
+  const { v1, v2, agent } = await bookinfo(t, {
+    routes: [route('reviews', rule('admin', { matches: [{ path: { type: 'PATH_PREFIX', value: '/admin' }, method: '', headers: [], queryParams: [], grpc: null }], backends: [to('reviews-v2')] }), rule('rest', { backends: [to('reviews-v1')] }))],
+  });
+  t.is((await get(agent, '/public/..//admin/%75sers?x=1')).status, 200);
+  t.is(v1.seen.length, 0);
+  t.is(v2.seen[0]!.url, '/admin/users?x=1');
 });

@@ -3,7 +3,7 @@
 import { PassThrough } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import test from 'ava';
-import { Balancer, classify, modifyHeaders, modifyPath, nextTraceparent, pickBackend, redirectLocation, RequestBody, selectRule, type HeaderMap } from '../../src/waypoint/index.ts';
+import { Balancer, classify, modifyHeaders, modifyPath, nextTraceparent, normalizeTarget, pickBackend, redirectLocation, RequestBody, selectRule, type HeaderMap } from '../../src/waypoint/index.ts';
 import type { Backend, Redirect, Route, RouteMatch, RouteRule } from '../../src/xds/routes.ts';
 
 function match(o: Partial<RouteMatch> = {}): RouteMatch {
@@ -171,4 +171,19 @@ test('traceparent-of-an-intermediary-keeps-trace-and-flags-and-replaces-invalid-
   }
   const ids = new Set(Array.from({ length: 2000 }, () => nextTraceparent(undefined).split('-')[1]));
   t.is(ids.size, 2000, 'trace ids do not repeat across pool refills');
+});
+
+test('paths-are-normalized-as-istio-does-before-routing-and-forwarding', (t) => {
+  const cases: [string, string][] = [
+    ['/public/../admin', '/admin'],
+    ['/a/./b/', '/a/b/'],
+    ['//admin//x', '/admin/x'],
+    ['/%61dmin?q=%2e%2e', '/admin?q=%2e%2e'],
+    ['/a%2fb', '/a%2Fb'],
+    ['/../../etc', '/etc'],
+    ['/a/..', '/'],
+    ['http://evil.example/admin?x=1', '/admin?x=1'],
+    ['/plain?x=/../y', '/plain?x=/../y'],
+  ];
+  for (const [raw, want] of cases) t.is(normalizeTarget(raw), want, raw);
 });
