@@ -256,11 +256,14 @@ export class L7Proxy {
     const { rule } = decision;
     if (!ex.applyFilters(rule, decision.match)) return undefined;
     const backend = ex.pickBackend(rule);
-    if (!backend) {
-      ex.reply(500, 'NR', `route ${rule.origin} has no backend to send to`);
+    // No backend with weight, or the share of one the controller could not resolve (service ''):
+    // 500, as the Gateway API asks (HTTPBackendRef).
+    if (!backend?.service) {
+      ex.reply(500, 'NR', `route ${rule.origin} has no usable backend for this request`);
       return undefined;
     }
     for (const m of ex.mirrors) {
+      if (!m.service) continue;
       const mirrorTargets = this.opts.state.endpoints(m.service, m.port).map((e) => this.candidate(e, m.service));
       ex.mirror(mirrorTargets, m.service ? this.opts.resilience(m.service) : NO_RESILIENCE);
     }

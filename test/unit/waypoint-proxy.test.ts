@@ -280,6 +280,20 @@ test('request-timeout-bounds-all-retries-together', async (t) => {
   t.true(v1.seen.length >= 2 && v1.seen.length <= 4, `${v1.seen.length} attempts`);
 });
 
+test('an-unresolved-backend-gets-its-share-answered-500', async (t) => {
+  const { w, v1, agent } = await bookinfo(t, { routes: [route('reviews', rule('r', { backends: [to('reviews-v1', 50), { service: '', port: PORT, weight: 50 }] }))], options: { random: seeded(7) } });
+  const statuses = new Map<number, number>();
+  for (let i = 0; i < 100; i++) {
+    const s = (await get(agent, '/')).status;
+    statuses.set(s, (statuses.get(s) ?? 0) + 1);
+  }
+  t.deepEqual([...statuses.keys()].sort(), [200, 500]);
+  t.is(v1.seen.length, statuses.get(200) ?? 0);
+  t.true(w.records.some((r) => r.status === 500 && r.flags === 'NR'));
+  const none = await bookinfo(t, { routes: [route('reviews', rule('r', { backends: [] }))] });
+  t.is((await get(none.agent, '/')).status, 500);
+});
+
 test('redirect-answers-3xx-with-location-and-never-reaches-a-backend', async (t) => {
   const { v1, v2, agent } = await bookinfo(t, {
     routes: [
