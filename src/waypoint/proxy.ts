@@ -5,7 +5,7 @@
 // config stream, metrics) is someone else's: everything arrives through L7ProxyOptions.
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
-import type { Duplex } from 'node:stream';
+import { type Duplex, duplexPair } from 'node:stream';
 import { logger } from '../common/log.ts';
 import { splice } from '../hbone/index.ts';
 import type { ServiceEndpoint } from '../state/index.ts';
@@ -162,6 +162,24 @@ export class L7Proxy {
       this.open.delete(stream);
       if (this.open.size === 0) this.onIdle?.();
     }
+  }
+
+  /**
+   * For an HBONE server that answers a tunnel with a socket to pipe it to (HboneServer's
+   * `{status: 200, upstream}`): that socket, whose other end this proxy serves. A reset reaches
+   * across — one end destroyed before it finished writing destroys the other — while an orderly
+   * end only ends, so no byte still on its way is lost (an in-memory pair carries neither by itself).
+   */
+  accept(meta: StreamMeta): Duplex {
+    const [outer, inner] = duplexPair();
+    outer.once('close', () => {
+      if (!outer.writableFinished) inner.destroy();
+    });
+    inner.once('close', () => {
+      if (!inner.writableFinished) outer.destroy();
+    });
+    void this.handle(inner, meta);
+    return outer;
   }
 
   /**

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import { type Duplex, duplexPair } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import type { ExecutionContext } from 'ava';
 import { MeshState } from '../../src/state/index.ts';
 import { asSocket, L7Proxy, type CompletedRequest, type L7ProxyOptions, type ResiliencePort, type StreamMeta, type UpstreamTarget } from '../../src/waypoint/index.ts';
@@ -266,14 +266,9 @@ export function waypoint(t: ExecutionContext, setup: WaypointSetup): Waypoint {
   return { proxy, state, routes, records, resilience, dials, authzTargets, meta: { sourcePrincipal: CLIENT, sourceIp: '10.0.9.9', dst: { ip: vip, port: PORT } } };
 }
 
-/** One HBONE stream's worth of bytes into the proxy: the client's end of an in-memory pair. */
+/** One HBONE stream's worth of bytes into the proxy, as the HBONE server would pipe them. */
 export function tunnel(w: Waypoint, meta: StreamMeta = w.meta): Duplex {
-  const [client, server] = duplexPair();
-  // An HBONE stream reset reaches both ends; an in-memory pair has to be told.
-  server.once('close', () => client.destroy());
-  client.once('close', () => server.destroy());
-  void w.proxy.handle(server, meta);
-  return client;
+  return w.proxy.accept(meta);
 }
 
 /** An HTTP/1.1 client whose connections are tunnels into the proxy, kept alive and reused. */
