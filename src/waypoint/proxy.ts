@@ -58,6 +58,9 @@ export interface L7ProxyOptions {
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
 
+/** Idle HTTP/1.1 client connections close after this (see the server's options). */
+const DOWNSTREAM_IDLE_MS = 60_000;
+
 /** Other endpoints tried when one refuses a TCP stream (Istio's default: 2 retries on connect-failure). */
 const TCP_CONNECT_RETRIES = 2;
 
@@ -98,10 +101,15 @@ export class L7Proxy {
     this.pool = new UpstreamPool(opts.upstream);
     this.trustDomain = opts.trustDomain ?? 'cluster.local';
     // requestTimeout 0: Node's default (300 s) would cut long uploads and streams with a 408; the
-    // route's timeouts are the only request timeouts. Only WebSocket upgrades become tunnels
+    // route's timeouts are the only request timeouts. keepAliveTimeout: Node's 5 s would close
+    // idle client connections (each a tunnel) about as often as clients reuse them, and a client
+    // racing the close gets a reset; Envoy keeps them an hour, we a minute. (Node applies it only
+    // to streams with setTimeout, as an HBONE stream has; accept()'s pairs stay until the client
+    // or the tunnel closes.)
+    // Only WebSocket upgrades become tunnels
     // (upgrade.ts): any other (h2c) is served as a plain request without its Upgrade field, as
     // Envoy does, so that every later request on the connection still meets policy and routes.
-    this.h1 = http.createServer({ requireHostHeader: false, requestTimeout: 0, shouldUpgradeCallback: isWebSocket }, (req, res) => {
+    this.h1 = http.createServer({ requireHostHeader: false, requestTimeout: 0, keepAliveTimeout: DOWNSTREAM_IDLE_MS, shouldUpgradeCallback: isWebSocket }, (req, res) => {
       const meta = this.h1Meta.get(req.socket);
       if (meta) this.serve(req, res, meta, '1.1');
       else res.destroy();
