@@ -346,6 +346,19 @@ export class L7Proxy {
       candidates = w ? [this.candidate({ workload: w, ip: meta.dst.ip, port: meta.dst.port, appProtocol: '' }, '')] : [];
     }
     const policy = service ? this.opts.resilience(service) : NO_RESILIENCE;
+    // The circuit breaker counts TCP streams as connections too (Istio's connectionPool.tcp).
+    const gone = new AbortController();
+    stream.once('close', () => gone.abort());
+    const release = await policy.admit(gone.signal);
+    if (!release) return void stream.destroy();
+    try {
+      await this.forwardTcp(stream, candidates, policy, head);
+    } finally {
+      release();
+    }
+  }
+
+  private async forwardTcp(stream: Duplex, candidates: Candidate[], policy: ResiliencePort, head: Buffer | undefined): Promise<void> {
     const tried = new Set<string>();
     for (let n = 0; n <= TCP_CONNECT_RETRIES && !stream.destroyed; n++) {
       const ep = this.balancer.pick(

@@ -212,7 +212,7 @@ export class UpstreamPool {
       throw new UpstreamConnectError(`HTTP/2 session to endpoint ${key} is unusable: ${(err as Error).message}`, err);
     }
     entry.streams++;
-    if (maxRequests > 0 && entry.streams >= maxRequests) this.retire(key, entry);
+    if (maxRequests > 0 && entry.streams >= maxRequests) this.retire(key, entry, stream);
     return new Promise((resolve, reject) => {
       let trailers: http.IncomingHttpHeaders | undefined;
       const onAbort = (): void => {
@@ -284,12 +284,16 @@ export class UpstreamPool {
     return entry;
   }
 
-  /** No new streams on this session; it closes once its open streams finish. */
-  private retire(key: string, entry: SessionEntry): void {
+  /**
+   * No new streams on this session; it closes once `last` (its last stream) has. Closed right
+   * after request() instead, the last stream failed as reset before its response (Node 24,
+   * waypoint-proxy's max-requests-per-connection-retires-http2-sessions-too).
+   */
+  private retire(key: string, entry: SessionEntry, last: http2.ClientHttp2Stream): void {
     void this.sessions.get(key)?.then((e) => {
       if (e === entry) this.sessions.delete(key);
     });
-    entry.session.close();
+    last.once('close', () => entry.session.close());
   }
 
   /** Closes every connection; requests in flight are cut. */

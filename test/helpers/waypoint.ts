@@ -82,6 +82,9 @@ export async function h1Backend(t: ExecutionContext, name: string, handler?: H1H
 export async function grpcBackend(t: ExecutionContext, name: string): Promise<Backend> {
   const seen: Seen[] = [];
   const server = http2.createServer();
+  let sessions = 0;
+  const sessionOf = new WeakMap<object, number>();
+  server.on('session', (s) => sessionOf.set(s, ++sessions));
   server.on('stream', (stream, headers) => {
     if (headers[':path'] === '/shop.Echo/Chat') {
       // Bidirectional streaming: each message echoed as it arrives, before the client is done.
@@ -95,7 +98,7 @@ export async function grpcBackend(t: ExecutionContext, name: string): Promise<Ba
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('end', () => {
       const url = String(headers[':path']);
-      seen.push({ backend: name, method: String(headers[':method']), url, headers: headers as http.IncomingHttpHeaders, body: Buffer.concat(chunks).toString(), connection: 1 });
+      seen.push({ backend: name, method: String(headers[':method']), url, headers: headers as http.IncomingHttpHeaders, body: Buffer.concat(chunks).toString(), connection: sessionOf.get(stream.session!) ?? 0 });
       if (url.startsWith('/slow/')) return; // never answers
       if (url.startsWith('/fail/')) {
         stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': 'not found' }, { endStream: true });

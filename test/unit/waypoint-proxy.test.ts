@@ -677,3 +677,28 @@ test('the-normalized-path-is-routed-and-forwarded', async (t) => {
   t.is(v1.seen.length, 0);
   t.is(v2.seen[0]!.url, '/admin/users?x=1');
 });
+
+test('max-requests-per-connection-retires-http2-sessions-too', async (t) => {
+  const { w, a } = await grpcMesh(t);
+  const session = h2Client(t, w);
+  await h2Request(session, '/shop.Reviews/Get', { 'content-type': 'application/grpc' });
+  w.resilience.get(key('grpc-a'))!.maxRequestsPerConnection = 2;
+  for (let i = 0; i < 6; i++) t.is((await h2Request(session, '/shop.Reviews/Get', { 'content-type': 'application/grpc' })).trailers['grpc-status'], '0');
+  const sessions = new Set(a.seen.map((s) => s.connection));
+  t.true(sessions.size >= 3, `${sessions.size} sessions for 7 requests`);
+});
+
+test('tcp-streams-count-against-the-circuit-breaker', async (t) => {
+  const echo = await echoBackend(t);
+  const w = waypoint(t, { services: [service('redis', '10.96.0.20')], workloads: [workload('redis-1', '10.0.0.9', { redis: echo })] });
+  const first = tunnel(w);
+  first.write('PING\r\n');
+  await readUntil(first, /PING/);
+  w.resilience.get(key('redis'))!.maxAdmitted = 1;
+  const second = tunnel(w);
+  second.write('PING\r\n');
+  second.resume();
+  await new Promise((resolve) => second.once('close', resolve));
+  t.is(w.dials.length, 1, 'the second stream was refused before any dial');
+  first.destroy();
+});
