@@ -11,7 +11,7 @@ import type { ExecutionContext } from 'ava';
 import { MeshState } from '../../src/state/index.ts';
 import { asSocket, L7Proxy, type CompletedRequest, type L7ProxyOptions, type ResiliencePort, type StreamMeta, type UpstreamTarget } from '../../src/waypoint/index.ts';
 import { SERVICE, type Service, WORKLOAD, type Workload } from '../../src/xds/index.ts';
-import type { Route, RouteRule } from '../../src/xds/routes.ts';
+import type { Backend as RouteBackend, Route, RouteRule } from '../../src/xds/routes.ts';
 
 export const NS = 'shop';
 export const host = (name: string): string => `${name}.${NS}.svc.cluster.local`;
@@ -335,3 +335,84 @@ export function h2Request(session: http2.ClientHttp2Session, path: string, heade
     if (!stream.writableEnded) stream.end(body);
   });
 }
+
+/** The reviews Service's VIP in bookinfo(). */
+export const REVIEWS_VIP = '10.96.0.10';
+
+/** reviews (VIP) backed by v1 and v2; reviews-v1 / reviews-v2 / mirror each backed by one pod. */
+export async function bookinfo(t: ExecutionContext, more: Partial<WaypointSetup> = {}, handlers: { v1?: Parameters<typeof h1Backend>[2]; v2?: Parameters<typeof h1Backend>[2] } = {}) {
+  const v1 = await h1Backend(t, 'v1', handlers.v1);
+  const v2 = await h1Backend(t, 'v2', handlers.v2);
+  const mirror = await h1Backend(t, 'mirror');
+  const w = waypoint(t, {
+    services: [service('reviews', REVIEWS_VIP), service('reviews-v1', '10.96.0.11'), service('reviews-v2', '10.96.0.12'), service('mirror', '10.96.0.13')],
+    workloads: [
+      workload('reviews-v1-1', '10.0.0.1', { reviews: v1.port, 'reviews-v1': v1.port }),
+      workload('reviews-v2-1', '10.0.0.2', { reviews: v2.port, 'reviews-v2': v2.port }),
+      workload('mirror-1', '10.0.0.3', { mirror: mirror.port }),
+    ],
+    ...more,
+  });
+  return { w, v1, v2, mirror, agent: h1Client(w) };
+}
+
+/** A route backend: Service `svc` on PORT. */
+export const to = (svc: string, weight = 1): RouteBackend => ({ service: key(svc), port: PORT, weight });
+
+/** `n` calls of `fn`, `concurrency` at a time. */
+export async function many(n: number, concurrency: number, fn: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) await fn(next++);
+    }),
+  );
+}
+
+/** mulberry32: a small seeded PRNG, so that statistical tests give the same draw every run. */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** reviews (VIP) backed by the gRPC-shaped endpoint a; grpc-a and grpc-b each by their own. */
+export async function grpcMesh(t: ExecutionContext): Promise<{ w: Waypoint; a: Backend; b: Backend }> {
+  const a = await grpcBackend(t, 'a');
+  const b = await grpcBackend(t, 'b');
+  const w = waypoint(t, {
+    services: [service('reviews', REVIEWS_VIP), service('grpc-a', '10.96.0.31'), service('grpc-b', '10.96.0.32')],
+    workloads: [workload('grpc-a-1', '10.0.0.31', { reviews: a.port, 'grpc-a': a.port }), workload('grpc-b-1', '10.0.0.32', { 'grpc-b': b.port })],
+    routes: [
+      route(
+        'reviews',
+        rule('GRPCRoute/shop/by-method/0', { kind: 'GRPC', matches: [{ path: null, method: '', headers: [], queryParams: [], grpc: { type: 'EXACT', service: 'shop.Reviews', method: 'List' } }], backends: [to('grpc-b')] }),
+        rule('GRPCRoute/shop/by-method/1', { kind: 'GRPC', backends: [to('grpc-a')] }),
+      ),
+    ],
+  });
+  return { w, a, b };
+}
+
+/** Reads from a raw stream until `pattern` shows up in what has arrived. */
+export function readUntil(s: Duplex, pattern: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const onData = (c: Buffer): void => {
+      got += c.toString();
+      if (pattern.test(got)) {
+        s.off('data', onData);
+        resolve(got);
+      }
+    };
+    s.on('data', onData);
+    s.once('close', () => reject(new Error(`closed after ${JSON.stringify(got)}`)));
+  });
+}
+
+/** A WebSocket opening handshake request (RFC 6455 §4.1), `extra` header lines added. */
+export const wsRequest = (extra = ''): string => `GET /ws HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`;
