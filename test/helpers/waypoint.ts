@@ -77,7 +77,7 @@ export async function h1Backend(t: ExecutionContext, name: string, handler?: H1H
 /**
  * An HTTP/2 backend shaped like a gRPC server: 200 with content-type application/grpc, a body,
  * and grpc-status in the trailers — or, for paths under /fail/, a trailers-only error; paths
- * under /slow/ get no answer.
+ * under /delay/ are answered after 150 ms, under /slow/ never.
  */
 export async function grpcBackend(t: ExecutionContext, name: string): Promise<Backend> {
   const seen: Seen[] = [];
@@ -104,9 +104,14 @@ export async function grpcBackend(t: ExecutionContext, name: string): Promise<Ba
         stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': 'not found' }, { endStream: true });
         return;
       }
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'x-backend': name }, { waitForTrailers: true });
-      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'ok' }));
-      stream.end(`${name} ${url}`);
+      const answer = (): void => {
+        if (stream.destroyed) return;
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'x-backend': name }, { waitForTrailers: true });
+        stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'ok' }));
+        stream.end(`${name} ${url}`);
+      };
+      if (url.startsWith('/delay/')) setTimeout(answer, 150).unref();
+      else answer();
     });
   });
   return { name, port: await listen(t, server), seen };

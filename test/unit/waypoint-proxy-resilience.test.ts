@@ -1,6 +1,7 @@
 // The waypoint's request path under failure, end to end in one process: authorization, rate
 // limit, fault and circuit breaker answers, retries with replayed bodies, timeouts, outlier
 // ejection, connection budgets, clients that leave, drain. Endpoints are real loopback servers.
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import { bookinfo, CLIENT, deadPort, get, grpcMesh, h1Backend, h1Client, h2Client, h2Request, key, REVIEWS_VIP, route, rule, service, to, tunnel, waypoint, workload } from '../helpers/waypoint.ts';
@@ -216,22 +217,26 @@ test('a-client-that-goes-away-cancels-the-upstream-request', async (t) => {
 });
 
 test('drain-lets-requests-in-flight-finish-and-refuses-new-streams', async (t) => {
+  const { w: h1w } = await bookinfo(t, { routes: [route('reviews', rule('r', { backends: [to('reviews-v1')] }))] }, { v1: (_q, res) => setTimeout(() => res.end('done'), 150).unref() });
+  const h1InFlight = get(h1Client(h1w), '/');
+  await sleep(30);
+  const h1Drained = h1w.proxy.drain(2000);
+  const h1 = await h1InFlight;
+  t.is(h1.body, 'done');
+  t.is(h1.headers.connection, 'close', 'HTTP/1.1: the connection closes after the response');
+  await h1Drained;
+
   const { w } = await grpcMesh(t);
-  const slow = await h1Backend(t, 'slow', (_q, res) => setTimeout(() => res.end('done'), 150).unref());
-  w.state.replace(
-    'type.googleapis.com/mesh.config.v1.Workload',
-    [...w.state.workloads.entries(), ['slow', workload('slow-1', '10.0.0.50', { reviews: slow.port })]],
-    true,
-  );
-  const agent = h1Client(w, { ...w.meta, dst: { ip: '10.0.0.50', port: slow.port } });
-  const inFlight = get(agent, '/');
+  const session = h2Client(t, w);
+  const goaway = once(session, 'goaway');
+  const h2InFlight = h2Request(session, '/delay/x', { 'content-type': 'application/grpc' });
   await sleep(30);
   const drained = w.proxy.drain(2000);
-  const r = await inFlight;
-  t.is(r.status, 200);
-  t.is(r.headers.connection, 'close');
+  await goaway;
+  const h2 = await h2InFlight;
+  t.is(h2.trailers['grpc-status'], '0', 'HTTP/2: GOAWAY, and the stream in flight completes');
   await drained;
   const late = tunnel(w);
   await new Promise((resolve) => late.once('close', resolve));
-  t.pass();
+  t.true(late.destroyed, 'a stream after the drain is refused');
 });
