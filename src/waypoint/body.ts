@@ -42,11 +42,6 @@ export class RequestBody {
     return !this.overflowed && this.failure === undefined;
   }
 
-  /** Whether the client has sent the whole body. */
-  get complete(): boolean {
-    return this.ended;
-  }
-
   /**
    * A stream of the whole body from its first byte; null once that is no longer possible.
    * Callers check `empty` first: an empty body needs no stream.

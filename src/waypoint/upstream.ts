@@ -326,7 +326,7 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 /** HTTP/2 headers without the pseudo-headers (":status", ":path", …). */
-export function withoutPseudo(h: http.IncomingHttpHeaders | http2.IncomingHttpHeaders): http.IncomingHttpHeaders {
+function withoutPseudo(h: http.IncomingHttpHeaders | http2.IncomingHttpHeaders): http.IncomingHttpHeaders {
   const out: http.IncomingHttpHeaders = {};
   for (const [k, v] of Object.entries(h)) if (!k.startsWith(':')) out[k] = v as string | string[];
   return out;
