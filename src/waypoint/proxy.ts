@@ -54,6 +54,12 @@ export interface L7ProxyOptions {
   replayLimit?: number;
   /** [0, 1): traffic splits, mirror sampling, P2C. Default Math.random; tests pass a seeded one. */
   random?: () => number;
+  /**
+   * Whether the config it routes and authorizes by has arrived in full (MeshState.synced and the
+   * waypoint's own types). Until then every stream is refused: with no policies yet, the
+   * authorizer would allow what a DENY on its way forbids. Default: always ready.
+   */
+  ready?: () => boolean;
 }
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -145,7 +151,7 @@ export class L7Proxy {
 
   /** Serves one terminated HBONE stream until it closes. */
   async handle(stream: Duplex, meta: StreamMeta): Promise<void> {
-    if (this.draining) return void stream.destroy();
+    if (this.draining || !(this.opts.ready?.() ?? true)) return void stream.destroy();
     this.open.add(stream);
     const closed = new Promise<void>((resolve) => stream.once('close', resolve));
     stream.on('error', (err) => log.debug({ err: err.message }, 'client stream error'));

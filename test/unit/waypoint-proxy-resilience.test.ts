@@ -240,3 +240,16 @@ test('drain-lets-requests-in-flight-finish-and-refuses-new-streams', async (t) =
   await new Promise((resolve) => late.once('close', resolve));
   t.true(late.destroyed, 'a stream after the drain is refused');
 });
+
+test('until-its-config-has-arrived-the-waypoint-refuses-every-stream', async (t) => {
+  let ready = false;
+  const { w, v1, v2 } = await bookinfo(t, { options: { ready: () => ready } });
+  const early = tunnel(w);
+  early.write('GET / HTTP/1.1\r\nHost: reviews\r\n\r\n');
+  early.resume();
+  await new Promise((resolve) => early.once('close', resolve));
+  t.is(v1.seen.length + v2.seen.length, 0);
+  t.is(w.authzTargets.length, 0, 'nothing was judged by a policy set not yet complete');
+  ready = true;
+  t.is((await get(h1Client(w), '/')).status, 200);
+});
