@@ -449,7 +449,7 @@ export class Exchange {
   private record(): void {
     if (this.recorded) return;
     this.recorded = true;
-    this.init.telemetry.record({
+    const done: CompletedRequest = {
       req: this.info,
       status: this.status,
       grpcStatus: this.grpcStatus,
@@ -461,7 +461,13 @@ export class Exchange {
       route: this.route,
       traceparent: this.traceparent,
       ...(this.init.sourcePort ? { sourcePort: this.init.sourcePort } : {}),
-    });
+    };
+    this.init.telemetry.record(done);
+    // Per request only with MESH_TRACE=waypoint (the access log is telemetry's).
+    if (log.isLevelEnabled('debug')) {
+      const d = done.destination;
+      log.debug({ method: this.info.method, path: this.info.path, route: done.route, endpoint: d ? `${d.ip}:${d.port}` : null, status: done.status, flags: done.flags, ms: Math.round(done.durationMs) }, 'request');
+    }
   }
 }
 
