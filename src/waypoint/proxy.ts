@@ -156,7 +156,9 @@ export class L7Proxy {
     const closed = new Promise<void>((resolve) => stream.once('close', resolve));
     stream.on('error', (err) => log.debug({ err: err.message }, 'client stream error'));
     try {
-      const { protocol, head } = await detect(stream, this.opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS);
+      // A port declared TCP is not sniffed (Istio's protocol selection): a server-first protocol
+      // (MySQL, SMTP) would otherwise wait out the detection timeout on every connection.
+      const { protocol, head } = this.declaredTcp(meta.dst) ? { protocol: 'tcp' as const, head: undefined } : await detect(stream, this.opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS);
       if (stream.destroyed && protocol !== 'tcp') return;
       if (protocol === 'http1') {
         this.h1Meta.set(stream, meta);
@@ -326,6 +328,14 @@ export class L7Proxy {
       route: '',
       traceparent: '',
     });
+  }
+
+  /** Whether the destination's port says appProtocol tcp: on its Service by VIP, or on a pod's. */
+  private declaredTcp(dst: StreamMeta['dst']): boolean {
+    const svc = this.opts.state.serviceByVip(dst.ip);
+    if (svc) return svc.ports.some((p) => p.servicePort === dst.port && p.appProtocol === 'tcp');
+    const w = this.opts.state.workloadByIp(dst.ip);
+    return !!w && Object.values(w.services).some((l) => l.ports.some((p) => (p.targetPort || p.servicePort) === dst.port && p.appProtocol === 'tcp'));
   }
 
   /** "ns/hostname" of the Service whose VIP this is; '' for anything else. */

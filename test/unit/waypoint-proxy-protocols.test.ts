@@ -1,6 +1,7 @@
 // What the waypoint speaks, end to end in one process: malformed HTTP, TCP passthrough, h2c and
 // gRPC (trailers, trailers-only errors, bidirectional streams), appProtocol, WebSocket upgrades.
 // Endpoints are real loopback HTTP/1.1, HTTP/2 and TCP servers.
+import * as net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buffer } from 'node:stream/consumers';
 import test from 'ava';
@@ -174,4 +175,23 @@ test('an-h2c-upgrade-is-served-as-a-plain-request', async (t) => {
   const seen = [...v1.seen, ...v2.seen][0]!;
   t.is(seen.headers.upgrade, undefined);
   t.is(seen.headers['http2-settings'], undefined);
+});
+
+test('a-port-declared-tcp-is-not-sniffed-so-server-first-protocols-start-at-once', async (t) => {
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.end('220 ready\r\n');
+  });
+  server.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  t.teardown(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const smtp = service('smtp', '10.96.0.25');
+  smtp.ports[0]!.appProtocol = 'tcp';
+  const w = waypoint(t, { services: [smtp], workloads: [workload('smtp-1', '10.0.0.25', { smtp: port })], options: { detectTimeoutMs: 2000 } });
+  const start = performance.now();
+  const s = tunnel(w);
+  t.is(await readUntil(s, /\r\n$/), '220 ready\r\n');
+  t.true(performance.now() - start < 500, `banner after ${(performance.now() - start).toFixed(0)} ms`);
+  s.destroy();
 });
