@@ -29,6 +29,15 @@ export interface Destination {
   service: Service | undefined;
 }
 
+/** A healthy workload backing a Service port, and where to reach it (its pod IP and target port). */
+export interface ServiceEndpoint {
+  workload: Workload;
+  ip: string;
+  port: number;
+  /** The service port's appProtocol ("http", "http2", "grpc", …; '' when unsaid). */
+  appProtocol: string;
+}
+
 /** A waypoint as ztunnel finds it: the Service of its hostname and the identities behind it. */
 export interface WaypointStatus {
   /** "namespace/hostname", as GatewayAddress.hostname names it. */
@@ -148,17 +157,29 @@ export class MeshState {
   resolve(ip: string, port: number): Destination | { error: string } {
     const svc = this.byVip.get(canonicalIp(ip));
     if (svc) {
-      const key = `${svc.namespace}/${svc.hostname}`;
-      const candidates = (this.backends.get(key) ?? []).filter((w) => w.status === 'HEALTHY');
-      const usable = candidates.flatMap((w) => {
-        const p = w.services[key]?.ports.find((x) => x.servicePort === port);
-        const addr = w.addresses[0];
-        return p && addr ? [{ w, ip: ipText(addr), port: p.targetPort || port }] : [];
-      });
+      const usable = this.endpoints(`${svc.namespace}/${svc.hostname}`, port);
       if (usable.length === 0) return { error: `service ${svc.hostname} has no healthy endpoint for port ${port}` };
       const pick = usable[Math.floor(Math.random() * usable.length)]!;
-      return { workload: pick.w, ip: pick.ip, port: pick.port, service: svc };
+      return { workload: pick.workload, ip: pick.ip, port: pick.port, service: svc };
     }
     return { workload: this.workloadByIp(ip), ip: canonicalIp(ip), port, service: undefined };
+  }
+
+  /** The Service whose VIP this is. */
+  serviceByVip(ip: string): Service | undefined {
+    return this.byVip.get(canonicalIp(ip));
+  }
+
+  /**
+   * The healthy workloads backing a Service ("namespace/hostname") on one of its ports, each with
+   * its address and the target port the service port maps to on it.
+   */
+  endpoints(service: string, servicePort: number): ServiceEndpoint[] {
+    return (this.backends.get(service) ?? []).flatMap((w) => {
+      if (w.status !== 'HEALTHY') return [];
+      const p = w.services[service]?.ports.find((x) => x.servicePort === servicePort);
+      const addr = w.addresses[0];
+      return p && addr ? [{ workload: w, ip: ipText(addr), port: p.targetPort || servicePort, appProtocol: p.appProtocol }] : [];
+    });
   }
 }
