@@ -1,177 +1,142 @@
-// The waypoint's L7 engine alone (no HBONE, no TLS) against no proxy, in one run:
-//
-//   node bench/waypoint.ts [--rate 1000] [--seconds 5] [--conns 32]
-//
-// A forked child is the waypoint: L7Proxy behind a plain TCP listener on 127.0.0.1 (each
-// accepted connection handed to handle() as the HBONE server would hand a stream), routing to a
-// Service with one endpoint. This process is the load generator and the application, an
-// HTTP/1.1 server answering 1 KB. The baseline sends the same load straight to the application.
-// What the difference shows is the engine's own cost: two HTTP/1.1 parses, routing, the
-// upstream pool. The tunnels of a real mesh come on top (bench/hbone.ts measures those).
-//
-//   latency     1 KB responses at a fixed --rate over 10 keep-alive connections (open loop)
-//   saturation  --conns closed-loop connections for --seconds: requests per second
-//   CPU / RSS   the waypoint process during the fixed-rate run, beside Istio's published
-//               waypoint figures (0.25 vCPU and 60 MB at 1,000 rps); run with --expose-gc for
-//               the live heap (RSS includes what V8 has not collected yet, and Node's
-//               TypeScript stripper when run from .ts)
-import { fork } from 'node:child_process';
-import { once } from 'node:events';
-import * as http from 'node:http';
-import * as net from 'node:net';
-import { fileURLToPath } from 'node:url';
+// HTTP through a waypoint against L4 only and against no mesh, in one run, on a two-node local
+// cluster (root): the client on node2, the server on node1, and in the L7 phase the waypoint
+// (its own pod, on node1) between them — client ztunnel → waypoint → server ztunnel. 1 KB bodies
+// at a fixed 1,000 rps (latency percentiles) and at saturation (wrk), and the waypoint's CPU and
+// RSS beside Istio's published figure for its waypoint (0.25 vCPU and 60 MB at 1,000 rps).
+//   node bench/waypoint.ts [--seconds 10]
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import type * as k8s from '@kubernetes/client-node';
+import { findCgroup2Mount } from '../src/common/cgroup.ts';
+import { type Mesh, startMesh, waitFor } from '../test/helpers/mesh.ts';
+import { uniquePrefix } from '../test/helpers/topology.ts';
+import { fileURLToPath } from 'node:url';
 
-process.env.MESH_LOG_LEVEL ??= 'warn';
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' } } });
+const SECONDS = Number(values.seconds);
+const NODE = process.execPath;
+const GATEWAY_API = fileURLToPath(new URL('../test/fixtures/gateway-api-crds.yaml', import.meta.url));
+const SERVER = `const body = Buffer.alloc(1024, 'x'); require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(body)); }).listen(8080);`;
 
-type ToChild = { cmd: 'start'; app: number } | { cmd: 'usage' } | { cmd: 'exit' };
-type FromChild = { ev: 'ready'; port: number } | { ev: 'usage'; rss: number; heap: number; cpuMs: number };
-
-const VIP = '10.96.0.10';
-const PORT = 9080;
-
-async function child(): Promise<void> {
-  const { MeshState } = await import('../src/state/index.ts');
-  const { L7Proxy, NO_RESILIENCE } = await import('../src/waypoint/index.ts');
-  const { SERVICE, WORKLOAD } = await import('../src/xds/index.ts');
-  const send = (m: FromChild): void => void process.send!(m);
-  process.on('message', (m: ToChild) => {
-    // A clean exit, so that --cpu-prof writes the child's profile too.
-    if (m.cmd === 'exit') process.exit(0);
-    if (m.cmd === 'usage') {
-      const u = process.cpuUsage();
-      const rss = process.memoryUsage().rss;
-      // Live heap, when run with --expose-gc: what requests keep, apart from V8's lazy collection.
-      (globalThis as { gc?: () => void }).gc?.();
-      send({ ev: 'usage', rss, heap: process.memoryUsage().heapUsed, cpuMs: (u.user + u.system) / 1000 });
-      return;
-    }
-    const state = new MeshState();
-    const key = 'bench/app.bench.svc.cluster.local';
-    state.replace(SERVICE, [[key, { name: 'app', namespace: 'bench', hostname: 'app.bench.svc.cluster.local', addresses: [{ network: '', address: Uint8Array.of(10, 96, 0, 10) }], ports: [{ servicePort: PORT, targetPort: m.app, appProtocol: '' }], subjectAltNames: [], waypoint: null }]], true);
-    const w = {
-      uid: 'Kubernetes//v1/Pod/bench/app-1', name: 'app-1', namespace: 'bench', addresses: [Uint8Array.of(10, 0, 0, 1)], hostname: '', network: '', trustDomain: 'cluster.local',
-      serviceAccount: 'app', node: 'n', tunnelProtocol: 'HBONE' as const, waypoint: null, canonicalName: 'app', canonicalRevision: 'v1', workloadType: 'POD' as const, workloadName: 'app',
-      status: 'HEALTHY' as const, services: { [key]: { ports: [{ servicePort: PORT, targetPort: m.app, appProtocol: '' }] } }, authorizationPolicies: [], clusterId: 'Kubernetes', podUid: 'u',
-    };
-    state.replace(WORKLOAD, [[w.uid, w]], true);
-    let recorded = 0;
-    const proxy = new L7Proxy({
-      state,
-      routes: () => undefined,
-      upstream: {
-        connect: async (t) => {
-          const s = net.connect(t.port, '127.0.0.1');
-          await once(s, 'connect');
-          return s;
-        },
-      },
-      authorize: () => ({ allowed: true, policy: '' }),
-      resilience: () => NO_RESILIENCE,
-      telemetry: { record: () => void recorded++ },
-      gatewayKey: 'Gateway/bench/waypoint',
-    });
-    const server = net.createServer((s) => void proxy.handle(s, { sourcePrincipal: 'cluster.local/ns/bench/sa/client', sourceIp: '10.0.0.2', dst: { ip: VIP, port: PORT } }));
-    server.listen(0, '127.0.0.1', () => send({ ev: 'ready', port: (server.address() as net.AddressInfo).port }));
-  });
+function heyPercentiles(out: string): { n: number; errors: number; p50: number; p90: number; p99: number } {
+  const pct = (p: number) => {
+    const m = new RegExp(`\\s${p}% in ([\\d.]+) secs`).exec(out);
+    if (!m) throw new Error(`hey printed no ${p}th percentile:\n${out.slice(-1500)}`);
+    return Number(m[1]) * 1000;
+  };
+  const codes = [...out.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)];
+  const ok = codes.filter((c) => c[1] === '200').reduce((a, c) => a + Number(c[2]), 0);
+  const bad = codes.filter((c) => c[1] !== '200').reduce((a, c) => a + Number(c[2]), 0);
+  const errors = [...out.matchAll(/^\s+\[(\d+)\]\s+Get /gm)].reduce((a, c) => a + Number(c[1]), 0);
+  return { n: ok, errors: bad + errors, p50: pct(50), p90: pct(90), p99: pct(99) };
 }
 
-function request(agent: http.Agent, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ agent, host: '127.0.0.1', port, path: '/', headers: { host: `app.bench.svc.cluster.local:${PORT}` } }, (res) => {
-        res.resume();
-        res.once('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
-      })
-      .once('error', reject);
-  });
+async function runPod(mesh: Mesh, ns: string, name: string, node: string, command: string[]): Promise<string> {
+  await mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name }, spec: { nodeName: node, restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command }] } } as k8s.V1Pod });
+  await waitFor(`${ns}/${name}`, async () => {
+    const p = await mesh.core.readNamespacedPod({ name, namespace: ns });
+    return ['Succeeded', 'Failed'].includes(p.status?.phase ?? '') ? true : undefined;
+  }, (SECONDS + 60) * 1000);
+  return readFileSync(`${mesh.stateDir}/logs/${ns}_${name}_main.log`, 'utf8');
 }
 
-/** Open loop at `rate` per second over 10 connections; latency percentiles in ms. */
-async function fixedRate(port: number, rate: number, seconds: number): Promise<{ p50: number; p99: number; sent: number }> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 10 });
-  const lat: number[] = [];
-  const pending: Promise<void>[] = [];
-  const start = performance.now();
-  const total = rate * seconds;
-  let sent = 0;
-  while (sent < total) {
-    const due = start + (sent * 1000) / rate;
-    const wait = due - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    const t0 = performance.now();
-    pending.push(request(agent, port).then(() => void lat.push(performance.now() - t0)));
-    sent++;
-  }
-  await Promise.all(pending);
-  agent.destroy();
-  lat.sort((a, b) => a - b);
-  return { p50: lat[Math.floor(lat.length * 0.5)]!, p99: lat[Math.floor(lat.length * 0.99)]!, sent };
-}
-
-async function saturation(port: number, conns: number, seconds: number): Promise<number> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: conns });
-  const end = performance.now() + seconds * 1000;
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: conns }, async () => {
-      while (performance.now() < end) {
-        await request(agent, port);
-        done++;
+/** CPU seconds and resident MB of the processes in a cgroup tree (the waypoint's pod). */
+function cgroupUsage(dir: string): { cpuSeconds: number; rssMb: number } {
+  const usec = Number(/usage_usec (\d+)/.exec(readFileSync(join(dir, 'cpu.stat'), 'utf8'))?.[1] ?? 0);
+  let rss = 0;
+  const walk = (d: string) => {
+    for (const pid of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+      try {
+        rss += Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * 4096;
+      } catch {
+        /* gone */
       }
-    }),
-  );
-  agent.destroy();
-  return done / seconds;
+    }
+    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
+  };
+  walk(dir);
+  return { cpuSeconds: usec / 1e6, rssMb: rss / 2 ** 20 };
+}
+
+function findPodCgroup(uid: string): string {
+  const root = findCgroup2Mount();
+  const want = `pod${uid}`;
+  const search = (d: string, depth: number): string | undefined => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (!e.isDirectory()) continue;
+      if (e.name === want) return join(d, e.name);
+      if (depth < 4 && (e.name.startsWith('mesh') || e.name.includes('mb'))) {
+        const f = search(join(d, e.name), depth + 1);
+        if (f) return f;
+      }
+    }
+    return undefined;
+  };
+  const found = search(root, 0);
+  if (!found) throw new Error(`the cgroup of pod ${uid} was not found under ${root}`);
+  return found;
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rate: { type: 'string', default: '1000' }, seconds: { type: 'string', default: '5' }, conns: { type: 'string', default: '32' } } });
-  const rate = Number(values.rate);
-  const seconds = Number(values.seconds);
-  const conns = Number(values.conns);
-  const body = Buffer.alloc(1024, 'x');
-  const app = http.createServer((_req, res) => res.end(body)).listen(0, '127.0.0.1');
-  await once(app, 'listening');
-  const appPort = (app.address() as net.AddressInfo).port;
-
-  const wp = fork(fileURLToPath(import.meta.url), ['--child'], { stdio: 'inherit' });
-  const next = (): Promise<FromChild> => once(wp, 'message').then(([m]) => m as FromChild);
-  wp.send({ cmd: 'start', app: appPort } satisfies ToChild);
-  const ready = await next();
-  if (ready.ev !== 'ready') throw new Error('waypoint did not start');
-  const usage = async (): Promise<{ rss: number; heap: number; cpuMs: number }> => {
-    wp.send({ cmd: 'usage' } satisfies ToChild);
-    const u = await next();
-    if (u.ev !== 'usage') throw new Error('unexpected message');
-    return u;
-  };
-
-  const idle = await usage();
-  await fixedRate(ready.port, rate, 1); // warm-up: JIT, connections
-  const direct = await fixedRate(appPort, rate, seconds);
-  const before = await usage();
-  const t0 = performance.now();
-  const via = await fixedRate(ready.port, rate, seconds);
-  const after = await usage();
-  const vcpu = (after.cpuMs - before.cpuMs) / (performance.now() - t0);
-  const satDirect = await saturation(appPort, conns, seconds);
-  const satVia = await saturation(ready.port, conns, seconds);
-
-  const ms = (n: number): string => n.toFixed(2);
-  console.log(`1 KB HTTP/1.1, ${rate} rps for ${seconds} s over 10 connections`);
-  console.log(`  no proxy       p50 ${ms(direct.p50)} ms  p99 ${ms(direct.p99)} ms`);
-  console.log(`  waypoint       p50 ${ms(via.p50)} ms  p99 ${ms(via.p99)} ms`);
-  const mb = (n: number): string => `${(n / 1e6).toFixed(0)} MB`;
-  console.log(`  waypoint CPU   ${vcpu.toFixed(3)} vCPU (Istio's waypoint: 0.25 vCPU at 1,000 rps)`);
-  console.log(`  waypoint RSS   ${mb(after.rss)}, ${mb(idle.rss)} before load; live heap ${mb(after.heap)} (Istio's: 60 MB)`);
-  console.log(`saturation, ${conns} connections, ${seconds} s`);
-  console.log(`  no proxy       ${satDirect.toFixed(0)} rps`);
-  console.log(`  waypoint       ${satVia.toFixed(0)} rps (${((satVia / satDirect) * 100).toFixed(0)} % of no proxy)`);
-  wp.send({ cmd: 'exit' } satisfies ToChild);
-  await once(wp, 'exit');
-  app.close();
+  const cleanups: (() => Promise<void> | void)[] = [];
+  try {
+    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mw') });
+    await mesh.kubectl('apply', '-f', GATEWAY_API);
+    const results: Record<string, Record<string, number>> = {};
+    for (const [ns, mode] of [['plain', 'none'], ['l4', 'ambient'], ['l7', 'waypoint']] as const) {
+      await mesh.core.createNamespace({ body: { metadata: { name: ns, labels: mode === 'none' ? {} : { 'mesh.io/dataplane-mode': 'ambient' } } } });
+      await mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name: 'web', labels: { app: 'web' } }, spec: { nodeName: 'node1', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', SERVER] }] } } as k8s.V1Pod });
+      const svc = await mesh.core.createNamespacedService({ namespace: ns, body: { metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 as unknown as k8s.IntOrString }] } } });
+      const url = `http://${svc.spec!.clusterIP}/`;
+      let waypoint: string | undefined;
+      if (mode === 'waypoint') {
+        const f = join(mesh.stateDir, 'waypoint.yaml');
+        writeFileSync(f, `apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: ${ns}}\nspec:\n  gatewayClassName: mesh-waypoint\n  listeners:\n  - {name: mesh, port: 15008, protocol: HBONE}\n`);
+        await mesh.kubectl('apply', '-f', f);
+        await mesh.kubectl('label', 'namespace', ns, 'mesh.io/use-waypoint=waypoint');
+        await waitFor('the waypoint to be Programmed', async () => {
+          const { stdout } = await mesh.kubectl('get', 'gateway', '-n', ns, 'waypoint', '-o', 'jsonpath={.status.conditions[?(@.type=="Programmed")].status}');
+          return stdout === 'True' ? true : undefined;
+        }, 60_000);
+        const { stdout } = await mesh.kubectl('get', 'pod', '-n', ns, '-l', 'gateway.networking.k8s.io/gateway-name=waypoint', '-o', 'jsonpath={.items[0].metadata.uid}');
+        waypoint = findPodCgroup(stdout.trim());
+        // The first requests prove the path (and warm it): the waypoint answers them.
+        await runPod(mesh, ns, 'warm', 'node2', ['hey', '-n', '200', '-c', '4', url]);
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+      const before = waypoint ? cgroupUsage(waypoint) : undefined;
+      const t0 = Date.now();
+      const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', url]));
+      const fixedWall = (Date.now() - t0) / 1000;
+      const atRate = waypoint ? cgroupUsage(waypoint) : undefined;
+      const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', url]);
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
+      const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(wrk)?.[1] ?? 0);
+      results[ns] = {
+        p50_ms: fixed.p50,
+        p90_ms: fixed.p90,
+        p99_ms: fixed.p99,
+        fixed_ok: fixed.n,
+        fixed_errors: fixed.errors,
+        wrk_rps: rps,
+        wrk_non2xx: non2xx,
+        ...(before && atRate ? { waypoint_cpu_cores_at_1000rps: (atRate.cpuSeconds - before.cpuSeconds) / fixedWall, waypoint_rss_mb: atRate.rssMb } : {}),
+      };
+    }
+    const [p, l4, l7] = [results.plain!, results.l4!, results.l7!];
+    console.log(`\nHTTP 1 KB, client node2 → server node1, ${SECONDS} s per phase (${new Date().toISOString()})`);
+    console.log('                       no mesh        L4        L7 (waypoint)   L7/L4    L7/none');
+    for (const k of ['p50_ms', 'p90_ms', 'p99_ms'] as const) {
+      console.log(`@1000rps ${k.padEnd(12)} ${p[k]!.toFixed(2).padStart(8)} ${l4[k]!.toFixed(2).padStart(9)} ${l7[k]!.toFixed(2).padStart(12)}   ×${(l7[k]! / l4[k]!).toFixed(2).padStart(5)}   ×${(l7[k]! / p[k]!).toFixed(2)}`);
+    }
+    console.log(`saturation rps (wrk)  ${p.wrk_rps!.toFixed(0).padStart(8)} ${l4.wrk_rps!.toFixed(0).padStart(9)} ${l7.wrk_rps!.toFixed(0).padStart(12)}   ×${(l7.wrk_rps! / l4.wrk_rps!).toFixed(2).padStart(5)}   ×${(l7.wrk_rps! / p.wrk_rps!).toFixed(2)}`);
+    console.log(`errors: fixed ${p.fixed_errors}/${l4.fixed_errors}/${l7.fixed_errors}, wrk non-2xx ${p.wrk_non2xx}/${l4.wrk_non2xx}/${l7.wrk_non2xx}`);
+    console.log(`waypoint at 1,000 rps: ${l7.waypoint_cpu_cores_at_1000rps!.toFixed(2)} vCPU, ${l7.waypoint_rss_mb!.toFixed(0)} MB RSS (Istio's waypoint, published: 0.25 vCPU, 60 MB)`);
+    console.log(JSON.stringify(results));
+  } finally {
+    for (const c of cleanups.reverse()) await c();
+  }
 }
 
-if (process.argv.includes('--child')) await child();
-else await main();
+await main();

@@ -20,6 +20,7 @@
 //   closed: the condition holds in a DENY policy and does not in an ALLOW policy (DESIGN.md
 //   "Policy"). unsupportedL7Keys() lists these for the controller to put in the policy's status.
 // - dryRun policies never change the decision; what they would have changed is logged.
+import { normalizePath } from './path.ts';
 import ipaddr from 'ipaddr.js';
 import { cidrContains, compileCidr, type CompiledCidr, type Ip, parseIp } from '../authz/index.ts';
 import { logger } from '../common/log.ts';
@@ -427,52 +428,6 @@ function judge(policies: readonly CompiledPolicy[], v: RequestView): L7Decision 
   return { allowed: !anyAllow, policy: '' };
 }
 
-const UNRESERVED = /%([0-9a-fA-F]{2})/g;
-
-/**
- * The path a policy judges: without query string or fragment, percent-encoded unreserved
- * characters decoded (RFC 3986 §6.2.2.2), "." / ".." segments removed (§5.2.4) — what Istio's
- * default path normalization (BASE) does before Envoy's RBAC filter sees the path — and runs of
- * "/" merged (Istio's MERGE_SLASHES, not its default: many servers read "//admin" as "/admin", so
- * a DENY on "/admin" must too). "%2F" stays encoded, as in Istio. The proxy should forward this path too, as Envoy does, so that
- * the backend serves what was authorized.
- */
-export function normalizePath(target: string): string {
-  let end = target.length;
-  for (let i = 0; i < target.length; i++) {
-    const c = target.charCodeAt(i);
-    if (c === 63 /* ? */ || c === 35 /* # */) {
-      end = i;
-      break;
-    }
-  }
-  let p = target.slice(0, end);
-  // Absolute form (RFC 9112 §3.2.2, "GET http://host/admin"): judge the path, not the URI.
-  const abs = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/]*/.exec(p);
-  if (abs) p = p.slice(abs[0].length) || '/';
-  if (p.includes('%')) {
-    p = p.replace(UNRESERVED, (m, hex: string) => {
-      const ch = String.fromCharCode(parseInt(hex, 16));
-      return /[A-Za-z0-9\-._~]/.test(ch) ? ch : m.toUpperCase();
-    });
-  }
-  if (p.includes('//')) p = p.replace(/\/{2,}/g, '/');
-  if (!p.includes('.')) return p;
-  const segs = p.split('/');
-  const out: string[] = [];
-  for (let i = 0; i < segs.length; i++) {
-    const s = segs[i]!;
-    const last = i === segs.length - 1;
-    if (s === '.') {
-      if (last) out.push('');
-    } else if (s === '..') {
-      if (out.length > 1) out.pop();
-      if (last) out.push('');
-    } else out.push(s);
-  }
-  return out.join('/');
-}
-
 const NONE: readonly CompiledPolicy[] = Object.freeze([]);
 
 function byKey(x: CompiledPolicy, y: CompiledPolicy): number {
@@ -553,3 +508,5 @@ export class L7Authorizer {
     } else seen.count++;
   }
 }
+
+export { normalizePath };

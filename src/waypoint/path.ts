@@ -15,6 +15,12 @@ export function normalizeTarget(target: string): string {
   return normalizePathOnly(path) + rest;
 }
 
+/** The path of a request target without its query and fragment, normalized as normalizeTarget does: what L7 policy judges. */
+export function normalizePath(target: string): string {
+  const q = target.search(/[?#]/);
+  return normalizePathOnly(q < 0 ? target : target.slice(0, q));
+}
+
 function normalizePathOnly(raw: string): string {
   let p = raw;
   // Absolute form (RFC 9112 §3.2.2, "GET http://host/x"): the path is what is routed.

@@ -4,7 +4,8 @@
 // tests pass small fakes.
 import type { Service, Workload } from '../xds/index.ts';
 import type { ServiceEndpoint } from '../state/index.ts';
-import type { L7ResponseFlag, RequestInfo } from './request.ts';
+import type { RequestInfo } from './request.ts';
+import type { CompletedRequest } from './telemetry.ts';
 
 /** The read-only part of MeshState the waypoint routes with. */
 export interface WaypointView {
@@ -41,23 +42,8 @@ export interface ResiliencePort {
   ejected(endpointKey: string): boolean;
 }
 
-/** One finished request, as RequestTelemetry.record takes it (telemetry.ts). */
-export interface CompletedRequest {
-  req: RequestInfo;
-  status: number;
-  /** '' if none. */
-  grpcStatus: string;
-  flags: L7ResponseFlag;
-  durationMs: number;
-  requestBytes: number;
-  responseBytes: number;
-  destination: { service: string; workloadUid: string; ip: string; port: number } | null;
-  /** The RouteRule's origin, or ''. */
-  route: string;
-  traceparent: string;
-  /** The client's port, when the HBONE server learned it; absent when unknown. */
-  sourcePort?: number;
-}
+/** One finished request, as RequestTelemetry.record takes it. */
+export type { CompletedRequest };
 
 export interface TelemetryPort {
   record(r: CompletedRequest): void;

@@ -85,6 +85,8 @@ export interface L7Flow {
   /** The endpoint the request went to; for a request that went nowhere, the address the client
    * dialled. */
   destination: L7FlowEndpoint & { service: string };
+  /** What the client dialled (a Service VIP or a pod): its L4 flow's destination. */
+  dialled: { ip: string; port: number };
   protocol: 'http' | 'grpc';
   method: string;
   /** As received, query included. */
@@ -398,6 +400,7 @@ export class RequestTelemetry {
         identity: dst ? principalOf(dst) : '',
         service: serviceKey,
       },
+      dialled: { ip: req.destination.ip, port: req.destination.port },
       protocol: req.protocol,
       method: req.method,
       path: req.path,

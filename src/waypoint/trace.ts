@@ -16,7 +16,7 @@ export function nextTraceparent(incoming: string | undefined): string {
 }
 
 // Random ids come from a refilled pool: one randomBytes() per request was a visible share of
-// the per-request CPU in bench/waypoint.ts.
+// the per-request CPU in bench/waypoint-engine.ts.
 let randomPool = Buffer.alloc(0);
 let randomOffset = 0;
 

@@ -76,7 +76,7 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
         dstAddr: { host: wp.address, port: HBONE_PORT },
         expectedIdentities: wp.identities,
         authority: { host: orig.address, port: orig.port },
-        forwardedFor: { host: pod.addresses[0] ?? plainAddr(conn.localAddress) },
+        forwardedFor: { host: pod.addresses[0] ?? plainAddr(conn.localAddress), ...(conn.remotePort ? { port: conn.remotePort } : {}) },
         baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
       });
       const done = ctx.connections.track(tracked, conn, stream, info);

@@ -153,9 +153,8 @@ ports: [{name: mesh, port: 15008, protocol: TCP}]
   const served = (await ok(t, h, ['waypoint', 'status', '-n', 'shop'])).stdout;
   t.regex(served, /Service shop\/waypoint: [\d.]+, 1\/1 endpoints ready/);
   t.regex(served, /Traffic: served/);
-  // (The model also counts the waypoint's own Service, which inherits the namespace label: not
-  // asserted here, it is the controller's call — see the report of this branch.)
-  t.regex(served, /Users \(1 namespace, \d services\):/);
+  // The waypoint's own Service is not among its users, though the namespace label reaches it.
+  t.regex(served, /Users \(1 namespace, 1 service\):/);
   t.regex(served, /Service\s+shop\s+web\s+served/);
   const healthy = JSON.parse((await meshctl(h, ['check', '--post-install', '--server', '127.0.0.1:1', '-o', 'json'])).stdout) as { name: string; status: string; detail: string }[];
   t.like(healthy.find((v) => v.name === 'waypoints'), { status: 'ok', detail: '1 waypoint in use, all ready (shop/waypoint)' });
@@ -171,7 +170,7 @@ ports: [{name: mesh, port: 15008, protocol: TCP}]
   // delete: the Gateway goes, and the namespace whose label still names it is called out.
   const deleted = await ok(t, h, ['waypoint', 'delete', '-n', 'shop', 'waypoint']);
   t.is(deleted.stdout, 'waypoint shop/waypoint deleted\n');
-  t.regex(deleted.stderr, /warning: 1 namespace, \d services still use waypoint shop\/waypoint: their traffic is now refused \(fail closed\)/);
+  t.regex(deleted.stderr, /warning: 1 namespace, 1 service still use waypoint shop\/waypoint: their traffic is now refused \(fail closed\)/);
   t.regex(deleted.stderr, /kubectl label namespace shop mesh\.io\/use-waypoint- mesh\.io\/use-waypoint-namespace-/);
   t.is((await call(h.server, 'GET', `${GATEWAYS}/waypoint`)).status, 404);
   const gone = await meshctl(h, ['waypoint', 'status', '-n', 'shop']);

@@ -23,7 +23,8 @@ function pod(namespace: string, name: string, ip: string, labels: Record<string,
 const gateway: KubeObject = {
   apiVersion: 'gateway.networking.k8s.io/v1',
   kind: 'Gateway',
-  metadata: { name: 'wp', namespace: 'shop' },
+  // A waypoint for workloads too: a selector policy is handed to the waypoints of the workloads it selects.
+  metadata: { name: 'wp', namespace: 'shop', labels: { 'mesh.io/waypoint-for': 'all' } },
   spec: { gatewayClassName: 'mesh-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] },
   status: { conditions: [{ type: 'Programmed', status: 'True' }] },
 };

@@ -254,7 +254,7 @@ test('check: each unready waypoint fails, naming the pods, services and namespac
     namespaces: [ns('shop', { 'mesh.io/dataplane-mode': 'ambient', 'mesh.io/use-waypoint': 'waypoint' }), ns('blog', { 'mesh.io/dataplane-mode': 'ambient' }), ns('infra')],
     pods: [pod('shop', 'web-1', '10.244.1.7'), pod('blog', 'api-1', '10.244.1.8', { 'mesh.io/use-waypoint': 'gone' })],
     services: [svc('blog', 'api', { 'mesh.io/use-waypoint': 'shared', 'mesh.io/use-waypoint-namespace': 'infra' })],
-    gateways: [gateway('shop', 'waypoint', { programmed: 'False' }), gateway('infra', 'shared', { programmed: 'True' })],
+    gateways: [gateway('shop', 'waypoint', { programmed: 'False', forLabel: 'all' }), gateway('infra', 'shared', { programmed: 'True' })],
     endpointSlices: [slice('infra', 'shared', true)],
   });
   const results = waypointChecks(buildModel(snap).waypoints, true);

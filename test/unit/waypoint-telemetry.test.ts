@@ -216,6 +216,7 @@ test('an L7 flow per request: FORWARDED, or DROPPED when policy denied it', (t) 
     waypoint: 'shop/waypoint',
     source: { workload: 'web', pod: 'web-5d9f-abcde', namespace: 'front', ip: '10.244.2.9', port: 0, identity: 'spiffe://cluster.local/ns/front/sa/web' },
     destination: { workload: 'cart', pod: 'cart-7c4b-xyz12', namespace: 'shop', ip: '10.244.1.7', port: 8080, identity: 'spiffe://cluster.local/ns/shop/sa/cart', service: 'shop/cart.shop.svc.cluster.local' },
+    dialled: { ip: '10.96.0.20', port: 8080 },
     protocol: 'http',
     method: 'GET',
     path: '/items?page=2',
