@@ -10,6 +10,8 @@ import { dirname } from 'node:path';
 import { logger } from '../common/log.ts';
 
 const log = logger('flows');
+/** Records kept while the connection to the agent opens. */
+const QUEUE_MAX = 256;
 
 export interface L7Record {
   /** Start of the request, ms since the epoch. */
@@ -91,23 +93,31 @@ function parseRecord(line: string): L7Record | undefined {
   }
 }
 
-/** The proxy's end: one connection, reopened when lost; records written while it is down are dropped and counted. */
+/**
+ * The proxy's end: one connection, opened at once and reopened when lost. Records written while it
+ * connects wait in a short queue; beyond it, or while the agent is away, they are dropped and
+ * counted — a request is never held up for its flow.
+ */
 export class L7FlowSender {
   private readonly path: string;
   private sock: net.Socket | undefined;
   private connecting = false;
   private retryAt = 0;
+  private readonly queue: string[] = [];
   dropped = 0;
   sent = 0;
 
   constructor(path: string) {
     this.path = path;
+    this.connect();
   }
 
   send(r: L7Record): void {
+    const line = `${JSON.stringify(r)}\n`;
     const s = this.sock;
-    if (!s || s.destroyed || this.connecting) {
-      this.dropped++;
+    if (!s || s.destroyed) {
+      if (this.queue.length < QUEUE_MAX) this.queue.push(line);
+      else this.dropped++;
       this.connect();
       return;
     }
@@ -116,7 +126,7 @@ export class L7FlowSender {
       this.dropped++;
       return;
     }
-    s.write(`${JSON.stringify(r)}\n`);
+    s.write(line);
     this.sent++;
   }
 
@@ -127,11 +137,17 @@ export class L7FlowSender {
     s.once('connect', () => {
       this.connecting = false;
       this.sock = s;
+      for (const line of this.queue.splice(0)) {
+        s.write(line);
+        this.sent++;
+      }
       log.debug({ socket: this.path }, 'sending L7 flows to the node agent');
     });
     s.once('error', (e: Error) => {
       this.connecting = false;
       this.retryAt = Date.now() + 1000;
+      // The agent is away: what waited for it is dropped, and counted.
+      this.dropped += this.queue.splice(0).length;
       if (this.sock !== s) log.debug({ socket: this.path, err: e.message }, 'the node agent takes no L7 flows (yet)');
     });
     s.once('close', () => {

@@ -3,21 +3,27 @@
 // labelled to use it, an HTTPRoute on Service web, and clients in pods whose connections ztunnel
 // captures and sends over HBONE to the waypoint, which routes each request to a pod over HBONE
 // again. Two nodes, one mesh shared by the tests in order; real kubectl, real Prometheus.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor, type Mesh } from '../helpers/mesh.ts';
-import { HTTP_ECHO_SERVER, HTTP_REQUESTS } from '../helpers/scripts.ts';
+import { GRPC_CALLS, GRPC_SERVER, HTTP_ECHO_SERVER, HTTP_REQUESTS } from '../helpers/scripts.ts';
 import { requireRoot } from '../helpers/topology.ts';
 import { fileURLToPath } from 'node:url';
 
 const NODE = process.execPath;
+const run = promisify(execFile);
 const GATEWAY_API = fileURLToPath(new URL('../fixtures/gateway-api-crds.yaml', import.meta.url));
+const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
+// The gRPC pods run host commands that require @grpc/grpc-js from this checkout.
+const NODE_PATH = fileURLToPath(new URL('../../node_modules', import.meta.url));
 
 let mesh: Mesh;
 let webVip = '';
 let v1Ip = '';
+let v2Ip = '';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 test.after.always(async () => {
@@ -60,6 +66,25 @@ async function requests(ns: string, spec: { url: string; n: number; method?: str
   return JSON.parse(line.slice('RESULT '.length)) as Result;
 }
 
+/** Runs `script` with `args` in a new pod of `ns` and returns the JSON after its "RESULT " line. */
+async function runScript<T>(ns: string, script: string, args: string[], node = 'node2'): Promise<T> {
+  const name = `client-${++clients}`;
+  await mesh.core.createNamespacedPod({
+    namespace: ns,
+    body: { metadata: { name }, spec: { nodeName: node, restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', script, ...args], env: [{ name: 'NODE_PATH', value: NODE_PATH }] }] } } as k8s.V1Pod,
+  });
+  const log = `${mesh.stateDir}/logs/${ns}_${name}_main.log`;
+  const line = await waitFor(`${ns}/${name} to finish`, () => {
+    try {
+      return readFileSync(log, 'utf8').split('\n').find((l) => l.startsWith('RESULT '));
+    } catch {
+      return undefined;
+    }
+  }, 90_000);
+  await mesh.core.deleteNamespacedPod({ name, namespace: ns, gracePeriodSeconds: 0 }).catch(() => undefined);
+  return JSON.parse(line.slice('RESULT '.length)) as T;
+}
+
 const count = (r: Result, prefix: string) => Object.entries(r.counts).filter(([k]) => k.startsWith(prefix)).reduce((a, [, n]) => a + n, 0);
 
 async function podIp(ns: string, name: string): Promise<string> {
@@ -93,7 +118,7 @@ test.before(async (t) => {
   await svc('mirror', { app: 'mirror' });
   webVip = web.spec!.clusterIP!;
   v1Ip = await podIp('shop', 'web-v1');
-  await podIp('shop', 'web-v2');
+  v2Ip = await podIp('shop', 'web-v2');
 });
 
 test.serial('waypoint-deploy: a Gateway of class mesh-waypoint becomes an owned Deployment, Service and ServiceAccount, and is Programmed', async (t) => {
@@ -133,6 +158,10 @@ spec:
   - matches:
     - headers: [{name: x-version, value: v2}]
     backendRefs: [{name: web-v2, port: 80}]
+  - matches:
+    - path: {type: PathPrefix, value: /flaky}
+    retry: {attempts: 2, codes: [503]}
+    backendRefs: [{name: web-v1, port: 80}]
   - matches:
     - path: {type: PathPrefix, value: /slow}
     timeouts: {request: 200ms}
@@ -197,6 +226,91 @@ test.serial('waypoint-authz: an L7 ALLOW of GET on the waypoint: POST gets 403 "
   const { stdout } = await mesh.kubectl('get', 'authorizationpolicy', '-n', 'shop', 'get-only', '-o', 'jsonpath={.status.conditions[*].message}');
   t.regex(stdout, /waypoint/i, `the status says where it is enforced: ${stdout}`);
   await mesh.kubectl('delete', '-f', policy);
+});
+
+test.serial('waypoint-retry: a retry turns a backend that fails 1 request in 2 into 100 % success', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  // Without a route (the pod dialled by its IP: through the waypoint, no Service's routes): every other request fails.
+  const bare = await requests('shop', { url: `http://${v2Ip}:8080/flaky`, n: 40, concurrency: 1 });
+  t.log(`without retry: ${JSON.stringify(bare.counts)}`);
+  t.is(count(bare, '503'), 20, `the backend fails every other request: ${JSON.stringify(bare.counts)}`);
+  const retried = await requests('shop', { url: `http://${webVip}/flaky`, n: 100, concurrency: 1 });
+  t.is(count(retried, '200 web-v1'), 100, JSON.stringify(retried.counts));
+});
+
+test.serial('waypoint-fault: a TrafficPolicy aborting 50 % lands within ±5 % over 1,000 requests; an invalid one is refused naming the field', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  const faulty = await mesh.core.createNamespacedService({ namespace: 'shop', body: { metadata: { name: 'faulty' }, spec: { selector: { app: 'web', version: 'v1' }, ports: [{ name: 'http', port: 80, targetPort: 8080 as unknown as k8s.IntOrString }] } } });
+  await apply('fault', 'apiVersion: networking.mesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: faulty, namespace: shop}\nspec:\n  targetRefs:\n  - {group: "", kind: Service, name: faulty}\n  faultInjection:\n    abort: {httpStatus: 503, percentage: 50}\n');
+  const vip = faulty.spec!.clusterIP!;
+  await waitFor('the fault to be in force', async () => (count(await requests('shop', { url: `http://${vip}/`, n: 20 }), '503') > 0 ? true : undefined), 30_000);
+  const r = await requests('shop', { url: `http://${vip}/`, n: 1000, concurrency: 8 });
+  const aborted = count(r, '503');
+  t.log(`1000 requests with a 50 % abort: ${aborted} aborted, ${count(r, '200')} served`);
+  t.is(aborted + count(r, '200 web-v1'), 1000, JSON.stringify(r.counts));
+  t.true(Math.abs(aborted / 1000 - 0.5) <= 0.05, `aborted ${aborted / 10} % (want 50 ± 5)`);
+  const bad = await t.throwsAsync(apply('bad-fault', 'apiVersion: networking.mesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: bad, namespace: shop}\nspec:\n  targetRefs:\n  - {group: "", kind: Service, name: faulty}\n  faultInjection:\n    abort: {httpStatus: 99, percentage: 150}\n'));
+  t.regex(String((bad as Error & { stderr?: string }).stderr ?? bad?.message), /percentage|httpStatus/);
+});
+
+test.serial('waypoint-grpc: a GRPCRoute sends one method to v2 and the rest to v1', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  for (const [name, node] of [['grpc-v1', 'node1'], ['grpc-v2', 'node2']] as const) {
+    await mesh.core.createNamespacedPod({ namespace: 'shop', body: { metadata: { name, labels: { app: 'grpc', version: name.slice(5) } }, spec: { nodeName: node, containers: [{ name: 'main', image: 'local', command: [NODE, '-e', GRPC_SERVER, name], env: [{ name: 'NODE_PATH', value: NODE_PATH }] }] } } as k8s.V1Pod });
+  }
+  const grpcSvc = (name: string, selector: Record<string, string>) =>
+    mesh.core.createNamespacedService({ namespace: 'shop', body: { metadata: { name }, spec: { selector, ports: [{ name: 'grpc', port: 80, appProtocol: 'grpc', targetPort: 8080 as unknown as k8s.IntOrString }] } } });
+  const svc = await grpcSvc('grpc', { app: 'grpc' });
+  await grpcSvc('grpc-v1', { app: 'grpc', version: 'v1' });
+  await grpcSvc('grpc-v2', { app: 'grpc', version: 'v2' });
+  await podIp('shop', 'grpc-v1');
+  await podIp('shop', 'grpc-v2');
+  await apply('grpc-route', 'apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: greeter, namespace: shop}\nspec:\n  parentRefs:\n  - {group: "", kind: Service, name: grpc, port: 80}\n  rules:\n  - matches:\n    - method: {service: demo.Greeter, method: Bye}\n    backendRefs: [{name: grpc-v2, port: 80}]\n  - backendRefs: [{name: grpc-v1, port: 80}]\n');
+  const target = `${svc.spec!.clusterIP}:80`;
+  type Counts = { counts: Record<string, number> };
+  await waitFor('the GRPCRoute in the waypoint', async () => ((await runScript<Counts>('shop', GRPC_CALLS, [target, '2'])).counts['grpc-v2 Bye'] === 2 ? true : undefined), 30_000);
+  const r = await runScript<Counts>('shop', GRPC_CALLS, [target, '20']);
+  t.deepEqual(r.counts, { 'grpc-v1 Hello': 20, 'grpc-v2 Bye': 20 });
+});
+
+test.serial('waypoint-flows: meshctl flows --protocol http shows each request with method, path and status, beside its L4 flow', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  await requests('shop', { url: `http://${webVip}/flows-probe`, n: 5, concurrency: 1, headers: { 'x-version': 'v2' } });
+  let last = '';
+  const flows = await waitFor('L7 flows from the waypoint', async () => {
+    const { stdout } = await run(MESHCTL, ['flows', '--state-dir', mesh.stateDir, '--protocol', 'http', '--last', '50', '-o', 'json'], { maxBuffer: 64 << 20 }).catch((e: Error & { stderr?: string; stdout?: string }) => {
+      last = `${e.message} ${e.stderr ?? ''}`;
+      throw e;
+    });
+    last = stdout.slice(-2000);
+    const fs = stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { flow: { l7?: { http?: { method: string; url: string; code: number } }; source?: { podName?: string }; IP?: unknown; reporter?: string } });
+    const probes = fs.filter((f) => f.flow.l7?.http?.url === '/flows-probe');
+    return probes.length >= 5 ? probes : undefined;
+  }, 20_000).catch((e: Error) => {
+    throw new Error(`${e.message}; meshctl said: ${last}`);
+  });
+  t.true(flows.every((f) => f.flow.l7?.http?.method === 'GET' && f.flow.l7.http.code === 200), JSON.stringify(flows[0]));
+  t.regex(flows[0]!.flow.source?.podName ?? '', /^client-/, 'the client pod is named');
+  // The L4 flow of the same connection (its client's ztunnel reports it when it closes) has the
+  // same source address and port: the two join.
+  const { ip, tcp } = flows[0]!.flow as unknown as { ip: { source: string }; tcp: { sourcePort: number } };
+  const l4 = await waitFor('the L4 flow of the connection', async () => {
+    const { stdout } = await run(MESHCTL, ['flows', '--state-dir', mesh.stateDir, '--from-ip', ip.source, '--all', '-o', 'json'], { maxBuffer: 64 << 20 });
+    return stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { flow: { type: string; reporter: string; tcp: { sourcePort: number } } }).flow)
+      .find((f) => f.type === 'L3_L4' && f.tcp.sourcePort === tcp.sourcePort);
+  }, 20_000);
+  t.is(l4.reporter, 'ztunnel-source');
+});
+
+test.serial('waypoint-config-loss: the waypoint keeps serving its last good config while the controller is away', async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  const during = requests('shop', { url: `http://${webVip}/`, n: 300, concurrency: 2, headers: { 'x-version': 'v2' } });
+  await mesh.restartController();
+  const r = await during;
+  t.is(count(r, '200 web-v2'), 300, `every request routed by the last good config: ${JSON.stringify(r.counts)} ${JSON.stringify(r.errors)}`);
 });
 
 test.serial('waypoint-bypass: a client outside the mesh dialling the pod directly is refused; so is every request while the waypoint is gone, until it returns', async (t) => {

@@ -92,3 +92,37 @@ Promise.all(Array.from({ length: spec.concurrency || 4 }, worker)).then(() => {
   agent.destroy();
 });
 `;
+
+/**
+ * A gRPC server (@grpc/grpc-js, NODE_PATH set by the pod) on :8080 with service demo.Greeter,
+ * methods Hello and Bye, answering "<argv[1]> <method>" as raw bytes (no protobuf needed).
+ */
+export const GRPC_SERVER = `
+const grpc = require('@grpc/grpc-js');
+const id = (b) => b;
+const m = (name) => ({ path: '/demo.Greeter/' + name, requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id });
+const s = new grpc.Server();
+s.addService({ Hello: m('Hello'), Bye: m('Bye') }, {
+  Hello: (call, cb) => cb(null, Buffer.from(process.argv[1] + ' Hello')),
+  Bye: (call, cb) => cb(null, Buffer.from(process.argv[1] + ' Bye')),
+});
+s.bindAsync('0.0.0.0:8080', grpc.ServerCredentials.createInsecure(), (e) => { if (e) { console.error(e); process.exit(1); } });
+`;
+
+/** Calls argv[1] (host:port) n = argv[2] times per method of demo.Greeter; prints "RESULT <json>" of answers counted. */
+export const GRPC_CALLS = `
+const grpc = require('@grpc/grpc-js');
+const id = (b) => b;
+const c = new grpc.Client(process.argv[1], grpc.credentials.createInsecure());
+const counts = {};
+const call = (method) => new Promise((resolve) => c.makeUnaryRequest('/demo.Greeter/' + method, id, id, Buffer.from('x'), { deadline: Date.now() + 10000 }, (e, r) => {
+  const k = e ? 'error ' + e.code + ' ' + e.details : r.toString();
+  counts[k] = (counts[k] || 0) + 1;
+  resolve();
+}));
+(async () => {
+  for (let i = 0; i < Number(process.argv[2]); i++) { await call('Hello'); await call('Bye'); }
+  console.log('RESULT ' + JSON.stringify({ counts }));
+  c.close();
+})();
+`;
