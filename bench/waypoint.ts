@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' } } });
 const SECONDS = Number(values.seconds);
 const NODE = process.execPath;
-const GATEWAY_API = fileURLToPath(new URL('../test/fixtures/gateway-api-crds.yaml', import.meta.url));
+const GATEWAY_API = fileURLToPath(new URL('../daemonset/chart/files/gateway-api-crds.yaml', import.meta.url));
 const SERVER = `const body = Buffer.alloc(1024, 'x'); require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(body)); }).listen(8080);`;
 
 function heyPercentiles(out: string): { n: number; errors: number; p50: number; p90: number; p99: number } {

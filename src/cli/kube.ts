@@ -30,7 +30,7 @@ export class KubeCommandError extends Error {
 /** Where the Gateway API CRDs come from; said in every error about their absence. */
 export const GATEWAY_API_INSTALL =
   'install the Gateway API CRDs: kubectl apply -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.3.0/standard-install.yaml ' +
-  '(on the local cluster: kubectl apply -f test/fixtures/gateway-api-crds.yaml)';
+  '(on the local cluster: kubectl apply -f daemonset/chart/files/gateway-api-crds.yaml)';
 
 export interface KubeconfigOptions {
   kubeconfig?: string;

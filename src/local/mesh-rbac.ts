@@ -1,4 +1,4 @@
-// The mesh's RBAC in the local cluster: daemonset/rbac.yaml (what the Helm chart ships) applied
+// The mesh's RBAC in the local cluster: daemonset/chart/files/rbac.yaml (what the Helm chart ships, through templates/rbac.yaml) applied
 // with the admin's rights, and the controller's credential — a TokenRequest token of
 // mesh-system/mesh-controller in a file, read the way an in-cluster client reads its projected
 // token — so the controller runs with exactly the rights the chart grants it.
@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import * as yaml from 'js-yaml';
 
-export const MESH_RBAC_MANIFEST = fileURLToPath(new URL('../../daemonset/rbac.yaml', import.meta.url));
+export const MESH_RBAC_MANIFEST = fileURLToPath(new URL('../../daemonset/chart/files/rbac.yaml', import.meta.url));
 export const CONTROLLER_SA = { namespace: 'mesh-system', name: 'mesh-controller' };
 /** As kubelet's projected tokens; the caller rewrites the file well before this. */
 const TOKEN_SECONDS = 24 * 3600;

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 
 const NODE = process.execPath;
 const run = promisify(execFile);
-const GATEWAY_API = fileURLToPath(new URL('../fixtures/gateway-api-crds.yaml', import.meta.url));
+const GATEWAY_API = fileURLToPath(new URL('../../daemonset/chart/files/gateway-api-crds.yaml', import.meta.url));
 const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
 // The gRPC pods run host commands that require @grpc/grpc-js from this checkout.
 const NODE_PATH = fileURLToPath(new URL('../../node_modules', import.meta.url));

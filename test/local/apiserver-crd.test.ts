@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava';
 import { installChartCrds } from '../../src/local/chart-crds.ts';
 import { call, harness, type Harness, kubectl, NETWORKING_CRDS, SECURITY_CRDS } from '../helpers/apiserver.ts';
 
-const GATEWAY_API = fileURLToPath(new URL('../fixtures/gateway-api-crds.yaml', import.meta.url));
+const GATEWAY_API = fileURLToPath(new URL('../../daemonset/chart/files/gateway-api-crds.yaml', import.meta.url));
 
 const WIDGET_CRD = `apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition

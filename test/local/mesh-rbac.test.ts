@@ -1,4 +1,4 @@
-// The mesh's RBAC (daemonset/rbac.yaml, what the chart ships) is enough for what the controller
+// The mesh's RBAC (daemonset/chart/files/rbac.yaml, what the chart ships) is enough for what the controller
 // does, and no more: the controller runs with a token of its own service account against the
 // local API server — as src/local/mesh.ts runs it — builds the model, writes a policy status,
 // publishes the root, and its CA reviews node tokens and looks up pods.

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import { call, harness, type Harness, kubectl } from '../helpers/apiserver.ts';
 
-const GATEWAY_API = fileURLToPath(new URL('../fixtures/gateway-api-crds.yaml', import.meta.url));
+const GATEWAY_API = fileURLToPath(new URL('../../daemonset/chart/files/gateway-api-crds.yaml', import.meta.url));
 const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
 const GATEWAYS = '/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways';
 
