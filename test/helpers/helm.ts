@@ -1,0 +1,43 @@
+// The real helm binary (make tools/helm: taken from an npm package, helm v4) and the chart,
+// rendered as a user's `helm template` would.
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as yaml from 'js-yaml';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const CHART = fileURLToPath(new URL('../../daemonset/chart', import.meta.url));
+export const HELM = fileURLToPath(new URL('../../tools/helm', import.meta.url));
+
+/** The helm binary's path; fetched once on a fresh clone. */
+export function helmBinary(): string {
+  if (!existsSync(HELM)) execFileSync('make', ['-s', '-C', ROOT, 'tools/helm'], { stdio: 'ignore' });
+  return HELM;
+}
+
+export interface HelmResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function helm(args: string[], env: NodeJS.ProcessEnv = {}): Promise<HelmResult> {
+  return new Promise((resolve) => {
+    execFile(helmBinary(), args, { env: { ...process.env, ...env }, timeout: 60_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A rendered manifest object, loosely typed: tests assert on its shape. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Manifest = any;
+
+/** `helm template mesh <chart> -n mesh-system` with `--set` pairs; throws with helm's message. */
+export async function renderChart(set: Record<string, string> = {}, extra: string[] = []): Promise<Manifest[]> {
+  const args = ['template', 'mesh', CHART, '-n', 'mesh-system', ...Object.entries(set).flatMap(([k, v]) => ['--set', `${k}=${v}`]), ...extra];
+  const r = await helm(args);
+  if (r.code !== 0) throw new Error(r.stderr.trim());
+  return yaml.loadAll(r.stdout).filter((d) => d) as Manifest[];
+}
