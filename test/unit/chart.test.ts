@@ -10,6 +10,7 @@ import { CONTROLLER_SETTINGS } from '../../src/controller/config.ts';
 import { MESH_RBAC_MANIFEST } from '../../src/local/mesh-rbac.ts';
 import { ZTUNNEL_SETTINGS } from '../../src/ztunnel/config.ts';
 import { CHART, helm, type Manifest, renderChart } from '../helpers/helm.ts';
+import { checkKubernetesTypes } from '../helpers/k8s-types.ts';
 
 // Every value that adds a variable, so that conditional ones are checked too.
 const ALL_ON = { trace: '{xds,enrol}', 'controller.relay.service': 'true', 'controller.workloadCertTtl': '12h', 'controller.maxWorkloadCertTtl': '720h' };
@@ -148,4 +149,18 @@ test('gatewayAPI.install renders the Gateway API CRDs of files/, kept on uninsta
     t.deepEqual(r, d, `${d.kind} ${d.metadata.name} renders as the file has it`);
   }
   t.true(file.filter((d) => d.kind === 'CustomResourceDefinition').length >= 5);
+});
+
+test('every rendered object is valid for its Kubernetes kind: no unknown field, no wrong type', async (t) => {
+  const docs = await renderChart({ ...ALL_ON, 'gatewayAPI.install': 'true', 'controller.replicas': '2' });
+  // And one broken on purpose, to show the check sees what a strict API server would refuse.
+  const broken = structuredClone(find(docs, 'DaemonSet', 'mesh-node'));
+  broken.metadata.name = 'broken';
+  broken.spec.template.spec.hostPID = 'yes';
+  broken.spec.template.spec.containers[0].securityContex = {};
+  const { unchecked, problems } = checkKubernetesTypes([...docs, broken]);
+  t.deepEqual(problems.filter((p) => p.object !== 'DaemonSet/broken'), []);
+  t.is(problems.filter((p) => p.object === 'DaemonSet/broken').length, 2, JSON.stringify(problems));
+  // CRDs are left to the API server, which validates them (test/local/chart-install.test.ts).
+  t.true(unchecked.every((u) => u.startsWith('CustomResourceDefinition/')), unchecked.join(', '));
 });
