@@ -1,8 +1,8 @@
 // `helm install` of the chart onto a plain local cluster (`meshctl dev up --no-mesh`'s: API
 // server, controllers, scheduler, kubelets), as onto a real one: the API server takes every
-// object under RBAC, the DaemonSet puts one node pod on every node and the Deployment its
-// controller pod, each with the chart's spec; `helm uninstall` takes them away and leaves nothing
-// on the host. The images are set to a tag that does not exist, so nothing of the mesh runs here:
+// object under RBAC, the DaemonSets put a node pod and a CNI installer on every node and the
+// Deployment its controller pod, each with the chart's spec; `helm uninstall` takes them away
+// and leaves nothing on the host. The images are set to a tag that does not exist, so nothing of the mesh runs here:
 // running from `make images` is the images' test.
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
@@ -21,7 +21,7 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   }
 }
 
-test('helm install onto the local cluster: a node pod on every node, the controller pod, all gone on uninstall', async (t) => {
+test('helm install onto the local cluster: a node pod and a CNI installer on every node, the controller pod, all gone on uninstall', async (t) => {
   if (!(await requireRoot(t))) return;
   const prefix = uniquePrefix();
   const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-state-`);
@@ -36,6 +36,8 @@ test('helm install onto the local cluster: a node pod on every node, the control
   started.cluster = cluster;
   const env = { KUBECONFIG: cluster.kubeconfigPath, HOME: stateDir, HELM_CACHE_HOME: `${stateDir}/helm/cache`, HELM_CONFIG_HOME: `${stateDir}/helm/config`, HELM_DATA_HOME: `${stateDir}/helm/data` };
   const absent = ['controller', 'node'].flatMap((c) => ['--set', `${c}.image.tag=absent-${prefix}`, '--set', `${c}.image.pullPolicy=Never`]);
+  // The CNI installer's host directories in the state dir, not the host's own.
+  absent.push('--set', `cni.binDir=${stateDir}/cni/bin`, '--set', `cni.confDir=${stateDir}/cni/net.d`);
   const install = await helm(['install', 'mesh', CHART, '-n', 'mesh-system', '--create-namespace', ...absent], env);
   t.is(install.code, 0, install.stderr);
 
@@ -50,8 +52,13 @@ test('helm install onto the local cluster: a node pod on every node, the control
     t.true(p.spec!.hostPID);
     t.falsy(p.spec!.hostNetwork);
     t.is(p.spec!.serviceAccountName, 'mesh-node');
-    t.deepEqual(p.spec!.containers.map((c) => c.name), ['agent', 'ztunnel', 'cni-install']);
+    t.deepEqual(p.spec!.containers.map((c) => c.name), ['agent', 'ztunnel']);
   }
+  const cniPods = await waitFor('a CNI installer pod on each node', async () => {
+    const l = (await pods('cni')).items.filter((p) => p.spec?.nodeName);
+    return l.length === 2 ? l : undefined;
+  });
+  t.true(cniPods.every((p) => p.spec!.serviceAccountName === 'mesh-cni'));
   // The kubelet sets up the pod's volumes: only the trust bundle is missing, which the controller
   // (not running here) publishes — the pod waits for it, as on a real node.
   const events = await waitFor("the node pod's events", async () => {

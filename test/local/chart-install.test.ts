@@ -22,7 +22,8 @@ test('helm install, upgrade and uninstall of the chart on the local cluster', as
     t.is((await call(h.server, 'GET', `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd}`)).status, 200, crd);
   }
   const ds = (await call(h.server, 'GET', '/apis/apps/v1/namespaces/mesh-system/daemonsets/mesh-node')).body;
-  t.deepEqual(ds.spec.template.spec.containers.map((c: { name: string }) => c.name), ['agent', 'ztunnel', 'cni-install']);
+  t.deepEqual(ds.spec.template.spec.containers.map((c: { name: string }) => c.name), ['agent', 'ztunnel']);
+  t.is((await call(h.server, 'GET', '/apis/apps/v1/namespaces/mesh-system/daemonsets/mesh-cni')).body.spec.template.spec.serviceAccountName, 'mesh-cni');
   t.is((await call(h.server, 'GET', '/apis/apps/v1/namespaces/mesh-system/deployments/mesh-controller')).body.spec.replicas, 2);
 
   // The controller's account: what the chart grants, and nothing more.
@@ -34,8 +35,12 @@ test('helm install, upgrade and uninstall of the chart on the local cluster', as
   t.is(await can('list', 'secrets', '-n', 'mesh-system'), 'no');
   t.is(await can('get', 'secrets', '-n', 'default'), 'no');
   t.is(await can('delete', 'pods', '-A'), 'no');
-  // The node account has no API rights at all.
+  // The node account has no API rights at all; the CNI plugin's may only get pods and namespaces.
   t.is((await kubectl(h, ['auth', 'can-i', 'list', 'pods', '--as=system:serviceaccount:mesh-system:mesh-node'])).stdout.trim(), 'no');
+  const cni = async (...args: string[]) => (await kubectl(h, ['auth', 'can-i', ...args, '--as=system:serviceaccount:mesh-system:mesh-cni'])).stdout.trim();
+  t.is(await cni('get', 'pods', '-n', 'default'), 'yes');
+  t.is(await cni('get', 'namespaces'), 'yes');
+  t.is(await cni('list', 'pods', '-A'), 'no');
 
   // An upgrade with a new tag changes the node pods' image (the DaemonSet rolls them).
   const upgrade = await helm(['upgrade', 'mesh', CHART, '-n', 'mesh-system', '--reuse-values', '--set', 'node.image.tag=v2'], env);

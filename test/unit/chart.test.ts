@@ -1,7 +1,7 @@
 // The Helm chart (daemonset/chart) rendered by the real helm: it lints strictly, refuses wrong
 // values with the schema's message, sets on each container only settings its process reads (any
 // other MESH_* variable makes a process refuse to start), and ships the RBAC of files/rbac.yaml.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import * as yaml from 'js-yaml';
@@ -20,6 +20,15 @@ const find = (docs: Manifest[], kind: string, name: string): Manifest => {
   if (!d) throw new Error(`no ${kind} ${name} in the rendered chart`);
   return d;
 };
+
+type Schema = { names: readonly string[]; read(env: Record<string, string>): unknown };
+
+/** The CNI installer's settings schema, where src/cni is present. */
+async function cniInstallSettings(): Promise<Schema | undefined> {
+  const module = '../../src/cni/install.ts';
+  if (!existsSync(new URL(module, import.meta.url))) return undefined;
+  return ((await import(module)) as { CNI_INSTALL_SETTINGS: Schema }).CNI_INSTALL_SETTINGS;
+}
 
 /** A container's environment as the kubelet would give it: downward-API fields filled with
  * plausible values, $(VAR) references expanded. */
@@ -52,13 +61,17 @@ test('helm 3 renders what helm 4 renders, and refuses a wrong value with the sch
 test('the defaults render the controller, the node DaemonSet and the RBAC, and nothing else', async (t) => {
   const docs = await renderChart();
   t.deepEqual(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort(), [
+    'ClusterRole/mesh-cni',
     'ClusterRole/mesh-controller',
+    'ClusterRoleBinding/mesh-cni',
     'ClusterRoleBinding/mesh-controller',
+    'DaemonSet/mesh-cni',
     'DaemonSet/mesh-node',
     'Deployment/mesh-controller',
     'Role/mesh-controller',
     'RoleBinding/mesh-controller',
     'Service/mesh-controller',
+    'ServiceAccount/mesh-cni',
     'ServiceAccount/mesh-controller',
     'ServiceAccount/mesh-node',
   ]);
@@ -68,8 +81,14 @@ test('the defaults render the controller, the node DaemonSet and the RBAC, and n
   t.is(pod.priorityClassName, 'system-node-critical');
   t.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
   t.falsy(pod.hostNetwork, 'ztunnel runs in its own pod netns');
-  t.deepEqual(pod.containers.map((c: Manifest) => c.name), ['agent', 'ztunnel', 'cni-install']);
+  t.deepEqual(pod.containers.map((c: Manifest) => c.name), ['agent', 'ztunnel']);
   t.true(pod.containers.every((c: Manifest) => c.securityContext.privileged === false));
+  // The CNI installer: its own DaemonSet and account, on every node too, with no capability.
+  const cni = find(docs, 'DaemonSet', 'mesh-cni').spec.template.spec;
+  t.is(cni.serviceAccountName, 'mesh-cni');
+  t.deepEqual(cni.tolerations, [{ operator: 'Exists' }]);
+  t.deepEqual(cni.containers[0].securityContext.capabilities, { drop: ['ALL'] });
+  t.false((await renderChart({ 'cni.enabled': 'false' })).some((d) => d.metadata.name === 'mesh-cni' && d.kind === 'DaemonSet'));
   t.deepEqual(pod.volumes.find((v: Manifest) => v.name === 'mesh-token').projected.sources[0].serviceAccountToken.audience, 'mesh-ca');
   t.is(ds.spec.template.metadata.annotations['prometheus.io/port'], '15020');
   const svc = find(docs, 'Service', 'mesh-controller');
@@ -84,15 +103,16 @@ test('every MESH_* variable of each container is a setting its process reads, wi
     const containers = [
       ...find(docs, 'Deployment', 'mesh-controller').spec.template.spec.containers,
       ...find(docs, 'DaemonSet', 'mesh-node').spec.template.spec.containers,
+      ...find(docs, 'DaemonSet', 'mesh-cni').spec.template.spec.containers,
     ];
-    const schemas: Record<string, { names: readonly string[]; read(env: Record<string, string>): unknown }> = { controller: CONTROLLER_SETTINGS, agent: AGENT_SETTINGS, ztunnel: ZTUNNEL_SETTINGS };
+    const schemas: Record<string, Schema | undefined> = { controller: CONTROLLER_SETTINGS, agent: AGENT_SETTINGS, ztunnel: ZTUNNEL_SETTINGS, 'install-cni': await cniInstallSettings() };
     for (const c of containers) {
+      t.true(c.name in schemas, `a container the test does not know: ${c.name}`);
       const env = containerEnv(c);
       const schema = schemas[c.name];
       if (!schema) {
-        // The CNI installer's schema comes with src/cni (another branch); until then its names are
-        // at least MESH_CNI_* or the shared log settings.
-        t.is(c.name, 'cni-install');
+        // The CNI installer's schema (src/cni/install.ts) comes with the CNI plugin; until then
+        // its names are at least MESH_CNI_* or the shared log settings.
         for (const k of Object.keys(env)) t.regex(k, /^MESH_(CNI_[A-Z_]+|LOG_LEVEL|TRACE)$/);
         continue;
       }
