@@ -274,6 +274,21 @@ test('watch: ADDED for rv 0, later events only otherwise, selector transitions, 
   t.true(Date.now() - timed >= 1000);
 });
 
+test('watch with sendInitialEvents (streaming list): the objects as ADDED, then a bookmark marking their end, then changes', async (t) => {
+  const h = await harness(t, { bookmarkIntervalMs: 60_000 });
+  await call(h.server, 'POST', PODS, pod('a', { app: 'web' }));
+  await call(h.server, 'POST', PODS, pod('b', { app: 'web' }));
+  // As client-go's reflector asks (helm 4's status watcher, kubectl 1.35).
+  const q = 'watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true';
+  const w = await watchFor(h.server, `${PODS}?${q}`, 300, async () => {
+    await call(h.server, 'DELETE', `${PODS}/a`);
+  });
+  t.deepEqual(w.events.map((e) => `${e.type} ${e.object.metadata.name ?? ''}`.trim()), ['ADDED a', 'ADDED b', 'BOOKMARK', 'DELETED a']);
+  t.is(w.events[2]!.object.metadata.annotations['k8s.io/initial-events-end'], 'true');
+  const bad = await call(h.server, 'GET', `${PODS}?watch=true&sendInitialEvents=true`);
+  t.is(bad.status, 400);
+});
+
 test('deleting returns the object then 404; deleting a namespace deletes its objects', async (t) => {
   const h = await harness(t);
   await call(h.server, 'POST', '/api/v1/namespaces', { metadata: { name: 'team' } });

@@ -53,7 +53,8 @@ test('helm install, upgrade and uninstall of the chart on the local cluster', as
   t.not(bad.code, 0);
   t.regex(bad.stderr, /at '\/logLevel': value must be one of/);
 
-  const uninstall = await helm(['uninstall', 'mesh', '-n', 'mesh-system'], env);
+  // --wait: helm 4 watches the objects go (streaming lists) before it returns.
+  const uninstall = await helm(['uninstall', 'mesh', '-n', 'mesh-system', '--wait', '--timeout', '30s'], env);
   t.is(uninstall.code, 0, uninstall.stderr);
   for (const path of ['/apis/apps/v1/namespaces/mesh-system/daemonsets/mesh-node', '/apis/apps/v1/namespaces/mesh-system/deployments/mesh-controller', '/api/v1/namespaces/mesh-system/services/mesh-controller', '/apis/rbac.authorization.k8s.io/v1/clusterroles/mesh-controller', '/api/v1/namespaces/mesh-system/serviceaccounts/mesh-node']) {
     t.is((await call(h.server, 'GET', path)).status, 404, path);

@@ -299,7 +299,7 @@ function startWatch(ctx: HandlerContext, req: IncomingMessage, res: ServerRespon
   stop = serveWatch(
     ctx.registry.store,
     res,
-    { def, namespace: ns, match, resourceVersion: q.get('resourceVersion') ?? '', timeoutSeconds, bookmarks: q.get('allowWatchBookmarks') === 'true', table: wantsTable(req, q) },
+    { def, namespace: ns, match, resourceVersion: q.get('resourceVersion') ?? '', timeoutSeconds, bookmarks: q.get('allowWatchBookmarks') === 'true', table: wantsTable(req, q), sendInitialEvents: q.get('sendInitialEvents') === 'true' },
     ctx.watch,
     () => {
       ended = true;

@@ -2,7 +2,9 @@
 // client-node (readline) and kubectl (json framer) read them. resourceVersion "" or "0" starts with
 // the current objects as ADDED; any other value replays the kept events after it, or sends an
 // in-stream ERROR Status 410 when that version has left the window (client-node's informer then
-// relists, as does client-go's reflector).
+// relists, as does client-go's reflector). sendInitialEvents=true (client-go's streaming list,
+// KEP-3157, which helm 4's status watcher uses) sends the current objects as ADDED and then a
+// BOOKMARK annotated k8s.io/initial-events-end, which tells the client its list is complete.
 import type { ServerResponse } from 'node:http';
 import { BadRequestError, GoneError } from './errors.ts';
 import { present } from './customresources.ts';
@@ -21,6 +23,8 @@ export interface WatchRequest {
   bookmarks: boolean;
   /** Events carry one-row Tables (kubectl get -w) instead of objects. */
   table: IncludeObject | undefined;
+  /** Streaming list: the current objects first, then a BOOKMARK marking their end. */
+  sendInitialEvents?: boolean;
 }
 
 export interface WatchSettings {
@@ -50,7 +54,10 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
   // write is visible to reads before its event is published (once durable), so an event may come
   // after a list that already showed its object: it is not sent twice.
   let seen: number;
-  if (rv === '' || rv === '0') {
+  // kube-apiserver's rule: the end of the initial events is told by a bookmark, so one must be
+  // allowed. The state now is not older than any resourceVersion the client names.
+  if (w.sendInitialEvents && !w.bookmarks) throw new BadRequestError('sendInitialEvents requires allowWatchBookmarks=true');
+  if (rv === '' || rv === '0' || w.sendInitialEvents) {
     initial = store.list(key, w.namespace).filter(w.match);
     seen = store.resourceVersion;
   } else {
@@ -102,6 +109,9 @@ export function serveWatch(store: Store, res: ServerResponse, w: WatchRequest, s
   };
 
   for (const o of initial) write('ADDED', o);
+  if (w.sendInitialEvents) {
+    write('BOOKMARK', { kind: w.def.kind, apiVersion: apiVersionOf(w.def), metadata: { resourceVersion: String(seen), annotations: { 'k8s.io/initial-events-end': 'true' } } });
+  }
   for (const ev of backlog) deliver(ev);
   const unsubscribe = store.subscribe(deliver);
 
