@@ -19,7 +19,8 @@ try {
   if (inv.conf?.cniVersion) cniVersion = inv.conf.cniVersion;
   const out = await runPlugin(inv);
   if (out.result !== undefined) process.stdout.write(`${JSON.stringify(out.result)}\n`);
-  process.stderr.write(`mesh-cni ${inv.command} ${inv.containerId}: ${out.note}\n`);
+  // performance.now() counts from the process's start: the plugin's whole cost but Node's own start.
+  process.stderr.write(`mesh-cni ${inv.command} ${inv.containerId}: ${out.note} (${performance.now().toFixed(0)} ms)\n`);
   process.exitCode = 0;
 } catch (e) {
   process.stdout.write(`${JSON.stringify(errorJson(e, cniVersion))}\n`);
