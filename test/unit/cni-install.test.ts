@@ -5,10 +5,12 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import test from 'ava';
 import * as yaml from 'js-yaml';
 import { Installer, loadInstallConfig } from '../../src/cni/index.ts';
+import { hostEnv } from '../../src/common/settings.ts';
 
 const run = promisify(execFile);
 const PRIMARY = { cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge', bridge: 'cni0' }, { type: 'portmap' }] };
@@ -107,4 +109,34 @@ test('the installer refuses a misspelt setting and needs an API server', (t) => 
   t.throws(() => loadInstallConfig({ MESH_CNI_CONF_DIRS: '/x', KUBERNETES_SERVICE_HOST: 'h' }), { message: /MESH_CNI_CONF_DIRS \(did you mean MESH_CNI_CONF_DIR\?\)/ });
   t.throws(() => loadInstallConfig({}), { message: /MESH_CNI_API_SERVER is not set/ });
   t.is(loadInstallConfig({ KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '6443' }).apiServer, 'https://[fd00::1]:6443');
+});
+
+test('the installer process installs, and on SIGTERM takes everything out again', async (t) => {
+  const n = node(t);
+  const path = join(n.confDir, '10-podnet.conflist');
+  writeFileSync(path, JSON.stringify(PRIMARY));
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../../src/cni/install-main.ts', import.meta.url))], {
+    env: { ...hostEnv(), MESH_LOG_LEVEL: 'info', MESH_CNI_CONF_DIR: n.confDir, MESH_CNI_BIN_DIR: n.binDir, MESH_CNI_TOKEN_FILE: join(n.dir, 'token'), MESH_CNI_CA_FILE: join(n.dir, 'ca.crt'), MESH_CNI_API_SERVER: 'https://127.0.0.1:6443' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout.on('data', (d) => (log += d));
+  child.stderr.on('data', (d) => (log += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline && !log.includes('mesh CNI plugin installed')) await new Promise((r) => setTimeout(r, 20));
+  t.deepEqual(types(path), ['bridge', 'portmap', 'mesh-cni'], log);
+  child.kill('SIGTERM');
+  t.is(await exited, 0, log);
+  t.deepEqual(JSON.parse(readFileSync(path, 'utf8')), PRIMARY);
+  t.deepEqual(readdirSync(n.confDir), ['10-podnet.conflist']);
+  t.deepEqual(readdirSync(n.binDir), []);
+});
+
+test('a bad setting stops the installer process with the variable named', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync(process.execPath, [fileURLToPath(new URL('../../src/cni/install-main.ts', import.meta.url))], { env: { ...hostEnv(), MESH_CNI_WAIT_ZTUNNEL: 'soon', MESH_CNI_API_SERVER: 'https://x' }, encoding: 'utf8' });
+  t.is(r.status, 1);
+  t.regex(r.stdout + r.stderr, /MESH_CNI_WAIT_ZTUNNEL=soon/);
 });

@@ -1,9 +1,14 @@
 // The CNI protocol as a runtime speaks it (environment + stdin in, result or error JSON out) and
 // the plugin's decisions, with the Kubernetes API and the agent faked.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { CniError, CODES, type Deps, errorJson, parseInvocation, podAddresses, podInMesh, runPlugin } from '../../src/cni/index.ts';
 import { AgentUnreachable } from '../../src/cni/agent-client.ts';
+import { kubeconfigText, loadInstallConfig } from '../../src/cni/install.ts';
+import { readKubeconfig } from '../../src/cni/kube.ts';
 import { inMesh } from '../../src/controller/model/workloads.ts';
 
 const PREV = {
@@ -172,4 +177,28 @@ test('the plugin decides as the controller does', (t) => {
     const pod = { metadata: { name: 'p', labels: { ...podLabels } }, spec: { hostNetwork, containers: [] } } as k8s.V1Pod;
     t.is(podInMesh(pod, { ...nsLabels }), inMesh(pod, { ...nsLabels }), JSON.stringify([nsLabels, podLabels, hostNetwork]));
   }
+});
+
+test('STATUS (CNI 1.1) fails with code 50 while the agent does not answer; GC has nothing to collect', async (t) => {
+  const inv = parseInvocation({ CNI_COMMAND: 'STATUS' }, conf({ cniVersion: '1.1.0' }));
+  await t.notThrowsAsync(runPlugin(inv, fake({ agent: () => ({ pods: 0 }) })));
+  const down = fake({
+    agent: () => {
+      throw new AgentUnreachable('cannot reach the mesh agent at /x: ENOENT');
+    },
+  });
+  const e = await t.throwsAsync(runPlugin(inv, down));
+  t.is(errorJson(e, '1.1.0').code, CODES.NOT_AVAILABLE);
+  t.is((await runPlugin(parseInvocation({ CNI_COMMAND: 'GC' }, conf({ cniVersion: '1.1.0' })), fake())).result, undefined);
+});
+
+test('the kubeconfig the installer writes is what the plugin reads', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mesh-cni-kc-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'token'), 'tok\n');
+  writeFileSync(join(dir, 'ca.crt'), 'PEM');
+  const cfg = loadInstallConfig({ MESH_CNI_CONF_DIR: dir, MESH_CNI_TOKEN_FILE: join(dir, 'token'), MESH_CNI_CA_FILE: join(dir, 'ca.crt'), MESH_CNI_API_SERVER: 'https://10.0.0.1:6443/' });
+  writeFileSync(cfg.kubeconfig, kubeconfigText(cfg));
+  t.deepEqual(readKubeconfig(cfg.kubeconfig), { server: 'https://10.0.0.1:6443', ca: Buffer.from('PEM'), token: 'tok', insecure: false });
+  t.throws(() => readKubeconfig(join(dir, 'missing')), { message: /cannot read the kubeconfig .*installer writes it/ });
 });
