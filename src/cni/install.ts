@@ -48,7 +48,7 @@ export const CNI_INSTALL_SETTINGS = defineSettings('the CNI installer', {
     default: Object.freeze(['kube-system', 'mesh-system']) as readonly string[],
     why: "the cluster's own pods and the mesh's: never enrolled, and they must start when the mesh cannot",
   }),
-  waitZtunnel: duration('MESH_CNI_WAIT_ZTUNNEL', 'how long the plugin waits for ztunnel to serve a pod before ADD fails (and the runtime retries)', { minMs: 0, maxMs: 600_000 }, {
+  waitZtunnel: duration('MESH_CNI_WAIT_ZTUNNEL', 'how long the plugin waits for ztunnel to serve a pod before ADD fails (and the runtime retries); `0s` enrols without waiting', { minMs: 0, maxMs: 600_000 }, {
     default: 5000,
     why: 'ztunnel serves a new pod in milliseconds and restarts in ~0.5 s; longer means something is wrong',
   }),
@@ -185,6 +185,24 @@ export class Installer {
     }
     this.waitingLogged = false;
     const path = join(c.confDir, primary);
+    // The primary network moved to another file (a CNI replaced by another): our entry goes with it.
+    for (const name of readdirSync(c.confDir)) {
+      if (name === primary || !/\.(conflist|conf|json)$/.test(name)) continue;
+      const other = join(c.confDir, name);
+      const t = readIf(other);
+      if (t === undefined) continue;
+      const without = (() => {
+        try {
+          return removePlugin(t, other);
+        } catch {
+          return t;
+        }
+      })();
+      if (without !== t) {
+        writeAtomic(other, without, 0o644);
+        changed.push(other);
+      }
+    }
     const text = readFileSync(path, 'utf8');
     const next = insertPlugin(text, path, pluginEntry(c));
     // libcni reads a chain only from a .conflist: a .conf becomes one (and the .conf goes).

@@ -15,7 +15,7 @@ export interface PluginConfig {
   kubeconfig: string;
   /** Namespaces never enrolled, without asking the API (the mesh's own, kube-system). */
   excludeNamespaces: readonly string[];
-  /** How long ADD waits for ztunnel to serve the pod. */
+  /** How long ADD waits for ztunnel to serve the pod; 0 enrols without waiting. */
   waitZtunnelMs: number;
   /** How long each Kubernetes API call may take. */
   apiTimeoutMs: number;
@@ -164,7 +164,8 @@ export async function add(inv: Invocation, deps: Deps): Promise<Outcome> {
   } catch (e) {
     throw agentError(e, who, cfg.agentSocket);
   }
-  if (r.ztunnel !== 'served') {
+  // waitZtunnelMs 0: enrol and go on (capture is in place, so the pod fails closed until served).
+  if (cfg.waitZtunnelMs > 0 && r.ztunnel !== 'served') {
     // Enrolled, so fail closed already: its connections are refused until ztunnel serves it.
     // Failing ADD makes the runtime tear the sandbox down (DEL) and try again.
     throw new CniError(
@@ -173,7 +174,7 @@ export async function add(inv: Invocation, deps: Deps): Promise<Outcome> {
       "Is ztunnel running on this node and connected to the agent's ZDS socket? Its log says why it cannot serve the pod (a certificate it cannot get, for one).",
     );
   }
-  return { result, note: `enrolled ${who} (${addresses.join(', ')}); ztunnel serves it` };
+  return { result, note: `enrolled ${who} (${addresses.join(', ')}); ${r.ztunnel === 'served' ? 'ztunnel serves it' : `ztunnel: ${r.ztunnel ?? 'not asked'}`}` };
 }
 
 /** The pod's uid for DEL: from CNI_ARGS, else from the API (best effort: the pod may be gone). */

@@ -140,3 +140,13 @@ test('a bad setting stops the installer process with the variable named', async 
   t.is(r.status, 1);
   t.regex(r.stdout + r.stderr, /MESH_CNI_WAIT_ZTUNNEL=soon/);
 });
+
+test('when another file becomes the primary network, our entry moves there', (t) => {
+  const n = node(t);
+  writeFileSync(join(n.confDir, '10-podnet.conflist'), JSON.stringify(PRIMARY));
+  n.installer.ensure();
+  writeFileSync(join(n.confDir, '05-cilium.conflist'), JSON.stringify({ ...PRIMARY, name: 'cilium', plugins: [{ type: 'cilium-cni' }] }));
+  n.installer.ensure();
+  t.deepEqual(types(join(n.confDir, '05-cilium.conflist')), ['cilium-cni', 'mesh-cni']);
+  t.deepEqual(types(join(n.confDir, '10-podnet.conflist')), ['bridge', 'portmap']);
+});

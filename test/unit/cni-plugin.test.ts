@@ -202,3 +202,10 @@ test('the kubeconfig the installer writes is what the plugin reads', (t) => {
   t.deepEqual(readKubeconfig(cfg.kubeconfig), { server: 'https://10.0.0.1:6443', ca: Buffer.from('PEM'), token: 'tok', insecure: false });
   t.throws(() => readKubeconfig(join(dir, 'missing')), { message: /cannot read the kubeconfig .*installer writes it/ });
 });
+
+test('waitZtunnelMs 0 enrols without waiting for ztunnel', async (t) => {
+  const f = fake({ agent: () => ({ ztunnel: 'timeout' }) });
+  const out = await runPlugin(parseInvocation(env('ADD'), conf({ waitZtunnelMs: 0 })), f);
+  t.deepEqual(out.result, { ...PREV, cniVersion: '1.0.0' });
+  t.regex(out.note, /ztunnel: timeout/);
+});
