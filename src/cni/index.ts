@@ -2,4 +2,5 @@
 export { asConflist, ConflistError, conflistName, hasPlugin, insertPlugin, PLUGIN_TYPE, primaryConfFile, removePlugin } from './conflist.ts';
 export { CNI_INSTALL_SETTINGS, type InstallConfig, Installer, loadInstallConfig, pluginEntry } from './install.ts';
 export { CniError, CODES, errorJson, parseInvocation, passThrough, podAddresses, SUPPORTED_VERSIONS } from './protocol.ts';
-export { type Deps, podInMesh, pluginConfig, runPlugin } from './plugin.ts';
+export { cniAddRequest, podInMesh, requireServed } from './enrol.ts';
+export { type Deps, pluginConfig, runPlugin } from './plugin.ts';

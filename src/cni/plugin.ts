@@ -4,6 +4,7 @@
 // capture. Fail closed: when the agent cannot be reached, ADD fails and the pod does not start
 // outside the mesh (the runtime retries the sandbox). Pods of other namespaces pass straight through.
 import { AgentRefused, AgentUnreachable, agentRequest } from './agent-client.ts';
+import { cniAddRequest, podInMesh, requireServed } from './enrol.ts';
 import { type KubeTarget, kubeGet, readKubeconfig } from './kube.ts';
 import { CniError, CODES, type CniResult, type Invocation, type NetConf, passThrough, podAddresses, versionResult } from './protocol.ts';
 
@@ -67,12 +68,6 @@ export interface KubeNamespace {
 }
 
 const LABEL = 'mesh.io/dataplane-mode';
-
-/** The controller's decision (src/controller/model/workloads.ts inMesh), repeated here so the
- * plugin does not load the model; test/unit/cni-plugin.test.ts checks that the two agree. */
-export function podInMesh(pod: KubePod, nsLabels: Record<string, string>): boolean {
-  return nsLabels[LABEL] === 'ambient' && pod.metadata?.labels?.[LABEL] !== 'none' && !pod.spec?.hostNetwork;
-}
 
 /** What the plugin needs from the outside world; the tests give fakes. */
 export interface Deps {
@@ -145,36 +140,15 @@ export async function add(inv: Invocation, deps: Deps): Promise<Outcome> {
   const who = `${m.namespace}/${m.name}`;
   const addresses = podAddresses(conf.prevResult);
   if (addresses.length === 0) throw new CniError(CODES.INVALID_CONFIG, `pod ${who}: the previous plugin's result has no IP address for the pod`);
-  let r: { ztunnel?: string };
+  let reply: unknown;
   try {
-    r = (await deps.agent(
-      {
-        op: 'cni-add',
-        pod: {
-          uid: m.uid,
-          name: who,
-          netnsPath: inv.netns,
-          addresses,
-          workload: { name: m.name, namespace: m.namespace, serviceAccount: d.pod.spec?.serviceAccountName || 'default' },
-        },
-        waitZtunnelMs: cfg.waitZtunnelMs,
-      },
-      cfg.waitZtunnelMs + 5000,
-    )) as { ztunnel?: string };
+    reply = await deps.agent(cniAddRequest(d.pod, { netnsPath: inv.netns, addresses }, cfg.waitZtunnelMs), cfg.waitZtunnelMs + 5000);
   } catch (e) {
     throw agentError(e, who, cfg.agentSocket);
   }
-  // waitZtunnelMs 0: enrol and go on (capture is in place, so the pod fails closed until served).
-  if (cfg.waitZtunnelMs > 0 && r.ztunnel !== 'served') {
-    // Enrolled, so fail closed already: its connections are refused until ztunnel serves it.
-    // Failing ADD makes the runtime tear the sandbox down (DEL) and try again.
-    throw new CniError(
-      CODES.TRY_AGAIN_LATER,
-      `pod ${who} is enrolled but ztunnel did not serve it within ${cfg.waitZtunnelMs} ms (${r.ztunnel ?? 'no answer'})`,
-      "Is ztunnel running on this node and connected to the agent's ZDS socket? Its log says why it cannot serve the pod (a certificate it cannot get, for one).",
-    );
-  }
-  return { result, note: `enrolled ${who} (${addresses.join(', ')}); ${r.ztunnel === 'served' ? 'ztunnel serves it' : `ztunnel: ${r.ztunnel ?? 'not asked'}`}` };
+  // Failing ADD makes the runtime tear the sandbox down (DEL) and try again.
+  const served = requireServed(reply, who, cfg.waitZtunnelMs);
+  return { result, note: `enrolled ${who} (${addresses.join(', ')}); ${served}` };
 }
 
 /** The pod's uid for DEL: from CNI_ARGS, else from the API (best effort: the pod may be gone). */
