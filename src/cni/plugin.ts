@@ -4,7 +4,7 @@
 // capture. Fail closed: when the agent cannot be reached, ADD fails and the pod does not start
 // outside the mesh (the runtime retries the sandbox). Pods of other namespaces pass straight through.
 import { AgentRefused, AgentUnreachable, agentRequest } from './agent-client.ts';
-import { cniAddRequest, podInMesh, requireServed } from './enrol.ts';
+import { cniAddRequest, type MeshPodMeta, podInMesh, requireServed } from './enrol.ts';
 import { type KubeTarget, kubeGet, readKubeconfig } from './kube.ts';
 import { CniError, CODES, type CniResult, type Invocation, type NetConf, passThrough, podAddresses, versionResult } from './protocol.ts';
 
@@ -53,18 +53,9 @@ export function pluginConfig(conf: NetConf): PluginConfig {
   return { agentSocket: str('agentSocket'), kubeconfig: str('kubeconfig'), excludeNamespaces: ex as string[], waitZtunnelMs: ms('waitZtunnelMs'), apiTimeoutMs: ms('apiTimeoutMs') };
 }
 
-interface Meta {
-  name?: string;
-  namespace?: string;
-  uid?: string;
-  labels?: Record<string, string>;
-}
-export interface KubePod {
-  metadata?: Meta;
-  spec?: { hostNetwork?: boolean; serviceAccountName?: string };
-}
+export type KubePod = MeshPodMeta;
 export interface KubeNamespace {
-  metadata?: Meta;
+  metadata?: { name?: string; labels?: Record<string, string> };
 }
 
 const LABEL = 'mesh.io/dataplane-mode';
