@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
-import { findCgroup2Mount } from '../src/common/cgroup.ts';
+import { podCgroupFor } from '../src/local/runtime/cluster.ts';
 import { type Mesh, startMesh, waitFor } from '../test/helpers/mesh.ts';
 import { uniquePrefix } from '../test/helpers/topology.ts';
 import { fileURLToPath } from 'node:url';
@@ -59,24 +59,6 @@ function cgroupUsage(dir: string): { cpuSeconds: number; rssMb: number } {
   return { cpuSeconds: usec / 1e6, rssMb: rss / 2 ** 20 };
 }
 
-function findPodCgroup(uid: string): string {
-  const root = findCgroup2Mount();
-  const want = `pod${uid}`;
-  const search = (d: string, depth: number): string | undefined => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (!e.isDirectory()) continue;
-      if (e.name === want) return join(d, e.name);
-      if (depth < 4 && (e.name.startsWith('mesh') || e.name.includes('mb'))) {
-        const f = search(join(d, e.name), depth + 1);
-        if (f) return f;
-      }
-    }
-    return undefined;
-  };
-  const found = search(root, 0);
-  if (!found) throw new Error(`the cgroup of pod ${uid} was not found under ${root}`);
-  return found;
-}
 
 async function main(): Promise<void> {
   const cleanups: (() => Promise<void> | void)[] = [];
@@ -99,8 +81,9 @@ async function main(): Promise<void> {
           const { stdout } = await mesh.kubectl('get', 'gateway', '-n', ns, 'waypoint', '-o', 'jsonpath={.status.conditions[?(@.type=="Programmed")].status}');
           return stdout === 'True' ? true : undefined;
         }, 60_000);
-        const { stdout } = await mesh.kubectl('get', 'pod', '-n', ns, '-l', 'gateway.networking.k8s.io/gateway-name=waypoint', '-o', 'jsonpath={.items[0].metadata.uid}');
-        waypoint = findPodCgroup(stdout.trim());
+        const { stdout } = await mesh.kubectl('get', 'pod', '-n', ns, '-l', 'gateway.networking.k8s.io/gateway-name=waypoint', '-o', 'jsonpath={.items[0].metadata.uid} {.items[0].spec.nodeName}');
+        const [uid, node] = stdout.trim().split(' ') as [string, string];
+        waypoint = join(podCgroupFor(mesh.prefix, node), `pod${uid}`);
         // The first requests prove the path (and warm it): the waypoint answers them.
         await runPod(mesh, ns, 'warm', 'node2', ['hey', '-n', '200', '-c', '4', url]);
       }

@@ -101,7 +101,25 @@ async function meshctl(...args: string[]): Promise<string> {
 /** Captures `seconds` of TCP on node1's link into the network (the bridge between the nodes). */
 async function wire(seconds: number): Promise<Buffer> {
   const file = `${STATE_DIR}/capture-${Date.now()}.pcap`;
-  const tshark = spawn('ip', ['netns', 'exec', `${PREFIX}-fabric`, 'tshark', '-q', '-i', 'f0', '-w', file, '-f', 'tcp'], { stdio: 'ignore' });
+  const tshark = spawn('ip', ['netns', 'exec', `${PREFIX}-fabric`, 'tshark', '-q', '-i', 'f0', '-w', file, '-f', 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The window starts when tshark says it captures (it takes a while to start on a busy host),
+  // not when it was spawned.
+  let said = '';
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 10_000);
+    tshark.stderr.on('data', (d: Buffer) => {
+      said += d.toString();
+      if (said.includes('Capturing on')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    tshark.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  tshark.stderr.resume();
   await sleep(seconds * 1000);
   tshark.kill('SIGTERM');
   await new Promise((r) => tshark.once('exit', r));
@@ -147,7 +165,7 @@ async function main(): Promise<void> {
   step('meshctl flows -n shop — outside the mesh, the kernel sees each connection; no identities, no encryption');
   await sleep(1500);
   console.log(indent(await meshctl('flows', '-n', NS, '--last', '8', '--print-node-name')));
-  const plain = await wire(2);
+  const plain = await wire(3);
   say(`tshark between the nodes: the card number "${MARKER}" is ${plain.includes(MARKER) ? 'VISIBLE in plaintext' : 'not seen'} (${plain.length} bytes captured)`);
 
   step(`kubectl label namespace ${NS} mesh.io/dataplane-mode=ambient`);

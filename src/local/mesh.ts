@@ -21,7 +21,7 @@ import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
 import type { PodNet } from './topology.ts';
 import { controlRequest } from '../agent/control.ts';
 import { hostEnv } from '../common/settings.ts';
-import { inMesh } from '../controller/model/index.ts';
+import { cniAddRequest, podInMesh, requireServed } from '../cni/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 import { ensureHostfsImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate } from './waypoints.ts';
 
@@ -165,21 +165,15 @@ export class LocalMesh {
     this.tokenTimer.unref();
   }
 
+  /** The CNI plugin's enrolment (src/cni/enrol.ts), in-process: the same decision, request to
+   * the agent and judgement of its reply as a real node's plugin; the kubelet made the sandbox. */
   private async enrolAtSandbox(node: string, pod: k8s.V1Pod, net: PodNet): Promise<void> {
     const ns = await this.core.readNamespace({ name: pod.metadata!.namespace! });
-    if (!inMesh(pod, ns.metadata?.labels ?? {})) return;
-    const r = (await controlRequest(
-      join(this.stateDir, node, 'agent.sock'),
-      {
-        op: 'cni-add',
-        pod: { uid: pod.metadata!.uid!, name: `${pod.metadata!.namespace}/${pod.metadata!.name}`, netnsPath: net.netnsPath, cgroupPath: net.cgroup, addresses: [net.ip4, ...(net.ip6 ? [net.ip6] : [])],
-          workload: { name: pod.metadata!.name!, namespace: pod.metadata!.namespace!, serviceAccount: pod.spec?.serviceAccountName || 'default' },
-        },
-        waitZtunnelMs: 5000,
-      },
-      10_000,
-    )) as { ztunnel: string };
-    if (r.ztunnel !== 'served') throw new Error(`enrolled, but ztunnel on ${node} did not serve the pod (${r.ztunnel}): its connections are refused until it does`);
+    if (!podInMesh(pod, ns.metadata?.labels ?? {})) return;
+    const waitMs = 5000;
+    const req = cniAddRequest(pod, { netnsPath: net.netnsPath, cgroupPath: net.cgroup, addresses: [net.ip4, ...(net.ip6 ? [net.ip6] : [])] }, waitMs);
+    const reply = await controlRequest(join(this.stateDir, node, 'agent.sock'), req, waitMs + 5000);
+    requireServed(reply, `${pod.metadata!.namespace}/${pod.metadata!.name} on ${node}`, waitMs);
   }
 
   async tokenFor(node: string): Promise<string> {

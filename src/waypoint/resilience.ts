@@ -145,7 +145,7 @@ export class ServiceResilience {
   /**
    * The outcome of one attempt to an endpoint ("ip:port" or a workload uid — the caller's key):
    * ok false for a 5xx or a failed connection. consecutive5xxErrors failures in a row eject it,
-   * unless that would put more than maxEjectionPercent of the endpoints seen out at once.
+   * while less than maxEjectionPercent of the endpoints seen are out (at least one may always be).
    */
   record(endpointKey: string, ok: boolean): void {
     const od = this.#cfg?.outlierDetection;
@@ -165,9 +165,9 @@ export class ServiceResilience {
     const now = this.#now();
     if (this.#isEjected(s, now)) return;
     this.#expire(now);
-    // Never more than the share: Envoy checks the share before this ejection and may go one over;
-    // we count this one in (docs/traffic-policy.md).
-    if ((this.#ejectedCount + 1) * 100 > od.maxEjectionPercent * this.#endpoints.size) return;
+    // As Envoy: an ejection happens while the share already out is below maxEjectionPercent, and
+    // one endpoint may always be ejected (so the default 10 % works for small Services too).
+    if (this.#ejectedCount > 0 && this.#ejectedCount * 100 >= od.maxEjectionPercent * this.#endpoints.size) return;
     s.ejections++;
     s.ejectedUntil = now + od.baseEjectionMs * s.ejections;
     s.consecutiveErrors = 0;

@@ -1,9 +1,10 @@
 // README.md's settings tables are the schemas' (src/agent/config.ts, src/ztunnel/config.ts,
-// src/controller/config.ts, src/waypoint/config.ts): every variable, its default and what it sets, in schema order. On a
+// src/controller/config.ts, src/waypoint/config.ts, src/cni/install.ts): every variable, its default and what it sets, in schema order. On a
 // mismatch the test prints the table to paste.
 import { readFileSync } from 'node:fs';
 import test from 'ava';
 import { AGENT_SETTINGS } from '../../src/agent/config.ts';
+import { CNI_INSTALL_SETTINGS } from '../../src/cni/install.ts';
 import { CONTROLLER_SETTINGS } from '../../src/controller/config.ts';
 import type { SettingsSchema } from '../../src/common/settings.ts';
 import { WAYPOINT_SETTINGS } from '../../src/waypoint/config.ts';
@@ -31,6 +32,7 @@ for (const [heading, schema] of [
   ['### ztunnel', ZTUNNEL_SETTINGS],
   ['### Controller', CONTROLLER_SETTINGS],
   ['### Waypoint', WAYPOINT_SETTINGS],
+  ['### CNI installer', CNI_INSTALL_SETTINGS],
 ] as const) {
   test(`README "${heading.slice(4)}" lists exactly the settings of ${schema.component}`, (t) => {
     const expected = table(schema as unknown as SettingsSchema<Record<string, never>>);

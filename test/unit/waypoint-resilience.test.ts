@@ -187,7 +187,7 @@ test('outlier detection: the nth ejection lasts n × baseEjectionMs, and ends by
   t.false(r.ejected('a'));
 });
 
-test('outlier detection: never more than maxEjectionPercent of the endpoints seen', (t) => {
+test('outlier detection: ejects while less than maxEjectionPercent of the endpoints seen are out, and always one', (t) => {
   const c = clock();
   const r = new ServiceResilience(cfg({ outlierDetection: { consecutive5xxErrors: 1, baseEjectionMs: 1000, maxEjectionPercent: 50 } }), { now: c.now });
   for (const k of ['a', 'b', 'c', 'd']) r.record(k, true);
@@ -195,6 +195,13 @@ test('outlier detection: never more than maxEjectionPercent of the endpoints see
   r.record('b', false);
   r.record('c', false);
   t.deepEqual(['a', 'b', 'c', 'd'].map((k) => r.ejected(k)), [true, true, false, false]);
+  // Envoy's rule: with 10 % of two endpoints, the one bad endpoint is still ejected.
+  const small = new ServiceResilience(cfg({ outlierDetection: { consecutive5xxErrors: 1, baseEjectionMs: 1000, maxEjectionPercent: 10 } }), { now: c.now });
+  small.record('x', true);
+  small.record('y', false);
+  t.deepEqual([small.ejected('x'), small.ejected('y')], [false, true]);
+  small.record('x', false);
+  t.false(small.ejected('x'), 'but not the second');
   // When an ejection ends, room opens for the next failing endpoint.
   c.t += 1000;
   r.record('c', false);

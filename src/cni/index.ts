@@ -1,0 +1,6 @@
+// The CNI plugin and its installer: the public face.
+export { asConflist, ConflistError, conflistName, hasPlugin, insertPlugin, PLUGIN_TYPE, primaryConfFile, removePlugin } from './conflist.ts';
+export { CNI_INSTALL_SETTINGS, type InstallConfig, Installer, loadInstallConfig, pluginEntry } from './install.ts';
+export { CniError, CODES, errorJson, parseInvocation, passThrough, podAddresses, SUPPORTED_VERSIONS } from './protocol.ts';
+export { cniAddRequest, podInMesh, requireServed } from './enrol.ts';
+export { type Deps, pluginConfig, runPlugin } from './plugin.ts';
