@@ -232,9 +232,13 @@ export function buildImages(names: string[] = IMAGES.map((i) => i.name)): string
     if (have.code === 0 && have.stdout.trim() === inputs && allTagged) {
       say(`${spec.name}: ${tags.join(', ')} unchanged (same inputs), not rebuilt`);
     } else {
+      const previous = have.code === 0 ? podman(['image', 'inspect', '--format', '{{.Id}}', tags[0]!]).stdout.trim() : '';
       const r = podman(['build', '--quiet', '--layers', '--timestamp', String(epoch), '-f', join(STAGE, `Containerfile.${spec.name}`), ...tags.flatMap((t) => ['--tag', t]), STAGE]);
       if (r.code !== 0) throw new Error(`podman build of ${spec.repository} failed: ${r.stderr.trim()}`);
       say(`${spec.name}: built ${tags.join(', ')} (${r.stdout.trim().slice(0, 12)}) in ${((Date.now() - ts) / 1000).toFixed(1)} s`);
+      // The image these tags named before is now untagged: remove it (and its cached layers) unless
+      // a container or another tag still uses it, so rebuilds do not pile up in the store.
+      if (previous && !r.stdout.trim().startsWith(previous)) podman(['rmi', previous]);
     }
     built.push(tags[0]!);
   }

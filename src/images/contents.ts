@@ -83,7 +83,7 @@ export function entryPackages(root: string, entries: string[]): { packages: stri
  * The package directories (relative to `root`, e.g. `node_modules/@grpc/grpc-js` or a nested
  * `node_modules/a/node_modules/b`) that `names`, loaded from `root`, need at run time: their
  * dependencies, and the optional and peer dependencies that are installed — resolved the way
- * Node does, from the requiring package's directory up.
+ * Node does, from the requiring package's directory up. Declaration-only @types/* are left out.
  */
 export function packageClosure(root: string, names: string[]): string[] {
   const found = new Set<string>();
@@ -96,17 +96,15 @@ export function packageClosure(root: string, names: string[]): string[] {
     if (optional) return undefined;
     throw new Error(`package ${name} (needed from ${relative(root, from) || '.'}) is not installed: run \`npm ci\``);
   };
-  const visit = (dir: string): void => {
-    if (found.has(dir)) return;
+  const visit = (dir: string | undefined): void => {
+    // @types/* hold only declarations (some packages list them as dependencies): nothing loads them.
+    if (!dir || found.has(dir) || relative(root, dir).includes('node_modules/@types/')) return;
     found.add(dir);
     const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Record<string, Record<string, string> | undefined>;
-    for (const name of Object.keys(pkg['dependencies'] ?? {})) visit(lookup(name, dir, false)!);
-    for (const name of [...Object.keys(pkg['optionalDependencies'] ?? {}), ...Object.keys(pkg['peerDependencies'] ?? {})]) {
-      const d = lookup(name, dir, true);
-      if (d) visit(d);
-    }
+    for (const name of Object.keys(pkg['dependencies'] ?? {})) visit(lookup(name, dir, false));
+    for (const name of [...Object.keys(pkg['optionalDependencies'] ?? {}), ...Object.keys(pkg['peerDependencies'] ?? {})]) visit(lookup(name, dir, true));
   };
-  for (const name of names) visit(lookup(name, root, false)!);
+  for (const name of names) visit(lookup(name, root, false));
   return [...found].map((d) => relative(root, d)).sort();
 }
 
