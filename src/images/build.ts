@@ -4,13 +4,14 @@
 //   localhost/mesh-node        node src/agent/main.ts | src/ztunnel/main.ts, the addon, its shared
 //                              libraries and the BPF object             root (loads BPF, enters netns)
 //   localhost/mesh-waypoint    node src/waypoint/main.ts               uid 1337
-// Each holds the pinned Node 24 binary (node_modules/node) and the shared libraries it links (found
-// with ldd), the TypeScript files the process's entry reaches (Node strips the types), proto/, and
-// the npm packages those files load with their dependencies — no dev dependencies, no typings.
-// No RUN step, so no container runtime is involved in the build. Tags: `latest` and the package
-// version. Layers are ordered so the Node runtime layer is the same in all three images and
-// stored once; timestamps come from the last commit (SOURCE_DATE_EPOCH overrides), so a rebuild
-// of the same checkout makes the same layers. An image whose inputs did not change is not rebuilt.
+// Each holds the pinned Node 24 binary (node_modules/node, stripped) and the shared libraries it
+// links (found with ldd), the TypeScript files the process's entry reaches (Node strips the
+// types), proto/, and the npm packages those files load with their dependencies — no dev
+// dependencies, no typings. No RUN step, so no container runtime is involved in the build. Tags:
+// `latest` and the package version. Layers are ordered so the Node runtime layer is the same in
+// all three images and stored once; timestamps come from the last commit (SOURCE_DATE_EPOCH
+// overrides), so a rebuild of the same checkout makes the same layers. An image whose inputs did
+// not change is not rebuilt.
 //
 // Usage: node src/images/build.ts [controller|node|waypoint ...]   (default: all three)
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -93,6 +94,9 @@ function copyInto(dest: string, src: string, target: string, mode?: number): voi
 function stageRuntime(): string[] {
   const dir = join(STAGE, 'runtime');
   copyInto(dir, NODE_BINARY, 'usr/local/bin/node', 0o755);
+  // The npm package's binary keeps its symbol table (18 MB); nothing in a pod reads it. `strip`
+  // comes with binutils (g++'s dependency, so `make setup` has it).
+  execFileSync('strip', [join(dir, 'usr/local/bin/node')]);
   const libs = sharedLibraries([NODE_BINARY]);
   for (const lib of libs) copyInto(dir, lib, lib.slice(1), 0o755);
   mkdirSync(join(dir, 'etc'), { recursive: true });
