@@ -11,6 +11,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor, type Mesh } from '../helpers/mesh.ts';
 import { GRPC_CALLS, GRPC_SERVER, HTTP_ECHO_SERVER, HTTP_REQUESTS } from '../helpers/scripts.ts';
 import { requireRoot } from '../helpers/topology.ts';
+import { HOSTFS_IMAGE, WAYPOINT_IMAGE } from '../../src/local/waypoints.ts';
 import { fileURLToPath } from 'node:url';
 
 const NODE = process.execPath;
@@ -99,8 +100,11 @@ async function gatewayCondition(type: string): Promise<string | undefined> {
   return stdout.trim() || undefined;
 }
 
+let waypointImageBuilt = false;
+
 test.before(async (t) => {
   if (!(await requireRoot(t))) return;
+  waypointImageBuilt = await run('podman', ['image', 'exists', WAYPOINT_IMAGE]).then(() => true, () => false);
   mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true });
   await mesh.kubectl('apply', '-f', GATEWAY_API);
   await mesh.core.createNamespace({ body: { metadata: { name: 'shop', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
@@ -137,6 +141,10 @@ test.serial('waypoint-deploy: a Gateway of class mesh-waypoint becomes an owned 
   t.regex(addr, /waypoint\.shop\.svc\.cluster\.local/);
   const { stdout: cls } = await mesh.kubectl('get', 'gatewayclass', 'mesh-waypoint', '-o', 'jsonpath={.status.conditions[?(@.type=="Accepted")].status}');
   t.is(cls, 'True');
+  // The pod runs the waypoint image when `make images` built it, else the checkout on the host's runtime.
+  const { stdout: image } = await mesh.kubectl('get', 'deployment', '-n', 'shop', 'waypoint', '-o', 'jsonpath={.spec.template.spec.containers[0].image}');
+  t.is(image, waypointImageBuilt ? WAYPOINT_IMAGE : HOSTFS_IMAGE);
+  t.log(`the waypoint pod runs ${image}`);
 });
 
 test.serial('waypoint-routing: without a route the Service answers through the waypoint; a 90/10 split lands within ±3 %; a header match goes to v2 only', async (t) => {
