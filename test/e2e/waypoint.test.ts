@@ -365,6 +365,9 @@ test.serial('waypoint-metrics: a real Prometheus answers istio_requests_total{re
   const query = 'sum(rate(istio_requests_total{reporter="waypoint"}[1m])) by (response_code)';
   let last = '';
   const answer = await waitFor('Prometheus to answer', async () => {
+    // Traffic keeps flowing while we ask: on a loaded host Prometheus may start scraping only after
+    // the requests above, and a rate needs the counter to move between two scrapes.
+    await requests('shop', { url: `http://${webVip}/`, n: 20, concurrency: 2 });
     const res = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(query)}`);
     last = await res.text();
     const r = JSON.parse(last) as { data: { result: { metric: { response_code?: string }; value: [number, string] }[] } };
