@@ -137,11 +137,12 @@ export class LocalMesh {
     this.progress('starting the controller (config stream, CA, flow relay)');
     // Waypoints run the waypoint image when `make images` built it, else from an empty image with
     // the host's runtime mounted (src/local/waypoints.ts).
-    const waypointsFrom = await ensureWaypointImage().catch((e: Error) => {
+    const waypoints = await ensureWaypointImage().catch((e: Error) => {
       this.progress(`waypoints will not start: ${e.message}`);
-      return 'hostfs' as const;
+      return { from: 'hostfs' as const, why: '' };
     });
-    this.progress(waypointsFrom === 'image' ? `waypoints run the image ${WAYPOINT_IMAGE}` : `waypoints run this checkout on the host's runtime (no ${WAYPOINT_IMAGE}: \`make images\` builds it)`);
+    const waypointsFrom = waypoints.from;
+    this.progress(waypointsFrom === 'image' ? `waypoints run the image ${WAYPOINT_IMAGE} (${waypoints.why})` : `waypoints run this checkout on the host's runtime (${waypoints.why})`);
     this.controller = await Controller.start(this.controllerKc, {
       host: '127.0.0.1',
       xdsPort: 0,

@@ -1,7 +1,8 @@
 // Waypoints on the local cluster. The controller deploys them as on a real cluster — a Deployment
 // whose pod runs the waypoint in its own network namespace, with a projected token and the trust
 // bundle mounted. The pod runs the waypoint image `make images` builds (localhost/mesh-waypoint,
-// FROM scratch, uid 1337) when it is in the host's local image store. Without it, the image is the
+// FROM scratch, uid 1337) when the host's local image store has it built from this checkout's
+// commit. Otherwise the image is the
 // host's own runtime: an empty image (localhost/mesh-hostfs) with the host's /usr, this checkout
 // and Node.js bind-mounted read-only, so no image has to be built for a dev loop (kind's
 // extraMounts, in spirit).
@@ -30,23 +31,44 @@ export function l7FlowsDir(stateDir: string): string {
   return join(stateDir, 'l7-flows');
 }
 
-function podman(args: string[], input?: Buffer): Promise<{ code: number; stderr: string }> {
+function run(cmd: string, args: string[], input?: Buffer): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = execFile('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', ...args], (err, _out, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
-    );
+    const p = execFile(cmd, args, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
     if (input) p.stdin?.end(input);
   });
 }
 
+function podman(args: string[], input?: Buffer): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', ...args], input);
+}
+
 /**
- * Which image the waypoint pods run: the waypoint image when `make images` has put it in the local
- * store, else the empty host-runtime image, made here unless it is there already.
+ * Whether WAYPOINT_IMAGE holds this checkout's waypoint: it is in the local store and its
+ * revision label is this checkout's HEAD with no uncommitted changes. An image from another commit
+ * or worktree (the store is the host's, shared by every checkout) would run other code than the
+ * controller beside it; `why` says which it is.
  */
-export async function ensureWaypointImage(): Promise<'image' | 'hostfs'> {
-  if ((await podman(['image', 'exists', WAYPOINT_IMAGE])).code === 0) return 'image';
+export async function waypointImageCurrent(): Promise<{ current: boolean; why: string }> {
+  const label = await podman(['image', 'inspect', '--format', '{{index .Labels "org.opencontainers.image.revision"}}', WAYPOINT_IMAGE]);
+  if (label.code !== 0) return { current: false, why: `no ${WAYPOINT_IMAGE} in the local store (\`make images\` builds it)` };
+  const head = await run('git', ['-C', REPO, 'rev-parse', 'HEAD']);
+  const dirty = await run('git', ['-C', REPO, 'status', '--porcelain', '--untracked-files=no']);
+  if (head.code !== 0 || dirty.code !== 0) return { current: false, why: `${REPO} is not a git checkout, so ${WAYPOINT_IMAGE} cannot be matched to it` };
+  if (dirty.stdout.trim()) return { current: false, why: `this checkout has uncommitted changes, which ${WAYPOINT_IMAGE} cannot hold` };
+  const built = label.stdout.trim();
+  if (built !== head.stdout.trim()) return { current: false, why: `${WAYPOINT_IMAGE} was built from ${built.slice(0, 12) || 'an unknown revision'}, not this checkout's ${head.stdout.trim().slice(0, 12)} (\`make images\` rebuilds it)` };
+  return { current: true, why: `${WAYPOINT_IMAGE} was built from this checkout` };
+}
+
+/**
+ * Which image the waypoint pods run: the waypoint image when it holds this checkout's waypoint,
+ * else the empty host-runtime image, made here unless it is there already.
+ */
+export async function ensureWaypointImage(): Promise<{ from: 'image' | 'hostfs'; why: string }> {
+  const image = await waypointImageCurrent();
+  if (image.current) return { from: 'image', why: image.why };
   await ensureHostfsImage();
-  return 'hostfs';
+  return { from: 'hostfs', why: image.why };
 }
 
 /** Makes the empty image the waypoint pods run from, unless it is in the local store. */

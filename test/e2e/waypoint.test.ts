@@ -11,7 +11,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor, type Mesh } from '../helpers/mesh.ts';
 import { GRPC_CALLS, GRPC_SERVER, HTTP_ECHO_SERVER, HTTP_REQUESTS } from '../helpers/scripts.ts';
 import { requireRoot } from '../helpers/topology.ts';
-import { HOSTFS_IMAGE, WAYPOINT_IMAGE } from '../../src/local/waypoints.ts';
+import { HOSTFS_IMAGE, WAYPOINT_IMAGE, waypointImageCurrent } from '../../src/local/waypoints.ts';
 import { fileURLToPath } from 'node:url';
 
 const NODE = process.execPath;
@@ -104,7 +104,7 @@ let waypointImageBuilt = false;
 
 test.before(async (t) => {
   if (!(await requireRoot(t))) return;
-  waypointImageBuilt = await run('podman', ['image', 'exists', WAYPOINT_IMAGE]).then(() => true, () => false);
+  waypointImageBuilt = (await waypointImageCurrent()).current;
   mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true });
   await mesh.kubectl('apply', '-f', GATEWAY_API);
   await mesh.core.createNamespace({ body: { metadata: { name: 'shop', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
@@ -141,7 +141,7 @@ test.serial('waypoint-deploy: a Gateway of class mesh-waypoint becomes an owned 
   t.regex(addr, /waypoint\.shop\.svc\.cluster\.local/);
   const { stdout: cls } = await mesh.kubectl('get', 'gatewayclass', 'mesh-waypoint', '-o', 'jsonpath={.status.conditions[?(@.type=="Accepted")].status}');
   t.is(cls, 'True');
-  // The pod runs the waypoint image when `make images` built it, else the checkout on the host's runtime.
+  // The pod runs the waypoint image when `make images` built it from this commit, else the checkout on the host's runtime.
   const { stdout: image } = await mesh.kubectl('get', 'deployment', '-n', 'shop', 'waypoint', '-o', 'jsonpath={.spec.template.spec.containers[0].image}');
   t.is(image, waypointImageBuilt ? WAYPOINT_IMAGE : HOSTFS_IMAGE);
   t.log(`the waypoint pod runs ${image}`);
