@@ -16,7 +16,7 @@ APT_PACKAGES := clang llvm libbpf-dev libmnl-dev libelf-dev zlib1g-dev bpftool i
   pkg-config kmod tshark wrk hey iperf3 prometheus \
   podman runc busybox-static containernetworking-plugins
 
-.PHONY: all bpf addon setup test clean
+.PHONY: all bpf addon setup test clean images
 all: bpf addon
 
 bpf: $(OUT)/mesh.bpf.o
@@ -49,6 +49,11 @@ setup:
 
 test: all
 	npm test
+
+# The controller, node and waypoint images (FROM scratch, podman build) into the local image store;
+# `node src/images/build.ts waypoint` builds one. See README "Images".
+images: all
+	node src/images/build.ts
 
 clean:
 	rm -rf $(OUT) build

@@ -4,7 +4,7 @@
 // be sent is counted and dropped, never held up a request); the agent turns each into an L7 flow
 // that `meshctl flows --protocol http` shows next to the L4 flow of the same connection (the same
 // source address and port, destination address and port).
-import { mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { logger } from '../common/log.ts';
@@ -74,6 +74,9 @@ export class L7FlowServer {
     rmSync(path, { force: true });
     const s = new L7FlowServer(path, onRecord);
     await new Promise<void>((resolve, reject) => s.server.once('error', reject).listen(path, resolve));
+    // Waypoints send here as uid 1337 (their image's user), and connecting to a unix socket needs
+    // write permission on it. Who can reach the socket is decided by who gets its directory mounted.
+    chmodSync(path, 0o666);
     return s;
   }
 

@@ -23,7 +23,7 @@ import { controlRequest } from '../agent/control.ts';
 import { hostEnv } from '../common/settings.ts';
 import { cniAddRequest, podInMesh, requireServed } from '../cni/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
-import { ensureHostfsImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate } from './waypoints.ts';
+import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate, WAYPOINT_IMAGE } from './waypoints.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
@@ -135,14 +135,20 @@ export class LocalMesh {
     await writeControllerToken(this.cluster.kc, this.controllerTokenFile());
     this.controllerKc = tokenFileKubeConfig(this.cluster.api.url, this.cluster.api.caCertPem, this.controllerTokenFile());
     this.progress('starting the controller (config stream, CA, flow relay)');
-    // Waypoints run from an empty image with the host's runtime mounted (src/local/waypoints.ts).
-    await ensureHostfsImage().catch((e: Error) => this.progress(`waypoints will not start: ${e.message}`));
+    // Waypoints run the waypoint image when `make images` built it, else from an empty image with
+    // the host's runtime mounted (src/local/waypoints.ts).
+    const waypoints = await ensureWaypointImage().catch((e: Error) => {
+      this.progress(`waypoints will not start: ${e.message}`);
+      return { from: 'hostfs' as const, why: '' };
+    });
+    const waypointsFrom = waypoints.from;
+    this.progress(waypointsFrom === 'image' ? `waypoints run the image ${WAYPOINT_IMAGE} (${waypoints.why})` : `waypoints run this checkout on the host's runtime (${waypoints.why})`);
     this.controller = await Controller.start(this.controllerKc, {
       host: '127.0.0.1',
       xdsPort: 0,
       caPort: 0,
       relayPort: 0,
-      waypointTemplate: localWaypointTemplate(this.stateDir, this.opts.logLevel),
+      waypointTemplate: localWaypointTemplate(this.stateDir, this.opts.logLevel, waypointsFrom),
       ...this.certTtl(),
     });
     this.closeSockets = await forwardControllerSockets(this.stateDir, { xds: this.controller.xdsPort, ca: this.controller.ca.port });

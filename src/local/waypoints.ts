@@ -1,14 +1,17 @@
 // Waypoints on the local cluster. The controller deploys them as on a real cluster — a Deployment
 // whose pod runs the waypoint in its own network namespace, with a projected token and the trust
-// bundle mounted — but the image is the host's own runtime: an empty image
-// (localhost/mesh-hostfs) with the host's /usr, this checkout and Node.js bind-mounted read-only,
-// so no image has to be built for a dev loop (kind's extraMounts, in spirit).
+// bundle mounted. The pod runs the waypoint image `make images` builds (localhost/mesh-waypoint,
+// FROM scratch, uid 1337) when the host's local image store has it built from this checkout's
+// commit. Otherwise the image is the
+// host's own runtime: an empty image (localhost/mesh-hostfs) with the host's /usr, this checkout
+// and Node.js bind-mounted read-only, so no image has to be built for a dev loop (kind's
+// extraMounts, in spirit).
 //
 // Pods cannot reach the host's loopback, where the controller listens; the controller's config
 // stream and CA are forwarded into unix sockets under the state directory, which the waypoint
 // pod mounts (the bytes are TLS end to end: the forwarder sees only ciphertext).
 import { execFile } from 'node:child_process';
-import { mkdirSync, realpathSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +19,8 @@ import type * as k8s from '@kubernetes/client-node';
 import type { WaypointTemplate } from '../controller/waypoint-deployer.ts';
 
 export const HOSTFS_IMAGE = 'localhost/mesh-hostfs:latest';
+/** What `make images` tags (src/images/build.ts); the chart's default waypoint image too. */
+export const WAYPOINT_IMAGE = 'localhost/mesh-waypoint:latest';
 const WAYPOINT_MAIN = fileURLToPath(new URL('../waypoint/main.ts', import.meta.url));
 const REPO = realpathSync(fileURLToPath(new URL('../..', import.meta.url)));
 const SOCKETS_IN_POD = '/var/run/mesh-controller';
@@ -26,13 +31,44 @@ export function l7FlowsDir(stateDir: string): string {
   return join(stateDir, 'l7-flows');
 }
 
-function podman(args: string[], input?: Buffer): Promise<{ code: number; stderr: string }> {
+function run(cmd: string, args: string[], input?: Buffer): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = execFile('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', ...args], (err, _out, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
-    );
+    const p = execFile(cmd, args, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
     if (input) p.stdin?.end(input);
   });
+}
+
+function podman(args: string[], input?: Buffer): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', ...args], input);
+}
+
+/**
+ * Whether WAYPOINT_IMAGE holds this checkout's waypoint: it is in the local store and its
+ * revision label is this checkout's HEAD with no uncommitted changes. An image from another commit
+ * or worktree (the store is the host's, shared by every checkout) would run other code than the
+ * controller beside it; `why` says which it is.
+ */
+export async function waypointImageCurrent(): Promise<{ current: boolean; why: string }> {
+  const label = await podman(['image', 'inspect', '--format', '{{index .Labels "org.opencontainers.image.revision"}}', WAYPOINT_IMAGE]);
+  if (label.code !== 0) return { current: false, why: `no ${WAYPOINT_IMAGE} in the local store (\`make images\` builds it)` };
+  const head = await run('git', ['-C', REPO, 'rev-parse', 'HEAD']);
+  const dirty = await run('git', ['-C', REPO, 'status', '--porcelain', '--untracked-files=no']);
+  if (head.code !== 0 || dirty.code !== 0) return { current: false, why: `${REPO} is not a git checkout, so ${WAYPOINT_IMAGE} cannot be matched to it` };
+  if (dirty.stdout.trim()) return { current: false, why: `this checkout has uncommitted changes, which ${WAYPOINT_IMAGE} cannot hold` };
+  const built = label.stdout.trim();
+  if (built !== head.stdout.trim()) return { current: false, why: `${WAYPOINT_IMAGE} was built from ${built.slice(0, 12) || 'an unknown revision'}, not this checkout's ${head.stdout.trim().slice(0, 12)} (\`make images\` rebuilds it)` };
+  return { current: true, why: `${WAYPOINT_IMAGE} was built from this checkout` };
+}
+
+/**
+ * Which image the waypoint pods run: the waypoint image when it holds this checkout's waypoint,
+ * else the empty host-runtime image, made here unless it is there already.
+ */
+export async function ensureWaypointImage(): Promise<{ from: 'image' | 'hostfs'; why: string }> {
+  const image = await waypointImageCurrent();
+  if (image.current) return { from: 'image', why: image.why };
+  await ensureHostfsImage();
+  return { from: 'hostfs', why: image.why };
 }
 
 /** Makes the empty image the waypoint pods run from, unless it is in the local store. */
@@ -43,11 +79,37 @@ export async function ensureHostfsImage(): Promise<void> {
   if (r.code !== 0) throw new Error(`creating the waypoint base image ${HOSTFS_IMAGE} with podman failed: ${r.stderr.trim()} — is podman installed (make setup)?`);
 }
 
-/** The waypoint pod template of the local cluster: the waypoint from this checkout, on the host's runtime. */
-export function localWaypointTemplate(stateDir: string, logLevel = 'info'): WaypointTemplate {
+/**
+ * The waypoint pod template of the local cluster: the waypoint image (`from: 'image'`), or the
+ * waypoint from this checkout on the host's runtime (`'hostfs'`).
+ */
+export function localWaypointTemplate(stateDir: string, logLevel = 'info', from: 'image' | 'hostfs' = 'hostfs'): WaypointTemplate {
   const sockets = join(stateDir, 'controller-sockets');
   mkdirSync(sockets, { recursive: true });
   mkdirSync(l7FlowsDir(stateDir), { recursive: true });
+  const env = {
+    MESH_CONTROLLER: `unix:${SOCKETS_IN_POD}/xds.sock`,
+    MESH_CA_ADDRESS: `unix:${SOCKETS_IN_POD}/ca.sock`,
+    MESH_CONTROLLER_NAME: 'mesh-controller.mesh-system.svc',
+    MESH_LOG_LEVEL: logLevel,
+    // $(MESH_NODE_NAME) is expanded by the kubelet from the variable the deployer sets before it.
+    MESH_L7_FLOWS_SOCKET: `${L7_IN_POD}/$(MESH_NODE_NAME).sock`,
+  };
+  if (from === 'image') {
+    // The image's own entrypoint and user; only the sockets come from the host.
+    const mounts = [
+      { name: 'mesh-sockets', path: sockets, inPod: SOCKETS_IN_POD },
+      { name: 'mesh-l7-flows', path: l7FlowsDir(stateDir), inPod: L7_IN_POD },
+    ];
+    return {
+      image: WAYPOINT_IMAGE,
+      imagePullPolicy: 'Never',
+      command: [],
+      env,
+      volumes: mounts.map((m) => ({ name: m.name, hostPath: { path: m.path, type: 'Directory' } })),
+      volumeMounts: mounts.map((m) => ({ name: m.name, mountPath: m.inPod, readOnly: m.name !== 'mesh-sockets' })),
+    };
+  }
   const nodeBin = realpathSync(process.execPath);
   const mounts: { name: string; path: string }[] = [
     { name: 'host-usr', path: '/usr' },
@@ -71,14 +133,7 @@ export function localWaypointTemplate(stateDir: string, logLevel = 'info'): Wayp
     image: HOSTFS_IMAGE,
     imagePullPolicy: 'Never',
     command: [nodeBin, WAYPOINT_MAIN],
-    env: {
-      MESH_CONTROLLER: `unix:${SOCKETS_IN_POD}/xds.sock`,
-      MESH_CA_ADDRESS: `unix:${SOCKETS_IN_POD}/ca.sock`,
-      MESH_CONTROLLER_NAME: 'mesh-controller.mesh-system.svc',
-      MESH_LOG_LEVEL: logLevel,
-      // $(MESH_NODE_NAME) is expanded by the kubelet from the variable the deployer sets before it.
-      MESH_L7_FLOWS_SOCKET: `${L7_IN_POD}/$(MESH_NODE_NAME).sock`,
-    },
+    env,
     volumes,
     volumeMounts,
   };
@@ -106,6 +161,9 @@ export async function forwardControllerSockets(stateDir: string, ports: { xds: n
       up.on('error', end).on('close', end);
     });
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, resolve));
+    // The waypoint image runs as uid 1337, and connecting needs write permission on the socket;
+    // only waypoint pods get this directory mounted.
+    chmodSync(path, 0o666);
     servers.push(server);
   }
   return async () => {

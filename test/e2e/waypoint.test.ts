@@ -11,6 +11,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor, type Mesh } from '../helpers/mesh.ts';
 import { GRPC_CALLS, GRPC_SERVER, HTTP_ECHO_SERVER, HTTP_REQUESTS } from '../helpers/scripts.ts';
 import { requireRoot } from '../helpers/topology.ts';
+import { HOSTFS_IMAGE, WAYPOINT_IMAGE, waypointImageCurrent } from '../../src/local/waypoints.ts';
 import { fileURLToPath } from 'node:url';
 
 const NODE = process.execPath;
@@ -99,8 +100,11 @@ async function gatewayCondition(type: string): Promise<string | undefined> {
   return stdout.trim() || undefined;
 }
 
+let waypointImageBuilt = false;
+
 test.before(async (t) => {
   if (!(await requireRoot(t))) return;
+  waypointImageBuilt = (await waypointImageCurrent()).current;
   mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true });
   await mesh.kubectl('apply', '-f', GATEWAY_API);
   await mesh.core.createNamespace({ body: { metadata: { name: 'shop', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
@@ -137,6 +141,10 @@ test.serial('waypoint-deploy: a Gateway of class mesh-waypoint becomes an owned 
   t.regex(addr, /waypoint\.shop\.svc\.cluster\.local/);
   const { stdout: cls } = await mesh.kubectl('get', 'gatewayclass', 'mesh-waypoint', '-o', 'jsonpath={.status.conditions[?(@.type=="Accepted")].status}');
   t.is(cls, 'True');
+  // The pod runs the waypoint image when `make images` built it from this commit, else the checkout on the host's runtime.
+  const { stdout: image } = await mesh.kubectl('get', 'deployment', '-n', 'shop', 'waypoint', '-o', 'jsonpath={.spec.template.spec.containers[0].image}');
+  t.is(image, waypointImageBuilt ? WAYPOINT_IMAGE : HOSTFS_IMAGE);
+  t.log(`the waypoint pod runs ${image}`);
 });
 
 test.serial('waypoint-routing: without a route the Service answers through the waypoint; a 90/10 split lands within ±3 %; a header match goes to v2 only', async (t) => {
@@ -357,6 +365,9 @@ test.serial('waypoint-metrics: a real Prometheus answers istio_requests_total{re
   const query = 'sum(rate(istio_requests_total{reporter="waypoint"}[1m])) by (response_code)';
   let last = '';
   const answer = await waitFor('Prometheus to answer', async () => {
+    // Traffic keeps flowing while we ask: on a loaded host Prometheus may start scraping only after
+    // the requests above, and a rate needs the counter to move between two scrapes.
+    await requests('shop', { url: `http://${webVip}/`, n: 20, concurrency: 2 });
     const res = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(query)}`);
     last = await res.text();
     const r = JSON.parse(last) as { data: { result: { metric: { response_code?: string }; value: [number, string] }[] } };

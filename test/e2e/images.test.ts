@@ -1,0 +1,167 @@
+// The images `make images` builds, run as a cluster runs them: each starts the pinned Node 24, each
+// process reads its settings and fails on a bad one with its own clear message, the controller and
+// waypoint run as uid 1337, and the node image's addon loads libbpf and puts the BPF object through
+// the kernel's verifier. Builds the images once (an unchanged checkout reuses what `make images`
+// built). Needs root and podman with runc (make setup).
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { IMAGES, INPUTS_LABEL, imageTags } from '../../src/images/build.ts';
+import { requireRoot } from '../helpers/topology.ts';
+
+const ROOT = join(import.meta.dirname, '../..');
+const BUILD = join(ROOT, 'src/images/build.ts');
+const PODMAN = ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs'];
+const ULIMITS = ['--ulimit', 'nofile=20000:20000', '--ulimit', 'nproc=32768:32768'];
+const image = (name: string) => `${IMAGES.find((i) => i.name === name)!.repository}:latest`;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function sh(cmd: string, args: string[], timeout = 60_000): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout, maxBuffer: 16 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** `podman run --rm` of an image, as the local kubelet runs one (runc, cgroupfs, the host's ulimits). */
+function run(img: string, opts: { args?: string[]; entrypoint?: string[]; env?: Record<string, string>; flags?: string[] } = {}): Promise<Run> {
+  const a = [...PODMAN, 'run', '--rm', '--pull', 'never', ...ULIMITS, ...(opts.flags ?? [])];
+  for (const [k, v] of Object.entries(opts.env ?? {})) a.push('--env', `${k}=${v}`);
+  if (opts.entrypoint) a.push('--entrypoint', JSON.stringify(opts.entrypoint));
+  return sh('podman', [...a, img, ...(opts.args ?? [])]);
+}
+
+let build: Promise<{ ms: number; out: string }> | undefined;
+/** Builds the images once per test run; the build itself skips images whose inputs are unchanged. */
+function built(): Promise<{ ms: number; out: string }> {
+  build ??= (async () => {
+    const t0 = Date.now();
+    const r = await sh(process.execPath, [BUILD], 120_000);
+    if (r.code !== 0) throw new Error(`make images failed: ${r.stderr || r.stdout}`);
+    return { ms: Date.now() - t0, out: r.stdout };
+  })();
+  return build;
+}
+
+async function ready(t: ExecutionContext): Promise<boolean> {
+  if (!(await requireRoot(t))) return false;
+  await built();
+  return true;
+}
+
+test('the images build FROM scratch in well under a minute, tagged latest and the version, and a rebuild of the same checkout reuses them', async (t) => {
+  if (!(await ready(t))) return;
+  const first = await built();
+  t.log(first.out.trim());
+  t.log(`build: ${(first.ms / 1000).toFixed(1)} s`);
+  t.true(first.ms < 60_000, `building took ${first.ms} ms`);
+  const again = await sh(process.execPath, [BUILD]);
+  t.is(again.code, 0, again.stderr);
+  for (const spec of IMAGES) t.regex(again.stdout, new RegExp(`${spec.name}: .* unchanged`));
+  t.log(`rebuild of an unchanged checkout: ${again.stdout.match(/done in (\S+ s)/)?.[1]}`);
+  for (const spec of IMAGES) {
+    const [latest, version] = imageTags().map((tag) => `${spec.repository}:${tag}`);
+    const ids = await Promise.all([latest!, version!].map((ref) => sh('podman', ['image', 'inspect', '--format', '{{.Id}}', ref])));
+    t.is(ids[0]!.code, 0, `${latest} is missing`);
+    t.is(ids[0]!.stdout, ids[1]!.stdout, `${latest} and ${version} are one image`);
+    const cfg = JSON.parse((await sh('podman', ['image', 'inspect', '--format', '{{json .Config}}', latest!])).stdout) as {
+      User: string;
+      Entrypoint: string[];
+      Cmd: string[];
+      Labels: Record<string, string>;
+    };
+    t.deepEqual(cfg.Entrypoint, ['/usr/local/bin/node']);
+    t.deepEqual(cfg.Cmd, [spec.defaultEntry]);
+    t.is(cfg.User, spec.name === 'node' ? '0:0' : '1337:1337');
+    t.is(cfg.Labels['org.opencontainers.image.title'], `mesh-${spec.name}`);
+    t.is(cfg.Labels['org.opencontainers.image.version'], imageTags()[1]);
+    t.is(cfg.Labels['org.opencontainers.image.licenses'], 'Apache-2.0');
+    t.regex(cfg.Labels[INPUTS_LABEL] ?? '', /^[0-9a-f]{64}$/);
+    const size = (await sh('podman', ['images', '--format', '{{.Size}}', latest!])).stdout.trim();
+    t.log(`${latest}: ${size}`);
+  }
+});
+
+test('each image runs the pinned Node 24, with no shell, no dev dependencies and no host libraries beyond what it links', async (t) => {
+  if (!(await ready(t))) return;
+  const pinned = (await sh(join(ROOT, 'node_modules/node/bin/node'), ['--version'])).stdout.trim();
+  t.regex(pinned, /^v24\./);
+  for (const spec of IMAGES) {
+    const v = await run(image(spec.name), { args: ['--version'] });
+    t.is(v.code, 0, v.stderr);
+    t.is(v.stdout.trim(), pinned, spec.name);
+    const look = await run(image(spec.name), {
+      entrypoint: ['node', '--input-type=module', '-e', [
+        "import { existsSync, readdirSync } from 'node:fs';",
+        "console.log(JSON.stringify({ sh: existsSync('/bin/sh'), dev: ['typescript', 'ava', 'eslint', 'node-gyp', '@types/node', 'node'].filter((p) => existsSync('/app/node_modules/' + p)),",
+        "  libs: readdirSync('/lib/x86_64-linux-gnu').sort(), uid: process.getuid() }));",
+      ].join('\n')],
+    });
+    t.is(look.code, 0, look.stderr);
+    const seen = JSON.parse(look.stdout) as { sh: boolean; dev: string[]; libs: string[]; uid: number };
+    t.false(seen.sh, `${spec.name}: a shell in a FROM scratch image`);
+    t.deepEqual(seen.dev, [], `${spec.name}: dev dependencies in the image`);
+    t.is(seen.uid, spec.name === 'node' ? 0 : 1337);
+    const addonLibs = ['libbpf.so.1', 'libelf.so.1', 'libmnl.so.0', 'libz.so.1'];
+    for (const lib of addonLibs) t.is(seen.libs.includes(lib), spec.name === 'node', `${spec.name}: ${lib}`);
+    t.log(`${spec.name}: ${seen.libs.join(' ')}`);
+  }
+});
+
+test('controller image: an unknown MESH_ setting stops it at start with the list of the settings it reads', async (t) => {
+  if (!(await ready(t))) return;
+  const r = await run(image('controller'), { env: { MESH_TRUST_DOMAN: 'example.org' } });
+  t.is(r.code, 1);
+  t.regex(r.stderr + r.stdout, /unknown setting MESH_TRUST_DOMAN \(did you mean MESH_TRUST_DOMAIN\?\): the controller reads /);
+  t.regex(r.stderr + r.stdout, /"code":"MESH_ERR_CONFIG"/);
+});
+
+test('waypoint image: with no settings it says MESH_WAYPOINT_NAME is not set', async (t) => {
+  if (!(await ready(t))) return;
+  const r = await run(image('waypoint'));
+  t.is(r.code, 1);
+  t.regex(r.stderr + r.stdout, /MESH_WAYPOINT_NAME is not set/);
+});
+
+test('node image: ztunnel and the agent check their settings; the addon loads libbpf and the BPF object passes the verifier', async (t) => {
+  if (!(await ready(t))) return;
+  const zt = await run(image('node'), { args: ['src/ztunnel/main.ts'] });
+  t.is(zt.code, 1);
+  t.regex(zt.stderr + zt.stdout, /MESH_NODE_NAME is not set/);
+  const agent = await run(image('node'), { env: { MESH_BPFFS: '/sys/fs/bpf' } });
+  t.is(agent.code, 1);
+  t.regex(agent.stderr + agent.stdout, /unknown setting MESH_BPFFS\b.*the agent reads .*MESH_BPFFS_DIR/);
+
+  // A bpffs of our own, so the pins land nowhere the host uses.
+  const dir = mkdtempSync('/tmp/mesh-images-test-');
+  const bpffs = join(dir, 'bpffs');
+  mkdirSync(bpffs);
+  await sh('mount', ['-t', 'bpf', 'bpf', bpffs]);
+  t.teardown(async () => {
+    await sh('umount', [bpffs]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const load = await run(image('node'), {
+    flags: ['--privileged', '--mount', `type=bind,source=${bpffs},destination=/sys/fs/bpf`],
+    entrypoint: ['node', '--input-type=module', '-e', [
+      "const d = await import('/app/src/datapath/index.ts');",
+      'const n = d.native();',
+      "const o = await n.loadObject(d.bpfObjectPath, '/sys/fs/bpf', {});",
+      'console.log(JSON.stringify({ libbpf: n.libbpfVersion(), programs: o.programs.length, maps: o.maps.length }));',
+      'n.closeObject(o.handle);',
+    ].join('\n')],
+  });
+  t.is(load.code, 0, load.stderr);
+  const loaded = JSON.parse(load.stdout) as { libbpf: string; programs: number; maps: number };
+  t.regex(loaded.libbpf, /^v1\./);
+  t.true(loaded.programs > 0 && loaded.maps > 0);
+  t.log(`in the node image: libbpf ${loaded.libbpf} loaded ${loaded.programs} programs and ${loaded.maps} maps`);
+});
