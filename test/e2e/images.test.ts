@@ -4,8 +4,10 @@
 // the kernel's verifier. Builds the images once (an unchanged checkout reuses what `make images`
 // built). Needs root and podman with runc (make setup).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdtempSync, rmSync, mkdirSync, rmdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { findCgroup2Mount } from '../../src/common/cgroup.ts';
+import { removeV1Tree } from '../../src/local/runtime/oci.ts';
 import test, { type ExecutionContext } from 'ava';
 import { IMAGES, INPUTS_LABEL, imageTags } from '../../src/images/build.ts';
 import { requireRoot } from '../helpers/topology.ts';
@@ -31,9 +33,22 @@ function sh(cmd: string, args: string[], timeout = 60_000): Promise<Run> {
   });
 }
 
+// The containers' cgroup parent: the test's own, removed after (podman's default, libpod_parent,
+// would stay on the host; the leak check reports it).
+const CGROUP = join(findCgroup2Mount(), `mesh-images-${process.pid}`);
+test.after.always(() => {
+  removeV1Tree(CGROUP);
+  try {
+    rmdirSync(CGROUP);
+  } catch {
+    // never made, or already gone
+  }
+});
+
 /** `podman run --rm` of an image, as the local kubelet runs one (runc, cgroupfs, the host's ulimits). */
 function run(img: string, opts: { args?: string[]; entrypoint?: string[]; env?: Record<string, string>; flags?: string[] } = {}): Promise<Run> {
-  const a = [...PODMAN, 'run', '--rm', '--pull', 'never', ...ULIMITS, ...(opts.flags ?? [])];
+  mkdirSync(CGROUP, { recursive: true });
+  const a = [...PODMAN, 'run', '--rm', '--pull', 'never', '--cgroup-parent', `/${relative(findCgroup2Mount(), CGROUP)}`, ...ULIMITS, ...(opts.flags ?? [])];
   for (const [k, v] of Object.entries(opts.env ?? {})) a.push('--env', `${k}=${v}`);
   if (opts.entrypoint) a.push('--entrypoint', JSON.stringify(opts.entrypoint));
   return sh('podman', [...a, img, ...(opts.args ?? [])]);
