@@ -146,7 +146,7 @@ test('waypoint image: with no settings it says MESH_WAYPOINT_NAME is not set', a
   t.regex(r.stderr + r.stdout, /MESH_WAYPOINT_NAME is not set/);
 });
 
-test('node image: ztunnel and the agent check their settings; the addon loads libbpf and the BPF object passes the verifier', async (t) => {
+test('node image: ztunnel, the agent and the CNI installer check their settings; the addon loads libbpf and the BPF object passes the verifier', async (t) => {
   if (!(await ready(t))) return;
   const zt = await run(image('node'), { args: ['src/ztunnel/main.ts'] });
   t.is(zt.code, 1);
@@ -154,6 +154,10 @@ test('node image: ztunnel and the agent check their settings; the addon loads li
   const agent = await run(image('node'), { env: { MESH_BPFFS: '/sys/fs/bpf' } });
   t.is(agent.code, 1);
   t.regex(agent.stderr + agent.stdout, /unknown setting MESH_BPFFS\b.*the agent reads .*MESH_BPFFS_DIR/);
+  // The chart's CNI DaemonSet runs the installer from this image.
+  const cni = await run(image('node'), { args: ['src/cni/install-main.ts'], env: { MESH_CNI_CONF_DI: '/etc/cni/net.d' } });
+  t.is(cni.code, 1);
+  t.regex(cni.stderr + cni.stdout, /unknown setting MESH_CNI_CONF_DI\b/);
 
   // A bpffs of our own, so the pins land nowhere the host uses.
   const dir = mkdtempSync('/tmp/mesh-images-test-');
