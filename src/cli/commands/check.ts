@@ -1,7 +1,7 @@
 // `meshctl check`: reads what the datapath depends on from this host — without loading, attaching
 // or mounting anything that outlives the command — and prints one verdict per check.
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
 import { release } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -18,6 +18,7 @@ import {
   runChecks,
 } from '../checks.ts';
 import { renderChecks } from '../output.ts';
+import { checkCniConfDir, parseDuration } from '../precheck.ts';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
 import { meshHealth } from '../health.ts';
@@ -41,6 +42,11 @@ export interface CheckOptions {
   server?: string;
   kubeconfig?: string;
   context?: string;
+  preInstall?: boolean;
+  namespace: string;
+  nodeImage: string;
+  timeout: string;
+  cniConfDir?: string;
 }
 
 export function checkCommand(): Command {
@@ -65,27 +71,51 @@ export function checkCommand(): Command {
     .addOption(new Option('--state-dir <dir>', "with --post-install: the local cluster's state directory (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
     .option('--server <host:port>', "with --post-install: the controller's relay (default: from mesh.json)")
     .option('--kubeconfig <file>', "with --post-install: kubeconfig for the waypoint check (default: $KUBECONFIG, ~/.kube/config, else the local cluster's)")
-    .option('--context <name>', 'with --post-install: kubeconfig context to use')
+    .option('--context <name>', 'with --post-install or --pre-install: kubeconfig context to use')
+    .option('--pre-install', 'check the cluster before installing: Kubernetes version, RBAC to install the chart, existing installs and other meshes, and each node through a short-lived privileged pod')
+    .addOption(new Option('--namespace <ns>', 'with --pre-install: the namespace the chart installs into').default('mesh-system'))
+    .addOption(new Option('--node-image <image>', 'with --pre-install: the image of the node pods').default('localhost/mesh-node:latest'))
+    .addOption(new Option('--timeout <duration>', 'with --pre-install: how long a node pod may take (e.g. 60s, 2m)').default('60s'))
+    .option('--cni-conf-dir <dir>', 'also check that this CNI config directory has a primary conflist (the node pods pass it)')
     .addHelpText(
       'after',
       `
 Examples:
   meshctl check                                # one verdict per check, with the fix for each failure
   meshctl check --post-install                 # is the running mesh healthy?
+  meshctl check --pre-install --context prod   # can this cluster take the chart? (also runs the host checks on every node)
   meshctl check -o json | jq '.[] | select(.status != "ok")'
   meshctl check --bpffs-dir /sys/fs/bpf/mesh   # check where the agent will pin its maps
   sudo meshctl check                           # as root, capability and bpftool checks see what the agent will
 `,
     )
     .action(async (opts: CheckOptions) => {
-      const results = opts.postInstall ? await postInstall(opts) : runChecks(gatherHostFacts(opts.bpffsDir));
+      const results = opts.preInstall
+        ? await preInstallChecks(opts)
+        : opts.postInstall
+          ? await postInstall(opts)
+          : [...runChecks(gatherHostFacts(opts.bpffsDir)), ...(opts.cniConfDir ? [checkCniConfDir(opts.cniConfDir, listDir(opts.cniConfDir))] : [])];
       if (opts.output === 'json') {
         process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
       } else {
-        process.stdout.write(renderChecks(results, process.stdout, opts.postInstall ? 'mesh' : 'host'));
+        process.stdout.write(renderChecks(results, process.stdout, opts.preInstall ? 'cluster' : opts.postInstall ? 'mesh' : 'host'));
       }
       process.exitCode = exitCodeOf(results);
     });
+}
+
+async function preInstallChecks(opts: CheckOptions): Promise<CheckResult[]> {
+  const [{ loadKubeConfig }, { preInstall }] = await Promise.all([import('../kube.ts'), import('../precheck-cluster.ts')]);
+  const kc = await loadKubeConfig(opts);
+  return preInstall(kc, { namespace: opts.namespace, nodeImage: opts.nodeImage, timeoutMs: parseDuration(opts.timeout), cniConfDir: opts.cniConfDir ?? '/etc/cni/net.d' });
+}
+
+function listDir(dir: string): string[] | { error: string } {
+  try {
+    return readdirSync(dir);
+  } catch (e) {
+    return { error: (e as NodeJS.ErrnoException).code ?? (e as Error).message };
+  }
 }
 
 async function postInstall(opts: CheckOptions): Promise<CheckResult[]> {

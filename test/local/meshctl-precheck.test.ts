@@ -1,0 +1,59 @@
+// `meshctl check --pre-install` against the local API server (no root, no kubelets): the version,
+// RBAC and conflict lines come from the API; the node pod is never scheduled, so the node checks
+// are reported as skipped within --timeout, and the pod is deleted afterwards.
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+import { call, harness, type Harness } from '../helpers/apiserver.ts';
+
+const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
+
+function meshctl(h: Harness, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(MESHCTL, [...args, '--kubeconfig', h.kubeconfig], { env: { ...process.env, KUBECONFIG: '', HOME: h.dir, NO_COLOR: '1' }, timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function create(h: Harness, path: string, body: object): Promise<void> {
+  const r = await call(h.server, 'POST', path, body);
+  if (r.status !== 201) throw new Error(`POST ${path}: ${r.status} ${r.text}`);
+}
+
+function daemonSet(namespace: string, name: string): object {
+  const labels = { app: name };
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: { name, namespace },
+    spec: { selector: { matchLabels: labels }, template: { metadata: { labels }, spec: { containers: [{ name: 'c', image: 'x' }] } } },
+  };
+}
+
+test('pre-install-reports-version-rbac-conflicts-and-skipped-node-checks', async (t) => {
+  const h = await harness(t);
+  await create(h, '/api/v1/namespaces', { metadata: { name: 'istio-system' } });
+  await create(h, '/apis/apps/v1/namespaces/istio-system/daemonsets', daemonSet('istio-system', 'ztunnel'));
+
+  const started = Date.now();
+  const r = await meshctl(h, ['check', '--pre-install', '--timeout', '3s']);
+  t.true(Date.now() - started < 30_000, 'the node pod wait is bounded by --timeout');
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /✔ kubernetes-version\s+Kubernetes .*1\.32/);
+  t.regex(r.stdout, /✔ rbac\s+allowed to create all 11 kinds/);
+  t.regex(r.stdout, /✔ existing-install\s+no install in mesh-system/);
+  t.regex(r.stdout, /! istio\s+Istio is installed \(namespace istio-system, ztunnel DaemonSet istio-system\/ztunnel\)/);
+  t.regex(r.stdout, /✔ cilium\s+no cilium DaemonSet/);
+  t.regex(r.stdout, /! node\/\(any\)\s+node checks skipped: the pod was not scheduled within 3s \(no nodes registered\)/);
+  t.regex(r.stdout, /warnings: the cluster is ready for the mesh/);
+
+  // The node pod is gone.
+  const pods = await call(h.server, 'GET', '/api/v1/namespaces/default/pods');
+  t.deepEqual((JSON.parse(pods.text) as { items: unknown[] }).items, []);
+
+  const json = await meshctl(h, ['check', '--pre-install', '--timeout', '1s', '-o', 'json']);
+  const results = JSON.parse(json.stdout) as Array<{ name: string; status: string }>;
+  t.deepEqual(results.map((x) => x.name), ['kubernetes-version', 'rbac', 'existing-install', 'istio', 'cilium', 'node/(any)']);
+});
