@@ -55,16 +55,15 @@ export async function preInstall(kc: k8s.KubeConfig, o: PreInstallOptions): Prom
       ),
     );
     const podNs = ns.items.some((n) => n.metadata?.name === o.namespace) ? o.namespace : 'default';
-    results.push(...(await nodeChecks(k, core, o, podNs)));
+    results.push(...(await nodeChecks(core, o, podNs)));
   } catch (e) {
     results.push({ name: 'conflicts', status: 'warn', detail: `not checked: ${(e as Error).message}`, fix: 'allow listing namespaces and DaemonSets' });
   }
   return results;
 }
 
-async function nodeChecks(k: typeof import('@kubernetes/client-node'), core: k8s.CoreV1Api, o: PreInstallOptions, namespace: string): Promise<CheckResult[]> {
+async function nodeChecks(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: string): Promise<CheckResult[]> {
   const nodes = (await core.listNode()).items.map((n) => n.metadata?.name ?? '').filter(Boolean);
-  void k;
   // No node registered: one unpinned pod still says whether anything schedules it.
   const targets: Array<string | undefined> = nodes.length ? nodes : [undefined];
   const per = await Promise.all(targets.map((node) => onNode(core, o, namespace, node)));
@@ -114,13 +113,16 @@ async function onNode(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: stri
       const pull = imagePullProblem(p.status?.containerStatuses);
       if (pull) return [nodeSkipped(label, `the node image ${o.nodeImage} is not available (${pull})`, 'push the node image where the nodes can pull it (make images), or pass --node-image')];
       if (Date.now() >= deadline) {
-        const scheduled = p.spec?.nodeName && p.status?.conditions?.some((c) => c.type === 'PodScheduled' && c.status === 'True');
-        const why = !p.status?.phase || phase === 'Pending'
-          ? node
-            ? `the pod on ${node} did not start within ${o.timeoutMs / 1000}s (phase ${phase ?? 'none'}: no kubelet ran it)`
-            : `the pod was not scheduled within ${o.timeoutMs / 1000}s (no nodes registered)`
-          : `the pod did not finish within ${o.timeoutMs / 1000}s (phase ${phase})`;
-        return [nodeSkipped(label, scheduled === undefined ? why : why, 'check that the node is Ready and its kubelet runs pods, or raise --timeout')];
+        const secs = o.timeoutMs / 1000;
+        const why =
+          phase && phase !== 'Pending'
+            ? `the pod did not finish within ${secs}s (phase ${phase})`
+            : node
+              ? `the pod on ${node} did not start within ${secs}s (phase ${phase ?? 'none'}: no kubelet ran it)`
+              : p.spec?.nodeName
+                ? `the pod on ${p.spec.nodeName} did not start within ${secs}s`
+                : `the pod was not scheduled within ${secs}s (no nodes registered)`;
+        return [nodeSkipped(label, why, 'check that the node is Ready and its kubelet runs pods, or raise --timeout')];
       }
       await new Promise((r) => setTimeout(r, 500));
     }
