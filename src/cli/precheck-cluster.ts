@@ -2,7 +2,7 @@
 // runs `meshctl check` on each node in a short-lived privileged pod, deleted afterwards.
 import type * as k8s from '@kubernetes/client-node';
 import type { CheckResult } from './checks.ts';
-import { httpStatus } from './kube.ts';
+import { apiError, httpStatus } from './kube.ts';
 import { checkConflicts, checkKubernetesVersion, checkRbac, imagePullProblem, installPermissions, nodeResults, nodeSkipped } from './precheck.ts';
 
 export interface PreInstallOptions {
@@ -18,7 +18,7 @@ export async function preInstall(kc: k8s.KubeConfig, o: PreInstallOptions): Prom
   try {
     results.push(checkKubernetesVersion(await kc.makeApiClient(k.VersionApi).getCode()));
   } catch (e) {
-    return [{ name: 'kubernetes-version', status: 'fail', detail: `cannot read /version: ${(e as Error).message}`, fix: 'check --kubeconfig/--context and that the API server is reachable' }];
+    return [{ name: 'kubernetes-version', status: 'fail', detail: apiError('reading /version', kc, e).message, fix: 'check --kubeconfig/--context and that the API server is reachable' }];
   }
   const authz = kc.makeApiClient(k.AuthorizationV1Api);
   const answers = await Promise.all(
@@ -122,7 +122,8 @@ async function onNode(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: stri
               : p.spec?.nodeName
                 ? `the pod on ${p.spec.nodeName} did not start within ${secs}s`
                 : `the pod was not scheduled within ${secs}s (no nodes registered)`;
-        return [nodeSkipped(label, why, 'check that the node is Ready and its kubelet runs pods, or raise --timeout')];
+        const fix = node || p.spec?.nodeName ? 'check that the node is Ready and its kubelet runs pods, or raise --timeout' : 'the cluster has no nodes (an API server alone runs no pods): join nodes, then rerun';
+        return [nodeSkipped(label, why, fix)];
       }
       await new Promise((r) => setTimeout(r, 500));
     }
