@@ -88,8 +88,8 @@ async function onNode(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: stri
         {
           name: 'check',
           image: o.nodeImage,
-          // The node image runs node (ENTRYPOINT) on the entry given here.
-          args: ['src/cli/main.ts', 'check', '-o', 'json', '--cni-conf-dir', '/host/cni'],
+          // The node image runs node (ENTRYPOINT) on the entry given here; node-check.ts is in it (src/images/build.ts).
+          args: ['src/cli/node-check.ts', '--cni-conf-dir', '/host/cni'],
           securityContext: { privileged: true },
           volumeMounts: mounts.map((m) => m.mount),
         },

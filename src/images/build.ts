@@ -57,7 +57,8 @@ export const IMAGES: readonly ImageSpec[] = [
     name: 'node',
     repository: 'localhost/mesh-node',
     description: 'Mesh node: the agent (eBPF datapath, pod enrolment) and ztunnel',
-    entries: ['src/agent/main.ts', 'src/ztunnel/main.ts'],
+    // node-check.ts: `meshctl check --pre-install` runs the host checks on each node with it.
+    entries: ['src/agent/main.ts', 'src/ztunnel/main.ts', 'src/cli/node-check.ts'],
     defaultEntry: 'src/agent/main.ts',
     // The agent loads BPF programs, pins maps and enters pod network namespaces; ztunnel opens
     // listeners in them. The DaemonSet grants the capabilities; the user stays root.

@@ -117,3 +117,19 @@ test('render-cluster-summary', (t) => {
   t.regex(out, /✖ rbac\s+not allowed: x/);
   t.regex(out, /1 check failed, 0 warnings: fix these before installing the mesh/);
 });
+
+test('node-check-entry-prints-the-host-checks-and-the-cni-dir-as-json', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const dir = mkdtempSync(join(tmpdir(), 'mesh-cni-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, '10-primary.conflist'), '{}');
+  const entry = fileURLToPath(new URL('../../src/cli/node-check.ts', import.meta.url));
+  const r = spawnSync(process.execPath, [entry, '--cni-conf-dir', dir], { encoding: 'utf8' });
+  const results = nodeResults('n1', r.stdout);
+  t.true(results.some((x) => x.name === 'node/n1/kernel'), r.stderr);
+  t.deepEqual(results.find((x) => x.name === 'node/n1/cni-conf-dir'), { name: 'node/n1/cni-conf-dir', status: 'ok', detail: `${dir}: primary CNI config 10-primary.conflist` });
+});

@@ -1,28 +1,15 @@
 // `meshctl check`: reads what the datapath depends on from this host — without loading, attaching
 // or mounting anything that outlives the command — and prints one verdict per check.
-import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
-import { release } from 'node:os';
-import { delimiter, dirname, join } from 'node:path';
 import { Command, Option } from 'commander';
-import { findCgroup2Mount } from '../../common/cgroup.ts';
-import { native } from '../../datapath/index.ts';
-import {
-  type BpffsProbe,
-  type CheckResult,
-  type FeatureProbe,
-  type HostFacts,
-  type ProgTypeProbe,
-  parseBpftoolCgroupShow,
-  type RootCgroupProbe,
-  runChecks,
-} from '../checks.ts';
+import { type CheckResult, runChecks } from '../checks.ts';
+import { gatherHostFacts, listDir } from '../host-facts.ts';
 import { renderChecks } from '../output.ts';
 import { checkCniConfDir, parseDuration } from '../precheck.ts';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
 import { meshHealth } from '../health.ts';
-import { parseMountinfo } from '../../common/cgroup.ts';
+
+export { gatherHostFacts } from '../host-facts.ts';
 
 // The agent's default (src/agent/config.ts, MESH_BPFFS_DIR): check where the agent will pin.
 const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/mesh';
@@ -31,8 +18,6 @@ const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/mesh';
 // cluster, never this long unless the API server is stuck.
 const API_TIMEOUT_MS = 15_000;
 
-// bpftool lives in sbin, which is not on a normal user's PATH.
-const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
 export interface CheckOptions {
   output: 'human' | 'json';
@@ -110,14 +95,6 @@ async function preInstallChecks(opts: CheckOptions): Promise<CheckResult[]> {
   return preInstall(kc, { namespace: opts.namespace, nodeImage: opts.nodeImage, timeoutMs: parseDuration(opts.timeout), cniConfDir: opts.cniConfDir ?? '/etc/cni/net.d' });
 }
 
-function listDir(dir: string): string[] | { error: string } {
-  try {
-    return readdirSync(dir);
-  } catch (e) {
-    return { error: (e as NodeJS.ErrnoException).code ?? (e as Error).message };
-  }
-}
-
 async function postInstall(opts: CheckOptions): Promise<CheckResult[]> {
   const [components, waypoints] = await Promise.all([componentHealth(opts), waypointHealth(opts)]);
   return [...components, ...waypoints];
@@ -171,126 +148,4 @@ async function componentHealth(opts: CheckOptions): Promise<CheckResult[]> {
 /** 0 when nothing failed (warnings included), 1 otherwise. */
 export function exitCodeOf(results: readonly CheckResult[]): number {
   return results.some((r) => r.status === 'fail') ? 1 : 0;
-}
-
-/** Reads the host. Each read is fenced: one that fails becomes part of the facts, not an exception. */
-export function gatherHostFacts(bpffsDir: string): HostFacts {
-  const mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
-  return {
-    kernelRelease: release(),
-    btfError: openError('/sys/kernel/btf/vmlinux'),
-    mountinfo,
-    procStatus: readFileSync('/proc/self/status', 'utf8'),
-    bpffsDir,
-    bpffs: probeBpffs(bpffsDir),
-    progTypes: probeProgTypes(),
-    rootCgroup: probeRootCgroup(mountinfo),
-  };
-}
-
-function openError(path: string): string | undefined {
-  try {
-    closeSync(openSync(path, 'r'));
-    return undefined;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err);
-  }
-}
-
-/** The nearest existing directory at or above `dir`, and its filesystem type. */
-function probeBpffs(dir: string): BpffsProbe {
-  try {
-    let ancestor = dir;
-    while (!existsSync(ancestor)) ancestor = dirname(ancestor);
-    return { ancestor, fsType: Number(statfsSync(ancestor).type) };
-  } catch (err) {
-    return { error: (err as Error).message };
-  }
-}
-
-function probeProgTypes(): ProgTypeProbe {
-  let n: ReturnType<typeof native>;
-  try {
-    n = native();
-  } catch (err) {
-    return { addon: 'missing', message: (err as Error).message };
-  }
-  if (typeof n.probeProgType !== 'function') {
-    // An addon built before probing existed.
-    return { addon: 'missing', message: 'the native addon predates feature probes' };
-  }
-  const c = n.constants;
-  try {
-    const features: FeatureProbe[] = [];
-    const progType = (feature: string, type: number) => {
-      const supported = n.probeProgType(type);
-      features.push({ feature, supported });
-      return supported;
-    };
-    // A helper probe on a program type the kernel lacks says nothing more; skip it.
-    const helper = (feature: string, type: number, helperId: number) =>
-      features.push({ feature, supported: n.probeHelper(type, helperId) });
-    if (progType('cgroup/connect4+6', c.BPF_PROG_TYPE_CGROUP_SOCK_ADDR)) {
-      helper(
-        'bpf_get_netns_cookie in cgroup/connect',
-        c.BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-        c.BPF_FUNC_get_netns_cookie,
-      );
-    }
-    if (progType('sockops', c.BPF_PROG_TYPE_SOCK_OPS)) {
-      helper('bpf_get_netns_cookie in sockops', c.BPF_PROG_TYPE_SOCK_OPS, c.BPF_FUNC_get_netns_cookie);
-    }
-    if (progType('sk_lookup', c.BPF_PROG_TYPE_SK_LOOKUP)) {
-      helper('bpf_sk_assign in sk_lookup', c.BPF_PROG_TYPE_SK_LOOKUP, c.BPF_FUNC_sk_assign);
-    }
-    return { addon: 'ok', features };
-  } catch (err) {
-    return { addon: 'failed', message: (err as Error).message };
-  }
-}
-
-/** Lists (never attaches) the programs at the cgroup v2 root with bpftool. */
-function probeRootCgroup(mountinfo: string): RootCgroupProbe {
-  let cgroup: string;
-  try {
-    cgroup = findCgroup2Mount(mountinfo);
-  } catch {
-    return { bpftool: 'failed', message: 'no cgroup2 mount to inspect' };
-  }
-  const bpftool = findExecutable('bpftool');
-  if (!bpftool) return { bpftool: 'missing' };
-  const namespaced = parseMountinfo(mountinfo).some(
-    (m) => m.fstype === 'cgroup2' && m.mountPoint === cgroup && m.root !== '/',
-  );
-  let stdout: string;
-  try {
-    stdout = execFileSync(bpftool, ['-j', 'cgroup', 'show', cgroup], {
-      encoding: 'utf8',
-      timeout: 10_000,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (err) {
-    // bpftool -j reports its own errors on stdout as {"error": "..."}.
-    const e = err as { stdout?: string; message: string };
-    return { bpftool: 'failed', message: bpftoolError(e.stdout) ?? e.message };
-  }
-  try {
-    return { bpftool: 'ok', cgroup, programs: parseBpftoolCgroupShow(stdout), namespaced };
-  } catch (err) {
-    return { bpftool: 'failed', message: `unexpected bpftool output: ${(err as Error).message}` };
-  }
-}
-
-function bpftoolError(stdout: string | undefined): string | undefined {
-  try {
-    const parsed = JSON.parse(stdout ?? '') as { error?: unknown };
-    return typeof parsed.error === 'string' ? parsed.error : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function findExecutable(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), ...SBIN_DIRS];
-  return dirs.map((d) => join(d, name)).find((p) => existsSync(p));
 }
