@@ -57,3 +57,21 @@ test('pre-install-reports-version-rbac-conflicts-and-skipped-node-checks', async
   const results = JSON.parse(json.stdout) as Array<{ name: string; status: string }>;
   t.deepEqual(results.map((x) => x.name), ['kubernetes-version', 'rbac', 'existing-install', 'istio', 'cilium', 'node/(any)']);
 });
+
+test('pre-install-on-a-node-without-kubelet-and-as-a-user-without-rbac', async (t) => {
+  const h = await harness(t);
+  await create(h, '/api/v1/nodes', { metadata: { name: 'n1' } });
+  const r = await meshctl(h, ['check', '--pre-install', '--timeout', '2s']);
+  t.regex(r.stdout, /! node\/n1\s+node checks skipped: the pod on n1 did not start within 2s/);
+  const pods = await call(h.server, 'GET', '/api/v1/pods');
+  t.deepEqual((JSON.parse(pods.text) as { items: unknown[] }).items, [], 'the node pod is deleted');
+
+  // A ServiceAccount with no roles: every permission the chart needs is named as denied.
+  await create(h, '/api/v1/namespaces/default/serviceaccounts', { metadata: { name: 'nobody' } });
+  const kubeconfig = `${h.dir}/nobody.kubeconfig`;
+  await h.server.writeKubeconfig(kubeconfig, { user: 'nobody', token: h.server.issueServiceAccountToken('default', 'nobody') });
+  const denied = await meshctl({ ...h, kubeconfig }, ['check', '--pre-install', '--timeout', '1s']);
+  t.is(denied.code, 1);
+  t.regex(denied.stdout, /✖ rbac\s+not allowed: create namespaces, create customresourcedefinitions\.apiextensions\.k8s\.io, .*create daemonsets\.apps in mesh-system/);
+  t.regex(denied.stdout, /failed.*: fix these before installing the mesh/);
+});
