@@ -66,11 +66,24 @@ async function nodeChecks(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: 
   const nodes = (await core.listNode()).items.map((n) => n.metadata?.name ?? '').filter(Boolean);
   // No node registered: one unpinned pod still says whether anything schedules it.
   const targets: Array<string | undefined> = nodes.length ? nodes : [undefined];
-  const per = await Promise.all(targets.map((node) => onNode(core, o, namespace, node)));
-  return per.flat();
+  // Ctrl-C while waiting must not leave privileged pods behind.
+  const live = new Set<string>();
+  const interrupted = (signal: NodeJS.Signals) => {
+    void Promise.allSettled([...live].map((name) => core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }))).then(() => {
+      process.stderr.write(`meshctl: interrupted; deleted ${live.size} node pod(s) in ${namespace}\n`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  };
+  process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
+  try {
+    const per = await Promise.all(targets.map((node) => onNode(core, o, namespace, node, live)));
+    return per.flat();
+  } finally {
+    process.off('SIGINT', interrupted).off('SIGTERM', interrupted);
+  }
 }
 
-async function onNode(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: string, node: string | undefined): Promise<CheckResult[]> {
+async function onNode(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: string, node: string | undefined, live: Set<string>): Promise<CheckResult[]> {
   const label = node ?? '(any)';
   const name = `mesh-precheck-${(node ?? 'any').replace(/[^a-z0-9-]/g, '-').slice(0, 40)}-${Math.random().toString(36).slice(2, 7)}`;
   const hostPath = (n: string, path: string, mountPath: string) => ({ vol: { name: n, hostPath: { path } }, mount: { name: n, mountPath, readOnly: true } });
@@ -98,6 +111,7 @@ async function onNode(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: stri
   };
   try {
     await core.createNamespacedPod({ namespace, body: pod });
+    live.add(name);
   } catch (e) {
     return [nodeSkipped(label, `cannot create the node pod in ${namespace}: ${(e as Error).message}`, 'allow creating privileged pods (Pod Security admission: privileged) in that namespace')];
   }
@@ -133,5 +147,6 @@ async function onNode(core: k8s.CoreV1Api, o: PreInstallOptions, namespace: stri
     await core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }).catch((e: unknown) => {
       if (httpStatus(e) !== 404) process.stderr.write(`meshctl: could not delete pod ${namespace}/${name}: ${(e as Error).message}\n`);
     });
+    live.delete(name);
   }
 }

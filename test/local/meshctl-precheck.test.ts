@@ -75,3 +75,20 @@ test('pre-install-on-a-node-without-kubelet-and-as-a-user-without-rbac', async (
   t.regex(denied.stdout, /✖ rbac\s+not allowed: create namespaces, create customresourcedefinitions\.apiextensions\.k8s\.io, .*create daemonsets\.apps in mesh-system/);
   t.regex(denied.stdout, /failed.*: fix these before installing the mesh/);
 });
+
+test('pre-install-interrupted-deletes-the-node-pod', async (t) => {
+  const h = await harness(t);
+  const { spawn } = await import('node:child_process');
+  const child = spawn(MESHCTL, ['check', '--pre-install', '--timeout', '60s', '--kubeconfig', h.kubeconfig], { env: { ...process.env, KUBECONFIG: '', HOME: h.dir, NO_COLOR: '1' } });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const podsNow = async () => (JSON.parse((await call(h.server, 'GET', '/api/v1/pods')).text) as { items: unknown[] }).items.length;
+  const deadline = Date.now() + 20_000;
+  while ((await podsNow()) === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  t.is(await podsNow(), 1, 'the node pod was created');
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  t.is(code, 130, stderr);
+  t.regex(stderr, /interrupted; deleted 1 node pod\(s\) in default/);
+  t.is(await podsNow(), 0);
+});
