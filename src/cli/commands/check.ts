@@ -42,7 +42,10 @@ export function checkCommand(): Command {
         'capabilities, eBPF program types, ring buffers, and socket load balancers that would hide ' +
         'service addresses from the mesh. With --post-install, checks the running mesh instead: the controller, ' +
         "every node's agent, ztunnel and config, and every waypoint in use (a namespace, service or pod whose " +
-        'waypoint is missing, not Programmed or without a ready endpoint has its traffic refused). Exits 1 when any check fails.',
+        'waypoint is missing, not Programmed or without a ready endpoint has its traffic refused). ' +
+        'With --pre-install, checks a cluster before installing the chart: Kubernetes version, the RBAC to create what it installs, ' +
+        'an existing install, Istio or Cilium in the way, and these host checks plus the CNI conf dir on every node, run in a ' +
+        'short-lived privileged pod (--node-image) that is deleted afterwards. Exits 1 when any check fails.',
     )
     .addOption(
       new Option('-o, --output <format>', 'output format').choices(['human', 'json']).default('human'),
@@ -55,7 +58,7 @@ export function checkCommand(): Command {
     .option('--post-install', 'check the installed mesh instead: controller, and every node\'s agent, ztunnel and config')
     .addOption(new Option('--state-dir <dir>', "with --post-install: the local cluster's state directory (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
     .option('--server <host:port>', "with --post-install: the controller's relay (default: from mesh.json)")
-    .option('--kubeconfig <file>', "with --post-install: kubeconfig for the waypoint check (default: $KUBECONFIG, ~/.kube/config, else the local cluster's)")
+    .option('--kubeconfig <file>', "with --post-install or --pre-install: kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, else the local cluster's)")
     .option('--context <name>', 'with --post-install or --pre-install: kubeconfig context to use')
     .option('--pre-install', 'check the cluster before installing: Kubernetes version, RBAC to install the chart, existing installs and other meshes, and each node through a short-lived privileged pod')
     .addOption(new Option('--namespace <ns>', 'with --pre-install: the namespace the chart installs into').default('mesh-system'))
@@ -91,8 +94,9 @@ Examples:
 
 async function preInstallChecks(opts: CheckOptions): Promise<CheckResult[]> {
   const [{ loadKubeConfig }, { preInstall }] = await Promise.all([import('../kube.ts'), import('../precheck-cluster.ts')]);
+  const timeoutMs = parseDuration(opts.timeout);
   const kc = await loadKubeConfig(opts);
-  return preInstall(kc, { namespace: opts.namespace, nodeImage: opts.nodeImage, timeoutMs: parseDuration(opts.timeout), cniConfDir: opts.cniConfDir ?? '/etc/cni/net.d' });
+  return preInstall(kc, { namespace: opts.namespace, nodeImage: opts.nodeImage, timeoutMs, cniConfDir: opts.cniConfDir ?? '/etc/cni/net.d' });
 }
 
 async function postInstall(opts: CheckOptions): Promise<CheckResult[]> {
