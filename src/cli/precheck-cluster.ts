@@ -2,7 +2,7 @@
 // runs `meshctl check` on each node in a short-lived privileged pod, deleted afterwards.
 import type * as k8s from '@kubernetes/client-node';
 import type { CheckResult } from './checks.ts';
-import { apiError, httpStatus } from './kube.ts';
+import { apiError, apiMessage, httpStatus } from './kube.ts';
 import { checkConflicts, checkKubernetesVersion, checkRbac, imagePullProblem, installPermissions, nodeResults, nodeSkipped } from './precheck.ts';
 
 export interface PreInstallOptions {
@@ -54,10 +54,15 @@ export async function preInstall(kc: k8s.KubeConfig, o: PreInstallOptions): Prom
         o.namespace,
       ),
     );
-    const podNs = ns.items.some((n) => n.metadata?.name === o.namespace) ? o.namespace : 'default';
+  } catch (e) {
+    results.push({ name: 'conflicts', status: 'warn', detail: `existing installs, Istio and Cilium not checked: ${apiMessage(e)}`, fix: 'allow listing namespaces and DaemonSets (a cluster admin can)' });
+  }
+  try {
+    // The install namespace when it exists already, else default (it is created by the install).
+    const podNs = await core.readNamespace({ name: o.namespace }).then(() => o.namespace, () => 'default');
     results.push(...(await nodeChecks(core, o, podNs)));
   } catch (e) {
-    results.push({ name: 'conflicts', status: 'warn', detail: `not checked: ${(e as Error).message}`, fix: 'allow listing namespaces and DaemonSets' });
+    results.push(nodeSkipped('*', `cannot list the nodes: ${apiMessage(e)}`, 'allow listing nodes (a cluster admin can)'));
   }
   return results;
 }

@@ -73,6 +73,8 @@ test('pre-install-on-a-node-without-kubelet-and-as-a-user-without-rbac', async (
   const denied = await meshctl({ ...h, kubeconfig }, ['check', '--pre-install', '--timeout', '1s']);
   t.is(denied.code, 1);
   t.regex(denied.stdout, /✖ rbac\s+not allowed: create namespaces, create customresourcedefinitions\.apiextensions\.k8s\.io, .*create daemonsets\.apps in mesh-system/);
+  t.regex(denied.stdout, /! conflicts\s+existing installs, Istio and Cilium not checked: namespaces is forbidden/);
+  t.regex(denied.stdout, /! node\/\*\s+node checks skipped: cannot list the nodes: nodes is forbidden/);
   t.regex(denied.stdout, /failed.*: fix these before installing the mesh/);
 });
 
