@@ -13,7 +13,7 @@ const MARKS: Record<CheckStatus, { mark: string; color: 'green' | 'yellow' | 're
 export function renderChecks(
   results: readonly CheckResult[],
   stream: NodeJS.WriteStream = process.stdout,
-  subject: 'host' | 'mesh' = 'host',
+  subject: 'host' | 'mesh' | 'cluster' = 'host',
 ): string {
   const width = Math.max(...results.map((r) => r.name.length)) + 2;
   const lines: string[] = [];
@@ -25,7 +25,12 @@ export function renderChecks(
   const failed = results.filter((r) => r.status === 'fail').length;
   const warned = results.filter((r) => r.status === 'warn').length;
   lines.push('');
-  const [bad, good] = subject === 'host' ? ['this host cannot run the mesh datapath yet', 'the mesh datapath can run here'] : ['the mesh is not healthy', 'the mesh is healthy'];
+  const [bad, good] =
+    subject === 'host'
+      ? ['this host cannot run the mesh datapath yet', 'the mesh datapath can run here']
+      : subject === 'cluster'
+        ? ['fix these before installing the mesh', 'the cluster is ready for the mesh']
+        : ['the mesh is not healthy', 'the mesh is healthy'];
   if (failed > 0) {
     lines.push(`${plural(failed, 'check')} failed, ${plural(warned, 'warning')}: ${bad}`);
   } else if (warned > 0) {

@@ -56,9 +56,10 @@ export const IMAGES: readonly ImageSpec[] = [
   {
     name: 'node',
     repository: 'localhost/mesh-node',
-    description: 'Mesh node: the agent (eBPF datapath, pod enrolment), ztunnel and the CNI installer and plugin',
-    // The chart's CNI DaemonSet runs the installer from this image too.
-    entries: ['src/agent/main.ts', 'src/ztunnel/main.ts', 'src/cni/install-main.ts', 'src/cni/main.ts'],
+    description: 'Mesh node: the agent (eBPF datapath, pod enrolment), ztunnel, the CNI installer and plugin, and the node checks',
+    // The chart's CNI DaemonSet runs the installer from this image too, and `meshctl check
+    // --pre-install` runs node-check.ts on each node with it.
+    entries: ['src/agent/main.ts', 'src/ztunnel/main.ts', 'src/cni/install-main.ts', 'src/cni/main.ts', 'src/cli/node-check.ts'],
     defaultEntry: 'src/agent/main.ts',
     // The agent loads BPF programs, pins maps and enters pod network namespaces; ztunnel opens
     // listeners in them. The DaemonSet grants the capabilities; the user stays root.

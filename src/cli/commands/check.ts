@@ -1,27 +1,15 @@
 // `meshctl check`: reads what the datapath depends on from this host — without loading, attaching
 // or mounting anything that outlives the command — and prints one verdict per check.
-import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
-import { release } from 'node:os';
-import { delimiter, dirname, join } from 'node:path';
 import { Command, Option } from 'commander';
-import { findCgroup2Mount } from '../../common/cgroup.ts';
-import { native } from '../../datapath/index.ts';
-import {
-  type BpffsProbe,
-  type CheckResult,
-  type FeatureProbe,
-  type HostFacts,
-  type ProgTypeProbe,
-  parseBpftoolCgroupShow,
-  type RootCgroupProbe,
-  runChecks,
-} from '../checks.ts';
+import { type CheckResult, runChecks } from '../checks.ts';
+import { gatherHostFacts, listDir } from '../host-facts.ts';
 import { renderChecks } from '../output.ts';
+import { checkCniConfDir, parseDuration } from '../precheck.ts';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
 import { meshHealth } from '../health.ts';
-import { parseMountinfo } from '../../common/cgroup.ts';
+
+export { gatherHostFacts } from '../host-facts.ts';
 
 // The agent's default (src/agent/config.ts, MESH_BPFFS_DIR): check where the agent will pin.
 const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/mesh';
@@ -30,8 +18,6 @@ const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/mesh';
 // cluster, never this long unless the API server is stuck.
 const API_TIMEOUT_MS = 15_000;
 
-// bpftool lives in sbin, which is not on a normal user's PATH.
-const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
 export interface CheckOptions {
   output: 'human' | 'json';
@@ -41,6 +27,11 @@ export interface CheckOptions {
   server?: string;
   kubeconfig?: string;
   context?: string;
+  preInstall?: boolean;
+  namespace: string;
+  nodeImage: string;
+  timeout: string;
+  cniConfDir?: string;
 }
 
 export function checkCommand(): Command {
@@ -51,7 +42,10 @@ export function checkCommand(): Command {
         'capabilities, eBPF program types, ring buffers, and socket load balancers that would hide ' +
         'service addresses from the mesh. With --post-install, checks the running mesh instead: the controller, ' +
         "every node's agent, ztunnel and config, and every waypoint in use (a namespace, service or pod whose " +
-        'waypoint is missing, not Programmed or without a ready endpoint has its traffic refused). Exits 1 when any check fails.',
+        'waypoint is missing, not Programmed or without a ready endpoint has its traffic refused). ' +
+        'With --pre-install, checks a cluster before installing the chart: Kubernetes version, the RBAC to create what it installs, ' +
+        'an existing install, Istio or Cilium in the way, and these host checks plus the CNI conf dir on every node, run in a ' +
+        'short-lived privileged pod (--node-image) that is deleted afterwards. Exits 1 when any check fails.',
     )
     .addOption(
       new Option('-o, --output <format>', 'output format').choices(['human', 'json']).default('human'),
@@ -64,28 +58,45 @@ export function checkCommand(): Command {
     .option('--post-install', 'check the installed mesh instead: controller, and every node\'s agent, ztunnel and config')
     .addOption(new Option('--state-dir <dir>', "with --post-install: the local cluster's state directory (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
     .option('--server <host:port>', "with --post-install: the controller's relay (default: from mesh.json)")
-    .option('--kubeconfig <file>', "with --post-install: kubeconfig for the waypoint check (default: $KUBECONFIG, ~/.kube/config, else the local cluster's)")
-    .option('--context <name>', 'with --post-install: kubeconfig context to use')
+    .option('--kubeconfig <file>', "with --post-install or --pre-install: kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, else the local cluster's)")
+    .option('--context <name>', 'with --post-install or --pre-install: kubeconfig context to use')
+    .option('--pre-install', 'check the cluster before installing: Kubernetes version, RBAC to install the chart, existing installs and other meshes, and each node through a short-lived privileged pod')
+    .addOption(new Option('--namespace <ns>', 'with --pre-install: the namespace the chart installs into').default('mesh-system'))
+    .addOption(new Option('--node-image <image>', 'with --pre-install: the image of the node pods').default('localhost/mesh-node:latest'))
+    .addOption(new Option('--timeout <duration>', 'with --pre-install: how long a node pod may take (e.g. 60s, 2m)').default('60s'))
+    .option('--cni-conf-dir <dir>', 'also check that this CNI config directory has a primary conflist (the node pods pass it)')
     .addHelpText(
       'after',
       `
 Examples:
   meshctl check                                # one verdict per check, with the fix for each failure
   meshctl check --post-install                 # is the running mesh healthy?
+  meshctl check --pre-install --context prod   # can this cluster take the chart? (also runs the host checks on every node)
   meshctl check -o json | jq '.[] | select(.status != "ok")'
   meshctl check --bpffs-dir /sys/fs/bpf/mesh   # check where the agent will pin its maps
   sudo meshctl check                           # as root, capability and bpftool checks see what the agent will
 `,
     )
     .action(async (opts: CheckOptions) => {
-      const results = opts.postInstall ? await postInstall(opts) : runChecks(gatherHostFacts(opts.bpffsDir));
+      const results = opts.preInstall
+        ? await preInstallChecks(opts)
+        : opts.postInstall
+          ? await postInstall(opts)
+          : [...runChecks(gatherHostFacts(opts.bpffsDir)), ...(opts.cniConfDir ? [checkCniConfDir(opts.cniConfDir, listDir(opts.cniConfDir))] : [])];
       if (opts.output === 'json') {
         process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
       } else {
-        process.stdout.write(renderChecks(results, process.stdout, opts.postInstall ? 'mesh' : 'host'));
+        process.stdout.write(renderChecks(results, process.stdout, opts.preInstall ? 'cluster' : opts.postInstall ? 'mesh' : 'host'));
       }
       process.exitCode = exitCodeOf(results);
     });
+}
+
+async function preInstallChecks(opts: CheckOptions): Promise<CheckResult[]> {
+  const [{ loadKubeConfig }, { preInstall }] = await Promise.all([import('../kube.ts'), import('../precheck-cluster.ts')]);
+  const timeoutMs = parseDuration(opts.timeout);
+  const kc = await loadKubeConfig(opts);
+  return preInstall(kc, { namespace: opts.namespace, nodeImage: opts.nodeImage, timeoutMs, cniConfDir: opts.cniConfDir ?? '/etc/cni/net.d' });
 }
 
 async function postInstall(opts: CheckOptions): Promise<CheckResult[]> {
@@ -141,126 +152,4 @@ async function componentHealth(opts: CheckOptions): Promise<CheckResult[]> {
 /** 0 when nothing failed (warnings included), 1 otherwise. */
 export function exitCodeOf(results: readonly CheckResult[]): number {
   return results.some((r) => r.status === 'fail') ? 1 : 0;
-}
-
-/** Reads the host. Each read is fenced: one that fails becomes part of the facts, not an exception. */
-export function gatherHostFacts(bpffsDir: string): HostFacts {
-  const mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
-  return {
-    kernelRelease: release(),
-    btfError: openError('/sys/kernel/btf/vmlinux'),
-    mountinfo,
-    procStatus: readFileSync('/proc/self/status', 'utf8'),
-    bpffsDir,
-    bpffs: probeBpffs(bpffsDir),
-    progTypes: probeProgTypes(),
-    rootCgroup: probeRootCgroup(mountinfo),
-  };
-}
-
-function openError(path: string): string | undefined {
-  try {
-    closeSync(openSync(path, 'r'));
-    return undefined;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err);
-  }
-}
-
-/** The nearest existing directory at or above `dir`, and its filesystem type. */
-function probeBpffs(dir: string): BpffsProbe {
-  try {
-    let ancestor = dir;
-    while (!existsSync(ancestor)) ancestor = dirname(ancestor);
-    return { ancestor, fsType: Number(statfsSync(ancestor).type) };
-  } catch (err) {
-    return { error: (err as Error).message };
-  }
-}
-
-function probeProgTypes(): ProgTypeProbe {
-  let n: ReturnType<typeof native>;
-  try {
-    n = native();
-  } catch (err) {
-    return { addon: 'missing', message: (err as Error).message };
-  }
-  if (typeof n.probeProgType !== 'function') {
-    // An addon built before probing existed.
-    return { addon: 'missing', message: 'the native addon predates feature probes' };
-  }
-  const c = n.constants;
-  try {
-    const features: FeatureProbe[] = [];
-    const progType = (feature: string, type: number) => {
-      const supported = n.probeProgType(type);
-      features.push({ feature, supported });
-      return supported;
-    };
-    // A helper probe on a program type the kernel lacks says nothing more; skip it.
-    const helper = (feature: string, type: number, helperId: number) =>
-      features.push({ feature, supported: n.probeHelper(type, helperId) });
-    if (progType('cgroup/connect4+6', c.BPF_PROG_TYPE_CGROUP_SOCK_ADDR)) {
-      helper(
-        'bpf_get_netns_cookie in cgroup/connect',
-        c.BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-        c.BPF_FUNC_get_netns_cookie,
-      );
-    }
-    if (progType('sockops', c.BPF_PROG_TYPE_SOCK_OPS)) {
-      helper('bpf_get_netns_cookie in sockops', c.BPF_PROG_TYPE_SOCK_OPS, c.BPF_FUNC_get_netns_cookie);
-    }
-    if (progType('sk_lookup', c.BPF_PROG_TYPE_SK_LOOKUP)) {
-      helper('bpf_sk_assign in sk_lookup', c.BPF_PROG_TYPE_SK_LOOKUP, c.BPF_FUNC_sk_assign);
-    }
-    return { addon: 'ok', features };
-  } catch (err) {
-    return { addon: 'failed', message: (err as Error).message };
-  }
-}
-
-/** Lists (never attaches) the programs at the cgroup v2 root with bpftool. */
-function probeRootCgroup(mountinfo: string): RootCgroupProbe {
-  let cgroup: string;
-  try {
-    cgroup = findCgroup2Mount(mountinfo);
-  } catch {
-    return { bpftool: 'failed', message: 'no cgroup2 mount to inspect' };
-  }
-  const bpftool = findExecutable('bpftool');
-  if (!bpftool) return { bpftool: 'missing' };
-  const namespaced = parseMountinfo(mountinfo).some(
-    (m) => m.fstype === 'cgroup2' && m.mountPoint === cgroup && m.root !== '/',
-  );
-  let stdout: string;
-  try {
-    stdout = execFileSync(bpftool, ['-j', 'cgroup', 'show', cgroup], {
-      encoding: 'utf8',
-      timeout: 10_000,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (err) {
-    // bpftool -j reports its own errors on stdout as {"error": "..."}.
-    const e = err as { stdout?: string; message: string };
-    return { bpftool: 'failed', message: bpftoolError(e.stdout) ?? e.message };
-  }
-  try {
-    return { bpftool: 'ok', cgroup, programs: parseBpftoolCgroupShow(stdout), namespaced };
-  } catch (err) {
-    return { bpftool: 'failed', message: `unexpected bpftool output: ${(err as Error).message}` };
-  }
-}
-
-function bpftoolError(stdout: string | undefined): string | undefined {
-  try {
-    const parsed = JSON.parse(stdout ?? '') as { error?: unknown };
-    return typeof parsed.error === 'string' ? parsed.error : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function findExecutable(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), ...SBIN_DIRS];
-  return dirs.map((d) => join(d, name)).find((p) => existsSync(p));
 }
