@@ -6,36 +6,14 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
-import { type Mesh, startMesh, waitFor } from '../test/helpers/mesh.ts';
+import { startMesh, waitFor } from '../test/helpers/mesh.ts';
+import { heyPercentiles, runPod } from './lib.ts';
 import { uniquePrefix } from '../test/helpers/topology.ts';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' } } });
 const SECONDS = Number(values.seconds);
 const NODE = process.execPath;
 const SERVER = `const body = Buffer.alloc(1024, 'x'); require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(body)); }).listen(8080);`;
-// Fixed rate: hey (Go, Debian's package, as DESIGN's floor was measured) with 8 keep-alive
-// connections at 125 rps each. Its latency distribution is parsed into percentiles (ms).
-function heyPercentiles(out: string): { n: number; errors: number; p50: number; p90: number; p99: number } {
-  const pct = (p: number) => {
-    const m = new RegExp(`\\s${p}% in ([\\d.]+) secs`).exec(out);
-    if (!m) throw new Error(`hey printed no ${p}th percentile:\n${out.slice(-1500)}`);
-    return Number(m[1]) * 1000;
-  };
-  const codes = [...out.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)];
-  const ok = codes.filter((c) => c[1] === '200').reduce((a, c) => a + Number(c[2]), 0);
-  const bad = codes.filter((c) => c[1] !== '200').reduce((a, c) => a + Number(c[2]), 0);
-  const errors = [...out.matchAll(/^\s+\[(\d+)\]\s+Get /gm)].reduce((a, c) => a + Number(c[1]), 0);
-  return { n: ok, errors: bad + errors, p50: pct(50), p90: pct(90), p99: pct(99) };
-}
-
-async function runPod(mesh: Mesh, ns: string, name: string, node: string, command: string[]): Promise<string> {
-  await mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name }, spec: { nodeName: node, restartPolicy: 'Never', containers: [{ name: 'main', image: 'unused', command }] } } as k8s.V1Pod });
-  await waitFor(`${ns}/${name}`, async () => {
-    const p = await mesh.core.readNamespacedPod({ name, namespace: ns });
-    return ['Succeeded', 'Failed'].includes(p.status?.phase ?? '') ? true : undefined;
-  }, (SECONDS + 60) * 1000);
-  return readFileSync(`${mesh.stateDir}/logs/${ns}_${name}_main.log`, 'utf8');
-}
 
 function cpuAndRss(pid: number): { cpuSeconds: number; rssMb: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
@@ -64,10 +42,10 @@ async function main(): Promise<void> {
       const z = ['ztunnel-node1', 'ztunnel-node2'].map((k) => mesh.processes.get(k)!.pid!);
       const before = z.map(cpuAndRss);
       const t0 = Date.now();
-      const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`]));
-      const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`]);
+      const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`], SECONDS));
+      const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`], SECONDS);
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
-      const churnOut = await runPod(mesh, ns, 'churn', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '16', '-disable-keepalive', `http://${web}:8080/`]);
+      const churnOut = await runPod(mesh, ns, 'churn', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '16', '-disable-keepalive', `http://${web}:8080/`], SECONDS);
       const churn = { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(churnOut)?.[1]), ...heyPercentiles(churnOut) };
       const ztBytes = async () => {
         // What the client's ztunnel carried (source reporter): the proof that the phase was meshed.
@@ -77,7 +55,7 @@ async function main(): Promise<void> {
         return text.split('\n').filter(bytes).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
       };
       const ztBefore = await ztBytes();
-      const iperfOut = JSON.parse(await runPod(mesh, ns, 'iperf-client', 'node2', ['iperf3', '-c', iperf, '-t', String(Math.min(SECONDS, 10)), '-J']));
+      const iperfOut = JSON.parse(await runPod(mesh, ns, 'iperf-client', 'node2', ['iperf3', '-c', iperf, '-t', String(Math.min(SECONDS, 10)), '-J'], SECONDS));
       const gbps = iperfOut.end.sum_received.bits_per_second / 1e9;
       const carried = (await ztBytes()) - ztBefore;
       const after = z.map(cpuAndRss);

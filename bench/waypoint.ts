@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
 import { podCgroupFor } from '../src/local/runtime/cluster.ts';
-import { type Mesh, startMesh, waitFor } from '../test/helpers/mesh.ts';
+import { startMesh, waitFor } from '../test/helpers/mesh.ts';
+import { heyPercentiles, runPod } from './lib.ts';
 import { uniquePrefix } from '../test/helpers/topology.ts';
 import { fileURLToPath } from 'node:url';
 
@@ -18,28 +19,6 @@ const SECONDS = Number(values.seconds);
 const NODE = process.execPath;
 const GATEWAY_API = fileURLToPath(new URL('../daemonset/chart/files/gateway-api-crds.yaml', import.meta.url));
 const SERVER = `const body = Buffer.alloc(1024, 'x'); require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(body)); }).listen(8080);`;
-
-function heyPercentiles(out: string): { n: number; errors: number; p50: number; p90: number; p99: number } {
-  const pct = (p: number) => {
-    const m = new RegExp(`\\s${p}% in ([\\d.]+) secs`).exec(out);
-    if (!m) throw new Error(`hey printed no ${p}th percentile:\n${out.slice(-1500)}`);
-    return Number(m[1]) * 1000;
-  };
-  const codes = [...out.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)];
-  const ok = codes.filter((c) => c[1] === '200').reduce((a, c) => a + Number(c[2]), 0);
-  const bad = codes.filter((c) => c[1] !== '200').reduce((a, c) => a + Number(c[2]), 0);
-  const errors = [...out.matchAll(/^\s+\[(\d+)\]\s+Get /gm)].reduce((a, c) => a + Number(c[1]), 0);
-  return { n: ok, errors: bad + errors, p50: pct(50), p90: pct(90), p99: pct(99) };
-}
-
-async function runPod(mesh: Mesh, ns: string, name: string, node: string, command: string[]): Promise<string> {
-  await mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name }, spec: { nodeName: node, restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command }] } } as k8s.V1Pod });
-  await waitFor(`${ns}/${name}`, async () => {
-    const p = await mesh.core.readNamespacedPod({ name, namespace: ns });
-    return ['Succeeded', 'Failed'].includes(p.status?.phase ?? '') ? true : undefined;
-  }, (SECONDS + 60) * 1000);
-  return readFileSync(`${mesh.stateDir}/logs/${ns}_${name}_main.log`, 'utf8');
-}
 
 /** CPU seconds and resident MB of the processes in a cgroup tree (the waypoint's pod). */
 function cgroupUsage(dir: string): { cpuSeconds: number; rssMb: number } {
@@ -58,7 +37,6 @@ function cgroupUsage(dir: string): { cpuSeconds: number; rssMb: number } {
   walk(dir);
   return { cpuSeconds: usec / 1e6, rssMb: rss / 2 ** 20 };
 }
-
 
 async function main(): Promise<void> {
   const cleanups: (() => Promise<void> | void)[] = [];
@@ -85,15 +63,15 @@ async function main(): Promise<void> {
         const [uid, node] = stdout.trim().split(' ') as [string, string];
         waypoint = join(podCgroupFor(mesh.prefix, node), `pod${uid}`);
         // The first requests prove the path (and warm it): the waypoint answers them.
-        await runPod(mesh, ns, 'warm', 'node2', ['hey', '-n', '200', '-c', '4', url]);
+        await runPod(mesh, ns, 'warm', 'node2', ['hey', '-n', '200', '-c', '4', url], SECONDS);
       }
       await new Promise((r) => setTimeout(r, 1000));
       const before = waypoint ? cgroupUsage(waypoint) : undefined;
       const t0 = Date.now();
-      const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', url]));
+      const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', url], SECONDS));
       const fixedWall = (Date.now() - t0) / 1000;
       const atRate = waypoint ? cgroupUsage(waypoint) : undefined;
-      const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', url]);
+      const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', url], SECONDS);
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
       const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(wrk)?.[1] ?? 0);
       results[ns] = {

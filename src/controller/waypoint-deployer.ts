@@ -50,6 +50,8 @@ export class WaypointDeployer {
   /** "ns/name" → the digest of the status last written, so an unchanged status is not rewritten. */
   private readonly written = new Map<string, string>();
   private classChecked = false;
+  /** Gateway uids whose ServiceAccount exists: checked once, not on every model build. */
+  private readonly accounts = new Set<string>();
 
   constructor(kc: k8s.KubeConfig, template: WaypointTemplate, opts: { clusterDomain: string; trustDomain: string }) {
     this.kc = kc;
@@ -108,10 +110,13 @@ export class WaypointDeployer {
     const core = this.kc.makeApiClient(k8s.CoreV1Api);
     const apps = this.kc.makeApiClient(k8s.AppsV1Api);
 
-    await ensure(
-      () => core.readNamespacedServiceAccount({ name, namespace: ns }),
-      () => core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name, namespace: ns, labels, ownerReferences: [owner] } } }),
-    );
+    if (!this.accounts.has(owner.uid)) {
+      await ensure(
+        () => core.readNamespacedServiceAccount({ name, namespace: ns }),
+        () => core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name, namespace: ns, labels, ownerReferences: [owner] } } }),
+      );
+      this.accounts.add(owner.uid);
+    }
 
     const svcSpec: k8s.V1ServiceSpec = {
       selector: { [LABEL_GATEWAY_NAME]: name },

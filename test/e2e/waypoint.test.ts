@@ -49,22 +49,8 @@ interface Result {
 
 let clients = 0;
 /** Runs HTTP_REQUESTS in a new pod of `ns` and returns its RESULT. */
-async function requests(ns: string, spec: { url: string; n: number; method?: string; headers?: Record<string, string>; concurrency?: number }, node = 'node2'): Promise<Result> {
-  const name = `client-${++clients}`;
-  await mesh.core.createNamespacedPod({
-    namespace: ns,
-    body: { metadata: { name }, spec: { nodeName: node, restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', HTTP_REQUESTS, JSON.stringify(spec)] }] } } as k8s.V1Pod,
-  });
-  const log = `${mesh.stateDir}/logs/${ns}_${name}_main.log`;
-  const line = await waitFor(`${ns}/${name} to finish`, () => {
-    try {
-      return readFileSync(log, 'utf8').split('\n').find((l) => l.startsWith('RESULT '));
-    } catch {
-      return undefined;
-    }
-  }, 90_000);
-  await mesh.core.deleteNamespacedPod({ name, namespace: ns, gracePeriodSeconds: 0 }).catch(() => undefined);
-  return JSON.parse(line.slice('RESULT '.length)) as Result;
+function requests(ns: string, spec: { url: string; n: number; method?: string; headers?: Record<string, string>; concurrency?: number }, node = 'node2'): Promise<Result> {
+  return runScript<Result>(ns, HTTP_REQUESTS, [JSON.stringify(spec)], node);
 }
 
 /** Runs `script` with `args` in a new pod of `ns` and returns the JSON after its "RESULT " line. */
