@@ -201,7 +201,7 @@ test('node image: the CNI installer puts a plugin on the host that runs with not
     flags: [...mount('opt/cni/bin', '/host/opt/cni/bin'), ...mount('etc/cni/net.d', '/host/etc/cni/net.d'), ...mount('token', '/sa/token'), ...mount('ca.crt', '/sa/ca.crt')],
     env: { MESH_CNI_BIN_DIR: '/host/opt/cni/bin', MESH_CNI_CONF_DIR: '/host/etc/cni/net.d', MESH_CNI_TOKEN_FILE: '/sa/token', MESH_CNI_CA_FILE: '/sa/ca.crt', MESH_CNI_API_SERVER: 'https://10.96.0.1:443' },
     entrypoint: ['node', '--input-type=module', '-e', [
-      "const c = await import('/app/src/cni/index.ts');",
+      "const c = await import('/app/src/cni/install.ts');",
       'const s = new c.Installer(c.loadInstallConfig()).ensure();',
       'console.log(JSON.stringify(s));',
     ].join('\n')],
@@ -210,9 +210,9 @@ test('node image: the CNI installer puts a plugin on the host that runs with not
   const plugins = JSON.parse(readFileSync(join(root, 'etc/cni/net.d/10-podnet.conflist'), 'utf8')) as { plugins: { type: string }[] };
   t.deepEqual(plugins.plugins.map((p) => p.type), ['bridge', 'mesh-cni']);
   const version = await new Promise<Run>((resolve) => {
-    const child = execFile('chroot', [root, '/opt/cni/bin/mesh-cni'], { env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }));
+    const child = execFile('/usr/sbin/chroot', [root, '/opt/cni/bin/mesh-cni'], { env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }));
     child.stdin!.end('{"cniVersion":"1.0.0"}');
   });
-  t.is(version.code, 0, version.stderr);
+  t.is(version.code, 0, version.stderr + version.stdout);
   t.like(JSON.parse(version.stdout), { supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
 });
