@@ -161,6 +161,8 @@ class ExportingTracer implements MeshTracer {
   }
 }
 
+let diagSet = false;
+
 /** A tracer that propagates trace context and records nothing. */
 export function propagatingTracer(): MeshTracer {
   return new PropagatingTracer();
@@ -174,8 +176,9 @@ export async function createTracer(settings: TracingSettings, resource: Attribut
   if (!settings.tracingEndpoint) return new PropagatingTracer();
   // Loaded only when exporting: the SDK and an exporter are ~10 MB of modules a proxy without
   // tracing never needs.
-  // The SDK reports export failures (collector down, refused) through its diag logger: into ours.
-  diag.setLogger(
+  // The SDK reports export failures (collector down, refused) through its diag logger: into ours
+  // (once per process: setting it again would itself warn).
+  if (!diagSet) diag.setLogger(
     {
       error: (msg, ...args) => log.warn({ detail: args.map(String).join(' ') }, `span export: ${msg}`),
       warn: (msg, ...args) => log.warn({ detail: args.map(String).join(' ') }, `span export: ${msg}`),
@@ -185,6 +188,7 @@ export async function createTracer(settings: TracingSettings, resource: Attribut
     },
     DiagLogLevel.WARN,
   );
+  diagSet = true;
   const [sdk, resources] = await Promise.all([import('@opentelemetry/sdk-trace'), import('@opentelemetry/resources')]);
   const url = settings.tracingEndpoint;
   let exporter: import('@opentelemetry/sdk-trace').SpanExporter;
