@@ -240,8 +240,9 @@ export class L7Proxy {
       info,
       res,
       body: new RequestBody(req, this.opts.replayLimit ?? REPLAY_LIMIT, !hasBody(req)),
-      // Istio's span name for a proxy hop: the authority and a wildcard path.
-      trace: this.tracer.start(`${info.authority || `${meta.dst.ip}:${meta.dst.port}`}/*`, req.headers),
+      // Istio's span name for a proxy hop: the destination's host and port and a wildcard path
+      // ("reviews.default.svc.cluster.local:9080/*"): the Service's hostname, else the address.
+      trace: this.tracer.start(`${service ? service.slice(service.indexOf('/') + 1) : meta.dst.ip}:${meta.dst.port}/*`, req.headers),
       pool: this.pool,
       balancer: this.balancer,
       random: this.random,
