@@ -4,7 +4,7 @@
 // mesh-system whose service-account token they present). `meshctl dev up` runs it in its daemon;
 // the end-to-end tests and the demo run it the same way. It records where everything listens in
 // <state dir>/mesh.json for meshctl.
-import type { TracingSettings } from '../telemetry/index.ts';
+import type { TracingSettings } from '../tracing/index.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
