@@ -33,8 +33,9 @@ export function formatTime(ns: number, format: TimeFormat = 'StampMilli'): strin
   const d = new Date(ms);
   const hms = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
   const date = `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
-  // A double keeps about 16 digits: nanoseconds since 1970 are exact to ~0.25 µs; print what is known.
-  const fracNs = Math.max(0, Math.round(ns - ms * 1e6) + (ms % 1000) * 1e6);
+  // A double holds nanoseconds since 1970 only to ~0.25 µs: keep whole microseconds, which are known.
+  const subMs = Math.min(999_000, Math.max(0, Math.round((ns - ms * 1e6) / 1000) * 1000));
+  const fracNs = subMs + (ms % 1000) * 1e6;
   const frac9 = pad(fracNs, 9);
   switch (format) {
     case 'StampMilli':

@@ -87,6 +87,8 @@ interface Attempt {
 export class Exchange {
   readonly info: RequestInfo;
   flags: L7ResponseFlag = '-';
+  /** "namespace/name" of the authorization policy that allowed or denied the request ('' when none decided). */
+  policy = '';
   /** Mirror backends this request was sampled for. */
   readonly mirrors: Backend[] = [];
   private status = 0;
@@ -460,6 +462,7 @@ export class Exchange {
       destination: this.destination,
       route: this.route,
       traceparent: this.traceparent,
+      ...(this.policy ? { policy: this.policy } : {}),
       ...(this.init.sourcePort ? { sourcePort: this.init.sourcePort } : {}),
     };
     this.init.telemetry.record(done);

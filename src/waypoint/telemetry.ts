@@ -48,6 +48,8 @@ export interface CompletedRequest {
   traceparent: string;
   /** The client's port, when the proxy knows it (the HBONE `forwarded` header); 0 or absent: unknown. */
   sourcePort?: number;
+  /** "namespace/name" of the authorization policy that allowed or denied it, if one decided. */
+  policy?: string;
 }
 
 /** What the telemetry needs of the mesh: MeshState (src/state) fits. */
@@ -102,6 +104,8 @@ export interface L7Flow {
   /** DROPPED when authorization policy denied the request (403, flag RBAC). */
   verdict: L7Verdict;
   route: string;
+  /** "namespace/name" of the authorization policy that decided ('' when none did). */
+  policy?: string;
 }
 
 /** Defaults with their reasons. */
@@ -412,6 +416,7 @@ export class RequestTelemetry {
       traceId: traceIdOf(r.traceparent),
       verdict: dropped ? 'DROPPED' : 'FORWARDED',
       route: r.route,
+      ...(r.policy ? { policy: r.policy } : {}),
     };
   }
 }

@@ -240,5 +240,6 @@ function l7Record(f: L7Flow): L7Record {
     flags: f.responseFlags,
     latencyMs: f.latencyMs,
     traceId: f.traceId,
+    ...(f.policy ? { policy: f.policy } : {}),
   };
 }
