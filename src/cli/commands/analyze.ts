@@ -31,7 +31,9 @@ const collectAddress = (v: string, prev: string[]) => {
 
 async function run(o: AnalyzeOptions): Promise<void> {
   const { gather, analyze, sortFindings, findingLine, atLeast } = await import('../analyze/index.ts');
-  const kc = await loadKubeConfig({ kubeconfig: o.kubeconfig, context: o.context, stateDir: o.stateDir });
+  // Flows and certificates come from the local cluster's mesh.json unless --server says otherwise:
+  // then its kubeconfig goes first, so that all three describe the same cluster (as check --post-install).
+  const kc = await loadKubeConfig({ kubeconfig: o.kubeconfig, context: o.context, stateDir: o.stateDir, preferLocal: !o.server && !o.kubeconfig });
   const input = await gather(kc, { stateDir: o.stateDir, server: o.server, admin: o.admin, sinceNs: o.since ? parseTime(o.since) : undefined });
   const all = sortFindings(analyze(input));
   // A Namespace finding is about the namespace itself: -n NS keeps it too.
