@@ -16,6 +16,8 @@ import { FlowRing } from '../../src/flows/ring.ts';
 import { parseSelector, selectorMatches } from '../../src/flows/selector.ts';
 import { observerClient, serveObserver } from '../../src/flows/server.ts';
 import type { Flow, FlowFilter, GetFlowsRequest, GetFlowsResponse } from '../../src/flows/types.ts';
+import type { ConnectionRecord } from '../../src/zds/protocol.ts';
+import { Telemetry } from '../../src/ztunnel/telemetry/index.ts';
 
 let n = 0;
 function flow(over: Partial<Flow> = {}): Flow {
@@ -239,4 +241,16 @@ test('observer: a filter it cannot apply is INVALID_ARGUMENT naming it, over rea
   const wire = got[0]?.responseTypes === 'flow' ? got[0].flow : undefined;
   t.deepEqual(wire?.destination.labels, ['app=web', 'version=v2'], 'labels cross the wire');
   t.is(wire?.sourceService, 'client.shop.svc.cluster.local');
+});
+
+test('ztunnel\'s telemetry hands the agent a refusal and the deciding policy with the connection record', (t) => {
+  const records: ConnectionRecord[] = [];
+  const tel = new Telemetry({ onClose: (r) => records.push(r) });
+  const refused = tel.connectionOpened({ reporter: 'source', mtls: false, src: { ip: '10.101.0.3', port: 40001 }, dst: { ip: '10.96.0.30', port: 80 }, sockCookie: 42n });
+  refused.close({ flags: 'CONNECT', error: 'service empty.shop.svc.cluster.local has no healthy endpoint for port 80', refused: true });
+  const denied = tel.connectionOpened({ reporter: 'destination', mtls: false, src: { ip: '10.101.0.9', port: 40002 }, dst: { ip: '10.100.0.2', port: 8080 } });
+  denied.decidedBy({ namespace: 'store', name: 'converted_peer_authentication_db', kind: 'PeerAuthentication', allowed: false });
+  denied.close({ flags: 'DENY', error: 'requires mutual TLS' });
+  t.like(records[0], { refused: true, flags: 'CONNECT', sockCookie: '42', policy: undefined });
+  t.like(records[1], { refused: undefined, flags: 'DENY', policy: { kind: 'PeerAuthentication', allowed: false, name: 'converted_peer_authentication_db' } });
 });
