@@ -331,6 +331,8 @@ export class FlowCollector {
       if (!info.podName) continue;
       if (!ep.labels?.length) ep.labels = info.labels ?? [];
       if (ep === f.source && !f.sourceService) f.sourceService = info.backs?.[0] ?? '';
+      // A bystander's connection closed before the model named its pod: say why now that it can.
+      if (ep === f.source && f.notCapturedReason) f.notCapturedReason = notCapturedReason(info, ip);
       ep.namespace ||= info.namespace;
       ep.podName = info.podName;
       ep.serviceAccount ||= info.serviceAccount ?? '';

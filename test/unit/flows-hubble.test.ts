@@ -211,6 +211,10 @@ test('collector: ztunnel\'s refusal is a DROPPED flow with its reason; the decid
   t.is(noNsLabel?.notCapturedReason, 'namespace plain has no mesh.io/dataplane-mode=ambient label');
   t.regex(young?.notCapturedReason ?? '', /shop\/young is in the mesh but not enrolled on its node yet/);
   t.regex(unknown?.notCapturedReason ?? '', /10\.250\.0\.1 is not a pod the mesh knows/);
+  // The model names that pod later (it was younger than the agent's config): read again, the flow says why.
+  model['10.250.0.1'] = { namespace: 'batch', podName: 'job-1', inMesh: false, notCapturedReason: 'namespace batch has no mesh.io/dataplane-mode=ambient label' };
+  col.enrich(unknown!);
+  t.like(unknown, { source: { podName: 'job-1' }, notCapturedReason: 'namespace batch has no mesh.io/dataplane-mode=ambient label' });
   t.like(l7denied, { type: 'L7', verdict: 'DROPPED', traceId: 'ab'.repeat(16), l7: { type: 'REQUEST', http: { code: 403, method: 'POST' } }, ingressDeniedBy: [{ name: 'deny-post', namespace: 'shop', kind: 'AuthorizationPolicy' }] });
 });
 
