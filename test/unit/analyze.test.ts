@@ -62,6 +62,9 @@ test('analyze finds each seeded problem in a real API server, with its code, obj
     apiVersion: 'security.mesh.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'deny-post', namespace: 'typo' },
     spec: { action: 'DENY', rules: [{ to: [{ operation: { methods: ['POST'] } }] }] },
   });
+  await post('/apis/security.mesh.io/v1/namespaces/shop/peerauthentications', {
+    apiVersion: 'security.mesh.io/v1', kind: 'PeerAuthentication', metadata: { name: 'default', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } },
+  });
   await post('/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes', {
     apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web-split', namespace: 'shop' },
     spec: { parentRefs: [{ group: '', kind: 'Service', name: 'web', port: 80 }], rules: [{ backendRefs: [{ name: 'web-v2', port: 80 }] }] },
@@ -98,7 +101,7 @@ test('analyze finds each seeded problem in a real API server, with its code, obj
   expect('MESH0301 Gateway shop/waypoint', /does not exist: their traffic is refused/, /meshctl waypoint apply -n shop --name waypoint/);
   expect('MESH0401 Service shop/empty', /no ready endpoint: no pod matches its selector app=nothing/, /start ready pods labelled app=nothing/);
   expect('MESH0401 Service shop/web', /1 pod\(s\) match its selector app=web but none is ready/, /app=web/);
-  expect('MESH0501 Namespace /shop', /requires mutual TLS \(mesh-system\/converted_static_strict\).*3 connection\(s\) refused, from legacy\/curl, shop\/legacy/, /kubectl label namespace legacy mesh\.io\/dataplane-mode=ambient; remove the mesh\.io\/dataplane-mode=none label of shop\/legacy/);
+  expect('MESH0501 Namespace /shop', /requires mutual TLS \(PeerAuthentication shop\/default\).*3 connection\(s\) refused, from legacy\/curl, shop\/legacy/, /kubectl label namespace legacy mesh\.io\/dataplane-mode=ambient; remove the mesh\.io\/dataplane-mode=none label of shop\/legacy/);
   expect('MESH0601 HTTPRoute shop/web-split', /does not resolve for Service shop\/web: ResolvedRefs=False \(BackendNotFound\)/, /create the Service named in backendRefs/);
   expect('MESH0701 Certificate shop/web on node1', /expired at 2026-12-07T11:00:00Z.*7 failed attempts: CA unreachable/, /meshctl ztunnel-config certificates --node node1/);
   expect('MESH0702 Certificate shop/db on node1', /not renewing \(2 failed attempts: deadline exceeded\)/, /CA/);

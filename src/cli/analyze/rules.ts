@@ -6,6 +6,7 @@ import {
   type ClusterSnapshot,
   type Condition,
   DATAPLANE_MODES,
+  DEFAULT_MODEL_OPTIONS,
   type KubeObject,
   LABEL_DATAPLANE_MODE,
   LABEL_GATEWAY_NAME,
@@ -180,7 +181,7 @@ function strictRefusal(f: Flow): boolean {
 }
 
 /** STRICT namespaces that clients outside the mesh still call, from the flows the relay keeps. */
-export function strictFindings(flows: AnalyzeInput['flows'], ambientNamespaces: ReadonlySet<string> = new Set()): Finding[] {
+export function strictFindings(flows: AnalyzeInput['flows'], ambientNamespaces: ReadonlySet<string> = new Set(), strictIn: (ns: string) => string[] = () => []): Finding[] {
   if (!Array.isArray(flows)) {
     return [finding('MESH0502', { kind: 'Flows', name: 'relay' }, `the flows could not be read (${flows.error}), so STRICT namespaces called in plaintext were not looked for`, 'pass the relay with --server (kubectl -n mesh-system port-forward deploy/mesh-controller 4245), or run on the local cluster')];
   }
@@ -207,7 +208,9 @@ export function strictFindings(flows: AnalyzeInput['flows'], ambientNamespaces: 
       ...(optedOut.length ? [`remove the ${LABEL_DATAPLANE_MODE}=none label of ${optedOut.join(', ')}`] : []),
     ];
     const enrol = steps.length ? steps.join('; ') : 'enrol the clients in the mesh';
-    const by = e.policies.size ? ` (${[...e.policies].sort().join(', ')})` : '';
+    // ztunnel names the compiled policy (Istio's converted_static_strict); the user wrote a PeerAuthentication.
+    const written = strictIn(ns);
+    const by = written.length ? ` (PeerAuthentication ${written.join(', ')})` : e.policies.size ? ` (${[...e.policies].sort().join(', ')})` : '';
     return finding(
       'MESH0501',
       { kind: 'Namespace', name: ns },
@@ -215,6 +218,18 @@ export function strictFindings(flows: AnalyzeInput['flows'], ambientNamespaces: 
       `bring the clients into the mesh (${enrol}), or allow plaintext on that port with a PeerAuthentication portLevelMtls PERMISSIVE`,
     );
   });
+}
+
+/** The STRICT PeerAuthentications that apply in `ns`: its own, and the mesh-wide ones of the root namespace. */
+function strictPeerAuthentications(s: ClusterSnapshot, ns: string): string[] {
+  return s.peerAuthentications
+    .filter((p) => {
+      const m = meta(p);
+      const mode = (p as { spec?: { mtls?: { mode?: string } } }).spec?.mtls?.mode;
+      return mode === 'STRICT' && (m.namespace === ns || m.namespace === DEFAULT_MODEL_OPTIONS.rootNamespace);
+    })
+    .map((p) => `${meta(p).namespace}/${meta(p).name}`)
+    .sort();
 }
 
 function routeFix(kind: string, namespace: string, name: string, c: Condition): string {
@@ -284,7 +299,11 @@ export function analyze(input: AnalyzeInput): Finding[] {
     ...policyFindings(input.snapshot, input.model),
     ...waypointFindings(input.model),
     ...serviceFindings(input.snapshot),
-    ...strictFindings(input.flows, new Set(input.snapshot.namespaces.filter((n) => n.metadata?.labels?.[LABEL_DATAPLANE_MODE] === 'ambient').map((n) => n.metadata?.name ?? ''))),
+    ...strictFindings(
+      input.flows,
+      new Set(input.snapshot.namespaces.filter((n) => n.metadata?.labels?.[LABEL_DATAPLANE_MODE] === 'ambient').map((n) => n.metadata?.name ?? '')),
+      (ns) => strictPeerAuthentications(input.snapshot, ns),
+    ),
     ...routeFindings(input.snapshot, input.model),
     ...certificateFindings(input.certificates, input.now),
   ];
