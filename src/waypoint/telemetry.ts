@@ -90,6 +90,8 @@ export interface L7Flow {
   /** What the client dialled (a Service VIP or a pod): its L4 flow's destination. */
   dialled: { ip: string; port: number };
   protocol: 'http' | 'grpc';
+  /** HTTP/1.1 or HTTP/2 between the client and the waypoint (Hubble prints "HTTP/1.1 200 …"). */
+  httpVersion: '1.1' | '2';
   method: string;
   /** As received, query included. */
   path: string;
@@ -406,6 +408,7 @@ export class RequestTelemetry {
       },
       dialled: { ip: req.destination.ip, port: req.destination.port },
       protocol: req.protocol,
+      httpVersion: req.version,
       method: req.method,
       path: req.path,
       authority: req.authority,

@@ -134,7 +134,7 @@ test.serial('l7-flows: method, path, status and latency; --http-status 403 finds
     t.true(f.source.labels?.includes('app=client'), 'pod labels ride with the flow');
   }
   const compact = await meshctl('flows', '--all', '--type', 'l7', '--from-pod', `shop/${get.pod}`, '--time-format', 'RFC3339Milli');
-  t.regex(compact.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z: shop\/client-\d+:\d+ \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/default\) -> shop\/web:\d+ .* http-response FORWARDED \(HTTP 200 [\d.]+ms \(GET \/items\?page=2\)/m);
+  t.regex(compact.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z: shop\/client-\d+:\d+ \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/default\) -> shop\/web:\d+ .* http-response FORWARDED \(HTTP\/1\.1 200 [\d.]+ms \(GET \/items\?page=2\)/m);
 
   const denied = await waitFor('2 denied L7 flows', async () => {
     const f = await flows('--http-status', '403', '--from-pod', `shop/${post.pod}`);
@@ -146,7 +146,7 @@ test.serial('l7-flows: method, path, status and latency; --http-status 403 finds
     t.deepEqual(f.ingressDeniedBy, [{ name: 'deny-admin', namespace: 'shop', kind: 'AuthorizationPolicy' }]);
   }
   const named = await meshctl('flows', '--all', '--http-status', '4+', '--from-pod', `shop/${post.pod}`, '--print-policy-names');
-  t.regex(named.stdout, /http-request DROPPED DENIED BY AuthorizationPolicy shop\/deny-admin \(HTTP POST \/admin\/users/);
+  t.regex(named.stdout, /http-request DROPPED DENIED BY AuthorizationPolicy shop\/deny-admin \(HTTP\/1\.1 POST \/admin\/users/);
   t.is((await flows('--http-status', '5+', '--from-pod', `shop/${post.pod}`)).length, 0, 'no 5xx among them');
   // A status filter that is not one is refused before anything is asked.
   const bad = await meshctl('flows', '--http-status', '6+');
