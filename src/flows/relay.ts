@@ -4,7 +4,7 @@
 // NodeStatusEvents in a flow stream and in ServerStatus / GetNodes — instead of hiding them.
 import * as grpc from '@grpc/grpc-js';
 import { logger } from '../common/log.ts';
-import { validateRequest } from './filter.ts';
+import { requestMatches, validateRequest } from './filter.ts';
 import { type ObserverClient, observerClient, unary } from './server.ts';
 import type { GetFlowsRequest, GetFlowsResponse, NodeInfo, ServerStatus } from './types.ts';
 import { nowNs } from './types.ts';
@@ -162,6 +162,9 @@ export class Relay {
       }
       streams.push(s);
       s.on('data', (d: GetFlowsResponse) => {
+        // An agent of an older version ignores filter fields it does not know and sends flows that
+        // do not match: filtering again here keeps the answer right during an upgrade.
+        if (d.responseTypes === 'flow' && !requestMatches(d.flow, req)) return;
         const r = { ...d, nodeName: d.nodeName || p.name };
         if (!req.follow) collected.push(r);
         else {

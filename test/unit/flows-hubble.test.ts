@@ -12,6 +12,7 @@ import type { DatapathEvent } from '../../src/datapath/index.ts';
 import type { L7Record } from '../../src/flows/l7.ts';
 import { FlowFilterError, requestMatches, validateRequest } from '../../src/flows/filter.ts';
 import { localObserver } from '../../src/flows/local.ts';
+import { Relay } from '../../src/flows/relay.ts';
 import { FlowRing } from '../../src/flows/ring.ts';
 import { parseSelector, selectorMatches } from '../../src/flows/selector.ts';
 import { observerClient, serveObserver } from '../../src/flows/server.ts';
@@ -257,4 +258,41 @@ test('ztunnel\'s telemetry hands the agent a refusal and the deciding policy wit
   denied.close({ flags: 'DENY', error: 'requires mutual TLS' });
   t.like(records[0], { refused: true, flags: 'CONNECT', sockCookie: '42', policy: undefined });
   t.like(records[1], { refused: undefined, flags: 'DENY', policy: { kind: 'PeerAuthentication', allowed: false, name: 'converted_peer_authentication_db' } });
+});
+
+test('relay: flows from an agent that ignores the new filter fields are filtered again, so old and new nodes answer alike', async (t) => {
+  // An "old agent": serves every flow it has, whatever the request asks.
+  const ring = [flow({ source: { ...flow().source, labels: ['app=client'] } }), flow({ source: { ...flow().source, labels: ['app=other'] } }), l7(503)];
+  const old = await serveObserver(
+    {
+      GetFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) {
+        for (const f of ring) call.write({ responseTypes: 'flow', flow: f, nodeName: 'old', timeUnixNano: f.timeUnixNano });
+        call.end();
+      },
+      ServerStatus: (_c: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, {}),
+      GetNodes: (_c: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { nodes: [] }),
+    },
+    '127.0.0.1:0',
+    grpc.ServerCredentials.createInsecure(),
+  );
+  t.teardown(() => old.close());
+  const relay = new Relay({ peers: () => [{ name: 'old', address: `127.0.0.1:${old.port}`, configClients: [] }], credentials: grpc.credentials.createInsecure(), version: 'test', timeoutMs: 2000 });
+  t.teardown(() => relay.close());
+  const rs = await serveObserver(relay.service(), '127.0.0.1:0', grpc.ServerCredentials.createInsecure());
+  t.teardown(() => rs.close());
+  const c = observerClient(`127.0.0.1:${rs.port}`, grpc.credentials.createInsecure());
+  t.teardown(() => c.close());
+  const call = (req: GetFlowsRequest) =>
+    new Promise<GetFlowsResponse[]>((resolve, reject) => {
+      const got: GetFlowsResponse[] = [];
+      const st = c.GetFlows(req);
+      st.on('data', (r: GetFlowsResponse) => got.push(r));
+      st.on('error', reject);
+      st.on('end', () => resolve(got));
+    });
+  const uuids = (rs: GetFlowsResponse[]) => rs.flatMap((r) => (r.responseTypes === 'flow' ? [r.flow.uuid] : []));
+  t.deepEqual(uuids(await call({ whitelist: [{ sourceLabel: ['app=client'] }] })), [ring[0]!.uuid, ring[2]!.uuid]);
+  t.deepEqual(uuids(await call({ whitelist: [{ httpStatusCode: ['5+'] }] })), [ring[2]!.uuid]);
+  const bad = await t.throwsAsync<grpc.ServiceError>(call({ whitelist: [{ httpPath: ['('] }] }));
+  t.is(bad?.code, grpc.status.INVALID_ARGUMENT, 'the relay refuses a filter no node could apply');
 });
