@@ -296,3 +296,39 @@ test('relay: flows from an agent that ignores the new filter fields are filtered
   const bad = await t.throwsAsync<grpc.ServiceError>(call({ whitelist: [{ httpPath: ['('] }] }));
   t.is(bad?.code, grpc.status.INVALID_ARGUMENT, 'the relay refuses a filter no node could apply');
 });
+
+test('follow through the relay: only new flows that match the new filters stream', async (t) => {
+  const ring = new FlowRing(64);
+  const node = await serveObserver(
+    localObserver({ ring, nodeName: 'node1', version: 'test', status: () => ({ kernelEventsLost: 0, ztunnelRecordsLost: 0, enrolledPods: 1, ztunnelConnected: true }) }),
+    '127.0.0.1:0',
+    grpc.ServerCredentials.createInsecure(),
+  );
+  t.teardown(() => node.close());
+  const relay = new Relay({ peers: () => [{ name: 'node1', address: `127.0.0.1:${node.port}`, configClients: [] }], credentials: grpc.credentials.createInsecure(), version: 'test', timeoutMs: 2000 });
+  t.teardown(() => relay.close());
+  const rs = await serveObserver(relay.service(), '127.0.0.1:0', grpc.ServerCredentials.createInsecure());
+  t.teardown(() => rs.close());
+  const c = observerClient(`127.0.0.1:${rs.port}`, grpc.credentials.createInsecure());
+  t.teardown(() => c.close());
+  ring.push(l7(403, 'POST', '/admin')); // before the follow: not streamed
+  const denied = l7(403, 'POST', '/admin', { verdict: 'DROPPED' });
+  const got: GetFlowsResponse[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const st = c.GetFlows({ follow: true, whitelist: [{ httpStatusCode: ['403'], destinationLabel: ['app=web'] }], blacklist: [{ httpMethod: ['GET'] }] });
+    const timer = setTimeout(() => st.cancel(), 10_000);
+    st.on('data', (r: GetFlowsResponse) => {
+      got.push(r);
+      if (got.length >= 1) st.cancel();
+    });
+    st.on('error', (e: grpc.ServiceError) => (e.code === grpc.status.CANCELLED ? resolve() : reject(e)));
+    st.on('close', () => clearTimeout(timer));
+    setTimeout(() => {
+      ring.push(l7(200));
+      ring.push(l7(403, 'GET', '/admin')); // blacklisted
+      ring.push(flow());
+      ring.push(denied);
+    }, 300);
+  });
+  t.deepEqual(got.map((r) => (r.responseTypes === 'flow' ? r.flow.uuid : r.responseTypes)), [denied.uuid]);
+});
