@@ -68,8 +68,6 @@ export async function deliverAdmitted(
 /** An HBONE tunnel to this pod: 200 with the delivered socket, or a refusal. */
 export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTunnel) {
   const dst = ctx.state.workloadByPodUid(pod.uid);
-  if (!dst || !pod.addresses.includes(t.target.host)) return { status: 400 as const, reason: `${t.target.host} is not an address of this pod` };
-  if (ZTUNNEL_PORTS.has(t.target.port)) return { status: 400 as const, reason: `port ${t.target.port} is one of ztunnel's own: not a destination` };
   // The outer connection is made inside the source pod's netns, so its peer address is the
   // source pod's IP; `forwarded` is the client's claim and is not trusted for policy.
   const srcIp = t.peerAddress.host.replace(/^::ffff:/, '');
@@ -84,6 +82,13 @@ export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTun
     hboneAddr: `${t.target.host}:${t.target.port}`,
     outer: { src: formatAddr(srcIp, t.peerAddress.port), dst: formatAddr(t.target.host, HBONE_PORT) },
   });
+  // A tunnel refused before it is set up is a flow too (DROPPED, with the reason), not only a 400.
+  const bad = !dst || !pod.addresses.includes(t.target.host) ? `${t.target.host} is not an address of this pod` : ZTUNNEL_PORTS.has(t.target.port) ? `port ${t.target.port} is one of ztunnel's own: not a destination` : undefined;
+  if (bad || !dst) {
+    const reason = bad ?? 'unknown destination workload';
+    tracked.close({ flags: 'CONNECT', error: reason, refused: true });
+    return { status: 400 as const, reason };
+  }
   const c: InboundConnection = { srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port };
   const decision = decideInbound(ctx, c);
   tracked.decidedBy(decision.policy);
