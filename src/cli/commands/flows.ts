@@ -320,14 +320,14 @@ export function flowsCommand(run: (o: FlowsOptions) => Promise<void> = observe):
     const parse = f.parse ?? str;
     cmd.addOption(
       new Option(f.flags, f.help)
-        .argParser((v: string, prev: unknown[]) => {
+        // No default: help stays free of "(default: [])"; the action fills in the empty lists.
+        .argParser((v: string, prev: unknown[] | undefined) => {
           const value = parse(v);
-          if (!negate) return [...prev, value];
+          if (!negate) return [...(prev ?? []), value];
           negate = false;
           (not as Record<string, unknown[]>)[f.key] = [...((not as Record<string, unknown[]>)[f.key] ?? []), value];
-          return prev;
-        })
-        .default([]),
+          return prev ?? [];
+        }),
     );
   }
   return cmd
@@ -363,6 +363,7 @@ Examples:
     )
     .action(async (o: FlowsOptions) => {
       if (negate) cmd.error('error: --not must be followed by a filter flag (e.g. --not --namespace kube-system)', { code: 'commander.invalidArgument', exitCode: 2 });
+      for (const f of FILTER_FLAGS) (o as unknown as Record<string, unknown[]>)[f.key] ??= [];
       await run({ ...o, not });
     });
 }
