@@ -31,9 +31,10 @@ export async function readSnapshot(kc: k8s.KubeConfig): Promise<ClusterSnapshot>
     core.listPodForAllNamespaces(),
     core.listServiceForAllNamespaces(),
     discovery.listEndpointSliceForAllNamespaces(),
-    core.listNode(),
+    // Nodes are cluster-scoped and often not readable by namespace users; no rule needs them.
+    core.listNode().catch(() => ({ items: [] as k8s.V1Node[] })),
   ]).catch((err: unknown) => {
-    throw apiError('reading namespaces, pods, services, endpoint slices and nodes', kc, err);
+    throw apiError('reading namespaces, pods, services and endpoint slices', kc, err);
   });
   const customs = await Promise.all(
     CUSTOM.map(async (c) => {
