@@ -1,6 +1,7 @@
 // meshctl's composition root: the program, its commands, and how errors become exit codes.
 // bin/meshctl runs this file with Node 24, which strips the TypeScript types.
 import { Command, CommanderError } from 'commander';
+import { analyzeCommand } from './commands/analyze.ts';
 import { checkCommand } from './commands/check.ts';
 import { completionCommand } from './commands/completion.ts';
 import { devCommand } from './commands/dev.ts';
@@ -38,6 +39,7 @@ function exitCodeFor(err: CommanderError): number {
 export function createProgram(): Command {
   const program = new Command('meshctl')
     .description('Operate Mesh, the sidecarless eBPF service mesh')
+    .addCommand(analyzeCommand())
     .addCommand(checkCommand())
     .addCommand(devCommand())
     .addCommand(flowsCommand())

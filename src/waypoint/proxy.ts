@@ -258,7 +258,9 @@ export class L7Proxy {
   private async process(ex: Exchange, service: string): Promise<void> {
     const { info } = ex;
     const targets = service ? [this.opts.gatewayKey, `Service/${service}`] : [this.opts.gatewayKey];
-    if (!this.opts.authorize(info, targets).allowed) return ex.reply(403, 'RBAC', 'RBAC: access denied');
+    const decision = this.opts.authorize(info, targets);
+    ex.policy = decision.policy;
+    if (!decision.allowed) return ex.reply(403, 'RBAC', 'RBAC: access denied');
 
     const svcPolicy = service ? this.opts.resilience(service) : NO_RESILIENCE;
     if (!svcPolicy.takeToken()) return ex.reply(429, 'RL', 'local_rate_limited');

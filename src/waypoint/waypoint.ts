@@ -241,10 +241,11 @@ function l7Record(f: L7Flow): L7Record {
     upstream: f.destination.ip && (f.destination.ip !== f.dialled.ip || f.destination.port !== f.dialled.port) ? { ip: f.destination.ip, port: f.destination.port } : null,
     method: f.method,
     url: f.path,
-    protocol: f.protocol === 'grpc' ? 'gRPC' : 'HTTP',
+    protocol: f.protocol === 'grpc' ? 'gRPC' : `HTTP/${f.httpVersion}`,
     status: f.status,
     flags: f.responseFlags,
     latencyMs: f.latencyMs,
     traceId: f.traceId,
+    ...(f.policy ? { policy: f.policy } : {}),
   };
 }

@@ -6,7 +6,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { logger } from '../common/log.ts';
 import { tokenFile } from '../identity/index.ts';
 import { loadZtunnelSettings } from './config.ts';
-import { policyFromState } from './policy.ts';
+import { decisionFromState } from './policy.ts';
 import { Ztunnel } from './ztunnel.ts';
 import { LogLevels, startZtunnelServers } from '../admin/index.ts';
 
@@ -29,7 +29,7 @@ async function main(): Promise<void> {
       namespace: cfg.namespace,
       serviceAccount: cfg.serviceAccount,
     },
-    policyFromState,
+    decisionFromState,
   );
   if (cfg.tracingEndpoint) {
     // Loaded only now: a ztunnel without L4 spans never pays for OpenTelemetry.

@@ -1,7 +1,7 @@
 // One connection's telemetry from open to close: the metrics handle plus the access-log line
 // written when it completes — ztunnel's ConnectionResult.
 import { formatAddr, type AccessLogEntry } from '../../telemetry/index.ts';
-import type { ConnectionRecord } from '../../zds/protocol.ts';
+import type { ConnectionPolicy, ConnectionRecord } from '../../zds/protocol.ts';
 import { AccessLog } from './access-log.ts';
 import { trafficLabels, type ResponseFlag, type TrafficLabelInput, type TrafficLabels } from '../../telemetry/labels.ts';
 import { TcpMetrics, type ConnectionMetrics } from './metrics.ts';
@@ -47,7 +47,9 @@ export interface TrackedConnection {
   /** Records the close and writes the access-log line, once. `error` makes the line an error;
    * `flags` is the response_flags label ("-" unless it failed to establish; see
    * ConnectionMetrics.closed). */
-  close(result?: { flags?: ResponseFlag; error?: Error | string }): void;
+  close(result?: { flags?: ResponseFlag; error?: Error | string; refused?: boolean }): void;
+  /** Names the policy that admitted or refused the connection, for its flow. */
+  decidedBy(policy: ConnectionPolicy | undefined): void;
 }
 
 export interface TelemetryOptions {
@@ -95,7 +97,11 @@ export class Telemetry {
     // An L4 span: CLIENT at the source (its context rides the HBONE CONNECT), SERVER at the
     // destination (continuing the CONNECT's), named after the address connected to.
     const span = this.tracer?.start(`${formatAddr(c.dst.ip, c.dst.port)}`, c.traceparent ? { traceparent: c.traceparent } : {}, labels.reporter === 'source' ? SPAN_CLIENT : SPAN_SERVER);
+    let policy: ConnectionPolicy | undefined;
     return {
+      decidedBy(p) {
+        policy = p;
+      },
       labels: m.labels,
       traceparent: span?.traceparent ?? '',
       metrics: m,
@@ -146,7 +152,7 @@ export class Telemetry {
           error: err === undefined ? undefined : typeof err === 'string' ? err : err.message,
         };
         log?.write(entry);
-        report?.({ ...entry, startMs, mtls, flags: result.flags ?? '-', sockCookie: c.sockCookie === undefined ? undefined : String(c.sockCookie), outer: c.outer });
+        report?.({ ...entry, startMs, mtls, flags: result.flags ?? '-', sockCookie: c.sockCookie === undefined ? undefined : String(c.sockCookie), outer: c.outer, refused: result.refused, policy });
       },
     };
   }
