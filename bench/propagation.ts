@@ -53,7 +53,7 @@ async function run(pods: number): Promise<void> {
       );
     });
     console.log(`\n${pods} pods written to the API in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0 });
+    controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, dashboardPort: 0 });
     const roots = controller.ca.authority.trustBundle.join('\n');
     const keys = await generateKeyPair();
     const id = spiffeId('cluster.local', 'mesh-system', 'mesh-node');

@@ -18,6 +18,8 @@ export interface NodeEndpoints {
 export interface MeshEndpoints {
   /** The controller's flow relay (Observer gRPC merging every node), host:port. */
   relay?: string;
+  /** The controller's service map (`meshctl dashboard`), a URL. */
+  dashboard?: string;
   /** The controller's config stream (xDS), host:port. */
   xds?: string;
   nodes: Record<string, NodeEndpoints>;

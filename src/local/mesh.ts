@@ -148,6 +148,7 @@ export class LocalMesh {
       xdsPort: 0,
       caPort: 0,
       relayPort: 0,
+      dashboardPort: 0,
       waypointTemplate: localWaypointTemplate(this.stateDir, this.opts.logLevel, waypointsFrom),
       ...this.certTtl(),
     });
@@ -271,7 +272,7 @@ export class LocalMesh {
   /** What meshctl reads (src/cli/endpoints.ts). */
   writeEndpoints(): void {
     const c = this.controller;
-    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relayPort}`, xds: `127.0.0.1:${c.xdsPort}`, nodes: {} };
+    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relayPort}`, xds: `127.0.0.1:${c.xdsPort}`, ...(c.dashboard ? { dashboard: c.dashboard.url } : {}), nodes: {} };
     for (const node of this.nodes) {
       const admin = this.reported.get(`ztunnel-${node}`)?.admin;
       const metrics = this.reported.get(`ztunnel-${node}`)?.metrics;
@@ -289,7 +290,7 @@ export class LocalMesh {
   async restartController(): Promise<void> {
     const old = this.controller;
     await old.stop();
-    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, waypointTemplate: old.config.waypointTemplate, ...this.certTtl() });
+    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, dashboardPort: old.dashboard?.port ?? 0, waypointTemplate: old.config.waypointTemplate, ...this.certTtl() });
     this.writeEndpoints();
   }
 
