@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { checkCommand } from './commands/check.ts';
 import { completionCommand } from './commands/completion.ts';
+import { dashboardCommand } from './commands/dashboard.ts';
 import { devCommand } from './commands/dev.ts';
 import { flowsCommand } from './commands/flows.ts';
 import { statusCommand } from './commands/status.ts';
@@ -39,6 +40,7 @@ export function createProgram(): Command {
   const program = new Command('meshctl')
     .description('Operate Mesh, the sidecarless eBPF service mesh')
     .addCommand(checkCommand())
+    .addCommand(dashboardCommand())
     .addCommand(devCommand())
     .addCommand(flowsCommand())
     .addCommand(statusCommand())

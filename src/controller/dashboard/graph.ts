@@ -131,8 +131,6 @@ export class ServiceGraph {
   private readonly seenNodes = new Map<string, GraphNode>();
   private flowsSeen = 0;
   private flowsUnplaced = 0;
-  /** "ns/name" of the waypoints' workloads (a waypoint's Deployment is named after its Gateway). */
-  private waypointWorkloads = new Set<string>();
 
   constructor(o: Partial<GraphOptions> = {}) {
     this.o = { ...GRAPH_DEFAULTS, ...o };
@@ -160,7 +158,7 @@ export class ServiceGraph {
       if (!this.seenNodes.has(sid)) this.seenNodes.set(sid, { id: sid, kind: 'service', namespace: s.namespace, name: s.name, inMesh: true, waypoint: '', filter: { 'to-service': f.destinationService } });
       this.fold(src.id, sid, f, waypoint);
       // The waypoint pod itself is a hop, not the service's backend.
-      if ((f.destination.podName || f.ip.destination) && !waypoint && !this.isWaypointPod(f)) {
+      if ((f.destination.podName || f.ip.destination) && !waypoint) {
         this.seenNodes.set(dst.id, this.seenNodes.get(dst.id) ?? dst.node);
         this.fold(sid, dst.id, f, waypoint);
       }
@@ -173,10 +171,6 @@ export class ServiceGraph {
     dst = endpointNode(f.destination, f.ip.destination);
     this.seenNodes.set(dst.id, this.seenNodes.get(dst.id) ?? dst.node);
     this.fold(src.id, dst.id, f, waypoint);
-  }
-
-  private isWaypointPod(f: Flow): boolean {
-    return this.waypointWorkloads.has(`${f.destination.namespace}/${f.destination.workload || f.destination.podName}`);
   }
 
   private fold(source: string, target: string, f: Flow, waypoint: string): void {
@@ -202,7 +196,8 @@ export class ServiceGraph {
 
   /** The map now: inventory nodes, nodes met in flows, and the edges seen within keepMs. */
   snapshot(inventory: Inventory, now = Date.now()): GraphSnapshot {
-    this.waypointWorkloads = new Set(inventory.services.filter((s) => s.waypoint).map((s) => s.waypoint));
+    // "ns/name" of the waypoints' workloads (a waypoint's Deployment is named after its Gateway).
+    const waypoints = new Set(inventory.services.filter((s) => s.waypoint).map((s) => `wl:${s.waypoint}`));
     const nodes = new Map<string, GraphNode>();
     for (const w of inventory.workloads) {
       const id = wlId(w.namespace, w.name);
@@ -221,6 +216,9 @@ export class ServiceGraph {
         this.edges.delete(id);
         continue;
       }
+      // The source ztunnel's flow to a waypoint goes to the waypoint's pod: a hop on the path,
+      // drawn as the edge's waypoint, not as the service's backend.
+      if (e.source.startsWith('svc:') && waypoints.has(e.target)) continue;
       const first = e.samples.findIndex((s) => s.t >= since);
       if (first > 0) e.samples.splice(0, first);
       else if (first < 0) e.samples.length = 0;
