@@ -161,7 +161,7 @@ function memorySource(flows: Flow[]): FlowSource & { follows: number; requests: 
 
 test('server: serves the page and its libraries, streams the map live, and answers flow queries with meshctl filters', async (t) => {
   const now = Date.now();
-  const src = memorySource([flow({ at: now - 2000 }), flow({ at: now - 1000, verdict: 'DROPPED', reporter: 'ztunnel-destination' })]);
+  const src = memorySource([flow({ at: now - 2000 }), flow({ at: now - 1000, verdict: 'DROPPED', reporter: 'ztunnel-source' })]);
   const d = await startDashboard({ host: '127.0.0.1', port: 0, source: src, inventory: () => INVENTORY, peersKey: () => 'a', pushMs: 100 });
   t.teardown(() => d.close());
   const page = await (await fetch(d.url)).text();

@@ -137,12 +137,15 @@ export class ServiceGraph {
   }
 
   /**
-   * Folds one flow in. A connection between two meshed pods is reported by both ztunnels (and a
-   * waypoint adds one flow per request): each reporter is counted apart and an edge's rate is the
-   * busiest reporter's, so the two halves of one connection are not counted twice.
+   * Folds one flow in. Reporters are counted apart and an edge's rate is the busiest reporter's,
+   * so a connection two of them saw is not counted twice.
    */
   add(f: Flow): void {
     this.flowsSeen++;
+    // Over HBONE the source's ztunnel reports the connection too, with the Service it was
+    // addressed to (the destination only sees the pod): its flow stands for both, denials
+    // included (the 401 comes back to it).
+    if (f.reporter === 'ztunnel-destination' && f.ip.encrypted) return;
     const src = endpointNode(f.source, f.ip.source);
     let dst = endpointNode(f.destination, f.ip.destination);
     if (!f.source.podName && !f.ip.source) {
@@ -158,7 +161,8 @@ export class ServiceGraph {
       if (!this.seenNodes.has(sid)) this.seenNodes.set(sid, { id: sid, kind: 'service', namespace: s.namespace, name: s.name, inMesh: true, waypoint: '', filter: { 'to-service': f.destinationService } });
       this.fold(src.id, sid, f, waypoint);
       // The waypoint pod itself is a hop, not the service's backend.
-      if ((f.destination.podName || f.ip.destination) && !waypoint) {
+      // Only a pod is a backend: a plaintext flow seen before the Service's NAT names the VIP.
+      if (f.destination.podName && !waypoint) {
         this.seenNodes.set(dst.id, this.seenNodes.get(dst.id) ?? dst.node);
         this.fold(sid, dst.id, f, waypoint);
       }
