@@ -11,6 +11,8 @@ export interface NodeEndpoints {
   ztunnelAdmin: string;
   /** ztunnel's metrics server, host:port. */
   ztunnelMetrics?: string;
+  /** The node agent's metrics (datapath counters, flows), host:port. */
+  agentMetrics?: string;
   /** The node agent's Observer gRPC API (flows), host:port. */
   observer?: string;
 }

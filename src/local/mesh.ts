@@ -245,7 +245,7 @@ export class LocalMesh {
       key,
       kind === 'ztunnel'
         ? { admin: this.logField(key, ready, 'admin'), metrics: this.logField(key, ready, 'metrics'), readiness: this.logField(key, ready, 'readiness') }
-        : { observer: this.logField(key, 'flows API listening', 'observer') },
+        : { observer: this.logField(key, 'flows API listening', 'observer'), metrics: this.logField(key, 'metrics listening', 'metrics') },
     );
     this.writeEndpoints();
     return child;
@@ -277,10 +277,12 @@ export class LocalMesh {
       const admin = this.reported.get(`ztunnel-${node}`)?.admin;
       const metrics = this.reported.get(`ztunnel-${node}`)?.metrics;
       const observer = this.reported.get(`agent-${node}`)?.observer ?? this.logField(`agent-${node}`, 'flows API listening', 'observer');
+      const agentMetrics = this.reported.get(`agent-${node}`)?.metrics;
       e.nodes[node] = {
         ztunnelAdmin: admin ? `127.0.0.1:${String(admin)}` : '',
         ...(metrics ? { ztunnelMetrics: `127.0.0.1:${String(metrics)}` } : {}),
         ...(typeof observer === 'string' ? { observer } : {}),
+        ...(agentMetrics ? { agentMetrics: `127.0.0.1:${String(agentMetrics)}` } : {}),
       };
     }
     writeFileSync(endpointsPath(this.stateDir), `${JSON.stringify(e, null, 2)}\n`);
@@ -352,7 +354,7 @@ export function meshSettingsEnv(
   };
   // Every node's components share this host's network namespace: each picks free ports.
   return kind === 'agent'
-    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
+    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_AGENT_METRICS_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
     : // …and only loopback: in a real pod ztunnel's metrics are on its own netns; here that would be the host's.
       { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1' };
 }
