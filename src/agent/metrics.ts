@@ -7,6 +7,7 @@
 // namespaces and workloads (not pods) name the flows' ends, as Istio's metrics do.
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { Flow } from '../flows/types.ts';
+import { registerBuildInfo } from '../telemetry/index.ts';
 
 export interface AgentMetricsSource {
   /** Datapath events by "KIND\0reason", counted since start. */
@@ -46,6 +47,7 @@ function flowLabels(f: Flow): FlowLabels {
 export function agentMetrics(src: AgentMetricsSource): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  registerBuildInfo(registry, 'agent');
   const flows = new Map<string, { labels: FlowLabels; n: number }>();
   src.onFlow((f) => {
     const labels = flowLabels(f);
