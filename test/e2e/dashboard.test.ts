@@ -6,7 +6,7 @@
 // - a real Prometheus scrapes the ztunnels and the agents, and every query of the dashboards the
 //   chart ships (daemonset/chart/dashboards/*.json) returns data.
 import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -20,6 +20,7 @@ const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
 const DEMO = fileURLToPath(new URL('../../demo/mesh.ts', import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
+const DASHBOARDS = fileURLToPath(new URL('../../daemonset/chart/dashboards', import.meta.url));
 
 // The calls the shop makes (demo/mesh.ts), each through the callee's Service.
 const CALLS = [
@@ -34,6 +35,9 @@ const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-dash-`);
 const env = { ...process.env, MESH_DEV_PREFIX: prefix, MESH_DEV_STATE_DIR: stateDir, MESH_LOG_LEVEL: 'warn' };
 let demoOk = false;
 let browser: Browser | undefined;
+let prom: ReturnType<typeof spawn> | undefined;
+let promPort = 0;
+const forwards: ReturnType<typeof spawn>[] = [];
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -46,6 +50,11 @@ function freePort(): Promise<number> {
 
 test.after.always(async () => {
   await browser?.close().catch(() => {});
+  for (const f of forwards) if (f.exitCode === null) f.kill('SIGTERM');
+  if (prom && prom.exitCode === null) {
+    prom.kill('SIGTERM');
+    await new Promise((r) => prom!.once('exit', r));
+  }
   await run(MESHCTL, ['dev', 'down', '--purge'], { env, timeout: 120_000 }).catch(() => {});
   rmSync(stateDir, { recursive: true, force: true });
 });
@@ -68,8 +77,33 @@ test.serial('the demo runs: the shop, in the mesh, with the catalog closed to th
   demoOk = out.code === 0;
 });
 
+/** Starts Prometheus on the ztunnels and agents of both nodes; more targets join through file_sd. */
+async function startPrometheus(): Promise<void> {
+  const mesh = JSON.parse(readFileSync(`${stateDir}/mesh.json`, 'utf8')) as { nodes: Record<string, { ztunnelMetrics?: string; agentMetrics?: string }> };
+  const nodes = Object.values(mesh.nodes);
+  const ztunnels = nodes.map((n) => n.ztunnelMetrics).filter(Boolean);
+  const agents = nodes.map((n) => n.agentMetrics).filter(Boolean);
+  if (ztunnels.length !== 2 || agents.length !== 2) throw new Error(`mesh.json lacks metrics addresses: ${JSON.stringify(mesh.nodes)}`);
+  writeFileSync(`${stateDir}/waypoints.json`, '[]');
+  writeFileSync(
+    `${stateDir}/prometheus.yml`,
+    [
+      'global: {scrape_interval: 1s}',
+      'scrape_configs:',
+      `- {job_name: ztunnel, static_configs: [{targets: ${JSON.stringify(ztunnels)}}]}`,
+      `- {job_name: agent, static_configs: [{targets: ${JSON.stringify(agents)}}]}`,
+      `- {job_name: waypoint, metrics_path: /stats/prometheus, file_sd_configs: [{files: ['${stateDir}/waypoints.json'], refresh_interval: 1s}]}`,
+      '',
+    ].join('\n'),
+  );
+  promPort = await freePort();
+  prom = spawn('/usr/bin/prometheus', [`--config.file=${stateDir}/prometheus.yml`, `--storage.tsdb.path=${stateDir}/prom`, `--web.listen-address=127.0.0.1:${promPort}`], { stdio: 'ignore' });
+}
+
 test.serial('dashboard: the shop in headless Chromium — an edge per call, the denied one marked, its flows on click', async (t) => {
   if (!demoOk) return t.fail('the demo did not run');
+  // Prometheus watches from now on: the denials happen while it scrapes (the dashboards test below).
+  await startPrometheus();
   const { stdout } = await run(MESHCTL, ['dashboard', '--show', 'shop'], { env });
   const url = stdout.trim();
   t.regex(url, /^http:\/\/127\.0\.0\.1:\d+\/\?namespace=shop$/, 'meshctl dashboard prints the local cluster\'s URL');
@@ -133,6 +167,93 @@ test.serial('dashboard: the shop in headless Chromium — an edge per call, the 
   t.deepEqual(pageErrors, [], 'the page ran without errors');
 });
 
+interface PromResult {
+  metric: Record<string, string>;
+  value: [number, string];
+}
+
+async function query(expr: string): Promise<PromResult[]> {
+  const res = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(expr)}`);
+  const body = (await res.json()) as { status: string; error?: string; data?: { result: PromResult[] } };
+  if (body.status !== 'success') throw new Error(`Prometheus refused ${expr}: ${body.error}`);
+  return body.data!.result;
+}
+
+async function labelValues(metric: string, label: string): Promise<string[]> {
+  const res = await fetch(`http://127.0.0.1:${promPort}/api/v1/label/${label}/values?match[]=${encodeURIComponent(metric)}`);
+  return ((await res.json()) as { data: string[] }).data;
+}
+
+interface DashboardJson {
+  title: string;
+  templating: { list: { name: string; type: string; definition?: string }[] };
+  panels: { type: string; title: string; targets?: { expr: string }[] }[];
+}
+
+// The dashboards' variables as a user would pick them: the shop, every workload.
+const VARIABLES: Record<string, string> = { namespace: 'shop', workload: '.*' };
+const substitute = (expr: string) => expr.replace(/\$(\w+)/g, (_, v: string) => VARIABLES[v] ?? `$${v}`);
+
+test.serial('dashboards: with a waypoint on the shop, every query of the shipped dashboards returns data from a real Prometheus', async (t) => {
+  if (!demoOk || !prom) return t.fail('the demo or Prometheus did not run');
+  // The shop's requests through a waypoint: the L7 series (istio_requests_total, reporter="waypoint").
+  const applied = await run(MESHCTL, ['waypoint', 'apply', '-n', 'shop', '--enroll-namespace', '--wait', '--timeout', '120s'], { env, timeout: 180_000 }).catch((e: Error & { stdout?: string; stderr?: string }) => {
+    throw new Error(`meshctl waypoint apply failed: ${e.message} ${e.stdout ?? ''} ${e.stderr ?? ''}`);
+  });
+  t.log(applied.stdout.trim().split('\n').at(-1));
+  const kubeconfig = (JSON.parse(readFileSync(`${stateDir}/status.json`, 'utf8')) as { kubeconfig: string }).kubeconfig;
+  const kenv = { ...env, KUBECONFIG: kubeconfig };
+  const { stdout: pod } = await run('kubectl', ['get', 'pod', '-n', 'shop', '-l', 'gateway.networking.k8s.io/gateway-name=waypoint', '-o', 'jsonpath={.items[0].metadata.name}'], { env: kenv });
+  const pf = spawn('kubectl', ['port-forward', '-n', 'shop', `pod/${pod}`, ':15020'], { env: kenv, stdio: ['ignore', 'pipe', 'pipe'] });
+  forwards.push(pf);
+  let pfOut = '';
+  pf.stdout!.on('data', (d: Buffer) => (pfOut += d.toString()));
+  const port = await waitFor('the port-forward to the waypoint', () => /127\.0\.0\.1:(\d+)/.exec(pfOut)?.[1], 30_000);
+  writeFileSync(`${stateDir}/waypoints.json`, JSON.stringify([{ targets: [`127.0.0.1:${port}`] }]));
+
+  // The map shows the waypoint on the path of the shop's calls.
+  if (browser) {
+    const page = (await browser.pages()).at(-1)!;
+    await page.reload({ waitUntil: 'load' });
+    const via = await waitFor('an edge through the waypoint on the map', async () => {
+      const ws = await page.$$eval('#edges tr', (trs) => trs.map((tr) => `${tr.dataset.source} -> ${tr.dataset.target} via ${tr.dataset.waypoint}`));
+      return ws.find((w) => / via shop\/waypoint$/.test(w));
+    }, 60_000);
+    t.log(`on the map: ${via}`);
+    await page.screenshot({ path: `${ARTIFACTS}dashboard-shop-waypoint.png`, fullPage: true });
+  }
+
+  const files = readdirSync(DASHBOARDS).filter((f) => f.endsWith('.json'));
+  const exprs: { where: string; expr: string }[] = [];
+  const vars: { where: string; metric: string; label: string }[] = [];
+  for (const f of files) {
+    const d = JSON.parse(readFileSync(`${DASHBOARDS}/${f}`, 'utf8')) as DashboardJson;
+    for (const p of d.panels) for (const q of p.targets ?? []) exprs.push({ where: `${d.title} / ${p.title}`, expr: substitute(q.expr) });
+    for (const v of d.templating.list.filter((x) => x.type === 'query')) {
+      const m = /^label_values\((.+), (\w+)\)$/.exec(substitute(v.definition ?? ''));
+      if (!m) throw new Error(`${f}: variable ${v.name} is not a label_values() query: ${v.definition}`);
+      vars.push({ where: `${d.title} / $${v.name}`, metric: m[1]!, label: m[2]! });
+    }
+  }
+  t.true(exprs.length >= 25, `${exprs.length} queries`);
+  // Every query answers, with the traffic still flowing (the waypoint's series need a few scrapes).
+  const empty = new Set(exprs.map((e) => e.expr));
+  await waitFor(
+    'every dashboard query to return data',
+    async () => {
+      for (const e of exprs) if (empty.has(e.expr) && (await query(e.expr)).length > 0) empty.delete(e.expr);
+      return empty.size === 0 ? true : undefined;
+    },
+    90_000,
+  ).catch(() => undefined);
+  for (const e of exprs) t.false(empty.has(e.expr), `${e.where}: ${e.expr} returned no data`);
+  for (const v of vars) t.true((await labelValues(v.metric, v.label)).length > 0, `${v.where}: no values of ${v.label} in ${v.metric}`);
+  t.true((await labelValues('istio_tcp_connections_opened_total', 'destination_workload_namespace')).includes('shop'));
+  const denials = await query('sum(rate(istio_tcp_connections_failed_total{reporter="destination", response_flags="DENY", destination_workload_namespace="shop"}[5m])) by (source_workload, destination_workload)');
+  t.true(denials.some((r) => r.metric.source_workload === 'frontend' && r.metric.destination_workload === 'catalog'), `the denial panel names frontend → catalog: ${JSON.stringify(denials)}`);
+  t.log(`${exprs.length} queries and ${vars.length} variables of ${files.length} dashboards answered`);
+});
+
 test.serial('dev down leaves nothing', async (t) => {
   if (!demoOk) return t.fail('the demo did not run');
   await browser?.close();
@@ -141,6 +262,3 @@ test.serial('dev down leaves nothing', async (t) => {
   t.deepEqual(await assertNothingLeaked(prefix), []);
 });
 
-// Kept for the Prometheus part below.
-void freePort;
-void writeFileSync;
