@@ -20,6 +20,7 @@ const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
 const DEMO = fileURLToPath(new URL('../../demo/mesh.ts', import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
+const GATEWAY_API_CRDS = fileURLToPath(new URL('../../daemonset/chart/files/gateway-api-crds.yaml', import.meta.url));
 const DASHBOARDS = fileURLToPath(new URL('../../daemonset/chart/dashboards', import.meta.url));
 
 // The calls the shop makes (demo/mesh.ts), each through the callee's Service.
@@ -197,12 +198,14 @@ const substitute = (expr: string) => expr.replace(/\$(\w+)/g, (_, v: string) => 
 test.serial('dashboards: with a waypoint on the shop, every query of the shipped dashboards returns data from a real Prometheus', async (t) => {
   if (!demoOk || !prom) return t.fail('the demo or Prometheus did not run');
   // The shop's requests through a waypoint: the L7 series (istio_requests_total, reporter="waypoint").
+  // The local cluster serves the Gateway API once its CRDs are in, as a real one does.
+  const kubeconfig = (JSON.parse(readFileSync(`${stateDir}/status.json`, 'utf8')) as { kubeconfig: string }).kubeconfig;
+  const kenv = { ...env, KUBECONFIG: kubeconfig };
+  await run('kubectl', ['apply', '-f', GATEWAY_API_CRDS], { env: kenv });
   const applied = await run(MESHCTL, ['waypoint', 'apply', '-n', 'shop', '--enroll-namespace', '--wait', '--timeout', '120s'], { env, timeout: 180_000 }).catch((e: Error & { stdout?: string; stderr?: string }) => {
     throw new Error(`meshctl waypoint apply failed: ${e.message} ${e.stdout ?? ''} ${e.stderr ?? ''}`);
   });
   t.log(applied.stdout.trim().split('\n').at(-1));
-  const kubeconfig = (JSON.parse(readFileSync(`${stateDir}/status.json`, 'utf8')) as { kubeconfig: string }).kubeconfig;
-  const kenv = { ...env, KUBECONFIG: kubeconfig };
   const { stdout: pod } = await run('kubectl', ['get', 'pod', '-n', 'shop', '-l', 'gateway.networking.k8s.io/gateway-name=waypoint', '-o', 'jsonpath={.items[0].metadata.name}'], { env: kenv });
   const pf = spawn('kubectl', ['port-forward', '-n', 'shop', `pod/${pod}`, ':15020'], { env: kenv, stdio: ['ignore', 'pipe', 'pipe'] });
   forwards.push(pf);

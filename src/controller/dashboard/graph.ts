@@ -42,7 +42,7 @@ export interface GraphNode {
 }
 
 export interface EdgeStats {
-  /** Requests per second when a waypoint saw them (L7 flows), else connections per second. */
+  /** Requests per second when a waypoint saw them (L7 flows, when they outnumber the connections), else connections per second. */
   rate: number;
   unit: 'req/s' | 'conn/s';
   /** Share of the window's flows that failed (ERROR verdict, or an HTTP 5xx), 0..1. */
@@ -253,7 +253,10 @@ export class ServiceGraph {
     const byReporter = new Map<string, Sample[]>();
     for (const x of s) if (!x.l7) byReporter.set(x.reporter, [...(byReporter.get(x.reporter) ?? []), x]);
     const l4 = [...byReporter.values()].sort((a, b) => b.length - a.length)[0] ?? [];
-    const basis = l7.length > 0 ? l7 : l4;
+    // Requests when the waypoint's L7 flows are the larger count (keep-alive carries many requests
+    // per connection); connections otherwise, e.g. in the minute after a waypoint is put on the path.
+    const useL7 = l7.length > 0 && l7.length >= l4.length;
+    const basis = useL7 ? l7 : l4;
     // Denials are counted from every reporter but once per reporter kind: the destination refuses
     // the connection; the source's flow of the same connection says DROPPED too.
     const deniedBy = new Map<string, number>();
@@ -262,7 +265,7 @@ export class ServiceGraph {
     const security = s.length === 0 ? (e.everEncrypted && e.everPlain ? 'mixed' : e.everEncrypted ? 'mtls' : 'plaintext') : enc === s.length ? 'mtls' : enc === 0 ? 'plaintext' : 'mixed';
     return {
       rate: basis.length / (this.o.windowMs / 1000),
-      unit: l7.length > 0 ? 'req/s' : 'conn/s',
+      unit: useL7 ? 'req/s' : 'conn/s',
       errorRate: basis.length ? basis.filter((x) => x.failed).length / basis.length : 0,
       p99Ms: p99(basis.filter((x) => !x.denied).map((x) => x.ms)),
       denied: Math.max(0, ...deniedBy.values()),
