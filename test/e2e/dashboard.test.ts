@@ -255,6 +255,33 @@ test.serial('dashboards: with a waypoint on the shop, every query of the shipped
   const denials = await query('sum(rate(istio_tcp_connections_failed_total{reporter="destination", response_flags="DENY", destination_workload_namespace="shop"}[5m])) by (source_workload, destination_workload)');
   t.true(denials.some((r) => r.metric.source_workload === 'frontend' && r.metric.destination_workload === 'catalog'), `the denial panel names frontend → catalog: ${JSON.stringify(denials)}`);
   t.log(`${exprs.length} queries and ${vars.length} variables of ${files.length} dashboards answered`);
+
+  // Istio's standard dashboards (workload, service, ztunnel): the queries their panels run, as
+  // docs/dashboards.md lists them (written here from their metric and label names), with what our
+  // metrics give. `true`: the panel has data; `false`: it stays empty, for the reason in the doc.
+  const ISTIO: [string, string, boolean | undefined][] = [
+    ['workload: TCP server traffic', 'sum(rate(istio_tcp_sent_bytes_total{reporter="destination", destination_workload_namespace="shop"}[5m])) + sum(rate(istio_tcp_received_bytes_total{reporter="destination", destination_workload_namespace="shop"}[5m]))', true],
+    ['workload: TCP client traffic', 'sum(rate(istio_tcp_sent_bytes_total{reporter="source", source_workload_namespace="shop"}[5m])) + sum(rate(istio_tcp_received_bytes_total{reporter="source", source_workload_namespace="shop"}[5m]))', true],
+    ['workload: bytes from incoming TCP connections by source', 'sum(rate(istio_tcp_received_bytes_total{reporter="destination", destination_workload_namespace="shop"}[5m])) by (source_workload)', true],
+    ['workload: bytes on outgoing TCP connections by destination service', 'sum(rate(istio_tcp_sent_bytes_total{reporter="source", source_workload_namespace="shop"}[5m])) by (destination_service)', true],
+    ['service: TCP bytes by client workload (reporter="source")', 'sum(rate(istio_tcp_received_bytes_total{reporter="source", destination_service=~"orders.shop.svc.cluster.local"}[5m])) by (source_workload)', true],
+    ['service: TCP bytes by service workload (reporter="destination")', 'sum(rate(istio_tcp_received_bytes_total{reporter="destination", destination_service=~"orders.shop.svc.cluster.local"}[5m])) by (destination_workload)', undefined],
+    ['workload/service: requests with reporter="destination"', 'sum(rate(istio_requests_total{reporter="destination"}[5m]))', false],
+    ['workload/service: requests with reporter="source"', 'sum(rate(istio_requests_total{reporter="source"}[5m]))', false],
+    ['workload/service: requests with reporter=~"source|waypoint"', 'sum(rate(istio_requests_total{reporter=~"source|waypoint", destination_workload_namespace="shop"}[5m])) by (destination_workload)', true],
+    ['workload/service: request duration with reporter=~"source|waypoint"', 'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter=~"source|waypoint", destination_service_namespace="shop"}[5m])) by (le))', true],
+    ['ztunnel: versions', 'sum(istio_build{component="ztunnel"}) by (tag)', true],
+    ['ztunnel: connections opened and closed', 'sum(rate(istio_tcp_connections_opened_total[5m])) - sum(rate(istio_tcp_connections_closed_total[5m]))', true],
+    ['ztunnel: memory and CPU (cAdvisor)', 'sum(container_memory_working_set_bytes{container="istio-proxy"})', false],
+    ['ztunnel: DNS requests', 'sum(rate(istio_dns_requests_total[5m]))', false],
+    ['ztunnel: XDS connection terminations', 'sum(rate(istio_xds_connection_terminations_total[5m]))', false],
+    ['ztunnel: workload manager', 'sum(workload_manager_active_proxy_count)', false],
+  ];
+  for (const [panel, expr, has] of ISTIO) {
+    const r = await query(expr);
+    t.log(`Istio ${panel}: ${r.length > 0 ? 'data' : 'empty'}`);
+    if (has !== undefined) t.is(r.length > 0, has, `Istio ${panel}: ${expr}`);
+  }
 });
 
 test.serial('dev down leaves nothing', async (t) => {
