@@ -284,6 +284,45 @@ test.serial('dashboards: with a waypoint on the shop, every query of the shipped
   }
 });
 
+test.serial('meshctl dashboard on a cluster: port-forwards to the running controller pod and prints the URL until Ctrl-C', async (t) => {
+  if (!demoOk) return t.fail('the demo did not run');
+  // The local cluster's controller runs on the host, not in a pod: a stand-in pod with the chart's
+  // controller labels answers on the dashboard's port, so the path through the API server's
+  // port-forward is the one a real cluster takes.
+  const kubeconfig = (JSON.parse(readFileSync(`${stateDir}/status.json`, 'utf8')) as { kubeconfig: string }).kubeconfig;
+  const kenv = { ...env, KUBECONFIG: kubeconfig };
+  const script = "require('node:http').createServer((q, s) => s.end(q.url === '/healthz' ? '{\"ok\":true}' : 'stand-in controller ' + q.url)).listen(20001)";
+  const pod = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'mesh-controller-standin', namespace: 'mesh-system', labels: { 'app.kubernetes.io/name': 'mesh', 'app.kubernetes.io/component': 'controller' } },
+    spec: { containers: [{ name: 'controller', image: 'node:24', command: [process.execPath, '-e', script] }] },
+  };
+  writeFileSync(`${stateDir}/standin.json`, JSON.stringify(pod));
+  await run('kubectl', ['apply', '-f', `${stateDir}/standin.json`], { env: kenv });
+  await waitFor('the stand-in controller pod to run', async () => ((await run('kubectl', ['get', 'pod', '-n', 'mesh-system', 'mesh-controller-standin', '-o', 'jsonpath={.status.phase}'], { env: kenv })).stdout === 'Running' ? true : undefined), 60_000);
+
+  // A wrong namespace is refused with what to check.
+  const wrong = await run(MESHCTL, ['dashboard', '--kubeconfig', kubeconfig, '--namespace', 'nowhere'], { env }).then(() => '', (e: Error & { stderr?: string }) => e.stderr ?? e.message);
+  t.regex(wrong, /no running controller pod in namespace nowhere/);
+
+  const p = spawn(MESHCTL, ['dashboard', '--kubeconfig', kubeconfig, '--show', 'shop'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  forwards.push(p);
+  let out = '';
+  let err = '';
+  p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const url = await waitFor('meshctl dashboard to print the URL', () => /^(http:\/\/127\.0\.0\.1:\d+\/\?namespace=shop)$/m.exec(out)?.[1], 60_000).catch((e: Error) => {
+    throw new Error(`${e.message}: ${out} ${err}`);
+  });
+  t.regex(err, /forwarding to mesh-system\/mesh-controller-standin/);
+  t.is(await (await fetch(url)).text(), 'stand-in controller /?namespace=shop', 'the URL reaches the pod through the port-forward');
+  p.kill('SIGINT');
+  const code = await new Promise<number | null>((resolve) => p.once('exit', (c) => resolve(c)));
+  t.is(code, 0, `Ctrl-C ends it cleanly: ${err}`);
+  await run('kubectl', ['delete', 'pod', '-n', 'mesh-system', 'mesh-controller-standin', '--wait=false'], { env: kenv });
+});
+
 test.serial('dev down leaves nothing', async (t) => {
   if (!demoOk) return t.fail('the demo did not run');
   await browser?.close();
