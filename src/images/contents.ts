@@ -34,7 +34,7 @@ export function sharedLibraries(binaries: string[]): string[] {
   return [...paths].sort();
 }
 
-// `import … from 'x'`, `export … from 'x'`, `import 'x'`, `import('x')`; not `import type`/`export type`
+// `import … from "x"`, `export … from "x"`, `import "x"`, `import("x")` (single-quoted in our code); not `import type`/`export type`
 // (erased when Node strips types, so they load nothing). Also files a module reads rather than
 // imports: `require.resolve('pkg/file')` (a package's file served as is, e.g. the dashboard's
 // graph library) and `new URL('./dir/', import.meta.url)` (a directory of assets beside the module,
