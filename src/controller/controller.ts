@@ -17,7 +17,7 @@ import { loadControllerSettings } from './config.ts';
 import { WaypointDeployer, type WaypointTemplate } from './waypoint-deployer.ts';
 import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
-import { type Inventory, relayFlowSource, type RunningDashboard, startDashboard } from './dashboard/index.ts';
+import { DashboardListenError, type Inventory, relayFlowSource, type RunningDashboard, startDashboard } from './dashboard/index.ts';
 
 const log = logger('controller');
 
@@ -226,16 +226,23 @@ export class Controller {
     this.relayPort = this.relayServer.port;
   }
 
+  /** The service map. Its port taken is said loudly but does not stop the controller: the map is a
+   * view, and the config stream, the CA and the relay matter more. */
   private async startDashboard(): Promise<void> {
     const c = this.config;
     const relayHost = c.relayHost === '0.0.0.0' || c.relayHost === '::' ? '127.0.0.1' : c.relayHost;
-    this.dashboard = await startDashboard({
-      host: c.dashboardHost,
-      port: c.dashboardPort,
-      source: relayFlowSource(`${relayHost.includes(':') ? `[${relayHost}]` : relayHost}:${this.relayPort}`),
-      inventory: () => this.inventory(),
-      peersKey: () => this.relayPeers().map((p) => `${p.name}=${p.address}`).join(','),
-    });
+    try {
+      this.dashboard = await startDashboard({
+        host: c.dashboardHost,
+        port: c.dashboardPort,
+        source: relayFlowSource(`${relayHost.includes(':') ? `[${relayHost}]` : relayHost}:${this.relayPort}`),
+        inventory: () => this.inventory(),
+        peersKey: () => this.relayPeers().map((p) => `${p.name}=${p.address}`).join(','),
+      });
+    } catch (e) {
+      if (!(e instanceof DashboardListenError)) throw e;
+      log.error({ code: e.code, err: e.message }, 'the service map is not served; everything else runs');
+    }
   }
 
   /** The workloads (pods grouped by their workload) and services of the model, for the map. */

@@ -209,3 +209,15 @@ test('server: a new node reopens the follow stream', async (t) => {
   await new Promise((r) => setTimeout(r, 2500));
   t.is(src.follows, 2);
 });
+
+test('server: a port in use is refused with the setting to change, and nothing is left running', async (t) => {
+  const src = memorySource([]);
+  let closed = 0;
+  src.close = () => void closed++;
+  const first = await startDashboard({ host: '127.0.0.1', port: 0, source: memorySource([]), inventory: () => INVENTORY, peersKey: () => '' });
+  t.teardown(() => first.close());
+  const err = await t.throwsAsync(startDashboard({ host: '127.0.0.1', port: first.port, source: src, inventory: () => INVENTORY, peersKey: () => '' }));
+  t.regex(err!.message, /cannot listen on 127\.0\.0\.1:\d+: .*MESH_DASHBOARD_PORT/);
+  t.is((err as Error & { code?: string }).code, 'MESH_ERR_DASHBOARD_LISTEN');
+  t.is(closed, 1, 'its flow source is closed');
+});

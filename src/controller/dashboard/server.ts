@@ -31,6 +31,10 @@ export interface DashboardOptions {
   windowMs?: number;
 }
 
+export class DashboardListenError extends Error {
+  readonly code = 'MESH_ERR_DASHBOARD_LISTEN';
+}
+
 export interface RunningDashboard {
   readonly port: number;
   readonly url: string;
@@ -157,10 +161,20 @@ export async function startDashboard(o: DashboardOptions): Promise<RunningDashbo
       else res.end();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`the dashboard cannot listen on ${o.host}:${o.port}: ${e.message} — is MESH_DASHBOARD_PORT taken?`, { cause: e })));
-    server.listen(o.port, o.host, resolve);
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => reject(new DashboardListenError(`the dashboard cannot listen on ${o.host}:${o.port}: ${e.message} — is MESH_DASHBOARD_PORT taken (by another controller on this host)? Set another port, or 0 for any`, { cause: e })));
+      server.listen(o.port, o.host, resolve);
+    });
+  } catch (e) {
+    closed = true;
+    clearInterval(push);
+    clearInterval(watchPeers);
+    if (retry) clearTimeout(retry);
+    following?.stop();
+    o.source.close();
+    throw e;
+  }
   const port = (server.address() as { port: number }).port;
   const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host;
   log.info({ port, host: o.host }, 'dashboard listening');
