@@ -4,7 +4,8 @@
 // mesh-system whose service-account token they present). `meshctl dev up` runs it in its daemon;
 // the end-to-end tests and the demo run it the same way. It records where everything listens in
 // <state dir>/mesh.json for meshctl.
-import type { TracingSettings } from '../telemetry/index.ts';
+import { tracingEnv } from '../common/shared-settings.ts';
+import type { TracingSettings } from '../tracing/index.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -45,6 +46,12 @@ export interface LocalMeshOptions {
   mark?: number;
   /** Where the waypoints export spans (the controller's MESH_TRACING_* settings); default: none. */
   tracing?: Partial<TracingSettings>;
+  /**
+   * ztunnels export L4 spans (the chart's tracing.l4) to this OTLP endpoint. Not the waypoints'
+   * in-cluster one: here ztunnel runs in the host's network namespace, which reaches neither the
+   * cluster's Service addresses nor its names — give a host address (loopback).
+   */
+  l4SpansEndpoint?: string;
   onProgress?: (m: string) => void;
 }
 
@@ -219,6 +226,10 @@ export class LocalMesh {
       logLevel: this.opts.logLevel,
       mark: this.opts.mark,
     });
+    const t = this.opts.tracing;
+    if (kind === 'ztunnel' && this.opts.l4SpansEndpoint) {
+      Object.assign(settings, tracingEnv({ tracingEndpoint: this.opts.l4SpansEndpoint, tracingProtocol: t?.tracingProtocol ?? 'http/protobuf', tracingSampling: t?.tracingSampling ?? 1, tracingFlushInterval: t?.tracingFlushInterval ?? 5000 }));
+    }
     const child = spawn(process.execPath, [kind === 'agent' ? AGENT : ZTUNNEL], {
       env: {
         // The caller's own MESH_* variables (meshctl's MESH_DEV_*, a test's) are not the child's,

@@ -3,4 +3,3 @@
 export * from './labels.ts';
 export { formatAddr, type AccessLogEntry } from './access-log-entry.ts';
 export { registerBuildInfo } from './build-info.ts';
-export { createTracer, dropB3, type MeshTracer, propagatingTracer, type RequestTrace, type TracingSettings } from './tracing.ts';

@@ -8,7 +8,7 @@ import type * as http from 'node:http';
 import type { Readable } from 'node:stream';
 import { logger } from '../common/log.ts';
 import { splice } from '../hbone/index.ts';
-import { dropB3, type RequestTrace } from '../telemetry/index.ts';
+import { dropB3, type RequestTrace } from '../tracing/index.ts';
 import type { Backend, HeaderModifier, Route, RouteMatch, RouteRule } from '../xds/routes.ts';
 import type { Balancer } from './balancer.ts';
 import type { RequestBody } from './body.ts';

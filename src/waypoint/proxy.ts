@@ -13,7 +13,7 @@ import type { Route, RouteRule } from '../xds/routes.ts';
 import { Balancer } from './balancer.ts';
 import { REPLAY_LIMIT, RequestBody } from './body.ts';
 import { detect } from './detect.ts';
-import { type MeshTracer, propagatingTracer } from '../telemetry/index.ts';
+import { type MeshTracer, propagatingTracer } from '../tracing/index.ts';
 import { RawResponse, type UpgradeSide } from './upgrade.ts';
 import { Exchange, type Downstream, type Candidate } from './exchange.ts';
 import { type Authorize, NO_RESILIENCE, type ResiliencePort, type TelemetryPort, type WaypointView } from './ports.ts';

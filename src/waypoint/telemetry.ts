@@ -20,7 +20,8 @@
 // series (overflowLabels), counted by mesh_waypoint_metric_series_overflow_total.
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { parseSpiffeId, type SpiffeId } from '../identity/index.ts';
-import { formatAddr, type RequestTrace, overflowLabels, REQUEST_LABEL_NAMES, requestLabels, seriesKey, type DerivedSource, type RequestLabels } from '../telemetry/index.ts';
+import { formatAddr, overflowLabels, REQUEST_LABEL_NAMES, requestLabels, seriesKey, type DerivedSource, type RequestLabels } from '../telemetry/index.ts';
+import type { RequestTrace } from '../tracing/index.ts';
 import type { Service, Workload } from '../xds/index.ts';
 import type { L7ResponseFlag, RequestInfo } from './request.ts';
 

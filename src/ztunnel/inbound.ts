@@ -77,6 +77,7 @@ export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTun
     dst: { ip: t.target.host, port: t.target.port },
     hboneAddr: `${t.target.host}:${t.target.port}`,
     outer: { src: formatAddr(srcIp, t.peerAddress.port), dst: formatAddr(t.target.host, HBONE_PORT) },
+    ...(t.traceparent ? { traceparent: `${t.traceparent.version}-${t.traceparent.traceId}-${t.traceparent.parentId}-${t.traceparent.flags}` } : {}),
   });
   const c: InboundConnection = { srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port };
   const deny = admitInbound(ctx, c);

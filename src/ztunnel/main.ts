@@ -32,6 +32,11 @@ async function main(): Promise<void> {
     },
     policyFromState,
   );
+  if (cfg.tracingEndpoint) {
+    // Loaded only now: a ztunnel without L4 spans never pays for OpenTelemetry.
+    const { createTracer } = await import('../tracing/index.ts');
+    z.telemetry.tracer = await createTracer(cfg, { 'service.name': `ztunnel.${cfg.namespace}`, 'k8s.node.name': cfg.nodeName, 'mesh.reporter': 'ztunnel' });
+  }
   // The process's own health next to Istio's series: resident memory, heap, event-loop lag, GC
   // pauses and CPU (prom-client's default metrics: process_*, nodejs_*).
   const processMetrics = new Registry();
@@ -51,6 +56,7 @@ async function main(): Promise<void> {
     servers
       .close(2000)
       .then(() => z.close())
+      .then(() => z.telemetry.tracer?.shutdown())
       .finally(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));

@@ -78,6 +78,7 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
         authority: { host: orig.address, port: orig.port },
         forwardedFor: { host: pod.addresses[0] ?? plainAddr(conn.localAddress), ...(conn.remotePort ? { port: conn.remotePort } : {}) },
         baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
+        ...(tracked.traceparent ? { traceparent: tracked.traceparent } : {}),
       });
       const done = ctx.connections.track(tracked, conn, stream, info);
       done((await splice(conn, stream)).error);
@@ -90,6 +91,7 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
         authority: { host: dst.ip, port: dst.port },
         forwardedFor: { host: pod.addresses[0] ?? plainAddr(conn.localAddress) },
         baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
+        ...(tracked.traceparent ? { traceparent: tracked.traceparent } : {}),
       });
       const done = ctx.connections.track(tracked, conn, stream, info);
       done((await splice(conn, stream)).error);

@@ -13,7 +13,7 @@ import { CHART, helm, type Manifest, renderChart } from '../helpers/helm.ts';
 import { checkKubernetesTypes } from '../helpers/k8s-types.ts';
 
 // Every value that adds a variable, so that conditional ones are checked too.
-const ALL_ON = { trace: '{xds,enrol}', 'controller.relay.service': 'true', 'controller.workloadCertTtl': '12h', 'controller.maxWorkloadCertTtl': '720h', 'tracing.endpoint': 'http://otel-collector.observability:4318/v1/traces', 'tracing.sampling': '2.5' };
+const ALL_ON = { trace: '{xds,enrol}', 'controller.relay.service': 'true', 'controller.workloadCertTtl': '12h', 'controller.maxWorkloadCertTtl': '720h', 'tracing.endpoint': 'http://otel-collector.observability:4318/v1/traces', 'tracing.sampling': '2.5', 'tracing.l4': 'true' };
 
 const find = (docs: Manifest[], kind: string, name: string): Manifest => {
   const d = docs.find((x) => x.kind === kind && x.metadata.name === name);
@@ -124,6 +124,10 @@ test('every MESH_* variable of each container is a setting its process reads, wi
   const ctl = containerEnv(find(await renderChart(ALL_ON), 'Deployment', 'mesh-controller').spec.template.spec.containers[0]);
   t.like(ctl, { MESH_TRACE: 'xds,enrol', MESH_RELAY_HOST: '0.0.0.0', MESH_WORKLOAD_CERT_TTL: '12h', MESH_TRACING_OTLP_ENDPOINT: 'http://otel-collector.observability:4318/v1/traces', MESH_TRACING_OTLP_PROTOCOL: 'http/protobuf', MESH_TRACING_SAMPLING: '2.5' });
   t.like(CONTROLLER_SETTINGS.read(ctl), { tracingSampling: 2.5 });
+  const zt = containerEnv(find(await renderChart(ALL_ON), 'DaemonSet', 'mesh-node').spec.template.spec.containers.find((c: Manifest) => c.name === 'ztunnel'));
+  t.like(ZTUNNEL_SETTINGS.read(zt), { tracingEndpoint: 'http://otel-collector.observability:4318/v1/traces', tracingSampling: 2.5 });
+  const ztOff = containerEnv(find(await renderChart({}), 'DaemonSet', 'mesh-node').spec.template.spec.containers.find((c: Manifest) => c.name === 'ztunnel'));
+  t.is(ztOff.MESH_TRACING_OTLP_ENDPOINT, undefined);
 });
 
 test('a wrong value fails helm template with the schema message', async (t) => {
