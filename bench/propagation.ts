@@ -98,7 +98,7 @@ async function run(pods: number): Promise<void> {
     console.log(`\n${pods} pods written to the API in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const before = ownMemory();
     const t1 = performance.now();
-    controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0 });
+    controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, dashboardPort: 0 });
     await controller.settle();
     const startMs = performance.now() - t1;
     const alone = ownMemory();

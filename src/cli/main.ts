@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { analyzeCommand } from './commands/analyze.ts';
 import { checkCommand } from './commands/check.ts';
 import { completionCommand } from './commands/completion.ts';
+import { dashboardCommand } from './commands/dashboard.ts';
 import { devCommand } from './commands/dev.ts';
 import { flowsCommand } from './commands/flows.ts';
 import { statusCommand } from './commands/status.ts';
@@ -41,6 +42,7 @@ export function createProgram(): Command {
     .description('Operate Mesh, the sidecarless eBPF service mesh')
     .addCommand(analyzeCommand())
     .addCommand(checkCommand())
+    .addCommand(dashboardCommand())
     .addCommand(devCommand())
     .addCommand(flowsCommand())
     .addCommand(statusCommand())

@@ -163,6 +163,7 @@ export class LocalMesh {
       xdsPort: 0,
       caPort: 0,
       relayPort: 0,
+      dashboardPort: 0,
       waypointTemplate: localWaypointTemplate(this.stateDir, this.opts.logLevel, waypointsFrom),
       ...this.certTtl(),
       ...this.tracing(),
@@ -264,7 +265,7 @@ export class LocalMesh {
       key,
       kind === 'ztunnel'
         ? { admin: this.logField(key, ready, 'admin'), metrics: this.logField(key, ready, 'metrics'), readiness: this.logField(key, ready, 'readiness') }
-        : { observer: this.logField(key, 'flows API listening', 'observer') },
+        : { observer: this.logField(key, 'flows API listening', 'observer'), metrics: this.logField(key, 'metrics listening', 'metrics') },
     );
     this.writeEndpoints();
     return child;
@@ -291,15 +292,17 @@ export class LocalMesh {
   /** What meshctl reads (src/cli/endpoints.ts). */
   writeEndpoints(): void {
     const c = this.controller;
-    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relayPort}`, xds: `127.0.0.1:${c.xdsPort}`, nodes: {} };
+    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relayPort}`, xds: `127.0.0.1:${c.xdsPort}`, ...(c.dashboard ? { dashboard: c.dashboard.url } : {}), nodes: {} };
     for (const node of this.nodes) {
       const admin = this.reported.get(`ztunnel-${node}`)?.admin;
       const metrics = this.reported.get(`ztunnel-${node}`)?.metrics;
       const observer = this.reported.get(`agent-${node}`)?.observer ?? this.logField(`agent-${node}`, 'flows API listening', 'observer');
+      const agentMetrics = this.reported.get(`agent-${node}`)?.metrics;
       e.nodes[node] = {
         ztunnelAdmin: admin ? `127.0.0.1:${String(admin)}` : '',
         ...(metrics ? { ztunnelMetrics: `127.0.0.1:${String(metrics)}` } : {}),
         ...(typeof observer === 'string' ? { observer } : {}),
+        ...(agentMetrics ? { agentMetrics: `127.0.0.1:${String(agentMetrics)}` } : {}),
       };
     }
     writeFileSync(endpointsPath(this.stateDir), `${JSON.stringify(e, null, 2)}\n`);
@@ -309,7 +312,7 @@ export class LocalMesh {
   async restartController(): Promise<void> {
     const old = this.controller;
     await old.stop();
-    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, waypointTemplate: old.config.waypointTemplate, ...this.certTtl(), ...this.tracing() });
+    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, dashboardPort: old.dashboard?.port ?? 0, waypointTemplate: old.config.waypointTemplate, ...this.certTtl(), ...this.tracing() });
     this.writeEndpoints();
   }
 
@@ -371,7 +374,7 @@ export function meshSettingsEnv(
   };
   // Every node's components share this host's network namespace: each picks free ports.
   return kind === 'agent'
-    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
+    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_AGENT_METRICS_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
     : // …and only loopback: in a real pod ztunnel's metrics are on its own netns; here that would be the host's.
       { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1' };
 }

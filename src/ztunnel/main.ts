@@ -9,6 +9,7 @@ import { loadZtunnelSettings } from './config.ts';
 import { decisionFromState } from './policy.ts';
 import { Ztunnel } from './ztunnel.ts';
 import { LogLevels, startZtunnelServers } from '../admin/index.ts';
+import { registerBuildInfo } from '../telemetry/index.ts';
 
 const log = logger('ztunnel');
 
@@ -40,6 +41,7 @@ async function main(): Promise<void> {
   // pauses and CPU (prom-client's default metrics: process_*, nodejs_*).
   const processMetrics = new Registry();
   collectDefaultMetrics({ register: processMetrics });
+  registerBuildInfo(processMetrics, 'ztunnel');
   // /logging reaches the loggers the traffic goes through (hbone, authz, xds, identity, ztunnel,
   // …: one per component in this process) and the access log.
   const logLevels = LogLevels.ofProcess(z.telemetry.accessLog ? { access: z.telemetry.accessLog.logger } : {});
