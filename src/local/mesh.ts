@@ -28,6 +28,8 @@ import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypoin
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
+/** Separates a retired (draining) process's key from its pid: "ztunnel-node1~4242". */
+const RETIRED = '~';
 /** Node tokens (24 h) are rewritten this often, as kubelet refreshes projected tokens at 80 %. */
 const TOKEN_REFRESH_MS = 4 * 3_600_000;
 /** How much of each component's output is kept in memory (the rest is in its log file). */
@@ -276,13 +278,42 @@ export class LocalMesh {
       const admin = this.reported.get(`ztunnel-${node}`)?.admin;
       const metrics = this.reported.get(`ztunnel-${node}`)?.metrics;
       const observer = this.reported.get(`agent-${node}`)?.observer ?? this.logField(`agent-${node}`, 'flows API listening', 'observer');
+      const draining = [...this.processes.entries()]
+        .filter(([k, p]) => k.startsWith(`ztunnel-${node}${RETIRED}`) && p.exitCode === null && p.signalCode === null)
+        .map(([k]) => this.reported.get(k)?.admin)
+        .filter((a) => typeof a === 'number')
+        .map((a) => `127.0.0.1:${String(a)}`);
       e.nodes[node] = {
         ztunnelAdmin: admin ? `127.0.0.1:${String(admin)}` : '',
         ...(metrics ? { ztunnelMetrics: `127.0.0.1:${String(metrics)}` } : {}),
         ...(typeof observer === 'string' ? { observer } : {}),
+        ...(draining.length ? { ztunnelDraining: draining } : {}),
       };
     }
     writeFileSync(endpointsPath(this.stateDir), `${JSON.stringify(e, null, 2)}\n`);
+  }
+
+  /**
+   * Takes a node's agent or ztunnel out of the current slot so that a new one can start beside
+   * it (a rollout): it keeps running under "<kind>-<node>~<pid>" — still stopped with the mesh,
+   * still in mesh.json while it drains — until it exits.
+   */
+  retire(kind: 'agent' | 'ztunnel', node: string): ChildProcess | undefined {
+    const key = `${kind}-${node}`;
+    const old = this.processes.get(key);
+    if (!old || old.exitCode !== null || old.signalCode !== null) return undefined;
+    const retired = `${key}${RETIRED}${old.pid}`;
+    this.processes.delete(key);
+    this.processes.set(retired, old);
+    const rep = this.reported.get(key);
+    if (rep) this.reported.set(retired, rep);
+    old.once('exit', () => {
+      this.processes.delete(retired);
+      this.reported.delete(retired);
+      this.writePids();
+      this.writeEndpoints();
+    });
+    return old;
   }
 
   /** Restarts the controller on the same ports (clients resume from their versions). */

@@ -22,6 +22,8 @@ export class ZdsClient {
   private sock: net.Socket | undefined;
   private lost = 0;
   private closed = false;
+  /** Draining: a newer ztunnel serves the node's pods; this one only reports its flows. */
+  private ignoring = false;
   connected = false;
 
   constructor(path: string, handlers: ZdsHandlers) {
@@ -49,6 +51,12 @@ export class ZdsClient {
     }
     this.flushLost(sock);
     sock.write(`${JSON.stringify({ type: 'flow', record } satisfies ZdsReport)}\n`);
+  }
+
+  /** From now on, snapshots and adds are left to the ztunnel that took over (no ack from here:
+   * the agent counts the new one's). Deletions still reach this one. */
+  ignorePods(): void {
+    this.ignoring = true;
   }
 
   close(): void {
@@ -84,6 +92,7 @@ export class ZdsClient {
       } catch {
         return;
       }
+      if (this.ignoring && msg.type !== 'del') return;
       if (msg.type === 'snapshot') {
         this.handlers.snapshot(msg.pods);
         for (const p of msg.pods) served(p.uid, this.handlers.add(p));
