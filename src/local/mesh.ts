@@ -20,7 +20,7 @@ import { run } from './run.ts';
 import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
 import type { PodNet } from './topology.ts';
 import { controlRequest } from '../agent/control.ts';
-import { hostEnv } from '../common/settings.ts';
+import { formatDuration, hostEnv } from '../common/settings.ts';
 import { cniAddRequest, podInMesh, requireServed } from '../cni/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate, WAYPOINT_IMAGE } from './waypoints.ts';
@@ -194,8 +194,11 @@ export class LocalMesh {
     return tr.status!.token!;
   }
 
-  /** (Re)starts a node's agent or ztunnel, and waits until it is ready. */
-  async startProcess(kind: 'agent' | 'ztunnel', node: string): Promise<ChildProcess> {
+  /**
+   * (Re)starts a node's agent or ztunnel, and waits until it is ready. `drainTimeoutMs` is the
+   * new ztunnel's MESH_DRAIN_TIMEOUT (its own default otherwise).
+   */
+  async startProcess(kind: 'agent' | 'ztunnel', node: string, opts: { drainTimeoutMs?: number } = {}): Promise<ChildProcess> {
     const dir = join(this.stateDir, node);
     mkdirSync(dir, { recursive: true });
     await this.writeToken(node);
@@ -210,6 +213,7 @@ export class LocalMesh {
       caPort: c.ca.port,
       logLevel: this.opts.logLevel,
       mark: this.opts.mark,
+      drainTimeoutMs: opts.drainTimeoutMs,
     });
     const child = spawn(process.execPath, [kind === 'agent' ? AGENT : ZTUNNEL], {
       env: {
@@ -366,7 +370,7 @@ export class LocalMesh {
  */
 export function meshSettingsEnv(
   kind: 'agent' | 'ztunnel',
-  p: { node: string; dir: string; stateDir: string; bpffsDir: string; podCgroup: string; xdsPort: number; caPort: number; logLevel?: string | undefined; mark?: number | undefined },
+  p: { node: string; dir: string; stateDir: string; bpffsDir: string; podCgroup: string; xdsPort: number; caPort: number; logLevel?: string | undefined; mark?: number | undefined; drainTimeoutMs?: number | undefined },
 ): Record<string, string> {
   const shared = {
     MESH_LOG_LEVEL: p.logLevel ?? 'info',
@@ -384,7 +388,7 @@ export function meshSettingsEnv(
   return kind === 'agent'
     ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
     : // …and only loopback: in a real pod ztunnel's metrics are on its own netns; here that would be the host's.
-      { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1' };
+      { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1', ...(p.drainTimeoutMs !== undefined ? { MESH_DRAIN_TIMEOUT: formatDuration(p.drainTimeoutMs) } : {}) };
 }
 
 /**

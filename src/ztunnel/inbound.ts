@@ -6,7 +6,7 @@ import { HBONE_PORT, ZTUNNEL_PORTS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
 import type { HboneTunnel } from '../hbone/index.ts';
 import { formatSpiffeId } from '../identity/index.ts';
-import type { InboundConnection, ProxyContext } from './context.ts';
+import { type InboundConnection, type ProxyContext, SYNC_WAIT_MS } from './context.ts';
 import type { PodProxy } from './pod.ts';
 import { formatAddr, type TrackedConnection } from './telemetry/index.ts';
 
@@ -61,6 +61,8 @@ export async function deliverAdmitted(
 
 /** An HBONE tunnel to this pod: 200 with the delivered socket, or a refusal. */
 export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTunnel) {
+  // Judged with the full config only (policies included): a ztunnel that has just started waits.
+  if (!ctx.configSynced() && !(await ctx.whenSynced(SYNC_WAIT_MS))) return { status: 503 as const, reason: 'the destination ztunnel has not received its config yet' };
   const dst = ctx.state.workloadByPodUid(pod.uid);
   if (!dst || !pod.addresses.includes(t.target.host)) return { status: 400 as const, reason: `${t.target.host} is not an address of this pod` };
   if (ZTUNNEL_PORTS.has(t.target.port)) return { status: 400 as const, reason: `port ${t.target.port} is one of ztunnel's own: not a destination` };

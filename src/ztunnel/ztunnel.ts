@@ -48,6 +48,8 @@ export class Ztunnel {
   /** The pods the agent asked this ztunnel to serve: ready only once each is served. */
   private readonly wanted = new Set<string>();
   private readonly drainer: Drain;
+  private markSynced!: () => void;
+  private readonly synced = new Promise<void>((resolve) => (this.markSynced = resolve));
 
   private constructor(cfg: ZtunnelConfig, policy: InboundPolicy) {
     this.cfg = cfg;
@@ -84,6 +86,14 @@ export class Ztunnel {
       connections: this.connections,
       policy,
       configSynced: () => this.config?.isReady() ?? false,
+      whenSynced: (ms) => {
+        if (this.config?.isReady()) return Promise.resolve(true);
+        let timer: NodeJS.Timeout | undefined;
+        return Promise.race([
+          this.synced.then(() => true),
+          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+        ]).finally(() => clearTimeout(timer));
+      },
       poolOf: (pod) => this.pods.get(pod.uid)?.pool,
       workloadOf: (pod) => this.state.workloadByPodUid(pod.uid) ?? pod.provisional,
       identityOf: (w) => this.identityOf(w),
@@ -148,6 +158,7 @@ export class Ztunnel {
     z.config.start();
     await z.config.ready(30_000);
     for (const t of [WORKLOAD, SERVICE, AUTHORIZATION] as const) z.state.replace(t, [...z.config.entries(t)].map(([k, e]) => [k, e.value] as [string, never]), z.config.isReady(t));
+    z.markSynced();
     log.info({ node: cfg.nodeName }, 'ztunnel ready');
     return z;
   }

@@ -11,11 +11,17 @@ export type { RolloutResult } from './types.ts';
 interface Rollout {
   /** Per node (a DaemonSet's component) or once for the cluster (a Deployment's). */
   perNode: boolean;
-  run(mesh: LocalMesh, node: string | undefined, say: (m: string) => void): Promise<RolloutResult>;
+  run(mesh: LocalMesh, node: string | undefined, say: (m: string) => void, opts: RolloutOptions): Promise<RolloutResult>;
+}
+
+export interface RolloutOptions {
+  node?: string | undefined;
+  /** ztunnel: the new processes' MESH_DRAIN_TIMEOUT (the deadline of their own drain, later). */
+  drainTimeoutMs?: number | undefined;
 }
 
 const ROLLOUTS: Record<string, Rollout> = {
-  ztunnel: { perNode: true, run: (m, node, say) => rolloutZtunnel(m, node!, say) },
+  ztunnel: { perNode: true, run: (m, node, say, o) => rolloutZtunnel(m, node!, say, o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}) },
   agent: { perNode: true, run: (m, node, say) => rolloutAgent(m, node!, say) },
 };
 
@@ -28,15 +34,15 @@ export function rolloutTargets(): string[] {
  * process serving before the next node starts). Resolves once every new process serves; each
  * result's `drained` settles when its old process has exited.
  */
-export async function rollout(mesh: LocalMesh, component: string, opts: { node?: string | undefined }, say: (m: string) => void): Promise<RolloutResult[]> {
+export async function rollout(mesh: LocalMesh, component: string, opts: RolloutOptions, say: (m: string) => void): Promise<RolloutResult[]> {
   const r = ROLLOUTS[component];
   if (!r) throw new Error(`cannot roll out '${component}': choose one of ${rolloutTargets().join(', ')}`);
   if (!r.perNode) {
     if (opts.node) throw new Error(`${component} is not a per-node component: --node does not apply`);
-    return [await r.run(mesh, undefined, say)];
+    return [await r.run(mesh, undefined, say, opts)];
   }
   if (opts.node && !mesh.nodes.includes(opts.node)) throw new Error(`no node '${opts.node}' in the local cluster (nodes: ${mesh.nodes.join(', ')})`);
   const out: RolloutResult[] = [];
-  for (const node of opts.node ? [opts.node] : mesh.nodes) out.push(await r.run(mesh, node, say));
+  for (const node of opts.node ? [opts.node] : mesh.nodes) out.push(await r.run(mesh, node, say, opts));
   return out;
 }

@@ -13,13 +13,13 @@ import type { RolloutResult } from './types.ts';
  * then goes on serving: nothing was taken from it). */
 const READY_TIMEOUT_MS = 60_000;
 
-export async function rolloutZtunnel(mesh: LocalMesh, node: string, say: (m: string) => void): Promise<RolloutResult> {
+export async function rolloutZtunnel(mesh: LocalMesh, node: string, say: (m: string) => void, opts: { drainTimeoutMs?: number } = {}): Promise<RolloutResult> {
   const old = mesh.retire('ztunnel', node);
   say(`${node}: starting a new ztunnel${old ? ` beside pid ${old.pid}` : ''}`);
   const started = Date.now();
   let fresh: ChildProcess;
   try {
-    fresh = await mesh.startProcess('ztunnel', node);
+    fresh = await mesh.startProcess('ztunnel', node, opts);
     const port = mesh.ztunnelPort(node, 'readiness');
     let last = '';
     await waitFor(
