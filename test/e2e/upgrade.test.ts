@@ -214,8 +214,9 @@ test.serial('upgrading node1\'s then node2\'s ztunnel: long-lived connections co
   const from = Date.now();
 
   const results: RolloutResult[] = [];
-  for (const node of ['node1', 'node2']) {
-    const [r] = await rollout(mesh.local, 'ztunnel', { node }, (m) => t.log(m));
+  const rounds = Number(process.env.MESH_TEST_ROLLOUT_ROUNDS ?? 1);
+  for (const node of Array.from({ length: rounds }, () => ['node1', 'node2']).flat()) {
+    const [r] = await rollout(mesh.local, 'ztunnel', { node }, (m) => t.log(`${new Date().toISOString()} ${m}`));
     results.push(r!);
     // Some traffic on the new ztunnel before the next node.
     await new Promise((res) => setTimeout(res, 2000));
@@ -235,7 +236,17 @@ test.serial('upgrading node1\'s then node2\'s ztunnel: long-lived connections co
   const mtls = tally(mesh, 'shop', 'opener', from, to);
   const plain = tally(mesh, 'outside', 'plain', from, to);
   const failures = (ns: string, pod: string) => podLog(mesh, ns, pod).filter((l) => l.split(' ')[1] === 'failed' && Number(l.split(' ')[0]) >= from && Number(l.split(' ')[0]) <= to);
-  for (const f of [...failures('shop', 'opener'), ...failures('outside', 'plain')]) t.log(`failure at ${new Date(Number(f.split(' ')[0])).toISOString()}: ${f}`);
+  for (const f of [...failures('shop', 'opener'), ...failures('outside', 'plain')]) {
+    const at = Number(f.split(' ')[0]);
+    t.log(`failure at ${new Date(at).toISOString()}: ${f}`);
+    for (const node of ['node1', 'node2']) {
+      const near = readFileSync(`${mesh.stateDir}/logs/mesh/ztunnel-${node}.log`, 'utf8').split('\n').filter((l) => {
+        const m = /"time":"([^"]+)"/.exec(l);
+        return m && Math.abs(Date.parse(m[1]!) - at) < 300 && !l.includes('"access"');
+      });
+      for (const l of near.slice(0, 20)) t.log(`  ${node}: ${l.slice(0, 300)}`);
+    }
+  }
   t.log(`new connections during the upgrades (${((to - from) / 1000).toFixed(1)} s): mesh ${mtls.ok} ok / ${mtls.failed} failed, plaintext ${plain.ok} ok / ${plain.failed} failed`);
   t.true(mtls.ok > 1000, `the mesh client kept connecting (${mtls.ok})`);
   t.is(mtls.failed, 0, `mesh connections failed: ${mtls.codes.slice(0, 20).join(',')}`);
