@@ -7,8 +7,10 @@
 // and tshark on the fabric never sees a mesh client's plaintext. Then: the old processes exit
 // when their last connection ends; one with a short drain deadline resets what is left and logs
 // how many; a ztunnel killed hard serves new connections again, and how soon is reported.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { rollout, type RolloutResult } from '../../src/local/rollout/index.ts';
@@ -16,6 +18,8 @@ import { type Mesh, startMesh, waitFor } from '../helpers/mesh.ts';
 import { requireRoot } from '../helpers/topology.ts';
 
 const NODE = process.execPath;
+const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
+const run = promisify(execFile);
 const BULK_BYTES = Number(process.env.MESH_TEST_BULK_BYTES ?? 2 ** 31);
 /** The bulk sender's pace: the transfer must outlast both upgrades (≈ 35 s for 2 GiB). */
 const BULK_RATE = Number(process.env.MESH_TEST_BULK_RATE ?? 64 << 20);
@@ -218,6 +222,13 @@ test.serial('upgrading node1\'s then node2\'s ztunnel: long-lived connections co
   for (const node of Array.from({ length: rounds }, () => ['node1', 'node2']).flat()) {
     const [r] = await rollout(mesh.local, 'ztunnel', { node }, (m) => t.log(`${new Date().toISOString()} ${m}`));
     results.push(r!);
+    if (results.length === 1) {
+      // The old ztunnel still carries the bulk transfer and the idle connection: `meshctl status`
+      // shows it draining.
+      const st = await run(MESHCTL, ['status', '--state-dir', mesh.stateDir], { timeout: 30_000 }).catch((e: { stdout: string }) => e);
+      t.log(`meshctl status:\n${st.stdout}`);
+      t.regex(st.stdout, /node1: ztunnel draining \(\d+ connections?, (60|59) min left\)/);
+    }
     // Some traffic on the new ztunnel before the next node.
     await new Promise((res) => setTimeout(res, 2000));
   }
