@@ -34,7 +34,7 @@ export const ZTUNNEL_SETTINGS = defineSettings(
       default: ADMIN_DEFAULTS.metricsPort,
       why: "Istio's merged-metrics port, which existing scrape configs and dashboards use",
     }),
-    readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): config synced, agent connected', {
+    readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): config synced, agent connected, every enrolled pod served; not ready while draining', {
       default: ADMIN_DEFAULTS.readinessPort,
       why: "Istio's readiness port, as the chart's probe names it",
     }),
