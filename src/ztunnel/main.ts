@@ -13,6 +13,8 @@ import { LogLevels, startZtunnelServers } from '../admin/index.ts';
 const log = logger('ztunnel');
 
 async function main(): Promise<void> {
+  // How long Node took to load our modules: most of a restart's time to serve (see ARCHITECTURE.md).
+  log.info({ uptimeMs: Math.round(process.uptime() * 1000) }, 'modules loaded');
   const cfg = loadZtunnelSettings();
   const z = await Ztunnel.start(
     {

@@ -190,6 +190,10 @@ test.before(async (t) => {
   });
   serverIp = server.status!.podIP!;
   await waitFor('server served', () => ((mesh.logs.get('ztunnel-node1') ?? '').includes('"pod":"shop/server"') ? true : undefined));
+  // New connections throughout every test: 100/s from a mesh pod, 20/s from outside the mesh.
+  await mk('shop', 'opener', 'node2', [NODE, '-e', OPENER, serverIp, '100', stopFile(), MARKER]);
+  await mk('outside', 'plain', 'node2', [NODE, '-e', OPENER, serverIp, '20', stopFile(), 'plaintext-by-design']);
+  await waitFor('new connections to succeed', () => (tally(mesh, 'shop', 'opener').ok >= 50 ? true : undefined), 30_000);
   capFile = `${mesh.stateDir}/upgrade.pcap`;
   // Headers and the start of each segment (snaplen 256): enough to find a marker that begins a
   // payload, without writing 2 GiB to disk.
@@ -209,8 +213,6 @@ test.serial('upgrading node1\'s then node2\'s ztunnel: long-lived connections co
   const mk = (ns: string, name: string, node: string, command: string[]) =>
     mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name }, spec: { nodeName: node, containers: [{ name: 'main', image: 'unused', command }] } } as k8s.V1Pod });
   const trigger = `${mesh.stateDir}/idle-talk`;
-  await mk('shop', 'opener', 'node2', [NODE, '-e', OPENER, serverIp, '100', stopFile(), MARKER]);
-  await mk('outside', 'plain', 'node2', [NODE, '-e', OPENER, serverIp, '20', stopFile(), 'plaintext-by-design']);
   await mk('shop', 'idle', 'node2', [NODE, '-e', IDLE, serverIp, trigger]);
   await mk('shop', 'bulk', 'node2', [NODE, '-e', BULK, serverIp, String(BULK_BYTES)]);
   await waitFor('the bulk transfer and the idle connection to start', () => (lineOf(mesh, 'shop', 'bulk', /bulk progress [1-9]/) && lineOf(mesh, 'shop', 'idle', /idle hello echoed/) ? true : undefined), 30_000);
@@ -319,6 +321,11 @@ test.serial('ztunnel killed hard: its connections are gone, new ones are served 
     return l ? Number(l.split(' ')[0]) : undefined;
   }, 30_000);
   t.log(`replacement ztunnel started → first new connection served: ${back - startedAt} ms`);
+  // Where the time went, from the new process's log.
+  const fresh = mesh.processes.get('ztunnel-node2')!;
+  for (const l of ztunnelLog(mesh, 'node2', fresh.pid!)) {
+    if (typeof l.msg === 'string' && /modules loaded|serving pod|config stream connected|ztunnel ready|listening/.test(l.msg)) t.log(`  +${Date.parse(String(l.time)) - startedAt} ms ${l.msg}${l.uptimeMs ? ` (uptime ${String(l.uptimeMs)} ms)` : ''}`);
+  }
   writeFileSync(stopFile(), '');
   await new Promise((r) => setTimeout(r, 3000));
   tshark!.kill('SIGTERM');
