@@ -278,6 +278,28 @@ test.serial('upgrading node1\'s then node2\'s ztunnel: long-lived connections co
   }
 });
 
+test.serial('rolling out both agents touches no traffic: an open connection carries on, new ones never fail', async (t) => {
+  if (!mesh) return t.fail('no mesh (see the before hook)');
+  const trigger = `${mesh.stateDir}/idle3-talk`;
+  await mesh.core.createNamespacedPod({ namespace: 'shop', body: { metadata: { name: 'idle3' }, spec: { nodeName: 'node2', containers: [{ name: 'main', image: 'unused', command: [NODE, '-e', IDLE, serverIp, trigger] }] } } as k8s.V1Pod });
+  await waitFor('the connection to be open', () => lineOf(mesh, 'shop', 'idle3', /idle hello echoed/), 30_000);
+  const from = Date.now();
+  const results = await rollout(mesh.local, 'agent', {}, (m) => t.log(m));
+  t.is(results.length, 2);
+  await new Promise((r) => setTimeout(r, 2000));
+  writeFileSync(trigger, '');
+  const done = await waitFor('the connection to talk', () => lineOf(mesh, 'shop', 'idle3', /idle (done|closed|error)/), 30_000);
+  t.regex(done, /idle done exact/, 'the connection opened before the rollout completed byte-exact');
+  await new Promise((r) => setTimeout(r, 1500));
+  const to = Date.now();
+  const mtls = tally(mesh, 'shop', 'opener', from, to);
+  const plain = tally(mesh, 'outside', 'plain', from, to);
+  t.log(`new connections during the agent rollout (${((to - from) / 1000).toFixed(1)} s): mesh ${mtls.ok} ok / ${mtls.failed} failed, plaintext ${plain.ok} ok / ${plain.failed} failed`);
+  t.true(mtls.ok > 100);
+  t.is(mtls.failed, 0, `mesh connections failed: ${mtls.codes.slice(0, 20).join(',')}`);
+  t.is(plain.failed, 0, `plaintext connections failed: ${plain.codes.slice(0, 20).join(',')}`);
+});
+
 test.serial('a short drain deadline resets what is left and logs how many', async (t) => {
   if (!mesh) return t.fail('no mesh (see the before hook)');
   // node1's ztunnel with a 3 s deadline, then a connection that stays open, then its successor.
