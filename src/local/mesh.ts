@@ -349,10 +349,12 @@ export class LocalMesh {
   async stop(): Promise<void> {
     clearInterval(this.tokenTimer);
     for (const k of this.cluster.kubelets) k.sandboxHook = undefined;
-    const live = [...this.processes.values()].filter((p) => p.exitCode === null && p.signalCode === null);
-    for (const p of live) p.kill('SIGTERM');
-    await Promise.all(live.map((p) => Promise.race([once(p, 'exit'), new Promise((r) => setTimeout(r, 5000))])));
-    for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    const live = [...this.processes.entries()].filter(([, p]) => p.exitCode === null && p.signalCode === null);
+    // ztunnel takes SIGTERM as a handover and drains (up to MESH_DRAIN_TIMEOUT); the mesh going
+    // away has no successor to hand over to, so it is stopped at once (SIGINT).
+    for (const [key, p] of live) p.kill(key.startsWith('ztunnel-') ? 'SIGINT' : 'SIGTERM');
+    await Promise.all(live.map(([, p]) => Promise.race([once(p, 'exit'), new Promise((r) => setTimeout(r, 5000))])));
+    for (const [, p] of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await this.controller?.stop();
     await this.closeSockets?.();
     if (this.bpffsMounted) {
