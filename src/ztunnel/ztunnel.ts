@@ -267,11 +267,6 @@ export class Ztunnel {
     return { ready: true };
   }
 
-  /** Where the drain is, for admin and metrics. */
-  drainStatus() {
-    return this.drainer.status();
-  }
-
   /**
    * Handover: a newer ztunnel has taken this node's pods over (SIGTERM, as a DaemonSet rollout or
    * `meshctl dev rollout ztunnel` sends it once the new one is ready). Stops accepting in every
