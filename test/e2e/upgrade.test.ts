@@ -214,8 +214,10 @@ test.serial('upgrading node1\'s then node2\'s ztunnel: long-lived connections co
     mesh.core.createNamespacedPod({ namespace: ns, body: { metadata: { name }, spec: { nodeName: node, containers: [{ name: 'main', image: 'unused', command }] } } as k8s.V1Pod });
   const trigger = `${mesh.stateDir}/idle-talk`;
   await mk('shop', 'idle', 'node2', [NODE, '-e', IDLE, serverIp, trigger]);
+  // The same from outside the mesh: a plaintext connection through node1's inbound listener.
+  await mk('outside', 'idle', 'node2', [NODE, '-e', IDLE.replace(MARKER, 'plaintext-by-design'), serverIp, trigger]);
   await mk('shop', 'bulk', 'node2', [NODE, '-e', BULK, serverIp, String(BULK_BYTES)]);
-  await waitFor('the bulk transfer and the idle connection to start', () => (lineOf(mesh, 'shop', 'bulk', /bulk progress [1-9]/) && lineOf(mesh, 'shop', 'idle', /idle hello echoed/) ? true : undefined), 30_000);
+  await waitFor('the bulk transfer and the idle connections to start', () => (lineOf(mesh, 'shop', 'bulk', /bulk progress [1-9]/) && lineOf(mesh, 'shop', 'idle', /idle hello echoed/) && lineOf(mesh, 'outside', 'idle', /idle hello echoed/) ? true : undefined), 30_000);
   await waitFor('new connections to succeed', () => (tally(mesh, 'shop', 'opener').ok >= 50 ? true : undefined), 30_000);
   const from = Date.now();
 
@@ -242,6 +244,8 @@ test.serial('upgrading node1\'s then node2\'s ztunnel: long-lived connections co
   writeFileSync(trigger, '');
   const idleDone = await waitFor('the idle connection to talk', () => lineOf(mesh, 'shop', 'idle', /idle (done|closed|error)/), 60_000);
   t.regex(idleDone, /idle done exact/, `idle connection: ${podLog(mesh, 'shop', 'idle').join(' | ')}`);
+  const plainDone = await waitFor('the idle plaintext connection to talk', () => lineOf(mesh, 'outside', 'idle', /idle (done|closed|error)/), 60_000);
+  t.regex(plainDone, /idle done exact/, `idle plaintext connection: ${podLog(mesh, 'outside', 'idle').join(' | ')}`);
 
   // The openers ran throughout; their last tallies are in within a second.
   await new Promise((res) => setTimeout(res, 1500));
