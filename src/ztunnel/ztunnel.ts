@@ -174,6 +174,7 @@ export class Ztunnel {
       existing.proxy.transparent = (p.transparent ?? false) && this.maps.canDeliverFromClient;
       return;
     }
+    if (!p.netnsPath) throw new Error(`the agent has not located pod ${p.uid}'s network namespace yet; it sends the pod again once it has`);
     if (existing) await this.removePod(p.uid);
     // The workload may reach us over the config stream a moment after the agent enrolled it; a
     // pod enrolled at sandbox creation comes with who it is, and is served at once.
