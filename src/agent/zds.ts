@@ -66,7 +66,11 @@ export class ZdsServer {
       const pods = enrolment.list().map((p) => toZds(p, enrolment.netnsPathOf(p.uid) ?? ''));
       c.write(`${JSON.stringify({ type: 'snapshot', pods } satisfies ZdsMessage)}\n`);
       log.info({ pods: pods.length }, 'ztunnel connected');
-      createInterface({ input: c }).on('line', (line) => {
+      // readline re-emits the socket's errors; 'error' below handles them (an unheard one would
+      // crash the agent when a ztunnel dies mid-write).
+      const lines = createInterface({ input: c });
+      lines.on('error', () => {});
+      lines.on('line', (line) => {
         let m: ZdsReport;
         try {
           m = JSON.parse(line) as ZdsReport;

@@ -37,6 +37,7 @@ export async function serveControl(stateDir: string, mesh: LocalMesh): Promise<n
       if (!c.destroyed) c.write(`${JSON.stringify(r)}\n`);
     };
     const rl = createInterface({ input: c });
+    rl.on('error', () => {}); // the socket's own, re-emitted: c's listener above has them
     rl.once('line', (line) => {
       rl.close();
       void handle(line, mesh, send).finally(() => c.end());

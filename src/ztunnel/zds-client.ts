@@ -85,7 +85,12 @@ export class ZdsClient {
     });
     const ack = (uid: string, error?: string) => sock.write(`${JSON.stringify({ type: 'ack', uid, ok: !error, ...(error ? { error } : {}) } satisfies ZdsAck)}\n`);
     const served = (uid: string, p: Promise<void>) => void p.then(() => ack(uid), (e: Error) => ack(uid, e.message));
-    createInterface({ input: sock }).on('line', (line) => {
+    // readline re-emits its input's errors: without a listener, a refused connect (the agent
+    // restarting: its socket is gone for a moment) would crash ztunnel. The socket's own
+    // 'close' schedules the reconnect.
+    const lines = createInterface({ input: sock });
+    lines.on('error', () => {});
+    lines.on('line', (line) => {
       let msg: ZdsMessage;
       try {
         msg = JSON.parse(line) as ZdsMessage;

@@ -294,6 +294,15 @@ test.serial('rolling out both agents touches no traffic: an open connection carr
   writeFileSync(trigger, '');
   const done = await waitFor('the connection to talk', () => lineOf(mesh, 'shop', 'idle3', /idle (done|closed|error)/), 30_000);
   t.regex(done, /idle done exact/, 'the connection opened before the rollout completed byte-exact');
+  if (!/idle done exact/.test(done)) {
+    for (const key of ['agent-node1', 'agent-node2', 'ztunnel-node1', 'ztunnel-node2']) {
+      const lines = readFileSync(`${mesh.stateDir}/logs/mesh/${key}.log`, 'utf8').split('\n').filter((l) => {
+        const m = /"time":"([^"]+)"/.exec(l);
+        return m && Date.parse(m[1]!) >= from - 500 && !l.includes('"access"') && !l.includes('fdatasync');
+      });
+      t.log(`${key}:\n${lines.slice(0, 40).map((l) => l.slice(0, 400)).join('\n')}`);
+    }
+  }
   await new Promise((r) => setTimeout(r, 1500));
   const to = Date.now();
   const mtls = tally(mesh, 'shop', 'opener', from, to);
@@ -337,9 +346,11 @@ test.serial('a short drain deadline resets what is left and logs how many', asyn
 test.serial('ztunnel killed hard: its connections are gone, new ones are served again soon after the replacement starts, never in plaintext', async (t) => {
   if (!mesh) return t.fail('no mesh (see the before hook)');
   const z = mesh.processes.get('ztunnel-node2')!;
+  t.true(z.exitCode === null && z.signalCode === null, 'node2\'s ztunnel is running before the kill');
   const killedAt = Date.now();
+  const exited = new Promise((r) => z.once('exit', r));
   z.kill('SIGKILL');
-  await new Promise((r) => z.once('exit', r));
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
   await new Promise((r) => setTimeout(r, 2500));
   // Each tally covers the second before it: from 1.1 s after the kill on, only attempts made
   // with no ztunnel on node2.
