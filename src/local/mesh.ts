@@ -56,6 +56,9 @@ export class LocalMesh {
   controller!: Controller;
   root = '';
   readonly processes = new Map<string, ChildProcess>();
+  /** When each component's current process was spawned (ms since epoch): crash recovery is
+   * measured from there. */
+  readonly spawnedAt = new Map<string, number>();
   /** Recent output of each component ("agent-node1", "ztunnel-node2"); also in logs/mesh/. */
   readonly logs = new Map<string, string>();
   /** What each component reported at start (ztunnel: its ports; agent: its flows API address),
@@ -228,6 +231,7 @@ export class LocalMesh {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const key = `${kind}-${node}`;
+    this.spawnedAt.set(key, Date.now());
     const file = join(this.stateDir, 'logs', 'mesh', `${key}.log`);
     // Written behind the event loop's back: this process also serves the API and the controller.
     const sink = createWriteStream(file, { flags: 'a' });
