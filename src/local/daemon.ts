@@ -6,6 +6,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
 import { type DaemonStatus, pidPath, statusPath } from './daemon-state.ts';
+import { serveControl } from './daemon-control.ts';
 import { LocalMesh } from './mesh.ts';
 import { LocalCluster } from './runtime/cluster.ts';
 
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
   write();
   let cluster: LocalCluster | undefined;
   let mesh: LocalMesh | undefined;
+  let control: import('node:net').Server | undefined;
   let stopping = false;
   const stop = async (why: string) => {
     if (stopping) return;
@@ -41,6 +43,7 @@ async function main(): Promise<void> {
     status.message = why;
     write();
     try {
+      control?.close();
       await mesh?.stop();
       await cluster?.stop();
       status.phase = 'stopped';
@@ -69,6 +72,8 @@ async function main(): Promise<void> {
       const tracing = values['tracing-endpoint'] ? { tracingEndpoint: values['tracing-endpoint'], tracingSampling: Number(values['tracing-sampling'] ?? 1) } : undefined;
       mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress, ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}), ...(tracing ? { tracing } : {}) });
       status.mesh = true;
+      // `meshctl dev rollout` talks to the mesh through it.
+      control = await serveControl(stateDir, mesh);
     }
   } catch (e) {
     status.phase = 'failed';

@@ -2,6 +2,7 @@
 // namespaces on this host — for trying the mesh where no Kubernetes can run.
 import { spawn } from 'node:child_process';
 import { devImageCommand } from './dev-image.ts';
+import { devRolloutCommand } from './dev-rollout.ts';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -276,5 +277,6 @@ Examples:
     .addHelpText('after', '\nExamples:\n  meshctl dev logs web-5f6c9-abcde -n shop\n  meshctl dev logs web-5f6c9-abcde -n shop -c app -f\n')
     .action(logs);
   dev.addCommand(devImageCommand());
+  dev.addCommand(devRolloutCommand());
   return dev;
 }
