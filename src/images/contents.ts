@@ -34,7 +34,7 @@ export function sharedLibraries(binaries: string[]): string[] {
   return [...paths].sort();
 }
 
-// `import … from "x"`, `export … from "x"`, `import "x"`, `import("x")` (single-quoted in our code); not `import type`/`export type`
+// `import … from 'x'`, `export … from 'x'`, `import 'x'`, `import('x')`; not `import type`/`export type`
 // (erased when Node strips types, so they load nothing). Also files a module reads rather than
 // imports: `require.resolve('pkg/file')` (a package's file served as is, e.g. the dashboard's
 // graph library) and `new URL('./dir/', import.meta.url)` (a directory of assets beside the module,
@@ -44,7 +44,12 @@ const IMPORT = /(?:^|[;\s])(import|export)\s+(type\s+)?(?:[^;'"]*?\sfrom\s+)?'([
 /** The specifiers a TypeScript module loads at run time (relative and bare, not `node:`). */
 export function runtimeImports(source: string): string[] {
   const out: string[] = [];
-  for (const m of source.matchAll(IMPORT)) {
+  // Comment lines load nothing, and they quote examples ("require.resolve('pkg/file')").
+  const code = source
+    .split('\n')
+    .filter((l) => !/^\s*(\/\/|\/\*|\*)/.test(l))
+    .join('\n');
+  for (const m of code.matchAll(IMPORT)) {
     if (m[2]) continue; // import type / export type
     const spec = m[3] ?? m[4] ?? m[5] ?? m[6];
     if (spec && !spec.startsWith('node:')) out.push(spec);

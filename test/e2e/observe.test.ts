@@ -43,11 +43,11 @@ interface Result {
 
 let clients = 0;
 /** Runs HTTP_REQUESTS in a new pod and returns its RESULT line. */
-async function requests(ns: string, spec: { url: string; n: number; method?: string }, opts: { node?: string; labels?: Record<string, string> } = {}): Promise<Result & { pod: string }> {
+async function requests(ns: string, spec: { url: string; n: number; method?: string }, opts: { node?: string; labels?: Record<string, string>; delayMs?: number } = {}): Promise<Result & { pod: string }> {
   const name = `client-${++clients}`;
   await mesh.core.createNamespacedPod({
     namespace: ns,
-    body: { metadata: { name, labels: { app: 'client', ...opts.labels } }, spec: { nodeName: opts.node ?? 'node2', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', HTTP_REQUESTS, JSON.stringify(spec)] }] } } as k8s.V1Pod,
+    body: { metadata: { name, labels: { app: 'client', ...opts.labels } }, spec: { nodeName: opts.node ?? 'node2', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', opts.delayMs ? `setTimeout(() => {${HTTP_REQUESTS}}, ${opts.delayMs});` : HTTP_REQUESTS, JSON.stringify(spec)] }] } } as k8s.V1Pod,
   });
   const log = `${mesh.stateDir}/logs/${ns}_${name}_main.log`;
   const line = await waitFor(`${ns}/${name} to finish`, () => {
@@ -170,8 +170,11 @@ test.serial('refused: a connection to a Service with no healthy endpoint is a DR
 
 test.serial('not-captured: bystanders\' flows say why the mesh did not capture them; STRICT refuses them; --not --namespace leaves a namespace out', async (t) => {
   if (!mesh) return t.fail('no mesh');
-  const outside = await requests('legacy', { url: `http://${dbIp}:8080/`, n: 1 });
-  const optedOut = await requests('store', { url: `http://${dbIp}:8080/`, n: 1 }, { labels: { 'mesh.io/dataplane-mode': 'none' } });
+  // The agent names a flow's pods from the config stream: a pod's very first connection can come
+  // before its Workload reaches the node (a loaded CI host took longer than the pod's start), and
+  // would be a flow without the pod. Here the bystanders wait a moment before they call.
+  const outside = await requests('legacy', { url: `http://${dbIp}:8080/`, n: 1 }, { delayMs: 3000 });
+  const optedOut = await requests('store', { url: `http://${dbIp}:8080/`, n: 1 }, { labels: { 'mesh.io/dataplane-mode': 'none' }, delayMs: 3000 });
   const observed = await waitFor('the bystanders\' kernel flows', async () => {
     const f = (await flows('--type', 'trace-sock', '--to-pod', 'store/db')).filter((x) => x.source.podName === outside.pod || x.source.podName === optedOut.pod);
     return f.length >= 2 ? f : undefined;

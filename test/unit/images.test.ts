@@ -15,7 +15,7 @@ test('ldd output gives the libraries and the loader, not the vDSO; a missing lib
   t.throws(() => parseLdd('\tlibmnl.so.0 => not found', 'mesh_native.node'), { message: /mesh_native\.node links a library that is not installed: libmnl\.so\.0/ });
 });
 
-test('runtime imports: values, re-exports, side effects, dynamic imports and entry URLs; type-only imports and node: builtins load nothing', (t) => {
+test('runtime imports: values, re-exports, side effects, dynamic imports and entry URLs; type-only imports, comments and node: builtins load nothing', (t) => {
   const src = [
     "import { readFileSync } from 'node:fs';",
     "import type { Foo } from './types.ts';",
@@ -26,6 +26,9 @@ test('runtime imports: values, re-exports, side effects, dynamic imports and ent
     "import 'reflect-metadata';",
     "const k = await import('@kubernetes/client-node');",
     "const MAIN = new URL('../waypoint/main.ts', import.meta.url);",
+    "// a comment quoting an example loads nothing: import x from 'example';",
+    "/* nor does require.resolve('pkg/file') in a block comment",
+    " * or export * from 'elsewhere' */",
   ].join('\n');
   t.deepEqual(runtimeImports(src), ['@grpc/grpc-js', 'pino', './index.ts', 'reflect-metadata', '@kubernetes/client-node', '../waypoint/main.ts']);
   t.is(packageName('@grpc/grpc-js/build/src/x.js'), '@grpc/grpc-js');
