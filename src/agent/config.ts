@@ -33,6 +33,9 @@ export interface AgentConfig {
   readonly observerAdvertise?: string;
   /** The node's IP, advertised for the flows API when it listens on a wildcard address. */
   readonly nodeIp: string;
+  /** The node DaemonSet's name (in the pod's namespace): on SIGTERM, the datapath is removed when
+   * it is gone (uninstall, src/agent/uninstall.ts); unset, it always stays. */
+  readonly nodeDaemonSet?: string;
   /** Set when the agent follows the controller (else it is driven by its control socket only). */
   readonly mesh?: {
     readonly nodeName: string;
@@ -87,6 +90,10 @@ export const AGENT_SETTINGS = defineSettings(
       shown: '`MESH_OBSERVER_ADDRESS`, a wildcard host as `MESH_NODE_IP`',
     }),
     nodeIp: N.nodeIp,
+    nodeDaemonSet: str('MESH_NODE_DAEMONSET', "the node DaemonSet's name, in `MESH_POD_NAMESPACE`: on SIGTERM the agent asks the API server (its pod's service-account token) whether it is gone or being deleted — an uninstall, which unenrols every pod and removes the pinned datapath; otherwise (a restart, an upgrade) the datapath stays for the next agent", {
+      optional: true,
+      shown: 'unset: the datapath always stays (the chart sets `mesh-node`)',
+    }),
     nodeName: N.nodeName,
     xdsAddress: N.xdsAddress,
     caAddress: N.caAddress,
@@ -115,6 +122,7 @@ export function loadAgentConfig(env: Env = process.env): AgentConfig {
     observerAddress: s.observerAddress,
     ...(s.observerAdvertise ? { observerAdvertise: s.observerAdvertise } : {}),
     nodeIp: s.nodeIp,
+    ...(s.nodeDaemonSet ? { nodeDaemonSet: s.nodeDaemonSet } : {}),
     // Without a node name the agent does not follow the controller: its control socket drives it.
     ...(s.nodeName
       ? {

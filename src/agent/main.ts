@@ -11,6 +11,8 @@ import { localObserver } from '../flows/local.ts';
 import { L7FlowServer } from '../flows/l7.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
+import { Datapath } from '../datapath/index.ts';
+import { shutdownKind } from './uninstall.ts';
 
 const log = logger('agent');
 
@@ -65,18 +67,31 @@ async function main(): Promise<void> {
     agent.resolver = (ip) => s.resolve(ip);
   }
   log.info({ socket: cfg.controlSocket }, 'agent ready');
-  const stop = (signal: string) => {
-    log.info({ signal }, 'stopping; capture stays in place for the next agent');
+  const stop = async (signal: string) => {
+    // An uninstall (src/agent/uninstall.ts) takes the datapath out; anything else leaves it in
+    // place for the next agent.
+    const kind = cfg.nodeDaemonSet
+      ? await shutdownKind(cfg.mesh?.namespace ?? 'mesh-system', cfg.nodeDaemonSet)
+      : { uninstall: false, why: 'MESH_NODE_DAEMONSET is not set' };
+    await sync?.close();
+    if (kind.uninstall) {
+      const n = agent.unenrolAll();
+      // ztunnel hears the deletes over ZDS before the socket closes.
+      await new Promise((r) => setTimeout(r, 200));
+      log.info({ signal, why: kind.why, unenrolled: n, bpffsDir: cfg.bpffsDir }, 'uninstalling: pods unenrolled, removing the datapath');
+    } else {
+      log.info({ signal, why: kind.why }, 'stopping; capture stays in place for the next agent');
+    }
     server.close();
     zds.close();
     void l7.close();
     void observer?.close();
-    void sync?.close();
     agent.stop();
+    if (kind.uninstall) Datapath.uninstall(cfg.bpffsDir);
     process.exit(0);
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
 }
 
 main().catch((e: Error & { code?: string }) => {

@@ -1,0 +1,87 @@
+// In-cluster access to the local API server, as pods on a real cluster have it: the `kubernetes`
+// Service in default (ClusterIP 10.96.0.1:443, made by the API server) has one endpoint, the
+// "control-plane" node's address on port 6443, where a listener opened inside that node's netns
+// relays each connection to the API server on the host's loopback. Pods reach it through the
+// ClusterIP (the node's service DNAT, proxy.ts), so client-node's loadFromCluster() and kubectl in
+// a pod work unchanged; TLS is end to end (the serving certificate names the ClusterIP, pki.ts).
+// Nothing listens in the host's own network namespace beyond what the API server already does.
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import * as k8s from '@kubernetes/client-node';
+import { socketInNetns } from '../../datapath/index.ts';
+import { logger } from '../../common/log.ts';
+import type { NodeNet } from '../topology.ts';
+
+const log = logger('api-service');
+
+/** kube-apiserver's secure port, which the `kubernetes` Service targets. */
+export const API_SERVICE_TARGET_PORT = 6443;
+const SLICE = 'kubernetes';
+
+/** What the kubelet gives every container so that in-cluster clients find the API server. */
+export interface ApiServiceEnv {
+  KUBERNETES_SERVICE_HOST: string;
+  KUBERNETES_SERVICE_PORT: string;
+  KUBERNETES_SERVICE_PORT_HTTPS: string;
+  KUBERNETES_PORT: string;
+}
+
+export class ApiServiceRelay {
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(server: Server) {
+    this.server = server;
+  }
+
+  /**
+   * Opens the relay in `node`'s netns and points the `kubernetes` Service's endpoints at it.
+   * Returns the relay and the environment the kubelet gives containers.
+   */
+  static async start(kc: k8s.KubeConfig, node: NodeNet, apiPort: number): Promise<{ relay: ApiServiceRelay; env: ApiServiceEnv }> {
+    const fd = socketInNetns(node.netnsPath, { host: node.ip4, port: API_SERVICE_TARGET_PORT, listen: true });
+    const relay = new ApiServiceRelay(
+      createServer((client) => {
+        const upstream = createConnection({ host: '127.0.0.1', port: apiPort });
+        for (const s of [client, upstream]) {
+          relay.sockets.add(s);
+          s.once('close', () => relay.sockets.delete(s));
+          s.on('error', () => {
+            client.destroy();
+            upstream.destroy();
+          });
+        }
+        client.pipe(upstream).pipe(client);
+      }),
+    );
+    await new Promise<void>((resolve, reject) => {
+      relay.server.once('error', reject);
+      relay.server.listen({ fd }, () => resolve());
+    });
+    try {
+      const core = kc.makeApiClient(k8s.CoreV1Api);
+      const svc = await core.readNamespacedService({ namespace: 'default', name: 'kubernetes' });
+      const discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
+      const body: k8s.V1EndpointSlice = {
+        metadata: { name: SLICE, labels: { 'kubernetes.io/service-name': 'kubernetes', 'endpointslice.kubernetes.io/managed-by': 'mesh-local-cluster' } },
+        addressType: 'IPv4',
+        endpoints: [{ addresses: [node.ip4], conditions: { ready: true }, nodeName: node.name }],
+        ports: [{ name: 'https', port: API_SERVICE_TARGET_PORT, protocol: 'TCP' }],
+      };
+      await discovery.deleteNamespacedEndpointSlice({ namespace: 'default', name: SLICE }).catch(() => undefined);
+      await discovery.createNamespacedEndpointSlice({ namespace: 'default', body });
+      const host = svc.spec!.clusterIP!;
+      const port = String(svc.spec!.ports!.find((p) => p.name === 'https')?.port ?? 443);
+      log.info({ service: `${host}:${port}`, endpoint: `${node.ip4}:${API_SERVICE_TARGET_PORT}` }, 'the API server is reachable from pods');
+      return { relay, env: { KUBERNETES_SERVICE_HOST: host, KUBERNETES_SERVICE_PORT: port, KUBERNETES_SERVICE_PORT_HTTPS: port, KUBERNETES_PORT: `tcp://${host}:${port}` } };
+    } catch (e) {
+      await relay.stop();
+      throw e;
+    }
+  }
+
+  async stop(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+}
