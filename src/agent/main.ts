@@ -67,7 +67,11 @@ async function main(): Promise<void> {
     agent.resolver = (ip) => s.resolve(ip);
   }
   log.info({ socket: cfg.controlSocket }, 'agent ready');
+  let stopping = false;
   const stop = async (signal: string) => {
+    // Once: a second signal while the uninstall check runs must not start another stop.
+    if (stopping) return;
+    stopping = true;
     // An uninstall (src/agent/uninstall.ts) takes the datapath out; anything else leaves it in
     // place for the next agent.
     const kind = cfg.nodeDaemonSet
@@ -90,8 +94,8 @@ async function main(): Promise<void> {
     if (kind.uninstall) Datapath.uninstall(cfg.bpffsDir);
     process.exit(0);
   };
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
 }
 
 main().catch((e: Error & { code?: string }) => {

@@ -450,7 +450,7 @@ export class Kubelet {
         const probe = why === 'startup probe' ? c.startupProbe : c.livenessProbe;
         const graceMs = (probe?.terminationGracePeriodSeconds ?? rt.pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000;
         log.info({ pod: rt.key, container: c.name, why }, 'killing the container for a failed probe');
-        container.restartKill(oci ? graceMs + 2000 : graceMs);
+        container.restartKill(oci ? graceMs + 2000 : graceMs, { term: !oci });
         if (oci) void stopContainer(oci, graceMs / 1000);
       },
       changed: () => this.scheduleStatus(rt),
@@ -556,7 +556,8 @@ export class Kubelet {
       const term = hurried ? 0 : termGraceMs(graceMs, Date.now() - t0);
       // An OCI container's PID 1 may ignore SIGTERM (no handler): podman stop escalates in it;
       // the attached `podman run` gets a little longer so that it reports the container's end.
-      await Promise.all([c.stop(oci ? term + 2000 : term), oci ? stopContainer(oci, term / 1000) : undefined]);
+      // `podman stop` alone signals it (its `podman run` would forward a second SIGTERM).
+      await Promise.all([c.stop(oci ? term + 2000 : term, { term: !oci }), oci ? stopContainer(oci, term / 1000) : undefined]);
       if (oci) await removeContainer(oci);
     }));
     rt.hurry = undefined;
