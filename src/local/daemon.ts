@@ -1,7 +1,7 @@
 // The local cluster's daemon: `meshctl dev up` starts it in the background. It runs the API
 // server, the node runtimes and the controllers until SIGTERM, then removes every namespace,
 // cgroup and process it made (the API server's objects stay in the state directory).
-//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh] [--workload-cert-ttl-ms MS]
+//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh] [--workload-cert-ttl-ms MS] [--tracing-endpoint URL --tracing-sampling PERCENT]
 import { rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
@@ -21,6 +21,8 @@ async function main(): Promise<void> {
       prefix: { type: 'string', default: 'mesh' },
       'no-mesh': { type: 'boolean', default: false },
       'workload-cert-ttl-ms': { type: 'string' },
+      'tracing-endpoint': { type: 'string' },
+      'tracing-sampling': { type: 'string' },
     },
   });
   const stateDir = values['state-dir'];
@@ -64,7 +66,8 @@ async function main(): Promise<void> {
     // The mesh on top, as `helm install` would put it on a real cluster (--no-mesh: cluster only).
     if (!values['no-mesh']) {
       const ttl = Number(values['workload-cert-ttl-ms'] ?? 0);
-      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress, ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}) });
+      const tracing = values['tracing-endpoint'] ? { tracingEndpoint: values['tracing-endpoint'], tracingSampling: Number(values['tracing-sampling'] ?? 1) } : undefined;
+      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress, ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}), ...(tracing ? { tracing } : {}) });
       status.mesh = true;
     }
   } catch (e) {

@@ -4,6 +4,7 @@
 // mesh-system whose service-account token they present). `meshctl dev up` runs it in its daemon;
 // the end-to-end tests and the demo run it the same way. It records where everything listens in
 // <state dir>/mesh.json for meshctl.
+import type { TracingSettings } from '../telemetry/index.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +43,8 @@ export interface LocalMeshOptions {
   workloadCertTtlMs?: number;
   /** MESH_MARK of the node's agent and ztunnel (default: theirs, 0x539). */
   mark?: number;
+  /** Where the waypoints export spans (the controller's MESH_TRACING_* settings); default: none. */
+  tracing?: Partial<TracingSettings>;
   onProgress?: (m: string) => void;
 }
 
@@ -97,6 +100,11 @@ export class LocalMesh {
 
   /** A lifetime asked for (`dev up --workload-cert-ttl`) is also the most the CA grants: a client
    * asking for longer gets what the operator configured. */
+  /** The controller's tracing settings, which it passes to the waypoints it deploys. */
+  private tracing(): Partial<TracingSettings> {
+    return this.opts.tracing ?? {};
+  }
+
   private certTtl(): { workloadCertTtlMs?: number; maxWorkloadCertTtlMs?: number } {
     const ttl = this.opts.workloadCertTtlMs;
     return ttl ? { workloadCertTtlMs: ttl, maxWorkloadCertTtlMs: ttl } : {};
@@ -150,6 +158,7 @@ export class LocalMesh {
       relayPort: 0,
       waypointTemplate: localWaypointTemplate(this.stateDir, this.opts.logLevel, waypointsFrom),
       ...this.certTtl(),
+      ...this.tracing(),
     });
     this.closeSockets = await forwardControllerSockets(this.stateDir, { xds: this.controller.xdsPort, ca: this.controller.ca.port });
     this.root = await waitFor('the trust bundle ConfigMap', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'mesh-system' })).data?.['root-cert.pem']);
@@ -289,7 +298,7 @@ export class LocalMesh {
   async restartController(): Promise<void> {
     const old = this.controller;
     await old.stop();
-    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, waypointTemplate: old.config.waypointTemplate, ...this.certTtl() });
+    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, waypointTemplate: old.config.waypointTemplate, ...this.certTtl(), ...this.tracing() });
     this.writeEndpoints();
   }
 

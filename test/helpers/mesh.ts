@@ -1,6 +1,7 @@
 // The whole mesh on a local cluster, for end-to-end tests: the cluster, and the mesh as
 // `meshctl dev up` runs it (src/local/mesh.ts: the controller in this process, per node the agent
 // and ztunnel as real processes). Everything is torn down after the test and checked for leftovers.
+import type { TracingSettings } from '../../src/telemetry/index.ts';
 import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -43,7 +44,7 @@ export interface Teardown {
   teardown(fn: () => Promise<void> | void): void;
 }
 
-export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: boolean; prefix?: string; workloadCertTtlMs?: number; mark?: number } = {}): Promise<Mesh> {
+export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: boolean; prefix?: string; workloadCertTtlMs?: number; mark?: number; tracing?: Partial<TracingSettings> } = {}): Promise<Mesh> {
   const prefix = opts.prefix ?? uniquePrefix();
   const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-mesh-`);
   const held: { cluster?: LocalCluster; local?: LocalMesh } = {};
@@ -62,6 +63,7 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
     ztunnel: opts.ztunnel ?? false,
     ...(opts.workloadCertTtlMs ? { workloadCertTtlMs: opts.workloadCertTtlMs } : {}),
     ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
+    ...(opts.tracing ? { tracing: opts.tracing } : {}),
   });
   held.local = local;
   const env = { ...process.env, KUBECONFIG: cluster.kubeconfigPath };
