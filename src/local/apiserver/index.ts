@@ -14,7 +14,7 @@ import { EndpointSliceController } from './endpointslices.ts';
 import { GarbageCollector } from './gc.ts';
 import { createHandler, createUpgradeHandler, type HandlerContext } from './http.ts';
 import { Kinds } from './kinds.ts';
-import { KUBERNETES_SERVICE_IP, loadOrCreatePki } from './pki.ts';
+import { loadOrCreatePki } from './pki.ts';
 import { Authorizer } from './rbac.ts';
 import { bootstrapRbac } from './rbac-policy.ts';
 import { Registry } from './registry.ts';
@@ -88,7 +88,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const kinds = new Kinds();
   const registry = new Registry(store, tokens, kinds);
   const crds = new CrdController(store, kinds, registry);
-  await registry.bootstrap({ rootCaPem: pki.caCertPem, serviceIP: KUBERNETES_SERVICE_IP });
+  await registry.bootstrap();
   await bootstrapRbac(registry, { clusterRole: byKind('ClusterRole'), clusterRoleBinding: byKind('ClusterRoleBinding') });
   const slices = new EndpointSliceController(registry);
   await slices.start();

@@ -54,27 +54,12 @@ export class Registry {
     this.kinds = kinds;
   }
 
-  /** The API server's CA, published in every namespace as kube-root-ca.crt (bootstrap). */
-  private rootCaPem: string | undefined;
-
-  /**
-   * Namespaces default and kube-system; in every namespace a default ServiceAccount and, given the
-   * API server's CA, the kube-root-ca.crt ConfigMap that pods' service-account volumes read
-   * (kube-controller-manager's root-ca-cert-publisher); and the `kubernetes` Service, as
-   * kube-apiserver makes it (its endpoints are where pods reach this server: the cluster's part).
-   */
-  async bootstrap(opts: { rootCaPem?: string; serviceIP?: string } = {}): Promise<void> {
-    this.rootCaPem = opts.rootCaPem;
+  /** Namespaces default and kube-system, and a default ServiceAccount in every namespace. */
+  async bootstrap(): Promise<void> {
     for (const ns of ['default', 'kube-system']) {
       if (!this.store.get('namespaces', '', ns)) await this.create(byKind('Namespace'), undefined, { metadata: { name: ns } });
     }
     for (const ns of this.store.list('namespaces')) await this.ensureDefaultServiceAccount(ns.metadata.name!);
-    if (opts.serviceIP && !this.store.get('services', 'default', 'kubernetes')) {
-      await this.create(byKind('Service'), 'default', {
-        metadata: { name: 'kubernetes', labels: { component: 'apiserver', provider: 'kubernetes' } },
-        spec: { clusterIP: opts.serviceIP, ports: [{ name: 'https', port: 443, protocol: 'TCP', targetPort: 6443 }] },
-      });
-    }
   }
 
   get(d: ResourceDef, ns: string | undefined, name: string): KubeObject {
@@ -268,13 +253,6 @@ export class Registry {
 
   private async ensureDefaultServiceAccount(ns: string): Promise<void> {
     if (!this.store.get('serviceaccounts', ns, 'default')) await this.create(byKind('ServiceAccount'), ns, { metadata: { name: 'default' } });
-    const ca = this.rootCaPem;
-    const published = this.store.get('configmaps', ns, 'kube-root-ca.crt');
-    if (ca && (published?.data as Record<string, string> | undefined)?.['ca.crt'] !== ca) {
-      const body = { metadata: { name: 'kube-root-ca.crt' }, data: { 'ca.crt': ca } };
-      if (published) await this.update(byKind('ConfigMap'), ns, 'kube-root-ca.crt', { ...body, metadata: { ...body.metadata, resourceVersion: published.metadata.resourceVersion } });
-      else await this.create(byKind('ConfigMap'), ns, body);
-    }
   }
 
   /** Replaces `current` by `obj` keeping what clients may not change; no-op when nothing differs. */

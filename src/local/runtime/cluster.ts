@@ -131,7 +131,7 @@ export class LocalCluster {
         const node = await topology.addNode(`node${i}`);
         // Pods reach the API server through the `kubernetes` Service, served on the first node
         // as on a real cluster's control-plane node (api-service.ts).
-        if (!relay) ({ relay, env: apiEnv } = await ApiServiceRelay.start(kc, node, api.port));
+        if (!relay) ({ relay, env: apiEnv } = await ApiServiceRelay.start(kc, node, api.port, api.caCertPem));
         const root = new NodeRoot(join(opts.stateDir, 'nodes', node.name, 'root'), podCgroupFor(prefix, node.name));
         const kubelet = new Kubelet({ kc, topology, node, logDir: join(opts.stateDir, 'logs'), hosts, root, apiEnv: () => apiEnv });
         kubelets.push(kubelet);

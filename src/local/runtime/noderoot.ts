@@ -54,7 +54,7 @@ export class NodeRoot {
   /** The host path behind a pod's hostPath `path` on this node. */
   resolve(path: string): string {
     const p = normalize(path);
-    return NODE_LOCAL.some((l) => p === l || p.startsWith(`${l}/`)) ? join(this.dir, p) : path;
+    return NODE_LOCAL.some((l) => p === l || p.startsWith(`${l}/`)) ? join(this.dir, p) : p;
   }
 
   /**
