@@ -151,6 +151,9 @@ test.serial('make images, then helm install: the mesh runs from its images on bo
     }, 120_000);
   } catch (e) {
     t.log(meshLogs());
+    for (const p of await meshPods()) t.log(`${p.metadata!.name} on ${p.spec!.nodeName}: ${p.status?.phase} ${JSON.stringify(p.status?.containerStatuses?.map((c) => [c.name, c.ready, c.state]))}`);
+    const events = (await s.core.listNamespacedEvent({ namespace: 'mesh-system' })).items;
+    t.log(events.filter((ev) => ev.type === 'Warning').map((ev) => `${ev.involvedObject.name}: ${ev.reason} ${ev.message}`).join('\n'));
     throw e;
   }
   s.figures.push(`helm install → every mesh pod ready: ${((Date.now() - installed) / 1000).toFixed(1)} s`);
