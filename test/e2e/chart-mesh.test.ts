@@ -5,9 +5,10 @@
 // podman/runc; the node pods' host paths are each node's own (src/local/runtime/noderoot.ts).
 // Then the demo's checks (demo/shop.ts) against it: the label flip enrols running pods, flows
 // carry both SPIFFE identities, nothing readable crosses between the nodes, a DENY policy is
-// enforced, `meshctl status` (through a port-forward, no local state) is all green; and `helm
-// uninstall` leaves the pods working, unenrolled, with nothing of the mesh left. The tests share
-// one cluster and run in order.
+// enforced, `meshctl status` (through a port-forward, no local state) is all green; `helm upgrade`
+// to a new node image tag rolls the node pods while a client opens 50 connections/s (failures
+// counted); and `helm uninstall` leaves the pods working, unenrolled, with nothing of the mesh
+// left. The tests share one cluster and run in order.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -59,6 +60,7 @@ const s = {
   env: {} as Record<string, string>,
   installed: false,
   tag: '',
+  extraTags: [] as string[],
   figures: [] as string[],
 };
 
@@ -67,7 +69,7 @@ test.after.always(async () => {
   await s.cluster?.stop().catch((e: Error) => console.error(`stopping the cluster: ${e.message}`));
   if (s.stateDir) rmSync(s.stateDir, { recursive: true, force: true });
   // This run's tag only (the images stay under their other tags).
-  for (const i of s.tag ? IMAGES : []) await sh('podman', ['untag', `${i.repository}:${s.tag}`, `${i.repository}:${s.tag}`]);
+  for (const ref of [...(s.tag ? IMAGES.map((i) => `${i.repository}:${s.tag}`) : []), ...s.extraTags]) await sh('podman', ['untag', ref, ref]);
   if (s.prefix) {
     const left = await assertNothingLeaked(s.prefix);
     if (left.length) throw new Error(`left on the host: ${left.join('; ')}`);
@@ -237,18 +239,80 @@ test.serial('meshctl status is all green through a port-forward to the controlle
   t.is(check.code, 0, check.stdout + check.stderr);
 });
 
+// A new connection every 20 ms (no keep-alive) for `seconds`, counting answers and failures; the
+// last line is `RESULT {json}`. Runs in a pod of the shop, so both ztunnels carry it.
+const CONNECTION_LOOP = `const http = require('node:http');
+const [url, seconds] = [process.argv[1], Number(process.argv[2])];
+let sent = 0, ok = 0, failed = 0; const errors = {}; const t0 = Date.now();
+const fail = (k) => { failed++; errors[k] = (errors[k] || 0) + 1; console.log('FAIL ' + new Date().toISOString() + ' ' + k); };
+const timer = setInterval(() => {
+  if (Date.now() - t0 > seconds * 1000) { clearInterval(timer); setTimeout(() => console.log('RESULT ' + JSON.stringify({ sent, ok, failed, errors })), 4000); return; }
+  sent++;
+  const r = http.get(url, { agent: false, timeout: 3000 }, (s) => { s.resume(); s.on('end', () => (s.statusCode === 200 ? ok++ : fail('http ' + s.statusCode))); });
+  r.on('timeout', () => r.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
+  r.on('error', (e) => fail(e.code || e.message));
+}, 20);`;
+
+test.serial('helm upgrade to a new node image tag rolls the node DaemonSet (maxSurge 1) while a client opens 50 connections/s', async (t) => {
+  if (!(await ok(t))) return;
+  const newTag = `${s.tag}-v2`;
+  const tagged = await sh('podman', ['tag', `localhost/mesh-node:${s.tag}`, `localhost/mesh-node:${newTag}`]);
+  t.is(tagged.code, 0, tagged.stderr);
+  s.extraTags.push(`localhost/mesh-node:${newTag}`);
+  const before = (await meshPods()).filter((p) => p.metadata!.labels!['app.kubernetes.io/component'] === 'node').map((p) => p.metadata!.name!);
+  const seconds = 45;
+  await s.core.createNamespacedPod({
+    namespace: NS,
+    body: { metadata: { name: 'conn-loop' }, spec: { nodeName: 'node1', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [process.execPath, '-e', CONNECTION_LOOP, 'http://catalog/', String(seconds)] }] } },
+  });
+  const log = join(s.stateDir, 'logs', `${NS}_conn-loop_main.log`);
+  await new Promise((r) => setTimeout(r, 3000));
+  const t0 = Date.now();
+  const up = await helm(['upgrade', 'mesh', CHART, '-n', 'mesh-system', '--reuse-values', '--set', `node.image.tag=${newTag}`], s.env);
+  t.is(up.code, 0, up.stderr);
+  const apps = s.cluster!.kc.makeApiClient(k8s.AppsV1Api);
+  await waitFor('the node DaemonSet rolled out', async () => {
+    const ds = await apps.readNamespacedDaemonSet({ namespace: 'mesh-system', name: 'mesh-node' });
+    const pods = (await meshPods()).filter((p) => p.metadata!.labels!['app.kubernetes.io/component'] === 'node');
+    const st = ds.status;
+    return st?.updatedNumberScheduled === 2 && st.numberAvailable === 2 && pods.length === 2 && pods.every((p) => ready(p) && p.spec!.containers[0]!.image!.endsWith(`:${newTag}`)) ? true : undefined;
+  }, 120_000, 500);
+  const rolled = Date.now() - t0;
+  s.figures.push(`helm upgrade (node image tag) → both node pods replaced and ready: ${(rolled / 1000).toFixed(1)} s`);
+  t.true(rolled < (seconds - 5) * 1000, `the rollout (${rolled} ms) ended while the client was still connecting`);
+  const line = await waitFor('the connection loop to finish', () => readFileSync(log, 'utf8').split('\n').find((l) => l.startsWith('RESULT ')), (seconds + 30) * 1000, 500);
+  const r = JSON.parse(line.slice('RESULT '.length)) as { sent: number; ok: number; failed: number; errors: Record<string, number> };
+  const fails = readFileSync(log, 'utf8').split('\n').filter((l) => l.startsWith('FAIL '));
+  s.figures.push(`connections during the upgrade: ${r.sent} opened (${(r.sent / seconds).toFixed(1)}/s), ${r.ok} answered, ${r.failed} failed ${JSON.stringify(r.errors)}`);
+  if (fails.length) s.figures.push(`  failures from ${fails[0]!.split(' ')[1]} to ${fails.at(-1)!.split(' ')[1]} (upgrade started ${new Date(t0).toISOString()})`);
+  t.log(s.figures.slice(-2).join('\n'));
+  t.true(r.sent >= seconds * 40, `the client kept its rate (${r.sent} in ${seconds} s)`);
+  t.is(r.ok + r.failed, r.sent, 'every connection was answered or failed');
+  // Zero failures needs ztunnel's handover (another piece of work): counted here, not asserted.
+  // The old agents stopped as for a restart — the datapath stayed for the new ones.
+  for (const name of before) {
+    const f = join(s.stateDir, 'logs', `mesh-system_${name}_agent.log`);
+    t.regex(readFileSync(f, 'utf8'), /stopping; capture stays in place for the next agent/, `${name}'s agent took the upgrade for a restart`);
+  }
+  // And the mesh is whole again.
+  const st = await meshctl('status');
+  t.is(st.code, 0, st.stdout + st.stderr);
+  await s.core.deleteNamespacedPod({ namespace: NS, name: 'conn-loop', gracePeriodSeconds: 0 }).catch(() => undefined);
+});
+
 test.serial('helm uninstall: the pods keep working, unenrolled, and nothing of the mesh is left', async (t) => {
   if (!(await ok(t))) return;
   const policy = await kubectl('delete', 'authorizationpolicies.security.mesh.io', '-n', NS, '--all');
   t.is(policy.code, 0, policy.stderr);
+  const nodePods = (await meshPods()).filter((p) => p.metadata!.labels!['app.kubernetes.io/component'] === 'node').map((p) => p.metadata!.name!);
   const t0 = Date.now();
   const r = await helm(['uninstall', 'mesh', '-n', 'mesh-system', '--wait', '--timeout', '90s'], s.env);
   t.is(r.code, 0, r.stderr);
   s.installed = false;
   await waitFor('the mesh pods gone', async () => ((await meshPods()).length === 0 ? true : undefined), 90_000);
   s.figures.push(`helm uninstall → mesh pods gone: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  // The agent's log says it was an uninstall, not a restart.
-  const agentLogs = readdirSync(join(s.stateDir, 'logs')).filter((f) => /^mesh-system_mesh-node-.*_agent\.log$/.test(f));
+  // The agents' logs say it was an uninstall, not a restart.
+  const agentLogs = nodePods.map((name) => `mesh-system_${name}_agent.log`);
   t.is(agentLogs.length, 2);
   for (const f of agentLogs) {
     const log = readFileSync(join(s.stateDir, 'logs', f), 'utf8');
