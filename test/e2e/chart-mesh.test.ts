@@ -291,7 +291,8 @@ test.serial.failing('helm upgrade to a new node image tag rolls the node DaemonS
   const r = JSON.parse(line.slice('RESULT '.length)) as { sent: number; ok: number; failed: number; errors: Record<string, number> };
   const fails = readFileSync(log, 'utf8').split('\n').filter((l) => l.startsWith('FAIL '));
   s.figures.push(`connections during the upgrade: ${r.sent} opened (${(r.sent / seconds).toFixed(1)}/s), ${r.ok} answered, ${r.failed} failed ${JSON.stringify(r.errors)}`);
-  if (fails.length) s.figures.push(`  failures from ${fails[0]!.split(' ')[1]} to ${fails.at(-1)!.split(' ')[1]} (upgrade started ${new Date(t0).toISOString()})`);
+  const early = fails.filter((l) => Date.parse(l.split(' ')[1]!) < t0).length;
+  if (fails.length) s.figures.push(`  failures from ${fails[0]!.split(' ')[1]} to ${fails.at(-1)!.split(' ')[1]}; ${early} of them before the upgrade started (${new Date(t0).toISOString()})`);
   if (rollout instanceof Error) {
     t.log(meshLogs());
     t.log(s.figures.slice(-3).join('\n'));
