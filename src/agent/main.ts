@@ -13,6 +13,7 @@ import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
 import { Datapath } from '../datapath/index.ts';
 import { shutdownKind } from './uninstall.ts';
+import { boundSockets, closeKeepingOthers } from './sockets.ts';
 
 const log = logger('agent');
 
@@ -66,6 +67,7 @@ async function main(): Promise<void> {
     const s = sync;
     agent.resolver = (ip) => s.resolve(ip);
   }
+  const sockets = boundSockets([cfg.controlSocket, cfg.zdsSocket, cfg.l7FlowsSocket]);
   log.info({ socket: cfg.controlSocket }, 'agent ready');
   let stopping = false;
   const stop = async (signal: string) => {
@@ -86,9 +88,13 @@ async function main(): Promise<void> {
     } else {
       log.info({ signal, why: kind.why }, 'stopping; capture stays in place for the next agent');
     }
-    server.close();
-    zds.close();
-    void l7.close();
+    // A newer agent of an overlapping node pod may have bound these paths since (sockets.ts).
+    const kept = await closeKeepingOthers(sockets, () => {
+      server.close();
+      zds.close();
+      void l7.close();
+    });
+    if (kept.length) log.info({ sockets: kept }, "left the newer agent's sockets in place");
     void observer?.close();
     agent.stop();
     if (kind.uninstall) Datapath.uninstall(cfg.bpffsDir);

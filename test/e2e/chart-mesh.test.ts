@@ -253,12 +253,10 @@ const timer = setInterval(() => {
   r.on('error', (e) => fail(e.code || e.message));
 }, 20);`;
 
-// Known failing (test.failing: it passes while the rollout stalls, and says so when it starts to
-// finish): during the surge two node pods share a node's /var/run/mesh — the old agent's exit
-// unlinks the sockets the new agent bound there, so the new ztunnel finds no ZDS socket, and two
-// ztunnels cannot both bind 15001/15006/15008 inside a pod. The overlap is the ztunnel handover
-// work (issue 15); the client's failures are counted and reported either way.
-test.serial.failing('helm upgrade to a new node image tag rolls the node DaemonSet (maxSurge 1) while a client opens 50 connections/s', async (t) => {
+// Old and new node pods overlap on each node (maxSurge 1): the old agent leaves the sockets the new
+// one bound in the shared /var/run/mesh (src/agent/sockets.ts). Zero failures needs ztunnel's
+// handover (another piece of work): the failures are counted and reported, not asserted.
+test.serial('helm upgrade to a new node image tag rolls the node DaemonSet (maxSurge 1) while a client opens 50 connections/s', async (t) => {
   if (!(await ok(t))) return;
   const newTag = `${s.tag}-v2`;
   const tagged = await sh('podman', ['tag', `localhost/mesh-node:${s.tag}`, `localhost/mesh-node:${newTag}`]);

@@ -1,7 +1,7 @@
 // Uninstall or restart: the agent's reading of the API server's answer about its DaemonSet
 // (src/agent/uninstall.ts), and where the local kubelet resolves a node pod's hostPaths
 // (src/local/runtime/noderoot.ts). The whole path runs in test/e2e/chart-mesh.test.ts.
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,4 +68,38 @@ test("a node's own host paths resolve into its root; others stay the host's", (t
   t.is(root.resolve('/tmp/mesh-x-bpffs'), '/tmp/mesh-x-bpffs');
   t.is(root.resolve('/sys/fs/bpfx'), '/sys/fs/bpfx');
   t.is(root.resolve('/run/../usr'), '/usr');
+});
+
+test("an old agent's stop leaves the sockets a newer agent bound at the same paths", async (t) => {
+  const { createServer, connect } = await import('node:net');
+  const { boundSockets, closeKeepingOthers } = await import('../../src/agent/sockets.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'mesh-sockets-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'zds.sock');
+  const listen = (p: string) => new Promise<ReturnType<typeof createServer>>((resolve) => {
+    const srv = createServer((c) => c.end('new'));
+    srv.listen(p, () => resolve(srv));
+  });
+  const old = await listen(path);
+  const mine = boundSockets([path, join(dir, 'absent.sock')]);
+  t.deepEqual([...mine.keys()], [path]);
+  // The newer agent removes the file and binds the path again, as ZdsServer.listen does.
+  rmSync(path);
+  const newer = await listen(path);
+  t.teardown(() => newer.close());
+  const kept = await closeKeepingOthers(mine, () => void old.close());
+  t.deepEqual(kept, [path]);
+  const answer = await new Promise<string>((resolve, reject) => {
+    const c = connect(path);
+    let b = '';
+    c.on('data', (d) => (b += String(d)));
+    c.on('end', () => resolve(b));
+    c.on('error', reject);
+  });
+  t.is(answer, 'new');
+  // Its own path, not taken over: closed and gone as before.
+  const alone = join(dir, 'alone.sock');
+  const own = await listen(alone);
+  t.deepEqual(await closeKeepingOthers(boundSockets([alone]), () => void own.close()), []);
+  t.throws(() => statSync(alone));
 });
