@@ -10,75 +10,19 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import * as yaml from 'js-yaml';
 import { DEFAULT_STATE_DIR } from '../src/cli/endpoints.ts';
 import { waitFor } from '../src/local/mesh.ts';
+import { APPS, DENY, manifests, MARKER, NS, wire as capture } from './shop.ts';
 
 const run = promisify(execFile);
 const MESHCTL = fileURLToPath(new URL('../bin/meshctl', import.meta.url));
-const NODE = process.execPath;
 const STATE_DIR = DEFAULT_STATE_DIR;
 const PREFIX = process.env.MESH_DEV_PREFIX || 'mesh';
-const MARKER = 'CARD-4242-4242-4242';
-const NS = 'shop';
+const wire = (seconds: number) => capture(PREFIX, STATE_DIR, seconds);
 
 const step = (s: string) => console.log(`\n▸ ${s}`);
 const say = (s: string) => console.log(`  ${s}`);
 const indent = (s: string) => s.trimEnd().split('\n').map((l) => `    ${l}`).join('\n');
-
-// The shop. Every call is a new connection (no keep-alive), so capture applies to it as soon as
-// the pods are enrolled — long-lived connections made before stay as they were, as in Istio.
-const HTTP = `const http = require('node:http');
-const call = (host, path, body) => new Promise((resolve) => {
-  const r = http.request({ host, path, method: body ? 'POST' : 'GET', agent: false, timeout: 2000 }, (s) => { let b = ''; s.on('data', (d) => (b += d)); s.on('end', () => resolve(s.statusCode + ' ' + b)); });
-  r.on('error', (e) => resolve('error ' + (e.code || e.message))); r.on('timeout', () => r.destroy(new Error('timeout')));
-  r.end(body);
-});`;
-const APPS: Record<string, { node: string; script: string }> = {
-  frontend: {
-    node: 'node1',
-    script: `${HTTP}
-http.createServer(async (q, s) => {
-  const [catalog, order] = await Promise.all([call('catalog', '/'), call('orders', '/', 'espresso ${MARKER}')]);
-  s.end('catalog: ' + catalog + ' | order: ' + order + '\\n');
-}).listen(8080);`,
-  },
-  catalog: { node: 'node2', script: `${HTTP}\nhttp.createServer((q, s) => s.end('espresso, latte')).listen(8080);` },
-  orders: {
-    node: 'node1',
-    script: `${HTTP}
-http.createServer((q, s) => { let b = ''; q.on('data', (d) => (b += d)); q.on('end', async () => s.end('order ok, payment ' + (await call('payments', '/', b)))); }).listen(8080);`,
-  },
-  payments: { node: 'node2', script: `${HTTP}\nhttp.createServer((q, s) => { q.resume(); q.on('end', () => s.end('paid')); }).listen(8080);` },
-  loadgen: {
-    node: 'node2',
-    script: `${HTTP}\nsetInterval(async () => console.log(new Date().toISOString(), await call('frontend', '/')), 700);`,
-  },
-};
-
-function manifests(): string {
-  const items: unknown[] = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } }];
-  for (const [name, app] of Object.entries(APPS)) {
-    items.push({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: NS } });
-    items.push({
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name, namespace: NS, labels: { app: name } },
-      spec: { nodeName: app.node, serviceAccountName: name, containers: [{ name: 'main', image: 'node:24', command: [NODE, '-e', app.script] }] },
-    });
-    if (name !== 'loadgen') {
-      items.push({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: NS }, spec: { selector: { app: name }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
-    }
-  }
-  return items.map((i) => yaml.dump(i, { lineWidth: -1 })).join('---\n');
-}
-
-const DENY = JSON.stringify({
-  apiVersion: 'security.mesh.io/v1',
-  kind: 'AuthorizationPolicy',
-  metadata: { name: 'catalog-closed-to-frontend', namespace: NS },
-  spec: { action: 'DENY', selector: { matchLabels: { app: 'catalog' } }, rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/frontend'] } }] }] },
-});
 
 let kubeconfig = '';
 
@@ -96,38 +40,6 @@ async function kubectl(args: string[], input?: string): Promise<string> {
 
 async function meshctl(...args: string[]): Promise<string> {
   return (await run(MESHCTL, args, { env: process.env, maxBuffer: 64 << 20 })).stdout;
-}
-
-/** Captures `seconds` of TCP on node1's link into the network (the bridge between the nodes). */
-async function wire(seconds: number): Promise<Buffer> {
-  const file = `${STATE_DIR}/capture-${Date.now()}.pcap`;
-  const tshark = spawn('ip', ['netns', 'exec', `${PREFIX}-fabric`, 'tshark', '-q', '-i', 'f0', '-w', file, '-f', 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  // The window starts when tshark says it captures (it takes a while to start on a busy host),
-  // not when it was spawned.
-  let said = '';
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, 10_000);
-    tshark.stderr.on('data', (d: Buffer) => {
-      said += d.toString();
-      if (said.includes('Capturing on')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    tshark.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-  tshark.stderr.resume();
-  await sleep(seconds * 1000);
-  tshark.kill('SIGTERM');
-  await new Promise((r) => tshark.once('exit', r));
-  try {
-    return readFileSync(file);
-  } catch {
-    return Buffer.alloc(0);
-  }
 }
 
 async function main(): Promise<void> {

@@ -1,7 +1,7 @@
 // The node agent: owns the pinned datapath, enrols pods, and keeps recent datapath events.
 
 import { logger } from '../common/log.ts';
-import { Datapath, type DatapathEvent } from '../datapath/index.ts';
+import { Datapath, type DatapathEvent, setDeliveryRouting } from '../datapath/index.ts';
 import type { AgentConfig } from './config.ts';
 import { type EnrolledPod, Enrolment, type PodSpec } from './enrolment.ts';
 import { FlowRing } from '../flows/ring.ts';
@@ -97,6 +97,28 @@ export class Agent {
       bpffsDir: this.datapath.bpffsDir,
       podCgroup: this.datapath.cgroupPath,
     };
+  }
+
+  /**
+   * Takes every pod out of capture (ztunnel hears each as a ZDS delete) and removes their
+   * delivery routing: the pods talk directly again. For uninstall, before stop() and
+   * Datapath.uninstall(); returns how many pods were unenrolled.
+   */
+  unenrolAll(): number {
+    const pods = this.enrolment.list();
+    for (const p of pods) {
+      const netns = this.enrolment.netnsPathOf(p.uid);
+      this.enrolment.unenrol(p.uid);
+      if (!netns || !p.transparent) continue;
+      const families = [...new Set(p.addresses.map((a) => (a.includes(':') ? 6 : 4) as 4 | 6))];
+      try {
+        setDeliveryRouting(netns, { enable: false, families });
+      } catch (e) {
+        // The pod may be gone already; its netns went with it.
+        log.debug({ uid: p.uid, err: (e as Error).message }, 'removing delivery routing failed');
+      }
+    }
+    return pods.length;
   }
 
   /** Stops this process's work; capture stays in the kernel for the next agent to pick up. */

@@ -35,6 +35,9 @@ export interface AgentConfig {
   readonly metricsAddress: string;
   /** The node's IP, advertised for the flows API when it listens on a wildcard address. */
   readonly nodeIp: string;
+  /** The node DaemonSet's name (in the pod's namespace): on SIGTERM, the datapath is removed when
+   * it is gone (uninstall, src/agent/uninstall.ts); unset, it always stays. */
+  readonly nodeDaemonSet?: string;
   /** Set when the agent follows the controller (else it is driven by its control socket only). */
   readonly mesh?: {
     readonly nodeName: string;
@@ -93,6 +96,10 @@ export const AGENT_SETTINGS = defineSettings(
       why: "Hubble's metrics port; every address, for Prometheus (ztunnel's 15020 is taken in the same pod)",
     }),
     nodeIp: N.nodeIp,
+    nodeDaemonSet: str('MESH_NODE_DAEMONSET', "the node DaemonSet's name, in `MESH_POD_NAMESPACE`: on SIGTERM the agent asks the API server (its pod's service-account token) whether it is gone or being deleted — an uninstall, which unenrols every pod and removes the pinned datapath; otherwise (a restart, an upgrade) the datapath stays for the next agent", {
+      optional: true,
+      shown: 'unset: the datapath always stays (the chart sets `mesh-node`)',
+    }),
     nodeName: N.nodeName,
     xdsAddress: N.xdsAddress,
     caAddress: N.caAddress,
@@ -122,6 +129,7 @@ export function loadAgentConfig(env: Env = process.env): AgentConfig {
     metricsAddress: s.metricsAddress,
     ...(s.observerAdvertise ? { observerAdvertise: s.observerAdvertise } : {}),
     nodeIp: s.nodeIp,
+    ...(s.nodeDaemonSet ? { nodeDaemonSet: s.nodeDaemonSet } : {}),
     // Without a node name the agent does not follow the controller: its control socket drives it.
     ...(s.nodeName
       ? {

@@ -13,6 +13,9 @@ import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
 import { startMetricsServer } from '../admin/index.ts';
 import { agentMetrics } from './metrics.ts';
+import { Datapath } from '../datapath/index.ts';
+import { shutdownKind } from './uninstall.ts';
+import { boundSockets, closeKeepingOthers } from './sockets.ts';
 
 const log = logger('agent');
 
@@ -82,20 +85,42 @@ async function main(): Promise<void> {
     const s = sync;
     agent.resolver = (ip) => s.resolve(ip);
   }
+  const sockets = boundSockets([cfg.controlSocket, cfg.zdsSocket, cfg.l7FlowsSocket]);
   log.info({ socket: cfg.controlSocket }, 'agent ready');
-  const stop = (signal: string) => {
-    log.info({ signal }, 'stopping; capture stays in place for the next agent');
-    server.close();
-    zds.close();
-    void l7.close();
-    void metrics.close(0);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    // Once: a second signal while the uninstall check runs must not start another stop.
+    if (stopping) return;
+    stopping = true;
+    // An uninstall (src/agent/uninstall.ts) takes the datapath out; anything else leaves it in
+    // place for the next agent.
+    const kind = cfg.nodeDaemonSet
+      ? await shutdownKind(cfg.mesh?.namespace ?? 'mesh-system', cfg.nodeDaemonSet)
+      : { uninstall: false, why: 'MESH_NODE_DAEMONSET is not set' };
+    await sync?.close();
+    if (kind.uninstall) {
+      const n = agent.unenrolAll();
+      // ztunnel hears the deletes over ZDS before the socket closes.
+      await new Promise((r) => setTimeout(r, 200));
+      log.info({ signal, why: kind.why, unenrolled: n, bpffsDir: cfg.bpffsDir }, 'uninstalling: pods unenrolled, removing the datapath');
+    } else {
+      log.info({ signal, why: kind.why }, 'stopping; capture stays in place for the next agent');
+    }
+    // A newer agent of an overlapping node pod may have bound these paths since (sockets.ts).
+    const kept = await closeKeepingOthers(sockets, () => {
+      server.close();
+      zds.close();
+      void l7.close();
+      void metrics.close(0);
+    });
+    if (kept.length) log.info({ sockets: kept }, "left the newer agent's sockets in place");
     void observer?.close();
-    void sync?.close();
     agent.stop();
+    if (kind.uninstall) Datapath.uninstall(cfg.bpffsDir);
     process.exit(0);
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
 }
 
 main().catch((e: Error & { code?: string }) => {

@@ -209,8 +209,12 @@ export function imageTags(): string[] {
   return ['latest', packageJson().version];
 }
 
-/** Builds the named images (all by default); returns each image's `repository:latest`. */
-export function buildImages(names: string[] = IMAGES.map((i) => i.name)): string[] {
+/**
+ * Builds the named images (all by default); returns each image's `repository:latest`. `extraTag`
+ * also names them (`--tag`): a test that installs them holds its own name for what it built, which
+ * a build of another checkout on the same host (which moves `latest`) leaves alone.
+ */
+export function buildImages(names: string[] = IMAGES.map((i) => i.name), extraTag?: string): string[] {
   const unknown = names.filter((n) => !IMAGES.some((i) => i.name === n));
   if (unknown.length) throw new Error(`unknown image ${unknown.join(', ')}: the images are ${IMAGES.map((i) => i.name).join(', ')}`);
   const t0 = Date.now();
@@ -239,7 +243,7 @@ export function buildImages(names: string[] = IMAGES.map((i) => i.name)): string
     const file = containerfile(spec, parts, labels);
     const inputs = digest(parts, file);
     writeFileSync(join(STAGE, `Containerfile.${spec.name}`), `${file}LABEL ${INPUTS_LABEL}="${inputs}"\n`);
-    const tags = imageTags().map((t) => `${spec.repository}:${t}`);
+    const tags = [...imageTags(), ...(extraTag ? [extraTag] : [])].map((t) => `${spec.repository}:${t}`);
     say(`${spec.name}: ${files.length} source files, ${modules} npm packages (${packages.join(' ')})${spec.native ? ', the addon, its libraries and the BPF object' : ''}`);
     const have = podman(['image', 'inspect', '--format', `{{index .Labels "${INPUTS_LABEL}"}}`, tags[0]!]);
     const allTagged = tags.every((t) => podman(['image', 'exists', t]).code === 0);
@@ -266,7 +270,11 @@ export function buildImages(names: string[] = IMAGES.map((i) => i.name)): string
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
-    buildImages(process.argv.slice(2).length ? process.argv.slice(2) : undefined);
+    const args = process.argv.slice(2);
+    const at = args.indexOf('--tag');
+    const tag = at >= 0 ? args.splice(at, 2)[1] : undefined;
+    if (at >= 0 && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(tag ?? '')) throw new Error(`--tag needs an image tag ([A-Za-z0-9_][A-Za-z0-9_.-]*), got ${JSON.stringify(tag)}`);
+    buildImages(args.length ? args : undefined, tag);
   } catch (err) {
     process.stderr.write(`images: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);

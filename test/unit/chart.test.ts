@@ -69,7 +69,9 @@ test('the defaults render the controller, the node DaemonSet and the RBAC, and n
     'DaemonSet/mesh-node',
     'Deployment/mesh-controller',
     'Role/mesh-controller',
+    'Role/mesh-node',
     'RoleBinding/mesh-controller',
+    'RoleBinding/mesh-node',
     'Service/mesh-controller',
     'ServiceAccount/mesh-cni',
     'ServiceAccount/mesh-controller',
@@ -162,9 +164,15 @@ test("the chart's RBAC is files/rbac.yaml, the one the local cluster runs the co
     t.deepEqual(find(docs, kind, 'mesh-controller').rules, find(file, kind, 'mesh-controller').rules, kind);
   }
   for (const d of file) t.deepEqual(find(docs, d.kind, d.metadata.name), d);
-  // The node account gets no role at all, and no API token in its pod.
-  t.false(docs.some((d) => d.subjects?.some((s: Manifest) => s.name === 'mesh-node')));
-  t.false(find(docs, 'DaemonSet', 'mesh-node').spec.template.spec.automountServiceAccountToken);
+  // The node account may read its own DaemonSet and nothing else (the agent's uninstall check);
+  // only the agent container mounts an API token.
+  const bound = docs.filter((d) => d.subjects?.some((s: Manifest) => s.name === 'mesh-node'));
+  t.deepEqual(bound.map((d) => `${d.kind}/${d.roleRef.kind}/${d.roleRef.name}`), ['RoleBinding/Role/mesh-node']);
+  t.deepEqual(find(docs, 'Role', 'mesh-node').rules, [{ apiGroups: ['apps'], resources: ['daemonsets'], resourceNames: ['mesh-node'], verbs: ['get'] }]);
+  const pod = find(docs, 'DaemonSet', 'mesh-node').spec.template.spec;
+  t.false(pod.automountServiceAccountToken);
+  const apiMounts = pod.containers.filter((c: Manifest) => c.volumeMounts.some((m: Manifest) => m.mountPath === '/var/run/secrets/kubernetes.io/serviceaccount'));
+  t.deepEqual(apiMounts.map((c: Manifest) => c.name), ['agent']);
 });
 
 test('more than one controller gets the Lease rights for leader election', async (t) => {

@@ -6,7 +6,8 @@ import { gatherHostFacts, listDir } from '../host-facts.ts';
 import { renderChecks } from '../output.ts';
 import { checkCniConfDir, parseDuration } from '../precheck.ts';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
-import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
+import { DEFAULT_STATE_DIR } from '../endpoints.ts';
+import { relayAccess } from '../relay.ts';
 import { meshHealth } from '../health.ts';
 
 export { gatherHostFacts } from '../host-facts.ts';
@@ -128,24 +129,23 @@ async function waypointHealth(opts: CheckOptions): Promise<CheckResult[]> {
 }
 
 async function componentHealth(opts: CheckOptions): Promise<CheckResult[]> {
-  let relay = opts.server;
-  if (!relay) {
-    try {
-      relay = loadEndpoints(opts.stateDir).relay;
-    } catch (e) {
-      return [{ name: 'controller', status: 'fail', detail: (e as Error).message, fix: 'start the local cluster with `meshctl dev up`, or pass --server host:port' }];
-    }
+  let access;
+  try {
+    access = await relayAccess({ ...opts, ...(opts.server ? { server: opts.server } : {}) });
+  } catch (e) {
+    return [{ name: 'controller', status: 'fail', detail: (e as Error).message, fix: 'start the local cluster with `meshctl dev up`, install the chart, or pass --server host:port' }];
   }
-  if (!relay) return [{ name: 'controller', status: 'fail', detail: `no relay address recorded in ${opts.stateDir}`, fix: 'pass --server host:port' }];
+  const relay = access.address;
   const { credentials } = await import('@grpc/grpc-js');
   const { observerClient, unary } = await import('../../flows/server.ts');
   const client = observerClient(relay, credentials.createInsecure());
   try {
     const st = await unary<ServerStatus>((o, cb) => client.ServerStatus({}, o, cb), 8000).catch((e: Error) => e);
     const nodes = st instanceof Error ? [] : (await unary<{ nodes: NodeInfo[] }>((o, cb) => client.GetNodes({}, o, cb), 8000)).nodes;
-    return meshHealth(relay, st, nodes);
+    return meshHealth(access.via === '--server' ? relay : `${relay} (${access.via})`, st, nodes);
   } finally {
     client.close();
+    access.close();
   }
 }
 

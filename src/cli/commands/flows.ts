@@ -6,7 +6,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { compactLine, dictBlock, jsonLine, type PrintOptions, tableRows, TIME_FORMATS, type TimeFormat } from '../flows-format.ts';
 import type { GetFlowsResponse } from '../../flows/types.ts';
 import { buildRequest, FILTER_FLAGS, type FilterFlags, filtersOf, parseTime, type RequestFlags } from '../../flows/request.ts';
-import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
+import { DEFAULT_STATE_DIR } from '../endpoints.ts';
+import { relayAccess } from '../relay.ts';
 
 const OUTPUTS = ['compact', 'table', 'json', 'jsonpb', 'dict'] as const;
 type Output = (typeof OUTPUTS)[number];
@@ -37,16 +38,10 @@ export { compactLine, flowType, formatTime, stamp, summary, tableRows } from '..
 
 // ---- the command -----------------------------------------------------------------------------
 
-function relayAddress(o: FlowsOptions): string {
-  if (o.server) return o.server;
-  const e = loadEndpoints(o.stateDir);
-  if (!e.relay) throw new Error(`the mesh recorded in ${o.stateDir} has no flow relay address; pass --server host:port`);
-  return e.relay;
-}
-
 async function observe(o: FlowsOptions): Promise<void> {
   const req = buildRequest(o);
-  const address = relayAddress(o);
+  const access = await relayAccess(o);
+  const address = access.address;
   // gRPC and the Observer proto load here: other commands start without them.
   const { credentials, status: code } = await import('@grpc/grpc-js');
   const { observerClient } = await import('../../flows/server.ts');
@@ -90,7 +85,10 @@ async function observe(o: FlowsOptions): Promise<void> {
         resolve();
       });
     });
-  }).finally(() => client.close());
+  }).finally(() => {
+    client.close();
+    access.close();
+  });
   if (o.output === 'table' && !o.follow) {
     for (const r of table) if (r.responseTypes !== 'flow') out.write(`${compactLine(r, { ...print, printNodeName: true })}\n`);
     out.write(`${tableRows(table, print)}\n`);
@@ -137,7 +135,7 @@ export function flowsCommand(run: (o: FlowsOptions) => Promise<void> = observe):
     .alias('observe')
     .description('show the flows of every node (hubble observe for the mesh): who talked to whom, with which SPIFFE identities, over mTLS or not, the verdict, the policy that decided, and each HTTP request a waypoint saw')
     .addOption(new Option('--state-dir <dir>', "the local cluster's state directory, where mesh.json records the relay (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
-    .option('--server <host:port>', 'the flow relay to ask (default: the one in mesh.json; on a cluster, kubectl -n mesh-system port-forward deploy/mesh-controller 4245)')
+    .option('--server <host:port>', 'the flow relay to ask (default: the one in mesh.json, else a port-forward to the controller pod in mesh-system through the kubeconfig)')
     .option('--last <n>', 'the last N flows (default 20)', count)
     .option('--first <n>', 'the first N flows still kept', count)
     .option('--all', 'every flow still kept')

@@ -4,6 +4,7 @@
 import { Command, Option } from 'commander';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints, type MeshEndpoints } from '../endpoints.ts';
+import { relayAccess } from '../relay.ts';
 
 interface StatusOptions {
   stateDir: string;
@@ -70,14 +71,16 @@ export function drainingText(d: Draining, now = Date.now()): string {
 }
 
 async function status(o: StatusOptions): Promise<void> {
+  // The local cluster's mesh.json also lists the ztunnels a rollout replaced (draining); a cluster
+  // reached through the kubeconfig has none of it.
   let endpoints: MeshEndpoints | undefined;
   try {
     endpoints = loadEndpoints(o.stateDir);
-  } catch (e) {
-    if (!o.server) throw e;
+  } catch {
+    endpoints = undefined;
   }
-  const address = o.server ?? endpoints?.relay;
-  if (!address) throw new Error(`no controller relay recorded in ${o.stateDir}; pass --server host:port`);
+  const access = await relayAccess(o);
+  const address = access.address;
   const { credentials } = await import('@grpc/grpc-js');
   const { observerClient, unary } = await import('../../flows/server.ts');
   const client = observerClient(address, credentials.createInsecure());
@@ -88,7 +91,7 @@ async function status(o: StatusOptions): Promise<void> {
       st = await unary<ServerStatus>((opts, cb) => client.ServerStatus({}, opts, cb), 8000);
       nodes = (await unary<{ nodes: NodeInfo[] }>((opts, cb) => client.GetNodes({}, opts, cb), 8000)).nodes;
     } catch (e) {
-      throw new Error(`the controller does not answer at ${address}: ${(e as Error).message} — is the mesh running (\`meshctl dev status\`)? On a cluster: kubectl -n mesh-system port-forward deploy/mesh-controller 4245`, { cause: e });
+      throw new Error(`the controller does not answer at ${address} (${access.via}): ${(e as Error).message} — is the mesh running (\`meshctl dev status\`, \`kubectl -n mesh-system get pods\`)?`, { cause: e });
     }
     const issues = problems(st, nodes);
     const draining = await drainingZtunnels(endpoints);
@@ -109,7 +112,7 @@ async function status(o: StatusOptions): Promise<void> {
       ];
       const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
       const lines = [
-        `Controller:      ${address} (mesh ${st.version})`,
+        `Controller:      ${access.via === '--server' ? address : access.via} (mesh ${st.version})`,
         `Connected nodes: ${st.numConnectedNodes}/${st.numConnectedNodes + st.numUnavailableNodes}`,
         `Flows:           ${st.numFlows}/${st.maxFlows} kept, ${st.seenFlows} seen, ${st.flowsRate.toFixed(2)} flows/s`,
         `Lost:            ${st.kernelEventsLost} kernel events, ${st.ztunnelRecordsLost} ztunnel records, ${st.flowsOverwritten} flows overwritten`,
@@ -124,6 +127,7 @@ async function status(o: StatusOptions): Promise<void> {
     if (issues.length) process.exitCode = 1;
   } finally {
     client.close();
+    access.close();
   }
 }
 
@@ -131,7 +135,7 @@ export function statusCommand(): Command {
   return new Command('status')
     .description('show the controller, each node\'s agent and ztunnel, whether their config is in sync, and flow counts')
     .addOption(new Option('--state-dir <dir>', "the local cluster's state directory (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
-    .option('--server <host:port>', "the controller's relay (default: from mesh.json)")
+    .option('--server <host:port>', "the controller's relay (default: from mesh.json, else a port-forward to the controller pod in mesh-system through the kubeconfig)")
     .addOption(new Option('-o, --output <format>', 'table or json').choices(['table', 'json']).default('table'))
     .addHelpText('after', '\nExamples:\n  meshctl status\n  meshctl status -o json\n  meshctl status --server 127.0.0.1:4245   # after kubectl port-forward')
     .action(async (o: StatusOptions) => status(o));

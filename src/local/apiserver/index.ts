@@ -24,6 +24,7 @@ import type { PodStreams } from './streaming.ts';
 import { Tokens } from './tokens.ts';
 
 export { ApiError } from './errors.ts';
+export { KUBERNETES_SERVICE_IP } from './pki.ts';
 export type { StatusCause } from './errors.ts';
 export type { KubeObject } from './types.ts';
 export type { ExecRequest, ExecSession, ForwardConnection, LogRequest, PodStreams, StartExec, TerminalSize } from './streaming.ts';

@@ -16,14 +16,21 @@ export interface ServingPki {
 const CA_YEARS = 10;
 const SERVING_YEARS = 2;
 
-/** Loads dataDir/pki or creates it: a CA, and a serving cert for 127.0.0.1 and localhost. */
+/** The `kubernetes` Service's ClusterIP (the first of kube-apiserver's default service range,
+ * 10.96.0.0/16): pods reach the API server there (src/local/runtime/api-service.ts), so it is on
+ * the serving certificate, as kube-apiserver puts it on its own. */
+export const KUBERNETES_SERVICE_IP = '10.96.0.1';
+const SERVICE_NAMES = ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'];
+
+/** Loads dataDir/pki or creates it: a CA, and a serving cert for 127.0.0.1, localhost and the
+ * `kubernetes` Service (its ClusterIP and names). */
 export async function loadOrCreatePki(dataDir: string): Promise<ServingPki> {
   const dir = join(dataDir, 'pki');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const files = { ca: join(dir, 'ca.crt'), caKey: join(dir, 'ca.key'), cert: join(dir, 'apiserver.crt'), key: join(dir, 'apiserver.key') };
   const existing = await Promise.all([files.ca, files.cert, files.key].map((p) => readFile(p, 'utf8').catch(() => undefined)));
   const [caCertPem, certPem, keyPem] = existing;
-  if (caCertPem && certPem && keyPem && stillValid(certPem)) return { caCertPem, certPem, keyPem };
+  if (caCertPem && certPem && keyPem && stillValid(certPem) && namesService(certPem)) return { caCertPem, certPem, keyPem };
 
   // A CA whose key is on disk is reused to reissue an expired serving cert; otherwise start over.
   let ca: { cert: forge.pki.Certificate; key: forge.pki.rsa.PrivateKey; pem: string };
@@ -64,7 +71,10 @@ export async function loadOrCreatePki(dataDir: string): Promise<ServingPki> {
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
     { name: 'extKeyUsage', serverAuth: true },
     // type 7 = iPAddress, type 2 = dNSName (RFC 5280 §4.2.1.6)
-    { name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }, { type: 2, value: 'localhost' }] },
+    {
+      name: 'subjectAltName',
+      altNames: [{ type: 7, ip: '127.0.0.1' }, { type: 7, ip: KUBERNETES_SERVICE_IP }, { type: 2, value: 'localhost' }, ...SERVICE_NAMES.map((value) => ({ type: 2, value }))],
+    },
   ]);
   cert.sign(ca.key, forge.md.sha256.create());
   const servingPem = forge.pki.certificateToPem(cert);
@@ -93,6 +103,17 @@ function serial(): string {
   const b = randomBytes(16);
   b[0] = b[0]! & 0x7f;
   return b.toString('hex');
+}
+
+/** Whether a serving certificate names the `kubernetes` Service's IP (ones made before pods could
+ * reach the API server do not; they are reissued by the same CA, so kubeconfigs keep working). */
+function namesService(pem: string): boolean {
+  try {
+    const san = forge.pki.certificateFromPem(pem).getExtension('subjectAltName') as { altNames?: { ip?: string }[] } | null;
+    return Boolean(san?.altNames?.some((a) => a.ip === KUBERNETES_SERVICE_IP));
+  } catch {
+    return false;
+  }
 }
 
 function stillValid(pem: string): boolean {

@@ -14,11 +14,18 @@ import { isWebSocketUpgrade, offeredProtocols, WebSocket } from './websocket.ts'
 
 const PROTOCOL = 'portforward.k8s.io';
 const TUNNEL_PROTOCOL = `SPDY/3.1+${PROTOCOL}`;
+// The WebSocket channel protocol kubelet also serves for port-forward (its portforward/websocket.go),
+// which @kubernetes/client-node's PortForward speaks: one connection per WebSocket, the ports in
+// `?ports=`, port i's data on channel 2i and its errors on 2i+1.
+const CHANNEL_PROTOCOL = 'v4.channel.k8s.io';
 
 export function servePortForward(streams: PodStreams | undefined, pod: KubeObject, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   if (!streams) throw new ApiError(503, 'ServiceUnavailable', 'this API server runs without kubelets (no local cluster nodes), so it cannot reach pods', {});
   const connect = streams.portForward(pod);
   let session: SpdySession;
+  if (isWebSocketUpgrade(req) && !offeredProtocols(req).includes(TUNNEL_PROTOCOL) && offeredProtocols(req).includes(CHANNEL_PROTOCOL)) {
+    return serveChannels(connect, req, socket, head, pod.metadata.name ?? '');
+  }
   if (isWebSocketUpgrade(req)) {
     if (!offeredProtocols(req).includes(TUNNEL_PROTOCOL)) throw new BadRequestError(`port-forward over WebSocket needs the subprotocol ${TUNNEL_PROTOCOL}`);
     const ws = new WebSocket(req, socket, head, TUNNEL_PROTOCOL);
@@ -73,5 +80,36 @@ function forward(connect: ReturnType<PodStreams['portForward']>, port: number, d
       if (why) error.write(Buffer.from(`error forwarding port ${port} to pod ${podName}: ${why}`));
       error.end();
     });
+  });
+}
+
+/** Port-forward over the WebSocket channel protocol: each port of `?ports=` is one connection. */
+function serveChannels(connect: ReturnType<PodStreams['portForward']>, req: IncomingMessage, socket: Duplex, head: Buffer, podName: string): void {
+  const ports = (new URL(req.url ?? '/', 'http://x').searchParams.get('ports') ?? '').split(',').filter(Boolean).map(Number);
+  if (!ports.length || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) throw new BadRequestError(`port-forward needs ?ports= with ports 1-65535, got ${JSON.stringify(ports)}`);
+  const ws = new WebSocket(req, socket, head, CHANNEL_PROTOCOL);
+  const frame = (channel: number, data: Buffer) => Buffer.concat([Buffer.from([channel]), data]);
+  const conns = ports.map((port, i) => {
+    const conn = connect(port);
+    // Each channel starts with its port, little-endian (kubelet does; clients strip it).
+    const portBytes = Buffer.from([port & 255, port >> 8]);
+    ws.send(frame(2 * i, portBytes));
+    ws.send(frame(2 * i + 1, portBytes));
+    conn.input.on('error', () => {});
+    conn.output.on('data', (d: Buffer) => ws.send(frame(2 * i, d)));
+    conn.output.on('end', () => {
+      void conn.failed.then((why) => {
+        if (why) ws.send(frame(2 * i + 1, Buffer.from(`error forwarding port ${port} to pod ${podName}: ${why}`)));
+        ws.close();
+      });
+    });
+    return conn;
+  });
+  ws.on('message', (m: Buffer) => {
+    const i = m[0]! / 2;
+    if (Number.isInteger(i) && conns[i] && m.length > 1) conns[i].input.write(m.subarray(1));
+  });
+  ws.on('close', () => {
+    for (const c of conns) c.close();
   });
 }

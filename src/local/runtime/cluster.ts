@@ -18,6 +18,8 @@ import { ServiceProxy, type ServiceRule } from './proxy.ts';
 import { EventRecorder } from './events.ts';
 import { Scheduler } from './scheduler.ts';
 import { KubeletStreams } from './streaming.ts';
+import { ApiServiceRelay, type ApiServiceEnv } from './api-service.ts';
+import { NodeRoot, sweepNodeRoots } from './noderoot.ts';
 
 const log = logger('local');
 
@@ -67,6 +69,7 @@ export class LocalCluster {
   private syncTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private controllers: WorkloadControllers | undefined;
+  private apiRelay: ApiServiceRelay | undefined;
 
   private constructor(init: {
     opts: LocalClusterOptions;
@@ -106,7 +109,7 @@ export class LocalCluster {
     if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw new RangeError(`--nodes must be 1-16, got ${nodes}`);
     mkdirSync(opts.stateDir, { recursive: true });
     const cgroupParent = cgroupParentFor(prefix);
-    const swept = await sweepLocalCluster(prefix, cgroupParent);
+    const swept = [...(await sweepNodeRoots(opts.stateDir)), ...(await sweepLocalCluster(prefix, cgroupParent))];
     if (swept.length) progress(`removed leftovers of an earlier run: ${swept.join(', ')}`);
 
     progress('starting the API server');
@@ -117,16 +120,22 @@ export class LocalCluster {
     kc.loadFromFile(kubeconfigPath);
 
     let topology: Topology | undefined;
+    let relay: ApiServiceRelay | undefined;
+    const kubelets: Kubelet[] = [];
     try {
       topology = await Topology.create({ prefix, ipv6: opts.ipv6 ?? true, cgroupParent });
       const hosts = new HostsWriter();
-      const kubelets: Kubelet[] = [];
+      let apiEnv: ApiServiceEnv | undefined;
       for (let i = 1; i <= nodes; i++) {
         progress(`starting node${i}`);
         const node = await topology.addNode(`node${i}`);
-        const kubelet = new Kubelet({ kc, topology, node, logDir: join(opts.stateDir, 'logs'), hosts });
-        await kubelet.start();
+        // Pods reach the API server through the `kubernetes` Service, served on the first node
+        // as on a real cluster's control-plane node (api-service.ts).
+        if (!relay) ({ relay, env: apiEnv } = await ApiServiceRelay.start(kc, node, api.port, api.caCertPem));
+        const root = new NodeRoot(join(opts.stateDir, 'nodes', node.name, 'root'), podCgroupFor(prefix, node.name));
+        const kubelet = new Kubelet({ kc, topology, node, logDir: join(opts.stateDir, 'logs'), hosts, root, apiEnv: () => apiEnv });
         kubelets.push(kubelet);
+        await kubelet.start();
       }
       api.setPodStreams(new KubeletStreams(() => kubelets));
       const core = kc.makeApiClient(k8s.CoreV1Api);
@@ -138,6 +147,7 @@ export class LocalCluster {
         nodes: k8s.makeInformer(kc, '/api/v1/nodes', () => core.listNode()),
       };
       const cluster = new LocalCluster({ opts, api, kc, kubeconfigPath, topology, kubelets, hosts, informers });
+      cluster.apiRelay = relay;
       cluster.wire(informers);
       progress('watching the API');
       await Promise.all(Object.values(informers).map((i) => i.start()));
@@ -145,6 +155,8 @@ export class LocalCluster {
       cluster.controllers = await WorkloadControllers.start(kc);
       return cluster;
     } catch (e) {
+      await Promise.allSettled(kubelets.map((k) => k.stop()));
+      await relay?.stop().catch(() => {});
       await topology?.destroy().catch(() => {});
       await api.stop().catch(() => {});
       throw e;
@@ -231,6 +243,7 @@ export class LocalCluster {
     await this.controllers?.stop();
     await Promise.allSettled(this.informers.map((i) => i.stop()));
     await Promise.allSettled(this.kubelets.map((k) => k.stop()));
+    await this.apiRelay?.stop();
     await this.topology.destroy();
     await sweepLocalCluster(this.prefix, this.topology.cgroupParent);
     await this.api.stop();

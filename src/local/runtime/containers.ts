@@ -197,10 +197,10 @@ export class Container {
    * Stops this instance for a failed liveness or startup probe — SIGTERM, SIGKILL after
    * `graceMs` — and lets restartPolicy decide what follows, as for any exit.
    */
-  restartKill(graceMs: number): void {
+  restartKill(graceMs: number, opts: { term?: boolean } = {}): void {
     const child = this.child;
     if (!child) return;
-    child.kill('SIGTERM');
+    if (opts.term !== false) child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
     child.once('exit', () => clearTimeout(timer));
   }
@@ -210,8 +210,12 @@ export class Container {
     this.child?.kill('SIGKILL');
   }
 
-  /** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */
-  async stop(graceMs = STOP_GRACE_MS): Promise<void> {
+  /**
+   * SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. `term: false`
+   * when something else delivers the SIGTERM (`podman stop` for an image container: one signal,
+   * as kubelet sends one — a second would kill a process whose handler is still at work).
+   */
+  async stop(graceMs = STOP_GRACE_MS, opts: { term?: boolean } = {}): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
@@ -219,7 +223,7 @@ export class Container {
     if (!child) return this.logTimes.close();
     const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     this.onEvent('Normal', 'Killing', `Stopping container ${this.name}`);
-    child.kill('SIGTERM');
+    if (opts.term !== false) child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
     await gone;
     clearTimeout(timer);

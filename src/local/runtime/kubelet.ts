@@ -23,12 +23,17 @@ import { type StopTarget, runPreStop, termGraceMs } from './lifecycle.ts';
 import { chooseRuntime, exec as ociExec, killContainer, removeContainer, removeV1Tree, runArgs, stopContainer } from './oci.ts';
 import { apiSources, containerEnv, fieldOf, ociSpec, unsupportedFields, unsupportedPodFields } from './podspec.ts';
 import { containerLimits, podLimits, writeCgroupLimits } from './resources.ts';
-import { type PreparedVolumes, prepareVolumes, removeVolumes, type VolumeSources } from './volumes.ts';
+import { type PreparedVolumes, prepareVolumes, removeVolumes, type VolumeSources, withServiceAccountVolume } from './volumes.ts';
+import type { ApiServiceEnv } from './api-service.ts';
+import type { NodeRoot } from './noderoot.ts';
 
 const log = logger('kubelet');
 const HEARTBEAT_MS = 10_000;
 const STATUS_DEBOUNCE_MS = 50;
 const INIT_POLL_MS = 100;
+// A failed volume mount is tried again after 0.5 s, doubling up to 8 s.
+const MOUNT_RETRY_MS = 500;
+const MOUNT_RETRY_MAX_MS = 8000;
 // SIGTERM → SIGKILL when the whole cluster stops (dev down), whatever the pods' grace periods.
 const STOP_GRACE_MS = 2000;
 
@@ -37,6 +42,8 @@ const namedPorts = (c: k8s.V1Container) => new Map((c.ports ?? []).filter((p) =>
 interface StartContext {
   volumes: PreparedVolumes | undefined;
   volumeError: string;
+  /** Sets the volumes up again (after a failed mount). */
+  mount: () => Promise<PreparedVolumes>;
   src: VolumeSources;
   modes: Map<string, 'oci' | 'host'>;
 }
@@ -81,6 +88,10 @@ export interface KubeletOptions {
   hosts: HostsWriter;
   /** Where pod volumes are made (<podsDir>/<uid>/volumes/<name>); default: beside logDir. */
   podsDir?: string;
+  /** The node's own host directories, where node-local hostPaths resolve (noderoot.ts). */
+  root?: NodeRoot;
+  /** KUBERNETES_SERVICE_HOST/PORT for image containers, once the API is reachable from pods. */
+  apiEnv?: () => ApiServiceEnv | undefined;
 }
 
 /** The podman name of a pod's container: unique per cluster, pod and container. */
@@ -131,6 +142,7 @@ export class Kubelet {
   /** Registers (or re-registers) the Node object and keeps its Ready condition fresh. */
   async start(): Promise<void> {
     const n = this.node;
+    await this.opts.root?.prepare();
     const body: k8s.V1Node = {
       metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
       spec: { podCIDR: n.podCidr4, podCIDRs: [n.podCidr4, ...(n.podCidr6 ? [n.podCidr6] : [])] },
@@ -213,7 +225,8 @@ export class Kubelet {
     return rt?.containers.find((c) => c.name === name) ?? rt?.initContainers.find((c) => c.name === name);
   }
 
-  private async sync(pod: k8s.V1Pod): Promise<void> {
+  private async sync(stored: k8s.V1Pod): Promise<void> {
+    let pod = stored;
     const uid = pod.metadata!.uid!;
     const existing = this.pods.get(uid);
     if (existing) {
@@ -240,6 +253,10 @@ export class Kubelet {
         );
       }
     }
+    const all = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
+    const modes = new Map(await Promise.all(all.map(async (c) => [c.name, await chooseRuntime(c)] as const)));
+    // Image containers get their service account's credentials (host commands have the host's).
+    if (all.length && all.every((c) => modes.get(c.name) === 'oci')) pod = withServiceAccountVolume(pod, await this.automountToken(pod));
     const rt: PodRuntime = {
       uid,
       key: `${ns}/${name}`,
@@ -263,14 +280,14 @@ export class Kubelet {
     const podDir = join(this.podsDir, uid);
     let volumes: PreparedVolumes | undefined;
     let volumeError = '';
+    const mounted = pod;
+    const mount = () => prepareVolumes(mounted, podDir, src, (p) => this.opts.root?.resolve(p) ?? p);
     try {
-      volumes = await prepareVolumes(pod, podDir, src);
+      volumes = await mount();
     } catch (e) {
       volumeError = (e as Error).message;
       void this.events.record(podRef, 'Warning', 'FailedMount', volumeError);
     }
-    const all = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
-    const modes = new Map(await Promise.all(all.map(async (c) => [c.name, await chooseRuntime(c)] as const)));
     const ignored = [...unsupportedPodFields(pod), ...(volumes?.unsupported ?? []), ...all.flatMap((c) => unsupportedFields(pod, c, modes.get(c.name) === 'oci'))];
     // Host commands share the pod's cgroup: it gets their limits (resources.ts).
     const hostContainers = (pod.spec?.containers ?? []).filter((c) => modes.get(c.name) === 'host');
@@ -282,7 +299,7 @@ export class Kubelet {
       void this.events.record(podRef, 'Warning', 'FieldNotHonoured', `The local cluster's kubelet does not honour: ${ignored.join(', ')}`);
     }
     // Not awaited: init containers may run for long, and a delete must not wait behind them.
-    rt.starting = this.runContainers(rt, { volumes, volumeError, src, modes }).catch((e: Error) => log.error({ pod: rt.key, err: e.message }, 'starting containers failed'));
+    rt.starting = this.runContainers(rt, { volumes, volumeError, mount, src, modes }).catch((e: Error) => log.error({ pod: rt.key, err: e.message }, 'starting containers failed'));
     log.info({ pod: rt.key, podIP: rt.podIP, netns: net?.netns ?? '(host network)' }, 'pod started');
     this.scheduleStatus(rt);
   }
@@ -293,6 +310,19 @@ export class Kubelet {
    */
   private async runContainers(rt: PodRuntime, ctx: StartContext): Promise<void> {
     const policy = (rt.pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
+    // A failed mount is retried, as kubelet's volume manager does: a ConfigMap or Secret may
+    // appear later (the node pods wait for the trust bundle the mesh's controller publishes).
+    for (let waitMs = MOUNT_RETRY_MS; ctx.volumeError && !rt.stopped; waitMs = Math.min(waitMs * 2, MOUNT_RETRY_MAX_MS)) {
+      await sleep(waitMs);
+      if (rt.stopped) return;
+      try {
+        ctx.volumes = await ctx.mount();
+        ctx.volumeError = '';
+      } catch (e) {
+        if ((e as Error).message !== ctx.volumeError) void this.events.record({ apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata }, 'Warning', 'FailedMount', (e as Error).message);
+        ctx.volumeError = (e as Error).message;
+      }
+    }
     for (const c of rt.pod.spec?.initContainers ?? []) {
       const container = await this.makeContainer(rt, c, ctx, policy === 'Never' ? 'Never' : 'OnFailure', true);
       if (!container || !(await completion(rt, container))) return;
@@ -323,7 +353,7 @@ export class Kubelet {
     let env: Record<string, string>;
     try {
       if (ctx.volumeError) throw new Error(ctx.volumeError);
-      env = await containerEnv(c, ns, mode === 'oci' ? { HOSTNAME: name } : { PATH: process.env.PATH ?? '', HOSTNAME: name, HOME: '/root' }, ctx.src);
+      env = await containerEnv(c, ns, mode === 'oci' ? { HOSTNAME: name, ...this.opts.apiEnv?.() } : { PATH: process.env.PATH ?? '', HOSTNAME: name, HOME: '/root' }, ctx.src);
     } catch (e) {
       const container = new Container({ name: c.name, command: [], env: {}, logPath, policy, launch: () => { throw new Error('not started'); }, onChange });
       container.fail('CreateContainerConfigError', (e as Error).message);
@@ -420,7 +450,7 @@ export class Kubelet {
         const probe = why === 'startup probe' ? c.startupProbe : c.livenessProbe;
         const graceMs = (probe?.terminationGracePeriodSeconds ?? rt.pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000;
         log.info({ pod: rt.key, container: c.name, why }, 'killing the container for a failed probe');
-        container.restartKill(oci ? graceMs + 2000 : graceMs);
+        container.restartKill(oci ? graceMs + 2000 : graceMs, { term: !oci });
         if (oci) void stopContainer(oci, graceMs / 1000);
       },
       changed: () => this.scheduleStatus(rt),
@@ -526,7 +556,8 @@ export class Kubelet {
       const term = hurried ? 0 : termGraceMs(graceMs, Date.now() - t0);
       // An OCI container's PID 1 may ignore SIGTERM (no handler): podman stop escalates in it;
       // the attached `podman run` gets a little longer so that it reports the container's end.
-      await Promise.all([c.stop(oci ? term + 2000 : term), oci ? stopContainer(oci, term / 1000) : undefined]);
+      // `podman stop` alone signals it (its `podman run` would forward a second SIGTERM).
+      await Promise.all([c.stop(oci ? term + 2000 : term, { term: !oci }), oci ? stopContainer(oci, term / 1000) : undefined]);
       if (oci) await removeContainer(oci);
     }));
     rt.hurry = undefined;
@@ -543,6 +574,15 @@ export class Kubelet {
     log.info({ pod: rt.key }, 'pod stopped');
   }
 
+  /** automountServiceAccountToken of the pod, else of its service account, else true. */
+  private async automountToken(pod: k8s.V1Pod): Promise<boolean> {
+    if (pod.spec?.automountServiceAccountToken !== undefined) return pod.spec.automountServiceAccountToken;
+    const sa = await this.core
+      .readNamespacedServiceAccount({ namespace: pod.metadata?.namespace ?? 'default', name: pod.spec?.serviceAccountName ?? 'default' })
+      .catch(() => undefined);
+    return sa?.automountServiceAccountToken ?? true;
+  }
+
   /** Stops every pod of this node (the cluster is going down). */
   async stop(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
@@ -553,5 +593,6 @@ export class Kubelet {
     // The cluster going down is not a pod deletion: no hooks, and a short grace so that `meshctl
     // dev down` is quick; the pods start again with the next `dev up`.
     await Promise.all([...this.pods.values()].map((rt) => this.teardown(rt, Math.min((rt.pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000, STOP_GRACE_MS), false).catch(() => {})));
+    await this.opts.root?.release();
   }
 }

@@ -67,6 +67,12 @@ export interface OciContainerSpec {
   capAdd: string[];
   capDrop: string[];
   user?: string;
+  /** securityContext.readOnlyRootFilesystem. */
+  readOnly?: boolean;
+  /** securityContext.allowPrivilegeEscalation false: no_new_privs. */
+  noNewPrivileges?: boolean;
+  /** securityContext.seccompProfile Unconfined (default: the runtime's profile). */
+  seccompUnconfined?: boolean;
   mounts: { source: string; target: string; readOnly: boolean }[];
   /** podman's flags for the container's cgroup limits (resources.ts). */
   resourceArgs: string[];
@@ -89,6 +95,11 @@ export function runArgs(s: OciContainerSpec): string[] {
   for (const c of s.capAdd) a.push('--cap-add', c);
   for (const c of s.capDrop) a.push('--cap-drop', c);
   if (s.user) a.push('--user', s.user);
+  if (s.readOnly) a.push('--read-only');
+  if (s.noNewPrivileges) a.push('--security-opt', 'no-new-privileges');
+  // The runtime's default seccomp profile refuses bpf() and setns() whatever the capabilities.
+  // (No AppArmor here: appArmorProfile has nothing to change on this host.)
+  if (s.seccompUnconfined) a.push('--security-opt', 'seccomp=unconfined');
   if (s.workingDir) a.push('--workdir', s.workingDir);
   for (const [k, v] of Object.entries(s.env)) a.push('--env', `${k}=${v}`);
   for (const m of s.mounts) a.push('--mount', `type=bind,source=${m.source},destination=${m.target}${m.readOnly ? ',ro' : ''}`);

@@ -115,7 +115,6 @@ export function unsupportedFields(pod: k8s.V1Pod, c: k8s.V1Container, oci: boole
   }
   const sc = c.securityContext;
   if (sc?.runAsGroup !== undefined && oci && sc.runAsUser === undefined) out.push(`${at}.securityContext.runAsGroup`);
-  if (sc?.readOnlyRootFilesystem) out.push(`${at}.securityContext.readOnlyRootFilesystem`);
   return out;
 }
 
@@ -165,6 +164,9 @@ export function ociSpec(pod: k8s.V1Pod, c: k8s.V1Container, env: Record<string, 
     capAdd: sc?.capabilities?.add ?? [],
     capDrop: sc?.capabilities?.drop ?? [],
     ...(sc?.runAsUser !== undefined ? { user: `${sc.runAsUser}${sc.runAsGroup !== undefined ? `:${sc.runAsGroup}` : ''}` } : {}),
+    ...(sc?.readOnlyRootFilesystem ? { readOnly: true } : {}),
+    ...(sc?.allowPrivilegeEscalation === false ? { noNewPrivileges: true } : {}),
+    ...((sc?.seccompProfile ?? pod.spec?.securityContext?.seccompProfile)?.type === 'Unconfined' ? { seccompUnconfined: true } : {}),
     mounts,
     resourceArgs: ociResourceArgs(containerLimits(c, '').limits),
     labels: { 'io.kubernetes.pod.name': meta.name!, 'io.kubernetes.pod.namespace': meta.namespace ?? 'default', 'io.kubernetes.pod.uid': meta.uid!, 'io.kubernetes.container.name': c.name },

@@ -66,7 +66,7 @@ function writeDownward(dir: string, items: k8s.V1DownwardAPIVolumeFile[], src: V
 
 /** Makes every volume of `pod` under `podDir`; throws (with kubelet's words) when a referenced
  *  ConfigMap or Secret is missing, which the kubelet reports as FailedMount. */
-export async function prepareVolumes(pod: k8s.V1Pod, podDir: string, src: VolumeSources): Promise<PreparedVolumes> {
+export async function prepareVolumes(pod: k8s.V1Pod, podDir: string, src: VolumeSources, hostPath: (path: string) => string = (p) => p): Promise<PreparedVolumes> {
   const paths = new Map<string, string>();
   const unsupported: string[] = [];
   const ns = pod.metadata?.namespace ?? 'default';
@@ -74,8 +74,10 @@ export async function prepareVolumes(pod: k8s.V1Pod, podDir: string, src: Volume
     const dir = join(podDir, 'volumes', v.name);
     const mode = 0o644;
     if (v.hostPath) {
-      if (v.hostPath.type === 'DirectoryOrCreate') mkdirSync(v.hostPath.path, { recursive: true });
-      paths.set(v.name, v.hostPath.path);
+      // The node's own directory for node-local paths (noderoot.ts).
+      const path = hostPath(v.hostPath.path);
+      if (v.hostPath.type === 'DirectoryOrCreate') mkdirSync(path, { recursive: true });
+      paths.set(v.name, path);
       continue;
     }
     if (v.emptyDir) {
@@ -105,6 +107,48 @@ export async function prepareVolumes(pod: k8s.V1Pod, podDir: string, src: Volume
     paths.set(v.name, dir);
   }
   return { paths, unsupported };
+}
+
+/** The service-account volume's name and where it is mounted (kube-api-access-*, as the
+ * ServiceAccount admission plugin adds it). */
+export const SA_VOLUME = 'kube-api-access';
+export const SA_MOUNT_PATH = '/var/run/secrets/kubernetes.io/serviceaccount';
+
+/**
+ * The volume that gives a pod's containers its service account's token, the cluster CA and its
+ * namespace at SA_MOUNT_PATH, for in-cluster clients (client-node's loadFromCluster). A real
+ * cluster's admission plugin writes it into the pod spec; the local kubelet adds it when it starts
+ * the pod (the stored pod is unchanged), unless automountServiceAccountToken is false.
+ */
+export function serviceAccountVolume(): k8s.V1Volume {
+  return {
+    name: SA_VOLUME,
+    projected: {
+      defaultMode: 0o644,
+      sources: [
+        { serviceAccountToken: { path: 'token', expirationSeconds: 3607 } },
+        { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+        { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
+      ],
+    },
+  };
+}
+
+/** `pod` with the service-account volume mounted in every container that does not mount that
+ * path itself; unchanged when `automount` is false. */
+export function withServiceAccountVolume(pod: k8s.V1Pod, automount: boolean): k8s.V1Pod {
+  if (!automount || !pod.spec) return pod;
+  const mount = (c: k8s.V1Container): k8s.V1Container =>
+    c.volumeMounts?.some((m) => m.mountPath === SA_MOUNT_PATH) ? c : { ...c, volumeMounts: [...(c.volumeMounts ?? []), { name: SA_VOLUME, mountPath: SA_MOUNT_PATH, readOnly: true }] };
+  return {
+    ...pod,
+    spec: {
+      ...pod.spec,
+      volumes: [...(pod.spec.volumes ?? []), serviceAccountVolume()],
+      containers: pod.spec.containers.map(mount),
+      ...(pod.spec.initContainers ? { initContainers: pod.spec.initContainers.map(mount) } : {}),
+    },
+  };
 }
 
 export function removeVolumes(podDir: string): void {
