@@ -16,6 +16,7 @@ import { loadControllerSettings } from './config.ts';
 import { WaypointDeployer, type WaypointTemplate } from './waypoint-deployer.ts';
 import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
+import { LeaderElector, type LeaderStatus, type LeaseSettings } from './leader-election.ts';
 
 const log = logger('controller');
 
@@ -43,12 +44,21 @@ export interface ControllerConfig {
   readonly waypointTemplate?: WaypointTemplate;
   /** The cluster's DNS domain (Service hostnames). */
   readonly clusterDomain?: string;
+  /**
+   * Leader election (MESH_LEADER_ELECTION and MESH_LEASE_*): only the holder of this Lease writes
+   * to the API. Unset, this controller writes as if it led: it must then be the only replica.
+   */
+  readonly lease?: LeaseSettings;
 }
+
+// What an empty environment gives, less the Lease: a controller started in-process (the local
+// cluster's single controller, tests) is alone unless it is given one.
+const { lease: _noLease, ...SETTINGS_DEFAULTS } = loadControllerSettings({});
 
 export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
   // The settings' defaults, with their reasons, are in the schema (src/controller/config.ts):
   // what an empty environment gives.
-  ...loadControllerSettings({}),
+  ...SETTINGS_DEFAULTS,
   clusterId: 'Kubernetes',
   rootNamespace: 'mesh-system',
   // Long enough to fold an informer's initial burst into one build, short against the 1 s goal.
@@ -87,7 +97,9 @@ export class Controller {
   builds = 0;
 
   private readonly nodes: NodeCredentials;
-  private readonly deployer: WaypointDeployer;
+  private deployer: WaypointDeployer;
+  /** The Lease this replica campaigns on; undefined when it is the only replica (it leads). */
+  readonly elector: LeaderElector | undefined;
   /** Informers of CRD-defined kinds whose CRD is not installed (listed as empty meanwhile). */
   readonly notServed = new Set<string>();
 
@@ -98,23 +110,64 @@ export class Controller {
     this.ca = ca;
     this.xds = xds;
     this.caches = caches;
-    this.deployer = new WaypointDeployer(
-      kc,
-      config.waypointTemplate ?? { image: config.waypointImage, imagePullPolicy: 'IfNotPresent', command: [], env: {}, volumes: [], volumeMounts: [] },
-      { clusterDomain: config.clusterDomain ?? 'cluster.local', trustDomain: config.trustDomain },
-    );
+    this.deployer = this.newDeployer();
     this.waypointStatus = new WaypointStatusWriter(kc, (k) => caches[k]);
+    this.elector = config.lease
+      ? new LeaderElector(kc, config.lease, { onStartedLeading: () => this.startedLeading(), onStoppedLeading: () => this.stoppedLeading() })
+      : undefined;
+  }
+
+  private newDeployer(): WaypointDeployer {
+    const c = this.config;
+    return new WaypointDeployer(
+      this.kc,
+      c.waypointTemplate ?? { image: c.waypointImage, imagePullPolicy: 'IfNotPresent', command: [], env: {}, volumes: [], volumeMounts: [] },
+      { clusterDomain: c.clusterDomain ?? 'cluster.local', trustDomain: c.trustDomain },
+    );
+  }
+
+  /**
+   * Whether this replica does the API writes. Istio's split: every istiod serves xDS and signs
+   * certificates, and only the leader of each controller writes (status, the root ConfigMaps,
+   * Gateway deployments). Here, one Lease for all of them, since one model feeds them all.
+   */
+  get leading(): boolean {
+    return this.elector ? this.elector.isLeader : !this.stopping;
+  }
+
+  /** The Lease as this replica sees it (none when it runs alone, without election). */
+  leaderStatus(): LeaderStatus | undefined {
+    return this.elector?.status();
+  }
+
+  private startedLeading(): void {
+    // What the previous leader wrote is not what this replica remembers writing: forget its own
+    // digests (policy status, the deployer's) and write everything that differs once more.
+    this.written.clear();
+    this.deployer = this.newDeployer();
+    void this.ca.publisher.start().catch((e: Error) => log.warn({ err: e.message }, 'publishing the trust bundle failed; the resync retries'));
+    this.schedule();
+  }
+
+  private stoppedLeading(): void {
+    this.ca.publisher.stop();
   }
 
   static async start(kc: k8s.KubeConfig, input: Partial<ControllerConfig> = {}): Promise<Controller> {
     const config = Object.freeze({ ...CONTROLLER_DEFAULTS, ...input });
-    const ca = await startCa(kubeCaBackend(kc), {
-      trustDomain: config.trustDomain,
-      port: config.caPort,
-      host: config.host,
-      defaultTtlMs: config.workloadCertTtlMs,
-      maxTtlMs: config.maxWorkloadCertTtlMs,
-    });
+    const ca = await startCa(
+      kubeCaBackend(kc),
+      {
+        trustDomain: config.trustDomain,
+        port: config.caPort,
+        host: config.host,
+        defaultTtlMs: config.workloadCertTtlMs,
+        maxTtlMs: config.maxWorkloadCertTtlMs,
+      },
+      // With election the leader publishes the trust bundle (startedLeading); every replica signs
+      // with the same root, read from (or raced to create in) the CA Secret.
+      { publishRoot: !config.lease },
+    );
     const serving = await ca.authority.issueServing(SERVING_NAMES, 365 * 86_400_000);
     const roots = Buffer.from(ca.authority.trustBundle.join('\n'));
     const creds = grpc.ServerCredentials.createSsl(roots, [{ cert_chain: Buffer.from(serving.certChain.join('\n')), private_key: Buffer.from(serving.key) }], true);
@@ -172,6 +225,9 @@ export class Controller {
     const xdsPort = await xds.listen(`${config.host}:${config.xdsPort}`, creds);
     controller.xdsPort = xdsPort;
     await controller.startRelay(roots);
+    // Campaign only once this replica serves: a leader that writes status also serves the model
+    // those writes describe.
+    controller.elector?.start();
     log.info({ xdsPort, caPort: ca.port, relayPort: controller.relayPort, trustDomain: config.trustDomain }, 'controller ready');
     return controller;
   }
@@ -259,6 +315,8 @@ export class Controller {
     this.model = model;
     this.builds++;
     log.debug({ ms: Math.round(performance.now() - started), workloads: model.workloads.size }, 'model built');
+    // The writes are the leader's; a follower serves the same model and writes nothing.
+    if (!this.leading) return;
     await this.writeStatuses(model.policyStatus);
     const snap = this.snapshot();
     await this.deployer.reconcile(snap.gateways, [...this.caches.waypointDeployments!.list()] as k8s.V1Deployment[], snap.services);
@@ -288,6 +346,9 @@ export class Controller {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    // First give the Lease away, so that another replica takes over the writes at once.
+    await this.building;
+    await this.elector?.stop();
     await Promise.allSettled(Object.values(this.caches).map((i) => i.stop()));
     await this.building;
     await this.relayServer?.close();
