@@ -43,7 +43,10 @@ export interface Teardown {
   teardown(fn: () => Promise<void> | void): void;
 }
 
-export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: boolean; prefix?: string; workloadCertTtlMs?: number; mark?: number } = {}): Promise<Mesh> {
+export async function startMesh(
+  t: Teardown,
+  opts: { nodes?: number; ztunnel?: boolean; prefix?: string; workloadCertTtlMs?: number; mark?: number; controllerReplicas?: number; controllerSettings?: Record<string, string> } = {},
+): Promise<Mesh> {
   const prefix = opts.prefix ?? uniquePrefix();
   const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-mesh-`);
   const held: { cluster?: LocalCluster; local?: LocalMesh } = {};
@@ -62,6 +65,7 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
     ztunnel: opts.ztunnel ?? false,
     ...(opts.workloadCertTtlMs ? { workloadCertTtlMs: opts.workloadCertTtlMs } : {}),
     ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
+    ...(opts.controllerReplicas ? { controllerReplicas: opts.controllerReplicas, controllerSettings: opts.controllerSettings ?? {} } : {}),
   });
   held.local = local;
   const env = { ...process.env, KUBECONFIG: cluster.kubeconfigPath };
