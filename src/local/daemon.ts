@@ -2,9 +2,12 @@
 // server, the node runtimes and the controllers until SIGTERM, then removes every namespace,
 // cgroup and process it made (the API server's objects stay in the state directory).
 //   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh] [--workload-cert-ttl-ms MS]
+//                            [--controller-replicas N]
+// meshctl asks it for what only it can do (`dev rollout controller`) on <state dir>/daemon.sock.
 import { rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
+import { serveDaemonControl } from './daemon-control.ts';
 import { type DaemonStatus, pidPath, statusPath } from './daemon-state.ts';
 import { LocalMesh } from './mesh.ts';
 import { LocalCluster } from './runtime/cluster.ts';
@@ -21,6 +24,7 @@ async function main(): Promise<void> {
       prefix: { type: 'string', default: 'mesh' },
       'no-mesh': { type: 'boolean', default: false },
       'workload-cert-ttl-ms': { type: 'string' },
+      'controller-replicas': { type: 'string' },
     },
   });
   const stateDir = values['state-dir'];
@@ -32,6 +36,7 @@ async function main(): Promise<void> {
   let cluster: LocalCluster | undefined;
   let mesh: LocalMesh | undefined;
   let stopping = false;
+  let closeControl: (() => Promise<void>) | undefined;
   const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
@@ -39,6 +44,7 @@ async function main(): Promise<void> {
     status.message = why;
     write();
     try {
+      await closeControl?.();
       await mesh?.stop();
       await cluster?.stop();
       status.phase = 'stopped';
@@ -64,9 +70,20 @@ async function main(): Promise<void> {
     // The mesh on top, as `helm install` would put it on a real cluster (--no-mesh: cluster only).
     if (!values['no-mesh']) {
       const ttl = Number(values['workload-cert-ttl-ms'] ?? 0);
-      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress, ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}) });
+      const replicas = Number(values['controller-replicas'] ?? 0);
+      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress, ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}), ...(replicas > 0 ? { controllerReplicas: replicas } : {}) });
       status.mesh = true;
     }
+    const running = mesh;
+    closeControl = await serveDaemonControl(stateDir, {
+      // `meshctl dev rollout controller`: src/local/rollout-controller.ts.
+      rollout: async (req, progress) => {
+        if (req.component !== 'controller') throw new Error(`this daemon rolls out the controller only, not "${String(req.component)}"`);
+        if (!running) throw new Error('this local cluster runs without the mesh (--no-mesh): there is no controller to roll');
+        if (!running.replicas) throw new Error('this local cluster runs one controller inside its daemon, which cannot be replaced without a gap; start it with `meshctl dev up --controller-replicas 2` to roll controller replicas');
+        return running.replicas.rollout(progress);
+      },
+    });
   } catch (e) {
     status.phase = 'failed';
     status.message = (e as Error).message;

@@ -2,6 +2,7 @@
 // namespaces on this host — for trying the mesh where no Kubernetes can run.
 import { spawn } from 'node:child_process';
 import { devImageCommand } from './dev-image.ts';
+import { devRolloutCommand } from './dev-rollout.ts';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -40,7 +41,7 @@ function say(s: string): void {
   process.stdout.write(`${s}\n`);
 }
 
-async function up(opts: { nodes: string; stateDir: string; mesh: boolean; workloadCertTtl?: string }): Promise<void> {
+async function up(opts: { nodes: string; stateDir: string; mesh: boolean; workloadCertTtl?: string; controllerReplicas?: string }): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the local cluster creates network namespaces and cgroups: run `meshctl dev up` as root');
   const nodes = Number(opts.nodes);
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw new Error(`--nodes must be a whole number from 1 to 16, got '${opts.nodes}'`);
@@ -50,6 +51,11 @@ async function up(opts: { nodes: string; stateDir: string; mesh: boolean; worklo
     ttlMs = parseDuration(opts.workloadCertTtl);
     if (ttlMs === undefined || ttlMs < 1000) throw new Error(`--workload-cert-ttl must be a duration of at least 1s, such as 30s, 10m or 24h; got '${opts.workloadCertTtl}'`);
     if (!opts.mesh) throw new Error('--workload-cert-ttl sets the mesh CA\'s certificate lifetime: it has no effect with --no-mesh');
+  }
+  const replicas = opts.controllerReplicas === undefined ? undefined : Number(opts.controllerReplicas);
+  if (replicas !== undefined) {
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) throw new Error(`--controller-replicas must be a whole number from 1 to 5, got '${opts.controllerReplicas}'`);
+    if (!opts.mesh) throw new Error('--controller-replicas runs the mesh\'s controller as replicas: it has no effect with --no-mesh');
   }
   const running = runningDaemon(opts.stateDir);
   if (running) {
@@ -61,7 +67,7 @@ async function up(opts: { nodes: string; stateDir: string; mesh: boolean; worklo
   rmSync(statusPath(opts.stateDir), { force: true });
   const logFile = join(opts.stateDir, 'daemon.log');
   const out = openSync(logFile, 'a');
-  const args = ['--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX, ...(opts.mesh ? [] : ['--no-mesh']), ...(ttlMs ? ['--workload-cert-ttl-ms', String(ttlMs)] : [])];
+  const args = ['--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX, ...(opts.mesh ? [] : ['--no-mesh']), ...(ttlMs ? ['--workload-cert-ttl-ms', String(ttlMs)] : []), ...(replicas ? ['--controller-replicas', String(replicas)] : [])];
   const child = spawn(process.execPath, [DAEMON, ...args], {
     detached: true,
     stdio: ['ignore', out, out],
@@ -227,8 +233,9 @@ Examples:
     .option('--nodes <n>', 'how many nodes', '2')
     .option('--no-mesh', 'the cluster only: no controller, agents or ztunnels')
     .option('--workload-cert-ttl <duration>', 'lifetime of workload and node certificates (the controller\'s MESH_WORKLOAD_CERT_TTL; default 24h); short ones show rotation at work')
+    .option('--controller-replicas <n>', 'run the controller as n replica processes behind a Service, electing a leader on a Lease (default: one controller inside the daemon)')
     .addOption(stateDirOption())
-    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes and the mesh, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --no-mesh    # a plain cluster\n  sudo meshctl dev up --workload-cert-ttl 30s   # certificates renewed every 15 s (meshctl ztunnel-config certificates)\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
+    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes and the mesh, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --no-mesh    # a plain cluster\n  sudo meshctl dev up --workload-cert-ttl 30s   # certificates renewed every 15 s (meshctl ztunnel-config certificates)\n  sudo meshctl dev up --controller-replicas 2   # then: meshctl dev rollout controller\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
     .action(up);
   dev
     .command('status')
@@ -255,5 +262,6 @@ Examples:
     .addHelpText('after', '\nExamples:\n  meshctl dev logs web-5f6c9-abcde -n shop\n  meshctl dev logs web-5f6c9-abcde -n shop -c app -f\n')
     .action(logs);
   dev.addCommand(devImageCommand());
+  dev.addCommand(devRolloutCommand());
   return dev;
 }
