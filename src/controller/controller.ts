@@ -17,6 +17,7 @@ import { WaypointDeployer, type WaypointTemplate } from './waypoint-deployer.ts'
 import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
 import { LeaderElector, type LeaderStatus, type LeaseSettings } from './leader-election.ts';
+import { type ClientRecord, ReplicaDirectory } from './replica-directory.ts';
 
 const log = logger('controller');
 
@@ -100,6 +101,8 @@ export class Controller {
   private deployer: WaypointDeployer;
   /** The Lease this replica campaigns on; undefined when it is the only replica (it leads). */
   readonly elector: LeaderElector | undefined;
+  /** The other replicas' config-stream clients, for the relay (with election only). */
+  private readonly directory: ReplicaDirectory | undefined;
   /** Informers of CRD-defined kinds whose CRD is not installed (listed as empty meanwhile). */
   readonly notServed = new Set<string>();
 
@@ -114,6 +117,14 @@ export class Controller {
     this.waypointStatus = new WaypointStatusWriter(kc, (k) => caches[k]);
     this.elector = config.lease
       ? new LeaderElector(kc, config.lease, { onStartedLeading: () => this.startedLeading(), onStoppedLeading: () => this.stoppedLeading() })
+      : undefined;
+    this.directory = config.lease
+      ? new ReplicaDirectory(
+          kc,
+          { namespace: config.lease.namespace, leaseName: config.lease.name, identity: config.lease.identity, periodMs: config.lease.retryPeriodMs },
+          () => this.clientRecords(),
+          () => this.leading,
+        )
       : undefined;
   }
 
@@ -228,29 +239,46 @@ export class Controller {
     // Campaign only once this replica serves: a leader that writes status also serves the model
     // those writes describe.
     controller.elector?.start();
+    controller.directory?.start();
     log.info({ xdsPort, caPort: ca.port, relayPort: controller.relayPort, trustDomain: config.trustDomain }, 'controller ready');
     return controller;
   }
 
-  /** The node agents that announced a flows API, with their config-stream clients. */
-  relayPeers(): RelayPeer[] {
-    const st = this.xds.status();
-    const byNode = new Map<string, RelayPeer>();
-    for (const c of st.clients) {
-      const addr = c.node?.metadata?.observer;
-      if (c.node && c.node.id.startsWith('agent~') && addr) byNode.set(c.node.name, { name: c.node.name, address: addr, configClients: [] });
-    }
-    for (const c of st.clients) {
-      const peer = c.node ? byNode.get(c.node.name) : undefined;
-      if (!peer || !c.node) continue;
+  /** This replica's config-stream clients (what the other replicas learn through the directory). */
+  clientRecords(): ClientRecord[] {
+    const out: ClientRecord[] = [];
+    for (const c of this.xds.status().clients) {
+      if (!c.node) continue;
       const types = Object.values(c.types);
-      peer.configClients.push({
+      const observer = c.node.id.startsWith('agent~') ? c.node.metadata?.observer : undefined;
+      out.push({
+        node: c.node.name,
         id: c.node.id,
+        ...(observer ? { observer } : {}),
         inSync: types.length > 0 && types.every((t) => t.synced && t.pending === 0 && t.inFlight === 0),
         resources: types.reduce((a, t) => a + t.resources, 0),
         nacks: types.reduce((a, t) => a + t.nacks, 0),
         connectedAt: c.connectedAt,
       });
+    }
+    return out;
+  }
+
+  /**
+   * The node agents that announced a flows API, with their config-stream clients — this
+   * replica's and, with several replicas, the others' (a node's streams may be on any of them).
+   */
+  relayPeers(): RelayPeer[] {
+    const records = [...this.clientRecords(), ...(this.directory?.others() ?? [])];
+    const byNode = new Map<string, RelayPeer>();
+    for (const r of records) if (r.observer && !byNode.has(r.node)) byNode.set(r.node, { name: r.node, address: r.observer, configClients: [] });
+    const ids = new Set<string>();
+    for (const r of records) {
+      const peer = byNode.get(r.node);
+      // A client that moved between replicas may show on both for a moment: count it once.
+      if (!peer || ids.has(r.id)) continue;
+      ids.add(r.id);
+      peer.configClients.push({ id: r.id, inSync: r.inSync, resources: r.resources, nacks: r.nacks, connectedAt: r.connectedAt });
     }
     return [...byNode.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -349,6 +377,7 @@ export class Controller {
     // First give the Lease away, so that another replica takes over the writes at once.
     await this.building;
     await this.elector?.stop();
+    await this.directory?.stop();
     await Promise.allSettled(Object.values(this.caches).map((i) => i.stop()));
     await this.building;
     await this.relayServer?.close();

@@ -4,7 +4,10 @@
 // replaced one at a time, and a policy and a new pod appear in the middle of it. Every ztunnel
 // applies both, no request fails, and the Lease moves to a new replica. Then the leader is
 // SIGKILLed: the other replica takes the Lease within its duration, and still no request fails.
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import test from 'ava';
 import * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor } from '../helpers/mesh.ts';
@@ -12,6 +15,8 @@ import { HTTP_LOOP, HTTP_OK_SERVER, loopResults } from '../helpers/scripts.ts';
 import { requireRoot } from '../helpers/topology.ts';
 
 const NODE = process.execPath;
+const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
+const run = promisify(execFile);
 /** Short Lease timings, so that a killed leader's successor shows within the test. */
 const LEASE = { MESH_LEASE_DURATION: '4s', MESH_LEASE_RENEW_DEADLINE: '3s', MESH_LEASE_RETRY_PERIOD: '500ms' };
 const LEASE_DURATION_MS = 4000;
@@ -130,6 +135,11 @@ test('controller-rollout-drops-nothing: two replicas rolled under traffic, confi
   t.log(`${window.length} requests over ${((end - start) / 1000).toFixed(1)} s (rollout and leader kill), ${failed.length} failed`);
   t.true(window.length > (end - start) / 200, `the client kept going: ${window.length} requests`);
   t.deepEqual(failed, [], 'no request failed');
+  // Every replica's relay sees both nodes, whichever replica their streams landed on: meshctl
+  // status through the Service (round robin over the replicas), once settled, four times running.
+  const meshStatus = async () => (await run(MESHCTL, ['status', '--state-dir', mesh.stateDir], { timeout: 30_000 }).catch((e: { stdout: string }) => e)).stdout;
+  await waitFor('meshctl status to show both nodes', async () => (/Connected nodes:\s+2\/2/.test(await meshStatus()) ? true : undefined), 10_000);
+  for (let i = 0; i < 4; i++) t.regex(await meshStatus(), /Connected nodes:\s+2\/2/, `call ${i + 1}`);
   // A change after the kill still reaches every ztunnel.
   await custom.deleteNamespacedCustomObject({ group: 'security.mesh.io', version: 'v1', namespace: 'shop', plural: 'authorizationpolicies', name: 'deny-elsewhere' });
   await waitFor('the policy removed on every ztunnel', async () => ((await Promise.all(['node1', 'node2'].map(dump))).every((d) => !d.policies.some((p) => p.name === 'deny-elsewhere')) ? true : undefined), 10_000);
