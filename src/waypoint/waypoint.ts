@@ -241,9 +241,9 @@ export class Waypoint {
   }
 
   async close(): Promise<void> {
-    await this.hbone?.close();
     await this.proxy.drain(1000);
     this.proxy.close();
+    await this.hbone?.close();
     this.l7Flows?.close();
     await this.pool.close(1000);
     await this.config?.close();
