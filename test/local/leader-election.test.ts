@@ -8,6 +8,7 @@ import * as k8s from '@kubernetes/client-node';
 import test, { type ExecutionContext } from 'ava';
 import { Controller } from '../../src/controller/controller.ts';
 import { holderIdentity, LeaderElector, type LeaseSettings } from '../../src/controller/leader-election.ts';
+import { ReplicaDirectory } from '../../src/controller/replica-directory.ts';
 import { installChartCrds } from '../../src/local/chart-crds.ts';
 import { applyMeshRbac, LEADER_ELECTION_MANIFEST, tokenFileKubeConfig, writeControllerToken } from '../../src/local/mesh-rbac.ts';
 import { call, harness } from '../helpers/apiserver.ts';
@@ -134,4 +135,22 @@ test('two controller replicas: both serve the model and sign with one root; only
   t.truthy(await until('the new status', () => statusOf('deny-y')));
   await core.createNamespace({ body: { metadata: { name: 'cart' } } });
   await until('the root ConfigMap in a new namespace', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'cart' }).catch(() => undefined))?.data?.['root-cert.pem']);
+});
+
+test('each replica learns the others\' config-stream clients through their Leases, and forgets a replica that stopped', async (t) => {
+  const { kc, admin } = await setup(t);
+  const record = (node: string) => ({ node, id: `agent~${node}`, observer: `127.0.0.1:${node === 'node1' ? 1111 : 2222}`, inSync: true, resources: 3, nacks: 0, connectedAt: new Date(0).toISOString() });
+  const dir = (identity: string, node: string) => new ReplicaDirectory(kc, { namespace: 'mesh-system', leaseName: 'mesh-controller', identity, periodMs: 200 }, () => [record(node)], () => false);
+  const a = dir('mesh-controller-1_aaaa1111', 'node1');
+  const b = dir('mesh-controller-2_bbbb2222', 'node2');
+  t.teardown(() => Promise.all([a.stop(), b.stop()]));
+  a.start();
+  b.start();
+  await until('a to see node2', () => (a.others().some((r) => r.node === 'node2') ? true : undefined));
+  await until('b to see node1', () => (b.others().some((r) => r.node === 'node1') ? true : undefined));
+  t.deepEqual(b.others(), [record('node1')]);
+  const names = (await admin.makeApiClient(k8s.CoordinationV1Api).listNamespacedLease({ namespace: 'mesh-system' })).items.map((l) => l.metadata!.name).sort();
+  t.deepEqual(names, ['mesh-controller-mesh-controller-1-aaaa1111', 'mesh-controller-mesh-controller-2-bbbb2222']);
+  await a.stop();
+  await until('b to forget a', () => (b.others().length === 0 ? true : undefined), 3000);
 });
