@@ -56,6 +56,8 @@ interface Observed {
   holder: string;
   renewTime: string;
   transitions: number;
+  /** The record's leaseDurationSeconds, in ms. */
+  durationMs: number;
   /** performance.now() when this replica first saw this record. */
   at: number;
 }
@@ -125,8 +127,11 @@ export class LeaderElector {
     this.loop = this.attempt().finally(() => {
       if (!this.running) return;
       // Followers poll with jitter (client-go's JitterFactor 1.2) so that candidates do not retry
-      // in lockstep; the leader renews on the period.
-      const wait = this.leading ? this.settings.retryPeriodMs : this.settings.retryPeriodMs * (1 + Math.random() * 0.2);
+      // in lockstep; the leader renews on the period. A follower also tries right when the
+      // holder's Lease runs out, rather than up to a period later.
+      let wait = this.leading ? this.settings.retryPeriodMs : this.settings.retryPeriodMs * (1 + Math.random() * 0.2);
+      const o = this.observed;
+      if (!this.leading && o?.holder && o.holder !== this.settings.identity) wait = Math.max(0, Math.min(wait, o.at + o.durationMs - performance.now() + 5));
       this.timer = setTimeout(() => this.tick(), wait);
     });
   }
@@ -188,14 +193,14 @@ export class LeaderElector {
         if (statusOf(e2) === 409) return false; // another replica created it first
         throw e2;
       }
-      this.observe(identity, now.toISOString(), 0);
+      this.observe(identity, now.toISOString(), 0, durationSeconds);
       return true;
     }
     const spec = lease.spec ?? {};
     const holder = spec.holderIdentity ?? '';
     const renewTime = spec.renewTime ? new Date(spec.renewTime as unknown as string).toISOString() : '';
     const transitions = spec.leaseTransitions ?? 0;
-    this.observe(holder, renewTime, transitions);
+    this.observe(holder, renewTime, transitions, spec.leaseDurationSeconds ?? durationSeconds);
     const observedFor = performance.now() - this.observed!.at;
     // Held by another and not expired by our own clock: follow. A released Lease (no holder, as
     // a leader leaves it when it stops) is free at once.
@@ -220,15 +225,15 @@ export class LeaderElector {
       if (statusOf(e) === 409) return false;
       throw e;
     }
-    this.observe(identity, now.toISOString(), next.spec!.leaseTransitions ?? 0);
+    this.observe(identity, now.toISOString(), next.spec!.leaseTransitions ?? 0, durationSeconds);
     if (taking) log.info({ identity, previous: holder || '(released)', transitions: next.spec!.leaseTransitions }, 'took the lease');
     return true;
   }
 
-  private observe(holder: string, renewTime: string, transitions: number): void {
+  private observe(holder: string, renewTime: string, transitions: number, durationSeconds: number): void {
     const o = this.observed;
     if (o && o.holder === holder && o.renewTime === renewTime) return;
-    this.observed = { holder, renewTime, transitions, at: performance.now() };
+    this.observed = { holder, renewTime, transitions, durationMs: durationSeconds * 1000, at: performance.now() };
   }
 
   /**

@@ -126,9 +126,11 @@ test('controller-rollout-drops-nothing: two replicas rolled under traffic, confi
   const lease = await leases.readNamespacedLease({ name: 'mesh-controller', namespace: 'mesh-system' });
   const sinceRenewal = Date.parse(String(lease.spec?.acquireTime)) - lastRenewal;
   t.log(`leader ${leader.name} SIGKILLed; ${third} took the Lease ${takeoverMs} ms after the kill, ${sinceRenewal} ms after the dead leader's last renewal (lease duration ${LEASE_DURATION_MS} ms, retry period 500 ms)`);
-  // Within the duration, counted from the last renewal (at most one retry period before the kill),
-  // plus one jittered poll of the follower.
-  t.true(takeoverMs <= LEASE_DURATION_MS + 600, `took ${takeoverMs} ms`);
+  // A Lease is the holder's for its duration after the follower saw its last renewal, which it
+  // sees on a poll (≤ 1.2 retry periods late); it tries again right at the expiry. So: the
+  // duration, one poll, and the API's latency on a loaded host.
+  t.true(sinceRenewal <= LEASE_DURATION_MS + 600 + 400, `took ${sinceRenewal} ms after the last renewal`);
+  t.true(takeoverMs <= LEASE_DURATION_MS + 600 + 400, `took ${takeoverMs} ms after the kill`);
   t.not(replicas.byIdentity(third)?.name, leader.name);
 
   // Traffic ran on through all of it; the nodes are back in sync through the Service.
