@@ -1,28 +1,38 @@
 // The CNI installer (istio-cni's install-cni, in our terms): runs in the node DaemonSet with the
-// host's CNI conf and bin dirs mounted. It puts the plugin's launcher in the bin dir, writes the
+// host's CNI conf and bin dirs mounted. It puts the self-contained plugin (bundle.ts: Node, its
+// libraries and the plugin's files, behind a small launcher) in the bin dir, writes the
 // plugin's kubeconfig (the API server and this service account's token) beside the conf files,
 // and appends our entry to the primary network's chain. The primary CNI may rewrite its file at
 // any time (Calico and Cilium do when they restart): the installer watches the dir and puts the
 // entry back. On SIGTERM (uninstall) it takes the entry and its files out again.
-import { type FSWatcher, existsSync, readdirSync, readFileSync, renameSync, rmSync, watch, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { type FSWatcher, chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { logger } from '../common/log.ts';
 import { NODE_SETTINGS } from '../common/shared-settings.ts';
 import { ConfigError, defineSettings, duration, type Env, list, str } from '../common/settings.ts';
+import { type BundlePlan, launcherScript, loadManifest, planBundle } from './bundle.ts';
 import { asConflist, conflistName, hasPlugin, insertPlugin, PLUGIN_TYPE, primaryConfFile, removePlugin } from './conflist.ts';
 
 const log = logger('cni-install');
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
-const LAUNCHER = fileURLToPath(new URL('../../bin/mesh-cni', import.meta.url));
+/** How long an old plugin version stays after the launcher moved on: an ADD that read the old
+ * launcher a moment before the switch still finds its files. */
+const RETIRE_AFTER_MS = 30_000;
+
+let ownBundle: BundlePlan | undefined;
+/** This installation's plugin bundle (the node image's, or this checkout's), planned once. */
+function defaultBundle(): BundlePlan {
+  ownBundle ??= planBundle(loadManifest());
+  return ownBundle;
+}
 
 export const CNI_INSTALL_SETTINGS = defineSettings('the CNI installer', {
   confDir: str('MESH_CNI_CONF_DIR', "the node's CNI network configuration dir, where the primary conflist is", {
     default: '/etc/cni/net.d',
     why: 'where containerd and CRI-O look by default',
   }),
-  binDir: str('MESH_CNI_BIN_DIR', "the node's CNI plugin dir, where the `mesh-cni` launcher goes", {
+  binDir: str('MESH_CNI_BIN_DIR', "the node's CNI plugin dir, where the `mesh-cni` launcher and its bundle (`mesh-cni.d/`) go", {
     default: '/opt/cni/bin',
     why: 'where containerd and CRI-O look by default',
   }),
@@ -69,11 +79,11 @@ export interface InstallConfig {
   readonly excludeNamespaces: readonly string[];
   readonly waitZtunnelMs: number;
   readonly recheckMs: number;
-  /** The launcher to install (this repository's bin/mesh-cni unless a test says otherwise). */
-  readonly launcher: string;
+  /** The plugin to install: the node image's bundle, or this checkout's. */
+  readonly bundle: BundlePlan;
 }
 
-export function loadInstallConfig(env: Env = process.env): InstallConfig {
+export function loadInstallConfig(env: Env = process.env, bundle?: BundlePlan): InstallConfig {
   const s = CNI_INSTALL_SETTINGS.read(env);
   const host = env['KUBERNETES_SERVICE_HOST'];
   const port = env['KUBERNETES_SERVICE_PORT'] ?? '443';
@@ -90,7 +100,7 @@ export function loadInstallConfig(env: Env = process.env): InstallConfig {
     excludeNamespaces: s.excludeNamespaces,
     waitZtunnelMs: s.waitZtunnel,
     recheckMs: s.recheck,
-    launcher: LAUNCHER,
+    bundle: bundle ?? defaultBundle(),
   });
 }
 
@@ -134,13 +144,6 @@ export function kubeconfigText(cfg: InstallConfig): string {
   )}\n`;
 }
 
-/** The launcher, with the repository it runs from fixed (its copy no longer lives in bin/). */
-function launcherText(cfg: InstallConfig): string {
-  const text = readFileSync(cfg.launcher, 'utf8');
-  const root = join(cfg.launcher, '..', '..');
-  return text.replace(/^root=.*$/m, `root='${root.replace(/'/g, "'\\''")}'`);
-}
-
 export interface InstallState {
   /** The conf file that holds our entry, if any yet. */
   conflist?: string;
@@ -154,24 +157,66 @@ export class Installer {
   private timer: NodeJS.Timeout | undefined;
   private pending: NodeJS.Timeout | undefined;
   private waitingLogged = false;
+  /** Plugin versions the launcher no longer names, and since when. */
+  private readonly retired = new Map<string, number>();
+  private readonly retireAfterMs: number;
 
-  constructor(cfg: InstallConfig) {
+  constructor(cfg: InstallConfig, opts: { retireAfterMs?: number } = {}) {
     this.cfg = cfg;
+    this.retireAfterMs = opts.retireAfterMs ?? RETIRE_AFTER_MS;
+  }
+
+  /** The bundle's version dir: copied aside and renamed into place, so a launcher never names a half-copied bundle. */
+  private ensureBundle(changed: string[]): void {
+    const plan = this.cfg.bundle;
+    const store = join(this.cfg.binDir, `${PLUGIN_TYPE}.d`);
+    const dir = join(store, plan.version);
+    if (!existsSync(dir)) {
+      const tmp = join(store, `.tmp-${plan.version}-${process.pid}`);
+      rmSync(tmp, { recursive: true, force: true });
+      for (const f of plan.files) {
+        const to = join(tmp, f.target);
+        mkdirSync(dirname(to), { recursive: true });
+        // A copy, never a link: the host's bin dir is on another filesystem than the image on a
+        // real node, and a link would let a change to one change the other.
+        copyFileSync(f.source, to);
+        chmodSync(to, f.mode);
+      }
+      renameSync(tmp, dir);
+      changed.push(dir);
+      log.info({ version: plan.version, dir, mbytes: Math.round(plan.bytes / 1e6) }, 'installed the mesh CNI plugin bundle');
+    }
+    const bin = join(this.cfg.binDir, PLUGIN_TYPE);
+    const launcher = launcherScript(plan, PLUGIN_TYPE);
+    if (readIf(bin) !== launcher) {
+      writeAtomic(bin, launcher, 0o755);
+      changed.push(bin);
+    }
+    // Older versions (an upgrade's) and copies an interrupted installer left: gone once nothing can
+    // be starting from them.
+    const now = Date.now();
+    for (const name of readdirSync(store)) {
+      if (name === plan.version) continue;
+      const since = this.retired.get(name) ?? now;
+      this.retired.set(name, since);
+      if (now - since >= this.retireAfterMs) {
+        rmSync(join(store, name), { recursive: true, force: true });
+        this.retired.delete(name);
+        changed.push(join(store, name));
+        log.info({ version: name }, 'removed an old mesh CNI plugin version');
+      }
+    }
   }
 
   /**
-   * One pass: the launcher, the kubeconfig and our entry in the primary conflist, each written
+   * One pass: the plugin, the kubeconfig and our entry in the primary conflist, each written
    * only when it differs. Idempotent: a second pass changes nothing.
    */
   ensure(): InstallState {
     const c = this.cfg;
     const changed: string[] = [];
-    const bin = join(c.binDir, PLUGIN_TYPE);
-    const launcher = launcherText(c);
-    if (readIf(bin) !== launcher) {
-      writeAtomic(bin, launcher, 0o755);
-      changed.push(bin);
-    }
+    // The plugin before the conf entry: a runtime never finds the entry without the plugin.
+    this.ensureBundle(changed);
     const kc = kubeconfigText(c);
     if (readIf(c.kubeconfig) !== kc) {
       writeAtomic(c.kubeconfig, kc, 0o600);
@@ -265,9 +310,9 @@ export class Installer {
         // not ours to judge: a file we cannot parse holds no entry we wrote
       }
     }
-    for (const f of [join(c.binDir, PLUGIN_TYPE), c.kubeconfig]) {
+    for (const f of [join(c.binDir, PLUGIN_TYPE), join(c.binDir, `${PLUGIN_TYPE}.d`), c.kubeconfig]) {
       if (existsSync(f)) {
-        rmSync(f);
+        rmSync(f, { recursive: true, force: true });
         removed.push(f);
       }
     }

@@ -129,6 +129,31 @@ export function int<U extends Unset<number>>(env: string, doc: string, range: { 
   return setting(env, doc, parse, unset, (v) => (range.hex ? `0x${v.toString(16)}` : String(v)));
 }
 
+/** A percentage, 0 to 100, decimals allowed (Istio's randomSamplingPercentage takes 0.01). */
+export function percent<U extends Unset<number>>(env: string, doc: string, unset: U): Setting<Read<number, U>> {
+  const parse = (raw: string): number => {
+    const v = /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+    if (!(v >= 0 && v <= 100)) throw bad(env, raw, 'a percentage from 0 to 100 (decimals allowed: 0.5)');
+    return v;
+  };
+  return setting(env, doc, parse, unset, String);
+}
+
+/** An http:// or https:// URL. */
+export function httpUrl<U extends Unset<string>>(env: string, doc: string, unset: U): Setting<Read<string, U>> {
+  const parse = (raw: string): string => {
+    let u: URL;
+    try {
+      u = new URL(raw.trim());
+    } catch {
+      throw bad(env, raw, 'an http:// or https:// URL');
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw bad(env, raw, 'an http:// or https:// URL');
+    return raw.trim();
+  };
+  return setting(env, doc, parse, unset, (v) => v);
+}
+
 /** A TCP port; 0 asks the kernel for a free one (tests, and the local cluster, where every
  * component shares the host's network namespace). */
 export function port<U extends Unset<number>>(env: string, doc: string, unset: U): Setting<Read<number, U>> {

@@ -3,7 +3,7 @@
 // the controller) and the trust domain (the controller's too). Each process's schema picks them.
 import { dirname, join } from 'node:path';
 import { CONTROLLER_CA_PORT, CONTROLLER_XDS_PORT, DELIVERY_MARK, ZTUNNEL_MARK_DEFAULT } from './constants.ts';
-import { hostPort, int, ip, str } from './settings.ts';
+import { duration, formatDuration, hostPort, httpUrl, int, ip, oneOf, percent, str } from './settings.ts';
 
 const AGENT_SOCKET = '/var/run/mesh/agent.sock';
 const CONTROLLER_SERVICE = 'mesh-controller.mesh-system.svc';
@@ -77,4 +77,38 @@ export const NODE_SETTINGS = Object.freeze({
 export function checkMark(mark: number): string | undefined {
   if (mark === DELIVERY_MARK) return `MESH_MARK=0x${mark.toString(16)} is the mark of ztunnel's deliveries (routed to lo inside each pod); choose another`;
   return undefined;
+}
+
+/**
+ * Where and how the proxies export spans (OTLP). The controller reads them and passes them to the
+ * waypoints it deploys; the waypoint (and ztunnel, for its optional L4 spans) reads them itself.
+ * Unset endpoint: no spans are exported, but trace context is still propagated (W3C and B3).
+ */
+export const TRACING_SETTINGS = Object.freeze({
+  tracingEndpoint: httpUrl('MESH_TRACING_OTLP_ENDPOINT', 'OTLP endpoint spans are exported to: the full URL for HTTP (`http://otel-collector.observability:4318/v1/traces`), the collector\'s URL for gRPC (`http://otel-collector.observability:4317`); unset: no spans, trace context still propagated', {
+    optional: true,
+  }),
+  tracingProtocol: oneOf('MESH_TRACING_OTLP_PROTOCOL', 'OTLP transport: `http/protobuf`, `http/json` or `grpc`', ['http/protobuf', 'http/json', 'grpc'] as const, {
+    default: 'http/protobuf',
+    why: "the OTLP specification's default (OTEL_EXPORTER_OTLP_PROTOCOL)",
+  }),
+  tracingSampling: percent('MESH_TRACING_SAMPLING', 'percentage of new traces sampled; a request whose caller sampled it (traceparent or B3 flag) is always recorded', {
+    default: 1,
+    why: "Istio's default randomSamplingPercentage (1%)",
+  }),
+  tracingFlushInterval: duration('MESH_TRACING_FLUSH_INTERVAL', 'how often batched spans are sent', { minMs: 10, maxMs: 60_000 }, {
+    default: 5000,
+    why: "OpenTelemetry's batch span processor default (OTEL_BSP_SCHEDULE_DELAY)",
+  }),
+});
+
+/** The tracing settings as the environment that sets them (for a process the controller deploys). */
+export function tracingEnv(v: { tracingEndpoint?: string | undefined; tracingProtocol: string; tracingSampling: number; tracingFlushInterval: number }): Record<string, string> {
+  if (!v.tracingEndpoint) return {};
+  return {
+    MESH_TRACING_OTLP_ENDPOINT: v.tracingEndpoint,
+    MESH_TRACING_OTLP_PROTOCOL: v.tracingProtocol,
+    MESH_TRACING_SAMPLING: String(v.tracingSampling),
+    MESH_TRACING_FLUSH_INTERVAL: formatDuration(v.tracingFlushInterval),
+  };
 }

@@ -3,7 +3,7 @@
 // started in-process (the local cluster, tests) and one started from main agree.
 import { hostname } from 'node:os';
 import { CONTROLLER_CA_PORT, CONTROLLER_XDS_PORT } from '../common/constants.ts';
-import { TRUST_DOMAIN } from '../common/shared-settings.ts';
+import { TRACING_SETTINGS, TRUST_DOMAIN } from '../common/shared-settings.ts';
 import { bool, ConfigError, defineSettings, duration, type Env, formatDuration, port, str, type Values } from '../common/settings.ts';
 import { CA_DEFAULTS } from './ca/index.ts';
 import { holderIdentity, LEASE_DEFAULTS, type LeaseSettings } from './leader-election.ts';
@@ -38,6 +38,8 @@ export const CONTROLLER_SETTINGS = defineSettings(
       default: 'localhost/mesh-waypoint:latest',
       why: '`make images` builds it under this name; the chart sets the tag it installs',
     }),
+    // Passed on to the waypoints it deploys (it exports no spans itself).
+    ...TRACING_SETTINGS,
     workloadCertTtlMs: duration('MESH_WORKLOAD_CERT_TTL', 'lifetime of a workload certificate when the request names none (Go duration: `30s`, `90m`, `24h`)', { minMs: 1000 }, {
       default: CA_DEFAULTS.defaultTtlMs,
       why: "Istio's DEFAULT_WORKLOAD_CERT_TTL; renewed at half-life, so a day keeps an outage of the CA harmless for 12 h",

@@ -4,6 +4,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as k8s from '@kubernetes/client-node';
 import { logger } from '../common/log.ts';
+import { tracingEnv } from '../common/shared-settings.ts';
 import { CONTROLLER_SERVICE_ACCOUNT } from '../identity/index.ts';
 import { NodeCredentials } from './node-auth.ts';
 import { AUTHORIZATION, ConfigServer, L7_AUTHORIZATION, ROUTE, SERVICE, WORKLOAD } from '../xds/index.ts';
@@ -41,6 +42,11 @@ export interface ControllerConfig {
   readonly maxWorkloadCertTtlMs: number;
   /** The image of the waypoints it deploys (MESH_WAYPOINT_IMAGE). */
   readonly waypointImage: string;
+  /** Where the waypoints it deploys export spans (MESH_TRACING_*), passed on in their env. */
+  readonly tracingEndpoint?: string | undefined;
+  readonly tracingProtocol: 'http/protobuf' | 'http/json' | 'grpc';
+  readonly tracingSampling: number;
+  readonly tracingFlushInterval: number;
   /** The whole waypoint pod template, when the image alone does not say it (the local cluster). */
   readonly waypointTemplate?: WaypointTemplate;
   /** The cluster's DNS domain (Service hostnames). */
@@ -78,6 +84,12 @@ const CUSTOM = [
   { key: 'peerAuthentications', group: 'security.mesh.io', version: 'v1', plural: 'peerauthentications' },
   ...WAYPOINT_KINDS,
 ] as const;
+
+/** The waypoint template with the controller's tracing settings added: waypoints export spans
+ * where the mesh's settings say (the template's own env wins, for a template that sets them). */
+function withTracing(t: WaypointTemplate, c: ControllerConfig): WaypointTemplate {
+  return { ...t, env: { ...tracingEnv(c), ...t.env } };
+}
 
 export class Controller {
   readonly config: ControllerConfig;
@@ -132,7 +144,7 @@ export class Controller {
     const c = this.config;
     return new WaypointDeployer(
       this.kc,
-      c.waypointTemplate ?? { image: c.waypointImage, imagePullPolicy: 'IfNotPresent', command: [], env: {}, volumes: [], volumeMounts: [] },
+      withTracing(c.waypointTemplate ?? { image: c.waypointImage, imagePullPolicy: 'IfNotPresent', command: [], env: {}, volumes: [], volumeMounts: [] }, c),
       { clusterDomain: c.clusterDomain ?? 'cluster.local', trustDomain: c.trustDomain },
     );
   }

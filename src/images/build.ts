@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { computeManifest, MANIFEST_FILE, manifestForImage } from '../cni/bundle.ts';
 import { entryPackages, keepPackageFile, packageClosure, sharedLibraries } from './contents.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
@@ -26,6 +27,8 @@ const STAGE = join(ROOT, 'build/images');
 const ADDON = 'build/Release/mesh_native.node';
 const BPF_OBJECT = 'bpf/.output/mesh.bpf.o';
 const NODE_BINARY = join(ROOT, 'node_modules/node/bin/node');
+/** The node binary's path inside every image. */
+const IMAGE_NODE = '/usr/local/bin/node';
 /** The label that records what an image was built from, so an unchanged image is not rebuilt. */
 export const INPUTS_LABEL = 'io.mesh.image.inputs';
 /** Istio's proxies run as 1337; the controller and waypoint need no privilege at all. */
@@ -95,10 +98,10 @@ function copyInto(dest: string, src: string, target: string, mode?: number): voi
 /** The Node runtime every image shares: node, the libraries it links, the loader, users, /tmp. */
 function stageRuntime(): string[] {
   const dir = join(STAGE, 'runtime');
-  copyInto(dir, NODE_BINARY, 'usr/local/bin/node', 0o755);
+  copyInto(dir, NODE_BINARY, IMAGE_NODE.slice(1), 0o755);
   // The npm package's binary keeps its symbol table (18 MB); nothing in a pod reads it. `strip`
   // comes with binutils (g++'s dependency, so `make setup` has it).
-  execFileSync('strip', [join(dir, 'usr/local/bin/node')]);
+  execFileSync('strip', [join(dir, IMAGE_NODE.slice(1))]);
   const libs = sharedLibraries([NODE_BINARY]);
   for (const lib of libs) copyInto(dir, lib, lib.slice(1), 0o755);
   mkdirSync(join(dir, 'etc'), { recursive: true });
@@ -119,13 +122,16 @@ function stageNative(runtimeLibs: string[]): void {
   for (const lib of sharedLibraries([join(ROOT, ADDON)])) if (!runtimeLibs.includes(lib)) copyInto(dir, lib, lib.slice(1), 0o755);
 }
 
-/** The image's TypeScript files, proto/ and a package.json (module type, version). */
+/** The image's TypeScript files, proto/ and a package.json (module type, version); for an image
+ *  that carries the CNI plugin, the manifest of what the installer copies to the host (the image
+ *  has no ldd to find Node's libraries; they sit at their host paths in it, see stageRuntime). */
 function stageApp(spec: ImageSpec, files: string[]): void {
   const dir = join(STAGE, `app-${spec.name}`);
   for (const f of files) copyInto(dir, join(ROOT, f), join('app', f), 0o644);
   cpSync(join(ROOT, 'proto'), join(dir, 'app/proto'), { recursive: true });
   const pkg = packageJson();
   writeFileSync(join(dir, 'app/package.json'), `${JSON.stringify({ name: pkg.name, version: pkg.version, private: true, license: pkg.license, type: 'module' }, null, 2)}\n`);
+  if (spec.entries.includes('src/cni/main.ts')) writeFileSync(join(dir, 'app', MANIFEST_FILE), manifestForImage(computeManifest(ROOT, NODE_BINARY), IMAGE_NODE));
 }
 
 function stageModules(spec: ImageSpec, packages: string[]): number {
@@ -165,7 +171,7 @@ function containerfile(spec: ImageSpec, parts: string[], labels: Record<string, 
     'ENV PATH=/usr/local/bin',
     'WORKDIR /app',
     `USER ${spec.user}`,
-    'ENTRYPOINT ["/usr/local/bin/node"]',
+    `ENTRYPOINT [${JSON.stringify(IMAGE_NODE)}]`,
     `CMD [${JSON.stringify(spec.defaultEntry)}]`,
     `LABEL ${Object.entries(labels).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' \\\n      ')}`,
     '',

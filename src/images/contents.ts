@@ -34,7 +34,7 @@ export function sharedLibraries(binaries: string[]): string[] {
   return [...paths].sort();
 }
 
-// `import … from 'x'`, `export … from 'x'`, `import 'x'`, `import('x')`; not `import type`/`export type`
+// `import … from "x"`, `export … from "x"`, `import "x"`, `import("x")` (single-quoted in our code); not `import type`/`export type`
 // (erased when Node strips types, so they load nothing).
 const IMPORT = /(?:^|[;\s])(import|export)\s+(type\s+)?(?:[^;'"]*?\sfrom\s+)?'([^']+)'|\bimport\(\s*'([^']+)'\s*\)|new URL\(\s*'(\.[^']+\.ts)'\s*,\s*import\.meta\.url\)/g;
 

@@ -1,7 +1,7 @@
 // The local cluster's daemon: `meshctl dev up` starts it in the background. It runs the API
 // server, the node runtimes and the controllers until SIGTERM, then removes every namespace,
 // cgroup and process it made (the API server's objects stay in the state directory).
-//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh] [--workload-cert-ttl-ms MS]
+//   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh] [--workload-cert-ttl-ms MS] [--tracing-endpoint URL --tracing-sampling PERCENT]
 //                            [--controller-replicas N]
 // meshctl asks it for what only it can do (`dev rollout controller`) on <state dir>/daemon.sock.
 import { rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +24,8 @@ async function main(): Promise<void> {
       prefix: { type: 'string', default: 'mesh' },
       'no-mesh': { type: 'boolean', default: false },
       'workload-cert-ttl-ms': { type: 'string' },
+      'tracing-endpoint': { type: 'string' },
+      'tracing-sampling': { type: 'string' },
       'controller-replicas': { type: 'string' },
     },
   });
@@ -70,8 +72,16 @@ async function main(): Promise<void> {
     // The mesh on top, as `helm install` would put it on a real cluster (--no-mesh: cluster only).
     if (!values['no-mesh']) {
       const ttl = Number(values['workload-cert-ttl-ms'] ?? 0);
+      const tracing = values['tracing-endpoint'] ? { tracingEndpoint: values['tracing-endpoint'], tracingSampling: Number(values['tracing-sampling'] ?? 1) } : undefined;
       const replicas = Number(values['controller-replicas'] ?? 0);
-      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress, ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}), ...(replicas > 0 ? { controllerReplicas: replicas } : {}) });
+      mesh = await LocalMesh.start(cluster, {
+        stateDir,
+        prefix: values.prefix!,
+        onProgress,
+        ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}),
+        ...(tracing ? { tracing } : {}),
+        ...(replicas > 0 ? { controllerReplicas: replicas } : {}),
+      });
       status.mesh = true;
     }
     const running = mesh;

@@ -4,6 +4,7 @@
 // mesh-system whose service-account token they present). `meshctl dev up` runs it in its daemon;
 // the end-to-end tests and the demo run it the same way. It records where everything listens in
 // <state dir>/mesh.json for meshctl.
+import type { TracingSettings } from '../telemetry/index.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -51,6 +52,8 @@ export interface LocalMeshOptions {
   controllerReplicas?: number;
   /** More MESH_* settings of the controller replicas (e.g. MESH_LEASE_DURATION for tests). */
   controllerSettings?: Record<string, string>;
+  /** Where the waypoints export spans (the controller's MESH_TRACING_* settings); default: none. */
+  tracing?: Partial<TracingSettings>;
   onProgress?: (m: string) => void;
 }
 
@@ -109,6 +112,11 @@ export class LocalMesh {
 
   /** A lifetime asked for (`dev up --workload-cert-ttl`) is also the most the CA grants: a client
    * asking for longer gets what the operator configured. */
+  /** The controller's tracing settings, which it passes to the waypoints it deploys. */
+  private tracing(): Partial<TracingSettings> {
+    return this.opts.tracing ?? {};
+  }
+
   private certTtl(): { workloadCertTtlMs?: number; maxWorkloadCertTtlMs?: number } {
     const ttl = this.opts.workloadCertTtlMs;
     return ttl ? { workloadCertTtlMs: ttl, maxWorkloadCertTtlMs: ttl } : {};
@@ -159,7 +167,7 @@ export class LocalMesh {
     if (this.opts.controllerReplicas) {
       await this.startReplicas(this.opts.controllerReplicas, waypointTemplate);
     } else {
-      this.controller = await Controller.start(this.controllerKc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, waypointTemplate, ...this.certTtl() });
+      this.controller = await Controller.start(this.controllerKc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, waypointTemplate, ...this.certTtl(), ...this.tracing() });
     }
     const ports = this.controllerPorts();
     this.closeSockets = await forwardControllerSockets(this.stateDir, { xds: ports.xds, ca: ports.ca });
@@ -200,6 +208,8 @@ export class LocalMesh {
       settings: {
         MESH_LOG_LEVEL: this.opts.logLevel ?? 'info',
         ...(ttl ? { MESH_WORKLOAD_CERT_TTL: formatDuration(ttl), MESH_MAX_WORKLOAD_CERT_TTL: formatDuration(ttl) } : {}),
+        ...(this.opts.tracing?.tracingEndpoint ? { MESH_TRACING_OTLP_ENDPOINT: this.opts.tracing.tracingEndpoint } : {}),
+        ...(this.opts.tracing?.tracingSampling !== undefined ? { MESH_TRACING_SAMPLING: String(this.opts.tracing.tracingSampling) } : {}),
         ...this.opts.controllerSettings,
       },
       onProgress: (m) => this.progress(m),
@@ -338,7 +348,7 @@ export class LocalMesh {
     }
     const old = this.controller;
     await old.stop();
-    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, waypointTemplate: old.config.waypointTemplate, ...this.certTtl() });
+    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, waypointTemplate: old.config.waypointTemplate, ...this.certTtl(), ...this.tracing() });
     this.writeEndpoints();
   }
 

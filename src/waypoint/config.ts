@@ -2,7 +2,7 @@
 // schema. The deployer (src/controller/waypoint-deployer.ts) sets them in every waypoint pod:
 // who it is from the downward API, its token and the trust bundle from mounted volumes.
 import { CONTROLLER_CA_PORT, CONTROLLER_XDS_PORT, HBONE_PORT, WAYPOINT_DRAIN_DELAY_MS, WAYPOINT_DRAIN_TIMEOUT_MS } from '../common/constants.ts';
-import { TRUST_DOMAIN } from '../common/shared-settings.ts';
+import { TRACING_SETTINGS, TRUST_DOMAIN } from '../common/shared-settings.ts';
 import { ConfigError, defineSettings, duration, type Env, grpcTarget, ip, port, str, type Values } from '../common/settings.ts';
 
 export { ConfigError };
@@ -44,6 +44,7 @@ export const WAYPOINT_SETTINGS = defineSettings('the waypoint', {
   hbonePort: port('MESH_HBONE_PORT', 'HBONE (HTTP/2 CONNECT over mutual TLS)', { default: HBONE_PORT, why: "Istio's HBONE port; the Gateway's listener names it" }),
   adminPort: port('MESH_ADMIN_PORT', 'admin server on 127.0.0.1: `/config_dump`, `/logging`', { default: 15000, why: "Istio's admin port" }),
   metricsPort: port('MESH_METRICS_PORT', 'Prometheus metrics (`/metrics`, `/stats/prometheus`)', { default: 15020, why: "Istio's merged-metrics port" }),
+  ...TRACING_SETTINGS,
   readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): certificate held, config synced, HBONE listening', { default: 15021, why: "Istio's readiness port, the waypoint pod's probe" }),
   drainDelayMs: duration('MESH_DRAIN_DELAY', 'after SIGTERM, how long it still takes new tunnels (reporting not ready) before it stops listening', { minMs: 0 }, {
     default: WAYPOINT_DRAIN_DELAY_MS,

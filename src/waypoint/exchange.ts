@@ -8,6 +8,7 @@ import type * as http from 'node:http';
 import type { Readable } from 'node:stream';
 import { logger } from '../common/log.ts';
 import { splice } from '../hbone/index.ts';
+import { dropB3, type RequestTrace } from '../telemetry/index.ts';
 import type { Backend, HeaderModifier, Route, RouteMatch, RouteRule } from '../xds/routes.ts';
 import type { Balancer } from './balancer.ts';
 import type { RequestBody } from './body.ts';
@@ -50,7 +51,8 @@ export interface ExchangeInit {
   info: RequestInfo;
   res: Downstream;
   body: RequestBody;
-  traceparent: string;
+  /** This hop's span and the trace headers the request goes upstream with. */
+  trace: RequestTrace;
   pool: UpstreamPool;
   balancer: Balancer;
   /** [0, 1): weighted backends and mirror sampling. */
@@ -104,7 +106,6 @@ export class Exchange {
   private readonly gone = new AbortController();
   private readonly res: Downstream;
   private readonly body: RequestBody;
-  private readonly traceparent: string;
   private readonly init: ExchangeInit;
   // The request as it goes upstream, after filters.
   private authority: string;
@@ -118,7 +119,6 @@ export class Exchange {
     this.info = init.info;
     this.res = init.res;
     this.body = init.body;
-    this.traceparent = init.traceparent;
     // An HTTP/1.0 request may carry no Host; the upstream then gets the address dialled.
     this.authority = init.info.authority || `${init.info.destination.ip}:${init.info.destination.port}`;
     // Routed and forwarded normalized (path.ts); RequestInfo keeps the path as received.
@@ -129,7 +129,10 @@ export class Exchange {
       this.headers.connection = 'upgrade';
       this.headers.upgrade = headerText(init.info.headers.upgrade);
     }
-    this.headers.traceparent = init.traceparent;
+    // The caller's context is replaced by this hop's: its B3 headers go (ours come back in the
+    // caller's encoding when it used B3), traceparent and tracestate are overwritten.
+    dropB3(this.headers);
+    Object.assign(this.headers, init.trace.headers);
     this.res.once('finish', () => (this.finished = true));
     this.res.once('close', () => {
       // A protocol switch records itself once both directions are done (switchProtocols).
@@ -459,7 +462,8 @@ export class Exchange {
       responseBytes: this.responseBytes,
       destination: this.destination,
       route: this.route,
-      traceparent: this.traceparent,
+      traceparent: this.init.trace.traceparent,
+      trace: this.init.trace,
       ...(this.init.sourcePort ? { sourcePort: this.init.sourcePort } : {}),
     };
     this.init.telemetry.record(done);

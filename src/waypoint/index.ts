@@ -2,7 +2,6 @@
 // stream the HBONE server terminates; the rest are its parts, exported for the process wiring
 // and tests.
 export { L7Proxy, type L7ProxyOptions, type StreamMeta } from './proxy.ts';
-export { nextTraceparent } from './trace.ts';
 export { normalizeTarget } from './path.ts';
 export { Balancer } from './balancer.ts';
 export { REPLAY_LIMIT, RequestBody } from './body.ts';

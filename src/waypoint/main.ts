@@ -5,6 +5,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { LogLevels, startZtunnelServers } from '../admin/index.ts';
 import { logger } from '../common/log.ts';
 import { tokenFile } from '../identity/index.ts';
+import { createTracer } from '../telemetry/index.ts';
 import { loadWaypointSettings } from './config.ts';
 import { Waypoint } from './waypoint.ts';
 
@@ -22,8 +23,18 @@ async function main(): Promise<void> {
     metrics: { host: cfg.listenHost, port: cfg.metricsPort, registries: [registry, processMetrics] },
     readiness: { host: cfg.listenHost, port: cfg.readinessPort, ready: () => running.w?.readiness() ?? { ready: false, reason: 'starting: fetching the identity and the config' } },
   });
+  // Spans name the waypoint as Istio's proxies name themselves (<workload>.<namespace>).
+  const tracer = await createTracer(cfg, {
+    'service.name': `${cfg.name}.${cfg.namespace}`,
+    'service.namespace': cfg.namespace,
+    'k8s.namespace.name': cfg.namespace,
+    'k8s.pod.name': cfg.podName,
+    ...(cfg.nodeName ? { 'k8s.node.name': cfg.nodeName } : {}),
+    'mesh.reporter': 'waypoint',
+  });
   const w = await Waypoint.start(
     {
+      tracer,
       name: cfg.name,
       namespace: cfg.namespace,
       serviceAccount: cfg.serviceAccount,

@@ -13,7 +13,7 @@ import type { Route, RouteRule } from '../xds/routes.ts';
 import { Balancer } from './balancer.ts';
 import { REPLAY_LIMIT, RequestBody } from './body.ts';
 import { detect } from './detect.ts';
-import { nextTraceparent } from './trace.ts';
+import { type MeshTracer, propagatingTracer } from '../telemetry/index.ts';
 import { RawResponse, type UpgradeSide } from './upgrade.ts';
 import { Exchange, type Downstream, type Candidate } from './exchange.ts';
 import { type Authorize, NO_RESILIENCE, type ResiliencePort, type TelemetryPort, type WaypointView } from './ports.ts';
@@ -40,6 +40,8 @@ export interface L7ProxyOptions {
   authorize: Authorize;
   resilience: (service: string) => ResiliencePort;
   telemetry: TelemetryPort;
+  /** A span per request, and the trace headers it goes upstream with. Default: propagate only. */
+  tracer?: MeshTracer;
   /** "Gateway/ns/name": the authorization target every request of this waypoint matches. */
   gatewayKey: string;
   /** For endpoint identities of workloads that carry none. Default cluster.local. */
@@ -98,6 +100,7 @@ export class L7Proxy {
   /** Called by handle() when the last stream closes during a drain. */
   private onIdle: (() => void) | undefined;
   private readonly trustDomain: string;
+  private readonly tracer: MeshTracer;
   private readonly opts: L7ProxyOptions;
 
   constructor(opts: L7ProxyOptions) {
@@ -106,6 +109,7 @@ export class L7Proxy {
     this.balancer = new Balancer(this.random);
     this.pool = new UpstreamPool(opts.upstream);
     this.trustDomain = opts.trustDomain ?? 'cluster.local';
+    this.tracer = opts.tracer ?? propagatingTracer();
     // requestTimeout 0: Node's default (300 s) would cut long uploads and streams with a 408; the
     // route's timeouts are the only request timeouts. keepAliveTimeout: Node's 5 s would close
     // idle client connections (each a tunnel) about as often as clients reuse them, and a client
@@ -236,7 +240,9 @@ export class L7Proxy {
       info,
       res,
       body: new RequestBody(req, this.opts.replayLimit ?? REPLAY_LIMIT, !hasBody(req)),
-      traceparent: nextTraceparent(headerString(req.headers.traceparent)),
+      // Istio's span name for a proxy hop: the destination's host and port and a wildcard path
+      // ("reviews.default.svc.cluster.local:9080/*"): the Service's hostname, else the address.
+      trace: this.tracer.start(`${service ? service.slice(service.indexOf('/') + 1) : meta.dst.ip}:${meta.dst.port}/*`, req.headers),
       pool: this.pool,
       balancer: this.balancer,
       random: this.random,

@@ -20,7 +20,7 @@
 // series (overflowLabels), counted by mesh_waypoint_metric_series_overflow_total.
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { parseSpiffeId, type SpiffeId } from '../identity/index.ts';
-import { formatAddr, overflowLabels, REQUEST_LABEL_NAMES, requestLabels, seriesKey, type DerivedSource, type RequestLabels } from '../telemetry/index.ts';
+import { formatAddr, type RequestTrace, overflowLabels, REQUEST_LABEL_NAMES, requestLabels, seriesKey, type DerivedSource, type RequestLabels } from '../telemetry/index.ts';
 import type { Service, Workload } from '../xds/index.ts';
 import type { L7ResponseFlag, RequestInfo } from './request.ts';
 
@@ -46,6 +46,8 @@ export interface CompletedRequest {
   route: string;
   /** The W3C traceparent sent upstream ('' if none). */
   traceparent: string;
+  /** This hop's span, ended by record() with the request's labels. */
+  trace?: RequestTrace;
   /** The client's port, when the proxy knows it (the HBONE `forwarded` header); 0 or absent: unknown. */
   sourcePort?: number;
 }
@@ -218,6 +220,41 @@ function principalOf(w: Workload): string {
   return w.trustDomain && w.serviceAccount ? `spiffe://${w.trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount}` : '';
 }
 
+/**
+ * A request span's attributes: OpenTelemetry's HTTP semantic conventions, and the mesh's own
+ * (both workloads, both identities, the Service, the route, Envoy's response flags) from the same
+ * labels the request metrics carry, so a span and its series agree.
+ */
+export function spanAttributes(r: CompletedRequest, l: RequestLabels): Record<string, string | number> {
+  const q = r.req.path.indexOf('?');
+  const a: Record<string, string | number> = {
+    'http.request.method': r.req.method,
+    'url.path': q < 0 ? r.req.path : r.req.path.slice(0, q),
+    'server.address': r.req.authority,
+    'network.protocol.version': r.req.version,
+    'http.response.status_code': r.status,
+    'mesh.reporter': 'waypoint',
+    'mesh.source.workload': l.source_workload,
+    'mesh.source.namespace': l.source_workload_namespace,
+    'mesh.source.principal': l.source_principal,
+    'mesh.destination.workload': l.destination_workload,
+    'mesh.destination.namespace': l.destination_workload_namespace,
+    'mesh.destination.principal': l.destination_principal,
+    'mesh.destination.service': l.destination_service,
+    'mesh.response_flags': l.response_flags,
+    'mesh.request_protocol': l.request_protocol,
+  };
+  if (q >= 0) a['url.query'] = r.req.path.slice(q + 1);
+  if (r.route) a['mesh.route'] = r.route;
+  if (r.grpcStatus) a['rpc.grpc.status_code'] = Number(r.grpcStatus);
+  const d = r.destination;
+  if (d) {
+    a['server.port'] = d.port;
+    a['network.peer.address'] = d.ip;
+  }
+  return a;
+}
+
 export class RequestTelemetry {
   readonly #lookup: TelemetryLookup;
   readonly #waypoint: string;
@@ -281,6 +318,7 @@ export class RequestTelemetry {
       grpcStatus: r.grpcStatus,
       flags: r.flags,
     });
+    r.trace?.end(spanAttributes(r, labels), { durationMs: r.durationMs, error: r.status === 0 || r.status >= 500, ...(r.flags !== '-' ? { statusMessage: r.flags } : {}) });
     const s = this.#get(labels);
     s.requests++;
     observe(s.duration, r.durationMs);

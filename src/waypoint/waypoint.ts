@@ -17,6 +17,7 @@ import { MeshState, type MeshTypes } from '../state/index.ts';
 import type { MtlsCredentials } from '../tls/index.ts';
 import { AUTHORIZATION, ConfigClient, L7_AUTHORIZATION, type L7Authorization, ROUTE, type Route, SERVICE, WORKLOAD } from '../xds/index.ts';
 import type { Registry } from 'prom-client';
+import { type MeshTracer, propagatingTracer } from '../telemetry/index.ts';
 import { L7FlowSender, type L7Record } from '../flows/l7.ts';
 import { L7Authorizer } from './authz.ts';
 import { L7Proxy } from './proxy.ts';
@@ -41,6 +42,8 @@ export interface WaypointConfig {
   hbonePort: number;
   /** The node agent's L7 flows socket; undefined: no L7 flows. */
   l7FlowsSocket?: string | undefined;
+  /** Spans and trace context (default: propagate only). */
+  tracer?: MeshTracer;
 }
 
 type WaypointTypes = MeshTypes & { [ROUTE]: Route; [L7_AUTHORIZATION]: L7Authorization };
@@ -95,6 +98,7 @@ export class Waypoint {
       authorize: (req, targets) => this.authorizer.decide(req, targets),
       resilience: (service) => this.resilienceOf(service),
       telemetry: this.telemetry,
+      tracer: cfg.tracer ?? propagatingTracer(),
       gatewayKey: `Gateway/${cfg.namespace}/${cfg.name}`,
       trustDomain: cfg.trustDomain,
       // Until every type has arrived, an authorizer without policies would allow everything.
@@ -245,6 +249,8 @@ export class Waypoint {
     this.proxy.close();
     await this.hbone?.close();
     this.l7Flows?.close();
+    // What is batched goes out before the process ends.
+    await this.cfg.tracer?.shutdown().catch((e: Error) => log.warn({ err: e.message }, 'could not send the last spans'));
     await this.pool.close(1000);
     await this.config?.close();
     this.own?.close();

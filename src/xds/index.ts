@@ -22,5 +22,5 @@ export type {
   StreamStatus,
   TypeStatus,
 } from './server.ts';
-export { ConfigStore } from './store.ts';
+export { ConfigStore, sameValue } from './store.ts';
 export type { ChangeSet, Entry, Transaction } from './store.ts';

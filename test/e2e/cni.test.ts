@@ -1,10 +1,10 @@
 // The CNI plugin driven as a container runtime drives it (libcni: each plugin of the conflist in
 // turn, with the network's name and version and the previous plugin's result on stdin), chained
 // after Debian's reference plugins (bridge + host-local, and loopback), against a local cluster's
-// API and a node's real agent and ztunnel. The conflist, kubeconfig and launcher are the ones the
+// API and a node's real agent and ztunnel. The conflist, kubeconfig and plugin are the ones the
 // installer writes. This test is node1's container runtime: the local kubelet leaves its pods to it.
 import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
@@ -12,7 +12,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { controlRequest } from '../../src/agent/index.ts';
 import { Installer, loadInstallConfig, primaryConfFile } from '../../src/cni/index.ts';
 import { startMesh } from '../helpers/mesh.ts';
-import { requireRoot } from '../helpers/topology.ts';
+import { requireRoot, uniquePrefix } from '../helpers/topology.ts';
 
 const run = promisify(execFile);
 const REFERENCE = '/usr/lib/cni';
@@ -188,4 +188,41 @@ test('the CNI plugin chained after bridge/host-local enrols ambient pods, passes
   t.regex(checked.out.msg as string, /pod shop\/drift should be in the mesh .* but the agent has not enrolled it/);
   for (const pod of [other, drift]) t.is((await runtime('DEL', pod)).code, 0);
   t.log(timings.join('\n'));
+});
+
+test('the installed plugin runs on a host that has nothing but /bin/sh: its own Node, libraries and files', async (t) => {
+  if (!(await requireRoot(t))) return;
+  // A root filesystem with a static busybox as /bin/sh and nothing else: no libc, no Node, no
+  // checkout. The installer writes into its /opt/cni/bin as onto a node's; the runtime (chroot here)
+  // execs the plugin by its full path, as libcni does.
+  const root = mkdtempSync(`/tmp/mesh-${uniquePrefix()}-bare-`);
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  for (const d of ['bin', 'opt/cni/bin', 'etc/cni/net.d', 'tmp']) mkdirSync(join(root, d), { recursive: true });
+  copyFileSync('/bin/busybox', join(root, 'bin/sh'));
+  writeFileSync(join(root, 'token'), 'tok\n');
+  writeFileSync(join(root, 'ca.crt'), '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+  writeFileSync(join(root, 'etc/cni/net.d/10-podnet.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge' }] }));
+  const installer = new Installer(
+    loadInstallConfig({
+      MESH_CNI_CONF_DIR: join(root, 'etc/cni/net.d'),
+      MESH_CNI_BIN_DIR: join(root, 'opt/cni/bin'),
+      MESH_CNI_TOKEN_FILE: join(root, 'token'),
+      MESH_CNI_CA_FILE: join(root, 'ca.crt'),
+      MESH_CNI_API_SERVER: 'https://127.0.0.1:1',
+    }),
+  );
+  installer.ensure();
+  const plugin = ['chroot', root, '/opt/cni/bin/mesh-cni'];
+  const version = await execPlugin(plugin, { CNI_COMMAND: 'VERSION' }, { cniVersion: '1.0.0' });
+  t.is(version.code, 0, version.stderr);
+  t.like(version.out, { cniVersion: '1.0.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
+  // A pod of an excluded namespace passes straight through: the previous result comes back.
+  const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0' }], ips: [{ address: '10.250.0.9/24', interface: 0 }] };
+  const conf = { cniVersion: '1.0.0', name: 'podnet', type: 'mesh-cni', agentSocket: '/nonexistent.sock', kubeconfig: '/nonexistent', excludeNamespaces: ['kube-system'], prevResult };
+  const add = await execPlugin(plugin, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/proc/1/ns/net', CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin', CNI_ARGS: 'K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=dns' }, conf);
+  t.is(add.code, 0, add.stderr);
+  t.deepEqual(add.out, prevResult);
+  t.log(`in a bare root: VERSION ${version.ms.toFixed(0)} ms, pass-through ADD ${add.ms.toFixed(0)} ms (bundle ${Math.round(installer.cfg.bundle.bytes / 1e6)} MB)`);
+  t.is(installer.uninstall().length, 4, 'the conflist entry, the launcher, the bundle and the kubeconfig');
+  t.deepEqual(readdirSync(join(root, 'opt/cni/bin')), []);
 });

@@ -4,7 +4,7 @@
 // the kernel's verifier. Builds the images once (an unchanged checkout reuses what `make images`
 // built). Needs root and podman with runc (make setup).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync, rmdirSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { findCgroup2Mount } from '../../src/common/cgroup.ts';
 import { removeV1Tree } from '../../src/local/runtime/oci.ts';
@@ -183,4 +183,36 @@ test('node image: ztunnel, the agent and the CNI installer check their settings;
   t.regex(loaded.libbpf, /^v1\./);
   t.true(loaded.programs > 0 && loaded.maps > 0);
   t.log(`in the node image: libbpf ${loaded.libbpf} loaded ${loaded.programs} programs and ${loaded.maps} maps`);
+});
+
+test('node image: the CNI installer puts a plugin on the host that runs with nothing but /bin/sh there', async (t) => {
+  if (!(await ready(t))) return;
+  // The host side: a bare root (a static busybox as /bin/sh, nothing else) whose CNI dirs the
+  // installer container gets as hostPath mounts, as the chart's DaemonSet gives them.
+  const root = mkdtempSync('/tmp/mesh-images-test-');
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  for (const d of ['bin', 'opt/cni/bin', 'etc/cni/net.d', 'tmp']) mkdirSync(join(root, d), { recursive: true });
+  copyFileSync('/bin/busybox', join(root, 'bin/sh'));
+  writeFileSync(join(root, 'etc/cni/net.d/10-podnet.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge' }] }));
+  writeFileSync(join(root, 'token'), 'tok\n');
+  writeFileSync(join(root, 'ca.crt'), '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+  const mount = (src: string, dst: string) => ['--mount', `type=bind,source=${join(root, src)},destination=${dst}`];
+  const install = await run(image('node'), {
+    flags: [...mount('opt/cni/bin', '/host/opt/cni/bin'), ...mount('etc/cni/net.d', '/host/etc/cni/net.d'), ...mount('token', '/sa/token'), ...mount('ca.crt', '/sa/ca.crt')],
+    env: { MESH_CNI_BIN_DIR: '/host/opt/cni/bin', MESH_CNI_CONF_DIR: '/host/etc/cni/net.d', MESH_CNI_TOKEN_FILE: '/sa/token', MESH_CNI_CA_FILE: '/sa/ca.crt', MESH_CNI_API_SERVER: 'https://10.96.0.1:443' },
+    entrypoint: ['node', '--input-type=module', '-e', [
+      "const c = await import('/app/src/cni/install.ts');",
+      'const s = new c.Installer(c.loadInstallConfig()).ensure();',
+      'console.log(JSON.stringify(s));',
+    ].join('\n')],
+  });
+  t.is(install.code, 0, install.stderr);
+  const plugins = JSON.parse(readFileSync(join(root, 'etc/cni/net.d/10-podnet.conflist'), 'utf8')) as { plugins: { type: string }[] };
+  t.deepEqual(plugins.plugins.map((p) => p.type), ['bridge', 'mesh-cni']);
+  const version = await new Promise<Run>((resolve) => {
+    const child = execFile('/usr/sbin/chroot', [root, '/opt/cni/bin/mesh-cni'], { env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }));
+    child.stdin!.end('{"cniVersion":"1.0.0"}');
+  });
+  t.is(version.code, 0, version.stderr + version.stdout);
+  t.like(JSON.parse(version.stdout), { supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
 });

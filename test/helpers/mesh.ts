@@ -1,6 +1,7 @@
 // The whole mesh on a local cluster, for end-to-end tests: the cluster, and the mesh as
 // `meshctl dev up` runs it (src/local/mesh.ts: the controller in this process, per node the agent
 // and ztunnel as real processes). Everything is torn down after the test and checked for leftovers.
+import type { TracingSettings } from '../../src/telemetry/index.ts';
 import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -45,7 +46,16 @@ export interface Teardown {
 
 export async function startMesh(
   t: Teardown,
-  opts: { nodes?: number; ztunnel?: boolean; prefix?: string; workloadCertTtlMs?: number; mark?: number; controllerReplicas?: number; controllerSettings?: Record<string, string> } = {},
+  opts: {
+    nodes?: number;
+    ztunnel?: boolean;
+    prefix?: string;
+    workloadCertTtlMs?: number;
+    mark?: number;
+    tracing?: Partial<TracingSettings>;
+    controllerReplicas?: number;
+    controllerSettings?: Record<string, string>;
+  } = {},
 ): Promise<Mesh> {
   const prefix = opts.prefix ?? uniquePrefix();
   const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-mesh-`);
@@ -65,6 +75,7 @@ export async function startMesh(
     ztunnel: opts.ztunnel ?? false,
     ...(opts.workloadCertTtlMs ? { workloadCertTtlMs: opts.workloadCertTtlMs } : {}),
     ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
+    ...(opts.tracing ? { tracing: opts.tracing } : {}),
     ...(opts.controllerReplicas ? { controllerReplicas: opts.controllerReplicas, controllerSettings: opts.controllerSettings ?? {} } : {}),
   });
   held.local = local;

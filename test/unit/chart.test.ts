@@ -13,7 +13,7 @@ import { CHART, helm, type Manifest, renderChart } from '../helpers/helm.ts';
 import { checkKubernetesTypes } from '../helpers/k8s-types.ts';
 
 // Every value that adds a variable, so that conditional ones are checked too.
-const ALL_ON = { trace: '{xds,enrol}', 'controller.relay.service': 'true', 'controller.workloadCertTtl': '12h', 'controller.maxWorkloadCertTtl': '720h' };
+const ALL_ON = { trace: '{xds,enrol}', 'controller.relay.service': 'true', 'controller.workloadCertTtl': '12h', 'controller.maxWorkloadCertTtl': '720h', 'tracing.endpoint': 'http://otel-collector.observability:4318/v1/traces', 'tracing.sampling': '2.5' };
 
 const find = (docs: Manifest[], kind: string, name: string): Manifest => {
   const d = docs.find((x) => x.kind === kind && x.metadata.name === name);
@@ -122,7 +122,8 @@ test('every MESH_* variable of each container is a setting its process reads, wi
   }
   // The conditional ones did render.
   const ctl = containerEnv(find(await renderChart(ALL_ON), 'Deployment', 'mesh-controller').spec.template.spec.containers[0]);
-  t.like(ctl, { MESH_TRACE: 'xds,enrol', MESH_RELAY_HOST: '0.0.0.0', MESH_WORKLOAD_CERT_TTL: '12h' });
+  t.like(ctl, { MESH_TRACE: 'xds,enrol', MESH_RELAY_HOST: '0.0.0.0', MESH_WORKLOAD_CERT_TTL: '12h', MESH_TRACING_OTLP_ENDPOINT: 'http://otel-collector.observability:4318/v1/traces', MESH_TRACING_OTLP_PROTOCOL: 'http/protobuf', MESH_TRACING_SAMPLING: '2.5' });
+  t.like(CONTROLLER_SETTINGS.read(ctl), { tracingSampling: 2.5 });
   // One replica elects nothing (it has no Lease rights); more than one elect on the Lease.
   t.is(ctl.MESH_LEADER_ELECTION, 'false');
   const two = containerEnv(find(await renderChart({ 'controller.replicas': '2' }), 'Deployment', 'mesh-controller').spec.template.spec.containers[0]);
@@ -138,6 +139,8 @@ test('a wrong value fails helm template with the schema message', async (t) => {
     [{ 'controller.workloadCertTtl': '1d' }, /at '\/controller\/workloadCertTtl'/],
     [{ 'node.image.pullPolicy': 'Sometimes' }, /at '\/node\/image\/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'/],
     [{ 'node.agent.resources.limits.memory': 'lots' }, /at '\/node\/agent\/resources\/limits\/memory'/],
+    [{ 'tracing.endpoint': 'otel-collector:4318' }, /at '\/tracing\/endpoint'/],
+    [{ 'tracing.sampling': '150' }, /at '\/tracing\/sampling'/],
   ];
   for (const [set, message] of cases) {
     const e = await t.throwsAsync(renderChart(set));

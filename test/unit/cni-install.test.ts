@@ -9,13 +9,17 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import test from 'ava';
 import * as yaml from 'js-yaml';
-import { Installer, loadInstallConfig } from '../../src/cni/index.ts';
+import { computeManifest, Installer, loadInstallConfig, planBundle } from '../../src/cni/index.ts';
 import { hostEnv } from '../../src/common/settings.ts';
 
 const run = promisify(execFile);
 const PRIMARY = { cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge', bridge: 'cni0' }, { type: 'portmap' }] };
 
-function node(t: { teardown(fn: () => void): void }) {
+// Planned once for the file: every fake node installs the same bundle (≈ 125 MB read and hashed).
+const MANIFEST = computeManifest();
+const BUNDLE = planBundle(MANIFEST);
+
+function node(t: { teardown(fn: () => void): void }, bundle = BUNDLE) {
   const dir = mkdtempSync(join(tmpdir(), 'mesh-cni-install-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const confDir = join(dir, 'net.d');
@@ -31,8 +35,12 @@ function node(t: { teardown(fn: () => void): void }) {
     MESH_CNI_CA_FILE: join(dir, 'ca.crt'),
     MESH_CNI_RECHECK: '100ms',
     KUBERNETES_SERVICE_HOST: '10.96.0.1',
-  });
-  return { dir, confDir, binDir, cfg, installer: new Installer(cfg) };
+  }, bundle);
+  return { dir, confDir, binDir, cfg, installer: new Installer(cfg, { retireAfterMs: 300 }) };
+}
+/** The settings a node's installer was given, as the environment that gives them. */
+function pick(cfg: { confDir: string; binDir: string; tokenFile: string; caFile: string }) {
+  return { MESH_CNI_CONF_DIR: cfg.confDir, MESH_CNI_BIN_DIR: cfg.binDir, MESH_CNI_TOKEN_FILE: cfg.tokenFile, MESH_CNI_CA_FILE: cfg.caFile, KUBERNETES_SERVICE_HOST: '10.96.0.1' };
 }
 const types = (path: string) => (JSON.parse(readFileSync(path, 'utf8')) as { plugins: { type: string }[] }).plugins.map((p) => p.type);
 
@@ -49,8 +57,11 @@ test('install chains the plugin after the primary network, writes the kubeconfig
   t.is(kc.users[0]!.user.token, 'tok-1');
   t.is(statSync(n.cfg.kubeconfig).mode & 0o777, 0o600, 'the token is not world-readable');
   t.deepEqual(n.installer.ensure().changed, [], 'idempotent');
-  // The installed launcher runs the plugin from this repository.
-  const child = run(join(n.binDir, 'mesh-cni'), [], { env: { ...process.env, CNI_COMMAND: 'VERSION' } });
+  // The installed plugin runs from its bundle alone: no PATH, nothing of this checkout.
+  t.deepEqual(readdirSync(n.binDir).sort(), ['mesh-cni', 'mesh-cni.d']);
+  t.deepEqual(readdirSync(join(n.binDir, 'mesh-cni.d')), [BUNDLE.version]);
+  t.regex(readFileSync(join(n.binDir, 'mesh-cni'), 'utf8'), new RegExp(`mesh-cni\\.d/${BUNDLE.version}"`));
+  const child = run(join(n.binDir, 'mesh-cni'), [], { env: { CNI_COMMAND: 'VERSION' } });
   child.child.stdin!.end('{"cniVersion":"1.0.0"}');
   const { stdout } = await child;
   t.like(JSON.parse(stdout), { supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
@@ -91,6 +102,24 @@ test('the primary CNI rewriting its file loses our entry only for a moment', asy
   while (Date.now() - started < 3000 && !types(path).includes('mesh-cni')) await new Promise((r) => setTimeout(r, 10));
   t.deepEqual(types(path), ['bridge', 'portmap', 'mesh-cni']);
   t.log(`entry back ${Date.now() - started} ms after the rewrite`);
+});
+
+test('an upgrade installs the new plugin version beside the running one, switches the launcher, and removes the old one after the grace', async (t) => {
+  const n = node(t);
+  writeFileSync(join(n.confDir, '10-podnet.conflist'), JSON.stringify(PRIMARY));
+  n.installer.ensure();
+  const next = planBundle({ ...MANIFEST, files: [...MANIFEST.files, 'README.md'] });
+  t.not(next.version, BUNDLE.version, 'another file, another version');
+  const upgraded = new Installer(loadInstallConfig({ ...process.env, ...pick(n.cfg) }, next), { retireAfterMs: 300 });
+  const s = upgraded.ensure();
+  t.true(s.changed.includes(join(n.binDir, 'mesh-cni.d', next.version)));
+  t.true(s.changed.includes(join(n.binDir, 'mesh-cni')));
+  t.deepEqual(readdirSync(join(n.binDir, 'mesh-cni.d')).sort(), [BUNDLE.version, next.version].sort(), 'the old version stays for ADDs that read the old launcher');
+  t.regex(readFileSync(join(n.binDir, 'mesh-cni'), 'utf8'), new RegExp(next.version));
+  await new Promise((r) => setTimeout(r, 350));
+  upgraded.ensure();
+  t.deepEqual(readdirSync(join(n.binDir, 'mesh-cni.d')), [next.version]);
+  t.deepEqual(upgraded.ensure().changed, [], 'settled');
 });
 
 test('uninstall takes out our entry, the kubeconfig and the launcher, and nothing else', (t) => {

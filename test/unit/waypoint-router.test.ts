@@ -3,7 +3,8 @@
 import { PassThrough } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import test from 'ava';
-import { Balancer, classify, modifyHeaders, modifyPath, nextTraceparent, normalizeTarget, pickBackend, redirectLocation, RequestBody, selectRule, type HeaderMap } from '../../src/waypoint/index.ts';
+import { propagatingTracer } from '../../src/telemetry/index.ts';
+import { Balancer, classify, modifyHeaders, modifyPath, normalizeTarget, pickBackend, redirectLocation, RequestBody, selectRule, type HeaderMap } from '../../src/waypoint/index.ts';
 import type { Backend, Redirect, Route, RouteMatch, RouteRule } from '../../src/xds/routes.ts';
 
 function match(o: Partial<RouteMatch> = {}): RouteMatch {
@@ -159,6 +160,8 @@ test('request-body-replays-until-it-outgrows-the-limit', async (t) => {
   t.false(b2.replayable);
   t.is(b2.open(), null);
 });
+
+const nextTraceparent = (incoming: string | undefined) => propagatingTracer().start('hop', incoming === undefined ? {} : { traceparent: incoming }).traceparent;
 
 test('traceparent-of-an-intermediary-keeps-trace-and-flags-and-replaces-invalid-ones', (t) => {
   const kept = nextTraceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');

@@ -12,6 +12,7 @@ import {
   ConfigStore,
   type MeshTypes,
   SERVICE,
+  sameValue,
   WORKLOAD,
   type Workload,
   XdsError,
@@ -387,4 +388,32 @@ test('bursts-coalesce-into-few-responses', async (t) => {
   }
   await waitFor(() => client.get(WORKLOAD, uid(1))?.canonicalRevision === 'r29', 'the last version');
   t.true(changes.length <= 2, `${changes.length} responses`);
+});
+
+test('a value equal to the one held keeps its entry: not encoded again, no change, no client woken', (t) => {
+  const store = new ConfigStore();
+  const w = { uid: 'u1', name: 'a', namespace: 'ns', addresses: [Uint8Array.from([10, 0, 0, 1])], services: { 'ns/s': { ports: [{ servicePort: 80, targetPort: 8080 }] } } };
+  t.true(store.set(WORKLOAD, 'u1', w as never));
+  const held = store.get(WORKLOAD, 'u1')!;
+  let woken = 0;
+  store.subscribe(() => woken++);
+  // A rebuilt model: new objects, other key order, same content.
+  const again = { services: { 'ns/s': { ports: [{ targetPort: 8080, servicePort: 80 }] } }, addresses: [Uint8Array.from([10, 0, 0, 1])], namespace: 'ns', name: 'a', uid: 'u1' };
+  t.false(store.set(WORKLOAD, 'u1', again as never));
+  t.is(store.get(WORKLOAD, 'u1'), held, 'the entry (its bytes and version) is the one held');
+  t.is(woken, 0);
+  // One byte of an address differs: a new version.
+  t.true(store.set(WORKLOAD, 'u1', { ...again, addresses: [Uint8Array.from([10, 0, 0, 2])] } as never));
+  t.not(store.get(WORKLOAD, 'u1')!.version, held.version);
+  t.is(woken, 1);
+});
+
+test('sameValue: plain data equal key order aside; arrays in order; bytes by content; anything else by identity', (t) => {
+  t.true(sameValue({ a: 1, b: [1, { c: 'x' }] }, { b: [1, { c: 'x' }], a: 1 }));
+  t.false(sameValue([1, 2], [2, 1]));
+  t.false(sameValue({ a: 1 }, { a: 1, b: undefined }), 'a key on one side only');
+  t.true(sameValue(Uint8Array.from([1, 2]), Buffer.from([1, 2])));
+  t.false(sameValue(Uint8Array.from([1, 2]), Uint8Array.from([1, 3])));
+  t.false(sameValue(new Date(0), new Date(0)), 'not plain data: encoded, never assumed equal');
+  t.false(sameValue({ a: null }, { a: {} }));
 });

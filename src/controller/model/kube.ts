@@ -22,7 +22,11 @@ export function selects(selector: Labels, labels: Labels): boolean {
 
 /** 4 or 16 bytes for a strict textual IP (node:net rejects "10.1" and other shorthands); null otherwise. */
 export function ipBytes(ip: string): Uint8Array | null {
-  if (isIP(ip) === 0) return null;
+  const family = isIP(ip);
+  if (family === 0) return null;
+  // isIP accepted four decimal octets without leading zeros: no parser needed (ipaddr's was a
+  // tenth of a 10k-pod model build).
+  if (family === 4) return Uint8Array.from(ip.split('.'), Number);
   return Uint8Array.from(ipaddr.parse(ip).toByteArray());
 }
 

@@ -1,0 +1,73 @@
+// The controller's share of propagation, in process and without I/O: one pod changes in a cluster
+// of N pods (its label takes it out of the mesh, then back), and the controller rebuilds the model
+// and publishes it to the config store (encode, hash, diff). Measures the time from the change to
+// the store's change set, as the controller's rebuild() does it, and what a full first publish
+// costs. The baseline is the first build of the same snapshot (what every change cost before
+// builds were incremental).        node bench/model.ts [--pods 10000] [--changes 40]
+import { parseArgs } from 'node:util';
+import type * as k8s from '@kubernetes/client-node';
+import { buildModel, type ClusterSnapshot } from '../src/controller/model/index.ts';
+import { AUTHORIZATION, ConfigStore, SERVICE, WORKLOAD } from '../src/xds/index.ts';
+import { bigSnapshot, OPTS } from '../test/helpers/model-fixtures.ts';
+
+const { values } = parseArgs({ options: { pods: { type: 'string', default: '10000' }, changes: { type: 'string', default: '40' } } });
+const PODS = Number(values.pods);
+const CHANGES = Number(values.changes);
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
+}
+
+function publish(store: ConfigStore, model: ReturnType<typeof buildModel>): number {
+  return store.batch((tx) => {
+    for (const [type, items] of [
+      [WORKLOAD, model.workloads],
+      [SERVICE, model.services],
+      [AUTHORIZATION, model.authorizations],
+    ] as const) {
+      for (const [name, value] of items) tx.set(type, name, value as never);
+      for (const [name] of store.entries(type)) if (!items.has(name)) tx.remove(type, name);
+    }
+  });
+}
+
+function run(label: string, build: (snap: ClusterSnapshot) => ReturnType<typeof buildModel>): void {
+  const snap = bigSnapshot(PODS, PODS / 10, 100);
+  const store = new ConfigStore();
+  let t = performance.now();
+  const first = build(snap);
+  const firstBuild = performance.now() - t;
+  t = performance.now();
+  publish(store, first);
+  const firstPublish = performance.now() - t;
+  const builds: number[] = [];
+  const publishes: number[] = [];
+  const totals: number[] = [];
+  for (let i = 0; i < CHANGES; i++) {
+    // The informer replaces a changed object: a new pod object, the rest the same objects.
+    // A pod of a meshed namespace (bigSnapshot leaves every fourth namespace out of the mesh).
+    let at = (Math.floor(i / 2) * 7919) % snap.pods.length;
+    if ((at % 20) % 4 === 3) at = (at + 1) % snap.pods.length;
+    const old = snap.pods[at]!;
+    const labels = { ...old.metadata!.labels };
+    if (i % 2 === 0) labels['mesh.io/dataplane-mode'] = 'none';
+    else delete labels['mesh.io/dataplane-mode'];
+    const changed: k8s.V1Pod = { ...old, metadata: { ...old.metadata!, labels } };
+    snap.pods = snap.pods.map((p, j) => (j === at ? changed : p));
+    const t0 = performance.now();
+    const model = build(snap);
+    const t1 = performance.now();
+    const n = publish(store, model);
+    const t2 = performance.now();
+    if (n < 1) throw new Error(`change ${i} published nothing`);
+    builds.push(t1 - t0);
+    publishes.push(t2 - t1);
+    totals.push(t2 - t0);
+  }
+  const f = (xs: number[]) => `p50 ${percentile(xs, 50).toFixed(1)} / p99 ${percentile(xs, 99).toFixed(1)} ms`;
+  console.log(`${label}: first build ${firstBuild.toFixed(0)} ms + publish ${firstPublish.toFixed(0)} ms; one pod changed: build ${f(builds)}, publish ${f(publishes)}, total ${f(totals)}`);
+}
+
+console.log(`${PODS} pods, ${PODS / 10} services, 100 policies; ${CHANGES} single-pod changes`);
+run('full rebuild (buildModel)', (snap) => buildModel(snap, OPTS));
