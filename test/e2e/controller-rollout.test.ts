@@ -3,7 +3,8 @@
 // request every 100 ms to a server in node1 (through both ztunnels over HBONE), the replicas are
 // replaced one at a time, and a policy and a new pod appear in the middle of it. Every ztunnel
 // applies both, no request fails, and the Lease moves to a new replica. Then the leader is
-// SIGKILLed: the other replica takes the Lease within its duration, and still no request fails.
+// SIGKILLed: the other replica takes the Lease once its duration has run out after the dead
+// leader's last renewal (within one poll), and still no request fails.
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +27,7 @@ interface Dump {
   policies: { name: string; namespace: string }[];
 }
 
-test('controller-rollout-drops-nothing: two replicas rolled under traffic, config applied mid-rollout reaches every ztunnel, 0 failed requests; a SIGKILLed leader is replaced within the lease duration', async (t) => {
+test('controller-rollout-drops-nothing: two replicas rolled under traffic, config applied mid-rollout reaches every ztunnel, 0 failed requests; the Lease of a SIGKILLed leader is taken once its duration has run out (within one poll)', async (t) => {
   if (!(await requireRoot(t))) return;
   const mesh = await startMesh(t, { ztunnel: true, controllerReplicas: 2, controllerSettings: LEASE });
   const replicas = mesh.local.replicas!;
