@@ -1,19 +1,25 @@
 // Propagation through the whole control plane: from a write to the Kubernetes API (a pod label
 // that takes the pod out of the mesh, then back) to the changed Workload applied at every
 // subscribed client of the config stream, with 1,000 and 10,000 pods in the model. The local API
-// server, the controller and the clients (real gRPC over mTLS with CA-issued certificates) run in
-// this process; no namespaces needed.   node bench/propagation.ts [--pods 1000,10000] [--clients 2,10]
-import { mkdtempSync, rmSync } from 'node:fs';
+// server runs in its own process (src/local/apiserver/main.ts), so the memory reported for the
+// controller is the controller's: measured after a full GC once its model is built and published,
+// before any client connects, and again with the clients (real gRPC over mTLS with CA-issued
+// certificates, in this process). No namespaces needed.
+//   node --expose-gc bench/propagation.ts [--pods 1000,10000] [--clients 2,10]
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import * as k8s from '@kubernetes/client-node';
 import { Controller } from '../src/controller/controller.ts';
 import { formatSpiffeId, nodeSubject, spiffeId } from '../src/identity/index.ts';
-import { startApiServer } from '../src/local/apiserver/index.ts';
 import { createCsr, generateKeyPair, parseCsr } from '../src/tls/index.ts';
 import { ConfigClient, WORKLOAD, type Workload } from '../src/xds/index.ts';
 
-const { values } = parseArgs({ options: { pods: { type: 'string', default: '1000,10000' }, clients: { type: 'string', default: '2,10' }, changes: { type: 'string', default: '20' } } });
+const { values } = parseArgs({
+  options: { pods: { type: 'string', default: '1000,10000' }, clients: { type: 'string', default: '2,10' }, changes: { type: 'string', default: '20' }, writer: { type: 'string' } },
+});
 const POD_COUNTS = values.pods.split(',').map(Number);
 const CLIENT_COUNTS = values.clients.split(',').map(Number);
 const CHANGES = Number(values.changes);
@@ -30,30 +36,76 @@ async function pool<T>(n: number, limit: number, fn: (i: number) => Promise<T>):
   }));
 }
 
+interface Memory {
+  rss: number;
+  heapUsed: number;
+}
+const mb = (n: number): string => `${(n / 2 ** 20).toFixed(0)} MB`;
+const gc = (globalThis as { gc?: () => void }).gc;
+
+/** The API server in its own process; its memory (after a full GC) on request. */
+async function startApi(dir: string): Promise<{ child: ChildProcess; kc: k8s.KubeConfig; memory: () => Promise<Memory> }> {
+  const child = fork('src/local/apiserver/main.ts', ['--data-dir', dir], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const ready = await new Promise<{ url: string; caCertPem: string; adminToken: string }>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`API server exited (${code})`)));
+    child.on('message', (m: { type: string; url: string; caCertPem: string; adminToken: string }) => {
+      if (m.type === 'ready') resolve(m);
+    });
+  });
+  const kc = new k8s.KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'local', server: ready.url, caData: Buffer.from(ready.caCertPem).toString('base64') }],
+    users: [{ name: 'admin', token: ready.adminToken }],
+    contexts: [{ name: 'local', cluster: 'local', user: 'admin' }],
+    currentContext: 'local',
+  });
+  const memory = () =>
+    new Promise<Memory>((resolve) => {
+      const on = (m: { type: string } & Memory) => {
+        if (m.type !== 'memory') return;
+        child.off('message', on);
+        resolve(m);
+      };
+      child.on('message', on);
+      child.send({ type: 'memory' });
+    });
+  return { child, kc, memory };
+}
+
+function ownMemory(): Memory {
+  gc?.();
+  return process.memoryUsage();
+}
+
 async function run(pods: number): Promise<void> {
   const dir = mkdtempSync('/tmp/mesh-bench-prop-');
-  const api = await startApiServer({ dataDir: dir, port: 0 });
-  await api.writeKubeconfig(`${dir}/kubeconfig`);
-  const kc = new k8s.KubeConfig();
-  kc.loadFromFile(`${dir}/kubeconfig`);
+  const api = await startApi(dir);
+  const kc = api.kc;
   const core = kc.makeApiClient(k8s.CoreV1Api);
   let controller: Controller | undefined;
   const clients: ConfigClient<{ [WORKLOAD]: Workload }>[] = [];
   try {
     await core.createNamespace({ body: { metadata: { name: 'mesh-system' } } });
     await core.createNamespace({ body: { metadata: { name: 'bench', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
+    // The controller admits a node's credential only for a Node that exists.
+    for (let i = 0; i < Math.max(10, ...CLIENT_COUNTS); i++) await core.createNode({ body: { metadata: { name: `node${i}` } } });
     const t0 = Date.now();
-    await pool(pods, 64, async (i) => {
-      const name = `p${i}`;
-      await core.createNamespacedPod({ namespace: 'bench', body: { metadata: { name, labels: { app: `a${i % 50}` } }, spec: { nodeName: `node${i % 10}`, containers: [{ name: 'c', image: 'x' }] } } });
-      const ip = `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
-      await core.patchNamespacedPodStatus(
-        { name, namespace: 'bench', body: { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] } } },
-        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-      );
-    });
+    // Written by a child process, so that this one holds only the controller (and later the clients).
+    writeFileSync(`${dir}/kubeconfig`, kc.exportConfig());
+    const writer = fork(fileURLToPath(import.meta.url), ['--writer', `${dir}/kubeconfig`, '--pods', String(pods)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const code = await new Promise<number | null>((r) => writer.once('exit', r));
+    if (code !== 0) throw new Error(`the pod writer failed (exit ${code})`);
     console.log(`\n${pods} pods written to the API in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0 });
+    const before = ownMemory();
+    const t1 = performance.now();
+    controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, dashboardPort: 0 });
+    await controller.settle();
+    const startMs = performance.now() - t1;
+    const alone = ownMemory();
+    const apiMem = await api.memory();
+    console.log(
+      `controller start to model published ${startMs.toFixed(0)} ms; after GC — controller: RSS ${mb(alone.rss)} (${mb(before.rss)} before it started), heap ${mb(alone.heapUsed)}; API server (own process): RSS ${mb(apiMem.rss)}, heap ${mb(apiMem.heapUsed)}`,
+    );
     const roots = controller.ca.authority.trustBundle.join('\n');
     const keys = await generateKeyPair();
     const id = spiffeId('cluster.local', 'mesh-system', 'mesh-node');
@@ -101,15 +153,33 @@ async function run(pods: number): Promise<void> {
         }
       }
       console.log(
-        `pods ${pods}, clients ${n}: initial sync ${sync} ms; API write → applied at each client (${lat.length} samples): p50 ${pct(lat, 50).toFixed(0)} ms, p99 ${pct(lat, 99).toFixed(0)} ms, max ${Math.max(...lat).toFixed(0)} ms; controller RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB (all in one process)`,
+        `pods ${pods}, clients ${n}: initial sync of every client ${sync} ms; API write → applied at each client (${lat.length} samples): p50 ${pct(lat, 50).toFixed(0)} ms, p99 ${pct(lat, 99).toFixed(0)} ms, max ${Math.max(...lat).toFixed(0)} ms`,
       );
     }
   } finally {
     await Promise.all(clients.map((c) => c.close()));
     await controller?.stop();
-    await api.stop();
+    api.child.kill('SIGTERM');
+    await new Promise((r) => api.child.once('exit', r));
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-for (const n of POD_COUNTS) await run(n);
+/** The child that writes the pods (--writer KUBECONFIG --pods N). */
+async function writePods(kubeconfig: string, pods: number): Promise<void> {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  await pool(pods, 64, async (i) => {
+    const name = `p${i}`;
+    await core.createNamespacedPod({ namespace: 'bench', body: { metadata: { name, labels: { app: `a${i % 50}` } }, spec: { nodeName: `node${i % 10}`, containers: [{ name: 'c', image: 'x' }] } } });
+    const ip = `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+    await core.patchNamespacedPodStatus(
+      { name, namespace: 'bench', body: { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] } } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
+  });
+}
+
+if (values.writer) await writePods(values.writer, Number(values.pods));
+else for (const n of POD_COUNTS) await run(n);

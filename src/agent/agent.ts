@@ -23,6 +23,8 @@ export class Agent {
   private readonly ring: DatapathEvent[] = [];
   private readonly ringSize: number;
   private seen = 0;
+  /** Datapath events by "KIND\0reason" since start (the agent's metrics read them). */
+  readonly eventCounts = new Map<string, number>();
   private readonly events: { close(): void };
   readonly flows: FlowRing;
   readonly collector: FlowCollector;
@@ -66,6 +68,8 @@ export class Agent {
     const debug = log.isLevelEnabled('debug');
     for (const e of evs) {
       this.ring.push(e);
+      const key = `${e.kind}\0${e.reason}`;
+      this.eventCounts.set(key, (this.eventCounts.get(key) ?? 0) + 1);
       if (debug) log.debug({ event: { ...e, tsNs: String(e.tsNs), sockCookie: String(e.sockCookie), netnsCookie: String(e.netnsCookie), bytesSent: String(e.bytesSent), bytesRecv: String(e.bytesRecv) } }, 'datapath event');
     }
     if (this.ring.length > this.ringSize) this.ring.splice(0, this.ring.length - this.ringSize);

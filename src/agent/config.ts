@@ -31,6 +31,8 @@ export interface AgentConfig {
   /** The address the controller's relay dials, host:port (default: the listen address, with
    * the node's IP for a wildcard host). */
   readonly observerAdvertise?: string;
+  /** Where the agent's Prometheus metrics (datapath counters, flows) are served, host:port; port 0 picks one. */
+  readonly metricsAddress: string;
   /** The node's IP, advertised for the flows API when it listens on a wildcard address. */
   readonly nodeIp: string;
   /** Set when the agent follows the controller (else it is driven by its control socket only). */
@@ -86,6 +88,10 @@ export const AGENT_SETTINGS = defineSettings(
       optional: true,
       shown: '`MESH_OBSERVER_ADDRESS`, a wildcard host as `MESH_NODE_IP`',
     }),
+    metricsAddress: hostPort('MESH_AGENT_METRICS_ADDRESS', "where the agent's Prometheus metrics (datapath decisions, flows, losses) are served at /metrics; port 0 picks one", {
+      default: '0.0.0.0:9965',
+      why: "Hubble's metrics port; every address, for Prometheus (ztunnel's 15020 is taken in the same pod)",
+    }),
     nodeIp: N.nodeIp,
     nodeName: N.nodeName,
     xdsAddress: N.xdsAddress,
@@ -113,6 +119,7 @@ export function loadAgentConfig(env: Env = process.env): AgentConfig {
     flowRing: s.flowRing,
     observeUnenrolled: s.observeUnenrolled,
     observerAddress: s.observerAddress,
+    metricsAddress: s.metricsAddress,
     ...(s.observerAdvertise ? { observerAdvertise: s.observerAdvertise } : {}),
     nodeIp: s.nodeIp,
     // Without a node name the agent does not follow the controller: its control socket drives it.

@@ -24,6 +24,14 @@ export interface AddressInfo {
   nodeName?: string;
   /** A Service's hostname, when the address is its VIP. */
   service?: string;
+  /** A pod's labels, "key=value". */
+  labels?: string[];
+  /** The hostnames of the Services a pod backs. */
+  backs?: string[];
+  /** Whether the model puts the pod in the mesh (captured, tunnel protocol HBONE). */
+  inMesh?: boolean;
+  /** Why the model leaves the pod out of the mesh ('' or absent when it is in it). */
+  notCapturedReason?: string;
 }
 
 export interface FlowCollectorOptions {
@@ -85,6 +93,16 @@ function tupleKey(src: string, sport: number, dst: string, dport: number): strin
   return `${strip(src)}|${sport}|${strip(dst)}|${dport}`;
 }
 
+/**
+ * Why a plaintext connection the kernel only observed was not captured: the model says why the
+ * pod is outside the mesh, or that it is in the mesh but not enrolled on its node yet.
+ */
+export function notCapturedReason(info: AddressInfo | undefined, ip: string): string {
+  if (!info?.podName) return `${ip} is not a pod the mesh knows (host network, or a pod younger than the agent's config)`;
+  if (info.inMesh) return `${info.namespace}/${info.podName} is in the mesh but not enrolled on its node yet (its network namespace has not been found)`;
+  return info.notCapturedReason || `${info.namespace}/${info.podName} is not in the mesh`;
+}
+
 export class FlowCollector {
   private readonly o: FlowCollectorOptions;
   /** CAPTURED, by app socket cookie, until ztunnel's outbound record arrives. */
@@ -123,6 +141,7 @@ export class FlowCollector {
       serviceAccount: info?.serviceAccount ?? '',
       workload: info?.workload ?? '',
       nodeName: info?.nodeName ?? '',
+      labels: info?.labels ?? [],
     };
   }
 
@@ -186,6 +205,13 @@ export class FlowCollector {
       summary: '',
       kernel: null,
       l7: null,
+      sourceService: this.o.resolve(strip(ev.src))?.backs?.[0] ?? '',
+      ingressAllowedBy: [],
+      ingressDeniedBy: [],
+      egressAllowedBy: [],
+      egressDeniedBy: [],
+      notCapturedReason: '',
+      traceId: '',
     };
   }
 
@@ -198,6 +224,7 @@ export class FlowCollector {
     f.durationMs = Math.round(Number(closed.tsNs - open.tsNs) / 1e6);
     f.summary = 'TCP plaintext (not in the mesh)';
     f.kernel = this.kernel(open);
+    f.notCapturedReason = notCapturedReason(this.o.resolve(strip(open.src)), strip(open.src));
     return f;
   }
 
@@ -243,11 +270,19 @@ export class FlowCollector {
     f.durationMs = Math.round(r.durationMs);
     f.responseFlags = r.flags;
     f.kernel = this.kernel(ev);
-    const verdict: Verdict = r.flags === 'DENY' ? 'DROPPED' : r.error ? 'ERROR' : 'FORWARDED';
+    // Refused before it was set up (no healthy endpoint, waypoint missing, …) is a drop with its
+    // reason, as a policy denial is; a connection that failed on the way is an error.
+    const verdict: Verdict = r.flags === 'DENY' || r.refused ? 'DROPPED' : r.error ? 'ERROR' : 'FORWARDED';
     f.verdict = verdict;
-    if (verdict !== 'FORWARDED') f.dropReasonDesc = r.flags === 'DENY' ? `Policy denied: ${r.error ?? ''}`.trim() : (r.error ?? '');
+    if (verdict !== 'FORWARDED') f.dropReasonDesc = r.flags === 'DENY' && !r.refused ? `Policy denied: ${r.error ?? ''}`.trim() : (r.error ?? '');
     const sec = r.mtls ? 'HBONE mTLS' : 'TCP plaintext';
-    f.summary = verdict === 'DROPPED' ? `${sec}, policy denied` : verdict === 'ERROR' ? `${sec}, ${r.flags === '-' ? 'error' : r.flags}` : sec;
+    f.summary = r.refused ? 'TCP refused by ztunnel before it was set up' : verdict === 'DROPPED' ? `${sec}, policy denied` : verdict === 'ERROR' ? `${sec}, ${r.flags === '-' ? 'error' : r.flags}` : sec;
+    if (r.policy) {
+      // ztunnel decides at the destination: ingress in Hubble's terms.
+      const ref = { name: r.policy.name, namespace: r.policy.namespace, kind: r.policy.kind };
+      if (r.policy.allowed) f.ingressAllowedBy = [ref];
+      else f.ingressDeniedBy = [ref];
+    }
     this.o.ring.push(f);
   }
 
@@ -267,8 +302,17 @@ export class FlowCollector {
     f.destinationService = r.dst.service.split('/')[1] ?? '';
     f.durationMs = Math.round(r.latencyMs);
     f.responseFlags = r.flags;
-    f.l7 = { latencyNs: Math.round(r.latencyMs * 1e6), http: { code: r.status, method: r.method, url: r.url, protocol: r.protocol } };
     const denied = r.flags === 'RBAC';
+    // A request refused by policy never went anywhere (Hubble's http-request DROPPED); every
+    // other one is reported once answered, with its code and latency (http-response).
+    f.l7 = { latencyNs: Math.round(r.latencyMs * 1e6), http: { code: r.status, method: r.method, url: r.url, protocol: r.protocol }, type: denied ? 'REQUEST' : 'RESPONSE' };
+    f.traceId = r.traceId ?? '';
+    if (r.policy) {
+      const i = r.policy.indexOf('/');
+      const ref = { namespace: i < 0 ? '' : r.policy.slice(0, i), name: i < 0 ? r.policy : r.policy.slice(i + 1), kind: 'AuthorizationPolicy' };
+      if (denied) f.ingressDeniedBy = [ref];
+      else f.ingressAllowedBy = [ref];
+    }
     const failed = !denied && r.flags !== '-' && r.status >= 500;
     f.verdict = denied ? 'DROPPED' : failed ? 'ERROR' : 'FORWARDED';
     if (denied) f.dropReasonDesc = 'Policy denied (L7 authorization at the waypoint)';
@@ -285,6 +329,10 @@ export class FlowCollector {
       if (!info) continue;
       if (info.service && ep === f.destination && !f.destinationService) f.destinationService = info.service;
       if (!info.podName) continue;
+      if (!ep.labels?.length) ep.labels = info.labels ?? [];
+      if (ep === f.source && !f.sourceService) f.sourceService = info.backs?.[0] ?? '';
+      // A bystander's connection closed before the model named its pod: say why now that it can.
+      if (ep === f.source && f.notCapturedReason) f.notCapturedReason = notCapturedReason(info, ip);
       ep.namespace ||= info.namespace;
       ep.podName = info.podName;
       ep.serviceAccount ||= info.serviceAccount ?? '';

@@ -11,6 +11,8 @@ import { localObserver } from '../flows/local.ts';
 import { L7FlowServer } from '../flows/l7.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
+import { startMetricsServer } from '../admin/index.ts';
+import { agentMetrics } from './metrics.ts';
 
 const log = logger('agent');
 
@@ -23,6 +25,22 @@ async function main(): Promise<void> {
     onLost: (n) => agent.collector.onZtunnelLost(n),
   });
   const server = await serveControl(agent, cfg.controlSocket, { waitServed: (uid, ms) => zds.waitServed(uid, ms) });
+  // Prometheus: the datapath's decisions and the node's flows (the flows API serves them one by one).
+  const registry = agentMetrics({
+    events: agent.eventCounts,
+    kernelEventsLost: () => Number(agent.datapath.eventsLost()),
+    ztunnelRecordsLost: () => zds.ztunnelLost,
+    enrolledPods: () => agent.enrolment.list().length,
+    ring: agent.flows,
+    onFlow: (fn) =>
+      agent.flows.subscribe(() => {
+        const it = agent.flows.at(agent.flows.nextSeq - 1);
+        if (it && 'flow' in it) fn(it.flow);
+      }),
+  });
+  const [metricsHost, metricsPort] = [cfg.metricsAddress.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), Number(/:(\d+)$/.exec(cfg.metricsAddress)![1])];
+  const metrics = await startMetricsServer({ host: metricsHost, port: metricsPort, registries: [registry] });
+  log.info({ metrics: metrics.port }, 'metrics listening');
   // The node's waypoints report each HTTP request here: L7 flows.
   const l7 = await L7FlowServer.listen(cfg.l7FlowsSocket, (r) => agent.collector.onL7(r));
   let sync: MeshSync | undefined;
@@ -70,6 +88,7 @@ async function main(): Promise<void> {
     server.close();
     zds.close();
     void l7.close();
+    void metrics.close(0);
     void observer?.close();
     void sync?.close();
     agent.stop();

@@ -116,7 +116,17 @@ export class MeshSync {
         }
       }
       for (const [, { value: w }] of this.client.entries(WORKLOAD)) {
-        const info: AddressInfo = { namespace: w.namespace, podName: w.name, workload: w.workloadName || w.name, serviceAccount: w.serviceAccount, nodeName: w.node };
+        const info: AddressInfo = {
+          namespace: w.namespace,
+          podName: w.name,
+          workload: w.workloadName || w.name,
+          serviceAccount: w.serviceAccount,
+          nodeName: w.node,
+          labels: Object.entries(w.labels ?? {}).map(([k, v]) => `${k}=${v}`),
+          backs: Object.keys(w.services).map((k) => k.slice(k.indexOf('/') + 1)),
+          inMesh: w.tunnelProtocol === 'HBONE',
+          notCapturedReason: w.notCapturedReason ?? '',
+        };
         for (const a of w.addresses) {
           const t = ipText(a);
           if (t) m.set(t, info);

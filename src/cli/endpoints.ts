@@ -11,6 +11,8 @@ export interface NodeEndpoints {
   ztunnelAdmin: string;
   /** ztunnel's metrics server, host:port. */
   ztunnelMetrics?: string;
+  /** The node agent's metrics (datapath counters, flows), host:port. */
+  agentMetrics?: string;
   /** The node agent's Observer gRPC API (flows), host:port. */
   observer?: string;
 }
@@ -18,6 +20,8 @@ export interface NodeEndpoints {
 export interface MeshEndpoints {
   /** The controller's flow relay (Observer gRPC merging every node), host:port. */
   relay?: string;
+  /** The controller's service map (`meshctl dashboard`), a URL. */
+  dashboard?: string;
   /** The controller's config stream (xDS), host:port. */
   xds?: string;
   nodes: Record<string, NodeEndpoints>;

@@ -1,8 +1,10 @@
 // meshctl's composition root: the program, its commands, and how errors become exit codes.
 // bin/meshctl runs this file with Node 24, which strips the TypeScript types.
 import { Command, CommanderError } from 'commander';
+import { analyzeCommand } from './commands/analyze.ts';
 import { checkCommand } from './commands/check.ts';
 import { completionCommand } from './commands/completion.ts';
+import { dashboardCommand } from './commands/dashboard.ts';
 import { devCommand } from './commands/dev.ts';
 import { flowsCommand } from './commands/flows.ts';
 import { statusCommand } from './commands/status.ts';
@@ -38,7 +40,9 @@ function exitCodeFor(err: CommanderError): number {
 export function createProgram(): Command {
   const program = new Command('meshctl')
     .description('Operate Mesh, the sidecarless eBPF service mesh')
+    .addCommand(analyzeCommand())
     .addCommand(checkCommand())
+    .addCommand(dashboardCommand())
     .addCommand(devCommand())
     .addCommand(flowsCommand())
     .addCommand(statusCommand())

@@ -34,6 +34,14 @@ export const CONTROLLER_SETTINGS = defineSettings(
       default: 4245,
       why: "Hubble Relay's port",
     }),
+    dashboardHost: str('MESH_DASHBOARD_HOST', 'the address the service map (`meshctl dashboard`) listens on', {
+      default: '127.0.0.1',
+      why: 'the page is plaintext and shows every flow without a login: reach it through `meshctl dashboard`, which port-forwards',
+    }),
+    dashboardPort: port('MESH_DASHBOARD_PORT', 'the service map in the browser (HTTP: the page, /api/graph, /api/events, /api/flows)', {
+      default: 20001,
+      why: "Kiali's port",
+    }),
     waypointImage: str('MESH_WAYPOINT_IMAGE', "the image of the waypoints the controller deploys for Gateways of class `mesh-waypoint`", {
       default: 'localhost/mesh-waypoint:latest',
       why: '`make images` builds it under this name; the chart sets the tag it installs',

@@ -19,6 +19,7 @@ import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
 import { LeaderElector, type LeaderStatus, type LeaseSettings } from './leader-election.ts';
 import { type ClientRecord, ReplicaDirectory } from './replica-directory.ts';
+import { DashboardListenError, type Inventory, relayFlowSource, type RunningDashboard, startDashboard } from './dashboard/index.ts';
 
 const log = logger('controller');
 
@@ -34,6 +35,9 @@ export interface ControllerConfig {
    * loopback: reach it with kubectl port-forward, as with hubble-relay. */
   readonly relayHost: string;
   readonly relayPort: number;
+  /** The service map (MESH_DASHBOARD_HOST/PORT): plaintext, loopback by default; `meshctl dashboard` port-forwards. */
+  readonly dashboardHost: string;
+  readonly dashboardPort: number;
   /** How long changes are gathered before the model is rebuilt. */
   readonly debounceMs: number;
   /** Lifetime of a workload (and node) certificate when the request names none (MESH_WORKLOAD_CERT_TTL). */
@@ -98,6 +102,7 @@ export class Controller {
   xdsPort = 0;
   relayPort = 0;
   relay: Relay | undefined;
+  dashboard: RunningDashboard | undefined;
   private relayServer: ServingObserver | undefined;
   private readonly kc: k8s.KubeConfig;
   private readonly caches: Record<string, Cache<k8s.KubernetesObject>>;
@@ -248,11 +253,12 @@ export class Controller {
     const xdsPort = await xds.listen(`${config.host}:${config.xdsPort}`, creds);
     controller.xdsPort = xdsPort;
     await controller.startRelay(roots);
+    await controller.startDashboard();
     // Campaign only once this replica serves: a leader that writes status also serves the model
     // those writes describe.
     controller.elector?.start();
     controller.directory?.start();
-    log.info({ xdsPort, caPort: ca.port, relayPort: controller.relayPort, trustDomain: config.trustDomain }, 'controller ready');
+    log.info({ xdsPort, caPort: ca.port, relayPort: controller.relayPort, dashboardPort: controller.dashboard?.port, trustDomain: config.trustDomain }, 'controller ready');
     return controller;
   }
 
@@ -302,6 +308,46 @@ export class Controller {
     this.relay = new Relay({ peers: () => this.relayPeers(), credentials, version: packageVersion() });
     this.relayServer = await serveObserver(this.relay.service(), `${c.relayHost}:${c.relayPort}`, grpc.ServerCredentials.createInsecure());
     this.relayPort = this.relayServer.port;
+  }
+
+  /** The service map. Its port taken is said loudly but does not stop the controller: the map is a
+   * view, and the config stream, the CA and the relay matter more. */
+  private async startDashboard(): Promise<void> {
+    const c = this.config;
+    const relayHost = c.relayHost === '0.0.0.0' || c.relayHost === '::' ? '127.0.0.1' : c.relayHost;
+    try {
+      this.dashboard = await startDashboard({
+        host: c.dashboardHost,
+        port: c.dashboardPort,
+        source: relayFlowSource(`${relayHost.includes(':') ? `[${relayHost}]` : relayHost}:${this.relayPort}`),
+        inventory: () => this.inventory(),
+        peersKey: () => this.relayPeers().map((p) => `${p.name}=${p.address}`).join(','),
+      });
+    } catch (e) {
+      if (!(e instanceof DashboardListenError)) throw e;
+      log.error({ code: e.code, err: e.message }, 'the service map is not served; everything else runs');
+    }
+  }
+
+  /** The workloads (pods grouped by their workload) and services of the model, for the map. */
+  inventory(): Inventory {
+    const m = this.model;
+    if (!m) return { workloads: [], services: [] };
+    const workloads = new Map<string, Inventory['workloads'][number]>();
+    for (const w of m.workloads.values()) {
+      const name = w.workloadName || w.name;
+      const key = `${w.namespace}/${name}`;
+      const inMesh = w.tunnelProtocol === 'HBONE' || (workloads.get(key)?.inMesh ?? false);
+      workloads.set(key, { namespace: w.namespace, name, serviceAccount: w.serviceAccount, inMesh });
+    }
+    const byHostname = new Map([...m.waypoints.values()].map((u) => [u.hostname, u.gateway]));
+    const services = [...m.services.values()].map((s) => ({
+      namespace: s.namespace,
+      name: s.name,
+      hostname: s.hostname,
+      waypoint: s.waypoint?.hostname ? (byHostname.get(s.waypoint.hostname) ?? s.waypoint.hostname) : '',
+    }));
+    return { workloads: [...workloads.values()], services };
   }
 
   private schedule(): void {
@@ -392,6 +438,7 @@ export class Controller {
     await this.directory?.stop();
     await Promise.allSettled(Object.values(this.caches).map((i) => i.stop()));
     await this.building;
+    await this.dashboard?.close();
     await this.relayServer?.close();
     this.relay?.close();
     await this.xds.close(1000);

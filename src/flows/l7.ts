@@ -35,6 +35,8 @@ export interface L7Record {
   latencyMs: number;
   /** The W3C trace id, to find the request in traces. */
   traceId: string;
+  /** "namespace/name" of the authorization policy that allowed or denied the request, if one did. */
+  policy?: string;
 }
 
 /** The agent's end: accepts connections and calls `onRecord` for each valid line. */

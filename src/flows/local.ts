@@ -1,7 +1,8 @@
 // The Observer API over one node's flow ring: what the node agent serves (Hubble's per-node
 // server). The relay (src/flows/relay.ts) serves the same API for all nodes.
 import type * as grpc from '@grpc/grpc-js';
-import { requestMatches } from './filter.ts';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { requestMatches, validateRequest } from './filter.ts';
 import type { FlowRing, RingItem } from './ring.ts';
 import { type GetFlowsRequest, type GetFlowsResponse, type NodeInfo, nowNs, type ServerStatus } from './types.ts';
 
@@ -55,6 +56,12 @@ export function localObserver(o: LocalObserverOptions): grpc.UntypedServiceImple
   return {
     GetFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) {
       const req = call.request;
+      try {
+        validateRequest(req);
+      } catch (e) {
+        call.emit('error', { code: grpcStatus.INVALID_ARGUMENT, details: (e as Error).message });
+        return;
+      }
       // Asking for the oldest flows, or for a time the ring no longer covers, says what is gone.
       const oldest = ring.at(ring.oldestSeq);
       const oldestTime = oldest ? ('flow' in oldest ? oldest.flow.timeUnixNano : oldest.timeUnixNano) : Infinity;

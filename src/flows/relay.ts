@@ -4,6 +4,7 @@
 // NodeStatusEvents in a flow stream and in ServerStatus / GetNodes — instead of hiding them.
 import * as grpc from '@grpc/grpc-js';
 import { logger } from '../common/log.ts';
+import { requestMatches, validateRequest } from './filter.ts';
 import { type ObserverClient, observerClient, unary } from './server.ts';
 import type { GetFlowsRequest, GetFlowsResponse, NodeInfo, ServerStatus } from './types.ts';
 import { nowNs } from './types.ts';
@@ -114,6 +115,13 @@ export class Relay {
 
   private getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): void {
     const req = call.request;
+    // A filter no node could apply is the caller's mistake: say so once, not once per node.
+    try {
+      validateRequest(req);
+    } catch (e) {
+      call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: (e as Error).message });
+      return;
+    }
     const peers = this.o.peers();
     const streams: grpc.ClientReadableStream<unknown>[] = [];
     const unavailable = (name: string, why: string) => {
@@ -154,6 +162,9 @@ export class Relay {
       }
       streams.push(s);
       s.on('data', (d: GetFlowsResponse) => {
+        // An agent of an older version ignores filter fields it does not know and sends flows that
+        // do not match: filtering again here keeps the answer right during an upgrade.
+        if (d.responseTypes === 'flow' && !requestMatches(d.flow, req)) return;
         const r = { ...d, nodeName: d.nodeName || p.name };
         if (!req.follow) collected.push(r);
         else {

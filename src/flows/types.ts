@@ -17,7 +17,18 @@ export interface Endpoint {
   serviceAccount: string;
   workload: string;
   nodeName: string;
+  /** "key=value"; absent on flows made before labels were known (and always present once decoded). */
+  labels?: string[];
 }
+
+/** An authorization policy that decided a flow (Hubble's flow.Policy). */
+export interface PolicyRef {
+  name: string;
+  namespace: string;
+  kind: 'AuthorizationPolicy' | 'PeerAuthentication' | string;
+}
+
+export type L7FlowType = 'UNKNOWN_L7_TYPE' | 'REQUEST' | 'RESPONSE';
 
 export interface KernelDecision {
   decision: string;
@@ -48,7 +59,16 @@ export interface Flow {
   responseFlags: string;
   summary: string;
   kernel: KernelDecision | null;
-  l7: { latencyNs: number; http: { code: number; method: string; url: string; protocol: string } | null } | null;
+  l7: { latencyNs: number; http: { code: number; method: string; url: string; protocol: string } | null; type?: L7FlowType } | null;
+  // Added for issue 17 (Hubble parity); optional so that records made before stay valid.
+  sourceService?: string;
+  ingressAllowedBy?: PolicyRef[];
+  ingressDeniedBy?: PolicyRef[];
+  egressAllowedBy?: PolicyRef[];
+  egressDeniedBy?: PolicyRef[];
+  /** Why the mesh did not capture this connection ('' when it did, or it is not known). */
+  notCapturedReason?: string;
+  traceId?: string;
 }
 
 export interface FlowFilter {
@@ -65,6 +85,13 @@ export interface FlowFilter {
   nodeName?: string[];
   trafficDirection?: TrafficDirection[];
   destinationService?: string[];
+  sourceLabel?: string[];
+  destinationLabel?: string[];
+  sourceService?: string[];
+  httpStatusCode?: string[];
+  httpMethod?: string[];
+  httpPath?: string[];
+  eventType?: string[];
 }
 
 export interface GetFlowsRequest {

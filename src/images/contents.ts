@@ -3,7 +3,7 @@
 // of those packages are worth copying. Pure functions over the checkout; build.ts does the I/O of
 // staging and building.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 
 /**
@@ -35,15 +35,18 @@ export function sharedLibraries(binaries: string[]): string[] {
 }
 
 // `import … from "x"`, `export … from "x"`, `import "x"`, `import("x")` (single-quoted in our code); not `import type`/`export type`
-// (erased when Node strips types, so they load nothing).
-const IMPORT = /(?:^|[;\s])(import|export)\s+(type\s+)?(?:[^;'"]*?\sfrom\s+)?'([^']+)'|\bimport\(\s*'([^']+)'\s*\)|new URL\(\s*'(\.[^']+\.ts)'\s*,\s*import\.meta\.url\)/g;
+// (erased when Node strips types, so they load nothing). Also files a module reads rather than
+// imports: `require.resolve('pkg/file')` (a package's file served as is, e.g. the dashboard's
+// graph library) and `new URL('./dir/', import.meta.url)` (a directory of assets beside the module,
+// e.g. its page; never one above it).
+const IMPORT = /(?:^|[;\s])(import|export)\s+(type\s+)?(?:[^;'"]*?\sfrom\s+)?'([^']+)'|\bimport\(\s*'([^']+)'\s*\)|new URL\(\s*'(\.[^']+\.ts|\.\/[^'.][^']*\/)'\s*,\s*import\.meta\.url\)|\brequire\.resolve\(\s*'([^'.][^']*)'\s*\)/g;
 
 /** The specifiers a TypeScript module loads at run time (relative and bare, not `node:`). */
 export function runtimeImports(source: string): string[] {
   const out: string[] = [];
   for (const m of source.matchAll(IMPORT)) {
     if (m[2]) continue; // import type / export type
-    const spec = m[3] ?? m[4] ?? m[5];
+    const spec = m[3] ?? m[4] ?? m[5] ?? m[6];
     if (spec && !spec.startsWith('node:')) out.push(spec);
   }
   return out;
@@ -57,11 +60,12 @@ export function packageName(spec: string): string {
 
 /**
  * Follows the relative imports from `entries` through the checkout and returns the npm packages
- * they load, and the source files they reach (relative to `root`).
+ * they load, and the source files (and asset directories' files) they reach (relative to `root`).
  */
 export function entryPackages(root: string, entries: string[]): { packages: string[]; files: string[] } {
   const seen = new Set<string>();
   const packages = new Set<string>();
+  const assets = new Set<string>();
   const queue = entries.map((e) => resolve(root, e));
   while (queue.length) {
     const file = queue.pop()!;
@@ -71,12 +75,15 @@ export function entryPackages(root: string, entries: string[]): { packages: stri
       if (spec.startsWith('.')) {
         const target = resolve(dirname(file), spec);
         if (target.endsWith('.ts') && existsSync(target)) queue.push(target);
+        else if (spec.endsWith('/') && existsSync(target)) {
+          for (const f of readdirSync(target, { recursive: true, withFileTypes: true })) if (f.isFile()) assets.add(join(f.parentPath, f.name));
+        }
       } else {
         packages.add(packageName(spec));
       }
     }
   }
-  return { packages: [...packages].sort(), files: [...seen].map((f) => relative(root, f)).sort() };
+  return { packages: [...packages].sort(), files: [...seen, ...assets].map((f) => relative(root, f)).sort() };
 }
 
 /**

@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   kc.loadFromDefault();
   const controller = await Controller.start(kc, { ...settings, ...(waypointTemplate ? { waypointTemplate } : {}) });
   process.stdout.write(
-    `${JSON.stringify({ msg: 'listening', xdsPort: controller.xdsPort, caPort: controller.ca.port, relayPort: controller.relayPort, identity: controller.elector?.settings.identity })}\n`,
+    `${JSON.stringify({ msg: 'listening', xdsPort: controller.xdsPort, caPort: controller.ca.port, relayPort: controller.relayPort, dashboardPort: controller.dashboard?.port, identity: controller.elector?.settings.identity })}\n`,
   );
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');

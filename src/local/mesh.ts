@@ -4,7 +4,8 @@
 // mesh-system whose service-account token they present). `meshctl dev up` runs it in its daemon;
 // the end-to-end tests and the demo run it the same way. It records where everything listens in
 // <state dir>/mesh.json for meshctl.
-import type { TracingSettings } from '../telemetry/index.ts';
+import { tracingEnv } from '../common/shared-settings.ts';
+import type { TracingSettings } from '../tracing/index.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -54,6 +55,12 @@ export interface LocalMeshOptions {
   controllerSettings?: Record<string, string>;
   /** Where the waypoints export spans (the controller's MESH_TRACING_* settings); default: none. */
   tracing?: Partial<TracingSettings>;
+  /**
+   * ztunnels export L4 spans (the chart's tracing.l4) to this OTLP endpoint. Not the waypoints'
+   * in-cluster one: here ztunnel runs in the host's network namespace, which reaches neither the
+   * cluster's Service addresses nor its names — give a host address (loopback).
+   */
+  l4SpansEndpoint?: string;
   onProgress?: (m: string) => void;
 }
 
@@ -167,7 +174,7 @@ export class LocalMesh {
     if (this.opts.controllerReplicas) {
       await this.startReplicas(this.opts.controllerReplicas, waypointTemplate);
     } else {
-      this.controller = await Controller.start(this.controllerKc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, waypointTemplate, ...this.certTtl(), ...this.tracing() });
+      this.controller = await Controller.start(this.controllerKc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, dashboardPort: 0, waypointTemplate, ...this.certTtl(), ...this.tracing() });
     }
     const ports = this.controllerPorts();
     this.closeSockets = await forwardControllerSockets(this.stateDir, { xds: ports.xds, ca: ports.ca });
@@ -222,7 +229,7 @@ export class LocalMesh {
   controllerPorts(): ReplicaPorts {
     if (this.replicas) return this.replicas.ports;
     const c = this.controller;
-    return { xds: c.xdsPort, ca: c.ca.port, relay: c.relayPort };
+    return { xds: c.xdsPort, ca: c.ca.port, relay: c.relayPort, dashboard: c.dashboard?.port ?? 0 };
   }
 
   /** The CNI plugin's enrolment (src/cni/enrol.ts), in-process: the same decision, request to
@@ -263,6 +270,10 @@ export class LocalMesh {
       logLevel: this.opts.logLevel,
       mark: this.opts.mark,
     });
+    const t = this.opts.tracing;
+    if (kind === 'ztunnel' && this.opts.l4SpansEndpoint) {
+      Object.assign(settings, tracingEnv({ tracingEndpoint: this.opts.l4SpansEndpoint, tracingProtocol: t?.tracingProtocol ?? 'http/protobuf', tracingSampling: t?.tracingSampling ?? 1, tracingFlushInterval: t?.tracingFlushInterval ?? 5000 }));
+    }
     const child = spawn(process.execPath, [kind === 'agent' ? AGENT : ZTUNNEL], {
       env: {
         // The caller's own MESH_* variables (meshctl's MESH_DEV_*, a test's) are not the child's,
@@ -298,7 +309,7 @@ export class LocalMesh {
       key,
       kind === 'ztunnel'
         ? { admin: this.logField(key, ready, 'admin'), metrics: this.logField(key, ready, 'metrics'), readiness: this.logField(key, ready, 'readiness') }
-        : { observer: this.logField(key, 'flows API listening', 'observer') },
+        : { observer: this.logField(key, 'flows API listening', 'observer'), metrics: this.logField(key, 'metrics listening', 'metrics') },
     );
     this.writeEndpoints();
     return child;
@@ -325,15 +336,17 @@ export class LocalMesh {
   /** What meshctl reads (src/cli/endpoints.ts). */
   writeEndpoints(): void {
     const c = this.controllerPorts();
-    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relay}`, xds: `127.0.0.1:${c.xds}`, nodes: {} };
+    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relay}`, xds: `127.0.0.1:${c.xds}`, ...(c.dashboard ? { dashboard: `http://127.0.0.1:${c.dashboard}/` } : {}), nodes: {} };
     for (const node of this.nodes) {
       const admin = this.reported.get(`ztunnel-${node}`)?.admin;
       const metrics = this.reported.get(`ztunnel-${node}`)?.metrics;
       const observer = this.reported.get(`agent-${node}`)?.observer ?? this.logField(`agent-${node}`, 'flows API listening', 'observer');
+      const agentMetrics = this.reported.get(`agent-${node}`)?.metrics;
       e.nodes[node] = {
         ztunnelAdmin: admin ? `127.0.0.1:${String(admin)}` : '',
         ...(metrics ? { ztunnelMetrics: `127.0.0.1:${String(metrics)}` } : {}),
         ...(typeof observer === 'string' ? { observer } : {}),
+        ...(agentMetrics ? { agentMetrics: `127.0.0.1:${String(agentMetrics)}` } : {}),
       };
     }
     writeFileSync(endpointsPath(this.stateDir), `${JSON.stringify(e, null, 2)}\n`);
@@ -348,7 +361,7 @@ export class LocalMesh {
     }
     const old = this.controller;
     await old.stop();
-    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, waypointTemplate: old.config.waypointTemplate, ...this.certTtl(), ...this.tracing() });
+    this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, dashboardPort: old.dashboard?.port ?? 0, waypointTemplate: old.config.waypointTemplate, ...this.certTtl(), ...this.tracing() });
     this.writeEndpoints();
   }
 
@@ -411,7 +424,7 @@ export function meshSettingsEnv(
   };
   // Every node's components share this host's network namespace: each picks free ports.
   return kind === 'agent'
-    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
+    ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_AGENT_METRICS_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
     : // …and only loopback: in a real pod ztunnel's metrics are on its own netns; here that would be the host's.
       { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1' };
 }

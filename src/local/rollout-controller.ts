@@ -28,6 +28,8 @@ export interface ReplicaPorts {
   readonly xds: number;
   readonly ca: number;
   readonly relay: number;
+  /** The service map (meshctl dashboard); 0 when it is not served. */
+  readonly dashboard: number;
 }
 
 export interface ControllerReplica {
@@ -71,7 +73,7 @@ export class ControllerReplicas {
   /** Starts `count` replicas behind a new front, and waits until they all serve. */
   static async start(count: number, opts: ControllerReplicasOptions): Promise<ControllerReplicas> {
     if (!Number.isInteger(count) || count < 1) throw new Error(`controller replicas must be a whole number ≥ 1, not ${count}`);
-    const front = await ServiceFront.listen({ xds: 0, ca: 0, relay: 0 });
+    const front = await ServiceFront.listen({ xds: 0, ca: 0, relay: 0, dashboard: 0 });
     const r = new ControllerReplicas(front, opts);
     try {
       const started = await Promise.all(Array.from({ length: count }, () => r.spawnReplica()));
@@ -90,11 +92,12 @@ export class ControllerReplicas {
 
   /** The Service's ports, which the nodes and waypoints dial. */
   get ports(): ReplicaPorts {
-    return { xds: this.front.port('xds'), ca: this.front.port('ca'), relay: this.front.port('relay') };
+    return { xds: this.front.port('xds'), ca: this.front.port('ca'), relay: this.front.port('relay'), dashboard: this.front.port('dashboard') };
   }
 
   private publish(): void {
-    this.front.setEndpoints(this.live.filter((r) => !this.leaving.has(r)).map((r) => ({ id: r.name, ports: { ...r.ports } })));
+    // A replica without the service map (it could not listen) is not sent its connections.
+    this.front.setEndpoints(this.live.filter((r) => !this.leaving.has(r)).map((r) => ({ id: r.name, ports: Object.fromEntries(Object.entries(r.ports).filter(([, p]) => p > 0)) })));
     this.opts.onChange?.();
   }
 
@@ -118,6 +121,7 @@ export class ControllerReplicas {
         MESH_CA_PORT: '0',
         MESH_RELAY_HOST: '127.0.0.1',
         MESH_RELAY_PORT: '0',
+        MESH_DASHBOARD_PORT: '0',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -131,14 +135,14 @@ export class ControllerReplicas {
     child.stdout!.on('data', take);
     child.stderr!.on('data', take);
     child.once('close', () => sink.end());
-    const listening = await new Promise<{ xdsPort: number; caPort: number; relayPort: number; identity: string }>((resolve, reject) => {
+    const listening = await new Promise<{ xdsPort: number; caPort: number; relayPort: number; dashboardPort?: number; identity: string }>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`controller replica ${name} did not serve within ${START_TIMEOUT_MS / 1000} s (log: ${file}): ${tail.slice(-1500)}`)), START_TIMEOUT_MS);
       const look = () => {
         const line = tail.split('\n').find((l) => l.includes('"msg":"listening"') && l.includes('xdsPort'));
         if (!line) return;
         clearTimeout(timer);
         child.stdout!.off('data', look);
-        resolve(JSON.parse(line) as { xdsPort: number; caPort: number; relayPort: number; identity: string });
+        resolve(JSON.parse(line) as { xdsPort: number; caPort: number; relayPort: number; dashboardPort?: number; identity: string });
       };
       child.stdout!.on('data', look);
       child.once('exit', (code, signal) => {
@@ -150,7 +154,7 @@ export class ControllerReplicas {
       throw e;
     });
     tail = '';
-    const replica: ControllerReplica = { name, identity: listening.identity, pid: child.pid!, ports: { xds: listening.xdsPort, ca: listening.caPort, relay: listening.relayPort }, child };
+    const replica: ControllerReplica = { name, identity: listening.identity, pid: child.pid!, ports: { xds: listening.xdsPort, ca: listening.caPort, relay: listening.relayPort, dashboard: listening.dashboardPort ?? 0 }, child };
     child.once('exit', (code, signal) => this.exited(replica, code, signal));
     this.progress(`controller replica ${name} serves (pid ${child.pid}, lease identity ${replica.identity})`);
     return replica;

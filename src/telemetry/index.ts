@@ -2,4 +2,4 @@
 // in Istio's names: ztunnel's L4 series now, the waypoint's request series later.
 export * from './labels.ts';
 export { formatAddr, type AccessLogEntry } from './access-log-entry.ts';
-export { createTracer, dropB3, type MeshTracer, propagatingTracer, type RequestTrace, type TracingSettings } from './tracing.ts';
+export { registerBuildInfo } from './build-info.ts';

@@ -8,7 +8,7 @@ import type * as http from 'node:http';
 import type { Readable } from 'node:stream';
 import { logger } from '../common/log.ts';
 import { splice } from '../hbone/index.ts';
-import { dropB3, type RequestTrace } from '../telemetry/index.ts';
+import { dropB3, type RequestTrace } from '../tracing/index.ts';
 import type { Backend, HeaderModifier, Route, RouteMatch, RouteRule } from '../xds/routes.ts';
 import type { Balancer } from './balancer.ts';
 import type { RequestBody } from './body.ts';
@@ -89,6 +89,8 @@ interface Attempt {
 export class Exchange {
   readonly info: RequestInfo;
   flags: L7ResponseFlag = '-';
+  /** "namespace/name" of the authorization policy that allowed or denied the request ('' when none decided). */
+  policy = '';
   /** Mirror backends this request was sampled for. */
   readonly mirrors: Backend[] = [];
   private status = 0;
@@ -464,6 +466,7 @@ export class Exchange {
       route: this.route,
       traceparent: this.init.trace.traceparent,
       trace: this.init.trace,
+      ...(this.policy ? { policy: this.policy } : {}),
       ...(this.init.sourcePort ? { sourcePort: this.init.sourcePort } : {}),
     };
     this.init.telemetry.record(done);

@@ -5,7 +5,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { LogLevels, startZtunnelServers } from '../admin/index.ts';
 import { logger } from '../common/log.ts';
 import { tokenFile } from '../identity/index.ts';
-import { createTracer } from '../telemetry/index.ts';
+import { createTracer } from '../tracing/index.ts';
 import { loadWaypointSettings } from './config.ts';
 import { Waypoint } from './waypoint.ts';
 

@@ -13,7 +13,7 @@ import type { Route, RouteRule } from '../xds/routes.ts';
 import { Balancer } from './balancer.ts';
 import { REPLAY_LIMIT, RequestBody } from './body.ts';
 import { detect } from './detect.ts';
-import { type MeshTracer, propagatingTracer } from '../telemetry/index.ts';
+import { type MeshTracer, propagatingTracer } from '../tracing/index.ts';
 import { RawResponse, type UpgradeSide } from './upgrade.ts';
 import { Exchange, type Downstream, type Candidate } from './exchange.ts';
 import { type Authorize, NO_RESILIENCE, type ResiliencePort, type TelemetryPort, type WaypointView } from './ports.ts';
@@ -258,7 +258,9 @@ export class L7Proxy {
   private async process(ex: Exchange, service: string): Promise<void> {
     const { info } = ex;
     const targets = service ? [this.opts.gatewayKey, `Service/${service}`] : [this.opts.gatewayKey];
-    if (!this.opts.authorize(info, targets).allowed) return ex.reply(403, 'RBAC', 'RBAC: access denied');
+    const decision = this.opts.authorize(info, targets);
+    ex.policy = decision.policy;
+    if (!decision.allowed) return ex.reply(403, 'RBAC', 'RBAC: access denied');
 
     const svcPolicy = service ? this.opts.resilience(service) : NO_RESILIENCE;
     if (!svcPolicy.takeToken()) return ex.reply(429, 'RL', 'local_rate_limited');

@@ -20,7 +20,8 @@
 // series (overflowLabels), counted by mesh_waypoint_metric_series_overflow_total.
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { parseSpiffeId, type SpiffeId } from '../identity/index.ts';
-import { formatAddr, type RequestTrace, overflowLabels, REQUEST_LABEL_NAMES, requestLabels, seriesKey, type DerivedSource, type RequestLabels } from '../telemetry/index.ts';
+import { formatAddr, overflowLabels, REQUEST_LABEL_NAMES, requestLabels, seriesKey, type DerivedSource, type RequestLabels } from '../telemetry/index.ts';
+import type { RequestTrace } from '../tracing/index.ts';
 import type { Service, Workload } from '../xds/index.ts';
 import type { L7ResponseFlag, RequestInfo } from './request.ts';
 
@@ -50,6 +51,8 @@ export interface CompletedRequest {
   trace?: RequestTrace;
   /** The client's port, when the proxy knows it (the HBONE `forwarded` header); 0 or absent: unknown. */
   sourcePort?: number;
+  /** "namespace/name" of the authorization policy that allowed or denied it, if one decided. */
+  policy?: string;
 }
 
 /** What the telemetry needs of the mesh: MeshState (src/state) fits. */
@@ -90,6 +93,8 @@ export interface L7Flow {
   /** What the client dialled (a Service VIP or a pod): its L4 flow's destination. */
   dialled: { ip: string; port: number };
   protocol: 'http' | 'grpc';
+  /** HTTP/1.1 or HTTP/2 between the client and the waypoint (Hubble prints "HTTP/1.1 200 …"). */
+  httpVersion: '1.1' | '2';
   method: string;
   /** As received, query included. */
   path: string;
@@ -104,6 +109,8 @@ export interface L7Flow {
   /** DROPPED when authorization policy denied the request (403, flag RBAC). */
   verdict: L7Verdict;
   route: string;
+  /** "namespace/name" of the authorization policy that decided ('' when none did). */
+  policy?: string;
 }
 
 /** Defaults with their reasons. */
@@ -440,6 +447,7 @@ export class RequestTelemetry {
       },
       dialled: { ip: req.destination.ip, port: req.destination.port },
       protocol: req.protocol,
+      httpVersion: req.version,
       method: req.method,
       path: req.path,
       authority: req.authority,
@@ -450,6 +458,7 @@ export class RequestTelemetry {
       traceId: traceIdOf(r.traceparent),
       verdict: dropped ? 'DROPPED' : 'FORWARDED',
       route: r.route,
+      ...(r.policy ? { policy: r.policy } : {}),
     };
   }
 }

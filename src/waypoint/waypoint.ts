@@ -17,7 +17,7 @@ import { MeshState, type MeshTypes } from '../state/index.ts';
 import type { MtlsCredentials } from '../tls/index.ts';
 import { AUTHORIZATION, ConfigClient, L7_AUTHORIZATION, type L7Authorization, ROUTE, type Route, SERVICE, WORKLOAD } from '../xds/index.ts';
 import type { Registry } from 'prom-client';
-import { type MeshTracer, propagatingTracer } from '../telemetry/index.ts';
+import { type MeshTracer, propagatingTracer } from '../tracing/index.ts';
 import { L7FlowSender, type L7Record } from '../flows/l7.ts';
 import { L7Authorizer } from './authz.ts';
 import { L7Proxy } from './proxy.ts';
@@ -270,10 +270,11 @@ function l7Record(f: L7Flow): L7Record {
     upstream: f.destination.ip && (f.destination.ip !== f.dialled.ip || f.destination.port !== f.dialled.port) ? { ip: f.destination.ip, port: f.destination.port } : null,
     method: f.method,
     url: f.path,
-    protocol: f.protocol === 'grpc' ? 'gRPC' : 'HTTP',
+    protocol: f.protocol === 'grpc' ? 'gRPC' : `HTTP/${f.httpVersion}`,
     status: f.status,
     flags: f.responseFlags,
     latencyMs: f.latencyMs,
     traceId: f.traceId,
+    ...(f.policy ? { policy: f.policy } : {}),
   };
 }

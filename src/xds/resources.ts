@@ -64,6 +64,10 @@ export interface Workload {
   clusterId: string;
   /** The pod's Kubernetes metadata.uid: the node agent finds its cgroup and netns by it. */
   podUid: string;
+  /** The pod's labels (decoded values always have them; literals may leave them out). */
+  labels?: Record<string, string>;
+  /** Why the workload is outside the mesh ('' when it is in it). */
+  notCapturedReason?: string;
 }
 
 export interface Service {

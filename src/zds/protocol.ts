@@ -17,6 +17,19 @@ export interface ConnectionRecord extends AccessLogEntry {
   flags: ResponseFlag | '-';
   sockCookie?: string | undefined;
   outer?: { src: string; dst: string } | undefined;
+  /** Refused before it was set up (no healthy endpoint, waypoint missing, config not synced…):
+   * `error` says why. The agent shows it as a DROPPED flow. */
+  refused?: boolean | undefined;
+  /** The authorization policy that decided the connection at the destination, if one did. */
+  policy?: ConnectionPolicy | undefined;
+}
+
+/** Which policy allowed or denied a connection ("namespace/name" split), for `--print-policy-names`. */
+export interface ConnectionPolicy {
+  namespace: string;
+  name: string;
+  kind: 'AuthorizationPolicy' | 'PeerAuthentication';
+  allowed: boolean;
 }
 
 

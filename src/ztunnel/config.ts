@@ -1,7 +1,7 @@
 // ztunnel's settings: read once from the environment into a frozen object, through one schema —
 // the node's settings it shares with the agent (src/common/shared-settings.ts: bpffs, the ZDS
 // socket, the mark, the controller and the node's identity) and its own servers' ports.
-import { checkMark, NODE_SETTINGS } from '../common/shared-settings.ts';
+import { checkMark, NODE_SETTINGS, TRACING_SETTINGS } from '../common/shared-settings.ts';
 import { ConfigError, defineSettings, type Env, ip, port, type Values } from '../common/settings.ts';
 import { ADMIN_DEFAULTS } from '../admin/index.ts';
 
@@ -30,6 +30,8 @@ export const ZTUNNEL_SETTINGS = defineSettings(
       default: ADMIN_DEFAULTS.adminPort,
       why: "Istio ztunnel's admin port, which istioctl and meshctl ztunnel-config expect",
     }),
+    // Optional L4 spans, one per connection: on when an endpoint is set (the chart's tracing.l4).
+    ...TRACING_SETTINGS,
     metricsPort: port('MESH_METRICS_PORT', 'Prometheus metrics (`/metrics`, `/stats/prometheus`)', {
       default: ADMIN_DEFAULTS.metricsPort,
       why: "Istio's merged-metrics port, which existing scrape configs and dashboards use",

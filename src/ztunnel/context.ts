@@ -6,6 +6,7 @@ import type { HbonePool } from '../hbone/index.ts';
 import type { SecretManager, SpiffeId } from '../identity/index.ts';
 import type { MeshState } from '../state/index.ts';
 import type { Workload } from '../xds/index.ts';
+import type { ConnectionPolicy } from '../zds/protocol.ts';
 import type { ConnectionManager } from './connection-manager.ts';
 import type { PodProxy } from './pod.ts';
 import type { Telemetry } from './telemetry/index.ts';
@@ -38,8 +39,16 @@ export interface InboundConnection {
   dstPort: number;
 }
 
-/** Decides an inbound connection at the destination: undefined allows, a string is the reason to deny. */
-export type InboundPolicy = (conn: InboundConnection, state: MeshState) => string | undefined;
+/** A destination's decision: `deny` says why it refused (absent: allowed); `policy` names the
+ * policy that decided, when one did (for the flow's --print-policy-names). */
+export interface InboundDecision {
+  deny?: string | undefined;
+  policy?: ConnectionPolicy | undefined;
+}
+
+/** Decides an inbound connection at the destination: undefined allows, a string is the reason to
+ * deny; a decision object also names the deciding policy. */
+export type InboundPolicy = (conn: InboundConnection, state: MeshState) => string | InboundDecision | undefined;
 
 export interface ProxyContext {
   readonly cfg: ZtunnelConfig;

@@ -6,7 +6,7 @@ import { ZTUNNEL_PORTS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
 import { splice } from '../hbone/index.ts';
 import { type InboundConnection, plainAddr, type ProxyContext } from './context.ts';
-import { admitInbound, deliverAdmitted } from './inbound.ts';
+import { decideInbound, deliverAdmitted } from './inbound.ts';
 import type { PodProxy } from './pod.ts';
 import { formatAddr } from './telemetry/index.ts';
 
@@ -30,7 +30,9 @@ export async function plaintextInbound(ctx: ProxyContext, pod: PodProxy, conn: n
   const c: InboundConnection | undefined = dst ? { srcIp, srcIdentity: undefined, dst, dstIp, dstPort } : undefined;
   // Delivering to one of ztunnel's own ports would come back to ztunnel (the delivery is made
   // inside the pod, where sk_lookup does not steer): a loop of connections. Refuse it.
-  const deny = ZTUNNEL_PORTS.has(dstPort) ? `port ${dstPort} is one of ztunnel's own: not a destination` : c ? admitInbound(ctx, c) : 'unknown destination workload';
+  const decision = ZTUNNEL_PORTS.has(dstPort) ? { deny: `port ${dstPort} is one of ztunnel's own: not a destination` } : c ? decideInbound(ctx, c) : { deny: 'unknown destination workload' };
+  tracked.decidedBy(decision.policy);
+  const deny = decision.deny;
   if (deny || !c) {
     log.info({ src: srcIp, dst: `${dstIp}:${dstPort}`, reason: deny }, 'plaintext connection denied');
     tracked.close({ flags: 'DENY', error: deny });

@@ -6,7 +6,7 @@ import { HBONE_PORT, ZTUNNEL_PORTS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
 import type { HboneTunnel } from '../hbone/index.ts';
 import { formatSpiffeId } from '../identity/index.ts';
-import type { InboundConnection, ProxyContext } from './context.ts';
+import type { InboundConnection, InboundDecision, ProxyContext } from './context.ts';
 import type { PodProxy } from './pod.ts';
 import { formatAddr, type TrackedConnection } from './telemetry/index.ts';
 
@@ -21,14 +21,20 @@ const DELIVERY_TIMEOUT_MS = 10_000;
  * policies. Both inbound paths and their re-checks on config changes ask this one question.
  */
 export function admitInbound(ctx: ProxyContext, c: InboundConnection): string | undefined {
+  return decideInbound(ctx, c).deny;
+}
+
+/** admitInbound's answer with the policy that decided it, when one did. */
+export function decideInbound(ctx: ProxyContext, c: InboundConnection): InboundDecision {
   for (const { via, address } of ctx.state.waypointsOf(c.dst, c.dstPort)) {
     const st = ctx.state.waypoint(address, ctx.cfg.trustDomain);
-    if (st.problem) return `${via} uses ${st.problem}: refused until it is ready (fail closed)`;
+    if (st.problem) return { deny: `${via} uses ${st.problem}: refused until it is ready (fail closed)` };
     if (!c.srcIdentity || !st.identities.includes(formatSpiffeId(c.srcIdentity))) {
-      return `${via} is behind waypoint ${st.hostname} and accepts connections only from it (${st.identities.join(', ')}); the peer is ${c.srcIdentity ? formatSpiffeId(c.srcIdentity) : 'unauthenticated'}`;
+      return { deny: `${via} is behind waypoint ${st.hostname} and accepts connections only from it (${st.identities.join(', ')}); the peer is ${c.srcIdentity ? formatSpiffeId(c.srcIdentity) : 'unauthenticated'}` };
     }
   }
-  return ctx.policy(c, ctx.state);
+  const d = ctx.policy(c, ctx.state);
+  return typeof d === 'string' ? { deny: d } : (d ?? {});
 }
 
 /**
@@ -62,8 +68,6 @@ export async function deliverAdmitted(
 /** An HBONE tunnel to this pod: 200 with the delivered socket, or a refusal. */
 export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTunnel) {
   const dst = ctx.state.workloadByPodUid(pod.uid);
-  if (!dst || !pod.addresses.includes(t.target.host)) return { status: 400 as const, reason: `${t.target.host} is not an address of this pod` };
-  if (ZTUNNEL_PORTS.has(t.target.port)) return { status: 400 as const, reason: `port ${t.target.port} is one of ztunnel's own: not a destination` };
   // The outer connection is made inside the source pod's netns, so its peer address is the
   // source pod's IP; `forwarded` is the client's claim and is not trusted for policy.
   const srcIp = t.peerAddress.host.replace(/^::ffff:/, '');
@@ -77,9 +81,19 @@ export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTun
     dst: { ip: t.target.host, port: t.target.port },
     hboneAddr: `${t.target.host}:${t.target.port}`,
     outer: { src: formatAddr(srcIp, t.peerAddress.port), dst: formatAddr(t.target.host, HBONE_PORT) },
+    ...(t.traceparent ? { traceparent: `${t.traceparent.version}-${t.traceparent.traceId}-${t.traceparent.parentId}-${t.traceparent.flags}` } : {}),
   });
+  // A tunnel refused before it is set up is a flow too (DROPPED, with the reason), not only a 400.
+  const bad = !dst || !pod.addresses.includes(t.target.host) ? `${t.target.host} is not an address of this pod` : ZTUNNEL_PORTS.has(t.target.port) ? `port ${t.target.port} is one of ztunnel's own: not a destination` : undefined;
+  if (bad || !dst) {
+    const reason = bad ?? 'unknown destination workload';
+    tracked.close({ flags: 'CONNECT', error: reason, refused: true });
+    return { status: 400 as const, reason };
+  }
   const c: InboundConnection = { srcIp, srcIdentity: t.peerIdentity, dst, dstIp: t.target.host, dstPort: t.target.port };
-  const deny = admitInbound(ctx, c);
+  const decision = decideInbound(ctx, c);
+  tracked.decidedBy(decision.policy);
+  const deny = decision.deny;
   if (deny) {
     log.info({ src: srcIp, identity: formatSpiffeId(t.peerIdentity), dst: `${c.dstIp}:${c.dstPort}`, reason: deny }, 'HBONE connection denied');
     tracked.close({ flags: 'DENY', error: deny });

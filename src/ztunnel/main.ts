@@ -6,9 +6,10 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { logger } from '../common/log.ts';
 import { tokenFile } from '../identity/index.ts';
 import { loadZtunnelSettings } from './config.ts';
-import { policyFromState } from './policy.ts';
+import { decisionFromState } from './policy.ts';
 import { Ztunnel } from './ztunnel.ts';
 import { LogLevels, startZtunnelServers } from '../admin/index.ts';
+import { registerBuildInfo } from '../telemetry/index.ts';
 
 const log = logger('ztunnel');
 
@@ -29,12 +30,18 @@ async function main(): Promise<void> {
       namespace: cfg.namespace,
       serviceAccount: cfg.serviceAccount,
     },
-    policyFromState,
+    decisionFromState,
   );
+  if (cfg.tracingEndpoint) {
+    // Loaded only now: a ztunnel without L4 spans never pays for OpenTelemetry.
+    const { createTracer } = await import('../tracing/index.ts');
+    z.telemetry.tracer = await createTracer(cfg, { 'service.name': `ztunnel.${cfg.namespace}`, 'k8s.node.name': cfg.nodeName, 'mesh.reporter': 'ztunnel' });
+  }
   // The process's own health next to Istio's series: resident memory, heap, event-loop lag, GC
   // pauses and CPU (prom-client's default metrics: process_*, nodejs_*).
   const processMetrics = new Registry();
   collectDefaultMetrics({ register: processMetrics });
+  registerBuildInfo(processMetrics, 'ztunnel');
   // /logging reaches the loggers the traffic goes through (hbone, authz, xds, identity, ztunnel,
   // …: one per component in this process) and the access log.
   const logLevels = LogLevels.ofProcess(z.telemetry.accessLog ? { access: z.telemetry.accessLog.logger } : {});
@@ -49,6 +56,7 @@ async function main(): Promise<void> {
     servers
       .close(2000)
       .then(() => z.close())
+      .then(() => z.telemetry.tracer?.shutdown())
       .finally(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));

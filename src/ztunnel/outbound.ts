@@ -24,13 +24,16 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
   // Without the full config, an unknown destination may be a mesh pod: passing it through in
   // plaintext would leak. Refuse until the config stream has synced (fail closed).
   if (!ctx.configSynced()) {
+    const why = 'ztunnel has not yet received its full config from the controller: refused until it has (fail closed)';
     log.info({ dst: `${orig.address}:${orig.port}` }, 'outbound refused: the config stream has not synced yet');
+    refuse(ctx, pod, conn, orig, why);
     conn.resetAndDestroy();
     return;
   }
   const dst = ctx.state.resolve(orig.address, orig.port);
   if ('error' in dst) {
     log.info({ dst: `${orig.address}:${orig.port}`, err: dst.error }, 'outbound refused');
+    refuse(ctx, pod, conn, orig, dst.error);
     conn.destroy();
     return;
   }
@@ -56,13 +59,13 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
   const wp = waypointOf(ctx, dst);
   if (wp && 'refusal' in wp) {
     log.info({ dst: `${orig.address}:${orig.port}`, reason: wp.refusal }, 'outbound refused: the destination uses a waypoint');
-    tracked.close({ flags: 'DENY', error: wp.refusal });
+    tracked.close({ flags: 'DENY', error: wp.refusal, refused: true });
     conn.resetAndDestroy();
     return;
   }
   if (wp && (!src || !pool)) {
     const why = `${wp.via} uses waypoint ${wp.hostname}, which only a mesh workload can reach (over HBONE): refused (fail closed)`;
-    tracked.close({ flags: 'DENY', error: why });
+    tracked.close({ flags: 'DENY', error: why, refused: true });
     conn.resetAndDestroy();
     return;
   }
@@ -78,6 +81,7 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
         authority: { host: orig.address, port: orig.port },
         forwardedFor: { host: pod.addresses[0] ?? plainAddr(conn.localAddress), ...(conn.remotePort ? { port: conn.remotePort } : {}) },
         baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
+        ...(tracked.traceparent ? { traceparent: tracked.traceparent } : {}),
       });
       const done = ctx.connections.track(tracked, conn, stream, info);
       done((await splice(conn, stream)).error);
@@ -90,6 +94,7 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
         authority: { host: dst.ip, port: dst.port },
         forwardedFor: { host: pod.addresses[0] ?? plainAddr(conn.localAddress) },
         baggage: { 'k8s.namespace.name': src.namespace, 'k8s.pod.name': src.name, 'service.name': src.canonicalName || src.name },
+        ...(tracked.traceparent ? { traceparent: tracked.traceparent } : {}),
       });
       const done = ctx.connections.track(tracked, conn, stream, info);
       done((await splice(conn, stream)).error);
@@ -106,6 +111,24 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
     tracked.close({ flags: e instanceof HboneDeniedError ? 'DENY' : 'CONNECT', error: e as Error });
     conn.destroy();
   }
+}
+
+/**
+ * A connection refused before anything was set up: it still gets its metrics and access-log line,
+ * and reaches the node's flows as a DROPPED flow with the reason (not only ztunnel's log).
+ */
+function refuse(ctx: ProxyContext, pod: PodProxy, conn: net.Socket, orig: { address: string; port: number; sockCookie?: bigint | undefined }, why: string): void {
+  const tracked = ctx.telemetry.connectionOpened({
+    reporter: 'source',
+    source: ctx.workloadOf(pod),
+    destination: ctx.state.workloadByIp(orig.address),
+    destinationService: ctx.state.serviceByVip(orig.address),
+    mtls: false,
+    src: { ip: pod.addresses[0] ?? plainAddr(conn.remoteAddress), port: conn.remotePort ?? 0 },
+    dst: { ip: orig.address, port: orig.port },
+    sockCookie: orig.sockCookie,
+  });
+  tracked.close({ flags: 'CONNECT', error: why, refused: true });
 }
 
 /**

@@ -53,6 +53,8 @@ test('killing the agent leaves capture working; a restarted agent restores enrol
     MESH_AGENT_SOCKET: `${run}/agent.sock`,
     // As the chart sets it from the downward API (status.hostIP): the agent must start with it.
     MESH_NODE_IP: '127.0.0.1',
+    // Its metrics on a port of its own choosing, on loopback: not a fixed port on the host.
+    MESH_AGENT_METRICS_ADDRESS: '127.0.0.1:0',
   };
   const agents: ChildProcess[] = [];
   t.teardown(async () => {

@@ -53,6 +53,14 @@ test('the demo: plaintext flows, then mTLS flows with SPIFFE identities, then de
   // The cluster stays up for the user: meshctl works against it; then dev down removes it all.
   const flows = await run(MESHCTL, ['flows', '-n', 'shop', '--last', '1', '-o', 'json'], { env });
   t.is(flows.stdout.trim().split('\n').length, 1);
+  // A clean demo cluster: `meshctl analyze` finds no error (exit 0); what it prints is logged.
+  const analyzed = await run(MESHCTL, ['analyze'], { env, timeout: 60_000 }).then(
+    (r) => ({ code: 0, stdout: r.stdout }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: `${e.stdout}${e.stderr}` }),
+  );
+  t.log(`meshctl analyze on the demo:\n${analyzed.stdout}`);
+  t.is(analyzed.code, 0, analyzed.stdout);
+  t.notRegex(analyzed.stdout, /^Error \[/m);
   await run(MESHCTL, ['dev', 'down', '--purge'], { env, timeout: 120_000 });
   downed = true;
   t.deepEqual(await assertNothingLeaked(prefix), []);

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor, type Mesh } from '../helpers/mesh.ts';
-import type { ReceivedSpan } from '../helpers/otlp-receiver.ts';
+import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { HTTP_ECHO_SERVER, HTTP_REQUESTS } from '../helpers/scripts.ts';
 import { requireRoot } from '../helpers/topology.ts';
 
@@ -34,26 +34,27 @@ http.createServer((q, s) => {
 `;
 
 let mesh: Mesh;
+let l4Receiver: OtlpReceiver;
 const cleanups: (() => Promise<void> | void)[] = [];
 test.after.always(async () => {
   for (const fn of cleanups.reverse()) await fn();
 });
 
 let clients = 0;
-async function request(headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string>; body: string }> {
+async function request(headers: Record<string, string>, url = 'http://front/', ns = 'shop'): Promise<{ status: number; headers: Record<string, string>; body: string }> {
   const name = `client-${++clients}`;
   await mesh.core.createNamespacedPod({
-    namespace: 'shop',
-    body: { metadata: { name }, spec: { nodeName: 'node1', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', HTTP_REQUESTS, JSON.stringify({ url: 'http://front/', n: 1, headers })] }] } } as k8s.V1Pod,
+    namespace: ns,
+    body: { metadata: { name }, spec: { nodeName: 'node1', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', HTTP_REQUESTS, JSON.stringify({ url, n: 1, headers })] }] } } as k8s.V1Pod,
   });
   const line = await waitFor(`${name} to finish`, () => {
     try {
-      return readFileSync(`${mesh.stateDir}/logs/shop_${name}_main.log`, 'utf8').split('\n').find((l) => l.startsWith('RESULT '));
+      return readFileSync(`${mesh.stateDir}/logs/${ns}_${name}_main.log`, 'utf8').split('\n').find((l) => l.startsWith('RESULT '));
     } catch {
       return undefined;
     }
   }, 60_000);
-  await mesh.core.deleteNamespacedPod({ name, namespace: 'shop', gracePeriodSeconds: 0 }).catch(() => undefined);
+  await mesh.core.deleteNamespacedPod({ name, namespace: ns, gracePeriodSeconds: 0 }).catch(() => undefined);
   const r = JSON.parse(line.slice('RESULT '.length)) as { samples: { status: number; headers: Record<string, string>; body: string }[]; errors: Record<string, number> };
   if (!r.samples[0]) throw new Error(`no answer: ${JSON.stringify(r.errors)}`);
   return r.samples[0];
@@ -73,10 +74,15 @@ function received(): ReceivedSpan[] {
 
 test.before(async (t) => {
   if (!(await requireRoot(t))) return;
-  // Sampling 0 %: only requests whose caller sampled them are recorded, so the test decides.
+  // Sampling 100 %: every new trace is recorded, and a caller's unsampled flag still wins.
+  // ztunnels export L4 spans too (the chart's tracing.l4): on the local cluster they run in the
+  // host's network namespace, so to a receiver on loopback.
+  l4Receiver = await startOtlpReceiver();
+  cleanups.push(() => l4Receiver.close());
   mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, {
     ztunnel: true,
-    tracing: { tracingEndpoint: 'http://otel-collector.observability.svc.cluster.local:4318/v1/traces', tracingProtocol: 'http/protobuf', tracingSampling: 0, tracingFlushInterval: 200 },
+    tracing: { tracingEndpoint: 'http://otel-collector.observability.svc.cluster.local:4318/v1/traces', tracingProtocol: 'http/protobuf', tracingSampling: 100, tracingFlushInterval: 200 },
+    l4SpansEndpoint: l4Receiver.httpUrl,
   });
   await mesh.kubectl('apply', '-f', GATEWAY_API);
   await mesh.core.createNamespace({ body: { metadata: { name: 'observability' } } });
@@ -87,6 +93,10 @@ test.before(async (t) => {
     mesh.core.createNamespacedPod({ namespace: 'shop', body: { metadata: { name, labels: { app: name } }, spec: { nodeName: node, containers: [{ name: 'main', image: 'local', command: [NODE, '-e', script, name] }] } } as k8s.V1Pod });
   await app('front', FRONT, 'node1');
   await app('back', HTTP_ECHO_SERVER, 'node2');
+  // A namespace without a waypoint: ztunnel to ztunnel, for the L4 spans.
+  await mesh.core.createNamespace({ body: { metadata: { name: 'direct', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
+  await mesh.core.createNamespacedPod({ namespace: 'direct', body: { metadata: { name: 'echo', labels: { app: 'echo' } }, spec: { nodeName: 'node2', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', HTTP_ECHO_SERVER, 'echo'] }] } } as k8s.V1Pod });
+  await mesh.core.createNamespacedService({ namespace: 'direct', body: { metadata: { name: 'echo' }, spec: { selector: { app: 'echo' }, ports: [{ name: 'http', port: 80, targetPort: 8080 as unknown as k8s.IntOrString }] } } });
   for (const name of ['front', 'back']) {
     await mesh.core.createNamespacedService({ namespace: 'shop', body: { metadata: { name }, spec: { selector: { app: name }, ports: [{ name: 'http', port: 80, targetPort: 8080 as unknown as k8s.IntOrString }] } } });
   }
@@ -156,4 +166,23 @@ test.serial('traces-unsampled: a request nobody sampled reaches the app with a t
   // Two flush intervals and more after the sampled requests' spans arrived: none of this trace.
   await new Promise((r) => setTimeout(r, 1500));
   t.deepEqual(received().filter((s) => s.traceId === trace), []);
+});
+
+test.serial("traces-l4: with L4 spans on, the source ztunnel's CLIENT span and the destination's SERVER span of one connection share a trace", async (t) => {
+  if (!mesh) return t.fail('no mesh');
+  const res = await request({}, 'http://echo/', 'direct');
+  t.is(res.status, 200, JSON.stringify(res));
+  const pair = await waitFor('the L4 spans of the connection', () => {
+    const l4 = l4Receiver.spans.filter((s) => s.resource['mesh.reporter'] === 'ztunnel' && s.attributes['mesh.destination.workload'] === 'echo');
+    const server = l4.find((s) => s.kind === 2);
+    const client = server && l4.find((s) => s.kind === 3 && s.spanId === server.parentSpanId);
+    return client && server ? { client, server } : undefined;
+  }, 30_000);
+  t.is(pair.server.traceId, pair.client.traceId);
+  t.regex(pair.client.name, /^10\.96\.\d+\.\d+:80$/, 'named after the address the app dialled (the VIP)');
+  t.like(pair.client.attributes, { 'mesh.reporter': 'source', 'mesh.connection_security_policy': 'mutual_tls', 'mesh.destination.service': 'echo.direct.svc.cluster.local' });
+  t.like(pair.server.attributes, { 'mesh.reporter': 'destination', 'mesh.source.principal': 'spiffe://cluster.local/ns/direct/sa/default' });
+  t.like(pair.client.resource, { 'service.name': 'ztunnel.mesh-system', 'k8s.node.name': 'node1' });
+  t.like(pair.server.resource, { 'k8s.node.name': 'node2' });
+  t.log(`L4 spans: ${pair.client.name} CLIENT ${(pair.client.endMs - pair.client.startMs).toFixed(1)} ms, SERVER ${(pair.server.endMs - pair.server.startMs).toFixed(1)} ms`);
 });

@@ -1,7 +1,7 @@
 // The whole mesh on a local cluster, for end-to-end tests: the cluster, and the mesh as
 // `meshctl dev up` runs it (src/local/mesh.ts: the controller in this process, per node the agent
 // and ztunnel as real processes). Everything is torn down after the test and checked for leftovers.
-import type { TracingSettings } from '../../src/telemetry/index.ts';
+import type { TracingSettings } from '../../src/tracing/index.ts';
 import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -53,6 +53,7 @@ export async function startMesh(
     workloadCertTtlMs?: number;
     mark?: number;
     tracing?: Partial<TracingSettings>;
+    l4SpansEndpoint?: string;
     controllerReplicas?: number;
     controllerSettings?: Record<string, string>;
   } = {},
@@ -76,6 +77,7 @@ export async function startMesh(
     ...(opts.workloadCertTtlMs ? { workloadCertTtlMs: opts.workloadCertTtlMs } : {}),
     ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
     ...(opts.tracing ? { tracing: opts.tracing } : {}),
+    ...(opts.l4SpansEndpoint ? { l4SpansEndpoint: opts.l4SpansEndpoint } : {}),
     ...(opts.controllerReplicas ? { controllerReplicas: opts.controllerReplicas, controllerSettings: opts.controllerSettings ?? {} } : {}),
   });
   held.local = local;

@@ -377,7 +377,7 @@ test('the controller runs without Gateway API CRDs and picks up Gateways once th
   await installChartCrds(kc);
   await installChartCrds(kc); // again: an upgrade replaces them
   const { Controller } = await import('../../src/controller/controller.ts');
-  const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
+  const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, dashboardPort: 0 });
   t.teardown(() => controller.stop());
   t.truthy(controller.model, 'a model was built without gateways and httproutes');
   t.deepEqual([...controller.notServed].sort(), ['gateways', 'grpcRoutes', 'httpRoutes', 'referenceGrants']);
@@ -409,7 +409,7 @@ test('the controller compiles an HTTPRoute applied with kubectl for its Service 
   await ok(t, h, ['apply', '-f', GATEWAY_API]);
   const { Controller } = await import('../../src/controller/controller.ts');
   const { ROUTE } = await import('../../src/xds/index.ts');
-  const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
+  const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, dashboardPort: 0 });
   t.teardown(() => controller.stop());
 
   const service = (name: string) => `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: default}\nspec:\n  selector: {app: ${name}}\n  ports: [{name: http, port: 80}]\n---\n`;

@@ -39,7 +39,7 @@ test('the controller runs with the chart RBAC only: model, policy status, root C
   });
   t.is(policy.code, 0, policy.stderr);
 
-  const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0 });
+  const controller = await Controller.start(kc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, dashboardPort: 0 });
   t.teardown(() => controller.stop());
   const until = async <T>(what: string, f: () => Promise<T | undefined> | T | undefined): Promise<T> => {
     for (let i = 0; i < 100; i++) {

@@ -13,7 +13,7 @@ import { CHART, helm, type Manifest, renderChart } from '../helpers/helm.ts';
 import { checkKubernetesTypes } from '../helpers/k8s-types.ts';
 
 // Every value that adds a variable, so that conditional ones are checked too.
-const ALL_ON = { trace: '{xds,enrol}', 'controller.relay.service': 'true', 'controller.workloadCertTtl': '12h', 'controller.maxWorkloadCertTtl': '720h', 'tracing.endpoint': 'http://otel-collector.observability:4318/v1/traces', 'tracing.sampling': '2.5' };
+const ALL_ON = { trace: '{xds,enrol}', 'controller.relay.service': 'true', 'controller.workloadCertTtl': '12h', 'controller.maxWorkloadCertTtl': '720h', 'tracing.endpoint': 'http://otel-collector.observability:4318/v1/traces', 'tracing.sampling': '2.5', 'tracing.l4': 'true' };
 
 const find = (docs: Manifest[], kind: string, name: string): Manifest => {
   const d = docs.find((x) => x.kind === kind && x.metadata.name === name);
@@ -129,6 +129,10 @@ test('every MESH_* variable of each container is a setting its process reads, wi
   const two = containerEnv(find(await renderChart({ 'controller.replicas': '2' }), 'Deployment', 'mesh-controller').spec.template.spec.containers[0]);
   t.is(two.MESH_LEADER_ELECTION, 'true');
   t.is(two.MESH_POD_NAME, 'mesh-controller-5d9c7-x2x4q');
+  const zt = containerEnv(find(await renderChart(ALL_ON), 'DaemonSet', 'mesh-node').spec.template.spec.containers.find((c: Manifest) => c.name === 'ztunnel'));
+  t.like(ZTUNNEL_SETTINGS.read(zt), { tracingEndpoint: 'http://otel-collector.observability:4318/v1/traces', tracingSampling: 2.5 });
+  const ztOff = containerEnv(find(await renderChart({}), 'DaemonSet', 'mesh-node').spec.template.spec.containers.find((c: Manifest) => c.name === 'ztunnel'));
+  t.is(ztOff.MESH_TRACING_OTLP_ENDPOINT, undefined);
 });
 
 test('a wrong value fails helm template with the schema message', async (t) => {

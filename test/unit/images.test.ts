@@ -59,3 +59,17 @@ test('package files: JavaScript, JSON, protos, native code and licenses are kept
   for (const f of ['index.js', 'dist/x.cjs', 'package.json', 'google/protobuf/any.proto', 'build/Release/x.node', 'LICENSE', 'LICENSE.md']) t.true(keepPackageFile(f), f);
   for (const f of ['index.d.ts', 'dist/x.d.mts', 'dist/x.js.map', 'README.md', 'src/x.ts', 'node_modules/b/index.js']) t.false(keepPackageFile(f), f);
 });
+
+test('images: files a module serves rather than imports — a package file by require.resolve, an asset directory beside it — go in; a directory above it does not', (t) => {
+  const src = [
+    "const lib = require.resolve('cytoscape/dist/cytoscape.min.js');",
+    "const STATIC = fileURLToPath(new URL('./static/', import.meta.url));",
+    "const ROOT = new URL('../../', import.meta.url);",
+    "const rel = require.resolve('./local.js');",
+  ].join('\n');
+  t.deepEqual(runtimeImports(src), ['cytoscape/dist/cytoscape.min.js', './static/']);
+  const { packages, files } = entryPackages(process.cwd(), ['src/controller/main.ts']);
+  t.true(packages.includes('cytoscape') && packages.includes('cytoscape-dagre'), 'the dashboard\'s graph library is in the controller image');
+  t.true(files.includes('src/controller/dashboard/static/index.html'), 'and its page');
+  t.false(files.some((f) => f.startsWith('node_modules/') || f === 'package.json'), 'nothing from above the module');
+});

@@ -43,6 +43,10 @@ test('membership: namespace opt-in, pod opt-out, hostNetwork, missing IP, termin
     const [n, p] = key.split('/') as [string, string];
     t.is(m.workloads.get(uid(n, p))?.tunnelProtocol ?? 'absent', want, key);
   }
+  // A workload outside the mesh says why, for its plaintext flows.
+  t.is(m.workloads.get(uid('shop', 'in'))?.notCapturedReason, '');
+  t.is(m.workloads.get(uid('shop', 'opted-out'))?.notCapturedReason, 'opted out by its label mesh.io/dataplane-mode=none');
+  t.is(m.workloads.get(uid('plain', 'outside'))?.notCapturedReason, 'namespace plain has no mesh.io/dataplane-mode=ambient label');
 });
 
 test('a workload carries identity, addresses, owner, health, pod UID and its services with named target ports resolved', (t) => {
@@ -92,6 +96,8 @@ test('a workload carries identity, addresses, owner, health, pod UID and its ser
     authorizationPolicies: [],
     clusterId: 'Kubernetes',
     podUid: 'uid-shop-cart-7d9f8b6c5-abcde',
+    labels: { app: 'cart', version: 'v2', 'pod-template-hash': '7d9f8b6c5' },
+    notCapturedReason: '',
   });
 });
 

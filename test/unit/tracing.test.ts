@@ -3,7 +3,7 @@
 // continues the caller's trace (W3C, B3 single, B3 multi), the request leaves naming this span, and
 // sampling follows the caller's flag, else the configured percentage.
 import test from 'ava';
-import { createTracer, propagatingTracer, type TracingSettings } from '../../src/telemetry/index.ts';
+import { createTracer, propagatingTracer, type TracingSettings } from '../../src/tracing/index.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';

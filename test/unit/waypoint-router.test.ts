@@ -3,7 +3,7 @@
 import { PassThrough } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import test from 'ava';
-import { propagatingTracer } from '../../src/telemetry/index.ts';
+import { propagatingTracer } from '../../src/tracing/index.ts';
 import { Balancer, classify, modifyHeaders, modifyPath, normalizeTarget, pickBackend, redirectLocation, RequestBody, selectRule, type HeaderMap } from '../../src/waypoint/index.ts';
 import type { Backend, Redirect, Route, RouteMatch, RouteRule } from '../../src/xds/routes.ts';
 

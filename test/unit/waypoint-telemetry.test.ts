@@ -218,6 +218,7 @@ test('an L7 flow per request: FORWARDED, or DROPPED when policy denied it', (t) 
     destination: { workload: 'cart', pod: 'cart-7c4b-xyz12', namespace: 'shop', ip: '10.244.1.7', port: 8080, identity: 'spiffe://cluster.local/ns/shop/sa/cart', service: 'shop/cart.shop.svc.cluster.local' },
     dialled: { ip: '10.96.0.20', port: 8080 },
     protocol: 'http',
+    httpVersion: '2',
     method: 'GET',
     path: '/items?page=2',
     authority: 'cart.shop.svc.cluster.local:8080',

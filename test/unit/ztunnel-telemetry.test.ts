@@ -256,3 +256,31 @@ test('micro-benchmark: adding bytes costs an addition, not a label lookup', (t) 
   t.log(`${(Number(process.hrtime.bigint() - t1) / 10_000 / 1000).toFixed(2)} µs per open+close (label-set lookup)`);
   t.pass();
 });
+
+test('L4 spans: the source ztunnel opens a CLIENT span whose context the CONNECT carries, the destination a SERVER span under it, with the mesh attributes', async (t) => {
+  const { startOtlpReceiver } = await import('../helpers/otlp-receiver.ts');
+  const { createTracer } = await import('../../src/tracing/index.ts');
+  const r = await startOtlpReceiver();
+  t.teardown(() => r.close());
+  const tracer = await createTracer({ tracingEndpoint: r.httpUrl, tracingProtocol: 'http/protobuf', tracingSampling: 100, tracingFlushInterval: 20 }, { 'service.name': 'ztunnel.mesh-system', 'mesh.reporter': 'ztunnel' });
+  const source = new Telemetry({ metrics: new TcpMetrics(), tracer });
+  const destination = new Telemetry({ metrics: new TcpMetrics(), tracer });
+  const out = source.connectionOpened(inbound({ reporter: 'source', dst: { ip: '10.96.0.10', port: 80 } }));
+  t.regex(out.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  const into = destination.connectionOpened(inbound({ traceparent: out.traceparent }));
+  into.addReceived(10);
+  into.close();
+  out.close({ flags: 'CONNECT', error: 'upstream reset' });
+  const spans = await r.waitFor('both spans', (s) => s.length === 2);
+  await tracer.shutdown();
+  const client = spans.find((s) => s.kind === 3)!;
+  const server = spans.find((s) => s.kind === 2)!;
+  t.truthy(client && server, JSON.stringify(spans));
+  t.is(server.traceId, client.traceId);
+  t.is(server.parentSpanId, client.spanId);
+  t.is(client.name, '10.96.0.10:80');
+  t.is(client.statusCode, 2, 'the failed connection is an error span');
+  t.like(server.attributes, { 'mesh.reporter': 'destination', 'mesh.source.principal': 'spiffe://cluster.local/ns/front/sa/web', 'mesh.destination.workload': 'cart', 'mesh.connection_security_policy': 'mutual_tls', 'mesh.bytes_received': 10 });
+  // Without a tracer no traceparent goes on the CONNECT.
+  t.is(new Telemetry({ metrics: new TcpMetrics() }).connectionOpened(inbound({ reporter: 'source' })).traceparent, '');
+});

@@ -46,3 +46,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   value: {{ .Values.trustDomain | quote }}
 {{ include "mesh.logEnv" . }}
 {{- end -}}
+
+{{/* MESH_TRACING_* from .Values.tracing (nothing when no endpoint is set). */}}
+{{- define "mesh.tracingEnv" -}}
+{{- with .Values.tracing }}
+{{- if .endpoint }}
+- name: MESH_TRACING_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: MESH_TRACING_OTLP_PROTOCOL
+  value: {{ .protocol | quote }}
+- name: MESH_TRACING_SAMPLING
+  value: {{ .sampling | quote }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -3,7 +3,10 @@
 // SPIFFE identities, mTLS or plaintext, the kernel's decision, bytes and duration.
 import type * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { Endpoint, Flow, FlowFilter, GetFlowsRequest, GetFlowsResponse, TrafficDirection, Verdict } from '../../flows/types.ts';
+import { compactLine, dictBlock, jsonLine, type PrintOptions, tableRows, TIME_FORMATS, type TimeFormat } from '../flows-format.ts';
+import type { FlowFilter, GetFlowsRequest, GetFlowsResponse, TrafficDirection, Verdict } from '../../flows/types.ts';
+import { EVENT_TYPES, validateRequest } from '../../flows/filter.ts';
+import { parseSelector } from '../../flows/selector.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
 
 const VERDICTS: Verdict[] = ['FORWARDED', 'DROPPED', 'ERROR'];
@@ -11,17 +14,9 @@ const PROTOCOLS = ['tcp', 'hbone', 'mtls', 'plaintext', 'http'];
 const OUTPUTS = ['compact', 'table', 'json', 'jsonpb', 'dict'] as const;
 type Output = (typeof OUTPUTS)[number];
 
-export interface FlowsOptions {
-  stateDir: string;
-  server?: string;
-  last?: number;
-  first?: number;
-  all?: boolean;
-  follow?: boolean;
-  since?: string;
-  until?: string;
+/** The filter flags: what --not can negate. The ones added later are optional. */
+export interface FilterFlags {
   namespace: string[];
-  allNamespaces?: boolean;
   pod: string[];
   fromPod: string[];
   toPod: string[];
@@ -41,30 +36,84 @@ export interface FlowsOptions {
   nodeName: string[];
   trafficDirection: TrafficDirection[];
   toService: string[];
-  output: Output;
-  printNodeName?: boolean;
+  fromService?: string[];
+  service?: string[];
+  label?: string[];
+  fromLabel?: string[];
+  toLabel?: string[];
+  httpStatus?: string[];
+  httpMethod?: string[];
+  httpPath?: string[];
+  type?: string[];
 }
 
-const collect = (v: string, prev: string[]) => [...prev, v];
-const collectPort = (v: string, prev: number[]) => {
+export interface FlowsOptions extends FilterFlags {
+  stateDir: string;
+  server?: string;
+  last?: number;
+  first?: number;
+  all?: boolean;
+  follow?: boolean;
+  since?: string;
+  until?: string;
+  allNamespaces?: boolean;
+  output: Output;
+  printNodeName?: boolean;
+  printPolicyNames?: boolean;
+  timeFormat?: TimeFormat;
+  /** The filters each preceded by --not: flows they match are left out (hubble's blacklist). */
+  not?: Partial<FilterFlags>;
+}
+
+function parsePort(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError(`${v} is not a port (1-65535)`);
-  return [...prev, n];
-};
-const collectVerdict = (v: string, prev: Verdict[]) => {
+  return n;
+}
+function parseVerdict(v: string): Verdict {
   const u = v.toUpperCase() as Verdict;
   if (!VERDICTS.includes(u)) throw new InvalidArgumentError(`${v} is not a verdict (${VERDICTS.join(', ')})`);
-  return [...prev, u];
-};
-const collectProtocol = (v: string, prev: string[]) => {
+  return u;
+}
+function parseProtocol(v: string): string {
   if (!PROTOCOLS.includes(v.toLowerCase())) throw new InvalidArgumentError(`${v} is not a protocol (${PROTOCOLS.join(', ')})`);
-  return [...prev, v.toLowerCase()];
-};
-const collectDirection = (v: string, prev: TrafficDirection[]) => {
+  return v.toLowerCase();
+}
+function parseDirection(v: string): TrafficDirection {
   const u = v.toUpperCase();
   if (u !== 'INGRESS' && u !== 'EGRESS') throw new InvalidArgumentError(`${v} is not a traffic direction (ingress, egress)`);
-  return [...prev, u as TrafficDirection];
-};
+  return u as TrafficDirection;
+}
+function parseType(v: string): string {
+  const t = v.toLowerCase();
+  if (!(EVENT_TYPES as readonly string[]).includes(t)) throw new InvalidArgumentError(`${v} is not an event type we report (${EVENT_TYPES.join(', ')})`);
+  return t;
+}
+/** The same checks the Observer makes, so that a mistake is a usage error before any call. */
+function parseStatus(v: string): string {
+  try {
+    validateRequest({ whitelist: [{ httpStatusCode: [v] }] });
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  return v;
+}
+function parseRegex(v: string): string {
+  try {
+    validateRequest({ whitelist: [{ httpPath: [v] }] });
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  return v;
+}
+function parseSelectorFlag(v: string): string {
+  try {
+    parseSelector(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  return v;
+}
 const count = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${v} is not a positive count`);
@@ -89,51 +138,61 @@ function podRef(v: string, ns: string[]): string {
 }
 
 /**
- * Hubble's filter building: flags without a direction (--pod, --namespace, --ip, --identity,
- * --port) match either end, so they make two filters — one with them on the source side, one on
- * the destination side; --from-* and --to-* and the rest go into both.
+ * Hubble's filter building (hubble cmd/observe flows_filter.go): flags without a direction
+ * (--pod, --namespace, --ip, --identity, --port, --label, --service) match either end, so they
+ * make two filters — one with them on the source side, one on the destination side; --from-*,
+ * --to-* and the rest go into both. The same flags after --not build the blacklist.
  */
-export function buildRequest(o: FlowsOptions, now = Date.now()): GetFlowsRequest {
+export function filtersOf(o: Partial<FilterFlags>, allNamespaces = false): FlowFilter[] {
   const left: FlowFilter = {};
   const right: FlowFilter = {};
+  const a = <T>(v: T[] | undefined): T[] => v ?? [];
+  const ns = a(o.namespace);
   const both = (k: keyof FlowFilter, v: unknown[]) => {
     if (v.length === 0) return;
     (left as Record<string, unknown[]>)[k] = [...((left as Record<string, unknown[]>)[k] ?? []), ...v];
     (right as Record<string, unknown[]>)[k] = [...((right as Record<string, unknown[]>)[k] ?? []), ...v];
   };
-  const neutralPods = [...o.pod.map((p) => podRef(p, o.namespace)), ...(o.allNamespaces ? [] : o.namespace.map((n) => `${n}/`))];
-  const neutral = neutralPods.length + o.ip.length + o.identity.length + o.port.length > 0;
-  if (neutralPods.length) {
-    left.sourcePod = neutralPods;
-    right.destinationPod = neutralPods;
-  }
-  if (o.ip.length) {
-    left.sourceIp = o.ip;
-    right.destinationIp = o.ip;
-  }
-  if (o.identity.length) {
-    left.sourceIdentity = o.identity;
-    right.destinationIdentity = o.identity;
-  }
-  if (o.port.length) {
-    left.sourcePort = o.port;
-    right.destinationPort = o.port;
-  }
-  both('sourcePod', [...o.fromPod.map((p) => podRef(p, o.namespace)), ...o.fromNamespace.map((n) => `${n}/`)]);
-  both('destinationPod', [...o.toPod.map((p) => podRef(p, o.namespace)), ...o.toNamespace.map((n) => `${n}/`)]);
-  both('sourceIdentity', o.fromIdentity);
-  both('destinationIdentity', o.toIdentity);
-  both('sourceIp', o.fromIp);
-  both('destinationIp', o.toIp);
-  both('sourcePort', o.fromPort);
-  both('destinationPort', o.toPort);
-  both('verdict', o.verdict);
-  both('protocol', o.protocol);
-  both('nodeName', o.nodeName);
-  both('trafficDirection', o.trafficDirection);
-  both('destinationService', o.toService);
-  const whitelist = neutral ? [left, right] : Object.keys(left).length ? [left] : [];
-  const req: GetFlowsRequest = { whitelist, blacklist: [], follow: Boolean(o.follow) };
+  const split = (l: keyof FlowFilter, r: keyof FlowFilter, v: unknown[]) => {
+    if (v.length === 0) return;
+    (left as Record<string, unknown[]>)[l] = v;
+    (right as Record<string, unknown[]>)[r] = v;
+  };
+  const neutralPods = [...a(o.pod).map((p) => podRef(p, ns)), ...(allNamespaces ? [] : ns.map((n) => `${n}/`))];
+  const neutral = neutralPods.length + a(o.ip).length + a(o.identity).length + a(o.port).length + a(o.label).length + a(o.service).length > 0;
+  split('sourcePod', 'destinationPod', neutralPods);
+  split('sourceIp', 'destinationIp', a(o.ip));
+  split('sourceIdentity', 'destinationIdentity', a(o.identity));
+  split('sourcePort', 'destinationPort', a(o.port));
+  split('sourceLabel', 'destinationLabel', a(o.label));
+  split('sourceService', 'destinationService', a(o.service));
+  both('sourcePod', [...a(o.fromPod).map((p) => podRef(p, ns)), ...a(o.fromNamespace).map((n) => `${n}/`)]);
+  both('destinationPod', [...a(o.toPod).map((p) => podRef(p, ns)), ...a(o.toNamespace).map((n) => `${n}/`)]);
+  both('sourceIdentity', a(o.fromIdentity));
+  both('destinationIdentity', a(o.toIdentity));
+  both('sourceIp', a(o.fromIp));
+  both('destinationIp', a(o.toIp));
+  both('sourcePort', a(o.fromPort));
+  both('destinationPort', a(o.toPort));
+  both('verdict', a(o.verdict));
+  both('protocol', a(o.protocol));
+  both('nodeName', a(o.nodeName));
+  both('trafficDirection', a(o.trafficDirection));
+  both('sourceService', a(o.fromService));
+  both('destinationService', a(o.toService));
+  both('sourceLabel', a(o.fromLabel));
+  both('destinationLabel', a(o.toLabel));
+  both('httpStatusCode', a(o.httpStatus));
+  both('httpMethod', a(o.httpMethod));
+  both('httpPath', a(o.httpPath));
+  both('eventType', a(o.type));
+  return neutral ? [left, right] : Object.keys(left).length ? [left] : [];
+}
+
+export function buildRequest(o: FlowsOptions, now = Date.now()): GetFlowsRequest {
+  const whitelist = filtersOf(o, o.allNamespaces);
+  const blacklist = o.not ? filtersOf(o.not) : [];
+  const req: GetFlowsRequest = { whitelist, blacklist, follow: Boolean(o.follow) };
   if (o.first) {
     req.first = true;
     req.number = o.first;
@@ -145,88 +204,9 @@ export function buildRequest(o: FlowsOptions, now = Date.now()): GetFlowsRequest
   return req;
 }
 
-// ---- output -----------------------------------------------------------------------------------
+// ---- output: src/cli/flows-format.ts ------------------------------------------------------------
 
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-
-/** hubble's StampMilli: "Nov 22 10:04:05.123" (UTC here, so output does not depend on TZ). */
-export function stamp(ns: number): string {
-  const d = new Date(Math.floor(ns / 1e6));
-  const p = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${MONTHS[d.getUTCMonth()]} ${p(d.getUTCDate())} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}.${p(d.getUTCMilliseconds(), 3)}`;
-}
-
-function endpointText(ep: Endpoint, ip: string, port: number): string {
-  const host = ep.podName ? `${ep.namespace}/${ep.podName}` : ip.includes(':') ? `[${ip}]` : ip;
-  return `${host}:${port}`;
-}
-
-function identityText(f: Flow, ep: Endpoint): string {
-  return f.ip.encrypted && ep.identity ? ep.identity : 'plaintext';
-}
-
-function bytes(n: number): string {
-  return n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} kB` : `${(n / 1024 / 1024).toFixed(1)} MB`;
-}
-
-export function flowType(f: Flow): string {
-  if (f.reporter === 'kernel') return f.verdict === 'DROPPED' ? 'fail-closed' : 'observed';
-  return f.trafficDirection === 'INGRESS' ? 'ingress' : 'egress';
-}
-
-export function summary(f: Flow): string {
-  const parts = [f.summary || f.protocol];
-  if (f.destinationService) parts.push(`via ${f.destinationService}`);
-  if (f.verdict === 'FORWARDED') parts.push(`${bytes(f.bytesSent)} → ${bytes(f.bytesReceived)} ←`, `${f.durationMs} ms`);
-  if (f.dropReasonDesc) parts.push(f.dropReasonDesc);
-  if (f.kernel) parts.push(`kernel: ${f.kernel.decision}${f.kernel.redirectPort && f.kernel.decision !== 'OBSERVED' ? `→${f.kernel.redirectPort}` : ''}`);
-  return parts.join(', ');
-}
-
-export function compactLine(r: GetFlowsResponse, printNode: boolean): string {
-  const node = printNode && r.nodeName ? ` [${r.nodeName}]` : '';
-  if (r.responseTypes === 'lostEvents') return `${stamp(r.timeUnixNano)}${node}: EVENTS LOST: ${r.lostEvents.source} ${r.lostEvents.numEventsLost} — ${r.lostEvents.detail}`;
-  if (r.responseTypes === 'nodeStatus') return `${stamp(r.timeUnixNano)}: NODE ${r.nodeStatus.state} ${r.nodeStatus.nodeNames.join(',')}: ${r.nodeStatus.message}`;
-  const f = r.flow;
-  const src = `${endpointText(f.source, f.ip.source, f.tcp.sourcePort)} (${identityText(f, f.source)})`;
-  const dst = `${endpointText(f.destination, f.ip.destination, f.tcp.destinationPort)} (${identityText(f, f.destination)})`;
-  return `${stamp(f.timeUnixNano)}${node}: ${src} -> ${dst} ${flowType(f)} ${f.verdict} (${summary(f)})`;
-}
-
-function jsonLine(r: GetFlowsResponse): string {
-  const time = new Date(Math.floor(r.timeUnixNano / 1e6)).toISOString();
-  if (r.responseTypes === 'flow') return JSON.stringify({ flow: { ...r.flow, time }, node_name: r.nodeName, time });
-  if (r.responseTypes === 'lostEvents') return JSON.stringify({ lost_events: r.lostEvents, node_name: r.nodeName, time });
-  return JSON.stringify({ node_status: r.nodeStatus, time });
-}
-
-function dictBlock(r: GetFlowsResponse): string {
-  if (r.responseTypes !== 'flow') return `${compactLine(r, true)}\n------------`;
-  const f = r.flow;
-  const rows: [string, string][] = [
-    ['TIMESTAMP', stamp(f.timeUnixNano)],
-    ['SOURCE', endpointText(f.source, f.ip.source, f.tcp.sourcePort)],
-    ['SOURCE IDENTITY', identityText(f, f.source)],
-    ['DESTINATION', endpointText(f.destination, f.ip.destination, f.tcp.destinationPort)],
-    ['DESTINATION IDENTITY', identityText(f, f.destination)],
-    ['TYPE', flowType(f)],
-    ['VERDICT', f.verdict],
-    ['SUMMARY', summary(f)],
-    ['NODE', r.nodeName],
-  ];
-  return `${rows.map(([k, v]) => `${k.padStart(20)}: ${v}`).join('\n')}\n------------`;
-}
-
-export function tableRows(rs: GetFlowsResponse[], printNode: boolean): string {
-  const head = ['TIMESTAMP', ...(printNode ? ['NODE'] : []), 'SOURCE', 'DESTINATION', 'TYPE', 'VERDICT', 'SUMMARY'];
-  const rows = rs.flatMap((r) => {
-    if (r.responseTypes !== 'flow') return [];
-    const f = r.flow;
-    return [[stamp(f.timeUnixNano), ...(printNode ? [r.nodeName] : []), `${endpointText(f.source, f.ip.source, f.tcp.sourcePort)} (${identityText(f, f.source)})`, `${endpointText(f.destination, f.ip.destination, f.tcp.destinationPort)} (${identityText(f, f.destination)})`, flowType(f), f.verdict, summary(f)]];
-  });
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [head, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
-}
+export { compactLine, flowType, formatTime, stamp, summary, tableRows } from '../flows-format.ts';
 
 // ---- the command -----------------------------------------------------------------------------
 
@@ -246,6 +226,7 @@ async function observe(o: FlowsOptions): Promise<void> {
   const client = observerClient(address, credentials.createInsecure());
   const out = process.stdout;
   const table: GetFlowsResponse[] = [];
+  const print: PrintOptions = { printNodeName: o.printNodeName, printPolicyNames: o.printPolicyNames, timeFormat: o.timeFormat };
   let headerShown = false;
   await new Promise<void>((resolve, reject) => {
     // Wait for the relay to be reachable rather than failing on the first try, briefly.
@@ -262,15 +243,15 @@ async function observe(o: FlowsOptions): Promise<void> {
         else if (o.output === 'table') {
           // Following: rows as they come (the header once); widths cannot be known ahead. Lost
           // events and node status are not rows: they print as lines, never dropped.
-          if (r.responseTypes !== 'flow') out.write(`${compactLine(r, true)}\n`);
+          if (r.responseTypes !== 'flow') out.write(`${compactLine(r, { ...print, printNodeName: true })}\n`);
           else {
-            const lines = tableRows([r], Boolean(o.printNodeName)).split('\n');
+            const lines = tableRows([r], print).split('\n');
             out.write(`${(headerShown ? lines.slice(1) : lines).join('\n')}\n`);
             headerShown = true;
           }
         } else if (o.output === 'json' || o.output === 'jsonpb') out.write(`${jsonLine(r)}\n`);
-        else if (o.output === 'dict') out.write(`${dictBlock(r)}\n`);
-        else out.write(`${compactLine(r, Boolean(o.printNodeName))}\n`);
+        else if (o.output === 'dict') out.write(`${dictBlock(r, print)}\n`);
+        else out.write(`${compactLine(r, print)}\n`);
       });
       stream.on('error', (e: grpc.ServiceError) => {
         process.off('SIGINT', stop);
@@ -284,15 +265,74 @@ async function observe(o: FlowsOptions): Promise<void> {
     });
   }).finally(() => client.close());
   if (o.output === 'table' && !o.follow) {
-    for (const r of table) if (r.responseTypes !== 'flow') out.write(`${compactLine(r, true)}\n`);
-    out.write(`${tableRows(table, Boolean(o.printNodeName))}\n`);
+    for (const r of table) if (r.responseTypes !== 'flow') out.write(`${compactLine(r, { ...print, printNodeName: true })}\n`);
+    out.write(`${tableRows(table, print)}\n`);
   }
 }
 
-export function flowsCommand(): Command {
-  return new Command('flows')
+/** Each filter flag: its option, its FilterFlags key, its description and how a value is parsed. */
+type Parse = (v: string) => unknown;
+const str: Parse = (v) => v;
+const FILTER_FLAGS: { flags: string; key: keyof FilterFlags; help: string; parse?: Parse }[] = [
+  { flags: '-n, --namespace <ns>', key: 'namespace', help: 'flows from or to this namespace (repeatable)' },
+  { flags: '--pod <[ns/]name>', key: 'pod', help: 'flows from or to pods with this name prefix (repeatable)' },
+  { flags: '--from-pod <[ns/]name>', key: 'fromPod', help: 'flows from this pod' },
+  { flags: '--to-pod <[ns/]name>', key: 'toPod', help: 'flows to this pod' },
+  { flags: '--from-namespace <ns>', key: 'fromNamespace', help: 'flows from this namespace' },
+  { flags: '--to-namespace <ns>', key: 'toNamespace', help: 'flows to this namespace' },
+  { flags: '--identity <id>', key: 'identity', help: 'flows from or to this SPIFFE identity (or ns/serviceaccount)' },
+  { flags: '--from-identity <id>', key: 'fromIdentity', help: 'flows from this identity' },
+  { flags: '--to-identity <id>', key: 'toIdentity', help: 'flows to this identity' },
+  { flags: '--ip <ip|cidr>', key: 'ip', help: 'flows from or to this address' },
+  { flags: '--from-ip <ip|cidr>', key: 'fromIp', help: 'flows from this address' },
+  { flags: '--to-ip <ip|cidr>', key: 'toIp', help: 'flows to this address' },
+  { flags: '--port <port>', key: 'port', help: 'flows from or to this port', parse: parsePort },
+  { flags: '--from-port <port>', key: 'fromPort', help: 'flows from this port', parse: parsePort },
+  { flags: '--to-port <port>', key: 'toPort', help: 'flows to this port', parse: parsePort },
+  { flags: '-l, --label <selector>', key: 'label', help: 'flows from or to pods whose labels match this selector (app=web,tier in (a,b); repeatable: any)', parse: parseSelectorFlag },
+  { flags: '--from-label <selector>', key: 'fromLabel', help: 'flows from pods whose labels match this selector', parse: parseSelectorFlag },
+  { flags: '--to-label <selector>', key: 'toLabel', help: 'flows to pods whose labels match this selector', parse: parseSelectorFlag },
+  { flags: '--service <[ns/]name>', key: 'service', help: 'flows from or to this Service' },
+  { flags: '--from-service <[ns/]name>', key: 'fromService', help: 'flows from pods of this Service' },
+  { flags: '--to-service <[ns/]name>', key: 'toService', help: 'flows addressed to this Service ([ns/]name, or a hostname or its first labels)' },
+  { flags: '--verdict <verdict>', key: 'verdict', help: `only this verdict (${VERDICTS.join(', ')}; repeatable)`, parse: parseVerdict },
+  { flags: '--protocol <protocol>', key: 'protocol', help: `only this protocol (${PROTOCOLS.join(', ')}; repeatable)`, parse: parseProtocol },
+  { flags: '-t, --type <type>', key: 'type', help: `only this event type (${EVENT_TYPES.join(', ')}; repeatable)`, parse: parseType },
+  { flags: '--http-status <code>', key: 'httpStatus', help: 'L7 flows with this HTTP status, or a prefix: 404, 5+, 40+ (repeatable)', parse: parseStatus },
+  { flags: '--http-method <method>', key: 'httpMethod', help: 'L7 flows with this HTTP method (repeatable)' },
+  { flags: '--http-path <regex>', key: 'httpPath', help: 'L7 flows whose path matches this regular expression (repeatable)', parse: parseRegex },
+  { flags: '--node-name <node>', key: 'nodeName', help: 'flows seen on this node' },
+  { flags: '--traffic-direction <dir>', key: 'trafficDirection', help: 'ingress or egress', parse: parseDirection },
+];
+
+/** `run` is what the command does with its options: observing, or a test looking at them. */
+export function flowsCommand(run: (o: FlowsOptions) => Promise<void> = observe): Command {
+  const cmd = new Command('flows');
+  // hubble's --not: the next filter flag goes into the blacklist instead (flows_filter.go). Commander
+  // parses options in command-line order, so a flag's parser sees whether --not came just before.
+  let negate = false;
+  const not: Partial<FilterFlags> = {};
+  cmd.on('option:not', () => {
+    if (negate) cmd.error('error: two --not in a row: --not applies to the one filter flag after it', { code: 'commander.invalidArgument', exitCode: 2 });
+    negate = true;
+  });
+  for (const f of FILTER_FLAGS) {
+    const parse = f.parse ?? str;
+    cmd.addOption(
+      new Option(f.flags, f.help)
+        // No default: help stays free of "(default: [])"; the action fills in the empty lists.
+        .argParser((v: string, prev: unknown[] | undefined) => {
+          const value = parse(v);
+          if (!negate) return [...(prev ?? []), value];
+          negate = false;
+          (not as Record<string, unknown[]>)[f.key] = [...((not as Record<string, unknown[]>)[f.key] ?? []), value];
+          return prev ?? [];
+        }),
+    );
+  }
+  return cmd
     .alias('observe')
-    .description('show the flows of every node (hubble observe for the mesh): who talked to whom, with which SPIFFE identities, over mTLS or not, and the verdict')
+    .description('show the flows of every node (hubble observe for the mesh): who talked to whom, with which SPIFFE identities, over mTLS or not, the verdict, the policy that decided, and each HTTP request a waypoint saw')
     .addOption(new Option('--state-dir <dir>', "the local cluster's state directory, where mesh.json records the relay (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
     .option('--server <host:port>', 'the flow relay to ask (default: the one in mesh.json; on a cluster, kubectl -n mesh-system port-forward deploy/mesh-controller 4245)')
     .option('--last <n>', 'the last N flows (default 20)', count)
@@ -301,29 +341,12 @@ export function flowsCommand(): Command {
     .option('-f, --follow', 'keep streaming new flows')
     .option('--since <time>', 'flows since a time (RFC 3339) or a duration ago (30s, 5m, 2h)')
     .option('--until <time>', 'flows until a time or a duration ago')
-    .option('-n, --namespace <ns>', 'flows from or to this namespace (repeatable)', collect, [])
     .option('-A, --all-namespaces', 'flows in every namespace (the default)')
-    .option('--pod <[ns/]name>', 'flows from or to pods with this name prefix (repeatable)', collect, [])
-    .option('--from-pod <[ns/]name>', 'flows from this pod', collect, [])
-    .option('--to-pod <[ns/]name>', 'flows to this pod', collect, [])
-    .option('--from-namespace <ns>', 'flows from this namespace', collect, [])
-    .option('--to-namespace <ns>', 'flows to this namespace', collect, [])
-    .option('--identity <id>', 'flows from or to this SPIFFE identity (or ns/serviceaccount)', collect, [])
-    .option('--from-identity <id>', 'flows from this identity', collect, [])
-    .option('--to-identity <id>', 'flows to this identity', collect, [])
-    .option('--ip <ip|cidr>', 'flows from or to this address', collect, [])
-    .option('--from-ip <ip|cidr>', 'flows from this address', collect, [])
-    .option('--to-ip <ip|cidr>', 'flows to this address', collect, [])
-    .option('--port <port>', 'flows from or to this port', collectPort, [])
-    .option('--from-port <port>', 'flows from this port', collectPort, [])
-    .option('--to-port <port>', 'flows to this port', collectPort, [])
-    .option('--to-service <host>', 'flows addressed to this Service (hostname or its first labels)', collect, [])
-    .addOption(new Option('--verdict <verdict>', `only this verdict (${VERDICTS.join(', ')}; repeatable)`).argParser(collectVerdict).default([]))
-    .addOption(new Option('--protocol <protocol>', `only this protocol (${PROTOCOLS.join(', ')}; repeatable)`).argParser(collectProtocol).default([]))
-    .option('--node-name <node>', 'flows seen on this node', collect, [])
-    .addOption(new Option('--traffic-direction <dir>', 'ingress or egress').argParser(collectDirection).default([]))
+    .option('--not', 'leave out the flows the next filter flag matches (--not --namespace kube-system)')
     .addOption(new Option('-o, --output <format>', 'compact, table, json (one object per line), jsonpb or dict').choices([...OUTPUTS]).default('compact'))
     .option('--print-node-name', 'show which node reported each flow')
+    .option('--print-policy-names', 'show which policy allowed or denied each flow')
+    .addOption(new Option('--time-format <format>', 'how times print (UTC): StampMilli, RFC3339, RFC3339Milli, RFC3339Micro, RFC3339Nano, RFC1123Z').choices([...TIME_FORMATS]).default('StampMilli'))
     .addHelpText(
       'after',
       `
@@ -332,8 +355,15 @@ Examples:
   meshctl flows -n shop --verdict DROPPED        # what was refused in namespace shop
   meshctl flows --to-pod shop/web -f             # follow what reaches the web pods
   meshctl flows --protocol plaintext --since 5m  # who talked outside mTLS lately
+  meshctl flows --type l7 --http-status 5+       # HTTP requests that failed on the server side
+  meshctl flows --http-status 403 --print-policy-names   # requests a policy denied, and which
+  meshctl flows --not --namespace kube-system -l app=web
   meshctl flows --from-identity shop/frontend -o json
   meshctl flows --print-node-name -o table`,
     )
-    .action(async (o: FlowsOptions) => observe(o));
+    .action(async (o: FlowsOptions) => {
+      if (negate) cmd.error('error: --not must be followed by a filter flag (e.g. --not --namespace kube-system)', { code: 'commander.invalidArgument', exitCode: 2 });
+      for (const f of FILTER_FLAGS) (o as unknown as Record<string, unknown[]>)[f.key] ??= [];
+      await run({ ...o, not });
+    });
 }

@@ -35,7 +35,7 @@ export class ZtunnelConfigError extends Error {
   }
 }
 
-interface Target {
+export interface Target {
   node: string | undefined;
   admin: string;
 }
@@ -56,7 +56,7 @@ interface AllOptions extends CommonOptions {
 }
 
 /** The ztunnels to ask: --admin alone, or --node's, or every node in mesh.json. */
-function targets(o: CommonOptions): Target[] {
+export function targets(o: Pick<CommonOptions, 'stateDir' | 'node' | 'admin'>): Target[] {
   if (o.admin) return [{ node: o.node, admin: o.admin }];
   const endpoints = loadEndpoints(o.stateDir);
   const file = endpointsPath(o.stateDir);
@@ -86,7 +86,7 @@ function describe(t: Target): string {
 }
 
 /** GET /config_dump from one ztunnel. */
-async function fetchDump(t: Target): Promise<NodeDump> {
+export async function fetchDump(t: Target): Promise<NodeDump> {
   const url = `http://${t.admin}/config_dump`;
   let res: Response;
   let body: string;

@@ -7,7 +7,7 @@ export { STATIC_STRICT } from './peerauthn.ts';
 export { appProtocol } from './services.ts';
 export { buildRoutes, ROUTE_CONTROLLER, ROUTE_REASON, type ParentRef, type RouteParentStatus, type RouteStatus } from './routes.ts';
 export { REASON_UNSUPPORTED_IN_WAYPOINT } from './l7authz.ts';
-export { inMesh, isWorkloadPod, workloadOwner } from './workloads.ts';
+export { DATAPLANE_MODES, inMesh, isWorkloadPod, notCapturedReason, workloadOwner } from './workloads.ts';
 export { readyServices, Waypoints } from './waypoints.ts';
 export {
   ANNOTATION_DRY_RUN,

@@ -30,6 +30,22 @@ export function inMesh(pod: k8s.V1Pod, nsLabels: Labels): boolean {
   return nsLabels[LABEL_DATAPLANE_MODE] === 'ambient' && labelsOf(pod)[LABEL_DATAPLANE_MODE] !== 'none' && !pod.spec?.hostNetwork;
 }
 
+/** The values of mesh.io/dataplane-mode the mesh knows (Istio's istio.io/dataplane-mode: ambient, none). */
+export const DATAPLANE_MODES = ['ambient', 'none'] as const;
+
+/** Why a pod is not in the mesh, in words for its flows and `meshctl analyze`; '' when it is. */
+export function notCapturedReason(pod: k8s.V1Pod, nsLabels: Labels): string {
+  if (inMesh(pod, nsLabels)) return '';
+  const ns = namespaceOf(pod);
+  if (pod.spec?.hostNetwork) return 'the pod uses the host network: the mesh captures only pods with their own network namespace';
+  const podMode = labelsOf(pod)[LABEL_DATAPLANE_MODE];
+  const nsMode = nsLabels[LABEL_DATAPLANE_MODE];
+  if (nsMode === 'ambient' && podMode === 'none') return `opted out by its label ${LABEL_DATAPLANE_MODE}=none`;
+  if (nsMode === undefined) return `namespace ${ns} has no ${LABEL_DATAPLANE_MODE}=ambient label`;
+  if (nsMode === 'none') return `namespace ${ns} is labelled ${LABEL_DATAPLANE_MODE}=none`;
+  return `namespace ${ns} has ${LABEL_DATAPLANE_MODE}=${nsMode}, not a mode the mesh knows (${DATAPLANE_MODES.join(', ')})`;
+}
+
 /** A Job created by a CronJob is named "<cronjob>-<scheduled time in minutes>" (istio/istio pkg/kube GetDeployMetaFromPod). */
 const CRONJOB_JOB_NAME = /^(.+)-\d{8,11}$/;
 
@@ -97,6 +113,8 @@ export function buildWorkload(
     authorizationPolicies: [],
     clusterId: opts.clusterId,
     podUid: pod.metadata?.uid ?? '',
+    labels: { ...labels },
+    notCapturedReason: notCapturedReason(pod, nsLabels),
   };
   return { pod, workload, waypoint };
 }
