@@ -60,6 +60,9 @@ struct SocketSpec {
   bool v6only = false;
   bool freebind = false;
   bool transparent = false;
+  // SO_REUSEPORT: an old and a new ztunnel hold listeners on the same in-pod port during a
+  // handover (the kernel requires the option on every socket of the group, and the same uid).
+  bool reuseport = false;
 };
 
 // Applies s (mark, reuse, v6only, freebind, transparent, bind, listen) to a socket that already
@@ -78,6 +81,8 @@ int ConfigureSocket(int fd, const SocketSpec& s, NativeError* err) {
   }
   if (s.listen && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
     return fail("setsockopt(SO_REUSEADDR)");
+  if (s.reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+    return fail("setsockopt(SO_REUSEPORT)");
   if (s.family == AF_INET6) {
     int v6only = s.v6only ? 1 : 0;
     if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0)
@@ -139,6 +144,7 @@ SocketSpec ParseSpec(Napi::Env env, const Napi::Value& v) {
   if (o.Has("v6only")) s.v6only = o.Get("v6only").ToBoolean();
   if (o.Has("freebind")) s.freebind = o.Get("freebind").ToBoolean();
   if (o.Has("transparent")) s.transparent = o.Get("transparent").ToBoolean();
+  if (o.Has("reuseport")) s.reuseport = o.Get("reuseport").ToBoolean();
   return s;
 }
 
@@ -257,6 +263,27 @@ Napi::Value GetsockoptInt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), v);
 }
 
+// netnsSysctl(netnsPath, name, value): writes /proc/sys/<name> as seen from inside the netns
+// (/proc/sys/net shows the netns of the task that opens it). The caller validates name.
+Napi::Value NetnsSysctl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "netnsPath");
+  std::string file = "/proc/sys/" + ArgString(info, 1, "name");
+  std::string value = ArgString(info, 2, "value");
+  NativeError err;
+  int r = InNetns(path, [&](NativeError* e) {
+    int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) { *e = {errno, "open(" + file + ")"}; return -1; }
+    ssize_t n = write(fd, value.data(), value.size());
+    int saved = errno;
+    close(fd);
+    if (n < 0) { *e = {saved, "write(" + file + ")"}; return -1; }
+    return 0;
+  }, &err);
+  if (r < 0) throw MakeError(env, err);
+  return env.Undefined();
+}
+
 // closeFd(fd)
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   if (close(ArgInt(info, 0, "fd")) < 0) Throw(info.Env(), errno, "close");
@@ -275,6 +302,7 @@ void InitNetns(Napi::Env env, Napi::Object exports) {
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt));
   exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
+  exports.Set("netnsSysctl", Napi::Function::New(env, NetnsSysctl));
   Napi::Object c = exports.Get("constants").IsObject() ? exports.Get("constants").As<Napi::Object>()
                                                        : Napi::Object::New(env);
   c.Set("SOL_SOCKET", static_cast<int>(SOL_SOCKET));

@@ -80,7 +80,10 @@ int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
 			  dport, to);
 		return SK_DROP;
 	}
-	long err = bpf_sk_assign(ctx, sk, 0);
+	/* NO_REUSEPORT: during a ztunnel handover the old and the new listener share the port in a
+	 * reuseport group; the kernel would otherwise pick among them by hash, and the sockmap entry
+	 * (the new one, swapped in atomically) would not decide. */
+	long err = bpf_sk_assign(ctx, sk, BPF_SK_LOOKUP_F_NO_REUSEPORT);
 	bpf_sk_release(sk);
 	if (err) {
 		mesh_emit(MESH_EV_REFUSED, MESH_R_NO_SOCKET, 0, netns, pod->pod_id, family, &src, sport, &dst,

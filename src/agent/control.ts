@@ -115,7 +115,10 @@ export async function controlRequest(
       clearTimeout(timer);
       reject(new Error(`cannot reach the agent at ${path}: ${e.message} — is it running?`));
     });
-    createInterface({ input: conn }).once('line', (line) => {
+    // readline re-emits the socket's errors, which the 'error' listener above reports.
+    const lines = createInterface({ input: conn });
+    lines.on('error', () => {});
+    lines.once('line', (line) => {
       clearTimeout(timer);
       conn.end();
       const reply = JSON.parse(line) as {

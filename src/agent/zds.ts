@@ -60,13 +60,17 @@ export class ZdsServer {
     });
     server.on('connection', (c) => {
       this.clients.add(c);
-      const pods = enrolment.list().flatMap((p) => {
-        const path = enrolment.netnsPathOf(p.uid);
-        return path ? [toZds(p, path)] : [];
-      });
+      // Every enrolled pod, also one whose netns this agent has not located yet (restored from
+      // the pins after a restart: its path comes with the next 'add'). ztunnel stops serving
+      // the pods a snapshot leaves out, which would reset their connections.
+      const pods = enrolment.list().map((p) => toZds(p, enrolment.netnsPathOf(p.uid) ?? ''));
       c.write(`${JSON.stringify({ type: 'snapshot', pods } satisfies ZdsMessage)}\n`);
       log.info({ pods: pods.length }, 'ztunnel connected');
-      createInterface({ input: c }).on('line', (line) => {
+      // readline re-emits the socket's errors; 'error' below handles them (an unheard one would
+      // crash the agent when a ztunnel dies mid-write).
+      const lines = createInterface({ input: c });
+      lines.on('error', () => {});
+      lines.on('line', (line) => {
         let m: ZdsReport;
         try {
           m = JSON.parse(line) as ZdsReport;

@@ -15,6 +15,8 @@ export interface NodeEndpoints {
   agentMetrics?: string;
   /** The node agent's Observer gRPC API (flows), host:port. */
   observer?: string;
+  /** Admin servers of ztunnels a rollout replaced, while they drain. */
+  ztunnelDraining?: string[];
 }
 
 export interface MeshEndpoints {

@@ -15,6 +15,7 @@ export {
   netnsCookie,
   NetnsSockets,
   setDeliveryRouting,
+  setNetnsSysctl,
   socketInNetns,
 } from './netns.ts';
 export { openPinnedMap, ZtunnelMaps } from './pinned.ts';

@@ -47,6 +47,7 @@ export interface NetnsSocketOptions {
   v6only?: boolean;
   freebind?: boolean;
   transparent?: boolean;
+  reuseport?: boolean;
 }
 
 export interface RingReader {
@@ -94,6 +95,7 @@ export interface Native {
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   getsockoptInt(fd: number, level: number, name: number): number;
   closeFd(fd: number): void;
+  netnsSysctl(netnsPath: string, name: string, value: string): void;
   RingReader: new (mapFd: number, onBatch: (records: Buffer[]) => void, pollMs?: number) => RingReader;
   constants: {
     BPF_CGROUP_INET4_CONNECT: number;

@@ -19,6 +19,8 @@ export interface InNetnsSocketOptions {
   freebind?: boolean;
   /** IP_TRANSPARENT: bind to an address the netns does not own (needs CAP_NET_ADMIN). */
   transparent?: boolean;
+  /** SO_REUSEPORT: a second process (a new ztunnel taking over) may bind the same port. */
+  reuseport?: boolean;
 }
 
 function familyOf(opts: InNetnsSocketOptions): 4 | 6 {
@@ -36,6 +38,7 @@ function nativeOptions(opts: InNetnsSocketOptions): NetnsSocketOptions {
     v6only: opts.v6only ?? false,
     freebind: opts.freebind ?? false,
     transparent: opts.transparent ?? false,
+    reuseport: opts.reuseport ?? false,
   };
 }
 
@@ -157,4 +160,22 @@ export function setDeliveryRouting(netnsPath: string, opts: { enable: boolean; f
 /** Closes an fd that Node has not adopted (yet). */
 export function closeFd(fd: number): void {
   native().closeFd(fd);
+}
+
+/** The per-netns sysctls a component may set in a pod's netns (nothing else is written there). */
+const NETNS_SYSCTLS = new Set(['net/ipv4/tcp_migrate_req']);
+
+/**
+ * Sets a network sysctl inside the netns at netnsPath (e.g. `net/ipv4/tcp_migrate_req`, which
+ * moves a closing reuseport listener's queued connections to another listener of its group).
+ */
+export function setNetnsSysctl(netnsPath: string, name: string, value: string): void {
+  if (!NETNS_SYSCTLS.has(name)) throw new DatapathError('MESH_ERR_NETNS', `sysctl ${name} is not one the mesh sets in a pod (${[...NETNS_SYSCTLS].join(', ')})`);
+  try {
+    native().netnsSysctl(netnsPath, name, value);
+  } catch (e) {
+    const err = e as NativeError;
+    const hint = err.code === 'ENOENT' ? ' (the kernel lacks it: tcp_migrate_req needs Linux 5.14)' : '';
+    throw new DatapathError('MESH_ERR_NETNS', `sysctl ${name}=${value} in ${netnsPath}: ${err.message}${hint}`, err);
+  }
 }

@@ -83,8 +83,25 @@ export class ZtunnelMaps {
     );
   }
 
-  unregisterSocket(netnsCookie: bigint, kind: 'inbound' | 'hbone'): boolean {
-    return this.socks.delete(encodeSockKey(netnsCookie, kind === 'hbone' ? SOCK_HBONE : SOCK_INBOUND));
+  /**
+   * Takes the pod's socket out of sk_lookup's reach — only if it is still `fd`'s: after a
+   * handover the entry is the new ztunnel's, which the old one must leave alone. (A sockhash
+   * lookup from user space answers with the socket's cookie.) The check and the delete are two
+   * syscalls; the new ztunnel registers before the old one is told to drain, so they do not race.
+   */
+  unregisterSocket(netnsCookie: bigint, kind: 'inbound' | 'hbone', fd?: number): boolean {
+    const key = encodeSockKey(netnsCookie, kind === 'hbone' ? SOCK_HBONE : SOCK_INBOUND);
+    if (fd !== undefined) {
+      let mine: bigint;
+      try {
+        mine = native().socketCookie(fd);
+      } catch {
+        return false; // closed already: the kernel took it out of the map with it
+      }
+      const now = this.socks.get(key);
+      if (!now || now.readBigUInt64LE(0) !== mine) return false;
+    }
+    return this.socks.delete(key);
   }
 
   /**

@@ -86,6 +86,9 @@ export class HboneSessionError extends HboneError {
 export class HboneStreamError extends HboneError {
   readonly code = 'MESH_ERR_HBONE_STREAM';
   override name = 'HboneStreamError';
+  /** The peer refused the stream unprocessed (REFUSED_STREAM: draining, at its limit); RFC 9113
+   * §8.7 lets the client retry it on another connection. */
+  refused = false;
 }
 
 /** The pool or server was closed (draining); no new tunnels. */

@@ -152,27 +152,36 @@ export class HbonePool {
     const srcId = typeof o.source.identity === 'string' ? o.source.identity : formatSpiffeId(o.source.identity);
     const key = [srcId, [...o.expectedIdentities].sort().join(','), formatAuthority(dst), o.sourceIp ?? ''].join('|');
 
-    const p = this.acquire(key, dst, o);
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      this.release(p);
-    };
-    try {
-      await withTimeout(p.ready, timeoutMs, o.signal, () => {
-        const err = new HboneConnectError(
-          `connection to ${p.dst} timed out after ${timeoutMs} ms — is a NetworkPolicy blocking HBONE port ${dst.port}, or is the node down?`,
-        );
-        // Everyone waiting on this session would time out too.
-        if (!p.connected) p.kill(err);
-        return err;
-      });
-    } catch (e) {
-      release();
-      throw e;
+    // A stream the server refused unprocessed — it sent GOAWAY (a ztunnel handing over to a new
+    // one) while this CONNECT was on its way — is retried once on a fresh session (RFC 9113 §8.7).
+    for (let attempt = 0; ; attempt++) {
+      const p = this.acquire(key, dst, o);
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
+        this.release(p);
+      };
+      try {
+        await withTimeout(p.ready, timeoutMs, o.signal, () => {
+          const err = new HboneConnectError(
+            `connection to ${p.dst} timed out after ${timeoutMs} ms — is a NetworkPolicy blocking HBONE port ${dst.port}, or is the node down?`,
+          );
+          // Everyone waiting on this session would time out too.
+          if (!p.connected) p.kill(err);
+          return err;
+        });
+      } catch (e) {
+        release();
+        throw e;
+      }
+      try {
+        return await this.request(p, authority, o, timeoutMs, release);
+      } catch (e) {
+        if (attempt > 0 || !(e instanceof HboneStreamError && e.refused) || this.closed) throw e;
+        this.retire(p);
+      }
     }
-    return this.request(p, authority, o, timeoutMs, release);
   }
 
   /** Sessions and their stream counts. */
@@ -404,17 +413,15 @@ export class HbonePool {
         const status = Number(h[':status']);
         done(status === 200 ? undefined : statusError(status, p.dst, authority));
       };
-      const onError = (e: Error): void => done(p.failure ?? (isHbone(e) ? e : classify(e, p.dst, true)));
+      const refused = (): HboneStreamError => {
+        const err = new HboneStreamError(`${p.dst} refused the stream (REFUSED_STREAM) — the destination ztunnel is at its stream limit or draining; retry`);
+        err.refused = true;
+        return err;
+      };
+      const onError = (e: Error): void => done(stream.rstCode === NGHTTP2_REFUSED_STREAM ? refused() : (p.failure ?? (isHbone(e) ? e : classify(e, p.dst, true))));
       const onClose = (): void => {
         const code = stream.rstCode;
-        done(
-          p.failure ??
-            new HboneStreamError(
-              code === NGHTTP2_REFUSED_STREAM
-                ? `${p.dst} refused the stream (REFUSED_STREAM) — the destination ztunnel is at its stream limit or draining; retry`
-                : `${p.dst} reset the CONNECT to ${authority} before answering (HTTP/2 error code ${code})`,
-            ),
-        );
+        done(code === NGHTTP2_REFUSED_STREAM ? refused() : (p.failure ?? new HboneStreamError(`${p.dst} reset the CONNECT to ${authority} before answering (HTTP/2 error code ${code})`)));
       };
       const onAbort = (): void => done(o.signal!.reason as Error);
       const timer = setTimeout(

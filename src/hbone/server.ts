@@ -180,6 +180,18 @@ export class HboneServer {
     return { reset };
   }
 
+  /**
+   * Stops accepting and sends GOAWAY on every connection, with no deadline of its own (ztunnel's
+   * handover keeps its drain deadline across all its servers): open tunnels go on, the peers'
+   * pools open new ones elsewhere, and each connection closes after its last tunnel.
+   */
+  goAway(): void {
+    if (this.draining) return;
+    this.draining = true;
+    this.server.close();
+    for (const s of this.sessions) if (!s.closed) s.close();
+  }
+
   /** Closes at once: every connection and tunnel is reset. */
   async close(): Promise<void> {
     this.draining = true;

@@ -1,95 +1,73 @@
-// meshctl's line to the running local-cluster daemon, for what only the daemon can do (it owns
-// the component processes): a unix socket <state dir>/daemon.sock, root-only like the state
-// directory. One JSON request per connection; the daemon answers with progress lines and one
-// final line:  → {"op":"rollout","component":"controller"}
-//              ← {"progress":"…"}* then {"done":true,"result":…} or {"error":"…"}
+// The local cluster daemon's control socket (<state dir>/daemon.sock): how `meshctl dev rollout`
+// asks the daemon, which owns the mesh's processes, to roll a component out. One request per
+// connection, newline-delimited JSON both ways: progress lines, then the result or an error, and
+// (when asked) one line per old process as it finishes draining.
 import { chmodSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { LocalError } from './errors.ts';
+import { logger } from '../common/log.ts';
+import { controlPath } from './daemon-state.ts';
+import type { LocalMesh } from './mesh.ts';
+import { rollout } from './rollout/index.ts';
 
-export interface DaemonRequest {
-  readonly op: string;
-  readonly [k: string]: unknown;
+const log = logger('local');
+
+export interface RolloutRequest {
+  op: 'rollout';
+  component: string;
+  node?: string;
+  drainTimeoutMs?: number;
+  /** Keep the connection until every old process has exited, with a line for each. */
+  waitDrained?: boolean;
 }
 
-/** Handles one request; `progress` reaches the caller as it happens. */
-export type DaemonHandler = (req: DaemonRequest, progress: (m: string) => void) => Promise<unknown>;
+export type ControlReply =
+  | { progress: string }
+  | { rolledOut: { node?: string; oldPid?: number; newPid: number; handoverMs: number }[] }
+  | { drained: { node?: string; pid?: number; ms: number; code: number | null } }
+  | { error: string }
+  | { done: true };
 
-export function controlSocketPath(stateDir: string): string {
-  return join(stateDir, 'daemon.sock');
-}
-
-/** Serves requests on the control socket; returns a function that stops serving. */
-export async function serveDaemonControl(stateDir: string, handlers: Readonly<Record<string, DaemonHandler>>): Promise<() => Promise<void>> {
-  const path = controlSocketPath(stateDir);
+export async function serveControl(stateDir: string, mesh: LocalMesh): Promise<net.Server> {
+  const path = controlPath(stateDir);
   rmSync(path, { force: true });
-  const server = net.createServer((conn) => {
-    const send = (o: object) => conn.writable && conn.write(`${JSON.stringify(o)}\n`);
-    conn.on('error', () => undefined);
-    const lines = createInterface({ input: conn });
-    lines.once('line', (line) => {
-      lines.close();
-      let req: DaemonRequest;
-      try {
-        req = JSON.parse(line) as DaemonRequest;
-      } catch {
-        send({ error: 'the request is not JSON' });
-        conn.end();
-        return;
-      }
-      const handler = handlers[req.op];
-      if (!handler) {
-        send({ error: `the daemon does not know "${String(req.op)}" (it knows: ${Object.keys(handlers).join(', ')}); is meshctl from the same checkout as the running daemon?` });
-        conn.end();
-        return;
-      }
-      handler(req, (m) => send({ progress: m })).then(
-        (result) => {
-          send({ done: true, result });
-          conn.end();
-        },
-        (e: Error) => {
-          send({ error: e.message });
-          conn.end();
-        },
-      );
+  const server = net.createServer((c) => {
+    c.on('error', () => {});
+    const send = (r: ControlReply) => {
+      if (!c.destroyed) c.write(`${JSON.stringify(r)}\n`);
+    };
+    const rl = createInterface({ input: c });
+    rl.on('error', () => {}); // the socket's own, re-emitted: c's listener above has them
+    rl.once('line', (line) => {
+      rl.close();
+      void handle(line, mesh, send).finally(() => c.end());
     });
   });
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, resolve);
+  });
   chmodSync(path, 0o600);
-  return () => new Promise((r) => server.close(() => r()));
+  return server;
 }
 
-/** Sends one request to the daemon of `stateDir`, calls `onProgress` per line, returns the result. */
-export function daemonRequest(stateDir: string, req: DaemonRequest, onProgress: (m: string) => void): Promise<unknown> {
-  const path = controlSocketPath(stateDir);
-  return new Promise((resolve, reject) => {
-    const conn = net.connect(path);
-    let settled = false;
-    const fail = (e: Error) => {
-      if (!settled) reject(e);
-      settled = true;
-    };
-    conn.once('error', (e: NodeJS.ErrnoException) =>
-      fail(
-        e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-          ? new LocalError('MESH_ERR_LOCAL_DAEMON', `no local cluster daemon answers on ${path}: is one running (\`meshctl dev status --state-dir ${stateDir}\`)?`, e)
-          : e,
-      ),
-    );
-    conn.write(`${JSON.stringify(req)}\n`);
-    const lines = createInterface({ input: conn });
-    lines.on('line', (line) => {
-      const m = JSON.parse(line) as { progress?: string; done?: boolean; result?: unknown; error?: string };
-      if (m.progress !== undefined) onProgress(m.progress);
-      else if (m.error !== undefined) fail(new LocalError('MESH_ERR_LOCAL_DAEMON', m.error));
-      else if (m.done) {
-        settled = true;
-        resolve(m.result);
-      }
-    });
-    lines.once('close', () => fail(new LocalError('MESH_ERR_LOCAL_DAEMON', `the daemon closed the connection before it answered (see ${join(stateDir, 'daemon.log')})`)));
-  });
+async function handle(line: string, mesh: LocalMesh, send: (r: ControlReply) => void): Promise<void> {
+  let req: RolloutRequest;
+  try {
+    req = JSON.parse(line) as RolloutRequest;
+  } catch {
+    return send({ error: 'the request is not JSON' });
+  }
+  if (req.op !== 'rollout') return send({ error: `unknown request '${String(req.op)}'` });
+  try {
+    log.info({ component: req.component, node: req.node }, 'rollout requested');
+    const results = await rollout(mesh, req.component, { node: req.node, drainTimeoutMs: req.drainTimeoutMs }, (m) => send({ progress: m }));
+    send({ rolledOut: results.map(({ drained: _, ...r }) => r) });
+    if (req.waitDrained) {
+      await Promise.all(results.map((r) => r.drained.then((d) => send({ drained: { ...(r.node ? { node: r.node } : {}), ...(r.oldPid ? { pid: r.oldPid } : {}), ...d } }))));
+    }
+    send({ done: true });
+  } catch (e) {
+    send({ error: (e as Error).message });
+  }
 }

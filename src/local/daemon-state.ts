@@ -21,3 +21,8 @@ export function statusPath(stateDir: string): string {
 export function pidPath(stateDir: string): string {
   return join(stateDir, 'daemon.pid');
 }
+
+/** The daemon's control socket (`meshctl dev rollout`): see src/local/daemon-control.ts. */
+export function controlPath(stateDir: string): string {
+  return join(stateDir, 'daemon.sock');
+}

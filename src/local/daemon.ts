@@ -7,8 +7,8 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
-import { serveDaemonControl } from './daemon-control.ts';
 import { type DaemonStatus, pidPath, statusPath } from './daemon-state.ts';
+import { serveControl } from './daemon-control.ts';
 import { LocalMesh } from './mesh.ts';
 import { LocalCluster } from './runtime/cluster.ts';
 
@@ -37,8 +37,8 @@ async function main(): Promise<void> {
   write();
   let cluster: LocalCluster | undefined;
   let mesh: LocalMesh | undefined;
+  let control: import('node:net').Server | undefined;
   let stopping = false;
-  let closeControl: (() => Promise<void>) | undefined;
   const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     status.message = why;
     write();
     try {
-      await closeControl?.();
+      control?.close();
       await mesh?.stop();
       await cluster?.stop();
       status.phase = 'stopped';
@@ -83,17 +83,9 @@ async function main(): Promise<void> {
         ...(replicas > 0 ? { controllerReplicas: replicas } : {}),
       });
       status.mesh = true;
+      // `meshctl dev rollout` talks to the mesh through it.
+      control = await serveControl(stateDir, mesh);
     }
-    const running = mesh;
-    closeControl = await serveDaemonControl(stateDir, {
-      // `meshctl dev rollout controller`: src/local/rollout-controller.ts.
-      rollout: async (req, progress) => {
-        if (req.component !== 'controller') throw new Error(`this daemon rolls out the controller only, not "${String(req.component)}"`);
-        if (!running) throw new Error('this local cluster runs without the mesh (--no-mesh): there is no controller to roll');
-        if (!running.replicas) throw new Error('this local cluster runs one controller inside its daemon, which cannot be replaced without a gap; start it with `meshctl dev up --controller-replicas 2` to roll controller replicas');
-        return running.replicas.rollout(progress);
-      },
-    });
   } catch (e) {
     status.phase = 'failed';
     status.message = (e as Error).message;

@@ -33,14 +33,3 @@ export class TopologyError extends Error {
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
-
-/** meshctl could not get something done by the running local-cluster daemon. */
-export class LocalError extends Error {
-  readonly code: 'MESH_ERR_LOCAL_DAEMON';
-  override name = 'LocalError';
-
-  constructor(code: 'MESH_ERR_LOCAL_DAEMON', message: string, cause?: unknown) {
-    super(message, cause === undefined ? undefined : { cause });
-    this.code = code;
-  }
-}

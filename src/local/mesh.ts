@@ -32,6 +32,8 @@ const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
 const CONTROLLER_REPLICA = fileURLToPath(new URL('./controller-replica.ts', import.meta.url));
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
+/** Separates a retired (draining) process's key from its pid: "ztunnel-node1~4242". */
+const RETIRED = '~';
 /** Node tokens (24 h) are rewritten this often, as kubelet refreshes projected tokens at 80 %. */
 const TOKEN_REFRESH_MS = 4 * 3_600_000;
 /** How much of each component's output is kept in memory (the rest is in its log file). */
@@ -76,6 +78,9 @@ export class LocalMesh {
   replicas: ControllerReplicas | undefined;
   root = '';
   readonly processes = new Map<string, ChildProcess>();
+  /** When each component's current process was spawned (ms since epoch): crash recovery is
+   * measured from there. */
+  readonly spawnedAt = new Map<string, number>();
   /** Recent output of each component ("agent-node1", "ztunnel-node2"); also in logs/mesh/. */
   readonly logs = new Map<string, string>();
   /** What each component reported at start (ztunnel: its ports; agent: its flows API address),
@@ -253,8 +258,11 @@ export class LocalMesh {
     return tr.status!.token!;
   }
 
-  /** (Re)starts a node's agent or ztunnel, and waits until it is ready. */
-  async startProcess(kind: 'agent' | 'ztunnel', node: string): Promise<ChildProcess> {
+  /**
+   * (Re)starts a node's agent or ztunnel, and waits until it is ready. `drainTimeoutMs` is the
+   * new ztunnel's MESH_DRAIN_TIMEOUT (its own default otherwise).
+   */
+  async startProcess(kind: 'agent' | 'ztunnel', node: string, opts: { drainTimeoutMs?: number } = {}): Promise<ChildProcess> {
     const dir = join(this.stateDir, node);
     mkdirSync(dir, { recursive: true });
     await this.writeToken(node);
@@ -269,6 +277,7 @@ export class LocalMesh {
       caPort: c.ca,
       logLevel: this.opts.logLevel,
       mark: this.opts.mark,
+      drainTimeoutMs: opts.drainTimeoutMs,
     });
     const t = this.opts.tracing;
     if (kind === 'ztunnel' && this.opts.l4SpansEndpoint) {
@@ -287,6 +296,7 @@ export class LocalMesh {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const key = `${kind}-${node}`;
+    this.spawnedAt.set(key, Date.now());
     const file = join(this.stateDir, 'logs', 'mesh', `${key}.log`);
     // Written behind the event loop's back: this process also serves the API and the controller.
     const sink = createWriteStream(file, { flags: 'a' });
@@ -341,17 +351,47 @@ export class LocalMesh {
       const admin = this.reported.get(`ztunnel-${node}`)?.admin;
       const metrics = this.reported.get(`ztunnel-${node}`)?.metrics;
       const observer = this.reported.get(`agent-${node}`)?.observer ?? this.logField(`agent-${node}`, 'flows API listening', 'observer');
+      const draining = [...this.processes.entries()]
+        .filter(([k, p]) => k.startsWith(`ztunnel-${node}${RETIRED}`) && p.exitCode === null && p.signalCode === null)
+        .map(([k]) => this.reported.get(k)?.admin)
+        .filter((a) => typeof a === 'number')
+        .map((a) => `127.0.0.1:${String(a)}`);
       const agentMetrics = this.reported.get(`agent-${node}`)?.metrics;
       e.nodes[node] = {
         ztunnelAdmin: admin ? `127.0.0.1:${String(admin)}` : '',
         ...(metrics ? { ztunnelMetrics: `127.0.0.1:${String(metrics)}` } : {}),
         ...(typeof observer === 'string' ? { observer } : {}),
         ...(agentMetrics ? { agentMetrics: `127.0.0.1:${String(agentMetrics)}` } : {}),
+        ...(draining.length ? { ztunnelDraining: draining } : {}),
       };
     }
     writeFileSync(endpointsPath(this.stateDir), `${JSON.stringify(e, null, 2)}\n`);
   }
 
+  /**
+   * Takes a node's agent or ztunnel out of the current slot so that a new one can start beside
+   * it (a rollout): it keeps running under "<kind>-<node>~<pid>" — still stopped with the mesh,
+   * still in mesh.json while it drains — until it exits.
+   */
+  retire(kind: 'agent' | 'ztunnel', node: string): ChildProcess | undefined {
+    const key = `${kind}-${node}`;
+    const old = this.processes.get(key);
+    if (!old || old.exitCode !== null || old.signalCode !== null) return undefined;
+    const retired = `${key}${RETIRED}${old.pid}`;
+    this.processes.delete(key);
+    this.processes.set(retired, old);
+    const rep = this.reported.get(key);
+    if (rep) this.reported.set(retired, rep);
+    old.once('exit', () => {
+      this.processes.delete(retired);
+      this.reported.delete(retired);
+      this.writePids();
+      this.writeEndpoints();
+    });
+    return old;
+  }
+
+  /** Restarts the controller on the same ports (clients resume from their versions). */
   /** Restarts the controller on the same ports (clients resume from their versions); with
    * replicas, rolls them one at a time behind their Service. */
   async restartController(): Promise<void> {
@@ -386,10 +426,12 @@ export class LocalMesh {
   async stop(): Promise<void> {
     clearInterval(this.tokenTimer);
     for (const k of this.cluster.kubelets) k.sandboxHook = undefined;
-    const live = [...this.processes.values()].filter((p) => p.exitCode === null && p.signalCode === null);
-    for (const p of live) p.kill('SIGTERM');
-    await Promise.all(live.map((p) => Promise.race([once(p, 'exit'), new Promise((r) => setTimeout(r, 5000))])));
-    for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    const live = [...this.processes.entries()].filter(([, p]) => p.exitCode === null && p.signalCode === null);
+    // ztunnel takes SIGTERM as a handover and drains (up to MESH_DRAIN_TIMEOUT); the mesh going
+    // away has no successor to hand over to, so it is stopped at once (SIGINT).
+    for (const [key, p] of live) p.kill(key.startsWith('ztunnel-') ? 'SIGINT' : 'SIGTERM');
+    await Promise.all(live.map(([, p]) => Promise.race([once(p, 'exit'), new Promise((r) => setTimeout(r, 5000))])));
+    for (const [, p] of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await this.controller?.stop();
     await this.replicas?.stop();
     await this.closeSockets?.();
@@ -408,7 +450,7 @@ export class LocalMesh {
  */
 export function meshSettingsEnv(
   kind: 'agent' | 'ztunnel',
-  p: { node: string; dir: string; stateDir: string; bpffsDir: string; podCgroup: string; xdsPort: number; caPort: number; logLevel?: string | undefined; mark?: number | undefined },
+  p: { node: string; dir: string; stateDir: string; bpffsDir: string; podCgroup: string; xdsPort: number; caPort: number; logLevel?: string | undefined; mark?: number | undefined; drainTimeoutMs?: number | undefined },
 ): Record<string, string> {
   const shared = {
     MESH_LOG_LEVEL: p.logLevel ?? 'info',
@@ -426,7 +468,7 @@ export function meshSettingsEnv(
   return kind === 'agent'
     ? { ...shared, MESH_POD_CGROUP: p.podCgroup, MESH_OBSERVER_ADDRESS: '127.0.0.1:0', MESH_AGENT_METRICS_ADDRESS: '127.0.0.1:0', MESH_L7_FLOWS_SOCKET: join(l7FlowsDir(p.stateDir), `${p.node}.sock`) }
     : // …and only loopback: in a real pod ztunnel's metrics are on its own netns; here that would be the host's.
-      { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1' };
+      { ...shared, MESH_ADMIN_PORT: '0', MESH_METRICS_PORT: '0', MESH_READINESS_PORT: '0', MESH_LISTEN_HOST: '127.0.0.1', ...(p.drainTimeoutMs !== undefined ? { MESH_DRAIN_TIMEOUT: formatDuration(p.drainTimeoutMs) } : {}) };
 }
 
 /**

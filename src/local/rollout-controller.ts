@@ -42,6 +42,19 @@ export interface ControllerReplica {
   readonly child: ChildProcess;
 }
 
+/** One replica replaced by a rollout. */
+export interface ReplicaReplacement {
+  readonly from: string;
+  readonly to: string;
+  readonly fromPid: number;
+  readonly toPid: number;
+  /** From the new replica's start until it served (then it joined the Service). */
+  readonly handoverMs: number;
+  /** From the old replica's SIGTERM until it exited. */
+  readonly stopMs: number;
+  readonly code: number | null;
+}
+
 export interface ControllerReplicasOptions {
   readonly stateDir: string;
   /** A kubeconfig with the controller's own credential (its service account's token file). */
@@ -197,24 +210,27 @@ export class ControllerReplicas {
    * Replaces every replica, one at a time: new one serving and behind the Service before the old
    * one leaves it and is stopped. Returns the replacements in order.
    */
-  rollout(onProgress?: (m: string) => void): Promise<{ from: string; to: string }[]> {
+  rollout(onProgress?: (m: string) => void): Promise<ReplicaReplacement[]> {
     const run = async () => {
       const say = (m: string) => {
         this.progress(m);
         onProgress?.(m);
       };
-      const done: { from: string; to: string }[] = [];
+      const done: ReplicaReplacement[] = [];
       for (const old of [...this.live]) {
         if (this.stopping) break;
         if (!this.live.includes(old)) continue; // it crashed meanwhile and was replaced
         say(`starting a new controller replica to replace ${old.name}`);
+        const started = Date.now();
         const fresh = await this.spawnReplica();
+        const handoverMs = Date.now() - started;
         this.live.push(fresh);
         this.leaving.add(old);
         this.publish();
         say(`${fresh.name} is behind the Service; stopping ${old.name} (SIGTERM: it releases the Lease and closes its streams)`);
+        const stopping = Date.now();
         await this.terminate(old);
-        done.push({ from: old.name, to: fresh.name });
+        done.push({ from: old.name, to: fresh.name, fromPid: old.pid, toPid: fresh.pid, handoverMs, stopMs: Date.now() - stopping, code: old.child.exitCode });
       }
       say(`rolled ${done.length} controller replica${done.length === 1 ? '' : 's'}: ${done.map((d) => `${d.from} → ${d.to}`).join(', ')}`);
       return done;

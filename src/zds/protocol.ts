@@ -36,6 +36,8 @@ export interface ConnectionPolicy {
 export interface ZdsPod {
   /** Kubernetes pod UID: ztunnel joins it with the Workload's podUid for identity and addresses. */
   uid: string;
+  /** Empty in a snapshot when the agent has not located the pod's netns yet (just restarted):
+   * ztunnel keeps serving the pod if it does, and opens nothing until an 'add' brings the path. */
   netnsPath: string;
   /** Decimal string: the key of this pod's entries in the datapath's maps. */
   netnsCookie: string;

@@ -2,7 +2,7 @@
 // the node's settings it shares with the agent (src/common/shared-settings.ts: bpffs, the ZDS
 // socket, the mark, the controller and the node's identity) and its own servers' ports.
 import { checkMark, NODE_SETTINGS, TRACING_SETTINGS } from '../common/shared-settings.ts';
-import { ConfigError, defineSettings, type Env, ip, port, type Values } from '../common/settings.ts';
+import { ConfigError, defineSettings, duration, type Env, ip, port, type Values } from '../common/settings.ts';
 import { ADMIN_DEFAULTS } from '../admin/index.ts';
 
 export { ConfigError };
@@ -36,9 +36,13 @@ export const ZTUNNEL_SETTINGS = defineSettings(
       default: ADMIN_DEFAULTS.metricsPort,
       why: "Istio's merged-metrics port, which existing scrape configs and dashboards use",
     }),
-    readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): config synced, agent connected', {
+    readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): config synced, agent connected, every enrolled pod served; not ready while draining', {
       default: ADMIN_DEFAULTS.readinessPort,
       why: "Istio's readiness port, as the chart's probe names it",
+    }),
+    drainTimeout: duration('MESH_DRAIN_TIMEOUT', 'how long a ztunnel that was replaced (SIGTERM) keeps serving its established connections before it resets what is left; `0s` waits for the last one however long it lasts', { minMs: 0 }, {
+      default: 3_600_000,
+      why: "long-lived connections (databases, gRPC streams, websockets) outlive a short window; Istio's 25 s resets them on every upgrade. The chart's terminationGracePeriodSeconds matches it",
     }),
     listenHost: ip('MESH_LISTEN_HOST', 'the address the metrics and readiness servers bind (the admin server always binds 127.0.0.1)', {
       default: ADMIN_DEFAULTS.metricsHost,

@@ -25,6 +25,39 @@ interface Guard {
 export class ConnectionManager {
   private readonly live = new Set<LiveConnection>();
   private readonly guarded = new Set<Guard>();
+  /** Every connection ztunnel accepted and has not seen end, from accept() on (before its
+   * destination is even known): what a drain waits for. Each value resets its connection. */
+  private readonly held = new Set<() => void>();
+  private idle: (() => void)[] = [];
+
+  /**
+   * Holds a connection ztunnel accepted (an app's outbound or plaintext connection, a peer's
+   * HBONE tunnel) until `ended` fires; `reset` ends it abruptly (drain deadline).
+   */
+  hold(ended: { once(ev: 'close', fn: () => void): unknown }, reset: () => void): void {
+    this.held.add(reset);
+    ended.once('close', () => {
+      this.held.delete(reset);
+      if (this.held.size === 0) for (const fn of this.idle.splice(0)) fn();
+    });
+  }
+
+  /** Connections accepted and not yet ended. */
+  get open(): number {
+    return this.held.size;
+  }
+
+  /** Resolves when no accepted connection is left (at once if none is). */
+  whenIdle(): Promise<void> {
+    return this.held.size === 0 ? Promise.resolve() : new Promise((r) => this.idle.push(r));
+  }
+
+  /** Resets every connection still held; returns how many. */
+  resetAll(): number {
+    const n = this.held.size;
+    for (const reset of [...this.held]) reset();
+    return n;
+  }
 
   /** Counts bytes as they flow both ways; the returned function closes the record, once. */
   track(tracked: TrackedConnection, clientSide: net.Socket | NodeJS.ReadableStream, serverSide: NodeJS.ReadableStream, info: Omit<LiveConnection, 'since'>): (error?: Error) => void {

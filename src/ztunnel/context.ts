@@ -30,6 +30,9 @@ export interface ZtunnelConfig {
   serviceAccount: string;
 }
 
+/** How long a connection accepted before the config has synced waits for it. */
+export const SYNC_WAIT_MS = 10_000;
+
 /** One inbound connection as the destination judges it. */
 export interface InboundConnection {
   srcIp: string;
@@ -60,6 +63,12 @@ export interface ProxyContext {
   readonly policy: InboundPolicy;
   /** Every type of the config has arrived: until then outbound is refused (fail closed). */
   configSynced(): boolean;
+  /**
+   * Resolves true once the config has synced, or false after `timeoutMs`. A connection accepted
+   * by a ztunnel that has just started (a handover's new listeners, a restart after a crash)
+   * waits for it rather than being refused.
+   */
+  whenSynced(timeoutMs: number): Promise<boolean>;
   /** The pod's HBONE client pool (its outer connections leave from the pod's netns). */
   poolOf(pod: PodProxy): HbonePool | undefined;
   /** The pod's Workload from the config stream, or what ZDS said about it while that is on its way. */

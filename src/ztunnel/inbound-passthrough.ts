@@ -5,7 +5,7 @@ import type net from 'node:net';
 import { ZTUNNEL_PORTS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
 import { splice } from '../hbone/index.ts';
-import { type InboundConnection, plainAddr, type ProxyContext } from './context.ts';
+import { type InboundConnection, plainAddr, type ProxyContext, SYNC_WAIT_MS } from './context.ts';
 import { decideInbound, deliverAdmitted } from './inbound.ts';
 import type { PodProxy } from './pod.ts';
 import { formatAddr } from './telemetry/index.ts';
@@ -14,6 +14,12 @@ const log = logger('ztunnel');
 
 export async function plaintextInbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socket): Promise<void> {
   conn.on('error', () => {});
+  // Judged with the full config only (policies included): a ztunnel that has just started waits.
+  if (!ctx.configSynced() && !(await ctx.whenSynced(SYNC_WAIT_MS))) {
+    log.info({ src: conn.remoteAddress }, 'plaintext connection refused: the config stream has not synced yet');
+    conn.resetAndDestroy();
+    return;
+  }
   const dst = ctx.state.workloadByPodUid(pod.uid);
   const dstIp = plainAddr(conn.localAddress);
   const dstPort = conn.localPort ?? 0;

@@ -6,7 +6,7 @@ import { HBONE_PORT, ZTUNNEL_PORTS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
 import type { HboneTunnel } from '../hbone/index.ts';
 import { formatSpiffeId } from '../identity/index.ts';
-import type { InboundConnection, InboundDecision, ProxyContext } from './context.ts';
+import { type InboundConnection, type InboundDecision, type ProxyContext, SYNC_WAIT_MS } from './context.ts';
 import type { PodProxy } from './pod.ts';
 import { formatAddr, type TrackedConnection } from './telemetry/index.ts';
 
@@ -67,6 +67,8 @@ export async function deliverAdmitted(
 
 /** An HBONE tunnel to this pod: 200 with the delivered socket, or a refusal. */
 export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTunnel) {
+  // Judged with the full config only (policies included): a ztunnel that has just started waits.
+  if (!ctx.configSynced() && !(await ctx.whenSynced(SYNC_WAIT_MS))) return { status: 503 as const, reason: 'the destination ztunnel has not received its config yet' };
   const dst = ctx.state.workloadByPodUid(pod.uid);
   // The outer connection is made inside the source pod's netns, so its peer address is the
   // source pod's IP; `forwarded` is the client's claim and is not trusted for policy.

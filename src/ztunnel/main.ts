@@ -14,6 +14,8 @@ import { registerBuildInfo } from '../telemetry/index.ts';
 const log = logger('ztunnel');
 
 async function main(): Promise<void> {
+  // How long Node took to load our modules: most of a restart's time to serve (see ARCHITECTURE.md).
+  log.info({ uptimeMs: Math.round(process.uptime() * 1000) }, 'modules loaded');
   const cfg = loadZtunnelSettings();
   const z = await Ztunnel.start(
     {
@@ -51,7 +53,10 @@ async function main(): Promise<void> {
     readiness: { host: cfg.listenHost, port: cfg.readinessPort, ready: () => z.readiness() },
   });
   log.info({ admin: servers.admin.port, metrics: servers.metrics.port, readiness: servers.readiness.port }, 'admin, metrics and readiness listening');
+  let stopping = false;
   const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
     log.info({ signal }, 'stopping');
     servers
       .close(2000)
@@ -59,7 +64,12 @@ async function main(): Promise<void> {
       .then(() => z.telemetry.tracer?.shutdown())
       .finally(() => process.exit(0));
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
+  // SIGTERM is a handover (a DaemonSet rollout, `meshctl dev rollout ztunnel`, a node drain): the
+  // established connections are served until they end or MESH_DRAIN_TIMEOUT passes, with admin,
+  // metrics and readiness up meanwhile. SIGINT stops at once.
+  process.once('SIGTERM', () => {
+    void z.drain(cfg.drainTimeout).then(() => stop('SIGTERM (drained)'));
+  });
   process.once('SIGINT', () => stop('SIGINT'));
 }
 

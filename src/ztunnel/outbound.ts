@@ -8,7 +8,7 @@ import { logger } from '../common/log.ts';
 import { HboneDeniedError, splice } from '../hbone/index.ts';
 import { formatSpiffeId } from '../identity/index.ts';
 import type { Destination } from '../state/index.ts';
-import { plainAddr, type ProxyContext } from './context.ts';
+import { plainAddr, type ProxyContext, SYNC_WAIT_MS } from './context.ts';
 import type { PodProxy } from './pod.ts';
 
 const log = logger('ztunnel');
@@ -22,8 +22,10 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
     return;
   }
   // Without the full config, an unknown destination may be a mesh pod: passing it through in
-  // plaintext would leak. Refuse until the config stream has synced (fail closed).
-  if (!ctx.configSynced()) {
+  // plaintext would leak. A ztunnel that has just started (taking over from an old one, or
+  // after a crash) holds the connection until the config stream has synced; past that, refuse
+  // (fail closed).
+  if (!ctx.configSynced() && !(await ctx.whenSynced(SYNC_WAIT_MS))) {
     const why = 'ztunnel has not yet received its full config from the controller: refused until it has (fail closed)';
     log.info({ dst: `${orig.address}:${orig.port}` }, 'outbound refused: the config stream has not synced yet');
     refuse(ctx, pod, conn, orig, why);

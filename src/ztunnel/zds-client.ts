@@ -22,6 +22,8 @@ export class ZdsClient {
   private sock: net.Socket | undefined;
   private lost = 0;
   private closed = false;
+  /** Draining: a newer ztunnel serves the node's pods; this one only reports its flows. */
+  private ignoring = false;
   connected = false;
 
   constructor(path: string, handlers: ZdsHandlers) {
@@ -51,6 +53,12 @@ export class ZdsClient {
     sock.write(`${JSON.stringify({ type: 'flow', record } satisfies ZdsReport)}\n`);
   }
 
+  /** From now on, snapshots and adds are left to the ztunnel that took over (no ack from here:
+   * the agent counts the new one's). Deletions still reach this one. */
+  ignorePods(): void {
+    this.ignoring = true;
+  }
+
   close(): void {
     this.closed = true;
     this.sock?.destroy();
@@ -77,13 +85,19 @@ export class ZdsClient {
     });
     const ack = (uid: string, error?: string) => sock.write(`${JSON.stringify({ type: 'ack', uid, ok: !error, ...(error ? { error } : {}) } satisfies ZdsAck)}\n`);
     const served = (uid: string, p: Promise<void>) => void p.then(() => ack(uid), (e: Error) => ack(uid, e.message));
-    createInterface({ input: sock }).on('line', (line) => {
+    // readline re-emits its input's errors: without a listener, a refused connect (the agent
+    // restarting: its socket is gone for a moment) would crash ztunnel. The socket's own
+    // 'close' schedules the reconnect.
+    const lines = createInterface({ input: sock });
+    lines.on('error', () => {});
+    lines.on('line', (line) => {
       let msg: ZdsMessage;
       try {
         msg = JSON.parse(line) as ZdsMessage;
       } catch {
         return;
       }
+      if (this.ignoring && msg.type !== 'del') return;
       if (msg.type === 'snapshot') {
         this.handlers.snapshot(msg.pods);
         for (const p of msg.pods) served(p.uid, this.handlers.add(p));

@@ -15,6 +15,7 @@ import { AUTHORIZATION, ConfigClient, SERVICE, WORKLOAD, type Workload } from '.
 import type { ZdsPod } from '../zds/protocol.ts';
 import type { ConfigDump, Readiness } from '../admin/index.ts';
 import { ConnectionManager } from './connection-manager.ts';
+import { Drain, type DrainOutcome } from './drain.ts';
 import type { InboundPolicy, ProxyContext, ZtunnelConfig } from './context.ts';
 import { inboundHbone } from './inbound.ts';
 import { plaintextInbound } from './inbound-passthrough.ts';
@@ -44,6 +45,11 @@ export class Ztunnel {
   private ownIdentity: SpiffeId | undefined;
   private readonly zds: ZdsClient;
   private readonly ctx: ProxyContext;
+  /** The pods the agent asked this ztunnel to serve: ready only once each is served. */
+  private readonly wanted = new Set<string>();
+  private readonly drainer: Drain;
+  private markSynced!: () => void;
+  private readonly synced = new Promise<void>((resolve) => (this.markSynced = resolve));
 
   private constructor(cfg: ZtunnelConfig, policy: InboundPolicy) {
     this.cfg = cfg;
@@ -53,13 +59,22 @@ export class Ztunnel {
     this.secrets = new SecretManager({ provider: { fetch: (id) => this.ca.fetch(id) } });
     this.caRoots = new RotatingCertificates(this.secrets, undefined, cfg.caRoots);
     this.ca = new CertificateClient({ address: cfg.caAddress, credentials: this.caRoots.channelCredentials(), serverName: cfg.serverName, token: cfg.token });
+    this.drainer = new Drain(this.connections, this.telemetry.metrics.registry);
     this.zds = new ZdsClient(cfg.zdsSocket, {
       snapshot: (pods) => {
         const keep = new Set(pods.map((p) => p.uid));
+        this.wanted.clear();
+        for (const uid of keep) this.wanted.add(uid);
         for (const uid of this.pods.keys()) if (!keep.has(uid)) void this.removePod(uid);
       },
-      add: (p) => this.addPod(p),
-      del: (uid) => this.removePod(uid),
+      add: (p) => {
+        this.wanted.add(p.uid);
+        return this.addPod(p);
+      },
+      del: (uid) => {
+        this.wanted.delete(uid);
+        return this.removePod(uid);
+      },
     });
     this.telemetry.onClose = (r) => this.zds.report(r);
     this.ctx = {
@@ -71,6 +86,14 @@ export class Ztunnel {
       connections: this.connections,
       policy,
       configSynced: () => this.config?.isReady() ?? false,
+      whenSynced: (ms) => {
+        if (this.config?.isReady()) return Promise.resolve(true);
+        let timer: NodeJS.Timeout | undefined;
+        return Promise.race([
+          this.synced.then(() => true),
+          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+        ]).finally(() => clearTimeout(timer));
+      },
       poolOf: (pod) => this.pods.get(pod.uid)?.pool,
       workloadOf: (pod) => this.state.workloadByPodUid(pod.uid) ?? pod.provisional,
       identityOf: (w) => this.identityOf(w),
@@ -135,6 +158,7 @@ export class Ztunnel {
     z.config.start();
     await z.config.ready(30_000);
     for (const t of [WORKLOAD, SERVICE, AUTHORIZATION] as const) z.state.replace(t, [...z.config.entries(t)].map(([k, e]) => [k, e.value] as [string, never]), z.config.isReady(t));
+    z.markSynced();
     log.info({ node: cfg.nodeName }, 'ztunnel ready');
     return z;
   }
@@ -150,6 +174,7 @@ export class Ztunnel {
       existing.proxy.transparent = (p.transparent ?? false) && this.maps.canDeliverFromClient;
       return;
     }
+    if (!p.netnsPath) throw new Error(`the agent has not located pod ${p.uid}'s network namespace yet; it sends the pod again once it has`);
     if (existing) await this.removePod(p.uid);
     // The workload may reach us over the config stream a moment after the agent enrolled it; a
     // pod enrolled at sandbox creation comes with who it is, and is served at once.
@@ -167,10 +192,29 @@ export class Ztunnel {
     const hbone = new HboneServer({
       credentials: this.hboneCredentials(cert),
       trustDomains: [this.cfg.trustDomain],
-      handler: (t) => inboundHbone(this.ctx, proxy, t),
+      handler: (t) => {
+        // Held from the CONNECT on: a drain waits for the tunnel; its deadline resets it.
+        this.connections.hold(t.stream, () => t.abort());
+        return inboundHbone(this.ctx, proxy, t);
+      },
     });
     const pool = new HbonePool({ connectFromNetns: (dst) => proxy.dialSocket(net.isIPv6(dst.host) ? 6 : 4) });
-    await proxy.open({ outbound: (pod, c) => void outbound(this.ctx, pod, c), plaintextInbound: (pod, c) => void plaintextInbound(this.ctx, pod, c) }, hbone);
+    const held = (c: net.Socket) => this.connections.hold(c, () => c.resetAndDestroy());
+    await proxy.open(
+      {
+        outbound: (pod, c) => {
+          held(c);
+          void outbound(this.ctx, pod, c);
+        },
+        plaintextInbound: (pod, c) => {
+          held(c);
+          void plaintextInbound(this.ctx, pod, c);
+        },
+      },
+      hbone,
+    );
+    // Stopped while the listeners opened: a newer ztunnel serves this pod.
+    if (this.drainer.draining) proxy.stopAccepting();
     this.pods.set(p.uid, { proxy, pool, hbone, identity, serial: cert.leaf.serial });
     // A renewal that landed while the listeners were opening reached no HBONE server: catch up.
     const latest = this.secrets.cached(identity);
@@ -208,14 +252,34 @@ export class Ztunnel {
       policies: [...this.state.authorizations.values()],
       certificates: this.secrets.status(),
       connections: this.connections.list(),
+      drain: this.drainer.status(),
       pods: [...this.pods.values()].map((p) => ({ uid: p.proxy.uid, netns: p.proxy.netnsPath, addresses: p.proxy.addresses })),
     };
   }
 
   readiness(): Readiness {
+    if (this.drainer.draining) return { ready: false, reason: `draining (${this.connections.open} connections left)` };
     if (!this.config?.isReady()) return { ready: false, reason: 'the config stream has not synced' };
     if (!this.zds.connected) return { ready: false, reason: 'not connected to the node agent (ZDS)' };
+    // A rollout stops the old ztunnel once the new one is ready: only when the new one has taken
+    // every pod over (its sockets in the sockmap, its listeners open).
+    const waiting = [...this.wanted].filter((uid) => !this.pods.has(uid)).length;
+    if (waiting) return { ready: false, reason: `opening listeners in ${waiting} of ${this.wanted.size} pods` };
     return { ready: true };
+  }
+
+  /**
+   * Handover: a newer ztunnel has taken this node's pods over (SIGTERM, as a DaemonSet rollout or
+   * `meshctl dev rollout ztunnel` sends it once the new one is ready). Stops accepting in every
+   * pod and serves the established connections until they end, or until `timeoutMs` (0: no
+   * limit) passes and the rest are reset. Then close() and exit.
+   */
+  drain(timeoutMs: number): Promise<DrainOutcome> {
+    if (!this.drainer.draining) {
+      this.zds.ignorePods();
+      for (const p of this.pods.values()) p.proxy.stopAccepting();
+    }
+    return this.drainer.run(timeoutMs);
   }
 
   async close(): Promise<void> {

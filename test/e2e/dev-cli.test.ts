@@ -97,7 +97,9 @@ test('dev up --controller-replicas 2, then dev rollout controller: new replicas,
   t.regex(first, /^mesh-controller-[12]_[0-9a-f]{8}$/);
 
   const rolled = await meshctl('dev', 'rollout', 'controller');
-  t.regex(rolled.stdout, /controller rolled out in [\d.]+ s: mesh-controller-1 → mesh-controller-3, mesh-controller-2 → mesh-controller-4/);
+  t.regex(rolled.stdout, /starting a new controller replica to replace mesh-controller-1/);
+  t.regex(rolled.stdout, /rolled 2 controller replicas: mesh-controller-1 → mesh-controller-3, mesh-controller-2 → mesh-controller-4/);
+  t.is((rolled.stdout.match(/^controller: controller pid \d+ serving; pid \d+ draining/gm) ?? []).length, 2, rolled.stdout);
   const second = await until('a new leader', async () => {
     const h = await holder();
     return /^mesh-controller-[34]_/.test(h) ? h : undefined;

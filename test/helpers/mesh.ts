@@ -34,7 +34,7 @@ export interface Mesh {
   restartController(): Promise<void>;
   processes: Map<string, ChildProcess>;
   logs: Map<string, string>;
-  startProcess(kind: 'agent' | 'ztunnel', node: string): Promise<ChildProcess>;
+  startProcess(kind: 'agent' | 'ztunnel', node: string, opts?: { drainTimeoutMs?: number }): Promise<ChildProcess>;
   /** A ztunnel's metrics or readiness port, from its log. */
   ztunnelPort(node: string, which: 'admin' | 'metrics' | 'readiness'): number;
 }
@@ -112,7 +112,7 @@ export async function startMesh(
     restartController: () => local.restartController(),
     processes: local.processes,
     logs: local.logs,
-    startProcess: (kind, node) => local.startProcess(kind, node),
+    startProcess: (kind, node, opts) => local.startProcess(kind, node, opts),
     ztunnelPort: (node, which) => local.ztunnelPort(node, which),
   };
 }

@@ -117,6 +117,8 @@ test('query: the dashboard builds the same request as meshctl flows for the same
     ['from-pod=shop/frontend&to-service=catalog.shop.svc.cluster.local&last=5', { fromPod: ['shop/frontend'], toService: ['catalog.shop.svc.cluster.local'], last: 5 }],
     ['pod=web&namespace=shop&protocol=mtls&port=8080&last=9', { pod: ['web'], namespace: ['shop'], protocol: ['mtls'], port: [8080], last: 9 }],
     ['identity=shop/frontend&traffic-direction=ingress&node-name=node1&last=3', { identity: ['shop/frontend'], trafficDirection: ['INGRESS'], nodeName: ['node1'], last: 3 }],
+    // Hubble's newer filters and --not, as "not-" before the parameter.
+    ['label=app%3Dweb&http-status=5%2B&type=l7&not-namespace=kube-system&last=7', { label: ['app=web'], httpStatus: ['5+'], type: ['l7'], not: { namespace: ['kube-system'] }, last: 7 }],
   ];
   for (const [q, o] of cases) {
     const ours = flowsRequest(new URLSearchParams(q), NOW);
@@ -130,7 +132,8 @@ test('query: the dashboard builds the same request as meshctl flows for the same
 
 test('query: bad filters are refused with what is wrong', (t) => {
   t.throws(() => flowsRequest(new URLSearchParams('verdcit=DROPPED')), { message: /unknown flows filter "verdcit"/ });
-  t.throws(() => flowsRequest(new URLSearchParams('verdict=DENIED')), { message: /verdict=DENIED is not a verdict/ });
+  t.throws(() => flowsRequest(new URLSearchParams('verdict=DENIED')), { message: /verdict=DENIED: DENIED is not a verdict/ });
+  t.throws(() => flowsRequest(new URLSearchParams('http-status=5xx')), { message: /http-status=5xx/ });
   t.throws(() => flowsRequest(new URLSearchParams('port=99999')), { message: /not a port/ });
   t.throws(() => flowsRequest(new URLSearchParams('since=yesterday')), { message: /neither a duration/ });
 });

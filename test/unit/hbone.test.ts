@@ -648,3 +648,33 @@ test('hbone-certificate-expiry-ends-sessions: no new tunnels on a session past i
   t.is(w.pool.stats().sessions.length, 1);
   t.is(w.server.stats().sessions, 1);
 });
+
+test('hbone-a-CONNECT-racing-a-draining-servers-GOAWAY-is-retried-on-the-server-that-took-over', async (t) => {
+  // A ztunnel handover in miniature: the old server and its successor share the port
+  // (SO_REUSEPORT); the old one sends GOAWAY while the client's next CONNECT is on its way on
+  // the old session, which refuses it unprocessed. The pool retries it on a fresh connection.
+  const app = await echoApp(t);
+  const { client, server: serverCert } = await certs();
+  const make = () => new HboneServer({ credentials: serverCert, trustDomains: ['cluster.local'], handler: dialTarget });
+  const old = make();
+  const { port } = await old.listen({ port: 0, host: '127.0.0.1', reusePort: true } as net.ListenOptions);
+  const pool = new HbonePool();
+  const successor = make();
+  t.teardown(async () => {
+    pool.destroy();
+    await old.close();
+    await successor.close();
+  });
+  const connect = () => pool.connect({ source: client, dstAddr: `127.0.0.1:${port}`, expectedIdentities: [PAY], authority: `127.0.0.1:${app.port}` });
+  const first = await connect();
+  const firstBack = readAll(first);
+  first.write('kept ');
+  await successor.listen({ port, host: '127.0.0.1', reusePort: true } as net.ListenOptions);
+  old.goAway();
+  const second = await connect();
+  second.end('new');
+  t.is((await readAll(second)).sha, sha(Buffer.from('new')), 'the new tunnel works');
+  t.is(successor.stats().sessions, 1, 'it went to the successor');
+  first.end('tunnel');
+  t.is((await firstBack).sha, sha(Buffer.from('kept tunnel')), 'the tunnel open on the draining server finished normally');
+});

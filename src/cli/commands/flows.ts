@@ -4,205 +4,32 @@
 import type * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { compactLine, dictBlock, jsonLine, type PrintOptions, tableRows, TIME_FORMATS, type TimeFormat } from '../flows-format.ts';
-import type { FlowFilter, GetFlowsRequest, GetFlowsResponse, TrafficDirection, Verdict } from '../../flows/types.ts';
-import { EVENT_TYPES, validateRequest } from '../../flows/filter.ts';
-import { parseSelector } from '../../flows/selector.ts';
+import type { GetFlowsResponse } from '../../flows/types.ts';
+import { buildRequest, FILTER_FLAGS, type FilterFlags, filtersOf, parseTime, type RequestFlags } from '../../flows/request.ts';
 import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
 
-const VERDICTS: Verdict[] = ['FORWARDED', 'DROPPED', 'ERROR'];
-const PROTOCOLS = ['tcp', 'hbone', 'mtls', 'plaintext', 'http'];
 const OUTPUTS = ['compact', 'table', 'json', 'jsonpb', 'dict'] as const;
 type Output = (typeof OUTPUTS)[number];
 
-/** The filter flags: what --not can negate. The ones added later are optional. */
-export interface FilterFlags {
-  namespace: string[];
-  pod: string[];
-  fromPod: string[];
-  toPod: string[];
-  fromNamespace: string[];
-  toNamespace: string[];
-  identity: string[];
-  fromIdentity: string[];
-  toIdentity: string[];
-  ip: string[];
-  fromIp: string[];
-  toIp: string[];
-  port: number[];
-  fromPort: number[];
-  toPort: number[];
-  verdict: Verdict[];
-  protocol: string[];
-  nodeName: string[];
-  trafficDirection: TrafficDirection[];
-  toService: string[];
-  fromService?: string[];
-  service?: string[];
-  label?: string[];
-  fromLabel?: string[];
-  toLabel?: string[];
-  httpStatus?: string[];
-  httpMethod?: string[];
-  httpPath?: string[];
-  type?: string[];
-}
+export type { FilterFlags };
 
-export interface FlowsOptions extends FilterFlags {
+export interface FlowsOptions extends FilterFlags, Omit<RequestFlags, keyof FilterFlags> {
   stateDir: string;
   server?: string;
-  last?: number;
-  first?: number;
-  all?: boolean;
-  follow?: boolean;
-  since?: string;
-  until?: string;
-  allNamespaces?: boolean;
   output: Output;
   printNodeName?: boolean;
   printPolicyNames?: boolean;
   timeFormat?: TimeFormat;
-  /** The filters each preceded by --not: flows they match are left out (hubble's blacklist). */
   not?: Partial<FilterFlags>;
 }
 
-function parsePort(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError(`${v} is not a port (1-65535)`);
-  return n;
-}
-function parseVerdict(v: string): Verdict {
-  const u = v.toUpperCase() as Verdict;
-  if (!VERDICTS.includes(u)) throw new InvalidArgumentError(`${v} is not a verdict (${VERDICTS.join(', ')})`);
-  return u;
-}
-function parseProtocol(v: string): string {
-  if (!PROTOCOLS.includes(v.toLowerCase())) throw new InvalidArgumentError(`${v} is not a protocol (${PROTOCOLS.join(', ')})`);
-  return v.toLowerCase();
-}
-function parseDirection(v: string): TrafficDirection {
-  const u = v.toUpperCase();
-  if (u !== 'INGRESS' && u !== 'EGRESS') throw new InvalidArgumentError(`${v} is not a traffic direction (ingress, egress)`);
-  return u as TrafficDirection;
-}
-function parseType(v: string): string {
-  const t = v.toLowerCase();
-  if (!(EVENT_TYPES as readonly string[]).includes(t)) throw new InvalidArgumentError(`${v} is not an event type we report (${EVENT_TYPES.join(', ')})`);
-  return t;
-}
-/** The same checks the Observer makes, so that a mistake is a usage error before any call. */
-function parseStatus(v: string): string {
-  try {
-    validateRequest({ whitelist: [{ httpStatusCode: [v] }] });
-  } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
-  }
-  return v;
-}
-function parseRegex(v: string): string {
-  try {
-    validateRequest({ whitelist: [{ httpPath: [v] }] });
-  } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
-  }
-  return v;
-}
-function parseSelectorFlag(v: string): string {
-  try {
-    parseSelector(v);
-  } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
-  }
-  return v;
-}
 const count = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${v} is not a positive count`);
   return n;
 };
 
-/** "5m", "90s", "2h", "1d" before now, or an RFC 3339 time → ns since the epoch. */
-export function parseTime(v: string, now = Date.now()): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(v.trim());
-  if (m) {
-    const mult = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-    return (now - Number(m[1]) * mult) * 1e6;
-  }
-  const t = Date.parse(v);
-  if (Number.isNaN(t)) throw new InvalidArgumentError(`${v} is neither a duration (30s, 5m, 2h) nor a time (2026-11-22T10:00:00Z)`);
-  return t * 1e6;
-}
-
-/** `--pod x` means default/x unless a namespace is given, as in hubble. */
-function podRef(v: string, ns: string[]): string {
-  return v.includes('/') ? v : `${ns[0] ?? 'default'}/${v}`;
-}
-
-/**
- * Hubble's filter building (hubble cmd/observe flows_filter.go): flags without a direction
- * (--pod, --namespace, --ip, --identity, --port, --label, --service) match either end, so they
- * make two filters — one with them on the source side, one on the destination side; --from-*,
- * --to-* and the rest go into both. The same flags after --not build the blacklist.
- */
-export function filtersOf(o: Partial<FilterFlags>, allNamespaces = false): FlowFilter[] {
-  const left: FlowFilter = {};
-  const right: FlowFilter = {};
-  const a = <T>(v: T[] | undefined): T[] => v ?? [];
-  const ns = a(o.namespace);
-  const both = (k: keyof FlowFilter, v: unknown[]) => {
-    if (v.length === 0) return;
-    (left as Record<string, unknown[]>)[k] = [...((left as Record<string, unknown[]>)[k] ?? []), ...v];
-    (right as Record<string, unknown[]>)[k] = [...((right as Record<string, unknown[]>)[k] ?? []), ...v];
-  };
-  const split = (l: keyof FlowFilter, r: keyof FlowFilter, v: unknown[]) => {
-    if (v.length === 0) return;
-    (left as Record<string, unknown[]>)[l] = v;
-    (right as Record<string, unknown[]>)[r] = v;
-  };
-  const neutralPods = [...a(o.pod).map((p) => podRef(p, ns)), ...(allNamespaces ? [] : ns.map((n) => `${n}/`))];
-  const neutral = neutralPods.length + a(o.ip).length + a(o.identity).length + a(o.port).length + a(o.label).length + a(o.service).length > 0;
-  split('sourcePod', 'destinationPod', neutralPods);
-  split('sourceIp', 'destinationIp', a(o.ip));
-  split('sourceIdentity', 'destinationIdentity', a(o.identity));
-  split('sourcePort', 'destinationPort', a(o.port));
-  split('sourceLabel', 'destinationLabel', a(o.label));
-  split('sourceService', 'destinationService', a(o.service));
-  both('sourcePod', [...a(o.fromPod).map((p) => podRef(p, ns)), ...a(o.fromNamespace).map((n) => `${n}/`)]);
-  both('destinationPod', [...a(o.toPod).map((p) => podRef(p, ns)), ...a(o.toNamespace).map((n) => `${n}/`)]);
-  both('sourceIdentity', a(o.fromIdentity));
-  both('destinationIdentity', a(o.toIdentity));
-  both('sourceIp', a(o.fromIp));
-  both('destinationIp', a(o.toIp));
-  both('sourcePort', a(o.fromPort));
-  both('destinationPort', a(o.toPort));
-  both('verdict', a(o.verdict));
-  both('protocol', a(o.protocol));
-  both('nodeName', a(o.nodeName));
-  both('trafficDirection', a(o.trafficDirection));
-  both('sourceService', a(o.fromService));
-  both('destinationService', a(o.toService));
-  both('sourceLabel', a(o.fromLabel));
-  both('destinationLabel', a(o.toLabel));
-  both('httpStatusCode', a(o.httpStatus));
-  both('httpMethod', a(o.httpMethod));
-  both('httpPath', a(o.httpPath));
-  both('eventType', a(o.type));
-  return neutral ? [left, right] : Object.keys(left).length ? [left] : [];
-}
-
-export function buildRequest(o: FlowsOptions, now = Date.now()): GetFlowsRequest {
-  const whitelist = filtersOf(o, o.allNamespaces);
-  const blacklist = o.not ? filtersOf(o.not) : [];
-  const req: GetFlowsRequest = { whitelist, blacklist, follow: Boolean(o.follow) };
-  if (o.first) {
-    req.first = true;
-    req.number = o.first;
-  } else if (o.all) req.number = 0;
-  else if (o.last) req.number = o.last;
-  else if (!o.follow && !o.since) req.number = 20; // hubble's default
-  if (o.since) req.sinceUnixNano = parseTime(o.since, now);
-  if (o.until) req.untilUnixNano = parseTime(o.until, now);
-  return req;
-}
+export { buildRequest, filtersOf, parseTime };
 
 // ---- output: src/cli/flows-format.ts ------------------------------------------------------------
 
@@ -270,40 +97,16 @@ async function observe(o: FlowsOptions): Promise<void> {
   }
 }
 
-/** Each filter flag: its option, its FilterFlags key, its description and how a value is parsed. */
-type Parse = (v: string) => unknown;
-const str: Parse = (v) => v;
-const FILTER_FLAGS: { flags: string; key: keyof FilterFlags; help: string; parse?: Parse }[] = [
-  { flags: '-n, --namespace <ns>', key: 'namespace', help: 'flows from or to this namespace (repeatable)' },
-  { flags: '--pod <[ns/]name>', key: 'pod', help: 'flows from or to pods with this name prefix (repeatable)' },
-  { flags: '--from-pod <[ns/]name>', key: 'fromPod', help: 'flows from this pod' },
-  { flags: '--to-pod <[ns/]name>', key: 'toPod', help: 'flows to this pod' },
-  { flags: '--from-namespace <ns>', key: 'fromNamespace', help: 'flows from this namespace' },
-  { flags: '--to-namespace <ns>', key: 'toNamespace', help: 'flows to this namespace' },
-  { flags: '--identity <id>', key: 'identity', help: 'flows from or to this SPIFFE identity (or ns/serviceaccount)' },
-  { flags: '--from-identity <id>', key: 'fromIdentity', help: 'flows from this identity' },
-  { flags: '--to-identity <id>', key: 'toIdentity', help: 'flows to this identity' },
-  { flags: '--ip <ip|cidr>', key: 'ip', help: 'flows from or to this address' },
-  { flags: '--from-ip <ip|cidr>', key: 'fromIp', help: 'flows from this address' },
-  { flags: '--to-ip <ip|cidr>', key: 'toIp', help: 'flows to this address' },
-  { flags: '--port <port>', key: 'port', help: 'flows from or to this port', parse: parsePort },
-  { flags: '--from-port <port>', key: 'fromPort', help: 'flows from this port', parse: parsePort },
-  { flags: '--to-port <port>', key: 'toPort', help: 'flows to this port', parse: parsePort },
-  { flags: '-l, --label <selector>', key: 'label', help: 'flows from or to pods whose labels match this selector (app=web,tier in (a,b); repeatable: any)', parse: parseSelectorFlag },
-  { flags: '--from-label <selector>', key: 'fromLabel', help: 'flows from pods whose labels match this selector', parse: parseSelectorFlag },
-  { flags: '--to-label <selector>', key: 'toLabel', help: 'flows to pods whose labels match this selector', parse: parseSelectorFlag },
-  { flags: '--service <[ns/]name>', key: 'service', help: 'flows from or to this Service' },
-  { flags: '--from-service <[ns/]name>', key: 'fromService', help: 'flows from pods of this Service' },
-  { flags: '--to-service <[ns/]name>', key: 'toService', help: 'flows addressed to this Service ([ns/]name, or a hostname or its first labels)' },
-  { flags: '--verdict <verdict>', key: 'verdict', help: `only this verdict (${VERDICTS.join(', ')}; repeatable)`, parse: parseVerdict },
-  { flags: '--protocol <protocol>', key: 'protocol', help: `only this protocol (${PROTOCOLS.join(', ')}; repeatable)`, parse: parseProtocol },
-  { flags: '-t, --type <type>', key: 'type', help: `only this event type (${EVENT_TYPES.join(', ')}; repeatable)`, parse: parseType },
-  { flags: '--http-status <code>', key: 'httpStatus', help: 'L7 flows with this HTTP status, or a prefix: 404, 5+, 40+ (repeatable)', parse: parseStatus },
-  { flags: '--http-method <method>', key: 'httpMethod', help: 'L7 flows with this HTTP method (repeatable)' },
-  { flags: '--http-path <regex>', key: 'httpPath', help: 'L7 flows whose path matches this regular expression (repeatable)', parse: parseRegex },
-  { flags: '--node-name <node>', key: 'nodeName', help: 'flows seen on this node' },
-  { flags: '--traffic-direction <dir>', key: 'trafficDirection', help: 'ingress or egress', parse: parseDirection },
-];
+/** A filter flag's value parser as commander wants it: a bad value is a usage error naming the flag. */
+function cliParse(parse: (v: string) => unknown): (v: string) => unknown {
+  return (v) => {
+    try {
+      return parse(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+}
 
 /** `run` is what the command does with its options: observing, or a test looking at them. */
 export function flowsCommand(run: (o: FlowsOptions) => Promise<void> = observe): Command {
@@ -317,9 +120,9 @@ export function flowsCommand(run: (o: FlowsOptions) => Promise<void> = observe):
     negate = true;
   });
   for (const f of FILTER_FLAGS) {
-    const parse = f.parse ?? str;
+    const parse = cliParse(f.parse);
     cmd.addOption(
-      new Option(f.flags, f.help)
+      new Option(`${f.short ? `-${f.short}, ` : ''}--${f.name} <${f.value}>`, f.help)
         // No default: help stays free of "(default: [])"; the action fills in the empty lists.
         .argParser((v: string, prev: unknown[] | undefined) => {
           const value = parse(v);

@@ -3,7 +3,7 @@
 // `hubble status` and `istioctl proxy-status` in one view. Exit code 1 when something is off.
 import { Command, Option } from 'commander';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
-import { DEFAULT_STATE_DIR, loadEndpoints } from '../endpoints.ts';
+import { DEFAULT_STATE_DIR, loadEndpoints, type MeshEndpoints } from '../endpoints.ts';
 
 interface StatusOptions {
   stateDir: string;
@@ -31,8 +31,52 @@ export function problems(status: ServerStatus, nodes: NodeInfo[]): string[] {
   return out;
 }
 
+/** A ztunnel a rollout replaced, as its admin server describes its drain (/config_dump). */
+interface Draining {
+  node: string;
+  admin: string;
+  connections?: number;
+  deadline?: string;
+  error?: string;
+}
+
+async function drainingZtunnels(e: MeshEndpoints | undefined): Promise<Draining[]> {
+  const out: Draining[] = [];
+  for (const [node, n] of Object.entries(e?.nodes ?? {})) {
+    for (const admin of n.ztunnelDraining ?? []) {
+      try {
+        const r = await fetch(`http://${admin}/config_dump`, { signal: AbortSignal.timeout(3000) });
+        const d = ((await r.json()) as { drain?: { phase: string; connections: number; deadline?: string } }).drain;
+        if (d?.phase === 'draining') out.push({ node, admin, connections: d.connections, ...(d.deadline ? { deadline: d.deadline } : {}) });
+      } catch (err) {
+        // Gone between mesh.json and now: it finished draining.
+        if ((err as Error).name !== 'TypeError') out.push({ node, admin, error: (err as Error).message });
+      }
+    }
+  }
+  return out;
+}
+
+/** "node1: ztunnel draining (37 connections, 12 min left)". */
+export function drainingText(d: Draining, now = Date.now()): string {
+  if (d.error) return `${d.node}: a draining ztunnel (admin ${d.admin}) does not answer: ${d.error}`;
+  const n = d.connections ?? 0;
+  let left = 'no deadline';
+  if (d.deadline) {
+    const ms = Math.max(0, Date.parse(d.deadline) - now);
+    left = ms >= 60_000 ? `${Math.round(ms / 60_000)} min left` : `${Math.ceil(ms / 1000)} s left`;
+  }
+  return `${d.node}: ztunnel draining (${n} connection${n === 1 ? '' : 's'}, ${left})`;
+}
+
 async function status(o: StatusOptions): Promise<void> {
-  const address = o.server ?? loadEndpoints(o.stateDir).relay;
+  let endpoints: MeshEndpoints | undefined;
+  try {
+    endpoints = loadEndpoints(o.stateDir);
+  } catch (e) {
+    if (!o.server) throw e;
+  }
+  const address = o.server ?? endpoints?.relay;
   if (!address) throw new Error(`no controller relay recorded in ${o.stateDir}; pass --server host:port`);
   const { credentials } = await import('@grpc/grpc-js');
   const { observerClient, unary } = await import('../../flows/server.ts');
@@ -47,8 +91,9 @@ async function status(o: StatusOptions): Promise<void> {
       throw new Error(`the controller does not answer at ${address}: ${(e as Error).message} — is the mesh running (\`meshctl dev status\`)? On a cluster: kubectl -n mesh-system port-forward deploy/mesh-controller 4245`, { cause: e });
     }
     const issues = problems(st, nodes);
+    const draining = await drainingZtunnels(endpoints);
     if (o.output === 'json') {
-      process.stdout.write(`${JSON.stringify({ controller: { address, version: st.version }, flows: st, nodes, problems: issues }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ controller: { address, version: st.version }, flows: st, nodes, draining, problems: issues }, null, 2)}\n`);
     } else {
       const rows = [
         ['NODE', 'AGENT', 'ENROLLED PODS', 'ZTUNNEL', 'AGENT CONFIG', 'ZTUNNEL CONFIG', 'FLOWS'],
@@ -71,6 +116,7 @@ async function status(o: StatusOptions): Promise<void> {
         '',
         ...rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()),
         '',
+        ...(draining.length ? [...draining.map((d) => drainingText(d)), ''] : []),
         ...(issues.length ? issues.map((p) => `✖ ${p}`) : ['✔ every node has its agent and ztunnel connected and its config in sync']),
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
