@@ -59,3 +59,12 @@ export const MESH_SHARED_H: Readonly<Record<string, number>> = Object.freeze({
   MESH_DIR_OUTBOUND: DIR_OUTBOUND,
   MESH_DIR_INBOUND: DIR_INBOUND,
 });
+
+/**
+ * A waypoint's drain on SIGTERM (src/waypoint/drain.ts), and the waypoint pod's grace period,
+ * which the deployer derives from them: it keeps taking new tunnels for DELAY (not ready
+ * meanwhile) while its removal reaches every ztunnel, then lets what is open finish for at most
+ * TIMEOUT. MESH_DRAIN_DELAY and MESH_DRAIN_TIMEOUT override them.
+ */
+export const WAYPOINT_DRAIN_DELAY_MS = 3000;
+export const WAYPOINT_DRAIN_TIMEOUT_MS = 3_600_000;

@@ -220,6 +220,8 @@ const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_00
 export function parseDuration(raw: string): number | undefined {
   const s = raw.trim();
   if (s === '') return undefined;
+  // Go takes a bare 0 (time.ParseDuration: `if s == "0"`), as "no limit" settings are written.
+  if (s === '0') return 0;
   let ms = 0;
   let rest = s;
   while (rest !== '') {

@@ -17,6 +17,8 @@ import { loadControllerSettings } from './config.ts';
 import { WaypointDeployer, type WaypointTemplate } from './waypoint-deployer.ts';
 import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
+import { LeaderElector, type LeaderStatus, type LeaseSettings } from './leader-election.ts';
+import { type ClientRecord, ReplicaDirectory } from './replica-directory.ts';
 import { DashboardListenError, type Inventory, relayFlowSource, type RunningDashboard, startDashboard } from './dashboard/index.ts';
 
 const log = logger('controller');
@@ -53,12 +55,21 @@ export interface ControllerConfig {
   readonly waypointTemplate?: WaypointTemplate;
   /** The cluster's DNS domain (Service hostnames). */
   readonly clusterDomain?: string;
+  /**
+   * Leader election (MESH_LEADER_ELECTION and MESH_LEASE_*): only the holder of this Lease writes
+   * to the API. Unset, this controller writes as if it led: it must then be the only replica.
+   */
+  readonly lease?: LeaseSettings;
 }
+
+// What an empty environment gives, less the Lease: a controller started in-process (the local
+// cluster's single controller, tests) is alone unless it is given one.
+const { lease: _noLease, ...SETTINGS_DEFAULTS } = loadControllerSettings({});
 
 export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
   // The settings' defaults, with their reasons, are in the schema (src/controller/config.ts):
   // what an empty environment gives.
-  ...loadControllerSettings({}),
+  ...SETTINGS_DEFAULTS,
   clusterId: 'Kubernetes',
   rootNamespace: 'mesh-system',
   // Long enough to fold an informer's initial burst into one build, short against the 1 s goal.
@@ -104,7 +115,11 @@ export class Controller {
   builds = 0;
 
   private readonly nodes: NodeCredentials;
-  private readonly deployer: WaypointDeployer;
+  private deployer: WaypointDeployer;
+  /** The Lease this replica campaigns on; undefined when it is the only replica (it leads). */
+  readonly elector: LeaderElector | undefined;
+  /** The other replicas' config-stream clients, for the relay (with election only). */
+  private readonly directory: ReplicaDirectory | undefined;
   /** Informers of CRD-defined kinds whose CRD is not installed (listed as empty meanwhile). */
   readonly notServed = new Set<string>();
 
@@ -115,23 +130,72 @@ export class Controller {
     this.ca = ca;
     this.xds = xds;
     this.caches = caches;
-    this.deployer = new WaypointDeployer(
-      kc,
-      withTracing(config.waypointTemplate ?? { image: config.waypointImage, imagePullPolicy: 'IfNotPresent', command: [], env: {}, volumes: [], volumeMounts: [] }, config),
-      { clusterDomain: config.clusterDomain ?? 'cluster.local', trustDomain: config.trustDomain },
-    );
+    this.deployer = this.newDeployer();
     this.waypointStatus = new WaypointStatusWriter(kc, (k) => caches[k]);
+    this.elector = config.lease
+      ? new LeaderElector(kc, config.lease, { onStartedLeading: () => this.startedLeading(), onStoppedLeading: () => this.stoppedLeading() })
+      : undefined;
+    this.directory = config.lease
+      ? new ReplicaDirectory(
+          kc,
+          { namespace: config.lease.namespace, leaseName: config.lease.name, identity: config.lease.identity, periodMs: config.lease.retryPeriodMs },
+          () => this.clientRecords(),
+          () => this.leading,
+        )
+      : undefined;
+  }
+
+  private newDeployer(): WaypointDeployer {
+    const c = this.config;
+    return new WaypointDeployer(
+      this.kc,
+      withTracing(c.waypointTemplate ?? { image: c.waypointImage, imagePullPolicy: 'IfNotPresent', command: [], env: {}, volumes: [], volumeMounts: [] }, c),
+      { clusterDomain: c.clusterDomain ?? 'cluster.local', trustDomain: c.trustDomain },
+    );
+  }
+
+  /**
+   * Whether this replica does the API writes. Istio's split: every istiod serves xDS and signs
+   * certificates, and only the leader of each controller writes (status, the root ConfigMaps,
+   * Gateway deployments). Here, one Lease for all of them, since one model feeds them all.
+   */
+  get leading(): boolean {
+    return this.elector ? this.elector.isLeader : !this.stopping;
+  }
+
+  /** The Lease as this replica sees it (none when it runs alone, without election). */
+  leaderStatus(): LeaderStatus | undefined {
+    return this.elector?.status();
+  }
+
+  private startedLeading(): void {
+    // What the previous leader wrote is not what this replica remembers writing: forget its own
+    // digests (policy status, the deployer's) and write everything that differs once more.
+    this.written.clear();
+    this.deployer = this.newDeployer();
+    void this.ca.publisher.start().catch((e: Error) => log.warn({ err: e.message }, 'publishing the trust bundle failed; the resync retries'));
+    this.schedule();
+  }
+
+  private stoppedLeading(): void {
+    this.ca.publisher.stop();
   }
 
   static async start(kc: k8s.KubeConfig, input: Partial<ControllerConfig> = {}): Promise<Controller> {
     const config = Object.freeze({ ...CONTROLLER_DEFAULTS, ...input });
-    const ca = await startCa(kubeCaBackend(kc), {
-      trustDomain: config.trustDomain,
-      port: config.caPort,
-      host: config.host,
-      defaultTtlMs: config.workloadCertTtlMs,
-      maxTtlMs: config.maxWorkloadCertTtlMs,
-    });
+    const ca = await startCa(
+      kubeCaBackend(kc),
+      {
+        trustDomain: config.trustDomain,
+        port: config.caPort,
+        host: config.host,
+        defaultTtlMs: config.workloadCertTtlMs,
+        maxTtlMs: config.maxWorkloadCertTtlMs,
+      },
+      // With election the leader publishes the trust bundle (startedLeading); every replica signs
+      // with the same root, read from (or raced to create in) the CA Secret.
+      { publishRoot: !config.lease },
+    );
     const serving = await ca.authority.issueServing(SERVING_NAMES, 365 * 86_400_000);
     const roots = Buffer.from(ca.authority.trustBundle.join('\n'));
     const creds = grpc.ServerCredentials.createSsl(roots, [{ cert_chain: Buffer.from(serving.certChain.join('\n')), private_key: Buffer.from(serving.key) }], true);
@@ -190,29 +254,49 @@ export class Controller {
     controller.xdsPort = xdsPort;
     await controller.startRelay(roots);
     await controller.startDashboard();
+    // Campaign only once this replica serves: a leader that writes status also serves the model
+    // those writes describe.
+    controller.elector?.start();
+    controller.directory?.start();
     log.info({ xdsPort, caPort: ca.port, relayPort: controller.relayPort, dashboardPort: controller.dashboard?.port, trustDomain: config.trustDomain }, 'controller ready');
     return controller;
   }
 
-  /** The node agents that announced a flows API, with their config-stream clients. */
-  relayPeers(): RelayPeer[] {
-    const st = this.xds.status();
-    const byNode = new Map<string, RelayPeer>();
-    for (const c of st.clients) {
-      const addr = c.node?.metadata?.observer;
-      if (c.node && c.node.id.startsWith('agent~') && addr) byNode.set(c.node.name, { name: c.node.name, address: addr, configClients: [] });
-    }
-    for (const c of st.clients) {
-      const peer = c.node ? byNode.get(c.node.name) : undefined;
-      if (!peer || !c.node) continue;
+  /** This replica's config-stream clients (what the other replicas learn through the directory). */
+  clientRecords(): ClientRecord[] {
+    const out: ClientRecord[] = [];
+    for (const c of this.xds.status().clients) {
+      if (!c.node) continue;
       const types = Object.values(c.types);
-      peer.configClients.push({
+      const observer = c.node.id.startsWith('agent~') ? c.node.metadata?.observer : undefined;
+      out.push({
+        node: c.node.name,
         id: c.node.id,
+        ...(observer ? { observer } : {}),
         inSync: types.length > 0 && types.every((t) => t.synced && t.pending === 0 && t.inFlight === 0),
         resources: types.reduce((a, t) => a + t.resources, 0),
         nacks: types.reduce((a, t) => a + t.nacks, 0),
         connectedAt: c.connectedAt,
       });
+    }
+    return out;
+  }
+
+  /**
+   * The node agents that announced a flows API, with their config-stream clients — this
+   * replica's and, with several replicas, the others' (a node's streams may be on any of them).
+   */
+  relayPeers(): RelayPeer[] {
+    const records = [...this.clientRecords(), ...(this.directory?.others() ?? [])];
+    const byNode = new Map<string, RelayPeer>();
+    for (const r of records) if (r.observer && !byNode.has(r.node)) byNode.set(r.node, { name: r.node, address: r.observer, configClients: [] });
+    const ids = new Set<string>();
+    for (const r of records) {
+      const peer = byNode.get(r.node);
+      // A client that moved between replicas may show on both for a moment: count it once.
+      if (!peer || ids.has(r.id)) continue;
+      ids.add(r.id);
+      peer.configClients.push({ id: r.id, inSync: r.inSync, resources: r.resources, nacks: r.nacks, connectedAt: r.connectedAt });
     }
     return [...byNode.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -317,6 +401,8 @@ export class Controller {
     this.model = model;
     this.builds++;
     log.debug({ ms: Math.round(performance.now() - started), workloads: model.workloads.size }, 'model built');
+    // The writes are the leader's; a follower serves the same model and writes nothing.
+    if (!this.leading) return;
     await this.writeStatuses(model.policyStatus);
     const snap = this.snapshot();
     await this.deployer.reconcile(snap.gateways, [...this.caches.waypointDeployments!.list()] as k8s.V1Deployment[], snap.services);
@@ -346,6 +432,10 @@ export class Controller {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    // First give the Lease away, so that another replica takes over the writes at once.
+    await this.building;
+    await this.elector?.stop();
+    await this.directory?.stop();
     await Promise.allSettled(Object.values(this.caches).map((i) => i.stop()));
     await this.building;
     await this.dashboard?.close();

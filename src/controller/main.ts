@@ -14,7 +14,9 @@ async function main(): Promise<void> {
   kc.loadFromDefault();
   const controller = await Controller.start(kc, settings);
   // Tests and tools read the ports from here when they asked for port 0.
-  process.stdout.write(`${JSON.stringify({ msg: 'listening', xdsPort: controller.xdsPort, caPort: controller.ca.port, relayPort: controller.relayPort, dashboardPort: controller.dashboard?.port })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ msg: 'listening', xdsPort: controller.xdsPort, caPort: controller.ca.port, relayPort: controller.relayPort, dashboardPort: controller.dashboard?.port, identity: controller.elector?.settings.identity })}\n`,
+  );
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
     controller.stop().finally(() => process.exit(0));

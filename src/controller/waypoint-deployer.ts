@@ -8,8 +8,9 @@
 // the waypoint can take traffic; until then its users' connections are refused (fail closed).
 import * as k8s from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
-import { HBONE_PORT } from '../common/constants.ts';
+import { HBONE_PORT, WAYPOINT_DRAIN_DELAY_MS, WAYPOINT_DRAIN_TIMEOUT_MS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
+import { parseDuration } from '../common/settings.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 import { LABEL_DATAPLANE_MODE, LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 
@@ -23,6 +24,18 @@ export const WAYPOINT_READINESS_PORT = 15021;
 export const WAYPOINT_METRICS_PORT = 15020;
 const TOKEN_DIR = '/var/run/secrets/tokens';
 const ROOT_DIR = '/var/run/secrets/mesh';
+
+/**
+ * The waypoint pod's grace period: its drain (MESH_DRAIN_DELAY, then MESH_DRAIN_TIMEOUT; see
+ * Waypoint.drain) and a few seconds to exit, so the kubelet never kills a waypoint that is still
+ * finishing requests. An unbounded drain (0) gets a year, the API's way of saying "until done".
+ */
+export function drainGraceSeconds(env: Readonly<Record<string, string>>): number {
+  const delay = parseDuration(env.MESH_DRAIN_DELAY ?? '') ?? WAYPOINT_DRAIN_DELAY_MS;
+  const timeout = parseDuration(env.MESH_DRAIN_TIMEOUT ?? '') ?? WAYPOINT_DRAIN_TIMEOUT_MS;
+  if (timeout === 0) return 365 * 86_400;
+  return Math.ceil((delay + timeout) / 1000) + 5;
+}
 
 /** What every waypoint pod runs: the chart's image, or the local cluster's host-mounted one. */
 export interface WaypointTemplate {
@@ -181,7 +194,7 @@ export class WaypointDeployer {
     ];
     return {
       serviceAccountName: name,
-      terminationGracePeriodSeconds: 2,
+      terminationGracePeriodSeconds: drainGraceSeconds(t.env),
       containers: [
         {
           name: 'waypoint',

@@ -2,6 +2,8 @@
 // server, the node runtimes and the controllers until SIGTERM, then removes every namespace,
 // cgroup and process it made (the API server's objects stay in the state directory).
 //   node src/local/daemon.ts --state-dir DIR [--nodes N] [--prefix P] [--no-mesh] [--workload-cert-ttl-ms MS] [--tracing-endpoint URL --tracing-sampling PERCENT]
+//                            [--controller-replicas N]
+// meshctl asks it for what only it can do (`dev rollout controller`) on <state dir>/daemon.sock.
 import { rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
@@ -24,6 +26,7 @@ async function main(): Promise<void> {
       'workload-cert-ttl-ms': { type: 'string' },
       'tracing-endpoint': { type: 'string' },
       'tracing-sampling': { type: 'string' },
+      'controller-replicas': { type: 'string' },
     },
   });
   const stateDir = values['state-dir'];
@@ -70,7 +73,15 @@ async function main(): Promise<void> {
     if (!values['no-mesh']) {
       const ttl = Number(values['workload-cert-ttl-ms'] ?? 0);
       const tracing = values['tracing-endpoint'] ? { tracingEndpoint: values['tracing-endpoint'], tracingSampling: Number(values['tracing-sampling'] ?? 1) } : undefined;
-      mesh = await LocalMesh.start(cluster, { stateDir, prefix: values.prefix!, onProgress, ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}), ...(tracing ? { tracing } : {}) });
+      const replicas = Number(values['controller-replicas'] ?? 0);
+      mesh = await LocalMesh.start(cluster, {
+        stateDir,
+        prefix: values.prefix!,
+        onProgress,
+        ...(ttl > 0 ? { workloadCertTtlMs: ttl } : {}),
+        ...(tracing ? { tracing } : {}),
+        ...(replicas > 0 ? { controllerReplicas: replicas } : {}),
+      });
       status.mesh = true;
       // `meshctl dev rollout` talks to the mesh through it.
       control = await serveControl(stateDir, mesh);

@@ -9,6 +9,8 @@ import * as k8s from '@kubernetes/client-node';
 import * as yaml from 'js-yaml';
 
 export const MESH_RBAC_MANIFEST = fileURLToPath(new URL('../../daemonset/chart/files/rbac.yaml', import.meta.url));
+/** The Lease rights of leader election, which the chart adds when controller.replicas > 1. */
+export const LEADER_ELECTION_MANIFEST = fileURLToPath(new URL('../../daemonset/chart/files/leader-election.yaml', import.meta.url));
 export const CONTROLLER_SA = { namespace: 'mesh-system', name: 'mesh-controller' };
 /** As kubelet's projected tokens; the caller rewrites the file well before this. */
 const TOKEN_SECONDS = 24 * 3600;

@@ -17,7 +17,8 @@ import { endpointsPath, type MeshEndpoints } from '../cli/endpoints.ts';
 import { Controller } from '../controller/controller.ts';
 import { Datapath } from '../datapath/index.ts';
 import { installChartCrds } from './chart-crds.ts';
-import { applyMeshRbac, tokenFileKubeConfig, writeControllerToken } from './mesh-rbac.ts';
+import { applyMeshRbac, LEADER_ELECTION_MANIFEST, tokenFileKubeConfig, writeControllerToken } from './mesh-rbac.ts';
+import { ControllerReplicas, type ReplicaPorts } from './rollout-controller.ts';
 import { run } from './run.ts';
 import { type LocalCluster, podCgroupFor } from './runtime/cluster.ts';
 import type { PodNet } from './topology.ts';
@@ -29,6 +30,7 @@ import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypoin
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
+const CONTROLLER_REPLICA = fileURLToPath(new URL('./controller-replica.ts', import.meta.url));
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
 /** Separates a retired (draining) process's key from its pid: "ztunnel-node1~4242". */
 const RETIRED = '~';
@@ -46,6 +48,13 @@ export interface LocalMeshOptions {
   workloadCertTtlMs?: number;
   /** MESH_MARK of the node's agent and ztunnel (default: theirs, 0x539). */
   mark?: number;
+  /**
+   * Run the controller as this many replica processes behind a Service, electing a leader on a
+   * Lease (`dev up --controller-replicas`). Unset: one controller inside this process, as before.
+   */
+  controllerReplicas?: number;
+  /** More MESH_* settings of the controller replicas (e.g. MESH_LEASE_DURATION for tests). */
+  controllerSettings?: Record<string, string>;
   /** Where the waypoints export spans (the controller's MESH_TRACING_* settings); default: none. */
   tracing?: Partial<TracingSettings>;
   /**
@@ -63,7 +72,10 @@ export class LocalMesh {
   readonly prefix: string;
   readonly nodes: string[];
   readonly core: k8s.CoreV1Api;
+  /** The controller, when it runs in this process (no controllerReplicas). */
   controller!: Controller;
+  /** The controller replicas and their Service, when controllerReplicas is set. */
+  replicas: ControllerReplicas | undefined;
   root = '';
   readonly processes = new Map<string, ChildProcess>();
   /** When each component's current process was spawned (ms since epoch): crash recovery is
@@ -154,7 +166,7 @@ export class LocalMesh {
     await applyMeshRbac(this.cluster.kc);
     await writeControllerToken(this.cluster.kc, this.controllerTokenFile());
     this.controllerKc = tokenFileKubeConfig(this.cluster.api.url, this.cluster.api.caCertPem, this.controllerTokenFile());
-    this.progress('starting the controller (config stream, CA, flow relay)');
+    this.progress(this.opts.controllerReplicas ? `starting ${this.opts.controllerReplicas} controller replicas (config stream, CA, flow relay; leader election on a Lease)` : 'starting the controller (config stream, CA, flow relay)');
     // Waypoints run the waypoint image when `make images` built it, else from an empty image with
     // the host's runtime mounted (src/local/waypoints.ts).
     const waypoints = await ensureWaypointImage().catch((e: Error) => {
@@ -163,17 +175,14 @@ export class LocalMesh {
     });
     const waypointsFrom = waypoints.from;
     this.progress(waypointsFrom === 'image' ? `waypoints run the image ${WAYPOINT_IMAGE} (${waypoints.why})` : `waypoints run this checkout on the host's runtime (${waypoints.why})`);
-    this.controller = await Controller.start(this.controllerKc, {
-      host: '127.0.0.1',
-      xdsPort: 0,
-      caPort: 0,
-      relayPort: 0,
-      dashboardPort: 0,
-      waypointTemplate: localWaypointTemplate(this.stateDir, this.opts.logLevel, waypointsFrom),
-      ...this.certTtl(),
-      ...this.tracing(),
-    });
-    this.closeSockets = await forwardControllerSockets(this.stateDir, { xds: this.controller.xdsPort, ca: this.controller.ca.port });
+    const waypointTemplate = localWaypointTemplate(this.stateDir, this.opts.logLevel, waypointsFrom);
+    if (this.opts.controllerReplicas) {
+      await this.startReplicas(this.opts.controllerReplicas, waypointTemplate);
+    } else {
+      this.controller = await Controller.start(this.controllerKc, { host: '127.0.0.1', xdsPort: 0, caPort: 0, relayPort: 0, dashboardPort: 0, waypointTemplate, ...this.certTtl(), ...this.tracing() });
+    }
+    const ports = this.controllerPorts();
+    this.closeSockets = await forwardControllerSockets(this.stateDir, { xds: ports.xds, ca: ports.ca });
     this.root = await waitFor('the trust bundle ConfigMap', async () => (await core.readNamespacedConfigMap({ name: 'mesh-ca-root-cert', namespace: 'mesh-system' })).data?.['root-cert.pem']);
     writeFileSync(join(this.stateDir, 'root-cert.pem'), this.root);
     for (const node of this.nodes) {
@@ -191,6 +200,41 @@ export class LocalMesh {
     // before they expire; so does this, or certificate renewals would fail after a day.
     this.tokenTimer = setInterval(() => void this.refreshTokens(), TOKEN_REFRESH_MS);
     this.tokenTimer.unref();
+  }
+
+  /** The replicas as the chart's Deployment runs them: the chart's Lease rights, the controller's
+   * own credential in a kubeconfig, the same waypoint template the in-process controller uses. */
+  private async startReplicas(count: number, waypointTemplate: unknown): Promise<void> {
+    await applyMeshRbac(this.cluster.kc, LEADER_ELECTION_MANIFEST);
+    const dir = join(this.stateDir, 'controller');
+    mkdirSync(dir, { recursive: true });
+    const kubeconfig = join(dir, 'kubeconfig');
+    writeFileSync(kubeconfig, this.controllerKc!.exportConfig(), { mode: 0o600 });
+    const template = join(dir, 'waypoint-template.json');
+    writeFileSync(template, JSON.stringify(waypointTemplate));
+    const ttl = this.opts.workloadCertTtlMs;
+    this.replicas = await ControllerReplicas.start(count, {
+      stateDir: this.stateDir,
+      kubeconfig,
+      waypointTemplate: template,
+      settings: {
+        MESH_LOG_LEVEL: this.opts.logLevel ?? 'info',
+        ...(ttl ? { MESH_WORKLOAD_CERT_TTL: formatDuration(ttl), MESH_MAX_WORKLOAD_CERT_TTL: formatDuration(ttl) } : {}),
+        ...(this.opts.tracing?.tracingEndpoint ? { MESH_TRACING_OTLP_ENDPOINT: this.opts.tracing.tracingEndpoint } : {}),
+        ...(this.opts.tracing?.tracingSampling !== undefined ? { MESH_TRACING_SAMPLING: String(this.opts.tracing.tracingSampling) } : {}),
+        ...this.opts.controllerSettings,
+      },
+      onProgress: (m) => this.progress(m),
+      onChange: () => this.writePids(),
+    });
+  }
+
+  /** Where the nodes, waypoints and meshctl reach the controller: the replicas' Service, or the
+   * in-process controller's own ports. */
+  controllerPorts(): ReplicaPorts {
+    if (this.replicas) return this.replicas.ports;
+    const c = this.controller;
+    return { xds: c.xdsPort, ca: c.ca.port, relay: c.relayPort, dashboard: c.dashboard?.port ?? 0 };
   }
 
   /** The CNI plugin's enrolment (src/cni/enrol.ts), in-process: the same decision, request to
@@ -222,15 +266,15 @@ export class LocalMesh {
     const dir = join(this.stateDir, node);
     mkdirSync(dir, { recursive: true });
     await this.writeToken(node);
-    const c = this.controller;
+    const c = this.controllerPorts();
     const settings = meshSettingsEnv(kind, {
       node,
       dir,
       stateDir: this.stateDir,
       bpffsDir: this.bpffs(node),
       podCgroup: podCgroupFor(this.prefix, node),
-      xdsPort: c.xdsPort,
-      caPort: c.ca.port,
+      xdsPort: c.xds,
+      caPort: c.ca,
       logLevel: this.opts.logLevel,
       mark: this.opts.mark,
       drainTimeoutMs: opts.drainTimeoutMs,
@@ -283,7 +327,7 @@ export class LocalMesh {
 
   /** For `meshctl dev down` after a daemon that died without stopping its components. */
   private writePids(): void {
-    const pids = [...this.processes.values()].filter((p) => p.exitCode === null && p.pid).map((p) => p.pid);
+    const pids = [...[...this.processes.values()].filter((p) => p.exitCode === null && p.pid).map((p) => p.pid), ...(this.replicas?.pids() ?? [])];
     writeFileSync(join(this.stateDir, 'mesh.pids'), `${pids.join('\n')}\n`);
   }
 
@@ -301,8 +345,8 @@ export class LocalMesh {
 
   /** What meshctl reads (src/cli/endpoints.ts). */
   writeEndpoints(): void {
-    const c = this.controller;
-    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relayPort}`, xds: `127.0.0.1:${c.xdsPort}`, ...(c.dashboard ? { dashboard: c.dashboard.url } : {}), nodes: {} };
+    const c = this.controllerPorts();
+    const e: MeshEndpoints = { relay: `127.0.0.1:${c.relay}`, xds: `127.0.0.1:${c.xds}`, ...(c.dashboard ? { dashboard: `http://127.0.0.1:${c.dashboard}/` } : {}), nodes: {} };
     for (const node of this.nodes) {
       const admin = this.reported.get(`ztunnel-${node}`)?.admin;
       const metrics = this.reported.get(`ztunnel-${node}`)?.metrics;
@@ -348,7 +392,13 @@ export class LocalMesh {
   }
 
   /** Restarts the controller on the same ports (clients resume from their versions). */
+  /** Restarts the controller on the same ports (clients resume from their versions); with
+   * replicas, rolls them one at a time behind their Service. */
   async restartController(): Promise<void> {
+    if (this.replicas) {
+      await this.replicas.rollout();
+      return;
+    }
     const old = this.controller;
     await old.stop();
     this.controller = await Controller.start(this.controllerKc!, { host: '127.0.0.1', xdsPort: old.xdsPort, caPort: old.ca.port, relayPort: old.relayPort, dashboardPort: old.dashboard?.port ?? 0, waypointTemplate: old.config.waypointTemplate, ...this.certTtl(), ...this.tracing() });
@@ -383,6 +433,7 @@ export class LocalMesh {
     await Promise.all(live.map(([, p]) => Promise.race([once(p, 'exit'), new Promise((r) => setTimeout(r, 5000))])));
     for (const [, p] of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await this.controller?.stop();
+    await this.replicas?.stop();
     await this.closeSockets?.();
     if (this.bpffsMounted) {
       for (const n of this.nodes) Datapath.uninstall(this.bpffs(n));
@@ -435,7 +486,7 @@ export async function sweepLocalMesh(stateDir: string): Promise<string[]> {
       } catch {
         continue; // gone already
       }
-      if (cmd.includes(AGENT) || cmd.includes(ZTUNNEL)) {
+      if (cmd.includes(AGENT) || cmd.includes(ZTUNNEL) || cmd.includes(CONTROLLER_REPLICA)) {
         process.kill(pid, 'SIGKILL');
         removed.push(`mesh process ${pid}`);
       }

@@ -1,9 +1,9 @@
 // The waypoint's settings: read once from the environment into a frozen object, through one
 // schema. The deployer (src/controller/waypoint-deployer.ts) sets them in every waypoint pod:
 // who it is from the downward API, its token and the trust bundle from mounted volumes.
-import { CONTROLLER_CA_PORT, CONTROLLER_XDS_PORT, HBONE_PORT } from '../common/constants.ts';
+import { CONTROLLER_CA_PORT, CONTROLLER_XDS_PORT, HBONE_PORT, WAYPOINT_DRAIN_DELAY_MS, WAYPOINT_DRAIN_TIMEOUT_MS } from '../common/constants.ts';
 import { TRACING_SETTINGS, TRUST_DOMAIN } from '../common/shared-settings.ts';
-import { ConfigError, defineSettings, type Env, grpcTarget, ip, port, str, type Values } from '../common/settings.ts';
+import { ConfigError, defineSettings, duration, type Env, grpcTarget, ip, port, str, type Values } from '../common/settings.ts';
 
 export { ConfigError };
 
@@ -46,6 +46,14 @@ export const WAYPOINT_SETTINGS = defineSettings('the waypoint', {
   metricsPort: port('MESH_METRICS_PORT', 'Prometheus metrics (`/metrics`, `/stats/prometheus`)', { default: 15020, why: "Istio's merged-metrics port" }),
   ...TRACING_SETTINGS,
   readinessPort: port('MESH_READINESS_PORT', 'readiness (`/healthz/ready`): certificate held, config synced, HBONE listening', { default: 15021, why: "Istio's readiness port, the waypoint pod's probe" }),
+  drainDelayMs: duration('MESH_DRAIN_DELAY', 'after SIGTERM, how long it still takes new tunnels (reporting not ready) before it stops listening', { minMs: 0 }, {
+    default: WAYPOINT_DRAIN_DELAY_MS,
+    why: "a pod's removal reaches every ztunnel well under a second; until then they still send it new connections (Istio waits 5 s, its MINIMUM_DRAIN_DURATION)",
+  }),
+  drainTimeoutMs: duration('MESH_DRAIN_TIMEOUT', 'then, how long open requests and HBONE tunnels may take to finish before the rest is reset; `0` waits for them all', { minMs: 0 }, {
+    default: WAYPOINT_DRAIN_TIMEOUT_MS,
+    why: 'plain requests end in moments; long streams (WebSockets, gRPC streams) must not be cut by a rollout (issue 15). The deployer sets the pod\'s grace period to delay + timeout',
+  }),
 });
 
 export type WaypointSettings = Values<typeof WAYPOINT_SETTINGS.settings>;

@@ -54,15 +54,20 @@ async function main(): Promise<void> {
   );
   running.w = w;
   log.info({ metrics: servers.metrics.port, readiness: servers.readiness.port }, 'admin, metrics and readiness listening');
+  // SIGTERM drains (Waypoint.drain): the readiness server stays up meanwhile, answering not ready.
+  let stopping = false;
   const stop = (signal: string) => {
-    log.info({ signal }, 'stopping');
-    servers
-      .close(1000)
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, drainDelayMs: cfg.drainDelayMs, drainTimeoutMs: cfg.drainTimeoutMs }, 'stopping');
+    w.drain(cfg.drainDelayMs, cfg.drainTimeoutMs)
+      .then(() => servers.close(1000))
       .then(() => w.close())
+      .catch((e: Error) => log.error({ err: e.message }, 'stopping failed'))
       .finally(() => process.exit(0));
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 main().catch((e: Error & { code?: string }) => {

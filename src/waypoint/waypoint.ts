@@ -69,6 +69,8 @@ export class Waypoint {
   private readonly proxy: L7Proxy;
   private serial = '';
   private readonly l7Flows: L7FlowSender | undefined;
+  /** Set from SIGTERM on (drain()): not ready, so that no new client picks it. */
+  private draining = false;
 
   private constructor(cfg: WaypointConfig, registry: Registry) {
     this.cfg = cfg;
@@ -199,6 +201,7 @@ export class Waypoint {
   }
 
   readiness(): { ready: true } | { ready: false; reason: string } {
+    if (this.draining) return { ready: false, reason: 'draining: the pod is being replaced or removed' };
     if (!this.config?.isReady()) return { ready: false, reason: 'the config stream has not synced' };
     if (!this.hbone) return { ready: false, reason: 'HBONE is not listening yet' };
     return { ready: true };
@@ -216,9 +219,35 @@ export class Waypoint {
     };
   }
 
+  /**
+   * The waypoint's part of a rollout (SIGTERM). The new pod is ready before the old one is told to
+   * go (maxUnavailable 0), but the clients' ztunnels learn of the removal a moment later, through
+   * the config stream; so it first keeps taking new tunnels for `delayMs`, reporting not ready.
+   * Then it stops listening and sends GOAWAY on every HBONE connection, so clients open new
+   * tunnels elsewhere while every request and tunnel in flight runs to its end — for at most
+   * `timeoutMs` (0: no limit), after which what is left is reset and counted.
+   */
+  async drain(delayMs: number, timeoutMs: number): Promise<{ reset: number; waitedMs: number }> {
+    this.draining = true;
+    const hbone = this.hbone;
+    log.info({ delayMs, tunnels: hbone?.stats().tunnels ?? 0 }, 'draining: still taking new tunnels while the clients learn this pod is leaving');
+    await new Promise((r) => setTimeout(r, delayMs));
+    const started = performance.now();
+    // setTimeout's longest wait (24.8 days) stands for "no limit".
+    const limit = timeoutMs === 0 ? 2_147_483_647 : timeoutMs;
+    const open = hbone?.stats() ?? { sessions: 0, tunnels: 0 };
+    log.info({ ...open, timeoutMs }, 'draining: no longer taking new tunnels; letting the open ones finish');
+    const [tunnels] = await Promise.all([hbone ? hbone.drain(limit) : Promise.resolve({ reset: 0 }), this.proxy.drain(limit)]);
+    const waitedMs = Math.round(performance.now() - started);
+    if (tunnels.reset > 0) log.warn({ reset: tunnels.reset, waitedMs }, `drain deadline passed: reset ${tunnels.reset} tunnels still open`);
+    else log.info({ waitedMs }, 'drained: every request and tunnel finished');
+    return { reset: tunnels.reset, waitedMs };
+  }
+
   async close(): Promise<void> {
     await this.proxy.drain(1000);
     this.proxy.close();
+    await this.hbone?.close();
     this.l7Flows?.close();
     // What is batched goes out before the process ends.
     await this.cfg.tracer?.shutdown().catch((e: Error) => log.warn({ err: e.message }, 'could not send the last spans'));

@@ -66,3 +66,50 @@ spec:
   const badTtl = await meshctl('dev', 'up', '--workload-cert-ttl', '3d').catch((e: { stderr: string; code: number }) => e);
   t.regex((badTtl as { stderr: string }).stderr, /--workload-cert-ttl must be a duration of at least 1s, such as 30s, 10m or 24h; got '3d'/);
 });
+
+test('dev up --controller-replicas 2, then dev rollout controller: new replicas, the Lease moves, the mesh keeps its config', async (t) => {
+  if (!(await requireRoot(t))) return;
+  const prefix = uniquePrefix();
+  const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-dev-`);
+  const env = { ...process.env, MESH_DEV_PREFIX: prefix, MESH_DEV_STATE_DIR: stateDir, KUBECONFIG: `${stateDir}/kubeconfig` };
+  const meshctl = (...args: string[]) => run(MESHCTL, args, { env, timeout: 120_000 });
+  const kubectl = (...args: string[]) => run('kubectl', args, { env });
+  t.teardown(async () => {
+    await meshctl('dev', 'down', '--purge').catch(() => {});
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  const badReplicas = await meshctl('dev', 'up', '--controller-replicas', '0').catch((e: { stderr: string; code: number }) => e);
+  t.regex((badReplicas as { stderr: string }).stderr, /--controller-replicas must be a whole number from 1 to 5, got '0'/);
+
+  const up = await meshctl('dev', 'up', '--nodes', '1', '--controller-replicas', '2');
+  t.regex(up.stdout, /controller replica mesh-controller-1 serves/);
+  t.regex(up.stdout, /controller replica mesh-controller-2 serves/);
+  const holder = async () => (await kubectl('get', 'lease', '-n', 'mesh-system', 'mesh-controller', '-o', 'jsonpath={.spec.holderIdentity}')).stdout.trim();
+  const until = async (what: string, f: () => Promise<string | undefined>): Promise<string> => {
+    for (let i = 0; i < 100; i++) {
+      const v = await f();
+      if (v) return v;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+  const first = await until('a leader', async () => (await holder()) || undefined);
+  t.regex(first, /^mesh-controller-[12]_[0-9a-f]{8}$/);
+
+  const rolled = await meshctl('dev', 'rollout', 'controller');
+  t.regex(rolled.stdout, /starting a new controller replica to replace mesh-controller-1/);
+  t.regex(rolled.stdout, /rolled 2 controller replicas: mesh-controller-1 → mesh-controller-3, mesh-controller-2 → mesh-controller-4/);
+  t.is((rolled.stdout.match(/^controller: controller pid \d+ serving; pid \d+ draining/gm) ?? []).length, 2, rolled.stdout);
+  const second = await until('a new leader', async () => {
+    const h = await holder();
+    return /^mesh-controller-[34]_/.test(h) ? h : undefined;
+  });
+  t.log(`leader ${first} → ${second}`);
+  // The node's ztunnel still follows the config stream, now from the new replicas.
+  await kubectl('create', 'namespace', 'shop');
+  await kubectl('label', 'namespace', 'shop', 'mesh.io/dataplane-mode=ambient');
+  await kubectl('run', 'web', '-n', 'shop', '--image=local', '--restart=Never', '--', 'sleep', '600');
+  await until('the new pod in ztunnel', async () => ((await meshctl('ztunnel-config', 'workloads', '-o', 'json')).stdout.includes('"web"') ? 'yes' : undefined));
+  await meshctl('dev', 'down', '--purge');
+  t.deepEqual(await assertNothingLeaked(prefix), []);
+});

@@ -327,7 +327,11 @@ test.serial('waypoint-bypass: a client outside the mesh dialling the pod directl
 
 test.serial('waypoint-metrics: a real Prometheus answers istio_requests_total{reporter="waypoint"} by response_code', async (t) => {
   if (!mesh) return t.fail('no mesh');
-  const { stdout: podName } = await mesh.kubectl('get', 'pod', '-n', 'shop', '-l', 'gateway.networking.k8s.io/gateway-name=waypoint', '-o', 'jsonpath={.items[0].metadata.name}');
+  // The serving pod: one replaced earlier (waypoint-bypass) may still be draining (Waypoint.drain).
+  const podName = await waitFor('the serving waypoint pod', async () => {
+    const { stdout } = await mesh.kubectl('get', 'pod', '-n', 'shop', '-l', 'gateway.networking.k8s.io/gateway-name=waypoint', '-o', 'json');
+    return (JSON.parse(stdout) as { items: k8s.V1Pod[] }).items.find((p) => !p.metadata?.deletionTimestamp && p.status?.phase === 'Running')?.metadata?.name;
+  }, 30_000);
   const pf = spawn('kubectl', ['port-forward', '-n', 'shop', `pod/${podName}`, ':15020'], { env: { ...process.env, KUBECONFIG: mesh.cluster.kubeconfigPath }, stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => {
     if (pf.exitCode === null) pf.kill('SIGTERM');

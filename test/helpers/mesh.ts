@@ -44,7 +44,20 @@ export interface Teardown {
   teardown(fn: () => Promise<void> | void): void;
 }
 
-export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: boolean; prefix?: string; workloadCertTtlMs?: number; mark?: number; tracing?: Partial<TracingSettings>; l4SpansEndpoint?: string } = {}): Promise<Mesh> {
+export async function startMesh(
+  t: Teardown,
+  opts: {
+    nodes?: number;
+    ztunnel?: boolean;
+    prefix?: string;
+    workloadCertTtlMs?: number;
+    mark?: number;
+    tracing?: Partial<TracingSettings>;
+    l4SpansEndpoint?: string;
+    controllerReplicas?: number;
+    controllerSettings?: Record<string, string>;
+  } = {},
+): Promise<Mesh> {
   const prefix = opts.prefix ?? uniquePrefix();
   const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-mesh-`);
   const held: { cluster?: LocalCluster; local?: LocalMesh } = {};
@@ -65,6 +78,7 @@ export async function startMesh(t: Teardown, opts: { nodes?: number; ztunnel?: b
     ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
     ...(opts.tracing ? { tracing: opts.tracing } : {}),
     ...(opts.l4SpansEndpoint ? { l4SpansEndpoint: opts.l4SpansEndpoint } : {}),
+    ...(opts.controllerReplicas ? { controllerReplicas: opts.controllerReplicas, controllerSettings: opts.controllerSettings ?? {} } : {}),
   });
   held.local = local;
   const env = { ...process.env, KUBECONFIG: cluster.kubeconfigPath };

@@ -33,7 +33,7 @@ async function cniInstallSettings(): Promise<Schema | undefined> {
 /** A container's environment as the kubelet would give it: downward-API fields filled with
  * plausible values, $(VAR) references expanded. */
 function containerEnv(c: Manifest): Record<string, string> {
-  const fields: Record<string, string> = { 'spec.nodeName': 'node-a', 'status.hostIP': '192.168.1.10', 'status.podIP': '10.244.0.5', 'metadata.namespace': 'mesh-system', 'spec.serviceAccountName': 'mesh-node' };
+  const fields: Record<string, string> = { 'spec.nodeName': 'node-a', 'status.hostIP': '192.168.1.10', 'status.podIP': '10.244.0.5', 'metadata.namespace': 'mesh-system', 'metadata.name': 'mesh-controller-5d9c7-x2x4q', 'spec.serviceAccountName': 'mesh-node' };
   const env: Record<string, string> = {};
   for (const e of c.env ?? []) {
     const v = e.valueFrom ? fields[e.valueFrom.fieldRef?.fieldPath] : e.value;
@@ -126,6 +126,11 @@ test('every MESH_* variable of each container is a setting its process reads, wi
   const ctl = containerEnv(find(await renderChart(ALL_ON), 'Deployment', 'mesh-controller').spec.template.spec.containers[0]);
   t.like(ctl, { MESH_TRACE: 'xds,enrol', MESH_RELAY_HOST: '0.0.0.0', MESH_WORKLOAD_CERT_TTL: '12h', MESH_TRACING_OTLP_ENDPOINT: 'http://otel-collector.observability:4318/v1/traces', MESH_TRACING_OTLP_PROTOCOL: 'http/protobuf', MESH_TRACING_SAMPLING: '2.5' });
   t.like(CONTROLLER_SETTINGS.read(ctl), { tracingSampling: 2.5 });
+  // One replica elects nothing (it has no Lease rights); more than one elect on the Lease.
+  t.is(ctl.MESH_LEADER_ELECTION, 'false');
+  const two = containerEnv(find(await renderChart({ 'controller.replicas': '2' }), 'Deployment', 'mesh-controller').spec.template.spec.containers[0]);
+  t.is(two.MESH_LEADER_ELECTION, 'true');
+  t.is(two.MESH_POD_NAME, 'mesh-controller-5d9c7-x2x4q');
   const zt = containerEnv(find(await renderChart(ALL_ON), 'DaemonSet', 'mesh-node').spec.template.spec.containers.find((c: Manifest) => c.name === 'ztunnel'));
   t.like(ZTUNNEL_SETTINGS.read(zt), { tracingEndpoint: 'http://otel-collector.observability:4318/v1/traces', tracingSampling: 2.5 });
   const ztOff = containerEnv(find(await renderChart({}), 'DaemonSet', 'mesh-node').spec.template.spec.containers.find((c: Manifest) => c.name === 'ztunnel'));

@@ -143,7 +143,9 @@ test('the controller refuses a MESH_ variable it does not read, naming it and li
   const e = t.throws(() => loadControllerSettings({ MESH_WORKLOAD_CERT_TLL: '1h' }), { instanceOf: ConfigError });
   t.regex(e.message, /^unknown setting MESH_WORKLOAD_CERT_TLL \(did you mean MESH_WORKLOAD_CERT_TTL\?\): the controller reads /);
   for (const known of CONTROLLER_SETTINGS.names) t.true(e.message.includes(known), `${known} is listed`);
-  t.throws(() => loadControllerSettings({ MESH_NODE_NAME: 'node1' }), { message: /^unknown setting MESH_NODE_NAME: the controller reads / });
+  // An agent's setting: the nearest name the controller has is offered (MESH_POD_NAME, its Lease identity).
+  t.throws(() => loadControllerSettings({ MESH_NODE_NAME: 'node1' }), { message: /^unknown setting MESH_NODE_NAME \(did you mean MESH_POD_NAME\?\): the controller reads / });
+  t.throws(() => loadControllerSettings({ MESH_BPFFS_DIR: '/sys/fs/bpf' }), { message: /^unknown setting MESH_BPFFS_DIR: the controller reads / });
 });
 
 // ---- all of them ------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // `meshctl dev rollout <component> [--node N]`: on the local cluster, the handover a rolling
-// update of the node DaemonSet performs on a real one (src/local/rollout/): the daemon starts the
+// update of the node DaemonSet (or of the controller Deployment) performs on a real one (src/local/rollout/): the daemon starts the
 // new process, waits until it serves everything, then lets the old one drain. Its components are
 // listed by the daemon (src/local/rollout/index.ts), which refuses any other name.
 import net from 'node:net';
@@ -57,7 +57,7 @@ async function rollout(component: string, o: RolloutOptions): Promise<void> {
 export function devRolloutCommand(): Command {
   return new Command('rollout')
     .description('replace a component on the local cluster as a rolling update would: start the new process, hand over, drain the old one')
-    .argument('<component>', 'ztunnel or agent')
+    .argument('<component>', 'ztunnel, agent or controller')
     .option('--node <name>', 'only this node (default: every node, one after the other)')
     .option('--drain-timeout <duration>', "the new ztunnels' MESH_DRAIN_TIMEOUT: how long they will drain when they are replaced in turn (0s: no limit)")
     .option('--wait', 'wait until every old process has finished draining and exited', false)
@@ -69,6 +69,7 @@ Examples:
   sudo meshctl dev rollout ztunnel                 # node after node: new ztunnel serves, old one drains
   sudo meshctl dev rollout ztunnel --node node1 --wait
   sudo meshctl dev rollout agent                   # capture stays pinned; traffic is untouched
+  sudo meshctl dev rollout controller              # replicas one at a time (needs dev up --controller-replicas 2)
 `,
     )
     .action((component: string, o: RolloutOptions) => rollout(component, o));

@@ -41,7 +41,7 @@ function say(s: string): void {
   process.stdout.write(`${s}\n`);
 }
 
-async function up(opts: { nodes: string; stateDir: string; mesh: boolean; workloadCertTtl?: string; tracingEndpoint?: string; tracingSampling?: string }): Promise<void> {
+async function up(opts: { nodes: string; stateDir: string; mesh: boolean; workloadCertTtl?: string; tracingEndpoint?: string; tracingSampling?: string; controllerReplicas?: string }): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the local cluster creates network namespaces and cgroups: run `meshctl dev up` as root');
   const nodes = Number(opts.nodes);
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw new Error(`--nodes must be a whole number from 1 to 16, got '${opts.nodes}'`);
@@ -71,6 +71,11 @@ async function up(opts: { nodes: string; stateDir: string; mesh: boolean; worklo
     }
     tracing.push('--tracing-endpoint', opts.tracingEndpoint, '--tracing-sampling', opts.tracingSampling ?? '1');
   }
+  const replicas = opts.controllerReplicas === undefined ? undefined : Number(opts.controllerReplicas);
+  if (replicas !== undefined) {
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) throw new Error(`--controller-replicas must be a whole number from 1 to 5, got '${opts.controllerReplicas}'`);
+    if (!opts.mesh) throw new Error('--controller-replicas runs the mesh\'s controller as replicas: it has no effect with --no-mesh');
+  }
   const running = runningDaemon(opts.stateDir);
   if (running) {
     const st = readStatus(opts.stateDir);
@@ -81,7 +86,7 @@ async function up(opts: { nodes: string; stateDir: string; mesh: boolean; worklo
   rmSync(statusPath(opts.stateDir), { force: true });
   const logFile = join(opts.stateDir, 'daemon.log');
   const out = openSync(logFile, 'a');
-  const args = ['--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX, ...(opts.mesh ? [] : ['--no-mesh']), ...(ttlMs ? ['--workload-cert-ttl-ms', String(ttlMs)] : []), ...tracing];
+  const args = ['--state-dir', opts.stateDir, '--nodes', String(nodes), '--prefix', PREFIX, ...(opts.mesh ? [] : ['--no-mesh']), ...(ttlMs ? ['--workload-cert-ttl-ms', String(ttlMs)] : []), ...tracing, ...(replicas ? ['--controller-replicas', String(replicas)] : [])];
   const child = spawn(process.execPath, [DAEMON, ...args], {
     detached: true,
     stdio: ['ignore', out, out],
@@ -249,8 +254,9 @@ Examples:
     .option('--workload-cert-ttl <duration>', 'lifetime of workload and node certificates (the controller\'s MESH_WORKLOAD_CERT_TTL; default 24h); short ones show rotation at work')
     .option('--tracing-endpoint <url>', 'OTLP/HTTP (protobuf) endpoint the waypoints export a span per request to, e.g. http://otel-collector.observability:4318/v1/traces (MESH_TRACING_OTLP_ENDPOINT)')
     .option('--tracing-sampling <percent>', 'percentage of new traces recorded (MESH_TRACING_SAMPLING; default 1); a caller\'s sampled flag always wins')
+    .option('--controller-replicas <n>', 'run the controller as n replica processes behind a Service, electing a leader on a Lease (default: one controller inside the daemon)')
     .addOption(stateDirOption())
-    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes and the mesh, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --no-mesh    # a plain cluster\n  sudo meshctl dev up --workload-cert-ttl 30s   # certificates renewed every 15 s (meshctl ztunnel-config certificates)\n  sudo meshctl dev up --tracing-endpoint http://otel-collector.observability:4318/v1/traces --tracing-sampling 100\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
+    .addHelpText('after', '\nExamples:\n  sudo meshctl dev up              # two nodes and the mesh, state in /var/lib/mesh/dev\n  sudo meshctl dev up --nodes 3\n  sudo meshctl dev up --no-mesh    # a plain cluster\n  sudo meshctl dev up --workload-cert-ttl 30s   # certificates renewed every 15 s (meshctl ztunnel-config certificates)\n  sudo meshctl dev up --tracing-endpoint http://otel-collector.observability:4318/v1/traces --tracing-sampling 100\n  sudo meshctl dev up --controller-replicas 2   # then: meshctl dev rollout controller\n  sudo meshctl dev up --state-dir /tmp/mesh-dev\n')
     .action(up);
   dev
     .command('status')

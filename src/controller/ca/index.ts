@@ -42,9 +42,10 @@ export interface RunningCa {
 
 /**
  * Loads or creates the root, starts publishing the trust bundle and serves CreateCertificate.
- * `authenticator` defaults to TokenReview through `kube`.
+ * `authenticator` defaults to TokenReview through `kube`; `publishRoot: false` leaves the trust
+ * bundle's publication to the caller (a replica publishes it only while it leads).
  */
-export async function startCa(kube: CaKube, input: Partial<CaConfig> & { trustDomain: string }, deps: { authenticator?: Authenticator } = {}): Promise<RunningCa> {
+export async function startCa(kube: CaKube, input: Partial<CaConfig> & { trustDomain: string }, deps: { authenticator?: Authenticator; publishRoot?: boolean } = {}): Promise<RunningCa> {
   const config = caConfig(input);
   const material = await loadCaMaterial(kube, config);
   const authority = new CertificateAuthority(material);
@@ -58,7 +59,8 @@ export async function startCa(kube: CaKube, input: Partial<CaConfig> & { trustDo
     maxTtlMs: config.maxTtlMs,
     servingNames: config.servingNames,
   });
-  await publisher.start();
+  // Without publishRoot the caller starts the publisher when it leads (publisher.start()).
+  if (deps.publishRoot ?? true) await publisher.start();
   let port: number;
   try {
     port = await server.listen(config.host, config.port);

@@ -3,6 +3,7 @@
 // (a controller rollout goes in ./controller.ts and into ROLLOUTS).
 import type { LocalMesh } from '../mesh.ts';
 import { rolloutAgent } from './agent.ts';
+import { rolloutController } from './controller.ts';
 import type { RolloutResult } from './types.ts';
 import { rolloutZtunnel } from './ztunnel.ts';
 
@@ -11,7 +12,7 @@ export type { RolloutResult } from './types.ts';
 interface Rollout {
   /** Per node (a DaemonSet's component) or once for the cluster (a Deployment's). */
   perNode: boolean;
-  run(mesh: LocalMesh, node: string | undefined, say: (m: string) => void, opts: RolloutOptions): Promise<RolloutResult>;
+  run(mesh: LocalMesh, node: string | undefined, say: (m: string) => void, opts: RolloutOptions): Promise<RolloutResult | RolloutResult[]>;
 }
 
 export interface RolloutOptions {
@@ -23,6 +24,8 @@ export interface RolloutOptions {
 const ROLLOUTS: Record<string, Rollout> = {
   ztunnel: { perNode: true, run: (m, node, say, o) => rolloutZtunnel(m, node!, say, o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}) },
   agent: { perNode: true, run: (m, node, say) => rolloutAgent(m, node!, say) },
+  // A Deployment's replicas, one result per replica replaced.
+  controller: { perNode: false, run: (m, _node, say) => rolloutController(m, say) },
 };
 
 export function rolloutTargets(): string[] {
@@ -39,10 +42,10 @@ export async function rollout(mesh: LocalMesh, component: string, opts: RolloutO
   if (!r) throw new Error(`cannot roll out '${component}': choose one of ${rolloutTargets().join(', ')}`);
   if (!r.perNode) {
     if (opts.node) throw new Error(`${component} is not a per-node component: --node does not apply`);
-    return [await r.run(mesh, undefined, say, opts)];
+    return [await r.run(mesh, undefined, say, opts)].flat();
   }
   if (opts.node && !mesh.nodes.includes(opts.node)) throw new Error(`no node '${opts.node}' in the local cluster (nodes: ${mesh.nodes.join(', ')})`);
   const out: RolloutResult[] = [];
-  for (const node of opts.node ? [opts.node] : mesh.nodes) out.push(await r.run(mesh, node, say, opts));
+  for (const node of opts.node ? [opts.node] : mesh.nodes) out.push(...[await r.run(mesh, node, say, opts)].flat());
   return out;
 }
