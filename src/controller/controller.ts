@@ -17,7 +17,7 @@ import { loadControllerSettings } from './config.ts';
 import { WaypointDeployer, type WaypointTemplate } from './waypoint-deployer.ts';
 import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
-import { LeaderElector, type LeaderStatus, type LeaseSettings } from './leader-election.ts';
+import { LeaderElector, type LeaseSettings } from './leader-election.ts';
 import { type ClientRecord, ReplicaDirectory } from './replica-directory.ts';
 import { DashboardListenError, type Inventory, relayFlowSource, type RunningDashboard, startDashboard } from './dashboard/index.ts';
 
@@ -161,11 +161,6 @@ export class Controller {
    */
   get leading(): boolean {
     return this.elector ? this.elector.isLeader : !this.stopping;
-  }
-
-  /** The Lease as this replica sees it (none when it runs alone, without election). */
-  leaderStatus(): LeaderStatus | undefined {
-    return this.elector?.status();
   }
 
   private startedLeading(): void {
