@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { findCgroup2Mount } from '../../src/common/cgroup.ts';
-import { removeV1Tree } from '../../src/local/runtime/oci.ts';
+import { containerUlimits, removeV1Tree } from '../../src/local/runtime/oci.ts';
 import test, { type ExecutionContext } from 'ava';
 import { IMAGES, INPUTS_LABEL, imageTags } from '../../src/images/build.ts';
 import { requireRoot } from '../helpers/topology.ts';
@@ -15,7 +15,7 @@ import { requireRoot } from '../helpers/topology.ts';
 const ROOT = join(import.meta.dirname, '../..');
 const BUILD = join(ROOT, 'src/images/build.ts');
 const PODMAN = ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs'];
-const ULIMITS = ['--ulimit', 'nofile=20000:20000', '--ulimit', 'nproc=32768:32768'];
+const ULIMITS = containerUlimits();
 const image = (name: string) => `${IMAGES.find((i) => i.name === name)!.repository}:latest`;
 
 interface Run {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { findCgroup2Mount } from '../../src/common/cgroup.ts';
-import { chooseRuntime, runArgs } from '../../src/local/runtime/oci.ts';
+import { chooseRuntime, containerUlimits, runArgs } from '../../src/local/runtime/oci.ts';
 import { containerEnv, fieldOf, ociSpec, unsupportedFields } from '../../src/local/runtime/podspec.ts';
 import { prepareVolumes, type VolumeSources } from '../../src/local/runtime/volumes.ts';
 
@@ -23,6 +23,18 @@ function sources(): VolumeSources {
     field: fieldOf(pod, '10.101.0.5', '10.250.0.3'),
   };
 }
+
+test('container ulimits are the hard limits of this process, read from its limits', (t) => {
+  const limits = [
+    'Limit                     Soft Limit           Hard Limit           Units     ',
+    'Max processes             4096                 63459                processes ',
+    'Max open files            1024                 4096                 files     ',
+  ].join('\n');
+  t.deepEqual(containerUlimits(limits), ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=63459:63459']);
+  t.deepEqual(containerUlimits(limits.replace('63459 ', 'unlimited')), ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=-1:-1']);
+  const own = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'))!.trim().split(/\s+/)[4];
+  t.true(containerUlimits().includes(`nofile=${own}:${own}`));
+});
 
 test('host-command pods keep their mode; store images, localhost/ images and command-less containers run as OCI', async (t) => {
   t.is(await chooseRuntime({ image: 'local', command: ['sleep', '1'] }), 'host');
@@ -50,7 +62,8 @@ test('an image container runs in the pod netns and cgroup, with its security con
   t.regex(joined, /--network ns:\/run\/netns\/mt-node2-shop-web-1 /);
   t.regex(joined, / --cgroup-parent \/mt-kubepods\/node2\/podu-1 /);
   t.regex(joined, / --pull never /);
-  t.regex(joined, /--ulimit nofile=20000:20000 --ulimit nproc=32768:32768/);
+  // This process's own hard limits: a container cannot raise one without CAP_SYS_RESOURCE.
+  t.true(joined.includes(containerUlimits().join(' ')));
   t.regex(joined, /--label io\.mesh\.local\.cluster=mt /);
   t.regex(joined, /--pid host --privileged --cap-add NET_ADMIN --cap-drop ALL --user 1000:1000 --workdir \/srv --env A=1 /);
   t.regex(joined, /--mount type=bind,source=\/state\/pods\/u-1\/volumes\/cfg,destination=\/etc\/app,ro /);

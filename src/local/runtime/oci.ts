@@ -7,10 +7,10 @@
 // `chooseRuntime`.
 //
 // runc, not crun: crun refuses this host's hybrid cgroups ("cgroups in hybrid mode not
-// supported"); cgroupfs, not systemd: pod cgroups are plain directories we own. The ulimits stay
-// within the host's hard limits (nofile 20000, nproc 32768), which podman's defaults exceed.
+// supported"); cgroupfs, not systemd: pod cgroups are plain directories we own. The ulimits are
+// this process's own hard limits (containerUlimits).
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readdirSync, rmdirSync } from 'node:fs';
+import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { findCgroup2Mount } from '../../common/cgroup.ts';
 
@@ -18,7 +18,31 @@ import { findCgroup2Mount } from '../../common/cgroup.ts';
 export const CONTAINER_LABEL = 'io.mesh.local.cluster';
 
 const GLOBAL = ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs'];
-const ULIMITS = ['--ulimit', 'nofile=20000:20000', '--ulimit', 'nproc=32768:32768'];
+
+/**
+ * `--ulimit` flags holding a container's open files and processes at the hard limits this process
+ * has (and so podman and runc, its children). podman's defaults ask for more (nofile 1048576),
+ * and a container without CAP_SYS_RESOURCE (the chart's CNI installer drops every capability)
+ * cannot raise a hard limit: runc then fails with "error setting rlimits … operation not
+ * permitted" before the process starts, and the pod crash-loops with an empty log. The limits
+ * differ from host to host and from shell to service, so they are read, not written down.
+ */
+export function containerUlimits(limits = readFileSync('/proc/self/limits', 'utf8')): string[] {
+  const hard = (name: string): string | undefined => {
+    const line = limits.split('\n').find((l) => l.startsWith(name));
+    // "Max open files            20000                20000                files"
+    const value = line?.slice(name.length).trim().split(/\s+/)[1];
+    if (value === 'unlimited') return '-1';
+    return value && /^\d+$/.test(value) ? value : undefined;
+  };
+  const flags: string[] = [];
+  for (const [name, ulimit] of [['Max open files', 'nofile'], ['Max processes', 'nproc']] as const) {
+    const value = hard(name);
+    if (value) flags.push('--ulimit', `${ulimit}=${value}:${value}`);
+  }
+  return flags;
+}
+const ULIMITS = containerUlimits();
 
 function podman(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
