@@ -6,9 +6,9 @@
 // client-node's PortForward — what `kubectl -n mesh-system port-forward deploy/mesh-controller
 // 4245` does, without asking the user to run it.
 import { existsSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
 import { endpointsPath, loadEndpoints } from './endpoints.ts';
 import { KubeCommandError, loadKubeConfig } from './kube.ts';
+import { forwardPort } from './port-forward.ts';
 
 /** The relay's port in the controller pod (MESH_RELAY_PORT's default, the chart's `relay` port). */
 export const RELAY_PORT = 4245;
@@ -27,8 +27,10 @@ export interface RelayAccess {
 export interface RelayOptions {
   server?: string;
   stateDir: string;
-  kubeconfig?: string;
-  context?: string;
+  kubeconfig?: string | undefined;
+  context?: string | undefined;
+  /** The cluster's kubeconfig when the caller has it loaded already. */
+  kc?: import('@kubernetes/client-node').KubeConfig;
 }
 
 export async function relayAccess(o: RelayOptions): Promise<RelayAccess> {
@@ -43,7 +45,7 @@ export async function relayAccess(o: RelayOptions): Promise<RelayAccess> {
 
 /** A local port forwarded to the relay port of a ready controller pod. */
 async function forwardToController(o: RelayOptions): Promise<RelayAccess> {
-  const kc = await loadKubeConfig({ stateDir: o.stateDir, ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), ...(o.context ? { context: o.context } : {}) });
+  const kc = o.kc ?? await loadKubeConfig({ stateDir: o.stateDir, ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), ...(o.context ? { context: o.context } : {}) });
   const k8s = await import('@kubernetes/client-node');
   const core = kc.makeApiClient(k8s.CoreV1Api);
   let pods: import('@kubernetes/client-node').V1Pod[];
@@ -61,33 +63,10 @@ async function forwardToController(o: RelayOptions): Promise<RelayAccess> {
     );
   }
   const name = ready.metadata!.name!;
-  const forward = new k8s.PortForward(kc);
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    socket.on('error', () => socket.destroy());
-    forward.portForward(MESH_NAMESPACE, name, [RELAY_PORT], socket, null, socket).then(
-      (ws) => {
-        const w = ws as { close?: () => void; on?: (e: string, f: () => void) => void };
-        w.on?.('close', () => socket.destroy());
-        socket.once('close', () => w.close?.());
-      },
-      () => socket.destroy(),
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  server.unref();
-  const port = (server.address() as { port: number }).port;
+  const forward = await forwardPort(kc, MESH_NAMESPACE, name, RELAY_PORT);
   return {
-    address: `127.0.0.1:${port}`,
+    address: forward.address,
     via: `port-forward to ${MESH_NAMESPACE}/${name}:${RELAY_PORT}`,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
+    close: forward.close,
   };
 }

@@ -5,9 +5,10 @@
 import type * as k8s from '@kubernetes/client-node';
 import { buildModel, type ClusterSnapshot, type KubeObject } from '../../controller/model/index.ts';
 import type { Flow, GetFlowsResponse } from '../../flows/types.ts';
-import { fetchDump, targets } from '../commands/ztunnel-config.ts';
-import { loadEndpoints } from '../endpoints.ts';
+import { fetchDump } from '../commands/ztunnel-config.ts';
 import { apiError, httpStatus } from '../kube.ts';
+import { relayAccess } from '../relay.ts';
+import { ztunnelAccess } from '../ztunnels.ts';
 import type { AnalyzeInput } from './rules.ts';
 
 /** Custom kinds, each read as empty while its CRD is not installed. */
@@ -59,17 +60,11 @@ export async function readSnapshot(kc: k8s.KubeConfig): Promise<ClusterSnapshot>
   };
 }
 
-/** The relay to read flows from: --server, else the local cluster's mesh.json. */
-function relayOf(o: { server?: string | undefined; stateDir: string }): string {
-  if (o.server) return o.server;
-  const e = loadEndpoints(o.stateDir);
-  if (!e.relay) throw new Error(`the mesh recorded in ${o.stateDir} has no flow relay address`);
-  return e.relay;
-}
-
 /** The DROPPED flows the relay still keeps (since `sinceNs` when given). */
-export async function readDroppedFlows(o: { server?: string | undefined; stateDir: string; sinceNs?: number | undefined }): Promise<Flow[]> {
-  const address = relayOf(o);
+export async function readDroppedFlows(kc: k8s.KubeConfig, o: { server?: string | undefined; stateDir: string; sinceNs?: number | undefined }): Promise<Flow[]> {
+  // --server, else the local cluster's mesh.json, else a port-forward to the controller pod.
+  const access = await relayAccess({ server: o.server, stateDir: o.stateDir, kc });
+  const address = access.address;
   const { credentials } = await import('@grpc/grpc-js');
   const { observerClient } = await import('../../flows/server.ts');
   const client = observerClient(address, credentials.createInsecure());
@@ -88,14 +83,21 @@ export async function readDroppedFlows(o: { server?: string | undefined; stateDi
     });
   } finally {
     client.close();
+    access.close();
   }
 }
 
-/** Each ztunnel's certificates: --admin addresses, else every node of the local cluster's mesh.json. */
-export async function readCertificates(o: { admin: string[]; stateDir: string }): Promise<{ node: string; certificates: NonNullable<Awaited<ReturnType<typeof fetchDump>>['dump']['certificates']> }[]> {
-  const ts = o.admin.length ? o.admin.map((admin) => ({ node: undefined, admin })) : targets({ stateDir: o.stateDir });
-  const dumps = await Promise.all(ts.map((t) => fetchDump(t)));
-  return dumps.map((d, i) => ({ node: d.node ?? ts[i]!.admin, certificates: d.dump.certificates }));
+/** Each ztunnel's certificates: --admin addresses, else every node of the local cluster's mesh.json,
+ *  else every node pod of the cluster (through port-forwards). */
+export async function readCertificates(kc: k8s.KubeConfig, o: { admin: string[]; stateDir: string }): Promise<{ node: string; certificates: NonNullable<Awaited<ReturnType<typeof fetchDump>>['dump']['certificates']> }[]> {
+  const access = o.admin.length ? undefined : await ztunnelAccess({ stateDir: o.stateDir, kc });
+  const ts = access?.serving ?? o.admin.map((admin) => ({ node: undefined, admin }));
+  try {
+    const dumps = await Promise.all(ts.map((t) => fetchDump(t)));
+    return dumps.map((d, i) => ({ node: d.node ?? ts[i]!.admin, certificates: d.dump.certificates }));
+  } finally {
+    access?.close();
+  }
 }
 
 export interface GatherOptions {
@@ -109,8 +111,8 @@ export interface GatherOptions {
 export async function gather(kc: k8s.KubeConfig, o: GatherOptions): Promise<AnalyzeInput> {
   const [snapshot, flows, certificates] = await Promise.all([
     readSnapshot(kc),
-    readDroppedFlows(o).catch((e: Error) => ({ error: e.message })),
-    readCertificates(o).catch((e: Error) => ({ error: e.message })),
+    readDroppedFlows(kc, o).catch((e: Error) => ({ error: e.message })),
+    readCertificates(kc, o).catch((e: Error) => ({ error: e.message })),
   ]);
   return { snapshot, model: buildModel(snapshot), flows, certificates, now: o.now ?? new Date() };
 }

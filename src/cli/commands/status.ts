@@ -3,8 +3,9 @@
 // `hubble status` and `istioctl proxy-status` in one view. Exit code 1 when something is off.
 import { Command, Option } from 'commander';
 import type { NodeInfo, ServerStatus } from '../../flows/types.ts';
-import { DEFAULT_STATE_DIR, loadEndpoints, type MeshEndpoints } from '../endpoints.ts';
+import { DEFAULT_STATE_DIR } from '../endpoints.ts';
 import { relayAccess } from '../relay.ts';
+import { ztunnelAccess } from '../ztunnels.ts';
 
 interface StatusOptions {
   stateDir: string;
@@ -36,31 +37,44 @@ export function problems(status: ServerStatus, nodes: NodeInfo[]): string[] {
 interface Draining {
   node: string;
   admin: string;
+  pod?: string;
   connections?: number;
   deadline?: string;
   error?: string;
 }
 
-async function drainingZtunnels(e: MeshEndpoints | undefined): Promise<Draining[]> {
-  const out: Draining[] = [];
-  for (const [node, n] of Object.entries(e?.nodes ?? {})) {
-    for (const admin of n.ztunnelDraining ?? []) {
+/** The draining ztunnels: those the local cluster's mesh.json lists, or the node pods being deleted. */
+async function drainingZtunnels(o: StatusOptions): Promise<Draining[]> {
+  let access: Awaited<ReturnType<typeof ztunnelAccess>>;
+  try {
+    access = await ztunnelAccess({ stateDir: o.stateDir, drainingOnly: true });
+  } catch {
+    // No ztunnel to be found at all: the node checks above say so.
+    return [];
+  }
+  try {
+    const out: Draining[] = [];
+    for (const t of access.draining) {
+      const node = t.node ?? '?';
+      const where = t.pod ? { pod: t.pod } : {};
       try {
-        const r = await fetch(`http://${admin}/config_dump`, { signal: AbortSignal.timeout(3000) });
+        const r = await fetch(`http://${t.admin}/config_dump`, { signal: AbortSignal.timeout(3000) });
         const d = ((await r.json()) as { drain?: { phase: string; connections: number; deadline?: string } }).drain;
-        if (d?.phase === 'draining') out.push({ node, admin, connections: d.connections, ...(d.deadline ? { deadline: d.deadline } : {}) });
+        if (d?.phase === 'draining') out.push({ node, admin: t.admin, ...where, connections: d.connections, ...(d.deadline ? { deadline: d.deadline } : {}) });
       } catch (err) {
-        // Gone between mesh.json and now: it finished draining.
-        if ((err as Error).name !== 'TypeError') out.push({ node, admin, error: (err as Error).message });
+        // Gone between the listing and now: it finished draining.
+        if ((err as Error).name !== 'TypeError') out.push({ node, admin: t.admin, ...where, error: (err as Error).message });
       }
     }
+    return out;
+  } finally {
+    access.close();
   }
-  return out;
 }
 
 /** "node1: ztunnel draining (37 connections, 12 min left)". */
 export function drainingText(d: Draining, now = Date.now()): string {
-  if (d.error) return `${d.node}: a draining ztunnel (admin ${d.admin}) does not answer: ${d.error}`;
+  if (d.error) return `${d.node}: a draining ztunnel (${d.pod ?? `admin ${d.admin}`}) does not answer: ${d.error}`;
   const n = d.connections ?? 0;
   let left = 'no deadline';
   if (d.deadline) {
@@ -71,14 +85,6 @@ export function drainingText(d: Draining, now = Date.now()): string {
 }
 
 async function status(o: StatusOptions): Promise<void> {
-  // The local cluster's mesh.json also lists the ztunnels a rollout replaced (draining); a cluster
-  // reached through the kubeconfig has none of it.
-  let endpoints: MeshEndpoints | undefined;
-  try {
-    endpoints = loadEndpoints(o.stateDir);
-  } catch {
-    endpoints = undefined;
-  }
   const access = await relayAccess(o);
   const address = access.address;
   const { credentials } = await import('@grpc/grpc-js');
@@ -94,7 +100,7 @@ async function status(o: StatusOptions): Promise<void> {
       throw new Error(`the controller does not answer at ${address} (${access.via}): ${(e as Error).message} — is the mesh running (\`meshctl dev status\`, \`kubectl -n mesh-system get pods\`)?`, { cause: e });
     }
     const issues = problems(st, nodes);
-    const draining = await drainingZtunnels(endpoints);
+    const draining = await drainingZtunnels(o);
     if (o.output === 'json') {
       process.stdout.write(`${JSON.stringify({ controller: { address, version: st.version }, flows: st, nodes, draining, problems: issues }, null, 2)}\n`);
     } else {

@@ -1,8 +1,10 @@
 // `meshctl ztunnel-config`: what the ztunnels know — workloads, services, policies, certificates
 // and live connections — read from each one's admin /config_dump, as istioctl ztunnel-config
-// shows Istio's. The addresses come from the local cluster's mesh.json or from --admin.
+// shows Istio's. The addresses come from --admin, the local cluster's mesh.json, or port-forwards
+// to the node pods of a cluster installed with the chart (src/cli/ztunnels.ts).
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_STATE_DIR, endpointsPath, loadEndpoints } from '../endpoints.ts';
+import { DEFAULT_STATE_DIR } from '../endpoints.ts';
+import { type Target, ZtunnelConfigError, ztunnelAccess } from '../ztunnels.ts';
 import {
   type Filters,
   type MergedDump,
@@ -18,32 +20,12 @@ import {
 // A ztunnel answers from memory; a dump that takes longer than this is not coming.
 const FETCH_TIMEOUT_MS = 5_000;
 
-export type ZtunnelConfigErrorCode =
-  | 'MESH_ERR_ZTUNNEL_ADMIN_UNREACHABLE'
-  | 'MESH_ERR_ZTUNNEL_ADMIN_STATUS'
-  | 'MESH_ERR_ZTUNNEL_DUMP_INVALID'
-  | 'MESH_ERR_UNKNOWN_NODE';
-
-/** Why a ztunnel's config could not be shown, with what to check. */
-export class ZtunnelConfigError extends Error {
-  readonly code: ZtunnelConfigErrorCode;
-  override name = 'ZtunnelConfigError';
-
-  constructor(code: ZtunnelConfigErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-  }
-}
-
-export interface Target {
-  node: string | undefined;
-  admin: string;
-}
-
 interface CommonOptions {
   stateDir: string;
   node?: string;
   admin?: string;
+  kubeconfig?: string;
+  context?: string;
   output: OutputFormat;
   namespace?: string;
 }
@@ -53,32 +35,6 @@ interface AllOptions extends CommonOptions {
   address?: string;
   direction?: 'inbound' | 'outbound';
   raw?: boolean;
-}
-
-/** The ztunnels to ask: --admin alone, or --node's, or every node in mesh.json. */
-export function targets(o: Pick<CommonOptions, 'stateDir' | 'node' | 'admin'>): Target[] {
-  if (o.admin) return [{ node: o.node, admin: o.admin }];
-  const endpoints = loadEndpoints(o.stateDir);
-  const file = endpointsPath(o.stateDir);
-  const known = Object.keys(endpoints.nodes).sort();
-  const adminOf = (node: string): string => {
-    const a = endpoints.nodes[node]?.ztunnelAdmin;
-    if (typeof a !== 'string' || a === '') throw new Error(`${file} records no ztunnelAdmin address for node ${node}: is its ztunnel running? (\`meshctl dev status\`)`);
-    return a;
-  };
-  if (o.node !== undefined) {
-    if (!Object.hasOwn(endpoints.nodes, o.node)) {
-      throw new ZtunnelConfigError(
-        'MESH_ERR_UNKNOWN_NODE',
-        known.length
-          ? `no node "${o.node}" in ${file}; known nodes: ${known.join(', ')}`
-          : `no node "${o.node}" in ${file}: it records no nodes (is the local cluster up? \`meshctl dev status\`)`,
-      );
-    }
-    return [{ node: o.node, admin: adminOf(o.node) }];
-  }
-  if (known.length === 0) throw new Error(`${file} records no nodes: is the local cluster up? (\`meshctl dev status\`)`);
-  return known.map((node) => ({ node, admin: adminOf(node) }));
 }
 
 function describe(t: Target): string {
@@ -98,8 +54,10 @@ export async function fetchDump(t: Target): Promise<NodeDump> {
     const why = e.name === 'TimeoutError' ? `no answer within ${FETCH_TIMEOUT_MS / 1000}s` : (e.cause?.code ?? e.cause?.message ?? e.message);
     throw new ZtunnelConfigError(
       'MESH_ERR_ZTUNNEL_ADMIN_UNREACHABLE',
-      `cannot reach ${describe(t)} (${why}): is the ztunnel running? \`meshctl dev status\` shows the local cluster; ` +
-        'on a Kubernetes cluster, run `kubectl port-forward -n <namespace> <ztunnel pod> 15000` and pass --admin 127.0.0.1:15000',
+      t.pod
+        ? `cannot reach ${describe(t)} (${why}) through a port-forward to ${t.pod}:15000: is its ztunnel container running (\`kubectl -n mesh-system describe pod\`)?`
+        : `cannot reach ${describe(t)} (${why}): is the ztunnel running? \`meshctl dev status\` shows the local cluster; ` +
+          'on a Kubernetes cluster, leave out --admin and meshctl port-forwards to each node pod itself (or `kubectl port-forward -n mesh-system <node pod> 15000`, then --admin 127.0.0.1:15000)',
       { cause: err },
     );
   }
@@ -122,8 +80,13 @@ export async function fetchDump(t: Target): Promise<NodeDump> {
  * but the others are still shown: one broken ztunnel should not hide the rest of the mesh.
  */
 async function gather(o: CommonOptions): Promise<MergedDump> {
-  const ts = targets(o);
-  const results = await Promise.allSettled(ts.map(fetchDump));
+  const access = await ztunnelAccess(o);
+  let results: PromiseSettledResult<NodeDump>[];
+  try {
+    results = await Promise.allSettled(access.serving.map(fetchDump));
+  } finally {
+    access.close();
+  }
   const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   const failed = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
   if (ok.length === 0) {
@@ -152,6 +115,8 @@ function commonOptions(cmd: Command): Command {
     .addOption(new Option('--state-dir <dir>', "the local cluster's state directory, where mesh.json records the ztunnels (env MESH_DEV_STATE_DIR)").default(DEFAULT_STATE_DIR))
     .addOption(new Option('--node <name>', "show this node's ztunnel only (default: every node, merged)"))
     .addOption(new Option('--admin <host:port>', 'ask the ztunnel admin server at this address instead (e.g. after kubectl port-forward)').argParser(adminAddress))
+    .addOption(new Option('--kubeconfig <file>', "without a local cluster: the cluster whose node pods to ask (default: $KUBECONFIG, ~/.kube/config)"))
+    .addOption(new Option('--context <name>', 'kubeconfig context to use'))
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json', 'yaml']).default('table'))
     .addOption(new Option('-n, --namespace <namespace>', 'only entries in this namespace'));
 }
@@ -222,11 +187,11 @@ const SPECS: SectionSpec[] = [
 ];
 
 const SOURCE_NOTE = `Each ztunnel is asked at its admin server (GET /config_dump, port 15000). By
-default every node in <state dir>/mesh.json is asked, and their workloads,
-services and policies are merged; --node asks one node's ztunnel; --admin asks
-the address given, e.g. after
-  kubectl port-forward -n <namespace> <ztunnel pod> 15000
-use --admin 127.0.0.1:15000.`;
+default every node in <state dir>/mesh.json (the local cluster) is asked, and
+their workloads, services and policies are merged; without a local cluster,
+every mesh node pod in mesh-system of the kubeconfig's cluster is asked through
+a port-forward (as istioctl does). --node asks one node's ztunnel; --admin asks
+the address given.`;
 
 function sectionCommand(spec: SectionSpec): Command {
   const cmd = new Command(spec.name).aliases(spec.aliases).summary(spec.summary).description(`Shows ${spec.summary}.\n\nColumns: ${spec.columns}.`);
