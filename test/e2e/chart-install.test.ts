@@ -10,16 +10,7 @@ import test from 'ava';
 import { LocalCluster } from '../../src/local/runtime/cluster.ts';
 import { CHART, helm } from '../helpers/helm.ts';
 import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+import { waitFor } from '../helpers/wait.ts';
 
 test('helm install onto the local cluster: a node pod and a CNI installer on every node, the controller pod, all gone on uninstall', async (t) => {
   if (!(await requireRoot(t))) return;

@@ -6,6 +6,7 @@ import test from 'ava';
 import * as k8s from '@kubernetes/client-node';
 import { LocalCluster } from '../../src/local/runtime/cluster.ts';
 import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const NODE = process.execPath;
 
@@ -27,16 +28,6 @@ const get = (u) => new Promise((res) => {
   }
 })();
 `;
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('a pod on one node reaches a server pod on the other by pod IP, ClusterIP and service name', async (t) => {
   if (!(await requireRoot(t))) return;

@@ -9,6 +9,7 @@ import test from 'ava';
 import * as k8s from '@kubernetes/client-node';
 import { LocalCluster } from '../../src/local/runtime/cluster.ts';
 import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const NODE = process.execPath;
 
@@ -16,16 +17,6 @@ function kubectl(cluster: LocalCluster, dir: string, args: string[]): Promise<st
   return new Promise((resolve, reject) => {
     execFile('kubectl', args, { env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath, KUBECACHEDIR: join(dir, 'kube-cache'), HOME: dir } }, (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout)));
   });
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 test('the scheduler and kubelet record the events kubectl describe and get events show', async (t) => {

@@ -10,19 +10,10 @@ import { LocalCluster } from '../../src/local/runtime/cluster.ts';
 import { containerLogPath } from '../../src/local/runtime/kubelet.ts';
 import { BUSYBOX_IMAGE, buildBusyboxImage } from '../helpers/images.ts';
 import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const IMAGE = BUSYBOX_IMAGE;
 const MESHCTL = join(import.meta.dirname, '../../bin/meshctl');
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('image pods run in their pod netns with env, volumes, privilege; a missing image backs off; down leaves nothing', async (t) => {
   if (!(await requireRoot(t))) return;

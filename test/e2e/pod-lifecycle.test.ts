@@ -12,6 +12,7 @@ import { containerLogPath } from '../../src/local/runtime/kubelet.ts';
 import { listContainers } from '../../src/local/runtime/oci.ts';
 import { BUSYBOX_IMAGE, buildBusyboxImage } from '../helpers/images.ts';
 import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 let cluster: LocalCluster;
 let core: k8s.CoreV1Api;
@@ -37,21 +38,6 @@ async function apply(name: string, yaml: string): Promise<void> {
   writeFileSync(f, yaml);
   const r = await kubectl('apply', '-f', f);
   if (r.code !== 0) throw new Error(r.stderr);
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 const logOf = (pod: string, c = 'main') => {

@@ -9,6 +9,7 @@ import test, { type ExecutionContext } from 'ava';
 import * as k8s from '@kubernetes/client-node';
 import { LocalCluster } from '../../src/local/runtime/cluster.ts';
 import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const NODE = process.execPath;
 
@@ -35,16 +36,6 @@ function kubectl(env: Env, args: string[], opts: { input?: string; kubeconfig?: 
     if (opts.input !== undefined) child.stdin!.end(opts.input);
     else child.stdin!.end();
   });
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 async function withCluster(t: ExecutionContext, body: (env: Env) => Promise<void>): Promise<void> {

@@ -12,6 +12,7 @@ import * as k8s from '@kubernetes/client-node';
 import { LocalCluster } from '../../src/local/runtime/cluster.ts';
 import { HTTP_LOOP, loopResults } from '../helpers/scripts.ts';
 import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const NODE = process.execPath;
 // Answers "ok" on :8080; on SIGTERM it keeps serving for a while, as a server with a drain
@@ -38,21 +39,6 @@ async function apply(name: string, yaml: string): Promise<void> {
   const f = join(stateDir, `${name}.yaml`);
   writeFileSync(f, yaml);
   await kubectl('apply', '-f', f);
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 const ready = (p: k8s.V1Pod) => p.status?.phase === 'Running' && p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
