@@ -4,27 +4,16 @@
 // Deployment its controller pod, each with the chart's spec; `helm uninstall` takes them away
 // and leaves nothing on the host. The images are set to a tag that does not exist, so nothing of the mesh runs here:
 // running from `make images` is the images' test.
-import { mkdtempSync, rmSync } from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
 import test from 'ava';
-import { LocalCluster } from '../../src/local/runtime/cluster.ts';
 import { CHART, helm } from '../helpers/helm.ts';
-import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { requireRoot } from '../helpers/topology.ts';
+import { startTestCluster } from '../helpers/cluster.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 test('helm install onto the local cluster: a node pod and a CNI installer on every node, the controller pod, all gone on uninstall', async (t) => {
   if (!(await requireRoot(t))) return;
-  const prefix = uniquePrefix();
-  const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-state-`);
-  const started: { cluster?: LocalCluster } = {};
-  t.teardown(async () => {
-    await started.cluster?.stop();
-    rmSync(stateDir, { recursive: true, force: true });
-    const left = await assertNothingLeaked(prefix);
-    if (left.length) throw new Error(`left on the host: ${left.join('; ')}`);
-  });
-  const cluster = await LocalCluster.start({ stateDir, nodes: 2, prefix });
-  started.cluster = cluster;
+  const { cluster, prefix, stateDir } = await startTestCluster(t, 2);
   const env = { KUBECONFIG: cluster.kubeconfigPath, HOME: stateDir, HELM_CACHE_HOME: `${stateDir}/helm/cache`, HELM_CONFIG_HOME: `${stateDir}/helm/config`, HELM_DATA_HOME: `${stateDir}/helm/data` };
   const absent = ['controller', 'node'].flatMap((c) => ['--set', `${c}.image.tag=absent-${prefix}`, '--set', `${c}.image.pullPolicy=Never`]);
   // The CNI installer's host directories in the state dir, not the host's own.

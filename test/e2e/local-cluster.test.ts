@@ -1,11 +1,11 @@
 // The local cluster end to end: pods scheduled onto nodes made of network namespaces, a service
 // reachable by pod IP, ClusterIP and DNS name from the other node, status written back, and
 // nothing left on the host afterwards. Everything goes through the API server with client-node.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import test from 'ava';
 import * as k8s from '@kubernetes/client-node';
-import { LocalCluster } from '../../src/local/runtime/cluster.ts';
-import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { requireRoot } from '../helpers/topology.ts';
+import { startTestCluster } from '../helpers/cluster.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const NODE = process.execPath;
@@ -31,18 +31,7 @@ const get = (u) => new Promise((res) => {
 
 test('a pod on one node reaches a server pod on the other by pod IP, ClusterIP and service name', async (t) => {
   if (!(await requireRoot(t))) return;
-  const prefix = uniquePrefix();
-  const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-state-`);
-  const started: { cluster?: LocalCluster } = {};
-  t.teardown(async () => {
-    await started.cluster?.stop();
-    rmSync(stateDir, { recursive: true, force: true });
-    const left = await assertNothingLeaked(prefix);
-    const etc = existsSync('/etc/netns') ? readdirSync('/etc/netns').filter((d) => d.startsWith(`${prefix}-`)) : [];
-    if (left.length || etc.length) throw new Error(`left on the host: ${[...left, ...etc].join('; ')}`);
-  });
-  const cluster = await LocalCluster.start({ stateDir, nodes: 2, prefix });
-  started.cluster = cluster;
+  const { cluster, stateDir } = await startTestCluster(t, 2);
   const core = cluster.kc.makeApiClient(k8s.CoreV1Api);
   const ns = 'shop';
   await core.createNamespace({ body: { metadata: { name: ns } } });

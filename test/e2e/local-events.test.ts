@@ -3,12 +3,12 @@
 // a crash loop (BackOff), a failing readiness probe (Unhealthy) and a deletion (Killing), in
 // `kubectl describe pod` and `kubectl get events`. Needs root (pods are network namespaces).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import * as k8s from '@kubernetes/client-node';
 import { LocalCluster } from '../../src/local/runtime/cluster.ts';
-import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { requireRoot } from '../helpers/topology.ts';
+import { startTestCluster } from '../helpers/cluster.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const NODE = process.execPath;
@@ -21,17 +21,7 @@ function kubectl(cluster: LocalCluster, dir: string, args: string[]): Promise<st
 
 test('the scheduler and kubelet record the events kubectl describe and get events show', async (t) => {
   if (!(await requireRoot(t))) return;
-  const prefix = uniquePrefix();
-  const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-state-`);
-  const started: { cluster?: LocalCluster } = {};
-  t.teardown(async () => {
-    await started.cluster?.stop();
-    rmSync(stateDir, { recursive: true, force: true });
-    const left = await assertNothingLeaked(prefix);
-    if (left.length) throw new Error(`left on the host: ${left.join('; ')}`);
-  });
-  const cluster = await LocalCluster.start({ stateDir, nodes: 1, prefix });
-  started.cluster = cluster;
+  const { cluster, stateDir } = await startTestCluster(t, 1);
   const core = cluster.kc.makeApiClient(k8s.CoreV1Api);
   const pod = (name: string, spec: Partial<k8s.V1PodSpec>, container: Partial<k8s.V1Container>) =>
     core.createNamespacedPod({ namespace: 'default', body: { metadata: { name }, spec: { ...spec, containers: [{ name: 'app', image: 'registry.local/app:1', ...container }] } } });

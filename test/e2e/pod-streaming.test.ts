@@ -3,12 +3,13 @@
 // pods/exec. Pods here run host commands in their netns (the local kubelet's host-command mode).
 // Needs root (pods are network namespaces); run under the shared netns lock.
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import * as k8s from '@kubernetes/client-node';
 import { LocalCluster } from '../../src/local/runtime/cluster.ts';
-import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { requireRoot } from '../helpers/topology.ts';
+import { startTestCluster } from '../helpers/cluster.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const NODE = process.execPath;
@@ -40,17 +41,7 @@ function kubectl(env: Env, args: string[], opts: { input?: string; kubeconfig?: 
 
 async function withCluster(t: ExecutionContext, body: (env: Env) => Promise<void>): Promise<void> {
   if (!(await requireRoot(t))) return;
-  const prefix = uniquePrefix();
-  const dir = mkdtempSync(`/tmp/mesh-${prefix}-state-`);
-  const started: { cluster?: LocalCluster } = {};
-  t.teardown(async () => {
-    await started.cluster?.stop();
-    rmSync(dir, { recursive: true, force: true });
-    const left = await assertNothingLeaked(prefix);
-    if (left.length) throw new Error(`left on the host: ${left.join('; ')}`);
-  });
-  const cluster = await LocalCluster.start({ stateDir: dir, nodes: 1, prefix });
-  started.cluster = cluster;
+  const { cluster, stateDir: dir } = await startTestCluster(t, 1);
   await body({ cluster, dir, core: cluster.kc.makeApiClient(k8s.CoreV1Api) });
 }
 
