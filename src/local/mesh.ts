@@ -30,7 +30,7 @@ import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypoin
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
-const CONTROLLER_REPLICA = fileURLToPath(new URL('./controller-replica.ts', import.meta.url));
+const CONTROLLER_REPLICA = fileURLToPath(new URL('../controller/main.ts', import.meta.url));
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
 /** Separates a retired (draining) process's key from its pid: "ztunnel-node1~4242". */
 const RETIRED = '~';

@@ -1,5 +1,5 @@
 // The local cluster's controller replicas, as the controller Deployment runs them on a real
-// cluster: N processes (src/local/controller-replica.ts) that elect a leader on the Lease
+// cluster: N processes (src/controller/main.ts with --waypoint-template) that elect a leader on the Lease
 // mesh-system/mesh-controller, behind one ServiceFront — the Service every node, waypoint and
 // meshctl dials — so that a node's config stream may land on any replica.
 //
@@ -18,7 +18,7 @@ import { hostEnv } from '../common/settings.ts';
 import { ServiceFront } from './service-front.ts';
 
 const log = logger('local');
-const REPLICA = fileURLToPath(new URL('./controller-replica.ts', import.meta.url));
+const REPLICA = fileURLToPath(new URL('../controller/main.ts', import.meta.url));
 /** How long a replica may take to serve (informers synced, model built, listeners up). */
 const START_TIMEOUT_MS = 30_000;
 /** terminationGracePeriodSeconds of the controller pod: then it is killed. */
