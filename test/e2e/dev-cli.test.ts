@@ -1,25 +1,14 @@
 // `meshctl dev up / status / down` as a user runs them, with the real kubectl in between; `down`
 // must leave nothing on the host.
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import test from 'ava';
-import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
+import { devCluster } from '../helpers/dev.ts';
+import { assertNothingLeaked, requireRoot } from '../helpers/topology.ts';
 
-const run = promisify(execFile);
-const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
 
 test('dev up, kubectl apply, dev status, dev down --purge leaves nothing behind', async (t) => {
   if (!(await requireRoot(t))) return;
-  const prefix = uniquePrefix();
-  const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-dev-`);
-  const env = { ...process.env, MESH_DEV_PREFIX: prefix, MESH_DEV_STATE_DIR: stateDir, KUBECONFIG: `${stateDir}/kubeconfig` };
-  const meshctl = (...args: string[]) => run(MESHCTL, args, { env, timeout: 120_000 });
-  t.teardown(async () => {
-    await meshctl('dev', 'down', '--purge').catch(() => {});
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  const { prefix, stateDir, meshctl, kubectl } = devCluster(t);
 
   // Short-lived certificates, as a user would ask to watch rotation.
   const up = await meshctl('dev', 'up', '--nodes', '1', '--workload-cert-ttl', '30s');
@@ -39,7 +28,7 @@ spec:
   - {name: main, image: unused, command: ["sleep", "600"]}
 `,
   );
-  await run('kubectl', ['apply', '-f', manifest], { env });
+  await kubectl('apply', '-f', manifest);
   let status = '';
   for (let i = 0; i < 50 && !/sleeper\s+node1\s+Running\s+10\.100\.0\.\d+/.test(status); i++) {
     await new Promise((r) => setTimeout(r, 100));
@@ -69,15 +58,7 @@ spec:
 
 test('dev up --controller-replicas 2, then dev rollout controller: new replicas, the Lease moves, the mesh keeps its config', async (t) => {
   if (!(await requireRoot(t))) return;
-  const prefix = uniquePrefix();
-  const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-dev-`);
-  const env = { ...process.env, MESH_DEV_PREFIX: prefix, MESH_DEV_STATE_DIR: stateDir, KUBECONFIG: `${stateDir}/kubeconfig` };
-  const meshctl = (...args: string[]) => run(MESHCTL, args, { env, timeout: 120_000 });
-  const kubectl = (...args: string[]) => run('kubectl', args, { env });
-  t.teardown(async () => {
-    await meshctl('dev', 'down', '--purge').catch(() => {});
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  const { prefix, meshctl, kubectl } = devCluster(t);
   const badReplicas = await meshctl('dev', 'up', '--controller-replicas', '0').catch((e: { stderr: string; code: number }) => e);
   t.regex((badReplicas as { stderr: string }).stderr, /--controller-replicas must be a whole number from 1 to 5, got '0'/);
 

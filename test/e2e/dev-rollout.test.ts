@@ -1,26 +1,14 @@
 // `meshctl dev rollout` as a user runs it against `meshctl dev up`: the daemon replaces each
 // node's ztunnel (new one serving, old one drained and gone) and agent, and refuses a component
 // it does not know.
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { readFileSync } from 'node:fs';
 import test from 'ava';
-import { assertNothingLeaked, requireRoot, uniquePrefix } from '../helpers/topology.ts';
-
-const run = promisify(execFile);
-const MESHCTL = fileURLToPath(new URL('../../bin/meshctl', import.meta.url));
+import { devCluster } from '../helpers/dev.ts';
+import { assertNothingLeaked, requireRoot } from '../helpers/topology.ts';
 
 test('dev rollout ztunnel then agent replaces each process and the old ztunnel drains and exits', async (t) => {
   if (!(await requireRoot(t))) return;
-  const prefix = uniquePrefix();
-  const stateDir = mkdtempSync(`/tmp/mesh-${prefix}-dev-`);
-  const env = { ...process.env, MESH_DEV_PREFIX: prefix, MESH_DEV_STATE_DIR: stateDir, KUBECONFIG: `${stateDir}/kubeconfig` };
-  const meshctl = (...args: string[]) => run(MESHCTL, args, { env, timeout: 120_000 });
-  t.teardown(async () => {
-    await meshctl('dev', 'down', '--purge').catch(() => {});
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  const { prefix, stateDir, meshctl } = devCluster(t);
   await meshctl('dev', 'up', '--nodes', '2');
   const pids = () => readFileSync(`${stateDir}/mesh.pids`, 'utf8').trim().split('\n').map(Number).sort();
   const before = pids();
