@@ -5,7 +5,6 @@ import test from 'ava';
 import { devCluster } from '../helpers/dev.ts';
 import { assertNothingLeaked, requireRoot } from '../helpers/topology.ts';
 
-
 test('dev up, kubectl apply, dev status, dev down --purge leaves nothing behind', async (t) => {
   if (!(await requireRoot(t))) return;
   const { prefix, stateDir, meshctl, kubectl } = devCluster(t);
