@@ -24,14 +24,17 @@ function sources(): VolumeSources {
   };
 }
 
-test('container ulimits are the hard limits of this process, read from its limits', (t) => {
+test('container ulimits are the hard limits of this process, processes capped at pid_max', (t) => {
   const limits = [
     'Limit                     Soft Limit           Hard Limit           Units     ',
     'Max processes             4096                 63459                processes ',
     'Max open files            1024                 4096                 files     ',
   ].join('\n');
-  t.deepEqual(containerUlimits(limits), ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=63459:63459']);
-  t.deepEqual(containerUlimits(limits.replace('63459 ', 'unlimited')), ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=-1:-1']);
+  t.deepEqual(containerUlimits(limits, 4194304), ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=63459:63459']);
+  t.deepEqual(containerUlimits(limits, 32768), ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=32768:32768']);
+  const unlimited = limits.replace('63459 ', 'unlimited');
+  t.deepEqual(containerUlimits(unlimited, Infinity), ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=-1:-1']);
+  t.deepEqual(containerUlimits(unlimited, 32768), ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=32768:32768']);
   const own = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'))!.trim().split(/\s+/)[4];
   t.true(containerUlimits().includes(`nofile=${own}:${own}`));
 });

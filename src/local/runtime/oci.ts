@@ -20,27 +20,44 @@ export const CONTAINER_LABEL = 'io.mesh.local.cluster';
 const GLOBAL = ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs'];
 
 /**
- * `--ulimit` flags holding a container's open files and processes at the hard limits this process
- * has (and so podman and runc, its children). podman's defaults ask for more (nofile 1048576),
- * and a container without CAP_SYS_RESOURCE (the chart's CNI installer drops every capability)
- * cannot raise a hard limit: runc then fails with "error setting rlimits … operation not
- * permitted" before the process starts, and the pod crash-loops with an empty log. The limits
- * differ from host to host and from shell to service, so they are read, not written down.
+ * `--ulimit` flags holding a container's open files at the hard limit this process has (and so
+ * podman and runc, its children), and its processes at that hard limit or the host's pid_max,
+ * whichever is lower. podman's defaults ask for more (1048576 of each), and a container without
+ * CAP_SYS_RESOURCE (the chart's CNI installer drops every capability) cannot raise a hard limit:
+ * runc then fails with "error setting rlimits … operation not permitted" before the process
+ * starts, and the pod crash-loops with an empty log. Measured here: nproc above pid_max (32768)
+ * fails the same way even below the hard limit (96367), and no container can have more
+ * processes than pid_max anyway. The limits differ from host to host and from a shell to a
+ * service, so they are read, not written down.
  */
-export function containerUlimits(limits = readFileSync('/proc/self/limits', 'utf8')): string[] {
-  const hard = (name: string): string | undefined => {
+export function containerUlimits(limits = readFileSync('/proc/self/limits', 'utf8'), pidMax = readPidMax() ?? Infinity): string[] {
+  const hard = (name: string): number | undefined => {
     const line = limits.split('\n').find((l) => l.startsWith(name));
     // "Max open files            20000                20000                files"
     const value = line?.slice(name.length).trim().split(/\s+/)[1];
-    if (value === 'unlimited') return '-1';
-    return value && /^\d+$/.test(value) ? value : undefined;
+    if (value === 'unlimited') return Infinity;
+    return value && /^\d+$/.test(value) ? Number(value) : undefined;
   };
   const flags: string[] = [];
-  for (const [name, ulimit] of [['Max open files', 'nofile'], ['Max processes', 'nproc']] as const) {
-    const value = hard(name);
-    if (value) flags.push('--ulimit', `${ulimit}=${value}:${value}`);
+  const nofile = hard('Max open files');
+  if (nofile !== undefined) flags.push('--ulimit', `nofile=${limitValue(nofile)}:${limitValue(nofile)}`);
+  const nproc = hard('Max processes');
+  if (nproc !== undefined) {
+    const value = limitValue(Math.min(nproc, pidMax));
+    flags.push('--ulimit', `nproc=${value}:${value}`);
   }
   return flags;
+}
+
+const limitValue = (n: number): string => (Number.isFinite(n) ? String(n) : '-1');
+
+function readPidMax(): number | undefined {
+  try {
+    const n = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
 }
 const ULIMITS = containerUlimits();
 
