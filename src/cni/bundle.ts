@@ -16,7 +16,7 @@
 // image has no ldd, so the image build writes it to /app/cni-plugin.json.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { entryPackages, keepPackageFile, packageClosure, parseLdd } from '../images/contents.ts';
@@ -92,7 +92,9 @@ export interface BundlePlan {
   readonly bytes: number;
 }
 
-/** The files of the bundle and its version. Reads every file once (≈ 125 MB: a fraction of a second). */
+/** The files of the bundle and its version. Reads every file once (≈ 125 MB: a fraction of a second),
+ *  a chunk at a time: the installer runs under a 128 MiB memory limit, and holding the Node binary
+ *  whole (≈ 100 MB) on top of Node's own heap had the kernel OOM-kill it before it logged a line. */
 export function planBundle(m: BundleManifest): BundlePlan {
   const files: BundleFile[] = [{ target: 'node', source: m.node, mode: 0o755 }];
   const names = new Set<string>();
@@ -106,11 +108,20 @@ export function planBundle(m: BundleManifest): BundlePlan {
   const loader = m.libs.find(isLoader);
   if (!loader) throw new Error('the plugin bundle has no dynamic loader among its libraries');
   const h = createHash('sha256');
+  const chunk = Buffer.allocUnsafe(1 << 20);
   let bytes = 0;
   for (const f of files) {
-    const data = readFileSync(f.source);
-    bytes += data.length;
-    h.update(`${f.target}\0${f.mode}\0${data.length}\0`).update(data);
+    const fd = openSync(f.source, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      h.update(`${f.target}\0${f.mode}\0${size}\0`);
+      let read = 0;
+      for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0; read += n) h.update(chunk.subarray(0, n));
+      if (read !== size) throw new Error(`${f.source} changed size while it was read (${size} → ${read} bytes)`);
+      bytes += size;
+    } finally {
+      closeSync(fd);
+    }
   }
   return Object.freeze({ version: h.digest('hex').slice(0, 16), files: Object.freeze(files), loader: basename(loader), bytes });
 }
