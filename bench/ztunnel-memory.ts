@@ -55,6 +55,11 @@ function mem(pid: number): Mem {
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) / 1024;
   return { rssMb: kb('VmRSS'), anonMb: kb('RssAnon') };
 }
+/** CPU seconds a process has used (user + system). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(stat[11]) + Number(stat[12])) / 100;
+}
 const fmt = (m: Mem) => `${m.rssMb.toFixed(1)} MB (anon ${m.anonMb.toFixed(1)})`;
 
 /** The largest RSS of `pids` seen every 250 ms while `work` runs. */
@@ -104,8 +109,11 @@ async function main(): Promise<void> {
       if (ambient) await waitFor('servers enrolled', () => ((mesh.logs.get('ztunnel-node1') ?? '').includes(`"pod":"${ns}/holder"`) ? true : undefined));
       await sleep(3000);
       const idle = zpids().map(mem);
+      const cpu0 = zpids().map(cpuSeconds);
+      const t0 = Date.now();
       const rate = await peakDuring(zpids(), runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`], SECONDS));
       const fixed = heyPercentiles(rate.value);
+      const rateCores = zpids().reduce((a, p, i) => a + cpuSeconds(p) - cpu0[i]!, 0) / ((Date.now() - t0) / 1000);
       const holdMs = 5000;
       const hold = await peakDuring(zpids(), runPod(mesh, ns, 'hold', 'node2', [NODE, '-e', CLIENT, holder, String(CONNS), String(holdMs)], 120));
       const held = /held (\d+) failed (\d+) ms (\d+)/.exec(hold.value);
@@ -119,6 +127,7 @@ async function main(): Promise<void> {
         p50_ms: fixed.p50,
         p99_ms: fixed.p99,
         rate_errors: fixed.errors,
+        rate_ztunnel_cores: rateCores,
         held: Number(held[1]),
         hold_failed: Number(held[2]),
         hold_open_ms: Number(held[3]),
@@ -137,6 +146,7 @@ async function main(): Promise<void> {
     console.log(`ztunnel idle (max of two nodes):         ${n(m.idle_rss_mb)} MB RSS, ${n(m.idle_anon_mb)} MB anon   (target ≤ 50 MB; ${(Number(m.idle_rss_mb) / floor.rssMb).toFixed(2)}× the floor)`);
     console.log(`ztunnel at 1,000 rps (peak):             ${n(m.rate_peak_rss_mb)} MB RSS, ${n(m.rate_peak_anon_mb)} MB anon   (target ≤ 80 MB)`);
     console.log(`  1 KB @1000 rps p50/p99: no mesh ${n(p.p50_ms)}/${n(p.p99_ms)} ms, mesh ${n(m.p50_ms)}/${n(m.p99_ms)} ms; errors ${p.rate_errors} / ${m.rate_errors}`);
+    console.log(`  ztunnels' CPU at 1,000 rps (both): ${Number(m.rate_ztunnel_cores).toFixed(3)} cores`);
     console.log(`connections held: no mesh ${p.held} (failed ${p.hold_failed}, open after ${5} s: ${p.still_open_after_hold}), mesh ${m.held} (failed ${m.hold_failed}, open after 5 s: ${m.still_open_after_hold}); opened in ${p.hold_open_ms} / ${m.hold_open_ms} ms`);
     console.log(`ztunnel while holding them (peak):       ${n(m.hold_peak_rss_mb)} MB RSS, ${n(m.hold_peak_anon_mb)} MB anon`);
     console.log(`meshed: ${m.detail}`);
