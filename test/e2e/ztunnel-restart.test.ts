@@ -88,6 +88,14 @@ test('ztunnel killed and restarted: refusals meanwhile, no plaintext, and servic
   const spawnedAt = mesh.local.spawnedAt.get('ztunnel-node2')!;
   t.true(spawnedAt >= restartedAt, 'the replacement was spawned by this test');
   t.log(`ztunnel restart → first successful new connection: ${back - spawnedAt} ms after the replacement's spawn (${back - restartedAt} ms after the restart began)`);
+  // Where the time went, from the replacement's own log (its lines carry their time).
+  const milestones = (mesh.logs.get('ztunnel-node2') ?? '')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { time: string; msg: string; pod?: string; uptimeMs?: number })
+    .filter((l) => ['modules loaded', 'serving pod', 'ztunnel ready'].includes(l.msg))
+    .map((l) => `${l.msg}${l.pod ? ` ${l.pod}` : ''} +${Date.parse(l.time) - spawnedAt} ms${l.uptimeMs !== undefined ? ` (uptime ${l.uptimeMs} ms)` : ''}`);
+  t.log(`replacement's start, from its spawn: ${milestones.join('; ')}`);
   await new Promise((r) => setTimeout(r, 500));
   tshark.kill('SIGTERM');
   await new Promise((r) => tshark.once('exit', r));
