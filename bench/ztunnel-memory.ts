@@ -2,7 +2,8 @@
 // N concurrent connections (default 10,000) pod to pod across two nodes — beside, in the same run,
 // the floor any Node 24 process costs here (a bare `node` idling) and the same loads without the
 // mesh (latency at 1,000 rps; connections held). A two-node local cluster: root, and run it under
-// the netns lock. Bounded: 2 × --seconds of load, one hold of --conns connections.
+// the netns lock. Bounded: 2 × 2 × --seconds of load (1,000 rps, then wrk saturation), one hold of
+// --conns connections, per namespace.
 //   node bench/ztunnel-memory.ts [--conns 10000] [--seconds 10] [--node-options '--max-semi-space-size=2']
 // --node-options runs the ztunnels with those Node/V8 flags (NODE_OPTIONS): run once with and once
 // without, and compare each run's mesh figures against its own no-mesh baseline.
@@ -114,6 +115,9 @@ async function main(): Promise<void> {
       const rate = await peakDuring(zpids(), runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`], SECONDS));
       const fixed = heyPercentiles(rate.value);
       const rateCores = zpids().reduce((a, p, i) => a + cpuSeconds(p) - cpu0[i]!, 0) / ((Date.now() - t0) / 1000);
+      // Saturation (wrk, 32 connections): what a heap setting may cost in throughput.
+      const sat = await peakDuring(zpids(), runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, `http://${web}:8080/`], SECONDS));
+      const satRps = Number(/Requests\/sec:\s+([\d.]+)/.exec(sat.value)?.[1]);
       const holdMs = 5000;
       const hold = await peakDuring(zpids(), runPod(mesh, ns, 'hold', 'node2', [NODE, '-e', CLIENT, holder, String(CONNS), String(holdMs)], 120));
       const held = /held (\d+) failed (\d+) ms (\d+)/.exec(hold.value);
@@ -128,6 +132,8 @@ async function main(): Promise<void> {
         p99_ms: fixed.p99,
         rate_errors: fixed.errors,
         rate_ztunnel_cores: rateCores,
+        wrk_rps: satRps,
+        wrk_peak_rss_mb: Math.max(...sat.peak.map((m) => m.rssMb)),
         held: Number(held[1]),
         hold_failed: Number(held[2]),
         hold_open_ms: Number(held[3]),
@@ -147,6 +153,7 @@ async function main(): Promise<void> {
     console.log(`ztunnel at 1,000 rps (peak):             ${n(m.rate_peak_rss_mb)} MB RSS, ${n(m.rate_peak_anon_mb)} MB anon   (target ≤ 80 MB)`);
     console.log(`  1 KB @1000 rps p50/p99: no mesh ${n(p.p50_ms)}/${n(p.p99_ms)} ms, mesh ${n(m.p50_ms)}/${n(m.p99_ms)} ms; errors ${p.rate_errors} / ${m.rate_errors}`);
     console.log(`  ztunnels' CPU at 1,000 rps (both): ${Number(m.rate_ztunnel_cores).toFixed(3)} cores`);
+    console.log(`saturation (wrk -c32): no mesh ${Number(p.wrk_rps).toFixed(0)} rps, mesh ${Number(m.wrk_rps).toFixed(0)} rps (×${(Number(m.wrk_rps) / Number(p.wrk_rps)).toFixed(2)}); ztunnel peak ${n(m.wrk_peak_rss_mb)} MB RSS`);
     console.log(`connections held: no mesh ${p.held} (failed ${p.hold_failed}, open after ${5} s: ${p.still_open_after_hold}), mesh ${m.held} (failed ${m.hold_failed}, open after 5 s: ${m.still_open_after_hold}); opened in ${p.hold_open_ms} / ${m.hold_open_ms} ms`);
     console.log(`ztunnel while holding them (peak):       ${n(m.hold_peak_rss_mb)} MB RSS, ${n(m.hold_peak_anon_mb)} MB anon`);
     console.log(`meshed: ${m.detail}`);
