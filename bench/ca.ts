@@ -12,7 +12,8 @@
 import { parseArgs } from 'node:util';
 import { CertificateAuthority, createSelfSignedRoot, startCa } from '../src/controller/ca/index.ts';
 import { CertificateClient, parseSpiffeId } from '../src/identity/index.ts';
-import { createCsr, generateKeyPair, parseCertificate, parseCsr } from '../src/tls/index.ts';
+import { createCsr, generateKeyPair, parseCertificate } from '../src/tls/index.ts';
+import { parseCsr } from '../src/tls/issuer.ts';
 import { FakeKube, nodeToken } from '../test/helpers/ca.ts';
 
 const { values } = parseArgs({ options: { n: { type: 'string', default: '300' }, concurrency: { type: 'string', default: '16' } } });

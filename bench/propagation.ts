@@ -14,7 +14,8 @@ import * as grpc from '@grpc/grpc-js';
 import * as k8s from '@kubernetes/client-node';
 import { Controller } from '../src/controller/controller.ts';
 import { formatSpiffeId, nodeSubject, spiffeId } from '../src/identity/index.ts';
-import { createCsr, generateKeyPair, parseCsr } from '../src/tls/index.ts';
+import { createCsr, generateKeyPair } from '../src/tls/index.ts';
+import { parseCsr } from '../src/tls/issuer.ts';
 import { ConfigClient, WORKLOAD, type Workload } from '../src/xds/index.ts';
 
 const { values } = parseArgs({

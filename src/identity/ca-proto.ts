@@ -2,7 +2,7 @@
 // keep the proto's snake_case (keepCase), so what we read matches the .proto text.
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import { loadDescriptor, serviceDefinition } from '../common/proto.ts';
 
 export const CA_PROTO_PATH = fileURLToPath(new URL('../../proto/ca.proto', import.meta.url));
 export const CA_SERVICE = 'istio.v1.auth.IstioCertificateService';
@@ -37,9 +37,9 @@ let loaded: grpc.ServiceClientConstructor | undefined;
 /** The generated client constructor; `.service` is the definition a grpc.Server adds. */
 export function caServiceClient(): grpc.ServiceClientConstructor {
   if (loaded) return loaded;
-  const def = protoLoader.loadSync(CA_PROTO_PATH, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { istio: { v1: { auth: { IstioCertificateService: grpc.ServiceClientConstructor } } } };
-  loaded = pkg.istio.v1.auth.IstioCertificateService;
+  // proto/gen/ca.json is generated from CA_PROTO_PATH with keepCase (proto/generate.ts).
+  const def = serviceDefinition(loadDescriptor('ca'), CA_SERVICE, { longs: Number, enums: String, defaults: true, oneofs: true });
+  loaded = grpc.makeGenericClientConstructor(def, 'IstioCertificateService');
   return loaded;
 }
 

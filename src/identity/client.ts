@@ -85,6 +85,9 @@ export class CertificateClient implements CertificateProvider {
       creds = grpc.credentials.createSsl(Buffer.from(mergeBundles(...(typeof opts.caRoots === 'string' ? [opts.caRoots] : opts.caRoots)).join('')));
     }
     this.client = new Ctor(opts.address, creds, channelOpts);
+    // Connect now rather than on the first call: the TCP and TLS handshakes with the CA overlap
+    // the key generation and CSR of the first request (a restarted ztunnel's first certificates).
+    this.client.getChannel().getConnectivityState(true);
   }
 
   async fetch(identity: SpiffeId): Promise<WorkloadCertificate> {

@@ -1,7 +1,6 @@
 // Certificate and PEM helpers: what ztunnel, the controller and meshctl need to read from a cert.
 import { X509Certificate as NodeX509, createHash } from 'node:crypto';
 import { TlsError } from './errors.ts';
-import { x509 } from './x509.ts';
 
 export interface CertInfo {
   readonly pem: string;
@@ -116,23 +115,6 @@ export function parseAltNames(text: string | undefined): { uris: string[]; dnsNa
   return { uris, dnsNames, ipAddresses };
 }
 
-/** URI, DNS and IP subject alternative names of a SAN extension. */
-export function sansOf(ext: x509.SubjectAlternativeNameExtension | null | undefined): {
-  uris: string[];
-  dnsNames: string[];
-  ipAddresses: string[];
-} {
-  const uris: string[] = [];
-  const dnsNames: string[] = [];
-  const ipAddresses: string[] = [];
-  for (const n of ext?.names.items ?? []) {
-    if (n.type === 'url') uris.push(n.value);
-    else if (n.type === 'dns') dnsNames.push(n.value);
-    else if (n.type === 'ip') ipAddresses.push(n.value);
-  }
-  return { uris, dnsNames, ipAddresses };
-}
-
 /** Whether `cert` was signed by `issuer` (names chain and the signature verifies). */
 export function isIssuedBy(certPem: string, issuerPem: string): boolean {
   const c = new NodeX509(certPem);
@@ -162,6 +144,9 @@ export function verifyChain(leaf: string, intermediates: readonly string[], root
   throw new TlsError('MESH_ERR_CERT', 'certificate chain is longer than 10');
 }
 
+/** The DER bytes of the first PEM block. */
 function derOf(pem: string): Uint8Array {
-  return new Uint8Array(x509.PemConverter.decodeFirst(pem));
+  const m = /-----BEGIN [A-Z0-9 ]+-----([\s\S]*?)-----END /.exec(pem);
+  if (!m) throw new TlsError('MESH_ERR_PEM', 'not a PEM block');
+  return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
 }

@@ -1,75 +1,67 @@
 // PKCS#10 certificate signing requests carrying a SPIFFE URI SAN (RFC 2986, RFC 5280 §4.2.1.6).
-import { TlsError } from './errors.ts';
-import { type KeyPair, publicKeyFingerprint } from './keys.ts';
-import { sansOf } from './cert.ts';
-import { x509 } from './x509.ts';
-import { createPublicKey } from 'node:crypto';
+// Written with asn1js and node:crypto rather than @peculiar/x509: a workload's CSR has one fixed
+// shape, and that library (with tsyringe and reflect-metadata) took ~270 ms and ~20 MB of a
+// ztunnel's start. Reading CSRs is the CA's job (src/tls/issuer.ts).
+import { KeyObject, sign, webcrypto } from 'node:crypto';
+import * as asn1 from 'asn1js';
+import type { KeyPair, SigningAlgorithm } from './keys.ts';
 
-function keyDetails(spki: ArrayBuffer): CsrInfo['key'] {
-  try {
-    const k = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
-    const d = k.asymmetricKeyDetails ?? {};
-    return { type: k.asymmetricKeyType ?? 'unknown', ...(d.namedCurve ? { curve: d.namedCurve } : {}), ...(d.modulusLength ? { bits: d.modulusLength } : {}) };
-  } catch {
-    return { type: 'unknown' };
+const OID = {
+  extensionRequest: '1.2.840.113549.1.9.14', // PKCS#9, RFC 2985 §5.4.2
+  subjectAltName: '2.5.29.17', // RFC 5280 §4.2.1.6
+  ecdsaWithSha256: '1.2.840.10045.4.3.2', // RFC 5758 §3.2
+  ecdsaWithSha384: '1.2.840.10045.4.3.3',
+  sha256WithRsa: '1.2.840.113549.1.1.11', // RFC 4055 §5
+};
+
+/** A DER block we already hold (the key's SubjectPublicKeyInfo), as an element. */
+function der(bytes: Uint8Array): asn1.AsnType {
+  const parsed = asn1.fromBER(bytes);
+  if (parsed.offset === -1) throw new Error(`not DER: ${parsed.result.error}`);
+  return parsed.result;
+}
+
+/** The signatureAlgorithm of RFC 2986 §4.2 and the digest Node signs with. */
+function signatureAlgorithm(alg: SigningAlgorithm): { id: asn1.Sequence; digest: string } {
+  if (alg.name === 'ECDSA') {
+    // ECDSA identifiers take no parameters (RFC 5758 §3.2).
+    return alg.hash === 'SHA-384'
+      ? { id: new asn1.Sequence({ value: [new asn1.ObjectIdentifier({ value: OID.ecdsaWithSha384 })] }), digest: 'sha384' }
+      : { id: new asn1.Sequence({ value: [new asn1.ObjectIdentifier({ value: OID.ecdsaWithSha256 })] }), digest: 'sha256' };
   }
+  return { id: new asn1.Sequence({ value: [new asn1.ObjectIdentifier({ value: OID.sha256WithRsa }), new asn1.Null()] }), digest: 'sha256' };
 }
 
 /** A CSR for `keys` whose only SAN is the URI `uri`; the subject is empty, as Istio's are. */
 export async function createCsr(keys: KeyPair, uri: string): Promise<string> {
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    keys: { privateKey: keys.privateKey, publicKey: keys.publicKey },
-    signingAlgorithm: keys.algorithm,
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: uri }], true)],
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+  // GeneralNames with one uniformResourceIdentifier: [6] IMPLICIT IA5String (RFC 5280 §4.2.1.6).
+  const generalNames = new asn1.Sequence({ value: [new asn1.Primitive({ idBlock: { tagClass: 3, tagNumber: 6 }, valueHex: new TextEncoder().encode(uri) })] });
+  const sanExtension = new asn1.Sequence({
+    value: [
+      new asn1.ObjectIdentifier({ value: OID.subjectAltName }),
+      // Critical: the subject is empty (RFC 5280 §4.2.1.6).
+      new asn1.Boolean({ value: true }),
+      new asn1.OctetString({ valueHex: generalNames.toBER() }),
+    ],
   });
-  return csr.toString('pem');
-}
-
-const SAN_OID = '2.5.29.17'; // id-ce-subjectAltName, RFC 5280 §4.2.1.6
-
-export interface CsrInfo {
-  readonly uris: readonly string[];
-  readonly dnsNames: readonly string[];
-  readonly ipAddresses: readonly string[];
-  /** Number of SAN entries of any type (URI, DNS, IP, email, ...). */
-  readonly sanCount: number;
-  readonly subject: string;
-  /** The requester's public key, to put in the certificate. */
-  readonly publicKey: x509.PublicKey;
-  readonly publicKeyFingerprint: string;
-  /** The key's type and size as Node's crypto reads it: 'ec' with its curve, 'rsa' with its bits, ... */
-  readonly key: { readonly type: string; readonly curve?: string; readonly bits?: number };
-}
-
-/** Parses a PEM CSR and checks its self-signature (proof of possession of the key). */
-export async function parseCsr(pem: string): Promise<CsrInfo> {
-  if (typeof pem !== 'string' || !pem.includes('-----BEGIN CERTIFICATE REQUEST-----')) {
-    throw new TlsError('MESH_ERR_CSR', 'the CSR is not a PEM "CERTIFICATE REQUEST" block');
-  }
-  let csr: x509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(pem);
-    void csr.publicKey.algorithm;
-  } catch (e) {
-    throw new TlsError('MESH_ERR_CSR', `the CSR cannot be parsed as PKCS#10: ${(e as Error).message}`, e);
-  }
-  let ok: boolean;
-  try {
-    ok = await csr.verify();
-  } catch (e) {
-    throw new TlsError('MESH_ERR_CSR', `the CSR's signature cannot be checked (unsupported key or signature algorithm?): ${(e as Error).message}`, e);
-  }
-  if (!ok) throw new TlsError('MESH_ERR_CSR', "the CSR's signature does not verify with its own public key");
-  const sanExts = csr.extensions.filter((e) => e.type === SAN_OID);
-  if (sanExts.length > 1) throw new TlsError('MESH_ERR_CSR', 'the CSR has more than one subjectAltName extension');
-  const ext = sanExts[0] ? new x509.SubjectAlternativeNameExtension(sanExts[0].rawData) : undefined;
-  const sans = sansOf(ext);
-  return Object.freeze({
-    ...sans,
-    sanCount: ext?.names.items.length ?? 0,
-    subject: csr.subject,
-    publicKey: csr.publicKey,
-    publicKeyFingerprint: publicKeyFingerprint(csr.publicKey.rawData),
-    key: keyDetails(csr.publicKey.rawData),
+  const info = new asn1.Sequence({
+    value: [
+      new asn1.Integer({ value: 0 }), // version v1
+      new asn1.Sequence(), // subject: the empty Name
+      der(spki), // subjectPKInfo, as WebCrypto exported it
+      // attributes [0] IMPLICIT SET OF Attribute: one extensionRequest holding Extensions.
+      new asn1.Constructed({
+        idBlock: { tagClass: 3, tagNumber: 0 },
+        value: [new asn1.Sequence({ value: [new asn1.ObjectIdentifier({ value: OID.extensionRequest }), new asn1.Set({ value: [new asn1.Sequence({ value: [sanExtension] })] })] })],
+      }),
+    ],
   });
+  const infoDer = new Uint8Array(info.toBER());
+  const alg = signatureAlgorithm(keys.algorithm);
+  // Node signs ECDSA in DER (r, s), as X.509 wants; WebCrypto's sign would give IEEE P1363.
+  const signature = sign(alg.digest, infoDer, KeyObject.from(keys.privateKey));
+  const csr = new asn1.Sequence({ value: [info, alg.id, new asn1.BitString({ valueHex: signature })] });
+  const b64 = Buffer.from(csr.toBER()).toString('base64');
+  return `-----BEGIN CERTIFICATE REQUEST-----\n${b64.replace(/(.{64})/g, '$1\n').replace(/\n$/, '')}\n-----END CERTIFICATE REQUEST-----\n`;
 }

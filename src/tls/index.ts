@@ -2,7 +2,7 @@
 // verify peers by SPIFFE identity. Shared by ztunnel, the waypoint, the config stream and the CA.
 export { TlsError, type TlsErrorCode } from './errors.ts';
 export { generateKeyPair, importPrivateKey, keyPairFingerprint, publicKeyFingerprint, P256, type KeyPair, type SigningAlgorithm } from './keys.ts';
-export { createCsr, parseCsr, type CsrInfo } from './csr.ts';
+export { createCsr } from './csr.ts';
 export {
   fingerprintOf,
   isIssuedBy,
@@ -10,7 +10,6 @@ export {
   mergeBundles,
   parseAltNames,
   parseCertificate,
-  sansOf,
   splitPemBundle,
   verifyChain,
   type CertInfo,
@@ -24,4 +23,4 @@ export {
   type MtlsCredentials,
   type PeerPolicy,
 } from './mtls.ts';
-export { x509 } from './x509.ts';
+// Reading CSRs and issuing certificates (@peculiar/x509, heavy to load) is in ./issuer.ts.

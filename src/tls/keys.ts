@@ -1,8 +1,9 @@
 // Private keys. Workload keys are ECDSA P-256 (what Istio's ztunnel generates: fast to make, small
 // handshakes). A user-supplied CA key may also be P-384 or RSA, as Istio's plug-in CA allows.
-import { createHash, createPrivateKey, createPublicKey, type webcrypto } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, KeyObject, webcrypto } from 'node:crypto';
 import { TlsError } from './errors.ts';
-import { subtle, x509 } from './x509.ts';
+
+const subtle = webcrypto.subtle;
 
 /** WebCrypto parameters for signing with a key; `hash` matches the key's strength. */
 export type SigningAlgorithm =
@@ -24,11 +25,10 @@ export const P256: SigningAlgorithm = Object.freeze({ name: 'ECDSA', namedCurve:
 /** A fresh ECDSA P-256 key pair. */
 export async function generateKeyPair(): Promise<KeyPair> {
   const pair = (await subtle.generateKey(P256, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const pkcs8 = await subtle.exportKey('pkcs8', pair.privateKey);
   return Object.freeze({
     privateKey: pair.privateKey,
     publicKey: pair.publicKey,
-    privateKeyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY'),
+    privateKeyPem: pkcs8Pem(pair.privateKey),
     algorithm: P256,
   });
 }
@@ -62,7 +62,12 @@ export async function importPrivateKey(pem: string, what = 'private key'): Promi
   const spki = createPublicKey(keyObject).export({ format: 'der', type: 'spki' });
   const privateKey = await subtle.importKey('pkcs8', pkcs8, algorithm, true, ['sign']);
   const publicKey = await subtle.importKey('spki', spki, algorithm, true, ['verify']);
-  return Object.freeze({ privateKey, publicKey, privateKeyPem: x509.PemConverter.encode(new Uint8Array(pkcs8), 'PRIVATE KEY'), algorithm });
+  return Object.freeze({ privateKey, publicKey, privateKeyPem: pkcs8Pem(privateKey), algorithm });
+}
+
+/** PKCS#8 PEM of a WebCrypto private key, as Node's tls module takes it (Node writes the PEM). */
+function pkcs8Pem(key: CryptoKey): string {
+  return KeyObject.from(key).export({ type: 'pkcs8', format: 'pem' }) as string;
 }
 
 /** SHA-256 of a SubjectPublicKeyInfo (DER), lowercase hex: matches keys across certs and CSRs. */

@@ -6,24 +6,24 @@
 import { hash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type * as grpc from '@grpc/grpc-js';
-import * as loader from '@grpc/proto-loader';
+import { type DecodeOptions, loadDescriptor, serviceDefinition } from '../common/proto.ts';
 import { XdsError } from './errors.ts';
 import { TYPE_URL_PREFIX } from './resources.ts';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/mesh/config.proto', import.meta.url));
 
-/** How @grpc/proto-loader decodes: see the contract at the top of resources.ts. */
-export const LOADER_OPTIONS: loader.Options = {
-  keepCase: false,
+/** How messages decode: see the contract at the top of resources.ts. Field names are camelCase
+ * (proto/gen/config.json is generated with keepCase false). */
+export const LOADER_OPTIONS: DecodeOptions = {
   longs: String,
   enums: String,
   defaults: true,
   oneofs: true,
 };
 
-const definition = loader.loadSync(PROTO_PATH, LOADER_OPTIONS);
-const method = (definition['mesh.config.v1.ConfigDiscovery'] as loader.ServiceDefinition)
-  .DeltaConfig as loader.MethodDefinition<WireRequest, WireResponse>;
+// Generated from PROTO_PATH by proto/generate.ts (`make proto`; CI checks it matches).
+const root = loadDescriptor('config');
+const method = serviceDefinition(root, 'mesh.config.v1.ConfigDiscovery', LOADER_OPTIONS).DeltaConfig as unknown as grpc.MethodDefinition<WireRequest, WireResponse>;
 
 export const DELTA_CONFIG_PATH = method.path;
 export const serializeRequest = method.requestSerialize;
@@ -92,14 +92,11 @@ export interface WireResponse {
 
 // Type URL → the Resource oneof member that carries it, read from the proto so that a new
 // resource type needs a proto change only.
-const resourceDescriptor = (definition['mesh.config.v1.Resource'] as loader.MessageTypeDefinition<object, object>).type as {
-  field: { name: string; typeName: string }[];
-};
 const FIELDS = new Map<string, string>();
-for (const f of resourceDescriptor.field) {
-  if (!f.typeName) continue;
-  const typeName = f.typeName.replace(/^\.?mesh\.config\.v1\./, '');
-  FIELDS.set(TYPE_URL_PREFIX + typeName, f.name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()));
+for (const f of root.lookupType('mesh.config.v1.Resource').fieldsArray) {
+  // Message-typed members only (name and version are strings); the type as the proto names it.
+  if (!f.resolvedType || !('fields' in f.resolvedType)) continue;
+  FIELDS.set(TYPE_URL_PREFIX + f.resolvedType.fullName.replace(/^\.?mesh\.config\.v1\./, ''), f.name);
 }
 
 /** Every type URL the proto defines. */

@@ -17,7 +17,8 @@ import {
   type SpiffeId,
   type WorkloadCertificate,
 } from '../../src/identity/index.ts';
-import { createCsr, generateKeyPair, parseCertificate, parseCsr } from '../../src/tls/index.ts';
+import { createCsr, generateKeyPair, parseCertificate } from '../../src/tls/index.ts';
+import { parseCsr } from '../../src/tls/issuer.ts';
 
 export const NODE_SA = 'system:serviceaccount:mesh-system:mesh-node';
 

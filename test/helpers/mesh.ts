@@ -54,6 +54,7 @@ export async function startMesh(
     mark?: number;
     tracing?: Partial<TracingSettings>;
     l4SpansEndpoint?: string;
+    ztunnelNodeOptions?: string;
     controllerReplicas?: number;
     controllerSettings?: Record<string, string>;
   } = {},
@@ -78,6 +79,7 @@ export async function startMesh(
     ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
     ...(opts.tracing ? { tracing: opts.tracing } : {}),
     ...(opts.l4SpansEndpoint ? { l4SpansEndpoint: opts.l4SpansEndpoint } : {}),
+    ...(opts.ztunnelNodeOptions ? { ztunnelNodeOptions: opts.ztunnelNodeOptions } : {}),
     ...(opts.controllerReplicas ? { controllerReplicas: opts.controllerReplicas, controllerSettings: opts.controllerSettings ?? {} } : {}),
   });
   held.local = local;

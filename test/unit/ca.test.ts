@@ -10,7 +10,8 @@ import {
   type RunningCa,
 } from '../../src/controller/ca/index.ts';
 import { CaClientError, CertificateClient, formatSpiffeId, nodeOfCertificate, parseSpiffeId, stringStruct } from '../../src/identity/index.ts';
-import { createCsr, fingerprintOf, generateKeyPair, mergeBundles, parseCertificate, splitPemBundle, verifyChain, x509 } from '../../src/tls/index.ts';
+import { createCsr, fingerprintOf, generateKeyPair, mergeBundles, parseCertificate, splitPemBundle, verifyChain } from '../../src/tls/index.ts';
+import { x509 } from '../../src/tls/issuer.ts';
 import { FakeKube, NODE_SA, nodeToken, rawCreateCertificate } from '../helpers/ca.ts';
 
 const TD = 'cluster.local';

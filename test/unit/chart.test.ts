@@ -93,6 +93,13 @@ test('the defaults render the controller, the node DaemonSet and the RBAC, and n
   t.false((await renderChart({ 'cni.enabled': 'false' })).some((d) => d.metadata.name === 'mesh-cni' && d.kind === 'DaemonSet'));
   t.deepEqual(pod.volumes.find((v: Manifest) => v.name === 'mesh-token').projected.sources[0].serviceAccountToken.audience, 'mesh-ca');
   t.is(ds.spec.template.metadata.annotations['prometheus.io/port'], '15020');
+  // ztunnel's compile cache lives in an emptyDir (outlives a container restart), not in the
+  // read-only image, and holds no secrets.
+  const zt = pod.containers.find((c: Manifest) => c.name === 'ztunnel');
+  t.true(zt.securityContext.readOnlyRootFilesystem);
+  const cacheMount = zt.volumeMounts.find((m: Manifest) => containerEnv(zt).NODE_COMPILE_CACHE?.startsWith(`${m.mountPath}/`));
+  t.truthy(cacheMount, 'NODE_COMPILE_CACHE is under a mounted volume');
+  t.truthy(pod.volumes.find((v: Manifest) => v.name === cacheMount.name).emptyDir);
   const svc = find(docs, 'Service', 'mesh-controller');
   t.deepEqual(svc.spec.ports.map((p: Manifest) => p.port), [15010, 15012]);
   const ctl = find(docs, 'Deployment', 'mesh-controller').spec.template.spec.containers[0];

@@ -1,25 +1,26 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import { generateKeyPairSync } from 'node:crypto';
 import * as tls from 'node:tls';
 import test from 'ava';
 import type { WorkloadCertificate } from '../../src/identity/index.ts';
 import {
   createCsr,
   generateKeyPair,
+  importPrivateKey,
   joinPem,
   keyPairFingerprint,
   mergeBundles,
   mtlsClientOptions,
   mtlsServerOptions,
   parseCertificate,
-  parseCsr,
   type PeerPolicy,
   splitPemBundle,
   TlsError,
   verifyChain,
   verifyPeer,
-  x509,
 } from '../../src/tls/index.ts';
+import { parseCsr, x509 } from '../../src/tls/issuer.ts';
 import { memoryCa, mint } from '../helpers/ca.ts';
 
 const CART = 'spiffe://cluster.local/ns/shop/sa/cart';
@@ -32,6 +33,23 @@ test('a CSR carries exactly the URI SAN and the key it was made with', async (t)
   t.deepEqual(csr.uris, [CART]);
   t.is(csr.sanCount, 1);
   t.is(csr.publicKeyFingerprint, await keyPairFingerprint(keys));
+});
+
+test('a CSR made without the CA library reads back in it for P-384 and RSA keys too, SAN critical', async (t) => {
+  // createCsr writes DER with asn1js; parseCsr reads it with @peculiar/x509: two implementations.
+  const keys = [
+    await generateKeyPair(),
+    await importPrivateKey(generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string),
+    await importPrivateKey(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string),
+  ];
+  for (const k of keys) {
+    const pem = await createCsr(k, PAY);
+    const csr = await parseCsr(pem);
+    t.deepEqual([csr.uris, csr.sanCount, csr.subject], [[PAY], 1, ''], k.algorithm.name);
+    t.is(csr.publicKeyFingerprint, await keyPairFingerprint(k));
+    const ext = new x509.Pkcs10CertificateRequest(pem).extensions.find((e) => e.type === '2.5.29.17');
+    t.true(ext?.critical, 'the SAN is critical: the subject is empty');
+  }
 });
 
 test('a CSR that is not PEM, not PKCS#10 or badly signed is refused', async (t) => {

@@ -2,7 +2,8 @@
 // serving certificate. Knows nothing of gRPC or Kubernetes; server.ts does the checks first.
 import { randomBytes } from 'node:crypto';
 import { formatSpiffeId, type SpiffeId } from '../../identity/index.ts';
-import { type CsrInfo, generateKeyPair, joinPem, type KeyPair, x509 } from '../../tls/index.ts';
+import { generateKeyPair, joinPem, type KeyPair } from '../../tls/index.ts';
+import { type CsrInfo, x509 } from '../../tls/issuer.ts';
 
 /** What signs: the CA certificate and key, the chain above it, and the trust bundle. */
 export interface CaMaterial {

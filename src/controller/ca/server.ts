@@ -15,7 +15,8 @@ import {
   type SpiffeId,
   structString,
 } from '../../identity/index.ts';
-import { type CsrInfo, joinPem, parseCsr, TlsError } from '../../tls/index.ts';
+import { joinPem, TlsError } from '../../tls/index.ts';
+import { type CsrInfo, parseCsr } from '../../tls/issuer.ts';
 import { type Authenticator, bearerToken } from './authn.ts';
 import type { CertificateAuthority } from './authority.ts';
 import type { NodeAuthorizer } from './authz.ts';
