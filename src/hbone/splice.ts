@@ -17,6 +17,12 @@ export interface SpliceResult {
   readonly error?: Error;
 }
 
+/** Told of every chunk as it is copied (metrics that a scrape mid-transfer must see). */
+export interface SpliceCounter {
+  aToB(n: number): void;
+  bToA(n: number): void;
+}
+
 interface H2StreamLike extends Duplex {
   close(code?: number): void;
   rstCode?: number;
@@ -37,10 +43,15 @@ function abort(d: Duplex): void {
 
 /**
  * Copies a→b and b→a until both sides have closed. Resolves (never rejects) with the byte counts
- * and the first error. A socket given here has allowHalfOpen turned on, or its peer's FIN would
- * end our side too.
+ * and the first error. `count`, when given, hears of every chunk as it is copied. A socket given
+ * here has allowHalfOpen turned on, or its peer's FIN would end our side too.
+ *
+ * Not pipe(): pipe() registers eight listeners per direction and counting took another 'data'
+ * listener on top (two, with the connection manager's); one 'data' handler per direction that
+ * counts and writes, and one 'drain' when the writer is full, is all a byte pump needs. This is
+ * on every connection's path (ztunnel under connection churn: issue 16).
  */
-export function splice(a: Duplex, b: Duplex): Promise<SpliceResult> {
+export function splice(a: Duplex, b: Duplex, count?: SpliceCounter): Promise<SpliceResult> {
   return new Promise((resolve) => {
     let aToB = 0;
     let bToA = 0;
@@ -51,11 +62,31 @@ export function splice(a: Duplex, b: Duplex): Promise<SpliceResult> {
       abort(a);
       abort(b);
     };
-    const watch = (d: Duplex, name: string, count: (n: number) => void): void => {
+    // One direction: src's data into dst, pausing src while dst is full; src's end ends dst's
+    // writable side (a FIN or END_STREAM crosses over) and nothing more.
+    const pump = (src: Duplex, dst: Duplex, add: (n: number) => void): void => {
+      let waiting = false;
+      const resume = (): void => {
+        waiting = false;
+        src.resume();
+      };
+      src.on('data', (chunk: Buffer) => {
+        add(chunk.length);
+        if (dst.destroyed) return; // fail() is aborting src as well
+        if (!dst.write(chunk) && !waiting) {
+          waiting = true;
+          src.pause();
+          dst.once('drain', resume);
+        }
+      });
+      src.once('end', () => {
+        if (!dst.destroyed) dst.end();
+      });
+    };
+    const watch = (d: Duplex, name: string): void => {
       let ended = false;
       let finished = false;
       if (d instanceof Socket) d.allowHalfOpen = true;
-      d.on('data', (chunk: Buffer) => count(chunk.length));
       d.once('end', () => (ended = true));
       d.once('finish', () => (finished = true));
       d.on('error', fail);
@@ -64,9 +95,9 @@ export function splice(a: Duplex, b: Duplex): Promise<SpliceResult> {
         if (--open === 0) resolve(error ? { aToB, bToA, error } : { aToB, bToA });
       });
     };
-    watch(a, 'a', (n) => (aToB += n));
-    watch(b, 'b', (n) => (bToA += n));
-    a.pipe(b);
-    b.pipe(a);
+    watch(a, 'a');
+    watch(b, 'b');
+    pump(a, b, count ? (n) => ((aToB += n), count.aToB(n)) : (n) => (aToB += n));
+    pump(b, a, count ? (n) => ((bToA += n), count.bToA(n)) : (n) => (bToA += n));
   });
 }

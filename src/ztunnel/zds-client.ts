@@ -21,6 +21,9 @@ export class ZdsClient {
   private readonly handlers: ZdsHandlers;
   private sock: net.Socket | undefined;
   private lost = 0;
+  /** Flow records of this event-loop turn, written together (see report). */
+  private pending = '';
+  private pendingCount = 0;
   private closed = false;
   /** Draining: a newer ztunnel serves the node's pods; this one only reports its flows. */
   private ignoring = false;
@@ -39,19 +42,32 @@ export class ZdsClient {
   /** Hands a completed connection to the agent's flows; counted as lost when it cannot. */
   report(record: ConnectionRecord): void {
     const sock = this.sock;
-    if (!this.connected || !sock || sock.writableLength > FLOW_BACKLOG_BYTES) {
+    if (!this.connected || !sock || sock.writableLength + this.pending.length > FLOW_BACKLOG_BYTES) {
       this.lost++;
       return;
     }
-    // Records of one event-loop turn (all the I/O callbacks of a poll) go out in one write
-    // (writev), not one syscall each.
-    if (!sock.writableCorked) {
-      sock.cork();
-      setImmediate(() => sock.uncork());
+    // Records of one event-loop turn (all the I/O callbacks of a poll) go out as one string in
+    // one write: corking and writing a string each made a writev of N strings, each encoded on
+    // its own (7–11% of ztunnel's CPU under connection churn, issue 16).
+    if (this.pendingCount === 0) setImmediate(this.flush);
+    this.pending += `${JSON.stringify({ type: 'flow', record } satisfies ZdsReport)}\n`;
+    this.pendingCount++;
+  }
+
+  private readonly flush = (): void => {
+    const sock = this.sock;
+    const lines = this.pending;
+    const n = this.pendingCount;
+    this.pending = '';
+    this.pendingCount = 0;
+    if (n === 0) return;
+    if (!this.connected || !sock || sock.destroyed) {
+      this.lost += n;
+      return;
     }
     this.flushLost(sock);
-    sock.write(`${JSON.stringify({ type: 'flow', record } satisfies ZdsReport)}\n`);
-  }
+    sock.write(lines);
+  };
 
   /** From now on, snapshots and adds are left to the ztunnel that took over (no ack from here:
    * the agent counts the new one's). Deletions still reach this one. */
