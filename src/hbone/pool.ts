@@ -169,7 +169,8 @@ export class HbonePool {
         released = true;
         this.release(p);
       };
-      try {
+      // A pooled session that is up needs no wait (nor its timer and promises): the common case.
+      if (!p.connected) try {
         await withTimeout(p.ready, timeoutMs, o.signal, () => {
           const err = new HboneConnectError(
             `connection to ${p.dst} timed out after ${timeoutMs} ms — is a NetworkPolicy blocking HBONE port ${dst.port}, or is the node down?`,
