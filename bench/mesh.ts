@@ -47,11 +47,17 @@ async function main(): Promise<void> {
       if (ambient) await waitFor('servers enrolled', () => ((mesh.logs.get('ztunnel-node1') ?? '').includes(`"pod":"${ns}/iperf"`) ? true : undefined));
       const z = ['ztunnel-node1', 'ztunnel-node2'].map((k) => mesh.processes.get(k)!.pid!);
       const before = z.map(cpuAndRss);
+      // Both ztunnels' CPU seconds so far: per phase, what each unit of work cost them. CPU time,
+      // unlike rates, hardly depends on how many other processes share the cores.
+      const ztCpu = () => z.map(cpuAndRss).reduce((a, u) => a + u.cpuSeconds, 0);
       const t0 = Date.now();
       const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`], SECONDS));
+      const cpuWrk0 = ztCpu();
       const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`], SECONDS);
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
+      const cpuWrk = ztCpu() - cpuWrk0;
       const churnOut = await runPod(mesh, ns, 'churn', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '16', '-disable-keepalive', `http://${web}:8080/`], SECONDS);
+      const cpuChurn = ztCpu() - cpuWrk0 - cpuWrk;
       const churn = { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(churnOut)?.[1]), ...heyPercentiles(churnOut) };
       const ztBytes = async () => {
         // What the client's ztunnel carried (source reporter): the proof that the phase was meshed.
@@ -61,9 +67,11 @@ async function main(): Promise<void> {
         return text.split('\n').filter(bytes).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
       };
       const ztBefore = await ztBytes();
+      const cpuIperf0 = ztCpu();
       const iperfOut = JSON.parse(await runPod(mesh, ns, 'iperf-client', 'node2', ['iperf3', '-c', iperf, '-t', String(Math.min(SECONDS, 10)), '-J'], SECONDS));
       const gbps = iperfOut.end.sum_received.bits_per_second / 1e9;
       const carried = (await ztBytes()) - ztBefore;
+      const cpuIperf = ztCpu() - cpuIperf0;
       const after = z.map(cpuAndRss);
       const wall = (Date.now() - t0) / 1000;
       results[ns] = {
@@ -72,10 +80,14 @@ async function main(): Promise<void> {
         p99_ms: fixed.p99,
         fixed_errors: fixed.errors,
         wrk_rps: rps,
+        // Both ztunnels' CPU per unit of work (meaningful for the meshed phase only).
+        zt_cpu_us_per_request_wrk: (cpuWrk * 1e6) / (rps * SECONDS),
         churn_rps: churn.rps,
         churn_p50_ms: churn.p50,
         churn_errors: churn.errors,
+        zt_cpu_us_per_connection: (cpuChurn * 1e6) / (churn.rps * SECONDS),
         iperf_gbps: gbps,
+        zt_cpu_s_per_gb: cpuIperf / (Number(iperfOut.end.sum_sent.bytes) / 1e9),
         ztunnel_cpu_cores: (after[0]!.cpuSeconds - before[0]!.cpuSeconds + after[1]!.cpuSeconds - before[1]!.cpuSeconds) / wall,
         ztunnel_rss_mb: Math.max(after[0]!.rssMb, after[1]!.rssMb),
         // Share of iperf3's bytes that went through ztunnel (≈1 when meshed, 0 when not).
@@ -94,6 +106,7 @@ async function main(): Promise<void> {
     console.log(`saturation (wrk)     ${p.wrk_rps!.toFixed(0).padStart(8)} ${m.wrk_rps!.toFixed(0).padStart(9)}   ×${(m.wrk_rps! / p.wrk_rps!).toFixed(2)} rps`);
     console.log(`new conn/request     ${p.churn_rps!.toFixed(0).padStart(8)} ${m.churn_rps!.toFixed(0).padStart(9)}   ×${(m.churn_rps! / p.churn_rps!).toFixed(2)} rps (p50 ${p.churn_p50_ms!.toFixed(1)} → ${m.churn_p50_ms!.toFixed(1)} ms)`);
     console.log(`bulk (iperf3)        ${p.iperf_gbps!.toFixed(2).padStart(8)} ${m.iperf_gbps!.toFixed(2).padStart(9)}   ×${(m.iperf_gbps! / p.iperf_gbps!).toFixed(2)} Gbit/s`);
+    console.log(`ztunnel CPU (both): ${m.zt_cpu_us_per_connection!.toFixed(0)} µs per new connection, ${m.zt_cpu_us_per_request_wrk!.toFixed(0)} µs per request at saturation, ${m.zt_cpu_s_per_gb!.toFixed(2)} s per GB bulk`);
     console.log(`ztunnels: ${m.ztunnel_cpu_cores!.toFixed(2)} cores busy during the meshed phase (both), max RSS ${m.ztunnel_rss_mb!.toFixed(0)} MB`);
     // Pods enrolled at sandbox creation: every connection of the meshed phase is captured. (Before
     // that, clients that connected at once raced their enrolment and partly bypassed the mesh,
