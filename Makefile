@@ -13,7 +13,7 @@ ADDON_SRCS := $(wildcard addon/*.cc addon/*.h) binding.gyp
 # node-gyp needs Node's headers and must not download them (no internet): use the system's.
 NODEDIR := $(shell test -f /usr/include/node/node_api.h && echo --nodedir=/usr)
 APT_PACKAGES := clang llvm libbpf-dev libmnl-dev libelf-dev zlib1g-dev bpftool iproute2 nftables make g++ python3 \
-  pkg-config kmod tshark wrk hey iperf3 prometheus \
+  pkg-config kmod tshark wrk hey iperf3 stunnel4 prometheus \
   podman runc busybox-static containernetworking-plugins
 
 .PHONY: all bpf addon setup test clean images

@@ -32,4 +32,4 @@ export {
 export { CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_STREAMS, PING_INTERVAL_MS, STREAM_WINDOW } from './h2.ts';
 export { HboneServer, type HboneDecision, type HboneHandler, type HboneServerOptions, type HboneTunnel, type TunnelResult } from './server.ts';
 export { HbonePool, type DialHook, type HboneConnectOptions, type HbonePoolOptions, type HboneSource, type HboneStream, type PoolStats } from './pool.ts';
-export { splice, type SpliceResult } from './splice.ts';
+export { splice, type SpliceCounter, type SpliceResult } from './splice.ts';

@@ -142,15 +142,22 @@ export class HbonePool {
     if (this.closed) throw new HboneClosedError('the HBONE pool is closed (ztunnel is draining); no new tunnels');
     const dst = typeof o.dstAddr === 'string' ? parseAuthority(o.dstAddr) : o.dstAddr;
     if (!dst || !isIP(dst.host)) throw new HboneArgumentError(`dstAddr ${JSON.stringify(o.dstAddr)} is not ip:port`);
-    const authority = typeof o.authority === 'string' ? o.authority : formatAuthority(o.authority);
-    if (!parseAuthority(authority)) throw new HboneArgumentError(`authority ${JSON.stringify(o.authority)} is not ip:port (IPv6 as [addr]:port)`);
+    // An address given as parts is checked by formatting it; only a string needs parsing.
+    let authority: string | undefined;
+    try {
+      authority = typeof o.authority === 'string' ? (parseAuthority(o.authority) && o.authority) : formatAuthority(o.authority);
+    } catch {
+      authority = undefined;
+    }
+    if (!authority) throw new HboneArgumentError(`authority ${JSON.stringify(o.authority)} is not ip:port (IPv6 as [addr]:port)`);
     if (!o.expectedIdentities.length) {
       throw new HboneArgumentError(`no expected identities for ${authority}: the server's certificate could not be checked — is the destination's workload known to ztunnel?`);
     }
     o.signal?.throwIfAborted();
     const timeoutMs = o.timeoutMs ?? this.connectTimeoutMs;
     const srcId = typeof o.source.identity === 'string' ? o.source.identity : formatSpiffeId(o.source.identity);
-    const key = [srcId, [...o.expectedIdentities].sort().join(','), formatAuthority(dst), o.sourceIp ?? ''].join('|');
+    const ids = o.expectedIdentities.length === 1 ? o.expectedIdentities[0]! : [...o.expectedIdentities].sort().join(',');
+    const key = `${srcId}|${ids}|${formatAuthority(dst)}|${o.sourceIp ?? ''}`;
 
     // A stream the server refused unprocessed — it sent GOAWAY (a ztunnel handing over to a new
     // one) while this CONNECT was on its way — is retried once on a fresh session (RFC 9113 §8.7).
@@ -162,7 +169,8 @@ export class HbonePool {
         released = true;
         this.release(p);
       };
-      try {
+      // A pooled session that is up needs no wait (nor its timer and promises): the common case.
+      if (!p.connected) try {
         await withTimeout(p.ready, timeoutMs, o.signal, () => {
           const err = new HboneConnectError(
             `connection to ${p.dst} timed out after ${timeoutMs} ms — is a NetworkPolicy blocking HBONE port ${dst.port}, or is the node down?`,

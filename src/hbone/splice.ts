@@ -17,6 +17,15 @@ export interface SpliceResult {
   readonly error?: Error;
 }
 
+/** Told of every chunk as it is copied (metrics that a scrape mid-transfer must see). */
+export interface SpliceCounter {
+  aToB(n: number): void;
+  bToA(n: number): void;
+}
+
+/** Chunks this large are part of a bulk transfer (a TLS record carries up to 16 KiB). */
+const BULK_CHUNK = 8 * 1024;
+
 interface H2StreamLike extends Duplex {
   close(code?: number): void;
   rstCode?: number;
@@ -37,10 +46,15 @@ function abort(d: Duplex): void {
 
 /**
  * Copies a→b and b→a until both sides have closed. Resolves (never rejects) with the byte counts
- * and the first error. A socket given here has allowHalfOpen turned on, or its peer's FIN would
- * end our side too.
+ * and the first error. `count`, when given, hears of every chunk as it is copied. A socket given
+ * here has allowHalfOpen turned on, or its peer's FIN would end our side too.
+ *
+ * Not pipe(): pipe() registers eight listeners per direction and counting took another 'data'
+ * listener on top (two, with the connection manager's); one 'data' handler per direction that
+ * counts and writes, and one 'drain' when the writer is full, is all a byte pump needs. This is
+ * on every connection's path (ztunnel under connection churn: issue 16).
  */
-export function splice(a: Duplex, b: Duplex): Promise<SpliceResult> {
+export function splice(a: Duplex, b: Duplex, count?: SpliceCounter): Promise<SpliceResult> {
   return new Promise((resolve) => {
     let aToB = 0;
     let bToA = 0;
@@ -51,22 +65,54 @@ export function splice(a: Duplex, b: Duplex): Promise<SpliceResult> {
       abort(a);
       abort(b);
     };
-    const watch = (d: Duplex, name: string, count: (n: number) => void): void => {
+    // One side: its data into the other, pausing it while the other is full; its end ends the
+    // other's writable side (a FIN or END_STREAM crosses over) and nothing more. One listener
+    // per event: a second 'end' listener per stream made Node copy the listener array on every
+    // add (ensureMutableListenerArray, ~9% of a churn profile).
+    const side = (src: Duplex, dst: Duplex, name: string, add: (n: number) => void): void => {
       let ended = false;
       let finished = false;
-      if (d instanceof Socket) d.allowHalfOpen = true;
-      d.on('data', (chunk: Buffer) => count(chunk.length));
-      d.once('end', () => (ended = true));
-      d.once('finish', () => (finished = true));
-      d.on('error', fail);
-      d.once('close', () => {
+      let waiting = false;
+      let corked = false;
+      if (src instanceof Socket) src.allowHalfOpen = true;
+      const resume = (): void => {
+        waiting = false;
+        src.resume();
+      };
+      const uncork = (): void => {
+        corked = false;
+        dst.uncork();
+      };
+      src.on('data', (chunk: Buffer) => {
+        add(chunk.length);
+        if (dst.destroyed) return; // fail() is aborting src as well
+        // A bulk transfer arrives as several chunks per read of the outer socket (a 64 KiB TCP
+        // read is four TLS records, four DATA chunks): corked until this read's callbacks are
+        // done, they leave in one writev instead of a syscall each. Small chunks (requests)
+        // come one per read and go straight out.
+        if (!corked && chunk.length >= BULK_CHUNK) {
+          corked = true;
+          dst.cork();
+          process.nextTick(uncork);
+        }
+        if (!dst.write(chunk) && !waiting) {
+          waiting = true;
+          src.pause();
+          dst.once('drain', resume);
+        }
+      });
+      src.once('end', () => {
+        ended = true;
+        if (!dst.destroyed) dst.end();
+      });
+      src.once('finish', () => (finished = true));
+      src.on('error', fail);
+      src.once('close', () => {
         if (!(ended && finished)) fail(error ?? new Error(`${name} closed before both directions ended`));
         if (--open === 0) resolve(error ? { aToB, bToA, error } : { aToB, bToA });
       });
     };
-    watch(a, 'a', (n) => (aToB += n));
-    watch(b, 'b', (n) => (bToA += n));
-    a.pipe(b);
-    b.pipe(a);
+    side(a, b, 'a', count ? (n) => ((aToB += n), count.aToB(n)) : (n) => (aToB += n));
+    side(b, a, 'b', count ? (n) => ((bToA += n), count.bToA(n)) : (n) => (bToA += n));
   });
 }

@@ -2,7 +2,7 @@
 // open now (for /config_dump and `meshctl ztunnel-config connections`), their byte counts as they
 // flow, and the inbound ones with the rule that admitted them — re-judged on every config change,
 // and closed when the rule no longer allows them.
-import type net from 'node:net';
+import type { SpliceCounter } from '../hbone/index.ts';
 import { logger } from '../common/log.ts';
 import type { TrackedConnection } from './telemetry/index.ts';
 
@@ -23,7 +23,8 @@ interface Guard {
 }
 
 export class ConnectionManager {
-  private readonly live = new Set<LiveConnection>();
+  /** Live connections with their start (ms); `since` is formatted only when listed. */
+  private readonly live = new Map<Omit<LiveConnection, 'since'>, number>();
   private readonly guarded = new Set<Guard>();
   /** Every connection ztunnel accepted and has not seen end, from accept() on (before its
    * destination is even known): what a drain waits for. Each value resets its connection. */
@@ -59,18 +60,24 @@ export class ConnectionManager {
     return n;
   }
 
-  /** Counts bytes as they flow both ways; the returned function closes the record, once. */
-  track(tracked: TrackedConnection, clientSide: net.Socket | NodeJS.ReadableStream, serverSide: NodeJS.ReadableStream, info: Omit<LiveConnection, 'since'>): (error?: Error) => void {
-    const entry = { ...info, since: new Date().toISOString() };
-    this.live.add(entry);
-    clientSide.on('data', (b: Buffer) => tracked.addReceived(b.length));
-    serverSide.on('data', (b: Buffer) => tracked.addSent(b.length));
+  /**
+   * Lists the connection as live until the returned `done` closes its record (once). `count` is
+   * what splice() tells of every chunk (a = the client's side): request bytes are
+   * istio_tcp_received_bytes_total, response bytes istio_tcp_sent_bytes_total. Counting rides
+   * on splice's own 'data' handler: a listener of our own per side read every chunk twice.
+   */
+  track(tracked: TrackedConnection, info: Omit<LiveConnection, 'since'>): { done: (error?: Error) => void; count: SpliceCounter } {
+    const entry = info;
+    this.live.set(entry, Date.now());
     let done = false;
-    return (error?: Error) => {
-      if (done) return;
-      done = true;
-      this.live.delete(entry);
-      tracked.close(error ? { error } : {});
+    return {
+      count: { aToB: (n) => tracked.addReceived(n), bToA: (n) => tracked.addSent(n) },
+      done: (error?: Error) => {
+        if (done) return;
+        done = true;
+        this.live.delete(entry);
+        tracked.close(error ? { error } : {});
+      },
     };
   }
 
@@ -93,6 +100,6 @@ export class ConnectionManager {
   }
 
   list(): LiveConnection[] {
-    return [...this.live];
+    return [...this.live].map(([c, since]) => ({ ...c, since: new Date(since).toISOString() }));
   }
 }

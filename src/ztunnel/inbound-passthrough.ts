@@ -46,8 +46,8 @@ export async function plaintextInbound(ctx: ProxyContext, pod: PodProxy, conn: n
     return;
   }
   try {
-    const { upstream, done, release } = await deliverAdmitted(ctx, pod, tracked, c, { side: conn, port: conn.remotePort, close: () => conn.destroy() });
-    const result = await splice(conn, upstream);
+    const { upstream, done, count, release } = await deliverAdmitted(ctx, pod, tracked, c, { port: conn.remotePort, close: () => conn.destroy() });
+    const result = await splice(conn, upstream, count);
     release();
     done(result.error);
   } catch (e) {

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { HBONE_PORT, ZTUNNEL_PORTS } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
-import type { HboneTunnel } from '../hbone/index.ts';
+import type { HboneTunnel, SpliceCounter } from '../hbone/index.ts';
 import { formatSpiffeId } from '../identity/index.ts';
 import { type InboundConnection, type InboundDecision, type ProxyContext, SYNC_WAIT_MS } from './context.ts';
 import type { PodProxy } from './pod.ts';
@@ -47,10 +47,10 @@ export async function deliverAdmitted(
   pod: PodProxy,
   tracked: TrackedConnection,
   c: InboundConnection,
-  client: { side: net.Socket | NodeJS.ReadableStream; port?: number | undefined; close(): void },
-): Promise<{ upstream: net.Socket; done: (error?: Error) => void; release: () => void }> {
+  client: { port?: number | undefined; close(): void },
+): Promise<{ upstream: net.Socket; done: (error?: Error) => void; count: SpliceCounter; release: () => void }> {
   const upstream = await deliver(pod, c.dstIp, c.dstPort, c.srcIp, client.port);
-  const done = ctx.connections.track(tracked, client.side, upstream, { direction: 'inbound', src: c.srcIp, dst: `${c.dstIp}:${c.dstPort}`, pod: pod.uid });
+  const { done, count } = ctx.connections.track(tracked, { direction: 'inbound', src: c.srcIp, dst: `${c.dstIp}:${c.dstPort}`, pod: pod.uid });
   const release = ctx.connections.guard(
     () => {
       const now = ctx.state.workloadByPodUid(pod.uid);
@@ -62,7 +62,7 @@ export async function deliverAdmitted(
       done(new Error(`closed by policy: ${reason}`));
     },
   );
-  return { upstream, done, release };
+  return { upstream, done, count, release };
 }
 
 /** An HBONE tunnel to this pod: 200 with the delivered socket, or a refusal. */
@@ -102,12 +102,12 @@ export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTun
     return { status: 401 as const, reason: deny };
   }
   try {
-    const { upstream, done, release } = await deliverAdmitted(ctx, pod, tracked, c, { side: t.stream, close: () => t.abort() });
+    const { upstream, done, count, release } = await deliverAdmitted(ctx, pod, tracked, c, { close: () => t.abort() });
     upstream.once('close', () => {
       release();
       done();
     });
-    return { status: 200 as const, upstream };
+    return { status: 200 as const, upstream, count };
   } catch (e) {
     tracked.close({ flags: 'CONNECT', error: e as Error });
     return { status: 503 as const, reason: `the application at ${t.target.host}:${t.target.port} is unreachable: ${(e as Error).message}` };

@@ -8,6 +8,9 @@ import type { ConnectionRecord, ZdsAck, ZdsMessage, ZdsPod, ZdsReport } from '..
 /** Flow records wait in the socket's buffer up to this much; beyond it they are counted lost. */
 const FLOW_BACKLOG_BYTES = 4 << 20;
 const RECONNECT_MS = 500;
+/** Flow records wait this long, or until this much has gathered, to leave in one write. */
+const FLOW_FLUSH_MS = 20;
+const FLOW_FLUSH_BYTES = 64 << 10;
 
 export interface ZdsHandlers {
   /** The agent's full list: serve these, stop serving the others. */
@@ -21,6 +24,10 @@ export class ZdsClient {
   private readonly handlers: ZdsHandlers;
   private sock: net.Socket | undefined;
   private lost = 0;
+  /** Flow records of this event-loop turn, written together (see report). */
+  private pending = '';
+  private pendingCount = 0;
+  private timer: NodeJS.Timeout | undefined;
   private closed = false;
   /** Draining: a newer ztunnel serves the node's pods; this one only reports its flows. */
   private ignoring = false;
@@ -39,19 +46,35 @@ export class ZdsClient {
   /** Hands a completed connection to the agent's flows; counted as lost when it cannot. */
   report(record: ConnectionRecord): void {
     const sock = this.sock;
-    if (!this.connected || !sock || sock.writableLength > FLOW_BACKLOG_BYTES) {
+    if (!this.connected || !sock || sock.writableLength + this.pending.length > FLOW_BACKLOG_BYTES) {
       this.lost++;
       return;
     }
-    // Records of one event-loop turn (all the I/O callbacks of a poll) go out in one write
-    // (writev), not one syscall each.
-    if (!sock.writableCorked) {
-      sock.cork();
-      setImmediate(() => sock.uncork());
+    // Records gather for up to FLOW_FLUSH_MS (or FLOW_FLUSH_BYTES) and go out as one string in
+    // one write. A write per event-loop turn — at first a corked writev of one string per
+    // record — was a syscall and an agent wake-up per connection under churn (7–11% of
+    // ztunnel's time in its profile, issue 16); flows lose nothing by arriving 20 ms later.
+    if (this.pendingCount === 0) this.timer = setTimeout(this.flush, FLOW_FLUSH_MS);
+    this.pending += `${JSON.stringify({ type: 'flow', record } satisfies ZdsReport)}\n`;
+    this.pendingCount++;
+    if (this.pending.length >= FLOW_FLUSH_BYTES) this.flush();
+  }
+
+  private readonly flush = (): void => {
+    clearTimeout(this.timer);
+    const sock = this.sock;
+    const lines = this.pending;
+    const n = this.pendingCount;
+    this.pending = '';
+    this.pendingCount = 0;
+    if (n === 0) return;
+    if (!this.connected || !sock || sock.destroyed) {
+      this.lost += n;
+      return;
     }
     this.flushLost(sock);
-    sock.write(`${JSON.stringify({ type: 'flow', record } satisfies ZdsReport)}\n`);
-  }
+    sock.write(lines);
+  };
 
   /** From now on, snapshots and adds are left to the ztunnel that took over (no ack from here:
    * the agent counts the new one's). Deletions still reach this one. */
@@ -60,6 +83,7 @@ export class ZdsClient {
   }
 
   close(): void {
+    this.flush(); // the records still gathering
     this.closed = true;
     this.sock?.destroy();
   }

@@ -31,10 +31,16 @@ export class AccessLog {
     this.logger = pino({ level: opts.level ?? 'info', base: { component: 'access' }, timestamp: pino.stdTimeFunctions.isoTime }, this.#dest);
   }
 
+  /**
+   * One line, as pino would write it for this logger (level, time, component, the fields, msg),
+   * built here as one object and one JSON.stringify: through pino it was ~4% of ztunnel's CPU
+   * under connection churn (issue 16). The level still comes from `logger`, which the admin
+   * /logging endpoint changes.
+   */
   write(e: AccessLogEntry): void {
     const level = e.error ? 'error' : 'info';
     if (!this.logger.isLevelEnabled(level)) return;
-    const rec: Record<string, string | number> = { 'src.addr': e.src.addr };
+    const rec: Record<string, string | number> = { level: e.error ? 50 : 30, time: new Date().toISOString(), component: 'access', 'src.addr': e.src.addr };
     const put = (k: string, v: string | undefined): void => {
       if (v && v !== 'unknown') rec[k] = v;
     };
@@ -52,10 +58,9 @@ export class AccessLog {
     rec.bytes_recv = e.bytesRecv;
     rec.duration = `${Math.round(e.durationMs)}ms`;
     rec.duration_ms = Math.round(e.durationMs);
-    if (e.error) {
-      rec.error = e.error;
-      this.logger.error(rec, 'connection complete');
-    } else this.logger.info(rec, 'connection complete');
+    if (e.error) rec.error = e.error;
+    rec.msg = 'connection complete';
+    this.#dest.write(`${JSON.stringify(rec)}\n`);
   }
 
   /** Writes out what is buffered (on drain, before exit). */
