@@ -177,7 +177,7 @@ test.serial('not-captured: bystanders\' flows say why the mesh did not capture t
   let followed = '';
   follower.stdout.on('data', (d: Buffer) => (followed += d.toString()));
   t.teardown(() => follower.kill());
-  await new Promise((r) => setTimeout(r, 1000)); // its stream is open before the pod starts
+  await new Promise((r) => setTimeout(r, 2000)); // its stream is open before the pod starts
   const outside = await requests('legacy', { url: `http://${dbIp}:8080/`, n: 1 });
   const first = await waitFor('the followed flow of the new pod', () => {
     const got = followed.split('\n').filter(Boolean).flatMap((l) => (JSON.parse(l) as { flow?: Flow }).flow ?? []);
