@@ -41,6 +41,7 @@ const { values } = parseArgs({
 const STATS_SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
 const CONNECTS = Number(values.connects);
 const ROUNDS = Number(values.rounds);
+const SETTLE_MS = 300;
 
 interface Sample {
   n: number;
@@ -106,6 +107,9 @@ async function main(): Promise<void> {
         const sample = await run[s]();
         const after = progTotals();
         samples[s].push(sample);
+        // The listener accepts (and resets) behind the client's connects: let it finish before
+        // the next scenario starts, or its backlog steals the CPU from whichever comes next.
+        await new Promise((r) => setTimeout(r, SETTLE_MS));
         const t = progTime[s];
         t.connects += sample.n;
         for (let p = 0; p < progs.length; p++) {
