@@ -11,9 +11,12 @@
 //   baseline-ip  no program runs (outside the subtree), connecting to the pod's own IP
 //   observed     programs attached, pod not enrolled, same connections: two ring-buffer events each
 // Every round runs all three, in a rotating order, so drift in the machine hits each alike.
-//   npm run bench -- [--connects N] [--rounds R] [--prog-stats]
-// --prog-stats turns on kernel.bpf_stats_enabled for the run (restored after) and reports the
-// average time each program spends per invocation.
+//   npm run bench -- [--connects N] [--rounds R] [--prog-stats] [--batch-ms MS]
+// --prog-stats turns on kernel.bpf_stats_enabled for the run (restored after) and reports, per
+// scenario, the time the programs spent per connect (run_time_ns / connects, connect4 and sockops
+// apart): the eBPF part of capture, without the loopback hop and without the event reader.
+// --batch-ms sets the event reader's pause after each batch (Datapath.readEvents; 0 = a wakeup
+// per event, as before the pause existed).
 import { once } from 'node:events';
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
@@ -21,7 +24,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Enrolment } from '../src/agent/index.ts';
-import { Datapath, native } from '../src/datapath/index.ts';
+import { Datapath, EVENT_BATCH_MS, native } from '../src/datapath/index.ts';
 import type { PodNet } from '../src/local/index.ts';
 import { createScratch, uniquePrefix } from '../test/helpers/topology.ts';
 
@@ -29,14 +32,16 @@ const execFileP = promisify(execFile);
 const TOOL = fileURLToPath(new URL('.output/connect_bench', import.meta.url));
 const { values } = parseArgs({
   options: {
-    connects: { type: 'string', default: '20000' },
-    rounds: { type: 'string', default: '3' },
+    connects: { type: 'string', default: '10000' },
+    rounds: { type: 'string', default: '5' },
     'prog-stats': { type: 'boolean', default: false },
+    'batch-ms': { type: 'string', default: String(EVENT_BATCH_MS) },
   },
 });
 const STATS_SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
 const CONNECTS = Number(values.connects);
 const ROUNDS = Number(values.rounds);
+const SETTLE_MS = 300;
 
 interface Sample {
   n: number;
@@ -48,6 +53,8 @@ interface Sample {
   p90_us: number;
   p99_us: number;
   max_us: number;
+  /** The client's CPU time per connect (user + system), µs. */
+  cpu_us: number;
 }
 
 type Scenario = 'baseline' | 'bystander' | 'captured' | 'baseline-ip' | 'observed';
@@ -78,7 +85,13 @@ async function main(): Promise<void> {
     const en = new Enrolment(dp);
     en.enrol({ uid: enrolled.uid, netnsPath: enrolled.netnsPath, addresses: [enrolled.ip4] });
     let events = 0;
-    const reader = dp.readEvents((e) => (events += e.length));
+    const reader = dp.readEvents((e) => (events += e.length), 100, Number(values['batch-ms']));
+    // Program time per scenario: run_time_ns and run_cnt before and after each sample.
+    const progs = ['mesh_connect4', 'mesh_sockops'] as const;
+    const progTotals = () => progs.map((name) => native().progInfo(dp!.programFd(name)));
+    const progTime: Record<Scenario, { connects: number; ns: [bigint, bigint]; runs: [bigint, bigint] }> = Object.fromEntries(
+      (Object.keys(samples) as Scenario[]).map((s) => [s, { connects: 0, ns: [0n, 0n], runs: [0n, 0n] }]),
+    ) as never;
     const run: Record<Scenario, () => Promise<Sample>> = {
       baseline: () => measureOutside(plain, outside),
       bystander: () => measure(topo, plain, '127.0.0.1'),
@@ -90,17 +103,30 @@ async function main(): Promise<void> {
     for (let r = 0; r < ROUNDS; r++) {
       for (let i = 0; i < scenarios.length; i++) {
         const s = scenarios[(r + i) % scenarios.length]!;
-        samples[s].push(await run[s]());
+        const before = progTotals();
+        const sample = await run[s]();
+        const after = progTotals();
+        samples[s].push(sample);
+        // The listener accepts (and resets) behind the client's connects: let it finish before
+        // the next scenario starts, or its backlog steals the CPU from whichever comes next.
+        await new Promise((r) => setTimeout(r, SETTLE_MS));
+        const t = progTime[s];
+        t.connects += sample.n;
+        for (let p = 0; p < progs.length; p++) {
+          t.ns[p]! += after[p]!.runTimeNs - before[p]!.runTimeNs;
+          t.runs[p]! += after[p]!.runCount - before[p]!.runCount;
+        }
       }
     }
     await new Promise((r) => setTimeout(r, 300));
     reader.close();
 
+    // ns per connect: everything the programs did for it (the client's and the listener's sockets).
     const progStats = Object.fromEntries(
-      (['mesh_connect4', 'mesh_sockops'] as const).map((name) => {
-        const info = native().progInfo(dp!.programFd(name));
-        const avg = info.runCount > 0n ? Number(info.runTimeNs) / Number(info.runCount) : Number.NaN;
-        return [name, { runs: String(info.runCount), avgNs: Math.round(avg) }];
+      scenarios.map((sc) => {
+        const t = progTime[sc];
+        const per = (p: number) => Math.round(Number(t.ns[p]) / t.connects);
+        return [sc, { connect4_ns: per(0), sockops_ns: per(1), total_ns: per(0) + per(1), sockops_runs_per_connect: Number(t.runs[1]) / t.connects }];
       }),
     );
     const summary = summarize(samples);
@@ -112,6 +138,7 @@ async function main(): Promise<void> {
       summary,
       eventsDelivered: events,
       eventsLost: String(dp.eventsLost()),
+      batchMs: Number(values['batch-ms']),
       ...(values['prog-stats'] ? { progStats } : {}),
       samples,
     };
@@ -119,7 +146,13 @@ async function main(): Promise<void> {
     const file = new URL(`results/capture-${report.date.replace(/[:.]/g, '-')}.json`, import.meta.url);
     writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
     print(summary, events, dp.eventsLost());
-    if (values['prog-stats']) console.log('programs (avg ns per run, bystander + captured):', JSON.stringify(progStats));
+    if (values['prog-stats']) {
+      console.log('\neBPF time per connect (bpf_stats run_time_ns / connects), ns:');
+      console.log('scenario      connect4    sockops      total   sockops runs/connect');
+      for (const [name, p] of Object.entries(progStats)) {
+        console.log(`${name.padEnd(11)} ${String(p.connect4_ns).padStart(10)} ${String(p.sockops_ns).padStart(10)} ${String(p.total_ns).padStart(10)} ${p.sockops_runs_per_connect.toFixed(1).padStart(22)}`);
+      }
+    }
     console.log(`\nfull results: ${fileURLToPath(file)}`);
   } finally {
     for (const r of restore) r();
@@ -163,44 +196,50 @@ async function measureOutside(pod: PodNet, cgroup: string, host = '127.0.0.1'): 
 }
 
 function summarize(samples: Record<Scenario, Sample[]>) {
+  const median = (v: number[]) => {
+    const sorted = [...v].sort((a, b) => a - b);
+    return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+  };
   const agg = (xs: Sample[]) => {
-    const med = (f: (s: Sample) => number) => {
-      const v = xs.map(f).sort((a, b) => a - b);
-      return v[Math.floor(v.length / 2)] ?? Number.NaN;
-    };
+    const med = (f: (s: Sample) => number) => median(xs.map(f));
     return {
       rate: med((s) => s.rate),
       p50_us: med((s) => s.p50_us),
+      p90_us: med((s) => s.p90_us),
       p99_us: med((s) => s.p99_us),
+      cpu_us: med((s) => s.cpu_us),
       failed: xs.reduce((a, s) => a + s.failed, 0),
     };
   };
-  const base = agg(samples.baseline);
-  const baseIp = agg(samples['baseline-ip']);
+  // Ratios are taken round by round (a round runs every scenario back to back, so a burst of
+  // other load on the machine hits a scenario and its baseline alike), then the median of them.
+  const ratio = (xs: Sample[], bs: Sample[], f: (s: Sample) => number) => median(xs.map((x, i) => f(x) / f(bs[i]!)));
   const out: Record<
     string,
-    ReturnType<typeof agg> & { rate_ratio: number; p50_ratio: number; p99_ratio: number }
+    ReturnType<typeof agg> & { rate_ratio: number; p50_ratio: number; p90_ratio: number; p99_ratio: number; cpu_ratio: number }
   > = {};
   for (const [name, xs] of Object.entries(samples)) {
-    const a = agg(xs);
     // Each scenario against the baseline that connects to the same kind of address.
-    const b = name === 'observed' || name === 'baseline-ip' ? baseIp : base;
+    const bs = name === 'observed' || name === 'baseline-ip' ? samples['baseline-ip'] : samples.baseline;
     out[name] = {
-      ...a,
-      rate_ratio: a.rate / b.rate,
-      p50_ratio: a.p50_us / b.p50_us,
-      p99_ratio: a.p99_us / b.p99_us,
+      ...agg(xs),
+      rate_ratio: ratio(xs, bs, (s) => s.rate),
+      p50_ratio: ratio(xs, bs, (s) => s.p50_us),
+      p90_ratio: ratio(xs, bs, (s) => s.p90_us),
+      p99_ratio: ratio(xs, bs, (s) => s.p99_us),
+      cpu_ratio: ratio(xs, bs, (s) => s.cpu_us),
     };
   }
   return out;
 }
 
 function print(summary: ReturnType<typeof summarize>, events: number, lost: bigint): void {
-  console.log(`connect() from a pod, ${CONNECTS} per round × ${ROUNDS} rounds (median of rounds)\n`);
-  console.log('scenario     connects/s   ×base   p50 µs   ×base   p99 µs   ×base   failed   (observed: ×baseline-ip)');
+  console.log(`connect() from a pod, ${CONNECTS} per round × ${ROUNDS} rounds (median of rounds; ×base: median of per-round ratios)\n`);
+  console.log('scenario     connects/s   ×base   p50 µs   ×base   p90 µs   ×base   p99 µs   ×base   failed   cpu µs   ×base   (observed: ×baseline-ip)');
   for (const [name, s] of Object.entries(summary)) {
+    const col = (v: number, r: number) => `${v.toFixed(1).padStart(8)} ${r.toFixed(2).padStart(7)}`;
     console.log(
-      `${name.padEnd(11)} ${s.rate.toFixed(0).padStart(11)} ${s.rate_ratio.toFixed(2).padStart(7)} ${s.p50_us.toFixed(1).padStart(8)} ${s.p50_ratio.toFixed(2).padStart(7)} ${s.p99_us.toFixed(1).padStart(8)} ${s.p99_ratio.toFixed(2).padStart(7)} ${String(s.failed).padStart(8)}`,
+      `${name.padEnd(11)} ${s.rate.toFixed(0).padStart(11)} ${s.rate_ratio.toFixed(2).padStart(7)} ${col(s.p50_us, s.p50_ratio)} ${col(s.p90_us, s.p90_ratio)} ${col(s.p99_us, s.p99_ratio)} ${String(s.failed).padStart(8)} ${s.cpu_us.toFixed(2).padStart(8)} ${s.cpu_ratio.toFixed(2).padStart(7)}`,
     );
   }
   console.log(`\nring-buffer events delivered: ${events}, lost: ${lost}`);

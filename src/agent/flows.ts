@@ -32,6 +32,9 @@ export interface AddressInfo {
   inMesh?: boolean;
   /** Why the model leaves the pod out of the mesh ('' or absent when it is in it). */
   notCapturedReason?: string;
+  /** Set when the address has left the model (wall-clock ms): it names connections older than
+   * that, never newer ones (the address may belong to a new pod by now). */
+  goneAtMs?: number;
 }
 
 export interface FlowCollectorOptions {
@@ -40,7 +43,19 @@ export interface FlowCollectorOptions {
   resolve(ip: string): AddressInfo | undefined;
   /** How long a kernel decision waits for ztunnel's record (ms). */
   joinWindowMs?: number;
+  /** How long a flow with an end the model cannot name yet waits for it (ms); 0: not at all.
+   * A pod that calls as soon as it starts is faster than its Workload's way to the node. */
+  nameWaitMs?: number;
+  /** At most this many flows wait for names; beyond it the oldest goes out as it is. */
+  nameWaitMax?: number;
 }
+
+/** Defaults for a collector that follows a model (the agent's config stream): long enough for a
+ * Workload to reach a loaded node (the e2e tests waited 3 s before this existed), short enough
+ * that a flow to an address no model will ever name (outside the cluster, host network) is still
+ * shown promptly; a Workload that arrives releases the flows waiting for it at once. */
+export const NAME_WAIT_MS = 3000;
+export const NAME_WAIT_MAX = 4096;
 
 /** Bounded insertion-ordered map: the oldest entries go first when full or expired. */
 class Pending<V extends { atMs: number }> {
@@ -113,6 +128,10 @@ export class FlowCollector {
   private readonly observed: Pending<Held>;
   /** CLOCK_MONOTONIC → wall clock, in ns. */
   private readonly monoToWallNs: bigint;
+  /** Flows waiting for the model to name an end, oldest first (untilMs ascending). */
+  private held: { f: Flow; untilMs: number }[] = [];
+  private heldTimer: NodeJS.Timeout | undefined;
+  private nameWaitMs: number;
   kernelEvents = 0;
   records = 0;
   l7Records = 0;
@@ -122,6 +141,7 @@ export class FlowCollector {
     this.captured = new Pending(65_536, o.joinWindowMs ?? 60_000);
     this.steered = new Pending(65_536, 10 * 60_000);
     this.observed = new Pending(65_536, 24 * 3600_000);
+    this.nameWaitMs = o.nameWaitMs ?? 0;
     this.monoToWallNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
   }
 
@@ -129,8 +149,15 @@ export class FlowCollector {
     return Number(tsNs + this.monoToWallNs);
   }
 
-  private endpoint(ip: string, from?: { workload?: string | undefined; namespace?: string | undefined; identity?: string | undefined }): Endpoint {
-    return this.endpointOf(this.o.resolve(strip(ip)), from);
+  /** What the model says about `ip` for a connection that began at `atMs` (wall clock): an
+   * address that left the model before then is someone else's now, or nobody's. */
+  private resolveAt(ip: string, atMs: number): AddressInfo | undefined {
+    const info = this.o.resolve(strip(ip));
+    return info && (info.goneAtMs === undefined || atMs < info.goneAtMs) ? info : undefined;
+  }
+
+  private endpoint(ip: string, from?: { workload?: string | undefined; namespace?: string | undefined; identity?: string | undefined }, atMs = Date.now()): Endpoint {
+    return this.endpointOf(this.resolveAt(ip, atMs), from);
   }
 
   private endpointOf(info: AddressInfo | undefined, from?: { workload?: string | undefined; namespace?: string | undefined; identity?: string | undefined }): Endpoint {
@@ -166,11 +193,11 @@ export class FlowCollector {
           break;
         case 'CLOSED': {
           const open = this.observed.take(String(ev.sockCookie));
-          if (open) this.o.ring.push(this.plaintextFlow(open.ev, ev));
+          if (open) this.emit(this.plaintextFlow(open.ev, ev));
           break;
         }
         case 'REFUSED':
-          this.o.ring.push(this.refusedFlow(ev));
+          this.emit(this.refusedFlow(ev));
           break;
         default:
           break; // PASSED: the connection is the pod's own business (loopback, excluded, ...)
@@ -183,6 +210,7 @@ export class FlowCollector {
   /** A flow between two addresses, each end named once (from `ends`, or from the model). */
   private base(ev: { timeUnixNano: number; src: string; sport: number; dst: string; dport: number }, ends?: { source: Endpoint; destination: Endpoint }): Flow {
     const v6 = ev.src.includes(':') && !ev.src.startsWith('::ffff:');
+    const atMs = ev.timeUnixNano / 1e6;
     return {
       timeUnixNano: ev.timeUnixNano,
       uuid: randomUUID(),
@@ -191,8 +219,8 @@ export class FlowCollector {
       dropReasonDesc: '',
       ip: { source: strip(ev.src), destination: strip(ev.dst), ipVersion: v6 ? 6 : 4, encrypted: false },
       tcp: { sourcePort: ev.sport, destinationPort: ev.dport },
-      source: ends?.source ?? this.endpoint(ev.src),
-      destination: ends?.destination ?? this.endpoint(ev.dst),
+      source: ends?.source ?? this.endpoint(ev.src, undefined, atMs),
+      destination: ends?.destination ?? this.endpoint(ev.dst, undefined, atMs),
       type: 'L3_L4',
       trafficDirection: 'EGRESS',
       destinationService: '',
@@ -205,7 +233,7 @@ export class FlowCollector {
       summary: '',
       kernel: null,
       l7: null,
-      sourceService: this.o.resolve(strip(ev.src))?.backs?.[0] ?? '',
+      sourceService: this.resolveAt(ev.src, atMs)?.backs?.[0] ?? '',
       ingressAllowedBy: [],
       ingressDeniedBy: [],
       egressAllowedBy: [],
@@ -216,15 +244,17 @@ export class FlowCollector {
   }
 
   private plaintextFlow(open: DatapathEvent, closed: DatapathEvent): Flow {
-    const dst = this.o.resolve(strip(open.dst));
-    const f = this.base({ timeUnixNano: this.wallNs(open.tsNs), src: open.src, sport: open.sport, dst: open.dst, dport: open.dport }, { source: this.endpoint(open.src), destination: this.endpointOf(dst) });
+    const timeUnixNano = this.wallNs(open.tsNs);
+    const atMs = timeUnixNano / 1e6;
+    const dst = this.resolveAt(open.dst, atMs);
+    const f = this.base({ timeUnixNano, src: open.src, sport: open.sport, dst: open.dst, dport: open.dport }, { source: this.endpoint(open.src, undefined, atMs), destination: this.endpointOf(dst) });
     if (dst?.service) f.destinationService = dst.service;
     f.bytesSent = Number(closed.bytesSent);
     f.bytesReceived = Number(closed.bytesRecv);
     f.durationMs = Math.round(Number(closed.tsNs - open.tsNs) / 1e6);
     f.summary = 'TCP plaintext (not in the mesh)';
     f.kernel = this.kernel(open);
-    f.notCapturedReason = notCapturedReason(this.o.resolve(strip(open.src)), strip(open.src));
+    f.notCapturedReason = notCapturedReason(this.resolveAt(open.src, atMs), strip(open.src));
     return f;
   }
 
@@ -259,7 +289,7 @@ export class FlowCollector {
       // HBONE's outer connection carries many streams: keep its event; a plaintext one is done.
       ev = odp === HBONE_PORT ? this.steered.get(key)?.ev : this.steered.take(key)?.ev;
     }
-    const f = this.base({ timeUnixNano: r.startMs * 1e6, src: srcIp, sport: srcPort, dst: dstIp, dport: dstPort }, { source: this.endpoint(srcIp, r.src), destination: this.endpoint(dstIp, r.dst) });
+    const f = this.base({ timeUnixNano: r.startMs * 1e6, src: srcIp, sport: srcPort, dst: dstIp, dport: dstPort }, { source: this.endpoint(srcIp, r.src, r.startMs), destination: this.endpoint(dstIp, r.dst, r.startMs) });
     f.trafficDirection = outbound ? 'EGRESS' : 'INGRESS';
     f.reporter = outbound ? 'ztunnel-source' : 'ztunnel-destination';
     f.ip.encrypted = r.mtls;
@@ -283,7 +313,7 @@ export class FlowCollector {
       if (r.policy.allowed) f.ingressAllowedBy = [ref];
       else f.ingressDeniedBy = [ref];
     }
-    this.o.ring.push(f);
+    this.emit(f);
   }
 
   /**
@@ -293,7 +323,7 @@ export class FlowCollector {
    */
   onL7(r: L7Record): void {
     this.l7Records++;
-    const f = this.base({ timeUnixNano: r.startMs * 1e6, src: r.src.ip, sport: r.src.port, dst: r.dst.ip, dport: r.dst.port }, { source: this.endpoint(r.src.ip, { identity: r.src.identity }), destination: this.endpoint(r.upstream?.ip ?? r.dst.ip) });
+    const f = this.base({ timeUnixNano: r.startMs * 1e6, src: r.src.ip, sport: r.src.port, dst: r.dst.ip, dport: r.dst.port }, { source: this.endpoint(r.src.ip, { identity: r.src.identity }, r.startMs), destination: this.endpoint(r.upstream?.ip ?? r.dst.ip, undefined, r.startMs) });
     f.type = 'L7';
     f.trafficDirection = 'EGRESS';
     f.reporter = r.reporter;
@@ -318,14 +348,14 @@ export class FlowCollector {
     if (denied) f.dropReasonDesc = 'Policy denied (L7 authorization at the waypoint)';
     else if (failed) f.dropReasonDesc = `${r.status} ${r.flags}`;
     f.summary = `${r.protocol} ${r.method} ${r.url} → ${r.status}${r.flags !== '-' ? ` ${r.flags}` : ''} (${r.latencyMs.toFixed(1)} ms)`;
-    this.o.ring.push(f);
+    this.emit(f);
   }
 
   /** Names ends that were unknown when the flow was made (a pod younger than its config). */
   enrich(f: Flow): void {
     for (const [ep, ip] of [[f.source, f.ip.source], [f.destination, f.ip.destination]] as const) {
       if (ep.podName || f.destinationService === ip) continue;
-      const info = this.o.resolve(ip);
+      const info = this.resolveAt(ip, f.timeUnixNano / 1e6);
       if (!info) continue;
       if (info.service && ep === f.destination && !f.destinationService) f.destinationService = info.service;
       if (!info.podName) continue;
@@ -339,6 +369,74 @@ export class FlowCollector {
       ep.workload ||= info.workload ?? '';
       ep.nodeName ||= info.nodeName ?? '';
     }
+  }
+
+  /** Ends of `f` that should name a pod or a Service and name nothing yet. */
+  private unnamed(f: Flow): boolean {
+    const atMs = f.timeUnixNano / 1e6;
+    for (const [ep, ip] of [[f.source, f.ip.source], [f.destination, f.ip.destination]] as const) {
+      if (ep.podName || !ip || f.destinationService === ip) continue;
+      if (!this.resolveAt(ip, atMs)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Into the ring, once both ends are named: a flow the model cannot name yet (its pod started
+   * and called before the pod's Workload reached this node) waits, bounded in time and count,
+   * for names() to say the model changed — so the first flow of a new pod names it, for readers
+   * that follow the ring as much as for those who read it later.
+   */
+  private emit(f: Flow): void {
+    const waitMs = this.nameWaitMs;
+    if (waitMs <= 0 || !this.unnamed(f)) {
+      this.o.ring.push(f);
+      return;
+    }
+    this.held.push({ f, untilMs: Date.now() + waitMs });
+    if (this.held.length > (this.o.nameWaitMax ?? NAME_WAIT_MAX)) this.release(this.held.splice(0, 1));
+    this.armHeld();
+  }
+
+  /** From now on, flows wait up to `ms` for names (once a model is followed; see NAME_WAIT_MS). */
+  waitForNames(ms = NAME_WAIT_MS): void {
+    this.nameWaitMs = ms;
+  }
+
+  /** The model changed: flows waiting for names that it now has go into the ring. */
+  names(): void {
+    if (this.held.length === 0) return;
+    const ready = new Set(this.held.filter((h) => !this.unnamed(h.f)));
+    if (ready.size === 0) return;
+    this.held = this.held.filter((h) => !ready.has(h));
+    this.release([...ready]);
+  }
+
+  /** Flows that waited long enough go as they are (enrich-on-read may still name them). */
+  private expireHeld(): void {
+    this.heldTimer = undefined;
+    const now = Date.now();
+    const i = this.held.findIndex((h) => h.untilMs > now);
+    this.release(this.held.splice(0, i < 0 ? this.held.length : i));
+    this.armHeld();
+  }
+
+  private release(hs: { f: Flow }[]): void {
+    for (const { f } of hs) {
+      this.enrich(f);
+      this.o.ring.push(f);
+    }
+  }
+
+  private armHeld(): void {
+    if (this.heldTimer || this.held.length === 0) return;
+    this.heldTimer = setTimeout(() => this.expireHeld(), Math.max(0, this.held[0]!.untilMs - Date.now()));
+    this.heldTimer.unref();
+  }
+
+  /** Flows waiting for names now. */
+  get waitingForNames(): number {
+    return this.held.length;
   }
 
   onZtunnelLost(n: number): void {

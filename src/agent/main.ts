@@ -56,6 +56,8 @@ async function main(): Promise<void> {
       caRoots,
       token: tokenFile(m.tokenFile),
       cgroupRoot: cfg.podCgroup,
+      // A flow waiting for a pod's name (its pod called before its Workload got here) goes now.
+      onModelChange: () => agent.collector.names(),
       // The flows API: mutual TLS with this agent's workload certificate; clients (the relay)
       // must present a certificate of the mesh's CA.
       beforeSubscribe: async (certs) => {
@@ -84,6 +86,7 @@ async function main(): Promise<void> {
     await sync.start();
     const s = sync;
     agent.resolver = (ip) => s.resolve(ip);
+    agent.collector.waitForNames();
   }
   const sockets = boundSockets([cfg.controlSocket, cfg.zdsSocket, cfg.l7FlowsSocket]);
   log.info({ socket: cfg.controlSocket }, 'agent ready');

@@ -33,6 +33,8 @@ export interface MeshSyncOptions {
    * controller with the subscription (e.g. observer: where this node's flows are served). The
    * credentials follow the certificate as it is renewed. */
   beforeSubscribe?: (certs: RotatingCertificates) => Promise<Record<string, string>>;
+  /** Called after each change of the model, once resolve() answers from it. */
+  onModelChange?: () => void;
 }
 
 /** How long a pod enrolled at sandbox creation waits for the model to confirm it. */
@@ -95,6 +97,7 @@ export class MeshSync {
       // must still be remembered.
       this.byIp = undefined;
       this.resolve('');
+      this.opts.onModelChange?.();
       this.schedule();
     });
     this.client.start();
@@ -134,7 +137,7 @@ export class MeshSync {
       }
       const now = Date.now();
       for (const [addr, g] of this.gone) if (m.has(addr) || g.at < now - GONE_KEEP_MS) this.gone.delete(addr);
-      for (const [addr, info] of this.byIpLast ?? []) if (!m.has(addr) && !this.gone.has(addr)) this.gone.set(addr, { info, at: now });
+      for (const [addr, info] of this.byIpLast ?? []) if (!m.has(addr) && !this.gone.has(addr)) this.gone.set(addr, { info: { ...info, goneAtMs: now }, at: now });
       this.byIp = m;
       this.byIpLast = m;
     }

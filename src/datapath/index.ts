@@ -1,6 +1,6 @@
 // The typed face of the datapath: what the agent, ztunnel and the tests import.
 export { AddressError, formatMeshAddress, meshAddress, parseCidr, rawAddress } from './addr.ts';
-export { BpfMap, Datapath, type DatapathOptions, MAP_NAMES, type MapName } from './datapath.ts';
+export { BpfMap, Datapath, type DatapathOptions, EVENT_BATCH_MS, MAP_NAMES, type MapName } from './datapath.ts';
 export { DatapathError } from './errors.ts';
 export type { DatapathEvent, OrigDst } from './layout.ts';
 export * as layout from './layout.ts';

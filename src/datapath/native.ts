@@ -96,7 +96,7 @@ export interface Native {
   getsockoptInt(fd: number, level: number, name: number): number;
   closeFd(fd: number): void;
   netnsSysctl(netnsPath: string, name: string, value: string): void;
-  RingReader: new (mapFd: number, onBatch: (records: Buffer[]) => void, pollMs?: number) => RingReader;
+  RingReader: new (mapFd: number, onBatch: (records: Buffer[]) => void, pollMs?: number, batchMs?: number) => RingReader;
   constants: {
     BPF_CGROUP_INET4_CONNECT: number;
     BPF_CGROUP_INET6_CONNECT: number;

@@ -5,7 +5,7 @@
 // want of a healthy endpoint as a DROPPED flow with its reason; bystander pods (a namespace
 // without the mesh label, a pod opted out) whose flows say why they were not captured; and
 // `meshctl analyze` printing each problem seeded into the cluster and exiting 1.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -43,11 +43,11 @@ interface Result {
 
 let clients = 0;
 /** Runs HTTP_REQUESTS in a new pod and returns its RESULT line. */
-async function requests(ns: string, spec: { url: string; n: number; method?: string }, opts: { node?: string; labels?: Record<string, string>; delayMs?: number } = {}): Promise<Result & { pod: string }> {
+async function requests(ns: string, spec: { url: string; n: number; method?: string }, opts: { node?: string; labels?: Record<string, string> } = {}): Promise<Result & { pod: string }> {
   const name = `client-${++clients}`;
   await mesh.core.createNamespacedPod({
     namespace: ns,
-    body: { metadata: { name, labels: { app: 'client', ...opts.labels } }, spec: { nodeName: opts.node ?? 'node2', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', opts.delayMs ? `setTimeout(() => {${HTTP_REQUESTS}}, ${opts.delayMs});` : HTTP_REQUESTS, JSON.stringify(spec)] }] } } as k8s.V1Pod,
+    body: { metadata: { name, labels: { app: 'client', ...opts.labels } }, spec: { nodeName: opts.node ?? 'node2', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [NODE, '-e', HTTP_REQUESTS, JSON.stringify(spec)] }] } } as k8s.V1Pod,
   });
   const log = `${mesh.stateDir}/logs/${ns}_${name}_main.log`;
   const line = await waitFor(`${ns}/${name} to finish`, () => {
@@ -170,11 +170,21 @@ test.serial('refused: a connection to a Service with no healthy endpoint is a DR
 
 test.serial('not-captured: bystanders\' flows say why the mesh did not capture them; STRICT refuses them; --not --namespace leaves a namespace out', async (t) => {
   if (!mesh) return t.fail('no mesh');
-  // The agent names a flow's pods from the config stream: a pod's very first connection can come
-  // before its Workload reaches the node (a loaded CI host took longer than the pod's start), and
-  // would be a flow without the pod. Here the bystanders wait a moment before they call.
-  const outside = await requests('legacy', { url: `http://${dbIp}:8080/`, n: 1 }, { delayMs: 3000 });
-  const optedOut = await requests('store', { url: `http://${dbIp}:8080/`, n: 1 }, { labels: { 'mesh.io/dataplane-mode': 'none' }, delayMs: 3000 });
+  // The bystanders call as soon as they start, before their Workloads can have reached the
+  // nodes: the agents hold such a flow until the model names its pod (src/agent/flows.ts).
+  // A follower sees each flow as it enters the agent's ring, so nothing can name it afterwards.
+  const follower = spawn(MESHCTL, ['flows', '-f', '-o', 'json', '--to-pod', 'store/db', '--type', 'trace-sock', '--state-dir', mesh.stateDir], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let followed = '';
+  follower.stdout.on('data', (d: Buffer) => (followed += d.toString()));
+  t.teardown(() => follower.kill());
+  await new Promise((r) => setTimeout(r, 2000)); // its stream is open before the pod starts
+  const outside = await requests('legacy', { url: `http://${dbIp}:8080/`, n: 1 });
+  const first = await waitFor('the followed flow of the new pod', () => {
+    const got = followed.split('\n').filter(Boolean).flatMap((l) => (JSON.parse(l) as { flow?: Flow }).flow ?? []);
+    return got.length ? got : undefined;
+  }, 30_000);
+  t.is(first[0]!.source.podName, outside.pod, `the first flow of ${outside.pod}, as a follower saw it, names it: ${JSON.stringify(first[0]!.source)}`);
+  const optedOut = await requests('store', { url: `http://${dbIp}:8080/`, n: 1 }, { labels: { 'mesh.io/dataplane-mode': 'none' } });
   const observed = await waitFor('the bystanders\' kernel flows', async () => {
     const f = (await flows('--type', 'trace-sock', '--to-pod', 'store/db')).filter((x) => x.source.podName === outside.pod || x.source.podName === optedOut.pod);
     return f.length >= 2 ? f : undefined;
