@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { primaryConfFile } from '../../cni/index.ts';
+import { NETNS_DIR } from '../host.ts';
 import type { PodNet } from '../topology.ts';
 import type { NodeRoot } from './noderoot.ts';
 import { systemTool } from '../run.ts';
@@ -65,11 +66,20 @@ export function chainedPlugins(root: NodeRoot): { conflist: Conflist; plugins: R
   return plugins.length ? { conflist, plugins } : undefined;
 }
 
+/**
+ * The pod's netns path as containerd and CRI-O name it, under /var/run/netns (on the host the
+ * same file as /run/netns/…): the chart mounts the host's /var/run/netns into the node pod, so
+ * the agent and ztunnel open the path the plugin passes them.
+ */
+function cniNetns(net: PodNet): string {
+  return net.netnsPath.startsWith(`${NETNS_DIR}/`) ? `/var/run/netns/${net.netnsPath.slice(NETNS_DIR.length + 1)}` : net.netnsPath;
+}
+
 /** What the local network plugin would have returned: the pod's eth0 and its addresses. */
 function localResult(net: PodNet): Record<string, unknown> {
   return {
     cniVersion: CNI_VERSION,
-    interfaces: [{ name: 'eth0', sandbox: net.netnsPath }],
+    interfaces: [{ name: 'eth0', sandbox: cniNetns(net) }],
     ips: [
       { address: `${net.ip4}/32`, interface: 0 },
       ...(net.ip6 ? [{ address: `${net.ip6}/128`, interface: 0 }] : []),
@@ -130,7 +140,7 @@ function envFor(command: 'ADD' | 'DEL', pod: PodRef, net: PodNet): Record<string
   return {
     CNI_COMMAND: command,
     CNI_CONTAINERID: net.netns,
-    CNI_NETNS: net.netnsPath,
+    CNI_NETNS: cniNetns(net),
     CNI_IFNAME: 'eth0',
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${net.netns};K8S_POD_UID=${pod.uid}`,
   };
