@@ -2,7 +2,7 @@
 // cgroup, its output appended to a log file, restarted per the pod's restartPolicy with a capped
 // exponential backoff (kubelet: 10 s doubling to 5 min; ours is shorter, for a dev loop).
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { logger } from '../../common/log.ts';
 import { LogTimes } from './logtimes.ts';
@@ -58,6 +58,8 @@ export class Container {
   private readonly onEvent: ContainerEvent;
   private readonly pod: string;
   private readonly runtimeError: ((exitCode: number, lastLine: string) => string | undefined) | undefined;
+  private readonly oomKills: (() => number) | undefined;
+  private oomAtStart = 0;
   private child: ChildProcess | undefined;
   private timer: NodeJS.Timeout | undefined;
   private backoff = BACKOFF_START_MS;
@@ -82,6 +84,8 @@ export class Container {
     /** The launcher's own failure (the runtime's, not the container's): given the exit code and
      * the last line it wrote, the runtime's error, else undefined (oci.ts runtimeError). */
     runtimeError?: (exitCode: number, lastLine: string) => string | undefined;
+    /** The kernel's OOM kills so far in the container's cgroup (memory.events oom_kill). */
+    oomKills?: () => number;
   }) {
     this.name = opts.name;
     this.command = opts.command;
@@ -94,6 +98,7 @@ export class Container {
     this.onEvent = opts.onEvent ?? (() => {});
     this.pod = opts.pod ?? '';
     this.runtimeError = opts.runtimeError;
+    this.oomKills = opts.oomKills;
     this.st = { name: opts.name, state: { waiting: { reason: 'ContainerCreating' } }, lastState: {}, ready: false, restartCount: 0, started: false };
   }
 
@@ -130,6 +135,7 @@ export class Container {
     this.onEvent('Normal', 'Created', `Created container ${this.name}`);
     this.onEvent('Normal', 'Started', `Started container ${this.name}`);
     this.startedAt = new Date().toISOString();
+    this.oomAtStart = this.oomKills?.() ?? 0;
     this.st = { ...this.st, state: { running: { startedAt: this.startedAt } }, started: true };
     const began = Date.now();
     child.once('error', (err) => {
@@ -143,11 +149,15 @@ export class Container {
       // StartError with the runtime's message, and an Event, rather than as the app's exit.
       const startError = code !== null && this.runtimeError ? this.runtimeError(exitCode, lastLine(this.logPath, this.logRange?.start ?? 0)) : undefined;
       if (startError) this.onEvent('Warning', 'Failed', `Error: ${startError}`);
+      // Killed by the kernel's OOM killer (SIGKILL, or 137 through podman): kubelet's OOMKilled.
+      const oom = !startError && (signal === 'SIGKILL' || exitCode === 137) && this.oomKills !== undefined && this.oomKills() > this.oomAtStart;
+      const oomMessage = `the kernel killed container ${this.name} for going over its memory limit (memory.events oom_kill)`;
+      if (oom) this.onEvent('Warning', 'OOMKilled', oomMessage);
       const terminated = {
         terminated: {
           exitCode,
-          reason: startError ? 'StartError' : exitCode === 0 ? 'Completed' : signal ? 'Killed' : 'Error',
-          ...(startError ? { message: startError } : {}),
+          reason: startError ? 'StartError' : oom ? 'OOMKilled' : exitCode === 0 ? 'Completed' : signal ? 'Killed' : 'Error',
+          ...(startError ? { message: startError } : oom ? { message: oomMessage } : {}),
           startedAt: this.startedAt,
           finishedAt: new Date().toISOString(),
         },
@@ -268,5 +278,15 @@ function lastLine(path: string, from: number): string {
     return '';
   } finally {
     if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** oom_kill from a cgroup v2 directory's memory.events (0 when unreadable). */
+export function cgroupOomKills(cgroupDir: string): number {
+  try {
+    const m = /^oom_kill (\d+)$/m.exec(readFileSync(`${cgroupDir}/memory.events`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
   }
 }

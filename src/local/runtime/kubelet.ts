@@ -13,7 +13,7 @@ import { findCgroup2Mount } from '../../common/cgroup.ts';
 import { logger } from '../../common/log.ts';
 import { removeCgroup } from '../host.ts';
 import type { NodeNet, PodNet, Topology } from '../topology.ts';
-import { Container, type ContainerEvent, type RestartPolicy } from './containers.ts';
+import { cgroupOomKills, Container, type ContainerEvent, type RestartPolicy } from './containers.ts';
 import { EventRecorder } from './events.ts';
 import type { HostsWriter } from './dns.ts';
 import { podStatusParts } from './podstatus.ts';
@@ -412,6 +412,8 @@ export class Kubelet {
         onEvent: record,
         pod: `${name}_${ns}(${uid})`,
         runtimeError,
+        // The pod's cgroup counts its containers' OOM kills (memory.events is hierarchical).
+        oomKills: () => cgroupOomKills(rt.cgroup),
       });
       rt.ociNames.set(c.name, oci);
       // A missing image: pullLocal starts the container itself once the image is there.
