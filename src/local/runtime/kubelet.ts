@@ -27,6 +27,8 @@ import { type PreparedVolumes, prepareVolumes, removeVolumes, type VolumeSources
 import type { ApiServiceEnv } from './api-service.ts';
 import type { NodeRoot } from './noderoot.ts';
 import { type ChainRun, cniAdd, cniDel, writeLocalConflist } from './cni.ts';
+import { ipBatch } from '../run.ts';
+import { KUBERNETES_SERVICE_IP } from '../apiserver/index.ts';
 
 const log = logger('kubelet');
 const HEARTBEAT_MS = 10_000;
@@ -149,7 +151,13 @@ export class Kubelet {
   async start(): Promise<void> {
     const n = this.node;
     await this.opts.root?.prepare();
-    if (this.opts.root) writeLocalConflist(this.opts.root);
+    if (this.opts.root) {
+      writeLocalConflist(this.opts.root);
+      // The node's own processes (the CNI plugins it runs, with the installer's kubeconfig naming
+      // https://10.96.0.1) reach the API server's ClusterIP as a real node's do: a route for the
+      // connect() to find (a node has no default route here); the node's output DNAT does the rest.
+      await ipBatch([`route replace ${KUBERNETES_SERVICE_IP}/32 dev eth0`], this.node.netns);
+    }
     const body: k8s.V1Node = {
       metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
       spec: { podCIDR: n.podCidr4, podCIDRs: [n.podCidr4, ...(n.podCidr6 ? [n.podCidr6] : [])] },
