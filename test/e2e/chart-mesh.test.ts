@@ -342,6 +342,18 @@ test.serial('helm upgrade to a new node image tag rolls the node DaemonSet (maxS
   s.figures.push(`connections during the upgrade: ${r.sent} opened (${(r.sent / seconds).toFixed(1)}/s), ${r.ok} answered, ${r.failed} failed ${JSON.stringify(r.errors)}`);
   const early = fails.filter((l) => Date.parse(l.split(' ')[1]!) < t0).length;
   if (fails.length) s.figures.push(`  failures from ${fails[0]!.split(' ')[1]} to ${fails.at(-1)!.split(' ')[1]}; ${early} of them before the upgrade started (${new Date(t0).toISOString()})`);
+  // For a failure's report: what the node pods logged at warn or above, or as a connection's
+  // error, in the 5 s before each one.
+  const nearFailures = fails.slice(0, 5).flatMap((f) => {
+    const at = Date.parse(f.split(' ')[1]!);
+    return readdirSync(join(s.stateDir, 'logs'))
+      .filter((name) => name.startsWith('mesh-system_mesh-node-'))
+      .flatMap((name) => readFileSync(join(s.stateDir, 'logs', name), 'utf8').split('\n').filter((l) => {
+        const m = /"level":(\d+),"time":"([^"]+)"/.exec(l);
+        return m && (Number(m[1]) >= 40 || l.includes('"error":"')) && Math.abs(Date.parse(m[2]!) - (at - 2500)) <= 2500;
+      }).map((l) => `${name}: ${l.slice(0, 400)}`));
+  });
+  if (nearFailures.length) t.log(nearFailures.slice(0, 40).join('\n'));
   if (rollout instanceof Error) {
     t.log(meshLogs());
     t.log(s.figures.slice(-3).join('\n'));
