@@ -37,6 +37,9 @@ struct RoutingSpec {
   uint32_t priority = 0;
   bool enable = true;
   std::vector<int> families;  // AF_INET, AF_INET6
+  // Where the netns's net sysctls are written: /proc/sys/net, or a writable mount of it when the
+  // process's own /proc/sys is read-only (a container's; the chart mounts /host/proc/sys/net).
+  std::string sysctlNetDir = "/proc/sys/net";
 };
 
 // Sends one request and waits for its ACK; returns 0 or -errno.
@@ -162,16 +165,17 @@ int Apply(const RoutingSpec& s, NativeError* err) {
   if (!s.enable) return 0;
   bool v6 = false;
   for (int f : s.families) v6 |= f == AF_INET6;
-  if (Sysctl("/proc/sys/net/ipv4/tcp_fwmark_accept", "1", err) < 0 ||
-      Sysctl("/proc/sys/net/ipv4/fwmark_reflect", "1", err) < 0 ||
-      (v6 && Sysctl("/proc/sys/net/ipv6/fwmark_reflect", "1", err) < 0)) {
+  const std::string& dir = s.sysctlNetDir;
+  if (Sysctl((dir + "/ipv4/tcp_fwmark_accept").c_str(), "1", err) < 0 ||
+      Sysctl((dir + "/ipv4/fwmark_reflect").c_str(), "1", err) < 0 ||
+      (v6 && Sysctl((dir + "/ipv6/fwmark_reflect").c_str(), "1", err) < 0)) {
     RollBack(s);
     return -1;
   }
   return 0;
 }
 
-// netnsDeliveryRouting(netnsPath, {mark, table, priority, enable, families: [4|6...]})
+// netnsDeliveryRouting(netnsPath, {mark, table, priority, enable, families: [4|6...], sysctlNetDir?})
 Napi::Value NetnsDeliveryRouting(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "netnsPath");
@@ -182,6 +186,7 @@ Napi::Value NetnsDeliveryRouting(const Napi::CallbackInfo& info) {
   s.table = o.Get("table").As<Napi::Number>().Uint32Value();
   s.priority = o.Get("priority").As<Napi::Number>().Uint32Value();
   s.enable = o.Get("enable").ToBoolean();
+  if (o.Has("sysctlNetDir") && o.Get("sysctlNetDir").IsString()) s.sysctlNetDir = o.Get("sysctlNetDir").As<Napi::String>().Utf8Value();
   Napi::Array fams = o.Get("families").As<Napi::Array>();
   for (uint32_t i = 0; i < fams.Length(); i++)
     s.families.push_back(fams.Get(i).As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET);

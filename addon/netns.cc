@@ -263,12 +263,13 @@ Napi::Value GetsockoptInt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), v);
 }
 
-// netnsSysctl(netnsPath, name, value): writes /proc/sys/<name> as seen from inside the netns
-// (/proc/sys/net shows the netns of the task that opens it). The caller validates name.
+// netnsSysctl(netnsPath, file, value): writes a net sysctl file (/proc/sys/net/..., or the same
+// under a writable mount of /proc/sys/net) as seen from inside the netns (/proc/sys/net shows
+// the netns of the task that opens it, through any mount of it). The caller validates file.
 Napi::Value NetnsSysctl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "netnsPath");
-  std::string file = "/proc/sys/" + ArgString(info, 1, "name");
+  std::string file = ArgString(info, 1, "file");
   std::string value = ArgString(info, 2, "value");
   NativeError err;
   int r = InNetns(path, [&](NativeError* e) {

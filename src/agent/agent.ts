@@ -35,9 +35,9 @@ export class Agent {
   readonly enrolledAtSandbox = new Map<string, number>();
   private readonly lostTimer: NodeJS.Timeout;
 
-  private constructor(dp: Datapath, ringSize: number, flowRing: number, nodeName: string) {
+  private constructor(dp: Datapath, ringSize: number, flowRing: number, nodeName: string, sysctlNetDir?: string) {
     this.datapath = dp;
-    this.enrolment = new Enrolment(dp);
+    this.enrolment = new Enrolment(dp, sysctlNetDir !== undefined ? { sysctlNetDir } : {});
     this.ringSize = ringSize;
     this.flows = new FlowRing(flowRing);
     this.collector = new FlowCollector({ ring: this.flows, nodeName, resolve: (ip) => this.resolver(ip) });
@@ -54,7 +54,7 @@ export class Agent {
 
   static async start(cfg: AgentConfig): Promise<Agent> {
     const dp = await Datapath.open({ bpffsDir: cfg.bpffsDir, cgroupPath: cfg.podCgroup, mark: cfg.mark, observe: cfg.observeUnenrolled });
-    const agent = new Agent(dp, cfg.eventRing, cfg.flowRing, cfg.mesh?.nodeName ?? '');
+    const agent = new Agent(dp, cfg.eventRing, cfg.flowRing, cfg.mesh?.nodeName ?? '', cfg.sysctlNetDir);
     log.info(
       { bpffsDir: cfg.bpffsDir, podCgroup: cfg.podCgroup, pods: agent.enrolment.list().length },
       'datapath ready',
@@ -112,7 +112,7 @@ export class Agent {
       if (!netns || !p.transparent) continue;
       const families = [...new Set(p.addresses.map((a) => (a.includes(':') ? 6 : 4) as 4 | 6))];
       try {
-        setDeliveryRouting(netns, { enable: false, families });
+        setDeliveryRouting(netns, { enable: false, families, sysctlNetDir: this.enrolment.sysctlNetDir });
       } catch (e) {
         // The pod may be gone already; its netns went with it.
         log.debug({ uid: p.uid, err: (e as Error).message }, 'removing delivery routing failed');

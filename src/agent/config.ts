@@ -12,6 +12,9 @@ export interface AgentConfig {
   readonly bpffsDir: string;
   /** cgroup v2 directory whose subtree holds the node's pods; the capture programs attach here. */
   readonly podCgroup: string;
+  /** Where the pods' net sysctls are written after entering their netns (/proc/sys/net, or a
+   * writable mount of it when the agent's own /proc/sys is read-only, as in a container). */
+  readonly sysctlNetDir: string;
   /** Unix socket of the agent's local control API. */
   readonly controlSocket: string;
   /** Unix socket where ztunnel learns the enrolled pods (ZDS); beside the control socket. */
@@ -62,6 +65,10 @@ export const AGENT_SETTINGS = defineSettings(
       default: () => `${findCgroup2Mount()}/kubepods`,
       why: "kubelet's pod subtree with the cgroupfs driver (the systemd driver's is kubepods.slice)",
       shown: '`<cgroup2 mount>/kubepods`',
+    }),
+    sysctlNetDir: str('MESH_SYSCTL_NET_DIR', "where the agent writes an enrolled pod's net sysctls (tcp_fwmark_accept, fwmark_reflect, tcp_migrate_req) from inside its netns", {
+      default: '/proc/sys/net',
+      why: "the process's own view (it shows the netns of the writing thread); a container's /proc/sys is read-only, so the chart mounts the host's /proc/sys/net at /host/proc/sys/net and sets that",
     }),
     controlSocket: N.controlSocket,
     zdsSocket: N.zdsSocket,
@@ -118,6 +125,7 @@ export function loadAgentConfig(env: Env = process.env): AgentConfig {
   return Object.freeze({
     bpffsDir: s.bpffsDir,
     podCgroup: s.podCgroup,
+    sysctlNetDir: s.sysctlNetDir,
     controlSocket: s.controlSocket,
     zdsSocket: s.zdsSocket,
     l7FlowsSocket: s.l7FlowsSocket,

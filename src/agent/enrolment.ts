@@ -13,6 +13,8 @@ import {
   netnsCookie,
   parseCidr,
   setDeliveryRouting,
+  setNetnsSysctl,
+  SYSCTL_NET_DIR,
 } from '../datapath/index.ts';
 
 const log = logger('enrol');
@@ -131,8 +133,12 @@ export class Enrolment {
   private readonly netnsKeys = new Map<string, string>();
   private readonly listeners = new Set<(change: EnrolmentChange) => void>();
 
-  constructor(dp: Datapath) {
+  /** Where the pods' net sysctls are written (AgentConfig.sysctlNetDir). */
+  readonly sysctlNetDir: string;
+
+  constructor(dp: Datapath, opts: { sysctlNetDir?: string } = {}) {
     this.dp = dp;
+    this.sysctlNetDir = opts.sysctlNetDir ?? SYSCTL_NET_DIR;
     this.load();
   }
 
@@ -281,8 +287,15 @@ export class Enrolment {
    * that instead of its client.
    */
   private deliveryRouting(spec: PodSpec): boolean {
+    // ztunnel's handover moves the queue of a closing in-pod listener to its successor with
+    // tcp_migrate_req; the agent sets it, as ztunnel's own /proc/sys is read-only in a container.
     try {
-      setDeliveryRouting(spec.netnsPath, { enable: true, families: spec.addresses.map((a) => (isIP(a) === 6 ? 6 : 4)) });
+      setNetnsSysctl(spec.netnsPath, 'net/ipv4/tcp_migrate_req', '1', this.sysctlNetDir);
+    } catch (e) {
+      log.warn({ uid: spec.uid, pod: spec.name, err: (e as Error).message }, 'connections queued on a listener when a ztunnel handover closes it will be reset');
+    }
+    try {
+      setDeliveryRouting(spec.netnsPath, { enable: true, families: spec.addresses.map((a) => (isIP(a) === 6 ? 6 : 4)), sysctlNetDir: this.sysctlNetDir });
       return true;
     } catch (e) {
       log.warn({ uid: spec.uid, pod: spec.name, err: (e as Error).message }, 'no delivery routing: the app will see 127.0.0.6 as the source of meshed connections');

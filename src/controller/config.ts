@@ -56,6 +56,10 @@ export const CONTROLLER_SETTINGS = defineSettings(
       default: CA_DEFAULTS.maxTtlMs,
       why: "Istio's MAX_WORKLOAD_CERT_TTL (90 days)",
     }),
+    ownerClusterRole: str('MESH_OWNER_CLUSTER_ROLE', "the ClusterRole that owns what the controller makes (the CA's root Secret, the trust bundle ConfigMaps, its Leases, the mesh-waypoint GatewayClass): deleting it (helm uninstall) has the garbage collector delete them", {
+      optional: true,
+      shown: 'unset: they get no owner and outlive the controller (the chart sets `mesh-controller`)',
+    }),
     leaderElection: bool('MESH_LEADER_ELECTION', 'take a Lease before writing to the API (status, waypoint Deployments, the trust bundle ConfigMaps); every replica serves the config stream, the CA and the relay either way', {
       default: true,
       why: 'two replicas must never both write; the chart turns it off only for one replica, where it renders no Lease rights',

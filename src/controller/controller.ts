@@ -20,6 +20,7 @@ import { WAYPOINT_KINDS, WaypointStatusWriter } from './waypoint-config.ts';
 import { LeaderElector, type LeaseSettings } from './leader-election.ts';
 import { type ClientRecord, ReplicaDirectory } from './replica-directory.ts';
 import { DashboardListenError, type Inventory, relayFlowSource, type RunningDashboard, startDashboard } from './dashboard/index.ts';
+import { resolveInstallOwner } from './owner.ts';
 
 const log = logger('controller');
 
@@ -55,6 +56,8 @@ export interface ControllerConfig {
   readonly waypointTemplate?: WaypointTemplate;
   /** The cluster's DNS domain (Service hostnames). */
   readonly clusterDomain?: string;
+  /** The ClusterRole that owns what the controller makes (MESH_OWNER_CLUSTER_ROLE, owner.ts). */
+  readonly ownerClusterRole?: string | undefined;
   /**
    * Leader election (MESH_LEADER_ELECTION and MESH_LEASE_*): only the holder of this Lease writes
    * to the API. Unset, this controller writes as if it led: it must then be the only replica.
@@ -178,6 +181,7 @@ export class Controller {
 
   static async start(kc: k8s.KubeConfig, input: Partial<ControllerConfig> = {}): Promise<Controller> {
     const config = Object.freeze({ ...CONTROLLER_DEFAULTS, ...input });
+    if (config.ownerClusterRole) await resolveInstallOwner(kc, config.ownerClusterRole);
     const ca = await startCa(
       kubeCaBackend(kc),
       {

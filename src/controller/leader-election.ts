@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
 import { logger } from '../common/log.ts';
+import { installOwner } from './owner.ts';
 
 const log = logger('leader-election');
 
@@ -184,7 +185,7 @@ export class LeaderElector {
       if (statusOf(e) !== 404) throw e;
       const now = micro();
       const body: k8s.V1Lease = {
-        metadata: { name, namespace, labels: { 'app.kubernetes.io/name': 'mesh', 'app.kubernetes.io/component': 'controller' } },
+        metadata: { name, namespace, labels: { 'app.kubernetes.io/name': 'mesh', 'app.kubernetes.io/component': 'controller' }, ...installOwner() },
         spec: { holderIdentity: identity, leaseDurationSeconds: durationSeconds, acquireTime: now, renewTime: now, leaseTransitions: 0 },
       };
       try {

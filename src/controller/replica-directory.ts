@@ -8,6 +8,7 @@
 // STALE_AFTER by the reader's clock, and the leader deletes it later.
 import * as k8s from '@kubernetes/client-node';
 import { logger } from '../common/log.ts';
+import { installOwner } from './owner.ts';
 
 const log = logger('controller');
 
@@ -111,6 +112,7 @@ export class ReplicaDirectory {
         namespace: this.s.namespace,
         labels: { [REPLICA_LABEL]: this.s.leaseName, 'app.kubernetes.io/name': 'mesh', 'app.kubernetes.io/component': 'controller' },
         annotations: { [CLIENTS_ANNOTATION]: JSON.stringify(this.own()) },
+        ...installOwner(),
         ...(this.resourceVersion ? { resourceVersion: this.resourceVersion } : {}),
       },
       spec: { holderIdentity: this.s.identity, leaseDurationSeconds: Math.ceil(this.staleAfterMs / 1000), renewTime: now },

@@ -13,6 +13,7 @@ import { logger } from '../common/log.ts';
 import { parseDuration } from '../common/settings.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 import { LABEL_DATAPLANE_MODE, LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
+import { installOwner } from './owner.ts';
 
 const log = logger('waypoints');
 
@@ -92,7 +93,7 @@ export class WaypointDeployer {
     const body = {
       apiVersion: `${GATEWAY_API}/v1`,
       kind: 'GatewayClass',
-      metadata: { name: WAYPOINT_CLASS, labels: { 'app.kubernetes.io/managed-by': 'mesh' } },
+      metadata: { name: WAYPOINT_CLASS, labels: { 'app.kubernetes.io/managed-by': 'mesh' }, ...installOwner() },
       spec: { controllerName: WAYPOINT_CONTROLLER_NAME, description: 'Mesh waypoints: per-namespace L7 proxies (HBONE on 15008)' },
     };
     try {

@@ -16,6 +16,7 @@ export {
   NetnsSockets,
   setDeliveryRouting,
   setNetnsSysctl,
+  SYSCTL_NET_DIR,
   socketInNetns,
 } from './netns.ts';
 export { openPinnedMap, ZtunnelMaps } from './pinned.ts';

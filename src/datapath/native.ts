@@ -90,12 +90,13 @@ export interface Native {
   configureSocket(fd: number, opts: NetnsSocketOptions): number;
   netnsDeliveryRouting(
     netnsPath: string,
-    opts: { mark: number; table: number; priority: number; enable: boolean; families: (4 | 6)[] },
+    opts: { mark: number; table: number; priority: number; enable: boolean; families: (4 | 6)[]; sysctlNetDir?: string },
   ): void;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   getsockoptInt(fd: number, level: number, name: number): number;
   closeFd(fd: number): void;
-  netnsSysctl(netnsPath: string, name: string, value: string): void;
+  /** Writes `file` (a net sysctl, absolute) from inside the netns. */
+  netnsSysctl(netnsPath: string, file: string, value: string): void;
   RingReader: new (mapFd: number, onBatch: (records: Buffer[]) => void, pollMs?: number, batchMs?: number) => RingReader;
   constants: {
     BPF_CGROUP_INET4_CONNECT: number;

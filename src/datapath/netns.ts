@@ -138,7 +138,7 @@ export { DELIVERY_MARK, DELIVERY_RULE_PRIORITY, DELIVERY_TABLE };
  * the client's address: tcp_fwmark_accept=1, "fwmark DELIVERY_MARK lookup DELIVERY_TABLE" and
  * "local default dev lo table DELIVERY_TABLE", for each address family the pod has. Idempotent.
  */
-export function setDeliveryRouting(netnsPath: string, opts: { enable: boolean; families: (4 | 6)[] }): void {
+export function setDeliveryRouting(netnsPath: string, opts: { enable: boolean; families: (4 | 6)[]; sysctlNetDir?: string }): void {
   try {
     native().netnsDeliveryRouting(netnsPath, {
       mark: DELIVERY_MARK,
@@ -146,6 +146,7 @@ export function setDeliveryRouting(netnsPath: string, opts: { enable: boolean; f
       priority: DELIVERY_RULE_PRIORITY,
       enable: opts.enable,
       families: opts.families,
+      sysctlNetDir: opts.sysctlNetDir ?? SYSCTL_NET_DIR,
     });
   } catch (e) {
     const err = e as NativeError;
@@ -165,14 +166,18 @@ export function closeFd(fd: number): void {
 /** The per-netns sysctls a component may set in a pod's netns (nothing else is written there). */
 const NETNS_SYSCTLS = new Set(['net/ipv4/tcp_migrate_req']);
 
+/** A process's own view of its netns's net sysctls (read-only in a container). */
+export const SYSCTL_NET_DIR = '/proc/sys/net';
+
 /**
  * Sets a network sysctl inside the netns at netnsPath (e.g. `net/ipv4/tcp_migrate_req`, which
- * moves a closing reuseport listener's queued connections to another listener of its group).
+ * moves a closing reuseport listener's queued connections to another listener of its group),
+ * through `sysctlNetDir`: /proc/sys/net, or a writable mount of it (MESH_SYSCTL_NET_DIR).
  */
-export function setNetnsSysctl(netnsPath: string, name: string, value: string): void {
+export function setNetnsSysctl(netnsPath: string, name: string, value: string, sysctlNetDir = SYSCTL_NET_DIR): void {
   if (!NETNS_SYSCTLS.has(name)) throw new DatapathError('MESH_ERR_NETNS', `sysctl ${name} is not one the mesh sets in a pod (${[...NETNS_SYSCTLS].join(', ')})`);
   try {
-    native().netnsSysctl(netnsPath, name, value);
+    native().netnsSysctl(netnsPath, `${sysctlNetDir}/${name.slice('net/'.length)}`, value);
   } catch (e) {
     const err = e as NativeError;
     const hint = err.code === 'ENOENT' ? ' (the kernel lacks it: tcp_migrate_req needs Linux 5.14)' : '';

@@ -72,7 +72,10 @@ export class PodProxy {
     try {
       setNetnsSysctl(this.netnsPath, 'net/ipv4/tcp_migrate_req', '1');
     } catch (e) {
-      log.warn({ pod: this.uid, err: (e as Error).message }, 'connections queued on a listener when a handover closes it will be reset');
+      // In a container /proc/sys is read-only: the agent sets it at enrolment (MESH_SYSCTL_NET_DIR).
+      const msg = (e as Error).message;
+      if (/EROFS|read-only/i.test(msg)) log.debug({ pod: this.uid, err: msg }, 'tcp_migrate_req not set here; the agent sets it at enrolment');
+      else log.warn({ pod: this.uid, err: msg }, 'connections queued on a listener when a handover closes it will be reset');
     }
     const listen = async (host: string, port: number, family: 4 | 6, onConn: (c: net.Socket) => void): Promise<number> => {
       const fd = socketInNetns(this.netnsPath, { host, port, family, listen: true, mark: this.mark, reuseport: true });

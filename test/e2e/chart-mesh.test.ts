@@ -4,11 +4,15 @@
 // (agent + ztunnel, each in its own pod netns) and the CNI installers run from the images with
 // podman/runc; the node pods' host paths are each node's own (src/local/runtime/noderoot.ts).
 // Then the demo's checks (demo/shop.ts) against it: the label flip enrols running pods, flows
-// carry both SPIFFE identities, nothing readable crosses between the nodes, a DENY policy is
+// carry both SPIFFE identities, nothing readable crosses between the nodes, a meshed server sees
+// its caller's pod IP (the agent sets the pods' sysctls through the chart's /host/proc/sys/net),
+// a DENY policy is
 // enforced, `meshctl status` (through a port-forward, no local state) is all green; `helm upgrade`
-// to a new node image tag rolls the node pods while a client opens 50 connections/s (failures
-// counted); and `helm uninstall` leaves the pods working, unenrolled, with nothing of the mesh
-// left. The tests share one cluster and run in order.
+// to a new node image tag rolls the node pods while a client opens 50 connections/s (none may
+// fail); and `helm uninstall` leaves the pods working, unenrolled, with nothing of the mesh
+// left (no object the controller made either). Then the chart again with two controller replicas:
+// one leader, a policy enforced, and their Leases gone with the uninstall. The tests share one
+// cluster and run in order.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -175,6 +179,12 @@ test.serial('the shop runs in plaintext; the label flip enrols the running pods,
   if (!(await ok(t))) return;
   const applied = await kubectlIn(manifests(), 'apply', '-f', '-');
   t.is(applied.code, 0, applied.stderr);
+  // A server that answers with its caller's address, running before the label flip (enrolled
+  // as a running pod); a later test calls it from another node.
+  await s.core.createNamespacedPod({
+    namespace: NS,
+    body: { metadata: { name: 'whoami', labels: { app: 'whoami' } }, spec: { nodeName: 'node2', containers: [{ name: 'main', image: 'local', command: [process.execPath, '-e', WHOAMI] }] } },
+  });
   await waitFor('the first order paid', () => (loadgenLog().includes('paid') ? true : undefined), 60_000);
   // Outside the mesh the card number crosses between the nodes readable (the capture works).
   const plain = await wire(s.prefix, s.stateDir, 3);
@@ -193,7 +203,7 @@ test.serial('the shop runs in plaintext; the label flip enrols the running pods,
   t.regex(flows, /shop\/orders:\d+ \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/orders\) -> shop\/payments:8080 \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/payments\) egress FORWARDED \(HBONE mTLS/);
   t.regex(flows, /-> shop\/payments:8080 \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/payments\) ingress FORWARDED \(HBONE mTLS/);
   // Not restarted: the same pods.
-  const after = (await s.core.listNamespacedPod({ namespace: NS })).items;
+  const after = (await s.core.listNamespacedPod({ namespace: NS })).items.filter((p) => p.metadata!.name! in APPS);
   t.is(after.length, Object.keys(APPS).length);
   for (const p of after) t.is(p.metadata!.uid, uids.get(p.metadata!.name!), `${p.metadata!.name} was not recreated`);
 });
@@ -205,6 +215,35 @@ test.serial('nothing readable crosses between the nodes once the shop is in the 
   t.true(meshed.length > 0, 'the capture saw traffic');
   t.false(meshed.includes(MARKER), 'the card number is not on the wire');
   t.regex(loadgenLog().slice(since), /paid/, 'orders still go through');
+});
+
+test.serial("a meshed server sees its caller's own pod IP (not 127.0.0.6), across nodes", async (t) => {
+  if (!(await ok(t))) return;
+  const server = await s.core.readNamespacedPod({ namespace: NS, name: 'whoami' });
+  const serverIp = server.status?.podIP;
+  t.truthy(serverIp, 'the whoami pod has an IP');
+  const since = Date.now();
+  await s.core.createNamespacedPod({
+    namespace: NS,
+    body: { metadata: { name: 'whoami-client' }, spec: { nodeName: 'node1', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [process.execPath, '-e', WHOAMI_CLIENT, `http://${serverIp}:8080/`] }] } },
+  });
+  const log = join(s.stateDir, 'logs', `${NS}_whoami-client_main.log`);
+  const seen = await waitFor<string>('the whoami answer', () => {
+    const line = existsSync(log) ? readFileSync(log, 'utf8').split('\n').find((l) => l.startsWith('SEEN ')) : undefined;
+    return line?.slice('SEEN '.length).trim();
+  }, 30_000);
+  const client = await s.core.readNamespacedPod({ namespace: NS, name: 'whoami-client' });
+  s.figures.push(`whoami: the server saw ${seen}; the client pod's IP is ${client.status?.podIP}`);
+  t.is(seen.replace(/^::ffff:/, ''), client.status?.podIP ?? '(none)', 'the server saw the client pod IP');
+  // And it went through the mesh: HBONE into the server's node.
+  const flows = await waitFor('the whoami flow', async () => {
+    const f = await meshctl('flows', '-n', NS, '--to-pod', `${NS}/whoami`, '--protocol', 'mtls', '--since', `${Math.ceil((Date.now() - since) / 1000) + 1}s`);
+    return f.code === 0 && f.stdout.includes('ingress FORWARDED') ? f.stdout : undefined;
+  }, 20_000, 1000);
+  t.regex(flows, /shop\/whoami-client:\d+ \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/default\) -> shop\/whoami:8080 .* ingress FORWARDED \(HBONE mTLS/);
+  // No agent fell back to 127.0.0.6 for any pod.
+  const agentLogs = readdirSync(join(s.stateDir, 'logs')).filter((f) => f.startsWith('mesh-system_mesh-node-') && f.endsWith('_agent.log'));
+  for (const f of agentLogs) t.notRegex(readFileSync(join(s.stateDir, 'logs', f), 'utf8'), /no delivery routing/, `${f}: an enrolled pod got no delivery routing`);
 });
 
 test.serial('a DENY AuthorizationPolicy is enforced: the catalog refuses the frontend', async (t) => {
@@ -239,6 +278,15 @@ test.serial('meshctl status is all green through a port-forward to the controlle
   t.is(check.code, 0, check.stdout + check.stderr);
 });
 
+// Answers every request with the caller's address as this pod sees it.
+const WHOAMI = `require('node:http').createServer((q, s) => s.end(q.socket.remoteAddress)).listen(8080);`;
+// Calls the URL until it answers (the server's node may still be setting up), prints `SEEN <body>`.
+const WHOAMI_CLIENT = `const http = require('node:http');
+const url = process.argv[1]; let tries = 0;
+const once = () => http.get(url, { agent: false, timeout: 3000 }, (s) => { let b = ''; s.on('data', (d) => (b += d)); s.on('end', () => console.log('SEEN ' + b)); })
+  .on('error', (e) => { console.log('ERR ' + e.message); if (++tries < 20) setTimeout(once, 500); });
+once();`;
+
 // A new connection every 20 ms (no keep-alive) for `seconds`, counting answers and failures; the
 // last line is `RESULT {json}`. Runs in a pod of the shop, so both ztunnels carry it.
 const CONNECTION_LOOP = `const http = require('node:http');
@@ -254,8 +302,10 @@ const timer = setInterval(() => {
 }, 20);`;
 
 // Old and new node pods overlap on each node (maxSurge 1): the old agent leaves the sockets the new
-// one bound in the shared /var/run/mesh (src/agent/sockets.ts). Zero failures needs ztunnel's
-// handover (another piece of work): the failures are counted and reported, not asserted.
+// one bound in the shared /var/run/mesh (src/agent/sockets.ts), and ztunnel hands its in-pod
+// listeners over. The client pod itself is new: the node's CNI chain (the chart's plugin) enrols
+// it at sandbox creation and waits for ztunnel, so its first connection is served too. Not one
+// connection may fail, before or during the rollout.
 test.serial('helm upgrade to a new node image tag rolls the node DaemonSet (maxSurge 1) while a client opens 50 connections/s', async (t) => {
   if (!(await ok(t))) return;
   const newTag = `${s.tag}-v2`;
@@ -263,7 +313,8 @@ test.serial('helm upgrade to a new node image tag rolls the node DaemonSet (maxS
   t.is(tagged.code, 0, tagged.stderr);
   s.extraTags.push(`localhost/mesh-node:${newTag}`);
   const before = (await meshPods()).filter((p) => p.metadata!.labels!['app.kubernetes.io/component'] === 'node').map((p) => p.metadata!.name!);
-  const seconds = 45;
+  // Long enough for both nodes to roll on a loaded 2-core host (about 20 s each measured there).
+  const seconds = 60;
   await s.core.createNamespacedPod({
     namespace: NS,
     body: { metadata: { name: 'conn-loop' }, spec: { nodeName: 'node1', restartPolicy: 'Never', containers: [{ name: 'main', image: 'local', command: [process.execPath, '-e', CONNECTION_LOOP, 'http://catalog/', String(seconds)] }] } },
@@ -291,6 +342,18 @@ test.serial('helm upgrade to a new node image tag rolls the node DaemonSet (maxS
   s.figures.push(`connections during the upgrade: ${r.sent} opened (${(r.sent / seconds).toFixed(1)}/s), ${r.ok} answered, ${r.failed} failed ${JSON.stringify(r.errors)}`);
   const early = fails.filter((l) => Date.parse(l.split(' ')[1]!) < t0).length;
   if (fails.length) s.figures.push(`  failures from ${fails[0]!.split(' ')[1]} to ${fails.at(-1)!.split(' ')[1]}; ${early} of them before the upgrade started (${new Date(t0).toISOString()})`);
+  // For a failure's report: what the node pods logged at warn or above, or as a connection's
+  // error, in the 5 s before each one.
+  const nearFailures = fails.slice(0, 5).flatMap((f) => {
+    const at = Date.parse(f.split(' ')[1]!);
+    return readdirSync(join(s.stateDir, 'logs'))
+      .filter((name) => name.startsWith('mesh-system_mesh-node-'))
+      .flatMap((name) => readFileSync(join(s.stateDir, 'logs', name), 'utf8').split('\n').filter((l) => {
+        const m = /"level":(\d+),"time":"([^"]+)"/.exec(l);
+        return m && (Number(m[1]) >= 40 || l.includes('"error":"')) && Math.abs(Date.parse(m[2]!) - (at - 2500)) <= 2500;
+      }).map((l) => `${name}: ${l.slice(0, 400)}`));
+  });
+  if (nearFailures.length) t.log(nearFailures.slice(0, 40).join('\n'));
   if (rollout instanceof Error) {
     t.log(meshLogs());
     t.log(s.figures.slice(-3).join('\n'));
@@ -299,7 +362,7 @@ test.serial('helm upgrade to a new node image tag rolls the node DaemonSet (maxS
   t.log(s.figures.slice(-3).join('\n'));
   t.true(r.sent >= seconds * 40, `the client kept its rate (${r.sent} in ${seconds} s)`);
   t.is(r.ok + r.failed, r.sent, 'every connection was answered or failed');
-  // Zero failures needs ztunnel's handover (another piece of work): counted here, not asserted.
+  t.is(r.failed, 0, `no connection failed: ${JSON.stringify(r.errors)}; ${fails.slice(0, 10).join('; ')}`);
   // The old agents stopped as for a restart — the datapath stayed for the new ones.
   for (const name of before) {
     const f = join(s.stateDir, 'logs', `mesh-system_${name}_agent.log`);
@@ -338,6 +401,21 @@ test.serial('helm uninstall: the pods keep working, unenrolled, and nothing of t
     for (const f of confs) t.notRegex(readFileSync(join(root, 'etc/cni/net.d', f), 'utf8'), /mesh-cni/, `${node}: ${f} still chains the mesh plugin`);
   }
   t.deepEqual((await listContainers(s.prefix)).filter((c) => !c.includes(NS)), [], 'no mesh container left');
+  // Nor any object the controller made: the trust bundle ConfigMap in every namespace, the CA's
+  // root Secret, Leases (owned by the chart's ClusterRole, so the garbage collector removes them).
+  // What stays is what Helm keeps by design: the CRDs (and the user's own objects of them).
+  const made = await waitFor('the objects the controller made gone', async () => {
+    const r = await kubectl('get', 'configmaps,secrets,leases,serviceaccounts,services,deployments', '-A', '-l', 'app.kubernetes.io/managed-by=mesh', '-o', 'name');
+    const names = r.stdout.trim();
+    return r.code === 0 && !names ? true : undefined;
+  }, 30_000, 500).catch(async () => (await kubectl('get', 'configmaps,secrets,leases', '-A', '-o', 'name')).stdout);
+  t.is(made, true, `left behind by the controller: ${String(made)}`);
+  const bundles = await kubectl('get', 'configmaps', '-A', '--field-selector', 'metadata.name=mesh-ca-root-cert', '-o', 'name');
+  t.is(bundles.stdout.trim(), '', 'no mesh-ca-root-cert ConfigMap in any namespace');
+  const ca = await kubectl('get', 'secret', 'mesh-ca', '-n', 'mesh-system', '-o', 'name');
+  t.not(ca.code, 0, 'the self-signed root Secret mesh-ca is gone');
+  const crds = await kubectl('get', 'crds', '-o', 'name');
+  t.regex(crds.stdout, /authorizationpolicies\.security\.mesh\.io/, "the CRDs stay (Helm never deletes a chart's crds/)");
   // The shop still works, now in plaintext again (the marker is back on the wire).
   const since = loadgenLog().length;
   const line = await waitFor('an order after the uninstall', () => loadgenLog().slice(since).split('\n').find((l) => l.includes('paid')), 30_000);
@@ -345,4 +423,62 @@ test.serial('helm uninstall: the pods keep working, unenrolled, and nothing of t
   const plain = await wire(s.prefix, s.stateDir, 3);
   t.true(plain.includes(MARKER), 'the shop talks directly (plaintext) again');
   t.log(s.figures.join('\n'));
+});
+test.serial('helm install with controller.replicas=2: the replicas elect one leader, and a policy still applies; the uninstall takes their Leases too', async (t) => {
+  if (!(await requireRoot(t))) return;
+  if (!s.cluster) {
+    t.fail('no cluster (see the first test)');
+    return;
+  }
+  const images = ['controller', 'node', 'waypoint'].flatMap((c) => ['--set', `${c}.image.tag=${s.tag}`]);
+  const t0 = Date.now();
+  const install = await helm(['install', 'mesh', CHART, '-n', 'mesh-system', ...images, '--set', 'controller.replicas=2'], s.env);
+  t.is(install.code, 0, install.stderr);
+  s.installed = install.code === 0;
+  if (!s.installed) return;
+  const controllers = async () => (await meshPods()).filter((p) => p.metadata!.labels!['app.kubernetes.io/component'] === 'controller');
+  await waitFor('two controllers, a node pod and a CNI installer per node, all ready', async () => {
+    const pods = await meshPods();
+    return pods.length === 6 && pods.every(ready) ? true : undefined;
+  }, 120_000).catch(async (e: Error) => {
+    t.log(meshLogs());
+    throw e;
+  });
+  s.figures.push(`helm install (controller.replicas=2) → every mesh pod ready: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const names = (await controllers()).map((p) => p.metadata!.name!);
+  t.is(names.length, 2);
+  // Exactly one leads: the Lease names it, and only its log says it became the leader.
+  const coord = s.cluster.kc.makeApiClient(k8s.CoordinationV1Api);
+  const holder = await waitFor('the Lease held', async () => {
+    const lease = await coord.readNamespacedLease({ namespace: 'mesh-system', name: 'mesh-controller' });
+    return lease.spec?.holderIdentity || undefined;
+  }, 30_000);
+  const leader = names.filter((n) => holder.startsWith(`${n}_`));
+  t.is(leader.length, 1, `the Lease's holder ${holder} is one of ${names.join(', ')}`);
+  const leaders = names.filter((n) => /"msg":"became the leader"/.test(readFileSync(join(s.stateDir, 'logs', `mesh-system_${n}_controller.log`), 'utf8')));
+  t.deepEqual(leaders, leader, 'only the holder became the leader');
+  s.figures.push(`leader: ${leader[0]} of ${names.join(', ')}`);
+  // A policy applies: the DENY is enforced again (the shop is still labelled ambient).
+  const applied = Date.now();
+  const r = await kubectlIn(DENY, 'apply', '-f', '-');
+  t.is(r.code, 0, r.stderr);
+  const denied = await waitFor('denied flows under the two replicas', async () => {
+    const f = await meshctl('flows', '-n', NS, '--verdict', 'DROPPED', '--since', `${Math.ceil((Date.now() - applied) / 1000) + 1}s`);
+    return f.code === 0 && /ingress DROPPED \(HBONE mTLS, policy denied/.test(f.stdout) ? f.stdout : undefined;
+  }, 90_000, 1000);
+  t.regex(denied, /shop\/frontend:\d+ .* -> shop\/catalog:8080 .* ingress DROPPED \(HBONE mTLS, policy denied, Policy denied: denied by DENY policy shop\/catalog-closed-to-frontend/);
+  s.figures.push(`  DENY applied → enforced: ${((Date.now() - applied) / 1000).toFixed(1)} s`);
+  // Uninstall: the Leases (owned by the chart's ClusterRole) go with the rest.
+  const del = await kubectl('delete', 'authorizationpolicies.security.mesh.io', '-n', NS, '--all');
+  t.is(del.code, 0, del.stderr);
+  const un = await helm(['uninstall', 'mesh', '-n', 'mesh-system', '--wait', '--timeout', '90s'], s.env);
+  t.is(un.code, 0, un.stderr);
+  s.installed = false;
+  await waitFor('the mesh pods gone', async () => ((await meshPods()).length === 0 ? true : undefined), 90_000);
+  const leases = await waitFor('the Leases gone', async () => {
+    const l = await kubectl('get', 'leases', '-n', 'mesh-system', '-o', 'name');
+    return l.code === 0 && !l.stdout.trim() ? true : undefined;
+  }, 30_000).catch(async () => (await kubectl('get', 'leases', '-n', 'mesh-system', '-o', 'name')).stdout);
+  t.is(leases, true, `Leases left: ${String(leases)}`);
+  t.log(s.figures.slice(-3).join('\n'));
 });

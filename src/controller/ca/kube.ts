@@ -3,6 +3,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { logger } from '../../common/log.ts';
 import { CaError } from './errors.ts';
+import { installOwner } from '../owner.ts';
 
 const log = logger('ca');
 
@@ -95,7 +96,7 @@ export function kubeCaBackend(kc: k8s.KubeConfig): CaKube {
       try {
         await core.createNamespacedSecret({
           namespace,
-          body: { metadata: { name, namespace, labels: { 'app.kubernetes.io/managed-by': 'mesh' } }, type: 'Opaque', stringData: data },
+          body: { metadata: { name, namespace, labels: { 'app.kubernetes.io/managed-by': 'mesh' }, ...installOwner() }, type: 'Opaque', stringData: data },
         });
         return 'created';
       } catch (e) {
@@ -112,7 +113,7 @@ export function kubeCaBackend(kc: k8s.KubeConfig): CaKube {
       }
     },
     async writeConfigMap(namespace, name, data, labels) {
-      const body: k8s.V1ConfigMap = { metadata: { name, namespace, labels }, data };
+      const body: k8s.V1ConfigMap = { metadata: { name, namespace, labels, ...installOwner() }, data };
       try {
         await core.replaceNamespacedConfigMap({ name, namespace, body });
       } catch (e) {

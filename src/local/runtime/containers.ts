@@ -2,7 +2,7 @@
 // cgroup, its output appended to a log file, restarted per the pod's restartPolicy with a capped
 // exponential backoff (kubelet: 10 s doubling to 5 min; ours is shorter, for a dev loop).
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { logger } from '../../common/log.ts';
 import { LogTimes } from './logtimes.ts';
@@ -22,7 +22,7 @@ export interface ContainerState {
   state:
     | { waiting: { reason: string; message?: string } }
     | { running: { startedAt: string } }
-    | { terminated: { exitCode: number; signal?: number; reason: string; startedAt: string; finishedAt: string } };
+    | { terminated: { exitCode: number; signal?: number; reason: string; message?: string; startedAt: string; finishedAt: string } };
   lastState: ContainerState['state'] | Record<string, never>;
   ready: boolean;
   restartCount: number;
@@ -57,6 +57,9 @@ export class Container {
   private readonly onChange: () => void;
   private readonly onEvent: ContainerEvent;
   private readonly pod: string;
+  private readonly runtimeError: ((exitCode: number, lastLine: string) => string | undefined) | undefined;
+  private readonly oomKills: (() => number) | undefined;
+  private oomAtStart = 0;
   private child: ChildProcess | undefined;
   private timer: NodeJS.Timeout | undefined;
   private backoff = BACKOFF_START_MS;
@@ -78,6 +81,11 @@ export class Container {
     onEvent?: ContainerEvent;
     /** The pod as kubelet names it in messages: name_namespace(uid). */
     pod?: string;
+    /** The launcher's own failure (the runtime's, not the container's): given the exit code and
+     * the last line it wrote, the runtime's error, else undefined (oci.ts runtimeError). */
+    runtimeError?: (exitCode: number, lastLine: string) => string | undefined;
+    /** The kernel's OOM kills so far in the container's cgroup (memory.events oom_kill). */
+    oomKills?: () => number;
   }) {
     this.name = opts.name;
     this.command = opts.command;
@@ -89,6 +97,8 @@ export class Container {
     this.onChange = opts.onChange;
     this.onEvent = opts.onEvent ?? (() => {});
     this.pod = opts.pod ?? '';
+    this.runtimeError = opts.runtimeError;
+    this.oomKills = opts.oomKills;
     this.st = { name: opts.name, state: { waiting: { reason: 'ContainerCreating' } }, lastState: {}, ready: false, restartCount: 0, started: false };
   }
 
@@ -125,6 +135,7 @@ export class Container {
     this.onEvent('Normal', 'Created', `Created container ${this.name}`);
     this.onEvent('Normal', 'Started', `Started container ${this.name}`);
     this.startedAt = new Date().toISOString();
+    this.oomAtStart = this.oomKills?.() ?? 0;
     this.st = { ...this.st, state: { running: { startedAt: this.startedAt } }, started: true };
     const began = Date.now();
     child.once('error', (err) => {
@@ -134,10 +145,19 @@ export class Container {
       this.child = undefined;
       this.logTimes.note(sizeOf(this.logPath));
       const exitCode = code ?? 128 + signalNumber(signal);
+      // The runtime could not start the process (runc refused the spec): kubelet reports that as
+      // StartError with the runtime's message, and an Event, rather than as the app's exit.
+      const startError = code !== null && this.runtimeError ? this.runtimeError(exitCode, lastLine(this.logPath, this.logRange?.start ?? 0)) : undefined;
+      if (startError) this.onEvent('Warning', 'Failed', `Error: ${startError}`);
+      // Killed by the kernel's OOM killer (SIGKILL, or 137 through podman): kubelet's OOMKilled.
+      const oom = !startError && (signal === 'SIGKILL' || exitCode === 137) && this.oomKills !== undefined && this.oomKills() > this.oomAtStart;
+      const oomMessage = `the kernel killed container ${this.name} for going over its memory limit (memory.events oom_kill)`;
+      if (oom) this.onEvent('Warning', 'OOMKilled', oomMessage);
       const terminated = {
         terminated: {
           exitCode,
-          reason: exitCode === 0 ? 'Completed' : signal ? 'Killed' : 'Error',
+          reason: startError ? 'StartError' : oom ? 'OOMKilled' : exitCode === 0 ? 'Completed' : signal ? 'Killed' : 'Error',
+          ...(startError ? { message: startError } : oom ? { message: oomMessage } : {}),
           startedAt: this.startedAt,
           finishedAt: new Date().toISOString(),
         },
@@ -242,4 +262,31 @@ function sizeOf(path: string): number {
 
 function signalNumber(signal: NodeJS.Signals | null): number {
   return signal ? (constants.signals[signal] ?? 0) : 0;
+}
+
+/** The last non-empty line written to `path` since `from` (at most the last 4 KiB of it). */
+function lastLine(path: string, from: number): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const size = fstatSync(fd).size;
+    const start = Math.max(from, size - 4096);
+    const buf = Buffer.alloc(Math.max(0, size - start));
+    readSync(fd, buf, 0, buf.length, start);
+    return buf.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean).at(-1) ?? '';
+  } catch {
+    return '';
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** oom_kill from a cgroup v2 directory's memory.events (0 when unreadable). */
+export function cgroupOomKills(cgroupDir: string): number {
+  try {
+    const m = /^oom_kill (\d+)$/m.exec(readFileSync(`${cgroupDir}/memory.events`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
 }

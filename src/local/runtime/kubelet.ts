@@ -13,19 +13,22 @@ import { findCgroup2Mount } from '../../common/cgroup.ts';
 import { logger } from '../../common/log.ts';
 import { removeCgroup } from '../host.ts';
 import type { NodeNet, PodNet, Topology } from '../topology.ts';
-import { Container, type ContainerEvent, type RestartPolicy } from './containers.ts';
+import { cgroupOomKills, Container, type ContainerEvent, type RestartPolicy } from './containers.ts';
 import { EventRecorder } from './events.ts';
 import type { HostsWriter } from './dns.ts';
 import { podStatusParts } from './podstatus.ts';
 import { ContainerProber } from './prober.ts';
 import { pullLocal } from './images.ts';
 import { type StopTarget, runPreStop, termGraceMs } from './lifecycle.ts';
-import { chooseRuntime, exec as ociExec, killContainer, removeContainer, removeV1Tree, runArgs, stopContainer } from './oci.ts';
+import { chooseRuntime, exec as ociExec, killContainer, removeContainer, removeV1Tree, runArgs, runtimeError, stopContainer } from './oci.ts';
 import { apiSources, containerEnv, fieldOf, ociSpec, unsupportedFields, unsupportedPodFields } from './podspec.ts';
 import { containerLimits, podLimits, writeCgroupLimits } from './resources.ts';
 import { type PreparedVolumes, prepareVolumes, removeVolumes, type VolumeSources, withServiceAccountVolume } from './volumes.ts';
 import type { ApiServiceEnv } from './api-service.ts';
 import type { NodeRoot } from './noderoot.ts';
+import { type ChainRun, cniAdd, cniDel, writeLocalConflist } from './cni.ts';
+import { ipBatch } from '../run.ts';
+import { KUBERNETES_SERVICE_IP } from '../apiserver/index.ts';
 
 const log = logger('kubelet');
 const HEARTBEAT_MS = 10_000;
@@ -34,6 +37,9 @@ const INIT_POLL_MS = 100;
 // A failed volume mount is tried again after 0.5 s, doubling up to 8 s.
 const MOUNT_RETRY_MS = 500;
 const MOUNT_RETRY_MAX_MS = 8000;
+// A failed CNI ADD is tried again after 1 s, doubling up to 10 s (kubelet's sandbox backoff).
+const CNI_RETRY_MS = 1000;
+const CNI_RETRY_MAX_MS = 10_000;
 // SIGTERM → SIGKILL when the whole cluster stops (dev down), whatever the pods' grace periods.
 const STOP_GRACE_MS = 2000;
 
@@ -78,6 +84,8 @@ interface PodRuntime {
   hurry: (() => void) | undefined;
   /** OCI container name by pod container name (host-command containers are absent). */
   ociNames: Map<string, string>;
+  /** The node's chained CNI plugins that ADD ran for this sandbox (cni.ts), for DEL. */
+  cni: ChainRun | undefined;
 }
 
 export interface KubeletOptions {
@@ -143,6 +151,13 @@ export class Kubelet {
   async start(): Promise<void> {
     const n = this.node;
     await this.opts.root?.prepare();
+    if (this.opts.root) {
+      writeLocalConflist(this.opts.root);
+      // The node's own processes (the CNI plugins it runs, with the installer's kubeconfig naming
+      // https://10.96.0.1) reach the API server's ClusterIP as a real node's do: a route for the
+      // connect() to find (a node has no default route here); the node's output DNAT does the rest.
+      await ipBatch([`route replace ${KUBERNETES_SERVICE_IP}/32 dev eth0`], this.node.netns);
+    }
     const body: k8s.V1Node = {
       metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
       spec: { podCIDR: n.podCidr4, podCIDRs: [n.podCidr4, ...(n.podCidr6 ? [n.podCidr6] : [])] },
@@ -273,6 +288,7 @@ export class Kubelet {
       stopped: false,
       hurry: undefined,
       ociNames: new Map(),
+      cni: undefined,
     };
     this.pods.set(uid, rt);
     const podRef = { apiVersion: 'v1', kind: 'Pod', metadata: pod.metadata };
@@ -310,6 +326,30 @@ export class Kubelet {
    */
   private async runContainers(rt: PodRuntime, ctx: StartContext): Promise<void> {
     const policy = (rt.pod.spec?.restartPolicy ?? 'Always') as RestartPolicy;
+    // The node's CNI chain (cni.ts) before any container: a plugin chained there (the mesh's)
+    // may have to see the sandbox first. A failed ADD is retried and no container starts
+    // meanwhile, as kubelet does with a sandbox whose network setup failed.
+    if (rt.net && this.opts.root) {
+      const root = this.opts.root;
+      const net = rt.net;
+      const ref = { namespace: rt.pod.metadata?.namespace ?? 'default', name: rt.pod.metadata!.name!, uid: rt.uid };
+      let last = '';
+      for (let waitMs = CNI_RETRY_MS; !rt.stopped; waitMs = Math.min(waitMs * 2, CNI_RETRY_MAX_MS)) {
+        try {
+          const t0 = Date.now();
+          rt.cni = await cniAdd(root, this.node.netnsPath, ref, net);
+          if (rt.cni) log.debug({ pod: rt.key, ms: Date.now() - t0, plugins: rt.cni.plugins.map((p) => p['type']) }, 'CNI ADD done');
+          break;
+        } catch (e) {
+          const msg = (e as Error).message;
+          log.warn({ pod: rt.key, err: msg, retryMs: waitMs }, 'CNI ADD failed; no container starts until it succeeds');
+          if (msg !== last) void this.events.record({ apiVersion: 'v1', kind: 'Pod', metadata: rt.pod.metadata }, 'Warning', 'FailedCreatePodSandBox', `Failed to set up the pod's network (CNI ADD): ${msg}`);
+          last = msg;
+          await sleep(waitMs);
+        }
+      }
+      if (rt.stopped) return;
+    }
     // A failed mount is retried, as kubelet's volume manager does: a ConfigMap or Secret may
     // appear later (the node pods wait for the trust bundle the mesh's controller publishes).
     for (let waitMs = MOUNT_RETRY_MS; ctx.volumeError && !rt.stopped; waitMs = Math.min(waitMs * 2, MOUNT_RETRY_MAX_MS)) {
@@ -379,6 +419,9 @@ export class Kubelet {
         onChange,
         onEvent: record,
         pod: `${name}_${ns}(${uid})`,
+        runtimeError,
+        // The pod's cgroup counts its containers' OOM kills (memory.events is hierarchical).
+        oomKills: () => cgroupOomKills(rt.cgroup),
       });
       rt.ociNames.set(c.name, oci);
       // A missing image: pullLocal starts the container itself once the image is there.
@@ -563,6 +606,11 @@ export class Kubelet {
     rt.hurry = undefined;
     log.info({ pod: rt.key, graceMs, ms: Date.now() - t0 }, 'pod containers stopped');
     removeVolumes(join(this.podsDir, uid));
+    // DEL through the chain that ADD ran (not when the whole cluster stops: no pod is deleted).
+    if (rt.net && rt.cni && this.opts.root && !this.stopping) {
+      const ref = { namespace: rt.pod.metadata?.namespace ?? 'default', name: rt.pod.metadata!.name!, uid };
+      await cniDel(this.opts.root, this.node.netnsPath, ref, rt.net, rt.cni).catch((e: Error) => log.warn({ pod: rt.key, err: e.message }, 'CNI DEL failed'));
+    }
     if (rt.net) {
       this.opts.hosts.removePod(rt.net.netns);
       await this.opts.topology.removePod(rt.net);

@@ -6,15 +6,19 @@
 // sys/fs/cgroup/kubepods.slice and sys/fs/cgroup/kubepods (the systemd and cgroupfs drivers'
 // names, so the chart's node.podCgroup works either way), so an agent that mounts /sys/fs/cgroup
 // attaches to its own node's pods only; and run/, etc/cni, opt/cni, var/lib as plain directories
-// (var/run → run, as on hosts). Other hostPaths (the host's /usr for the host-runtime waypoints, a
+// (var/run → run, as on hosts), except run/netns, the runtime's netns dir, which is the host's.
+// Other hostPaths (the host's /usr for the host-runtime waypoints, a
 // test's directories) are the host's own, as before.
 import { mkdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { join, normalize } from 'node:path';
+import { NETNS_DIR } from '../host.ts';
 import { run } from '../run.ts';
 
 /** Host paths that are a node's own state (by prefix). */
 export const NODE_LOCAL = ['/sys/fs/bpf', '/sys/fs/cgroup', '/run', '/var/run', '/etc/cni', '/opt/cni', '/var/lib'];
 const CGROUP_NAMES = ['kubepods.slice', 'kubepods'];
+/** Where runtimes keep pods' named netns (containerd and CRI-O: /var/run/netns). */
+const NETNS_DIRS = ['/var/run/netns', '/run/netns'];
 
 function mounted(path: string): boolean {
   return readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === path);
@@ -54,6 +58,9 @@ export class NodeRoot {
   /** The host path behind a pod's hostPath `path` on this node. */
   resolve(path: string): string {
     const p = normalize(path);
+    // The runtime's named netns dir is the host's: every local node's pods have their netns there
+    // (host.ts NETNS_DIR, names unique per cluster), and CNI_NETNS names a path in it.
+    for (const dir of NETNS_DIRS) if (p === dir || p.startsWith(`${dir}/`)) return join(NETNS_DIR, p.slice(dir.length));
     return NODE_LOCAL.some((l) => p === l || p.startsWith(`${l}/`)) ? join(this.dir, p) : p;
   }
 

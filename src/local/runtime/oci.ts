@@ -114,7 +114,7 @@ export interface OciContainerSpec {
   noNewPrivileges?: boolean;
   /** securityContext.seccompProfile Unconfined (default: the runtime's profile). */
   seccompUnconfined?: boolean;
-  mounts: { source: string; target: string; readOnly: boolean }[];
+  mounts: { source: string; target: string; readOnly: boolean; propagation?: 'rslave' | 'rshared' }[];
   /** podman's flags for the container's cgroup limits (resources.ts). */
   resourceArgs: string[];
   labels: Record<string, string>;
@@ -143,10 +143,22 @@ export function runArgs(s: OciContainerSpec): string[] {
   if (s.seccompUnconfined) a.push('--security-opt', 'seccomp=unconfined');
   if (s.workingDir) a.push('--workdir', s.workingDir);
   for (const [k, v] of Object.entries(s.env)) a.push('--env', `${k}=${v}`);
-  for (const m of s.mounts) a.push('--mount', `type=bind,source=${m.source},destination=${m.target}${m.readOnly ? ',ro' : ''}`);
+  for (const m of s.mounts) a.push('--mount', `type=bind,source=${m.source},destination=${m.target}${m.readOnly ? ',ro' : ''}${m.propagation ? `,bind-propagation=${m.propagation}` : ''}`);
   if (s.command?.length) a.push('--entrypoint', JSON.stringify(s.command));
   a.push(s.image, ...(s.args ?? []));
   return a;
+}
+
+/**
+ * podman's own failure, not the container's exit: `podman run` exits 125 (podman), 126 (the
+ * runtime could not start the process, e.g. runc's "error setting rlimits") or 127 (no such
+ * command) and writes `Error: …` last. A container's own exit with those codes writes no such line
+ * (or one of its own that the runtime's prefix would not start).
+ */
+export function runtimeError(exitCode: number, lastLine: string): string | undefined {
+  if (exitCode < 125 || exitCode > 127) return undefined;
+  const m = /^Error: (.+)$/.exec(lastLine);
+  return m ? m[1] : undefined;
 }
 
 /** Stops a container as kubelet does — SIGTERM, SIGKILL after `graceSeconds` — and removes it. */

@@ -144,7 +144,11 @@ export function ociSpec(pod: k8s.V1Pod, c: k8s.V1Container, env: Record<string, 
   const sc = c.securityContext;
   const mounts = (c.volumeMounts ?? []).flatMap((m) => {
     const source = volumes.paths.get(m.name);
-    return source ? [{ source: m.subPath ? join(source, m.subPath) : source, target: m.mountPath, readOnly: m.readOnly === true }] : [];
+    if (!source) return [];
+    // HostToContainer: mounts made on the host later show in the container (rslave), as the CRI
+    // maps it; a pod's named netns appear under /var/run/netns after the node pod started.
+    const propagation: 'rslave' | 'rshared' | undefined = m.mountPropagation === 'HostToContainer' ? 'rslave' : m.mountPropagation === 'Bidirectional' ? 'rshared' : undefined;
+    return [{ source: m.subPath ? join(source, m.subPath) : source, target: m.mountPath, readOnly: m.readOnly === true, ...(propagation ? { propagation } : {}) }];
   });
   if (at.hostsFile && existsSync(at.hostsFile) && !mounts.some((m) => m.target === '/etc/hosts')) mounts.push({ source: at.hostsFile, target: '/etc/hosts', readOnly: true });
   const meta = pod.metadata!;
