@@ -83,6 +83,11 @@ export class ZtunnelMaps {
     );
   }
 
+  /** Whether a live socket (this process's or another ztunnel's) serves the pod's `kind` now. */
+  socketRegistered(netnsCookie: bigint, kind: 'inbound' | 'hbone'): boolean {
+    return this.socks.get(encodeSockKey(netnsCookie, kind === 'hbone' ? SOCK_HBONE : SOCK_INBOUND)) !== undefined;
+  }
+
   /**
    * Takes the pod's socket out of sk_lookup's reach — only if it is still `fd`'s: after a
    * handover the entry is the new ztunnel's, which the old one must leave alone. (A sockhash

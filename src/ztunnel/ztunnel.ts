@@ -26,6 +26,9 @@ import { ZdsClient } from './zds-client.ts';
 
 export type { InboundPolicy, ZtunnelConfig } from './context.ts';
 
+/** How long a new ztunnel taking over a pod waits for its config before it opens the pod's listeners anyway. */
+const HANDOVER_SYNC_WAIT_MS = 30_000;
+
 const log = logger('ztunnel');
 
 export class Ztunnel {
@@ -200,6 +203,15 @@ export class Ztunnel {
     });
     const pool = new HbonePool({ connectFromNetns: (dst) => proxy.dialSocket(net.isIPv6(dst.host) ? 6 : 4) });
     const held = (c: net.Socket) => this.connections.hold(c, () => c.resetAndDestroy());
+    // A handover: another ztunnel serves this pod now, and goes on serving it until this one is
+    // ready. The outbound listener shares its port (SO_REUSEPORT), so once open it takes a share
+    // of the pod's new connections — open it only when the config has synced, or each of those
+    // waits for the config (seconds, on a loaded node, past a client's timeout). After a crash
+    // nothing serves the pod: open at once, and hold what arrives until the config does.
+    if (this.maps.socketRegistered(BigInt(p.netnsCookie), 'inbound') && !this.ctx.configSynced()) {
+      log.debug({ uid: p.uid }, 'another ztunnel serves the pod: opening its listeners once the config has synced');
+      await this.ctx.whenSynced(HANDOVER_SYNC_WAIT_MS);
+    }
     await proxy.open(
       {
         outbound: (pod, c) => {
