@@ -7,7 +7,7 @@
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { buildModel, IncrementalModel, MODEL_KINDS, type ClusterSnapshot, type KubeObject, type MeshModel, type ModelKind } from '../../src/controller/model/index.ts';
-import { ap, bigSnapshot, ns, OPTS, pa, pod, svc, waypointGateway, waypointSlice } from '../helpers/model-fixtures.ts';
+import { ap, bigSnapshot, ns, OPTS, pa, pod, snapshot, svc, waypointGateway, waypointSlice } from '../helpers/model-fixtures.ts';
 
 /** mulberry32: a small seeded PRNG, so that a failing sequence can be replayed. */
 function rng(seed: number): () => number {
@@ -279,4 +279,25 @@ test('incremental-model-a-pod-change-at-scale-touches-only-that-pod', (t) => {
   t.is(model.model.workloads.get('Kubernetes//v1/Pod/ns1/app1-5f6b7c8d9-1')?.tunnelProtocol, 'NONE');
   snap.pods[1] = changed;
   t.deepEqual(sorted(model.model.workloads).map(([k, w]) => [k, JSON.stringify(w, replacer)]), sorted(buildModel(snap, OPTS).workloads).map(([k, w]) => [k, JSON.stringify(w, replacer)]));
+});
+
+test('incremental-model-a-younger-peer-authentication-that-starts-selecting-a-taken-workload-is-conflicted', (t) => {
+  // Only the younger policy's "selects some workload" changes when the pod arrives: the status
+  // must follow it although nothing else about the policies did.
+  const model = new IncrementalModel(OPTS);
+  const objs = {
+    namespaces: [ns('shop', { 'mesh.io/dataplane-mode': 'ambient' })],
+    peerAuthentications: [pa('shop', 'older', { selector: { matchLabels: { app: 'a' } }, mtls: { mode: 'STRICT' } }, '2026-01-01T00:00:00Z'), pa('shop', 'younger', { selector: { matchLabels: { ver: '1' } }, mtls: { mode: 'PERMISSIVE' } }, '2026-01-02T00:00:00Z')],
+    pods: [pod('shop', 'first', { labels: { app: 'a', ver: '2' } })],
+  };
+  for (const [k, list] of Object.entries(objs) as [ModelKind, KubeObject[]][]) for (const o of list) model.set(k, o);
+  model.commit();
+  const enforced = () => model.model.policyStatus.get('PeerAuthentication/shop/younger')?.conditions.find((c) => c.type === 'Enforced')?.reason;
+  t.is(enforced(), 'Enforced');
+  const second = pod('shop', 'second', { labels: { app: 'a', ver: '1' } });
+  model.set('pods', second);
+  t.false(model.commit().full);
+  t.is(enforced(), 'Conflicted');
+  const want = buildModel({ ...snapshot({ namespaces: objs.namespaces, peerAuthentications: objs.peerAuthentications, pods: [...objs.pods, second] }) }, OPTS);
+  t.deepEqual(sorted(model.model.policyStatus), sorted(want.policyStatus));
 });
