@@ -142,10 +142,7 @@ export class LiveLabelIndex {
     this.#all.add(key);
     this.#labels.set(key, { ns, labels });
     addTo(this.#byNs, ns, key);
-    for (const k in labels) {
-      addTo(this.#byPair, `${ns}\0${k}\0${labels[k]}`, key);
-      addTo(this.#byPair, `\0*\0${k}\0${labels[k]}`, key);
-    }
+    for (const k in labels) addTo(this.#byPair, `${ns}\0${k}\0${labels[k]}`, key);
   }
 
   remove(key: string): void {
@@ -155,22 +152,21 @@ export class LiveLabelIndex {
     this.#all.delete(key);
     this.#labels.delete(key);
     deleteFrom(this.#byNs, ns, key);
-    for (const k in labels) {
-      deleteFrom(this.#byPair, `${ns}\0${k}\0${labels[k]}`, key);
-      deleteFrom(this.#byPair, `\0*\0${k}\0${labels[k]}`, key);
-    }
+    for (const k in labels) deleteFrom(this.#byPair, `${ns}\0${k}\0${labels[k]}`, key);
   }
 
   /** Keys in `ns` (every namespace when null) whose labels include all of `selector`. */
   select(ns: string | null, selector: Labels): string[] {
-    const prefix = ns === null ? '\0*' : ns;
+    // Across namespaces: namespace by namespace (there are few; indexing every pair a second time
+    // for these rare selections cost a tenth of a first build).
+    if (ns === null) return Object.keys(selector).length === 0 ? [...this.#all] : [...this.#byNs.keys()].flatMap((n) => this.select(n, selector));
     let best: Set<string> | undefined;
     for (const k in selector) {
-      const bucket = this.#byPair.get(`${prefix}\0${k}\0${selector[k]}`);
+      const bucket = this.#byPair.get(`${ns}\0${k}\0${selector[k]}`);
       if (!bucket) return [];
       if (!best || bucket.size < best.size) best = bucket;
     }
-    if (!best) return [...(ns === null ? this.#all : (this.#byNs.get(ns) ?? []))];
+    if (!best) return [...(this.#byNs.get(ns) ?? [])];
     return [...best].filter((key) => selects(selector, this.#labels.get(key)!.labels));
   }
 }
