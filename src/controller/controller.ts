@@ -12,7 +12,7 @@ import { kubeCaBackend, type RunningCa, startCa } from './ca/index.ts';
 import { Relay, type RelayPeer } from '../flows/relay.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
-import { buildModel, type ClusterSnapshot, type MeshModel, type PolicyStatus } from './model/index.ts';
+import { IncrementalModel, MODEL_KINDS, type MeshModel, type ModelKind, type PolicyStatus } from './model/index.ts';
 import { loadControllerSettings } from './config.ts';
 import { WaypointDeployer, type WaypointTemplate } from './waypoint-deployer.ts';
 import { LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
@@ -39,8 +39,11 @@ export interface ControllerConfig {
   /** The service map (MESH_DASHBOARD_HOST/PORT): plaintext, loopback by default; `meshctl dashboard` port-forwards. */
   readonly dashboardHost: string;
   readonly dashboardPort: number;
-  /** How long changes are gathered before the model is rebuilt. */
-  readonly debounceMs: number;
+  /**
+   * The shortest time between two model commits: the first change after a quiet spell is applied
+   * at once, changes that arrive meanwhile wait for the next commit together.
+   */
+  readonly buildIntervalMs: number;
   /** Lifetime of a workload (and node) certificate when the request names none (MESH_WORKLOAD_CERT_TTL). */
   readonly workloadCertTtlMs: number;
   /** The longest certificate the CA signs, whatever a client asks (MESH_MAX_WORKLOAD_CERT_TTL). */
@@ -75,8 +78,10 @@ export const CONTROLLER_DEFAULTS: ControllerConfig = Object.freeze({
   ...SETTINGS_DEFAULTS,
   clusterId: 'Kubernetes',
   rootNamespace: 'mesh-system',
-  // Long enough to fold an informer's initial burst into one build, short against the 1 s goal.
-  debounceMs: 30,
+  // A commit costs well under a millisecond per changed pod (bench/model.ts): no need to wait for
+  // more changes before starting one. The interval only bounds the commits per second under churn
+  // (the config server groups its pushes the same way, every 10 ms).
+  buildIntervalMs: 5,
 });
 
 // The names on the controller's serving certificate: its Service, and loopback for the local cluster.
@@ -110,10 +115,18 @@ export class Controller {
   private readonly kc: k8s.KubeConfig;
   private readonly caches: Record<string, Cache<k8s.KubernetesObject>>;
   private timer: NodeJS.Timeout | undefined;
+  private lastBuildAt = -Infinity;
   private stopping = false;
+  /** Per policy: the digest of the status last written, and the status object it was made from. */
   private readonly written = new Map<string, string>();
+  private readonly writtenFrom = new Map<string, PolicyStatus>();
   private readonly waypointStatus: WaypointStatusWriter;
-  private building: Promise<void> = Promise.resolve();
+  /** The model, kept up to date change by change from the informers' events. */
+  private readonly engine: IncrementalModel;
+  /** The API writes (status, waypoint deployments): one pass at a time, off the build path. */
+  private writing: Promise<void> = Promise.resolve();
+  private writeRunning = false;
+  private writeQueued = false;
   model: MeshModel | undefined;
   builds = 0;
 
@@ -133,6 +146,7 @@ export class Controller {
     this.ca = ca;
     this.xds = xds;
     this.caches = caches;
+    this.engine = new IncrementalModel({ trustDomain: config.trustDomain, clusterId: config.clusterId, rootNamespace: config.rootNamespace });
     this.deployer = this.newDeployer();
     this.waypointStatus = new WaypointStatusWriter(kc, (k) => caches[k]);
     this.elector = config.lease
@@ -170,9 +184,10 @@ export class Controller {
     // What the previous leader wrote is not what this replica remembers writing: forget its own
     // digests (policy status, the deployer's) and write everything that differs once more.
     this.written.clear();
+    this.writtenFrom.clear();
     this.deployer = this.newDeployer();
     void this.ca.publisher.start().catch((e: Error) => log.warn({ err: e.message }, 'publishing the trust bundle failed; the resync retries'));
-    this.schedule();
+    void this.scheduleWrites();
   }
 
   private stoppedLeading(): void {
@@ -226,7 +241,7 @@ export class Controller {
     const xds = new ConfigServer({ authorize: (peer) => (peer.node.id.startsWith('waypoint~') ? nodes.waypointStreamRefusal(peer, isWaypoint) : nodes.streamRefusal(peer)) });
     const controller = new Controller(kc, config, ca, xds, caches, nodes);
     for (const [name, i] of Object.entries(caches)) {
-      for (const verb of ['add', 'update', 'delete'] as const) i.on(verb, () => controller.schedule());
+      for (const verb of ['add', 'update', 'delete'] as const) i.on(verb, (obj: k8s.KubernetesObject) => controller.onEvent(name, verb, obj));
       // client-node stops an informer on errors other than 410; the controller must keep watching.
       i.on('error', (e: unknown) => {
         if (controller.stopping) return;
@@ -349,71 +364,117 @@ export class Controller {
     return { workloads: [...workloads.values()], services };
   }
 
-  private schedule(): void {
+  /** An informer's event: the model's kinds go to the model; the waypoints' Deployments only matter to the writes. */
+  private onEvent(kind: string, verb: 'add' | 'update' | 'delete', obj: k8s.KubernetesObject): void {
+    if ((MODEL_KINDS as readonly string[]).includes(kind)) {
+      if (verb === 'delete') this.engine.delete(kind as ModelKind, obj);
+      else this.engine.set(kind as ModelKind, obj);
+      this.scheduleBuild();
+    } else if (kind === 'waypointDeployments') void this.scheduleWrites();
+  }
+
+  private scheduleBuild(): void {
     if (this.timer || this.stopping) return;
+    const wait = Math.max(0, this.lastBuildAt + this.config.buildIntervalMs - performance.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.building = this.building.then(() => this.rebuild()).catch((e: Error) => log.error({ err: e.message }, 'model build failed'));
-    }, this.config.debounceMs);
+      try {
+        this.build();
+      } catch (e) {
+        log.error({ err: (e as Error).message }, 'model build failed');
+      }
+    }, wait);
   }
 
-  /** Waits until the model reflects everything the informers have seen (tests). */
+  /** Waits until the model reflects everything the informers have seen, and the writes it calls for are done (tests). */
   async settle(): Promise<void> {
-    while (this.timer) await new Promise((r) => setTimeout(r, 5));
-    await this.building;
+    while (this.timer || this.engine.pending) {
+      if (!this.timer) this.build();
+      else await new Promise((r) => setTimeout(r, 5));
+    }
+    await this.writing;
   }
 
-  private snapshot(): ClusterSnapshot {
-    const list = <T>(k: string) => [...this.caches[k]!.list()] as T[];
-    return {
-      namespaces: list('namespaces'),
-      pods: list('pods'),
-      services: list('services'),
-      endpointSlices: list('endpointSlices'),
-      nodes: list('nodes'),
-      gateways: list('gateways'),
-      httpRoutes: list('httpRoutes'),
-      authorizationPolicies: list('authorizationPolicies'),
-      peerAuthentications: list('peerAuthentications'),
-      grpcRoutes: list('grpcRoutes'),
-      referenceGrants: list('referenceGrants'),
-      trafficPolicies: list('trafficPolicies'),
-    };
-  }
-
+  /** Applies the changes the informers reported, then writes what the leader writes; resolves when both are done. */
   async rebuild(): Promise<void> {
+    this.build();
+    await this.scheduleWrites();
+  }
+
+  /** Commits the model's pending changes and publishes the resources they touched. Synchronous: no build waits for I/O. */
+  private build(): void {
     const started = performance.now();
-    const model = buildModel(this.snapshot(), { trustDomain: this.config.trustDomain, clusterId: this.config.clusterId, rootNamespace: this.config.rootNamespace });
-    this.xds.batch((tx) => {
-      for (const [type, items] of [
-        [WORKLOAD, model.workloads],
-        [SERVICE, model.services],
-        [AUTHORIZATION, model.authorizations],
+    this.lastBuildAt = started;
+    const changes = this.engine.commit();
+    const model = this.engine.model;
+    const changed = this.xds.batch((tx) => {
+      for (const [type, items, names] of [
+        [WORKLOAD, model.workloads, changes.workloads],
+        [SERVICE, model.services, changes.services],
+        [AUTHORIZATION, model.authorizations, changes.authorizations],
         // For waypoints; clients get only the types they subscribe to (ztunnels do not ask for these).
-        [ROUTE, model.routes],
-        [L7_AUTHORIZATION, model.l7Authorizations],
+        [ROUTE, model.routes, changes.routes],
+        [L7_AUTHORIZATION, model.l7Authorizations, changes.l7Authorizations],
       ] as const) {
-        for (const [name, value] of items) tx.set(type, name, value as never);
-        for (const [name] of this.xds.store.entries(type)) if (!items.has(name)) tx.remove(type, name);
+        for (const name of names) {
+          const value = items.get(name);
+          if (value !== undefined) tx.set(type, name, value as never);
+          else tx.remove(type, name);
+        }
       }
     });
     this.model = model;
     this.builds++;
-    log.debug({ ms: Math.round(performance.now() - started), workloads: model.workloads.size }, 'model built');
+    log.debug({ ms: Math.round((performance.now() - started) * 10) / 10, full: changes.full, workloads: model.workloads.size, changed }, 'model built');
+    void this.scheduleWrites();
+  }
+
+  /**
+   * Runs a pass of the leader's writes against the current model, or, while one runs, one more
+   * after it: writes never hold a build back, and a burst of builds costs at most two passes.
+   */
+  private scheduleWrites(): Promise<void> {
+    this.writeQueued = true;
+    if (!this.writeRunning) {
+      this.writeRunning = true;
+      this.writing = (async () => {
+        try {
+          while (this.writeQueued) {
+            this.writeQueued = false;
+            await this.writeOnce();
+          }
+        } catch (e) {
+          log.error({ err: (e as Error).message }, 'writing status failed');
+        } finally {
+          this.writeRunning = false;
+        }
+      })();
+    }
+    return this.writing;
+  }
+
+  private async writeOnce(): Promise<void> {
+    const model = this.model;
     // The writes are the leader's; a follower serves the same model and writes nothing.
-    if (!this.leading) return;
-    await this.writeStatuses(model.policyStatus);
-    const snap = this.snapshot();
-    await this.deployer.reconcile(snap.gateways, [...this.caches.waypointDeployments!.list()] as k8s.V1Deployment[], snap.services);
-    await this.waypointStatus.write(model);
+    if (!model || !this.leading) return;
+    // The next commit changes the model's maps while these writes wait on the API: write from copies.
+    await this.writeStatuses(new Map(model.policyStatus));
+    const list = <T>(k: string) => [...this.caches[k]!.list()] as T[];
+    await this.deployer.reconcile(list('gateways'), list<k8s.V1Deployment>('waypointDeployments'), list<k8s.V1Service>('services'));
+    await this.waypointStatus.write({ ...model, routeStatus: new Map(model.routeStatus), trafficPolicyStatus: new Map(model.trafficPolicyStatus) });
   }
 
   /** Writes each policy's status when it changed, through the status subresource. */
   private async writeStatuses(statuses: Map<string, PolicyStatus>): Promise<void> {
     const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
     for (const [key, status] of statuses) {
+      // The model keeps the object of a status that did not change: nothing to compare.
+      if (this.writtenFrom.get(key) === status) continue;
       const digest = JSON.stringify(status.conditions.map((c) => ({ ...c, lastTransitionTime: undefined })));
-      if (this.written.get(key) === digest) continue;
+      if (this.written.get(key) === digest) {
+        this.writtenFrom.set(key, status);
+        continue;
+      }
       const [kind, namespace, name] = key.split('/') as [string, string, string];
       const plural = kind === 'PeerAuthentication' ? 'peerauthentications' : 'authorizationpolicies';
       await custom
@@ -422,7 +483,10 @@ export class Controller {
           k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
         )
         .then(
-          () => this.written.set(key, digest),
+          () => {
+            this.written.set(key, digest);
+            this.writtenFrom.set(key, status);
+          },
           (e: Error) => log.warn({ policy: key, err: e.message }, 'writing policy status failed'),
         );
     }
@@ -431,12 +495,13 @@ export class Controller {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
     // First give the Lease away, so that another replica takes over the writes at once.
-    await this.building;
+    await this.writing;
     await this.elector?.stop();
     await this.directory?.stop();
     await Promise.allSettled(Object.values(this.caches).map((i) => i.stop()));
-    await this.building;
+    await this.writing;
     await this.dashboard?.close();
     await this.relayServer?.close();
     this.relay?.close();

@@ -135,7 +135,7 @@ test('the controller reads its ports, hosts and trust domain from one schema', (
   const c = loadControllerSettings({ MESH_TRUST_DOMAIN: 'example.org', MESH_LISTEN_HOST: '127.0.0.1', MESH_XDS_PORT: '0', MESH_CA_PORT: '0', MESH_RELAY_HOST: '0.0.0.0', MESH_RELAY_PORT: '0' });
   t.like(c, { trustDomain: 'example.org', host: '127.0.0.1', xdsPort: 0, caPort: 0, relayHost: '0.0.0.0', relayPort: 0 });
   t.like(loadControllerSettings({}), { trustDomain: 'cluster.local', host: '0.0.0.0', xdsPort: 15010, caPort: 15012, relayHost: '127.0.0.1', relayPort: 4245 });
-  t.like(CONTROLLER_DEFAULTS, { trustDomain: 'cluster.local', xdsPort: 15010, caPort: 15012, relayPort: 4245, debounceMs: 30 });
+  t.like(CONTROLLER_DEFAULTS, { trustDomain: 'cluster.local', xdsPort: 15010, caPort: 15012, relayPort: 4245, buildIntervalMs: 5 });
   t.throws(() => loadControllerSettings({ MESH_XDS_PORT: 'x' }), { message: /^MESH_XDS_PORT=x: expected a port number/ });
 });
 

@@ -2,6 +2,7 @@
 // stream (Istio ambient's workload.proto / authorization.proto shapes), plus the status of our
 // policy CRDs. A pure library: the controller feeds it informer caches and writes what it returns.
 export { buildModel } from './model.ts';
+export { IncrementalModel, MODEL_KINDS, type ModelChanges, type ModelKind } from './incremental.ts';
 export { ACCEPTED, ENFORCED, mergeConditions, REASON } from './status.ts';
 export { STATIC_STRICT } from './peerauthn.ts';
 export { appProtocol } from './services.ts';

@@ -126,3 +126,60 @@ function push<T>(m: Map<string, T[]>, k: string, v: T): void {
   if (list) list.push(v);
   else m.set(k, [v]);
 }
+
+/**
+ * LabelIndex for a set that changes: keys indexed by namespace and by each label pair, added and
+ * removed one at a time (the incremental model's pods and services).
+ */
+export class LiveLabelIndex {
+  readonly #byPair = new Map<string, Set<string>>();
+  readonly #byNs = new Map<string, Set<string>>();
+  readonly #all = new Set<string>();
+  readonly #labels = new Map<string, { ns: string; labels: Labels }>();
+
+  add(key: string, ns: string, labels: Labels): void {
+    this.remove(key);
+    this.#all.add(key);
+    this.#labels.set(key, { ns, labels });
+    addTo(this.#byNs, ns, key);
+    for (const k in labels) addTo(this.#byPair, `${ns}\0${k}\0${labels[k]}`, key);
+  }
+
+  remove(key: string): void {
+    const held = this.#labels.get(key);
+    if (!held) return;
+    const { ns, labels } = held;
+    this.#all.delete(key);
+    this.#labels.delete(key);
+    deleteFrom(this.#byNs, ns, key);
+    for (const k in labels) deleteFrom(this.#byPair, `${ns}\0${k}\0${labels[k]}`, key);
+  }
+
+  /** Keys in `ns` (every namespace when null) whose labels include all of `selector`. */
+  select(ns: string | null, selector: Labels): string[] {
+    // Across namespaces: namespace by namespace (there are few; indexing every pair a second time
+    // for these rare selections cost a tenth of a first build).
+    if (ns === null) return Object.keys(selector).length === 0 ? [...this.#all] : [...this.#byNs.keys()].flatMap((n) => this.select(n, selector));
+    let best: Set<string> | undefined;
+    for (const k in selector) {
+      const bucket = this.#byPair.get(`${ns}\0${k}\0${selector[k]}`);
+      if (!bucket) return [];
+      if (!best || bucket.size < best.size) best = bucket;
+    }
+    if (!best) return [...(this.#byNs.get(ns) ?? [])];
+    return [...best].filter((key) => selects(selector, this.#labels.get(key)!.labels));
+  }
+}
+
+function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
+  const set = m.get(k);
+  if (set) set.add(v);
+  else m.set(k, new Set([v]));
+}
+
+function deleteFrom(m: Map<string, Set<string>>, k: string, v: string): void {
+  const set = m.get(k);
+  if (!set) return;
+  set.delete(v);
+  if (set.size === 0) m.delete(k);
+}

@@ -5,9 +5,8 @@
 import type { Authorization, L7Authorization, Service, Workload } from '../../xds/index.ts';
 import { parseAuthorizationPolicy } from './authz.ts';
 import { compare, LabelIndex, labelsOf, nameOf, namespaceOf, sortedMap, uniqSorted, type Labels } from './kube.ts';
-import { compileL7Authorization, withWaypointNote } from './l7authz.ts';
 import { compilePeerAuthentications } from './peerauthn.ts';
-import { place } from './placement.ts';
+import { placePolicy } from './placement.ts';
 import { buildRoutes } from './routes.ts';
 import { buildService, servicesByPod } from './services.ts';
 import { DEFAULT_MODEL_OPTIONS, type ClusterSnapshot, type MeshModel, type ModelOptions, type PolicyStatus } from './types.ts';
@@ -48,15 +47,9 @@ export function buildModel(snap: ClusterSnapshot, options: Partial<ModelOptions>
     if (list) list.push(...keys);
     else attach.set(uid, [...keys]);
   };
-  const byNs = new Map<string, PodWorkload[]>();
-  for (const w of podWorkloads) {
-    const list = byNs.get(w.workload.namespace);
-    if (list) list.push(w);
-    else byNs.set(w.workload.namespace, [w]);
-  }
+  const workloadIndex = new LabelIndex(podWorkloads, (w) => w.workload.namespace, (w) => labelsOf(w.pod));
   const placement = {
-    all: podWorkloads,
-    byNs,
+    select: (ns: string | null, selector: Labels) => workloadIndex.select(ns, selector),
     rootNamespace: opts.rootNamespace,
     nsWaypoint: (ns: string) => nsWaypoints.get(ns) ?? null,
     serviceWaypoint: (ns: string, name: string) => serviceWaypoints.get(`${ns}/${name}`) ?? null,
@@ -66,15 +59,11 @@ export function buildModel(snap: ClusterSnapshot, options: Partial<ModelOptions>
   const l7Authorizations = new Map<string, L7Authorization>();
   for (const obj of snap.authorizationPolicies) {
     const p = parseAuthorizationPolicy(obj, opts.rootNamespace, opts.trustDomain);
-    const r = place(p, placement);
+    const r = placePolicy(obj, p, placement, opts.trustDomain);
     policyStatus.set(p.key, r.status);
-    if (r.waypoint && r.waypoint.targets.length > 0) {
-      const l7 = compileL7Authorization(obj, p, r.waypoint.targets, opts.trustDomain);
-      if (l7.authorization) l7Authorizations.set(`${p.namespace}/${p.name}`, l7.authorization);
-      policyStatus.set(p.key, withWaypointNote(r.status, p, l7, r.waypoint.waypoints));
-    }
-    if (!r.authorization) continue;
     const key = `${p.namespace}/${p.name}`;
+    if (r.l7Authorization) l7Authorizations.set(key, r.l7Authorization);
+    if (!r.authorization) continue;
     authorizations.set(key, r.authorization);
     for (const uid of r.attachTo) attachAll(uid, [key]);
   }

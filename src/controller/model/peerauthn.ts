@@ -22,7 +22,7 @@ type Mode = 'UNSET' | 'DISABLE' | 'PERMISSIVE' | 'STRICT';
 const MODES: readonly string[] = ['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT'];
 export const STATIC_STRICT = 'converted_static_strict';
 
-interface ParsedPeerAuthn {
+export interface ParsedPeerAuthn {
   obj: KubeObject;
   key: string;
   namespace: string;
@@ -87,76 +87,115 @@ export interface PeerAuthnResult {
 }
 
 export function compilePeerAuthentications(objs: KubeObject[], workloads: PodWorkload[], rootNamespace: string): PeerAuthnResult {
-  const parsed = objs.map(parse).sort((a, b) => olderFirst(a.obj, b.obj));
-  const valid = parsed.filter((p) => p.errors.length === 0);
-  // The oldest namespace-wide policy of each namespace (the root namespace's is the mesh-wide one).
-  const nsWide = new Map<string, ParsedPeerAuthn>();
-  for (const p of valid) if (!p.selector && !nsWide.has(p.namespace)) nsWide.set(p.namespace, p);
-  const selectorsByNs = new Map<string, ParsedPeerAuthn[]>();
-  for (const p of valid) if (p.selector) selectorsByNs.set(p.namespace, [...(selectorsByNs.get(p.namespace) ?? []), p]);
-
+  const index = indexPeerAuthentications(objs, rootNamespace);
   const authorizations = new Map<string, Authorization>();
   const attach = new Map<string, string[]>();
   const effectiveOn = new Map<string, number>();
   const selectedBy = new Map<string, number>();
   const count = (m: Map<string, number>, k: string): void => void m.set(k, (m.get(k) ?? 0) + 1);
-  const staticKey = `${rootNamespace}/${STATIC_STRICT}`;
-
   for (const w of workloads) {
-    if (w.workload.tunnelProtocol !== 'HBONE') continue;
-    const ns = w.workload.namespace;
-    const labels = w.pod.metadata?.labels ?? {};
-    const mesh = nsWide.get(rootNamespace);
-    const nsPol = ns === rootNamespace ? undefined : nsWide.get(ns);
-    const candidates = (selectorsByNs.get(ns) ?? []).filter((p) => selects(p.selector!, labels));
-    for (const c of candidates) count(selectedBy, c.key);
-    const wl = candidates[0];
-    let strict = mesh?.mode === 'STRICT';
-    if (mesh) count(effectiveOn, mesh.key);
-    if (nsPol) count(effectiveOn, nsPol.key);
-    if (nsPol && nsPol.mode !== 'UNSET') strict = nsPol.mode === 'STRICT';
-    if (wl) {
-      count(effectiveOn, wl.key);
-      if (wl.mode !== 'UNSET') strict = wl.mode === 'STRICT';
-    }
-    const keys: string[] = [];
-    const relaxed = wl ? [...wl.ports].filter(([, m]) => m === 'PERMISSIVE' || m === 'DISABLE').map(([p]) => p).sort((a, b) => a - b) : [];
-    const strictPorts = wl ? [...wl.ports].filter(([, m]) => m === 'STRICT').map(([p]) => p).sort((a, b) => a - b) : [];
-    if (wl && strict && relaxed.length > 0) {
-      const name = `converted_peer_authentication_${wl.name}`;
-      authorizations.set(`${ns}/${name}`, denyAuthorization(name, ns, strictMatch({ notDestinationPorts: relaxed })));
-      keys.push(`${ns}/${name}`);
-    } else if (wl && !strict && strictPorts.length > 0) {
-      const name = `converted_peer_authentication_${wl.name}`;
-      authorizations.set(`${ns}/${name}`, denyAuthorization(name, ns, strictMatch({ destinationPorts: strictPorts })));
-      keys.push(`${ns}/${name}`);
-    } else if (strict) {
-      authorizations.set(staticKey, denyAuthorization(STATIC_STRICT, rootNamespace, strictMatch({})));
-      keys.push(staticKey);
-    }
-    if (keys.length) attach.set(w.workload.uid, keys);
+    const r = peerAuthnOf(index, w);
+    if (!r) continue;
+    for (const k of r.selectedBy) count(selectedBy, k);
+    for (const k of r.effectiveOn) count(effectiveOn, k);
+    for (const [k, a] of r.authorizations) authorizations.set(k, a);
+    if (r.keys.length) attach.set(w.workload.uid, r.keys);
   }
+  const status = peerAuthnStatus(index, (k) => (selectedBy.get(k) ?? 0) > 0, (k) => effectiveOn.has(k));
+  return { authorizations, attach, status };
+}
 
+/** The PeerAuthentications parsed and ordered for lookups per workload. */
+export interface PeerAuthnIndex {
+  rootNamespace: string;
+  /** Oldest first. */
+  parsed: ParsedPeerAuthn[];
+  /** The oldest namespace-wide policy of each namespace (the root namespace's is the mesh-wide one). */
+  nsWide: Map<string, ParsedPeerAuthn>;
+  selectorsByNs: Map<string, ParsedPeerAuthn[]>;
+}
+
+export function indexPeerAuthentications(objs: KubeObject[], rootNamespace: string): PeerAuthnIndex {
+  const parsed = objs.map(parse).sort((a, b) => olderFirst(a.obj, b.obj));
+  const valid = parsed.filter((p) => p.errors.length === 0);
+  const nsWide = new Map<string, ParsedPeerAuthn>();
+  for (const p of valid) if (!p.selector && !nsWide.has(p.namespace)) nsWide.set(p.namespace, p);
+  const selectorsByNs = new Map<string, ParsedPeerAuthn[]>();
+  for (const p of valid) if (p.selector) selectorsByNs.set(p.namespace, [...(selectorsByNs.get(p.namespace) ?? []), p]);
+  return { rootNamespace, parsed, nsWide, selectorsByNs };
+}
+
+/** What the PeerAuthentications make of one workload. */
+export interface WorkloadPeerAuthn {
+  /** Keys of the Authorizations the workload lists. */
+  keys: string[];
+  /** Those Authorizations (one workload's value of a key is every workload's). */
+  authorizations: [string, Authorization][];
+  /** policyStatus keys of the workload policies that select it. */
+  selectedBy: string[];
+  /** policyStatus keys of the policies in effect on it. */
+  effectiveOn: string[];
+}
+
+/** null for a workload outside the mesh: ztunnel does not capture it, so nothing applies. */
+export function peerAuthnOf(index: PeerAuthnIndex, w: PodWorkload): WorkloadPeerAuthn | null {
+  if (w.workload.tunnelProtocol !== 'HBONE') return null;
+  const { rootNamespace, nsWide, selectorsByNs } = index;
+  const ns = w.workload.namespace;
+  const labels = w.pod.metadata?.labels ?? {};
+  const mesh = nsWide.get(rootNamespace);
+  const nsPol = ns === rootNamespace ? undefined : nsWide.get(ns);
+  const candidates = (selectorsByNs.get(ns) ?? []).filter((p) => selects(p.selector!, labels));
+  const out: WorkloadPeerAuthn = { keys: [], authorizations: [], selectedBy: candidates.map((c) => c.key), effectiveOn: [] };
+  const wl = candidates[0];
+  let strict = mesh?.mode === 'STRICT';
+  if (mesh) out.effectiveOn.push(mesh.key);
+  if (nsPol) out.effectiveOn.push(nsPol.key);
+  if (nsPol && nsPol.mode !== 'UNSET') strict = nsPol.mode === 'STRICT';
+  if (wl) {
+    out.effectiveOn.push(wl.key);
+    if (wl.mode !== 'UNSET') strict = wl.mode === 'STRICT';
+  }
+  const relaxed = wl ? [...wl.ports].filter(([, m]) => m === 'PERMISSIVE' || m === 'DISABLE').map(([p]) => p).sort((a, b) => a - b) : [];
+  const strictPorts = wl ? [...wl.ports].filter(([, m]) => m === 'STRICT').map(([p]) => p).sort((a, b) => a - b) : [];
+  const emit = (key: string, a: Authorization): void => {
+    out.authorizations.push([key, a]);
+    out.keys.push(key);
+  };
+  if (wl && strict && relaxed.length > 0) {
+    const name = `converted_peer_authentication_${wl.name}`;
+    emit(`${ns}/${name}`, denyAuthorization(name, ns, strictMatch({ notDestinationPorts: relaxed })));
+  } else if (wl && !strict && strictPorts.length > 0) {
+    const name = `converted_peer_authentication_${wl.name}`;
+    emit(`${ns}/${name}`, denyAuthorization(name, ns, strictMatch({ destinationPorts: strictPorts })));
+  } else if (strict) {
+    emit(`${rootNamespace}/${STATIC_STRICT}`, denyAuthorization(STATIC_STRICT, rootNamespace, strictMatch({})));
+  }
+  return out;
+}
+
+/** Every PeerAuthentication's status, given which policies select and which are in effect on some workload. */
+export function peerAuthnStatus(index: PeerAuthnIndex, selectsSome: (key: string) => boolean, effectiveOnSome: (key: string) => boolean): Map<string, PolicyStatus> {
   const status = new Map<string, PolicyStatus>();
-  for (const p of parsed) {
+  for (const p of index.parsed) {
     const gen = p.generation;
     if (p.errors.length > 0) {
       status.set(p.key, policyStatus(condition(ACCEPTED, false, REASON.invalidSpec, p.errors.join('; '), gen), condition(ENFORCED, false, REASON.invalid, 'not enforced until the spec is fixed; other policies are unaffected', gen)));
       continue;
     }
-    const winner = p.selector ? null : nsWide.get(p.namespace);
+    const winner = p.selector ? null : index.nsWide.get(p.namespace);
     const accepted = condition(ACCEPTED, true, REASON.accepted, 'the policy is valid', gen);
     if (winner && winner !== p) {
       status.set(p.key, policyStatus(accepted, condition(ENFORCED, false, REASON.conflicted, `PeerAuthentication ${winner.namespace}/${winner.name} is older and takes precedence (Istio: the oldest policy wins)`, gen)));
       continue;
     }
-    if (p.selector && (selectedBy.get(p.key) ?? 0) > 0 && !effectiveOn.has(p.key)) {
+    if (p.selector && selectsSome(p.key) && !effectiveOnSome(p.key)) {
       status.set(p.key, policyStatus(accepted, condition(ENFORCED, false, REASON.conflicted, 'an older PeerAuthentication selects the same workloads and takes precedence (Istio: the oldest policy wins)', gen)));
       continue;
     }
-    status.set(p.key, policyStatus(accepted, condition(ENFORCED, true, REASON.enforced, describe(p, rootNamespace), gen)));
+    status.set(p.key, policyStatus(accepted, condition(ENFORCED, true, REASON.enforced, describe(p, index.rootNamespace), gen)));
   }
-  return { authorizations, attach, status };
+  return status;
 }
 
 function describe(p: ParsedPeerAuthn, rootNamespace: string): string {

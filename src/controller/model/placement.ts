@@ -8,18 +8,19 @@
 // missing or not ready (DESIGN.md "Policy"; waypoints.ts says what ready means).
 // When only some selected workloads have a waypoint, the fail-closed form is emitted with scope
 // WORKLOAD_SELECTOR and listed by the others only, so it never blocks traffic a waypoint delivers.
-import type { Authorization, Scope } from '../../xds/index.ts';
+import type { Authorization, L7Authorization, Scope } from '../../xds/index.ts';
 import { ztunnelAction, type ParsedPolicy } from './authz.ts';
-import { selects, uniqSorted } from './kube.ts';
+import { compileL7Authorization, withWaypointNote } from './l7authz.ts';
+import { uniqSorted, type Labels } from './kube.ts';
 import { hostnameOf } from './services.ts';
 import { ACCEPTED, condition, ENFORCED, policyStatus, REASON } from './status.ts';
-import { LABEL_USE_WAYPOINT, LABEL_USE_WAYPOINT_NAMESPACE, type PolicyStatus } from './types.ts';
+import { LABEL_USE_WAYPOINT, LABEL_USE_WAYPOINT_NAMESPACE, type KubeObject, type PolicyStatus } from './types.ts';
 import type { WaypointRef, Waypoints } from './waypoints.ts';
 import type { PodWorkload } from './workloads.ts';
 
 export interface PlacementInput {
-  all: PodWorkload[];
-  byNs: Map<string, PodWorkload[]>;
+  /** The workloads of namespace `ns` (every namespace when null) whose pod labels include all of `selector`. */
+  select: (ns: string | null, selector: Labels) => PodWorkload[];
   rootNamespace: string;
   /** The namespace's own waypoint (label on the Namespace), if any. */
   nsWaypoint: (ns: string) => WaypointRef | null;
@@ -48,6 +49,27 @@ export interface Placement {
 
 const list = (xs: readonly (string | number)[]): string => xs.join(', ');
 
+/** One AuthorizationPolicy as the model emits it: for ztunnel, for a waypoint, and its status. */
+export interface PlacedPolicy {
+  authorization: Authorization | null;
+  attachTo: string[];
+  l7Authorization: L7Authorization | null;
+  status: PolicyStatus;
+}
+
+/** place() and, where a waypoint takes the policy, its L7 compilation and the status note about it. */
+export function placePolicy(obj: KubeObject, p: ParsedPolicy, input: PlacementInput, trustDomain: string): PlacedPolicy {
+  const r = place(p, input);
+  let status = r.status;
+  let l7Authorization: L7Authorization | null = null;
+  if (r.waypoint && r.waypoint.targets.length > 0) {
+    const l7 = compileL7Authorization(obj, p, r.waypoint.targets, trustDomain);
+    l7Authorization = l7.authorization;
+    status = withWaypointNote(r.status, p, l7, r.waypoint.waypoints);
+  }
+  return { authorization: r.authorization, attachTo: r.authorization ? r.attachTo : [], l7Authorization, status };
+}
+
 export function place(p: ParsedPolicy, input: PlacementInput): Placement {
   const gen = p.generation;
   const accepted = (msg = 'the policy is valid'): ReturnType<typeof condition> =>
@@ -70,7 +92,6 @@ export function place(p: ParsedPolicy, input: PlacementInput): Placement {
   if (p.targetRefs) return placeTargeted(p, input, accepted());
 
   const selected = selectedWorkloads(p, input);
-  const needsWaypoint = p.l7Fields.length > 0 || p.action === 'CUSTOM' || p.action === 'AUDIT';
   const authorization = (scope: Scope): Authorization => ({
     name: p.name,
     namespace: p.namespace,
@@ -80,7 +101,7 @@ export function place(p: ParsedPolicy, input: PlacementInput): Placement {
     dryRun: p.dryRun,
     origin: 'AUTHORIZATION_POLICY',
   });
-  if (!needsWaypoint) {
+  if (!needsWaypoint(p)) {
     return {
       authorization: authorization(p.scope),
       attachTo: p.scope === 'WORKLOAD_SELECTOR' ? selected.map((w) => w.workload.uid) : [],
@@ -148,13 +169,16 @@ export function place(p: ParsedPolicy, input: PlacementInput): Placement {
   };
 }
 
+/** A policy ztunnel cannot enforce as written: a ready waypoint must take it, or it fails closed. */
+export function needsWaypoint(p: ParsedPolicy): boolean {
+  return p.l7Fields.length > 0 || p.action === 'CUSTOM' || p.action === 'AUDIT';
+}
+
 /** The workloads a policy applies to by its scope; a selector in the root namespace applies in every namespace (Istio). */
 function selectedWorkloads(p: ParsedPolicy, input: PlacementInput): PodWorkload[] {
-  if (p.scope === 'GLOBAL') return input.all;
-  const inNs = p.namespace === input.rootNamespace ? input.all : (input.byNs.get(p.namespace) ?? []);
-  if (p.scope === 'NAMESPACE') return inNs;
-  const sel = p.selector ?? {};
-  return inNs.filter((w) => selects(sel, w.pod.metadata?.labels ?? {}));
+  if (p.scope === 'GLOBAL') return input.select(null, {});
+  const ns = p.namespace === input.rootNamespace ? null : p.namespace;
+  return input.select(ns, p.scope === 'NAMESPACE' ? {} : (p.selector ?? {}));
 }
 
 /** targetRefs: the policy is for the waypoint named (or the waypoint of the Service named); ztunnel never sees it (istiod: "TargetRef is not intended for ztunnel"). */

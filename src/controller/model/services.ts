@@ -2,7 +2,7 @@
 // services it backs with target ports resolved against that pod (Workload.services).
 import type * as k8s from '@kubernetes/client-node';
 import type { Port, PortList, Service } from '../../xds/index.ts';
-import { byNamespace, compare, ipBytes, labelsOf, nameOf, namespaceOf, uniqSorted, type LabelIndex } from './kube.ts';
+import { compare, ipBytes, labelsOf, nameOf, namespaceOf, uniqSorted, type LabelIndex } from './kube.ts';
 import { ANNOTATION_SUBJECT_ALT_NAMES } from './types.ts';
 import type { WaypointRef } from './waypoints.ts';
 
@@ -85,6 +85,63 @@ function resolveTargetPort(p: k8s.V1ServicePort, pod: k8s.V1Pod): number | null 
   return null;
 }
 
+/** A Service that picks its endpoints by label (the others take them from EndpointSlices that name pods). */
+export function hasSelector(svc: k8s.V1Service): boolean {
+  const sel = svc.spec?.selector;
+  return !!sel && Object.keys(sel).length > 0;
+}
+
+/** The ports a selected pod serves for `svc`; null when it is no endpoint (none of the service's named ports). */
+export function selectedPodPorts(svc: k8s.V1Service, pod: k8s.V1Pod): Port[] | null {
+  const ports = tcpPorts(svc);
+  const resolved = ports.flatMap((p) => {
+    const target = resolveTargetPort(p, pod);
+    return target === null ? [] : [{ servicePort: p.port, targetPort: target, appProtocol: appProtocol(p) }];
+  });
+  // A pod with none of the service's named ports is no endpoint of it (nor is it in Kubernetes).
+  return resolved.length > 0 || ports.length === 0 ? resolved : null;
+}
+
+/** The ports of `svc` that an EndpointSlice of it gives its endpoints. */
+export function slicePorts(svc: k8s.V1Service, slice: k8s.V1EndpointSlice): Port[] {
+  return tcpPorts(svc).flatMap((p) => {
+    const sp = (slice.ports ?? []).find((x) => (x.name ?? '') === (p.name ?? '') && (x.protocol ?? 'TCP') === 'TCP');
+    return sp?.port === undefined ? [] : [{ servicePort: p.port, targetPort: sp.port, appProtocol: appProtocol(p) }];
+  });
+}
+
+/** The pods (by name, in the slice's namespace) that an EndpointSlice names. */
+export function slicePodNames(slice: k8s.V1EndpointSlice): string[] {
+  const ns = namespaceOf(slice);
+  const out: string[] = [];
+  for (const ep of slice.endpoints ?? []) {
+    const ref = ep.targetRef;
+    if (ref?.kind !== 'Pod' || !ref.name || (ref.namespace ?? ns) !== ns) continue;
+    out.push(ref.name);
+  }
+  return out;
+}
+
+/** The service an EndpointSlice belongs to (its kubernetes.io/service-name label), "ns/name"; null without one. */
+export function sliceService(slice: k8s.V1EndpointSlice): string | null {
+  const name = labelsOf(slice)['kubernetes.io/service-name'];
+  return name ? `${namespaceOf(slice)}/${name}` : null;
+}
+
+/** Service key → the ports found for it → one Workload.services map: keys sorted, ports sorted and unique. */
+export function portLists(found: Map<string, Port[]>): Record<string, PortList> {
+  const rec: Record<string, PortList> = {};
+  for (const key of [...found.keys()].sort(compare)) {
+    const seen = new Set<string>();
+    const ports = found.get(key)!.sort(portOrder).filter((p) => {
+      const id = `${p.servicePort}/${p.targetPort}`;
+      return seen.has(id) ? false : (seen.add(id), true);
+    });
+    rec[key] = { ports };
+  }
+  return rec;
+}
+
 /**
  * "ns/name" of each pod → its Workload.services map. Services with a selector select pods of their
  * namespace; services without one take their endpoints from EndpointSlices that name pods.
@@ -101,52 +158,31 @@ export function servicesByPod(
     if (!m) out.set(pod, (m = new Map()));
     const list = m.get(svcKey);
     if (list) list.push(...ports);
-    else m.set(svcKey, ports);
+    else m.set(svcKey, [...ports]);
   };
-  const slicesByNs = byNamespace(endpointSlices);
+  const slicesByService = new Map<string, k8s.V1EndpointSlice[]>();
+  for (const slice of endpointSlices) {
+    const key = sliceService(slice);
+    if (key) slicesByService.set(key, [...(slicesByService.get(key) ?? []), slice]);
+  }
   for (const svc of services) {
     if (svc.spec?.type === 'ExternalName') continue;
     const ns = namespaceOf(svc);
     const name = nameOf(svc);
     const svcKey = `${ns}/${hostnameOf(name, ns, clusterDomain)}`;
-    const ports = tcpPorts(svc);
-    const selector = svc.spec?.selector;
-    if (selector && Object.keys(selector).length > 0) {
-      for (const pod of pods.select(ns, selector)) {
-        const resolved = ports.flatMap((p) => {
-          const target = resolveTargetPort(p, pod);
-          return target === null ? [] : [{ servicePort: p.port, targetPort: target, appProtocol: appProtocol(p) }];
-        });
-        // A pod with none of the service's named ports is no endpoint of it (nor is it in Kubernetes).
-        if (resolved.length > 0 || ports.length === 0) add(`${ns}/${nameOf(pod)}`, svcKey, resolved);
+    if (hasSelector(svc)) {
+      for (const pod of pods.select(ns, svc.spec!.selector!)) {
+        const ports = selectedPodPorts(svc, pod);
+        if (ports) add(`${ns}/${nameOf(pod)}`, svcKey, ports);
       }
       continue;
     }
-    for (const slice of slicesByNs.get(ns) ?? []) {
-      if (labelsOf(slice)['kubernetes.io/service-name'] !== name) continue;
-      const resolved = ports.flatMap((p) => {
-        const sp = (slice.ports ?? []).find((x) => (x.name ?? '') === (p.name ?? '') && (x.protocol ?? 'TCP') === 'TCP');
-        return sp?.port === undefined ? [] : [{ servicePort: p.port, targetPort: sp.port, appProtocol: appProtocol(p) }];
-      });
-      for (const ep of slice.endpoints ?? []) {
-        const ref = ep.targetRef;
-        if (ref?.kind !== 'Pod' || !ref.name || (ref.namespace ?? ns) !== ns) continue;
-        add(`${ns}/${ref.name}`, svcKey, resolved);
-      }
+    for (const slice of slicesByService.get(`${ns}/${name}`) ?? []) {
+      const ports = slicePorts(svc, slice);
+      for (const pod of slicePodNames(slice)) add(`${ns}/${pod}`, svcKey, ports);
     }
   }
   const result = new Map<string, Record<string, PortList>>();
-  for (const [pod, m] of out) {
-    const rec: Record<string, PortList> = {};
-    for (const key of [...m.keys()].sort(compare)) {
-      const seen = new Set<string>();
-      const ports = m.get(key)!.sort(portOrder).filter((p) => {
-        const id = `${p.servicePort}/${p.targetPort}`;
-        return seen.has(id) ? false : (seen.add(id), true);
-      });
-      rec[key] = { ports };
-    }
-    result.set(pod, rec);
-  }
+  for (const [pod, m] of out) result.set(pod, portLists(m));
   return result;
 }

@@ -41,8 +41,8 @@ interface Use {
   found: boolean;
   /** Why it cannot take traffic ("" when ready). */
   problem: string;
-  users: string[];
-  policies: string[];
+  users: Set<string>;
+  policies: Set<string>;
 }
 
 export class Waypoints {
@@ -52,6 +52,12 @@ export class Waypoints {
   /** "ns/name" of the Services that have at least one ready endpoint. */
   readonly #readyServices: ReadonlySet<string>;
   readonly #uses = new Map<string, Use>();
+  /** user → the waypoint it resolved to; policy → the waypoints it was handed to (so both can be forgotten). */
+  readonly #userKey = new Map<string, string>();
+  readonly #policyKeys = new Map<string, Set<string>>();
+  /** The report's entries, recomputed only for the waypoints whose users or policies changed. */
+  readonly #reported = new Map<string, WaypointUse>();
+  readonly #changed = new Set<string>();
 
   /** `readyServices`: "ns/name" of the Services with a ready endpoint (readyServices()). */
   constructor(gateways: KubeObject[], clusterDomain: string, readyServices: ReadonlySet<string> = new Set()) {
@@ -67,9 +73,11 @@ export class Waypoints {
   /**
    * The waypoint of an object with `labels` in namespace `ns` whose labels are `nsLabels`: the
    * object's own label wins, "none" opts out of the namespace's waypoint (as in Istio).
-   * `user` ("Pod/ns/name", "Service/ns/name", "Namespace/ns") is recorded for the report unless "".
+   * `user` ("Pod/ns/name", "Service/ns/name", "Namespace/ns") is recorded for the report unless "",
+   * in place of what it resolved to before (the incremental model resolves a user again when it changes).
    */
   resolve(user: string, ns: string, labels: Labels, nsLabels: Labels): WaypointRef | null {
+    if (user) this.forgetUser(user);
     const own = labels[LABEL_USE_WAYPOINT];
     const from = own !== undefined ? labels : nsLabels;
     const name = from[LABEL_USE_WAYPOINT];
@@ -87,26 +95,56 @@ export class Waypoints {
     const gw = this.#gateways.get(key);
     if (gw?.cls === WAYPOINT_CLASS && !takes(gw.forType, user)) return null;
     const use = this.#use(wns, name);
-    if (user) use.users.push(user);
+    if (user) {
+      use.users.add(user);
+      this.#userKey.set(user, key);
+      this.#changed.add(key);
+    }
     return { key, ready: use.problem === '', address: { hostname: use.hostname, hboneMtlsPort: HBONE_PORT } };
   }
 
   /** Records a policy handed to a waypoint for enforcement. */
   addPolicy(key: string, policy: string): void {
-    this.#uses.get(key)?.policies.push(policy);
+    const use = this.#uses.get(key);
+    if (!use) return;
+    use.policies.add(policy);
+    let keys = this.#policyKeys.get(policy);
+    if (!keys) this.#policyKeys.set(policy, (keys = new Set()));
+    keys.add(key);
+    this.#changed.add(key);
+  }
+
+  /** Forgets what `user` resolved to (it is gone, or about to be resolved again). */
+  forgetUser(user: string): void {
+    const key = this.#userKey.get(user);
+    if (key === undefined) return;
+    this.#userKey.delete(user);
+    this.#uses.get(key)?.users.delete(user);
+    this.#changed.add(key);
+  }
+
+  /** Forgets the waypoints a policy was handed to (it is gone, or about to be placed again). */
+  forgetPolicy(policy: string): void {
+    for (const key of this.#policyKeys.get(policy) ?? []) {
+      this.#uses.get(key)?.policies.delete(policy);
+      this.#changed.add(key);
+    }
+    this.#policyKeys.delete(policy);
   }
 
   problem(key: string): string {
     return this.#uses.get(key)?.problem ?? '';
   }
 
+  /** Every waypoint that a user or a policy refers to, in key order. */
   report(): Map<string, WaypointUse> {
-    const out = new Map<string, WaypointUse>();
-    for (const key of [...this.#uses.keys()].sort()) {
-      const u = this.#uses.get(key)!;
-      out.set(key, { gateway: key, hostname: u.hostname, found: u.found, ready: u.problem === '', problem: u.problem, users: uniqSorted(u.users), policies: uniqSorted(u.policies) });
+    for (const key of this.#changed) {
+      const u = this.#uses.get(key);
+      if (!u || (u.users.size === 0 && u.policies.size === 0)) this.#reported.delete(key);
+      else this.#reported.set(key, { gateway: key, hostname: u.hostname, found: u.found, ready: u.problem === '', problem: u.problem, users: uniqSorted(u.users), policies: uniqSorted(u.policies) });
     }
-    return out;
+    this.#changed.clear();
+    return new Map([...this.#reported].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
   }
 
   #isWaypoint(key: string): boolean {
@@ -129,7 +167,7 @@ export class Waypoints {
               : !this.#readyServices.has(key)
                 ? `waypoint Service ${key} has no ready endpoint`
                 : '';
-      use = { namespace: ns, name, hostname: `${ns}/${name}.${ns}.svc.${this.#clusterDomain}`, found, problem, users: [], policies: [] };
+      use = { namespace: ns, name, hostname: `${ns}/${name}.${ns}.svc.${this.#clusterDomain}`, found, problem, users: new Set(), policies: new Set() };
       this.#uses.set(key, use);
     }
     return use;
