@@ -276,6 +276,17 @@ test.serial('meshctl status is all green through a port-forward to the controlle
   // The same check, the installed way.
   const check = await meshctl('check', '--post-install');
   t.is(check.code, 0, check.stdout + check.stderr);
+  // The ztunnels too, through a port-forward to each node pod's admin port (127.0.0.1:15000).
+  const zc = await meshctl('ztunnel-config', 'workloads', '-n', NS, '-o', 'json');
+  t.is(zc.code, 0, zc.stderr);
+  const workloads = JSON.parse(zc.stdout) as { name: string; tunnelProtocol: string }[];
+  for (const app of Object.keys(APPS)) t.true(workloads.some((w) => w.name.startsWith(app) && w.tunnelProtocol === 'HBONE'), `${app} is in the ztunnels' config: ${zc.stdout.slice(0, 300)}`);
+  const one = await meshctl('ztunnel-config', 'certificates', '--node', 'node2', '-o', 'json');
+  t.is(one.code, 0, one.stderr);
+  t.regex(one.stdout, /spiffe:\/\/cluster\.local\/ns\/shop\/sa\//);
+  // analyze reads the same: the certificates it checks (no "CertificatesNotRead").
+  const an = await meshctl('analyze', '-o', 'json');
+  t.notRegex(an.stdout, /MESH0703/, an.stdout + an.stderr);
 });
 
 // Answers every request with the caller's address as this pod sees it.
