@@ -22,7 +22,7 @@
 import type * as k8s from '@kubernetes/client-node';
 import type { Authorization, L7Authorization, Port, Route, Service, Workload } from '../../xds/index.ts';
 import { parseAuthorizationPolicy, type ParsedPolicy } from './authz.ts';
-import { LiveLabelIndex, labelsOf, nameOf, namespaceOf, selects, uniqSorted, type Labels } from './kube.ts';
+import { addTo, deleteFrom, LiveLabelIndex, labelsOf, nameOf, namespaceOf, selects, uniqSorted, type Labels } from './kube.ts';
 import { indexPeerAuthentications, peerAuthnOf, peerAuthnStatus, type PeerAuthnIndex, type WorkloadPeerAuthn } from './peerauthn.ts';
 import { needsWaypoint, placePolicy, type PlacementInput } from './placement.ts';
 import { buildRoutes, type RouteStatus } from './routes.ts';
@@ -88,19 +88,6 @@ function count(m: Map<string, number>, k: string, by: 1 | -1): boolean {
   else m.set(k, n);
   // Crossed zero: whatever depends on "is there any" changed.
   return (by === 1 && n === 1) || n === 0;
-}
-
-function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
-  const set = m.get(k);
-  if (set) set.add(v);
-  else m.set(k, new Set([v]));
-}
-
-function deleteFrom(m: Map<string, Set<string>>, k: string, v: string): void {
-  const set = m.get(k);
-  if (!set) return;
-  set.delete(v);
-  if (set.size === 0) m.delete(k);
 }
 
 export class IncrementalModel {

@@ -171,13 +171,15 @@ export class LiveLabelIndex {
   }
 }
 
-function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
+/** Adds `v` to the set under `k` (an index of many values per key). */
+export function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
   const set = m.get(k);
   if (set) set.add(v);
   else m.set(k, new Set([v]));
 }
 
-function deleteFrom(m: Map<string, Set<string>>, k: string, v: string): void {
+/** Takes `v` out of the set under `k`, and the key with its last value. */
+export function deleteFrom(m: Map<string, Set<string>>, k: string, v: string): void {
   const set = m.get(k);
   if (!set) return;
   set.delete(v);
