@@ -6,38 +6,14 @@ import { buildRequest, type FlowsOptions } from '../../src/cli/commands/flows.ts
 import { flowsRequest, type FlowSource, type Inventory, ServiceGraph, startDashboard } from '../../src/controller/dashboard/index.ts';
 import { requestMatches } from '../../src/flows/filter.ts';
 import type { Flow, GetFlowsRequest, GetFlowsResponse } from '../../src/flows/types.ts';
+import { type FlowOverrides, meshFlow } from '../helpers/flows.ts';
 
 const NOW = 1_800_000_000_000;
 let n = 0;
-function flow(over: Partial<Flow> & { src?: string; dst?: string; at?: number } = {}): Flow {
+function flow(over: FlowOverrides & { at?: number } = {}): Flow {
   n++;
-  const [sns, spod] = (over.src ?? 'shop/frontend').split('/');
-  const [dns, dpod] = (over.dst ?? 'shop/catalog').split('/');
-  const { src: _s, dst: _d, at, ...rest } = over;
-  return {
-    timeUnixNano: ((at ?? NOW - 1000) + (n % 7)) * 1e6,
-    uuid: `u${n}`,
-    nodeName: 'node1',
-    verdict: 'FORWARDED',
-    dropReasonDesc: '',
-    ip: { source: '10.100.0.3', destination: '10.101.0.2', ipVersion: 4, encrypted: true },
-    tcp: { sourcePort: 40000 + n, destinationPort: 8080 },
-    source: { namespace: sns!, podName: spod!, identity: `spiffe://cluster.local/ns/${sns}/sa/${spod}`, serviceAccount: spod!, workload: spod!, nodeName: 'node1' },
-    destination: { namespace: dns!, podName: dpod!, identity: `spiffe://cluster.local/ns/${dns}/sa/${dpod}`, serviceAccount: dpod!, workload: dpod!, nodeName: 'node2' },
-    type: 'L3_L4',
-    trafficDirection: 'EGRESS',
-    destinationService: 'catalog.shop.svc.cluster.local',
-    reporter: 'ztunnel-source',
-    protocol: 'HBONE',
-    bytesSent: 10,
-    bytesReceived: 20,
-    durationMs: 5,
-    responseFlags: '-',
-    summary: 'HBONE mTLS',
-    kernel: null,
-    l7: null,
-    ...rest,
-  };
+  const { at, ...rest } = over;
+  return meshFlow(n, { timeUnixNano: ((at ?? NOW - 1000) + (n % 7)) * 1e6, destinationService: 'catalog.shop.svc.cluster.local', durationMs: 5, ...rest }, { src: 'shop/frontend', dst: 'shop/catalog' });
 }
 
 const INVENTORY: Inventory = {

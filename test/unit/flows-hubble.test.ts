@@ -19,33 +19,21 @@ import { observerClient, serveObserver } from '../../src/flows/server.ts';
 import type { Flow, FlowFilter, GetFlowsRequest, GetFlowsResponse } from '../../src/flows/types.ts';
 import type { ConnectionRecord } from '../../src/zds/protocol.ts';
 import { Telemetry } from '../../src/ztunnel/telemetry/index.ts';
+import { meshFlow } from '../helpers/flows.ts';
 
 let n = 0;
 function flow(over: Partial<Flow> = {}): Flow {
-  n++;
+  const f = meshFlow(++n, {}, { src: 'shop/client', dst: 'shop/web' });
   return {
+    ...f,
     timeUnixNano: Date.parse('2026-12-07T13:04:05.123Z') * 1e6 + 456_789,
-    uuid: `u${n}`,
-    nodeName: 'node1',
-    verdict: 'FORWARDED',
-    dropReasonDesc: '',
     ip: { source: '10.101.0.3', destination: '10.100.0.2', ipVersion: 4, encrypted: true },
-    tcp: { sourcePort: 40000 + n, destinationPort: 8080 },
-    source: { namespace: 'shop', podName: 'client', identity: 'spiffe://cluster.local/ns/shop/sa/client', serviceAccount: 'client', workload: 'client', nodeName: 'node1', labels: ['app=client', 'tier=front'] },
-    destination: { namespace: 'shop', podName: 'web', identity: 'spiffe://cluster.local/ns/shop/sa/web', serviceAccount: 'web', workload: 'web', nodeName: 'node2', labels: ['app=web', 'version=v2'] },
-    type: 'L3_L4',
+    source: { ...f.source!, labels: ['app=client', 'tier=front'] },
+    destination: { ...f.destination!, labels: ['app=web', 'version=v2'] },
     trafficDirection: 'INGRESS',
     destinationService: 'web.shop.svc.cluster.local',
     sourceService: 'client.shop.svc.cluster.local',
     reporter: 'ztunnel-destination',
-    protocol: 'HBONE',
-    bytesSent: 10,
-    bytesReceived: 20,
-    durationMs: 1,
-    responseFlags: '-',
-    summary: 'HBONE mTLS',
-    kernel: null,
-    l7: null,
     ...over,
   };
 }

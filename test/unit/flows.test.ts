@@ -12,36 +12,11 @@ import { Relay } from '../../src/flows/relay.ts';
 import { FlowRing } from '../../src/flows/ring.ts';
 import { observerClient, serveObserver, type ServingObserver, unary } from '../../src/flows/server.ts';
 import type { Flow, GetFlowsRequest, GetFlowsResponse, ServerStatus } from '../../src/flows/types.ts';
+import { type FlowOverrides, meshFlow } from '../helpers/flows.ts';
 
 let n = 0;
-function flow(over: Partial<Flow> & { src?: string; dst?: string } = {}): Flow {
-  n++;
-  const [sns, spod] = (over.src ?? 'shop/client').split('/');
-  const [dns, dpod] = (over.dst ?? 'shop/web').split('/');
-  return {
-    timeUnixNano: 1_800_000_000_000_000_000 + n * 1_000_000,
-    uuid: `u${n}`,
-    nodeName: 'node1',
-    verdict: 'FORWARDED',
-    dropReasonDesc: '',
-    ip: { source: '10.100.0.3', destination: '10.101.0.2', ipVersion: 4, encrypted: true },
-    tcp: { sourcePort: 40000 + n, destinationPort: 8080 },
-    source: { namespace: sns!, podName: spod!, identity: `spiffe://cluster.local/ns/${sns}/sa/${spod}`, serviceAccount: spod!, workload: spod!, nodeName: 'node1' },
-    destination: { namespace: dns!, podName: dpod!, identity: `spiffe://cluster.local/ns/${dns}/sa/${dpod}`, serviceAccount: dpod!, workload: dpod!, nodeName: 'node2' },
-    type: 'L3_L4',
-    trafficDirection: 'EGRESS',
-    destinationService: '',
-    reporter: 'ztunnel-source',
-    protocol: 'HBONE',
-    bytesSent: 10,
-    bytesReceived: 20,
-    durationMs: 1,
-    responseFlags: '-',
-    summary: 'HBONE mTLS',
-    kernel: null,
-    l7: null,
-    ...over,
-  };
+function flow(over: FlowOverrides = {}): Flow {
+  return meshFlow(++n, over, { src: 'shop/client', dst: 'shop/web' });
 }
 
 const opts = (o: Partial<FlowsOptions> = {}): FlowsOptions => ({
