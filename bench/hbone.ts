@@ -1,6 +1,6 @@
 // HBONE tunnel overhead against direct TCP, in one run:
 //
-//   node bench/hbone.ts [--rate 1000] [--seconds 5] [--conns 32] [--bulk-mb 256] [--out DIR]
+//   node bench/hbone.ts [--rate 1000] [--seconds 5] [--conns 32] [--bulk-mb 256] [--bulk-only] [--out DIR]
 //
 // Two processes on one host, over 127.0.0.1. This process is the source side: the load generator
 // and the HbonePool (ztunnel outbound's client). A forked child is the destination side: the
@@ -16,7 +16,9 @@
 //   saturation  --conns closed-loop connections, each sending the next 1 KB when the last came
 //               back, for --seconds: requests per second
 //   setup       new tunnel (CONNECT → 200) on a warm session vs a new TCP connection
-//   bulk        --bulk-mb MB one way into the sink, until the sink confirms: MB/s
+//   bulk        --bulk-mb MB one way into the sink, until the sink confirms: MB/s, and each
+//               process's CPU per MB over the transfer (less sensitive to a busy host than MB/s);
+//               --bulk-only runs just this phase
 //   RSS / CPU   both processes, after the runs
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
@@ -170,6 +172,7 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '5' },
       conns: { type: 'string', default: '32' },
       'bulk-mb': { type: 'string', default: '256' },
+      'bulk-only': { type: 'boolean', default: false },
       out: { type: 'string', default: fileURLToPath(new URL('./results/', import.meta.url)) },
     },
   });
@@ -219,45 +222,62 @@ async function main(): Promise<void> {
   // Warm up both paths (TLS session, JIT).
   for (const open of [() => tunnel(ready.echo), () => direct(ready.echo)]) await closedLoop(await openChans(open, 4), 1);
 
-  const latency: Record<string, unknown> = {};
-  for (const [name, open] of [
-    ['direct', () => direct(ready.echo)],
-    ['hbone', () => tunnel(ready.echo)],
-  ] as const) {
-    latency[name] = summary(await fixedRate(await openChans(open, 10), rate, seconds));
-  }
-  result.latencyMs = latency;
-  await rssNow('after latency');
-
-  const sat: Record<string, { rps: number; latency: unknown }> = {};
-  for (const [name, open] of [
-    ['direct', () => direct(ready.echo)],
-    ['hbone', () => tunnel(ready.echo)],
-  ] as const) {
-    sat[name] = await closedLoop(await openChans(open, conns), seconds);
-  }
-  result.saturation = { ...sat, ratio: Math.round((sat.hbone!.rps / sat.direct!.rps) * 100) / 100 };
-  await rssNow('after saturation');
-
-  const setup: Record<string, unknown> = {};
-  for (const [name, open] of [
-    ['direct', () => direct(ready.echo)],
-    ['hbone', () => tunnel(ready.echo)],
-  ] as const) {
-    const xs: number[] = [];
-    for (let i = 0; i < 500; i++) {
-      const t0 = performance.now();
-      const s = await open();
-      xs.push(performance.now() - t0);
-      s.destroy();
+  const usageNow = async (): Promise<{ source: number; destination: number }> => {
+    child.send({ cmd: 'usage' } satisfies ToChild);
+    const u = (await next()) as Extract<FromChild, { ev: 'usage' }>;
+    const c = process.cpuUsage(cpu0);
+    return { source: (c.user + c.system) / 1000, destination: u.cpuMs };
+  };
+  if (!values['bulk-only']) await timedPhases();
+  async function timedPhases(): Promise<void> {
+    const latency: Record<string, unknown> = {};
+    for (const [name, open] of [
+      ['direct', () => direct(ready.echo)],
+      ['hbone', () => tunnel(ready.echo)],
+    ] as const) {
+      latency[name] = summary(await fixedRate(await openChans(open, 10), rate, seconds));
     }
-    setup[name] = summary(xs);
-  }
-  result.tunnelSetupMs = setup;
+    result.latencyMs = latency;
+    await rssNow('after latency');
 
+    const sat: Record<string, { rps: number; latency: unknown }> = {};
+    for (const [name, open] of [
+      ['direct', () => direct(ready.echo)],
+      ['hbone', () => tunnel(ready.echo)],
+    ] as const) {
+      sat[name] = await closedLoop(await openChans(open, conns), seconds);
+    }
+    result.saturation = { ...sat, ratio: Math.round((sat.hbone!.rps / sat.direct!.rps) * 100) / 100 };
+    await rssNow('after saturation');
+
+    const setup: Record<string, unknown> = {};
+    for (const [name, open] of [
+      ['direct', () => direct(ready.echo)],
+      ['hbone', () => tunnel(ready.echo)],
+    ] as const) {
+      const xs: number[] = [];
+      for (let i = 0; i < 500; i++) {
+        const t0 = performance.now();
+        const s = await open();
+        xs.push(performance.now() - t0);
+        s.destroy();
+      }
+      setup[name] = summary(xs);
+    }
+    result.tunnelSetupMs = setup;
+  }
+
+  const perMb = (a: { source: number; destination: number }, b: { source: number; destination: number }) => ({
+    source: Math.round(((b.source - a.source) / bulkMb) * 100) / 100,
+    destination: Math.round(((b.destination - a.destination) / bulkMb) * 100) / 100,
+  });
+  const u0 = await usageNow();
   const direct1 = await bulk(await direct(ready.sink), bulkMb);
+  const u1 = await usageNow();
   const hbone1 = await bulk(await tunnel(ready.sink), bulkMb);
+  const u2 = await usageNow();
   result.bulkMBps = { direct: direct1, hbone: hbone1, ratio: Math.round((hbone1 / direct1) * 100) / 100 };
+  result.bulkCpuMsPerMB = { direct: perMb(u0, u1), hbone: perMb(u1, u2) };
 
   child.send({ cmd: 'usage' } satisfies ToChild);
   const usage = (await next()) as Extract<FromChild, { ev: 'usage' }>;

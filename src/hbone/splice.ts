@@ -86,14 +86,15 @@ export function splice(a: Duplex, b: Duplex, count?: SpliceCounter): Promise<Spl
       src.on('data', (chunk: Buffer) => {
         add(chunk.length);
         if (dst.destroyed) return; // fail() is aborting src as well
-        // A bulk transfer arrives as several chunks per read of the outer socket (a 64 KiB TCP
-        // read is four TLS records, four DATA chunks): corked until this read's callbacks are
-        // done, they leave in one writev instead of a syscall each. Small chunks (requests)
-        // come one per read and go straight out.
+        // A bulk transfer arrives as several chunks per turn of the event loop (a 64 KiB TCP
+        // read is four TLS records, four DATA chunks, each its own callback from native code,
+        // each followed by a run of the nextTick queue): corked until the loop has run this
+        // turn's I/O callbacks, they leave in one writev instead of a syscall (and a loopback
+        // segment) each. Small chunks (requests) go straight out.
         if (!corked && chunk.length >= BULK_CHUNK) {
           corked = true;
           dst.cork();
-          process.nextTick(uncork);
+          setImmediate(uncork);
         }
         if (!dst.write(chunk) && !waiting) {
           waiting = true;
