@@ -4,7 +4,8 @@
 // server runs in its own process (src/local/apiserver/main.ts), so the memory reported for the
 // controller is the controller's: measured after a full GC once its model is built and published,
 // before any client connects, and again with the clients (real gRPC over mTLS with CA-issued
-// certificates, in this process). No namespaces needed.
+// certificates, in this process) — and, last, the initial sync of one more node joining beside
+// them. No namespaces needed.
 //   node --expose-gc bench/propagation.ts [--pods 1000,10000] [--clients 2,10]
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -89,7 +90,7 @@ async function run(pods: number): Promise<void> {
     await core.createNamespace({ body: { metadata: { name: 'mesh-system' } } });
     await core.createNamespace({ body: { metadata: { name: 'bench', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
     // The controller admits a node's credential only for a Node that exists.
-    for (let i = 0; i < Math.max(10, ...CLIENT_COUNTS); i++) await core.createNode({ body: { metadata: { name: `node${i}` } } });
+    for (let i = 0; i <= Math.max(10, ...CLIENT_COUNTS); i++) await core.createNode({ body: { metadata: { name: `node${i}` } } });
     const t0 = Date.now();
     // Written by a child process, so that this one holds only the controller (and later the clients).
     writeFileSync(`${dir}/kubeconfig`, kc.exportConfig());
@@ -115,19 +116,21 @@ async function run(pods: number): Promise<void> {
       const issued = await controller!.ca.authority.signWorkload(await parseCsr(await createCsr(keys, formatSpiffeId(id))), id, 3_600_000, Date.now(), nodeSubject(node));
       return grpc.credentials.createSsl(Buffer.from(roots), Buffer.from(keys.privateKeyPem), Buffer.from(issued.certChain.join('\n')));
     };
+    const connect = async () => {
+      const node = `node${clients.length}`;
+      const c = new ConfigClient<{ [WORKLOAD]: Workload }>({
+        address: `127.0.0.1:${controller!.xdsPort}`,
+        credentials: await creds(node),
+        node: { id: `agent~${node}`, name: node, cluster: '' },
+        types: [WORKLOAD],
+        channelOptions: { 'grpc.ssl_target_name_override': 'mesh-controller.mesh-system.svc' },
+      });
+      c.start();
+      clients.push(c);
+      return c;
+    };
     for (const n of CLIENT_COUNTS) {
-      while (clients.length < n) {
-        const node = `node${clients.length}`;
-        const c = new ConfigClient<{ [WORKLOAD]: Workload }>({
-          address: `127.0.0.1:${controller.xdsPort}`,
-          credentials: await creds(node),
-          node: { id: `agent~${node}`, name: node, cluster: '' },
-          types: [WORKLOAD],
-          channelOptions: { 'grpc.ssl_target_name_override': 'mesh-controller.mesh-system.svc' },
-        });
-        c.start();
-        clients.push(c);
-      }
+      while (clients.length < n) await connect();
       const syncStart = Date.now();
       await Promise.all(clients.map((c) => c.ready(120_000)));
       await Promise.all(clients.map(async (c) => {
@@ -166,6 +169,14 @@ async function run(pods: number): Promise<void> {
         `pods ${pods}, clients ${n}: initial sync of every client ${sync} ms; API write → applied at each client (${lat.length} samples): p50 ${pct(lat, 50).toFixed(0)} ms, p99 ${pct(lat, 99).toFixed(0)} ms, max ${Math.max(...lat).toFixed(0)} ms; of which API write → in the controller's store: p50 ${pct(published, 50).toFixed(0)} ms, max ${Math.max(...published).toFixed(0)} ms`,
       );
     }
+    // What a node added to a running cluster waits for (issue 16: < 1 s at 10k pods): one more
+    // client, while the others stay connected — its whole initial sync, from dialling (TLS
+    // included) to holding every workload.
+    const joinStart = Date.now();
+    const joined = await connect();
+    await joined.ready(120_000);
+    while ([...joined.entries(WORKLOAD)].length < pods) await new Promise((r) => setTimeout(r, 5));
+    console.log(`pods ${pods}: a new node joining beside ${clients.length - 1} connected clients: initial sync ${Date.now() - joinStart} ms (connect, TLS, every workload received and decoded)`);
   } finally {
     await Promise.all(clients.map((c) => c.close()));
     await controller?.stop();
