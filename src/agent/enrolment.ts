@@ -132,6 +132,12 @@ export class Enrolment {
   // a native thread): lets a repeated enrol of an unchanged pod return at once.
   private readonly netnsKeys = new Map<string, string>();
   private readonly listeners = new Set<(change: EnrolmentChange) => void>();
+  /**
+   * Pods ztunnel has been told of whose capture is not on yet (enrol with `capture: false`):
+   * nothing of theirs is in the maps until capture(). Memory only: after a restart the model
+   * stages them again.
+   */
+  private readonly staged = new Set<string>();
 
   /** Where the pods' net sysctls are written (AgentConfig.sysctlNetDir). */
   readonly sysctlNetDir: string;
@@ -221,8 +227,14 @@ export class Enrolment {
   /**
    * Puts a pod under capture. Idempotent: enrolling the same pod again changes only what differs;
    * a pod whose sandbox (netns) was recreated under the same uid is moved to the new netns.
+   *
+   * `capture: false` stages a pod that is already running (its namespace joined the mesh): ztunnel
+   * hears of it (the 'add' change) and opens its listeners, but the pod's connections are left
+   * alone until capture(uid) — call it once ztunnel serves the pod, so that none of them is
+   * refused in between. A pod already captured stays captured; enrolling a staged pod without
+   * `capture: false` captures it.
    */
-  enrol(spec: PodSpec): EnrolledPod {
+  enrol(spec: PodSpec, opts: { capture?: boolean } = {}): EnrolledPod {
     validate(spec, this.dp.cgroupPath);
     const st = statSync(spec.netnsPath, { bigint: true });
     const nsKey = `${st.dev}:${st.ino}`;
@@ -230,13 +242,17 @@ export class Enrolment {
     if (known && this.netnsKeys.get(spec.uid) === nsKey && sameSettings(known, spec)) {
       this.paths.set(spec.uid, spec.netnsPath); // the same netns, perhaps through another process
       if (spec.workload && !known.workload) known.workload = spec.workload;
+      if (opts.capture !== false) this.capture(spec.uid);
       return known;
     }
     const cookie = netnsCookie(spec.netnsPath);
     const prev = this.byUid.get(spec.uid);
     if (prev && prev.netnsCookie !== cookie) this.unenrol(spec.uid);
-    const current = this.byUid.get(spec.uid);
-    const podId = current?.podId ?? this.nextPodId();
+    const staging = opts.capture === false && (!this.byUid.has(spec.uid) || this.staged.has(spec.uid));
+    // A staged pod has nothing in the maps to replace.
+    const current = this.staged.has(spec.uid) ? undefined : this.byUid.get(spec.uid);
+    const before = this.byUid.get(spec.uid);
+    const podId = before?.podId ?? this.nextPodId();
     const next: EnrolledPod = {
       uid: spec.uid,
       netnsCookie: cookie,
@@ -245,11 +261,52 @@ export class Enrolment {
       excludeOutboundPorts: [...new Set(spec.excludeOutboundPorts ?? [])].sort((a, b) => a - b),
       excludeInboundPorts: [...new Set(spec.excludeInboundPorts ?? [])].sort((a, b) => a - b),
       excludeOutboundCidrs: [...new Set(spec.excludeOutboundCidrs ?? [])].sort(),
-      ...((spec.workload ?? current?.workload) ? { workload: spec.workload ?? current?.workload } : {}),
+      ...((spec.workload ?? before?.workload) ? { workload: spec.workload ?? before?.workload } : {}),
       transparent: this.deliveryRouting(spec),
     };
+    if (staging) this.staged.add(spec.uid);
+    else {
+      this.writeMaps(next, current, spec.netnsPath);
+      this.staged.delete(spec.uid);
+    }
+    this.byUid.set(spec.uid, next);
+    const changed =
+      !before || JSON.stringify(before, bigintSafe) !== JSON.stringify(next, bigintSafe) || this.paths.get(spec.uid) === undefined;
+    this.paths.set(spec.uid, spec.netnsPath);
+    this.netnsKeys.set(spec.uid, nsKey);
+    if (changed) this.emit({ type: 'add', pod: next, netnsPath: spec.netnsPath });
+    if (staging && !before)
+      log.info({ uid: spec.uid, pod: spec.name, netnsCookie: String(cookie), podId }, 'pod staged: capture starts once ztunnel serves it');
+    else if (!current && !staging)
+      log.info({ uid: spec.uid, pod: spec.name, netnsCookie: String(cookie), podId }, 'pod enrolled');
+    return next;
+  }
+
+  /**
+   * Turns capture on for a pod staged by enrol(…, { capture: false }); false when the pod is not
+   * staged (gone, or captured already).
+   */
+  capture(uid: string): boolean {
+    const p = this.byUid.get(uid);
+    const path = this.paths.get(uid);
+    if (!this.staged.has(uid) || !p || !path) return false;
+    this.writeMaps(p, undefined, path);
+    this.staged.delete(uid);
+    log.info({ uid, netnsCookie: String(p.netnsCookie), podId: p.podId }, 'pod enrolled');
+    return true;
+  }
+
+  /** Whether the pod's connections are captured (false while it is staged). */
+  capturing(uid: string): boolean {
+    return this.byUid.has(uid) && !this.staged.has(uid);
+  }
+
+  /** Writes `next` into the maps over `current` (what they hold for it, if anything) and attaches
+   * the pod's sk_lookup. */
+  private writeMaps(next: EnrolledPod, current: EnrolledPod | undefined, netnsPath: string): void {
     const m = this.dp.maps;
-    const key = layout.u64Key(cookie);
+    const key = layout.u64Key(next.netnsCookie);
+    const podId = next.podId;
     // Exclusions and addresses first, the pod entry (which turns capture on) last: the programs
     // never see a half-enrolled pod.
     if (current) this.clearExclusions(current);
@@ -264,21 +321,12 @@ export class Enrolment {
     for (const a of current?.addresses ?? [])
       if (!next.addresses.includes(a)) m.mesh_pod_addrs.delete(meshAddress(a));
     for (const a of next.addresses) m.mesh_pod_addrs.set(meshAddress(a), key);
-    m.mesh_pod_uids.set(key, layout.encodeUid(spec.uid));
+    m.mesh_pod_uids.set(key, layout.encodeUid(next.uid));
     const addrs: [Buffer, Buffer] = [Buffer.alloc(16), Buffer.alloc(16)];
     for (const [i, a] of next.addresses.entries()) meshAddress(a).copy(addrs[i] as Buffer);
     const flags = layout.POD_F_ENROLLED | (next.transparent ? layout.POD_F_TRANSPARENT : 0);
     m.mesh_pods.set(key, layout.encodePod({ podId, flags, addrs }));
-    this.dp.attachPod(spec.netnsPath, cookie);
-    this.byUid.set(spec.uid, next);
-    const changed =
-      !current || JSON.stringify(current, bigintSafe) !== JSON.stringify(next, bigintSafe) || this.paths.get(spec.uid) === undefined;
-    this.paths.set(spec.uid, spec.netnsPath);
-    this.netnsKeys.set(spec.uid, nsKey);
-    if (changed) this.emit({ type: 'add', pod: next, netnsPath: spec.netnsPath });
-    if (!current)
-      log.info({ uid: spec.uid, pod: spec.name, netnsCookie: String(cookie), podId }, 'pod enrolled');
-    return next;
+    this.dp.attachPod(netnsPath, next.netnsCookie);
   }
 
   /**
@@ -319,6 +367,15 @@ export class Enrolment {
   unenrol(uid: string): boolean {
     const p = this.byUid.get(uid);
     if (!p) return false;
+    if (this.staged.delete(uid)) {
+      // Nothing of it is in the maps: ztunnel stops serving it, and that is all.
+      this.byUid.delete(uid);
+      this.paths.delete(uid);
+      this.netnsKeys.delete(uid);
+      this.emit({ type: 'del', uid, netnsCookie: p.netnsCookie });
+      log.info({ uid, netnsCookie: String(p.netnsCookie) }, 'staged pod dropped before its capture began');
+      return true;
+    }
     const m = this.dp.maps;
     const key = layout.u64Key(p.netnsCookie);
     // Capture stops here; the rest is cleanup. Until the link goes, on the next line, sk_lookup

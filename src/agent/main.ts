@@ -58,6 +58,7 @@ async function main(): Promise<void> {
       cgroupRoot: cfg.podCgroup,
       // A flow waiting for a pod's name (its pod called before its Workload got here) goes now.
       onModelChange: () => agent.collector.names(),
+      waitServed: (uid, ms) => zds.waitServed(uid, ms),
       // The flows API: mutual TLS with this agent's workload certificate; clients (the relay)
       // must present a certificate of the mesh's CA.
       beforeSubscribe: async (certs) => {

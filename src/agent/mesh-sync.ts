@@ -35,7 +35,16 @@ export interface MeshSyncOptions {
   beforeSubscribe?: (certs: RotatingCertificates) => Promise<Record<string, string>>;
   /** Called after each change of the model, once resolve() answers from it. */
   onModelChange?: () => void;
+  /** Resolves once a ztunnel serves the pod (ZdsServer.waitServed): a running pod that joins the
+   * mesh is captured only then. Without it, capture starts at once. */
+  waitServed?: (uid: string, timeoutMs: number) => Promise<string>;
 }
+
+/**
+ * How long a running pod that joins the mesh waits for ztunnel to serve it before its capture
+ * starts anyway (its connections are then refused until ztunnel serves it: fail closed).
+ */
+const JOIN_WAIT_MS = 5_000;
 
 /** How long a pod enrolled at sandbox creation waits for the model to confirm it. */
 const SANDBOX_GRACE_MS = 30_000;
@@ -188,14 +197,23 @@ export class MeshSync {
         continue;
       }
       try {
-        enrolment.enrol({
-          uid,
-          name: `${w.namespace}/${w.name}`,
-          netnsPath: where.netnsPath,
-          cgroupPath: where.cgroupPath,
-          addresses: w.addresses.map(ipText).filter(Boolean),
-          workload: { name: w.name, namespace: w.namespace, serviceAccount: w.serviceAccount },
-        });
+        // A pod this agent has not enrolled is already running (a pod is enrolled at sandbox
+        // creation otherwise): its namespace or its label just put it in the mesh. Capturing it
+        // before ztunnel has opened its listeners would refuse its connections meanwhile (as
+        // Istio's node agent, wait for ztunnel first); until then they go as they went before.
+        const joining = !enrolment.get(uid) && this.opts.waitServed !== undefined;
+        enrolment.enrol(
+          {
+            uid,
+            name: `${w.namespace}/${w.name}`,
+            netnsPath: where.netnsPath,
+            cgroupPath: where.cgroupPath,
+            addresses: w.addresses.map(ipText).filter(Boolean),
+            workload: { name: w.name, namespace: w.namespace, serviceAccount: w.serviceAccount },
+          },
+          joining ? { capture: false } : {},
+        );
+        if (joining) void this.captureWhenServed(uid, `${w.namespace}/${w.name}`);
       } catch (e) {
         again = true;
         log.warn({ pod: `${w.namespace}/${w.name}`, err: (e as Error).message }, 'enrolment failed');
@@ -203,6 +221,15 @@ export class MeshSync {
     }
     if (again) this.retry = setTimeout(() => this.schedule(), 200);
     else if (graceEnds < Infinity) this.retry = setTimeout(() => this.schedule(), graceEnds - now + 10);
+  }
+
+  /** Turns a joining pod's capture on once ztunnel serves it, or after JOIN_WAIT_MS regardless. */
+  private async captureWhenServed(uid: string, pod: string): Promise<void> {
+    const t0 = Date.now();
+    const outcome = await this.opts.waitServed!(uid, JOIN_WAIT_MS);
+    if (this.closed || !this.agent.enrolment.capture(uid)) return;
+    if (outcome === 'served') log.debug({ pod, waitedMs: Date.now() - t0 }, 'ztunnel serves the pod: capture on');
+    else log.warn({ pod, ztunnel: outcome }, `ztunnel did not serve the pod within ${JOIN_WAIT_MS} ms: capture on regardless, its connections are refused until ztunnel serves it (fail closed)`);
   }
 
   async close(): Promise<void> {
