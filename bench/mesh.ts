@@ -5,7 +5,9 @@
 // The anchor for latency runs in the same run: the 1 KB at 1,000 rps phase between the same kind
 // of pods without the mesh, through a pair of native TLS proxies (Debian's stunnel4, mutual TLS
 // 1.3) — one in the client pod, one in the server pod — which is what two ztunnels stand for.
-//   node bench/mesh.ts [--seconds 10] [--no-stunnel]
+//   node bench/mesh.ts [--seconds 10] [--no-stunnel] [--phases latency,saturation,churn,bulk]
+// --phases runs only those phases (default: all four; the stunnel anchor runs with latency only),
+// e.g. `--phases saturation,churn` for connection cost alone.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,8 +18,12 @@ import { startMesh, waitFor } from '../test/helpers/mesh.ts';
 import { heyPercentiles, runPod } from './lib.ts';
 import { uniquePrefix } from '../test/helpers/topology.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, 'no-stunnel': { type: 'boolean', default: false } } });
+const PHASES = ['latency', 'saturation', 'churn', 'bulk'] as const;
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, 'no-stunnel': { type: 'boolean', default: false }, phases: { type: 'string', default: PHASES.join(',') } } });
 const SECONDS = Number(values.seconds);
+const phases = new Set(values.phases!.split(','));
+for (const p of phases) if (!(PHASES as readonly string[]).includes(p)) throw new Error(`--phases: ${p} is not one of ${PHASES.join(', ')}`);
+const NO_HEY = { p50: NaN, p90: NaN, p99: NaN, errors: NaN, n: 0 };
 const NODE = process.execPath;
 const SERVER = `const body = Buffer.alloc(1024, 'x'); require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(body)); }).listen(8080);`;
 
@@ -51,14 +57,14 @@ async function main(): Promise<void> {
       // unlike rates, hardly depends on how many other processes share the cores.
       const ztCpu = () => z.map(cpuAndRss).reduce((a, u) => a + u.cpuSeconds, 0);
       const t0 = Date.now();
-      const fixed = heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`], SECONDS));
+      const fixed = phases.has('latency') ? heyPercentiles(await runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`], SECONDS)) : NO_HEY;
       const cpuWrk0 = ztCpu();
-      const wrk = await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`], SECONDS);
+      const wrk = phases.has('saturation') ? await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`], SECONDS) : '';
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
       const cpuWrk = ztCpu() - cpuWrk0;
-      const churnOut = await runPod(mesh, ns, 'churn', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '16', '-disable-keepalive', `http://${web}:8080/`], SECONDS);
+      const churnOut = phases.has('churn') ? await runPod(mesh, ns, 'churn', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '16', '-disable-keepalive', `http://${web}:8080/`], SECONDS) : '';
       const cpuChurn = ztCpu() - cpuWrk0 - cpuWrk;
-      const churn = { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(churnOut)?.[1]), ...heyPercentiles(churnOut) };
+      const churn = churnOut ? { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(churnOut)?.[1]), ...heyPercentiles(churnOut) } : { rps: NaN, ...NO_HEY };
       const ztBytes = async () => {
         // What the client's ztunnel carried (source reporter): the proof that the phase was meshed.
         const text = await (await fetch(`http://127.0.0.1:${mesh.ztunnelPort('node2', 'metrics')}/metrics`)).text();
@@ -68,7 +74,9 @@ async function main(): Promise<void> {
       };
       const ztBefore = await ztBytes();
       const cpuIperf0 = ztCpu();
-      const iperfOut = JSON.parse(await runPod(mesh, ns, 'iperf-client', 'node2', ['iperf3', '-c', iperf, '-t', String(Math.min(SECONDS, 10)), '-J'], SECONDS));
+      const iperfOut = phases.has('bulk')
+        ? JSON.parse(await runPod(mesh, ns, 'iperf-client', 'node2', ['iperf3', '-c', iperf, '-t', String(Math.min(SECONDS, 10)), '-J'], SECONDS))
+        : { end: { sum_received: { bits_per_second: NaN }, sum_sent: { bytes: NaN } } };
       const gbps = iperfOut.end.sum_received.bits_per_second / 1e9;
       const carried = (await ztBytes()) - ztBefore;
       const cpuIperf = ztCpu() - cpuIperf0;
@@ -94,24 +102,24 @@ async function main(): Promise<void> {
         iperf_through_ztunnel: carried / Number(iperfOut.end.sum_sent.bytes),
       };
     }
-    const tls = values['no-stunnel'] ? undefined : await stunnelPair(mesh, (fn) => cleanups.push(fn));
+    const tls = values['no-stunnel'] || !phases.has('latency') ? undefined : await stunnelPair(mesh, (fn) => cleanups.push(fn));
     const p = results.plain!;
     const m = results.meshed!;
     console.log(`\npod to pod across nodes, ${SECONDS} s per phase (${new Date().toISOString()})`);
     console.log('                     no mesh      mesh     added / ratio');
-    for (const k of ['p50_ms', 'p90_ms', 'p99_ms'] as const) {
+    for (const k of phases.has('latency') ? (['p50_ms', 'p90_ms', 'p99_ms'] as const) : []) {
       const anchor = tls ? `   (stunnel pair ${tls[k].toFixed(3)}: +${(tls[k] - p[k]!).toFixed(3)} ms)` : '';
       console.log(`1 KB @1000rps ${k.padEnd(7)} ${p[k]!.toFixed(3).padStart(8)} ${m[k]!.toFixed(3).padStart(9)}   +${(m[k]! - p[k]!).toFixed(3)} ms${anchor}`);
     }
-    console.log(`saturation (wrk)     ${p.wrk_rps!.toFixed(0).padStart(8)} ${m.wrk_rps!.toFixed(0).padStart(9)}   ×${(m.wrk_rps! / p.wrk_rps!).toFixed(2)} rps`);
-    console.log(`new conn/request     ${p.churn_rps!.toFixed(0).padStart(8)} ${m.churn_rps!.toFixed(0).padStart(9)}   ×${(m.churn_rps! / p.churn_rps!).toFixed(2)} rps (p50 ${p.churn_p50_ms!.toFixed(1)} → ${m.churn_p50_ms!.toFixed(1)} ms)`);
-    console.log(`bulk (iperf3)        ${p.iperf_gbps!.toFixed(2).padStart(8)} ${m.iperf_gbps!.toFixed(2).padStart(9)}   ×${(m.iperf_gbps! / p.iperf_gbps!).toFixed(2)} Gbit/s`);
+    if (phases.has('saturation')) console.log(`saturation (wrk)     ${p.wrk_rps!.toFixed(0).padStart(8)} ${m.wrk_rps!.toFixed(0).padStart(9)}   ×${(m.wrk_rps! / p.wrk_rps!).toFixed(2)} rps`);
+    if (phases.has('churn')) console.log(`new conn/request     ${p.churn_rps!.toFixed(0).padStart(8)} ${m.churn_rps!.toFixed(0).padStart(9)}   ×${(m.churn_rps! / p.churn_rps!).toFixed(2)} rps (p50 ${p.churn_p50_ms!.toFixed(1)} → ${m.churn_p50_ms!.toFixed(1)} ms)`);
+    if (phases.has('bulk')) console.log(`bulk (iperf3)        ${p.iperf_gbps!.toFixed(2).padStart(8)} ${m.iperf_gbps!.toFixed(2).padStart(9)}   ×${(m.iperf_gbps! / p.iperf_gbps!).toFixed(2)} Gbit/s`);
     console.log(`ztunnel CPU (both): ${m.zt_cpu_us_per_connection!.toFixed(0)} µs per new connection, ${m.zt_cpu_us_per_request_wrk!.toFixed(0)} µs per request at saturation, ${m.zt_cpu_s_per_gb!.toFixed(2)} s per GB bulk`);
     console.log(`ztunnels: ${m.ztunnel_cpu_cores!.toFixed(2)} cores busy during the meshed phase (both), max RSS ${m.ztunnel_rss_mb!.toFixed(0)} MB`);
     // Pods enrolled at sandbox creation: every connection of the meshed phase is captured. (Before
     // that, clients that connected at once raced their enrolment and partly bypassed the mesh,
     // which flattered earlier figures.) This line shows it was so.
-    console.log(`iperf3 bytes carried by ztunnel: ${(m.iperf_through_ztunnel! * 100).toFixed(0)}% (meshed phase), ${(p.iperf_through_ztunnel! * 100).toFixed(0)}% (no mesh)`);
+    if (phases.has('bulk')) console.log(`iperf3 bytes carried by ztunnel: ${(m.iperf_through_ztunnel! * 100).toFixed(0)}% (meshed phase), ${(p.iperf_through_ztunnel! * 100).toFixed(0)}% (no mesh)`);
     if (tls) console.log(`stunnel pair (no mesh, mutual TLS 1.3 client pod → server pod): errors ${tls.errors} of ${tls.n + tls.errors}`);
     console.log(JSON.stringify({ ...results, ...(tls ? { stunnel: tls } : {}) }));
   } finally {
