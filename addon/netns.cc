@@ -160,9 +160,34 @@ Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// netnsSocketBatch(netnsPath, family, count) -> fd[]: fresh TCP sockets (non-blocking, CLOEXEC,
-// unbound) of that netns, made on one thread: entering a netns costs a thread and a setns
-// (~90 us, measured), which a batch pays once. configureSocket() then finishes each one.
+// count fresh TCP sockets (non-blocking, CLOEXEC, unbound) of the netns at path, made on one
+// thread: entering a netns costs a thread and a setns (~90 us, measured; milliseconds of waiting
+// for that thread to be scheduled on a busy node), which a batch pays once. Nothing is left open
+// on failure.
+int MakeSocketBatch(const std::string& path, int family, int count, std::vector<int>* fds, NativeError* err) {
+  return InNetns(path, [&](NativeError* e) {
+    for (int i = 0; i < count; i++) {
+      int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP);
+      if (fd < 0) {
+        *e = {errno, "socket"};
+        for (int f : *fds) close(f);
+        fds->clear();
+        return -1;
+      }
+      fds->push_back(fd);
+    }
+    return 0;
+  }, err);
+}
+
+Napi::Array FdArray(Napi::Env env, const std::vector<int>& fds) {
+  Napi::Array out = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) out.Set(i, Napi::Number::New(env, fds[i]));
+  return out;
+}
+
+// netnsSocketBatch(netnsPath, family, count) -> fd[]: MakeSocketBatch, the event loop waiting.
+// configureSocket() then finishes each one.
 Napi::Value NetnsSocketBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "netnsPath");
@@ -171,23 +196,47 @@ Napi::Value NetnsSocketBatch(const Napi::CallbackInfo& info) {
   if (count < 1 || count > 1024) throw Napi::RangeError::New(env, "count must be in 1-1024");
   std::vector<int> fds;
   NativeError err;
-  int rc = InNetns(path, [&](NativeError* e) {
-    for (int i = 0; i < count; i++) {
-      int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP);
-      if (fd < 0) {
-        *e = {errno, "socket"};
-        for (int f : fds) close(f);
-        fds.clear();
-        return -1;
-      }
-      fds.push_back(fd);
-    }
-    return 0;
-  }, &err);
-  if (rc < 0) throw MakeError(env, err);
-  Napi::Array out = Napi::Array::New(env, fds.size());
-  for (size_t i = 0; i < fds.size(); i++) out.Set(i, Napi::Number::New(env, fds[i]));
-  return out;
+  if (MakeSocketBatch(path, family, count, &fds, &err) < 0) throw MakeError(env, err);
+  return FdArray(env, fds);
+}
+
+// The same batch off the event loop: a pool thread starts the netns thread and waits for it, so
+// a ztunnel refilling its spares keeps serving connections meanwhile.
+class SocketBatchWorker : public Napi::AsyncWorker {
+ public:
+  SocketBatchWorker(Napi::Env env, std::string path, int family, int count)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), family_(family), count_(count) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    if (MakeSocketBatch(path_, family_, count_, &fds_, &error_) < 0) SetError(error_.syscall);
+  }
+
+  void OnOK() override { deferred_.Resolve(FdArray(Env(), fds_)); }
+
+  void OnError(const Napi::Error&) override { deferred_.Reject(MakeError(Env(), error_).Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  int family_;
+  int count_;
+  std::vector<int> fds_;
+  NativeError error_;
+};
+
+// netnsSocketBatchAsync(netnsPath, family, count) -> Promise<fd[]>
+Napi::Value NetnsSocketBatchAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "netnsPath");
+  int family = ArgInt(info, 1, "family") == 6 ? AF_INET6 : AF_INET;
+  int count = ArgInt(info, 2, "count");
+  if (count < 1 || count > 1024) throw Napi::RangeError::New(env, "count must be in 1-1024");
+  auto* w = new SocketBatchWorker(env, std::move(path), family, count);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 // configureSocket(fd, {family, addr?, port, listen, mark?, v6only, freebind, transparent}) -> fd;
@@ -299,6 +348,7 @@ void InitNetns(Napi::Env env, Napi::Object exports) {
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie));
   exports.Set("localPort", Napi::Function::New(env, LocalPort));
   exports.Set("netnsSocketBatch", Napi::Function::New(env, NetnsSocketBatch));
+  exports.Set("netnsSocketBatchAsync", Napi::Function::New(env, NetnsSocketBatchAsync));
   exports.Set("configureSocket", Napi::Function::New(env, ConfigureSocketJs));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt));
   exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt));

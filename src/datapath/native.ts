@@ -87,6 +87,7 @@ export interface Native {
   socketCookie(fd: number): bigint;
   localPort(fd: number): number;
   netnsSocketBatch(netnsPath: string, family: 4 | 6, count: number): number[];
+  netnsSocketBatchAsync(netnsPath: string, family: 4 | 6, count: number): Promise<number[]>;
   configureSocket(fd: number, opts: NetnsSocketOptions): number;
   netnsDeliveryRouting(
     netnsPath: string,

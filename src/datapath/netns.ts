@@ -60,16 +60,20 @@ export function socketInNetns(netnsPath: string, opts: InNetnsSocketOptions): nu
 
 /**
  * Sockets of one netns for a process that makes many (ztunnel: one per connection it opens from
- * or into a pod). Entering a netns costs a native thread and a setns, ~90 us on this machine, on
- * the event loop; so fresh sockets are made in batches (2, doubling up to 32 while they are used)
- * and finished one by one on the main thread (a socket stays in the netns it was made in).
- * close() releases the spares, which otherwise keep the netns alive.
+ * or into a pod). Entering a netns costs a native thread and a setns: ~90 us on an idle machine,
+ * and on a busy one the caller also waits for that thread to be scheduled (~2 ms per batch on
+ * the event loop under connection churn, issue 16). So fresh sockets are made in batches (2,
+ * doubling up to 32 while they are used) and finished one by one on the main thread (a socket
+ * stays in the netns it was made in); the spares are refilled off the event loop (a pool thread
+ * waits for the netns thread) once they run below half a batch, so only a burst that empties
+ * them waits for a batch. close() releases the spares, which otherwise keep the netns alive.
  */
 export class NetnsSockets {
   static readonly MAX_BATCH = 32;
   readonly netnsPath: string;
   private readonly spare: Record<4 | 6, number[]> = { 4: [], 6: [] };
   private readonly batch: Record<4 | 6, number> = { 4: 1, 6: 1 };
+  private readonly refilling: Record<4 | 6, boolean> = { 4: false, 6: false };
   private closed = false;
 
   constructor(netnsPath: string) {
@@ -83,13 +87,14 @@ export class NetnsSockets {
     const n = native();
     try {
       const options = nativeOptions(opts); // before taking a socket: it throws on a bad address
-      let fd = this.spare[family].pop();
+      const spare = this.spare[family];
+      let fd = spare.pop();
       if (fd === undefined) {
-        this.batch[family] = Math.min(NetnsSockets.MAX_BATCH, this.batch[family] * 2);
-        const made = n.netnsSocketBatch(this.netnsPath, family, this.batch[family]);
+        const made = n.netnsSocketBatch(this.netnsPath, family, this.grow(family));
         fd = made.pop()!;
-        this.spare[family].push(...made);
+        spare.push(...made);
       }
+      if (spare.length < this.batch[family] / 2 && !this.refilling[family]) this.refill(family);
       return n.configureSocket(fd, options); // closes fd if it fails
     } catch (e) {
       throw socketError(this.netnsPath, opts, e);
@@ -105,6 +110,26 @@ export class NetnsSockets {
     this.closed = true;
     const n = native();
     for (const f of [4, 6] as const) for (const fd of this.spare[f].splice(0)) n.closeFd(fd);
+  }
+
+  /** The next batch's size: doubled, up to MAX_BATCH, each time one is made. */
+  private grow(family: 4 | 6): number {
+    return (this.batch[family] = Math.min(NetnsSockets.MAX_BATCH, this.batch[family] * 2));
+  }
+
+  private refill(family: 4 | 6): void {
+    const n = native();
+    this.refilling[family] = true;
+    n.netnsSocketBatchAsync(this.netnsPath, family, this.grow(family)).then(
+      (fds) => {
+        this.refilling[family] = false;
+        if (this.closed) for (const fd of fds) n.closeFd(fd);
+        else this.spare[family].push(...fds);
+      },
+      // The netns is going away (its pod is being removed): the next socket() makes its own
+      // batch on the spot, and says why when it cannot.
+      () => (this.refilling[family] = false),
+    );
   }
 }
 
