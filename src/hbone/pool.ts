@@ -398,7 +398,8 @@ export class HbonePool {
       return Promise.reject(p.failure ?? classify(e as Error, p.dst, true));
     }
     p.streams.add(stream);
-    stream.once('close', () => {
+    // 'close' comes once: on() spares once()'s wrapper (per tunnel).
+    stream.on('close', () => {
       p.streams.delete(stream);
       release();
     });
@@ -438,7 +439,7 @@ export class HbonePool {
       );
       stream.once('response', onResponse);
       stream.on('error', onError);
-      stream.once('close', onClose);
+      stream.on('close', onClose);
       o.signal?.addEventListener('abort', onAbort, { once: true });
     });
   }

@@ -68,7 +68,8 @@ export function splice(a: Duplex, b: Duplex, count?: SpliceCounter): Promise<Spl
     // One side: its data into the other, pausing it while the other is full; its end ends the
     // other's writable side (a FIN or END_STREAM crosses over) and nothing more. One listener
     // per event: a second 'end' listener per stream made Node copy the listener array on every
-    // add (ensureMutableListenerArray, ~9% of a churn profile).
+    // add (ensureMutableListenerArray, ~9% of a churn profile). 'end', 'finish' and 'close' come
+    // once each: on(), not once(), which wraps every handler and unhooks it as it fires.
     const side = (src: Duplex, dst: Duplex, name: string, add: (n: number) => void): void => {
       let ended = false;
       let finished = false;
@@ -102,13 +103,13 @@ export function splice(a: Duplex, b: Duplex, count?: SpliceCounter): Promise<Spl
           dst.once('drain', resume);
         }
       });
-      src.once('end', () => {
+      src.on('end', () => {
         ended = true;
         if (!dst.destroyed) dst.end();
       });
-      src.once('finish', () => (finished = true));
+      src.on('finish', () => (finished = true));
       src.on('error', fail);
-      src.once('close', () => {
+      src.on('close', () => {
         if (!(ended && finished)) fail(error ?? new Error(`${name} closed before both directions ended`));
         if (--open === 0) resolve(error ? { aToB, bToA, error } : { aToB, bToA });
       });

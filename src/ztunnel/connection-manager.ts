@@ -35,9 +35,9 @@ export class ConnectionManager {
    * Holds a connection ztunnel accepted (an app's outbound or plaintext connection, a peer's
    * HBONE tunnel) until `ended` fires; `reset` ends it abruptly (drain deadline).
    */
-  hold(ended: { once(ev: 'close', fn: () => void): unknown }, reset: () => void): void {
+  hold(ended: { on(ev: 'close', fn: () => void): unknown }, reset: () => void): void {
     this.held.add(reset);
-    ended.once('close', () => {
+    ended.on('close', () => {
       this.held.delete(reset);
       if (this.held.size === 0) for (const fn of this.idle.splice(0)) fn();
     });

@@ -103,7 +103,7 @@ export async function inboundHbone(ctx: ProxyContext, pod: PodProxy, t: HboneTun
   }
   try {
     const { upstream, done, count, release } = await deliverAdmitted(ctx, pod, tracked, c, { close: () => t.abort() });
-    upstream.once('close', () => {
+    upstream.on('close', () => {
       release();
       done();
     });
@@ -136,7 +136,7 @@ function deliver(pod: PodProxy, ip: string, port: number, client: string, client
   // The tuple stays named until the socket closes: while it exists (and in TIME_WAIT) the kernel
   // matches the tuple to it before sk_lookup runs, so nothing from outside can use the name, and
   // a handshake that ends late (SYN cookies) still finds it.
-  if (forget) sock.once('close', forget);
+  if (forget) sock.on('close', forget);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => sock.destroy(new Error(`no answer from the application within ${DELIVERY_TIMEOUT_MS} ms`)), DELIVERY_TIMEOUT_MS);
     sock.once('connect', () => {

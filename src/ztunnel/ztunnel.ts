@@ -165,8 +165,14 @@ export class Ztunnel {
     return z;
   }
 
+  /** Per Workload object (replaced, never mutated, when it changes): spiffeId() validates each
+   * part with regular expressions, ~1% of ztunnel's time under connection churn (issue 16). */
+  private readonly identities = new WeakMap<Workload, SpiffeId>();
+
   private identityOf(w: Workload): SpiffeId {
-    return spiffeId(w.trustDomain || this.cfg.trustDomain, w.namespace, w.serviceAccount || 'default');
+    let id = this.identities.get(w);
+    if (!id) this.identities.set(w, (id = spiffeId(w.trustDomain || this.cfg.trustDomain, w.namespace, w.serviceAccount || 'default')));
+    return id;
   }
 
   private async addPod(p: ZdsPod): Promise<void> {

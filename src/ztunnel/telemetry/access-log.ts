@@ -40,26 +40,30 @@ export class AccessLog {
   write(e: AccessLogEntry): void {
     const level = e.error ? 'error' : 'info';
     if (!this.logger.isLevelEnabled(level)) return;
-    const rec: Record<string, string | number> = { level: e.error ? 50 : 30, time: new Date().toISOString(), component: 'access', 'src.addr': e.src.addr };
-    const put = (k: string, v: string | undefined): void => {
-      if (v && v !== 'unknown') rec[k] = v;
+    // One object literal of one shape for every line (JSON.stringify leaves out the undefined
+    // fields): cheaper to build and to serialize than fields added one by one.
+    const rec = {
+      level: e.error ? 50 : 30,
+      time: new Date().toISOString(),
+      component: 'access',
+      'src.addr': e.src.addr,
+      'src.workload': known(e.src.workload),
+      'src.namespace': known(e.src.namespace),
+      'src.identity': known(e.src.identity),
+      'dst.addr': e.dst.addr,
+      'dst.hbone_addr': known(e.dst.hboneAddr),
+      'dst.service': known(e.dst.service),
+      'dst.workload': known(e.dst.workload),
+      'dst.namespace': known(e.dst.namespace),
+      'dst.identity': known(e.dst.identity),
+      direction: e.direction,
+      bytes_sent: e.bytesSent,
+      bytes_recv: e.bytesRecv,
+      duration: `${Math.round(e.durationMs)}ms`,
+      duration_ms: Math.round(e.durationMs),
+      error: e.error || undefined,
+      msg: 'connection complete',
     };
-    put('src.workload', e.src.workload);
-    put('src.namespace', e.src.namespace);
-    put('src.identity', e.src.identity);
-    rec['dst.addr'] = e.dst.addr;
-    put('dst.hbone_addr', e.dst.hboneAddr);
-    put('dst.service', e.dst.service);
-    put('dst.workload', e.dst.workload);
-    put('dst.namespace', e.dst.namespace);
-    put('dst.identity', e.dst.identity);
-    rec.direction = e.direction;
-    rec.bytes_sent = e.bytesSent;
-    rec.bytes_recv = e.bytesRecv;
-    rec.duration = `${Math.round(e.durationMs)}ms`;
-    rec.duration_ms = Math.round(e.durationMs);
-    if (e.error) rec.error = e.error;
-    rec.msg = 'connection complete';
     this.#dest.write(`${JSON.stringify(rec)}\n`);
   }
 
@@ -76,4 +80,9 @@ export class AccessLog {
       }
     });
   }
+}
+
+/** A field ztunnel would leave out: empty, or "unknown". */
+function known(v: string | undefined): string | undefined {
+  return v && v !== 'unknown' ? v : undefined;
 }
