@@ -59,6 +59,7 @@ async function main(): Promise<void> {
       // A flow waiting for a pod's name (its pod called before its Workload got here) goes now.
       onModelChange: () => agent.collector.names(),
       waitServed: (uid, ms) => zds.waitServed(uid, ms),
+      ztunnelConnected: () => zds.ztunnels > 0,
       // The flows API: mutual TLS with this agent's workload certificate; clients (the relay)
       // must present a certificate of the mesh's CA.
       beforeSubscribe: async (certs) => {

@@ -38,6 +38,9 @@ export interface MeshSyncOptions {
   /** Resolves once a ztunnel serves the pod (ZdsServer.waitServed): a running pod that joins the
    * mesh is captured only then. Without it, capture starts at once. */
   waitServed?: (uid: string, timeoutMs: number) => Promise<string>;
+  /** Whether a ztunnel is connected (ZDS). With none, a joining pod is captured at once: there is
+   * nobody to wait for, and its connections are refused until one serves it (fail closed). */
+  ztunnelConnected?: () => boolean;
 }
 
 /**
@@ -201,7 +204,7 @@ export class MeshSync {
         // creation otherwise): its namespace or its label just put it in the mesh. Capturing it
         // before ztunnel has opened its listeners would refuse its connections meanwhile (as
         // Istio's node agent, wait for ztunnel first); until then they go as they went before.
-        const joining = !enrolment.get(uid) && this.opts.waitServed !== undefined;
+        const joining = !enrolment.get(uid) && this.opts.waitServed !== undefined && (this.opts.ztunnelConnected?.() ?? true);
         enrolment.enrol(
           {
             uid,
