@@ -3,7 +3,7 @@
 // gone and precise about what is left.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rmdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TopologyError } from './errors.ts';
@@ -44,7 +44,10 @@ export async function deleteNetns(names: readonly string[]): Promise<void> {
 /**
  * Removes a cgroup directory once its processes are gone. Processes still inside are ones we
  * put there (spawned children and their descendants); they get SIGKILL by PID. rmdir fails with
- * EBUSY until the kernel has finished their exit, so it is retried for up to two seconds.
+ * EBUSY until the kernel has finished their exit, so it is retried for up to two seconds. Child
+ * cgroups go first, the same way: a container runtime makes its own below a pod's (podman's
+ * `libpod-<id>`), and one that a `podman run` stopped mid-start left behind — its `runc init`
+ * waiting for a start that never comes, unknown to podman — keeps the pod's cgroup busy.
  */
 export async function removeCgroup(dir: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
@@ -56,11 +59,13 @@ export async function removeCgroup(dir: string): Promise<void> {
       if (code === 'ENOENT') return;
       if (code !== 'EBUSY' || attempt >= 40) {
         const pids = await cgroupPids(dir);
+        const children = await childCgroups(dir);
         throw new TopologyError(
-          `could not remove cgroup ${dir} (${code}); processes left: [${pids.join(', ')}]`,
+          `could not remove cgroup ${dir} (${code}); processes left: [${pids.join(', ')}]${children.length ? `; child cgroups left: ${children.join(', ')}` : ''}`,
         );
       }
     }
+    for (const child of await childCgroups(dir)) await removeCgroup(child);
     for (const pid of await cgroupPids(dir)) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -70,6 +75,11 @@ export async function removeCgroup(dir: string): Promise<void> {
     }
     await sleep(50);
   }
+}
+
+async function childCgroups(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
 }
 
 async function cgroupPids(dir: string): Promise<number[]> {
