@@ -2,7 +2,6 @@
 // mesh state, certificates, telemetry, the connection manager and the pods' pools. ztunnel.ts
 // builds it; the paths take it and never reach into each other (istio/ztunnel's ProxyInputs).
 import type { ZtunnelMaps } from '../datapath/index.ts';
-import type { HbonePool } from '../hbone/index.ts';
 import type { SecretManager, SpiffeId } from '../identity/index.ts';
 import type { MeshState } from '../state/index.ts';
 import type { Workload } from '../xds/index.ts';
@@ -69,8 +68,6 @@ export interface ProxyContext {
    * waits for it rather than being refused.
    */
   whenSynced(timeoutMs: number): Promise<boolean>;
-  /** The pod's HBONE client pool (its outer connections leave from the pod's netns). */
-  poolOf(pod: PodProxy): HbonePool | undefined;
   /** The pod's Workload from the config stream, or what ZDS said about it while that is on its way. */
   workloadOf(pod: PodProxy): Workload | undefined;
   identityOf(w: Workload): SpiffeId;

@@ -7,6 +7,7 @@ import { HBONE_PORT } from '../common/constants.ts';
 import { logger } from '../common/log.ts';
 import { formatBaggage, HboneDeniedError, type HboneSource, splice } from '../hbone/index.ts';
 import { formatSpiffeId, type WorkloadCertificate } from '../identity/index.ts';
+import type { HbonePool } from '../hbone/index.ts';
 import type { Destination } from '../state/index.ts';
 import type { Workload } from '../xds/index.ts';
 import { plainAddr, type ProxyContext, SYNC_WAIT_MS } from './context.ts';
@@ -14,7 +15,11 @@ import type { PodProxy } from './pod.ts';
 
 const log = logger('ztunnel');
 
-export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socket): Promise<void> {
+/**
+ * `pool` is the pod's HBONE client pool: passed by the listener that accepted the connection, so
+ * a connection accepted while the pod's listeners are still opening has it too.
+ */
+export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socket, pool: HbonePool): Promise<void> {
   conn.on('error', () => {});
   const orig = ctx.maps.takeOrigDst(pod.netnsCookie, plainAddr(conn.remoteAddress), conn.remotePort ?? 0);
   if (!orig) {
@@ -41,8 +46,16 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
     return;
   }
   const src = ctx.workloadOf(pod);
-  const pool = ctx.poolOf(pod);
-  const hbone = dst.workload?.tunnelProtocol === 'HBONE' && src !== undefined && pool !== undefined;
+  const hbone = dst.workload?.tunnelProtocol === 'HBONE';
+  if (hbone && !src) {
+    // Every pod ztunnel serves is in the mesh; without its workload there is no identity to
+    // present, and plain TCP to a mesh destination would leak. Fail closed.
+    const why = `ztunnel does not know pod ${pod.uid}'s workload (it is being removed, or the controller has not sent it): a mesh destination is reached only over mutual TLS; refused (fail closed)`;
+    log.info({ dst: `${orig.address}:${orig.port}`, pod: pod.uid }, 'outbound refused: no workload for the source pod');
+    refuse(ctx, pod, conn, orig, why);
+    conn.resetAndDestroy();
+    return;
+  }
   const tracked = ctx.telemetry.connectionOpened({
     reporter: 'source',
     source: src,
@@ -66,14 +79,14 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
     conn.resetAndDestroy();
     return;
   }
-  if (wp && (!src || !pool)) {
+  if (wp && !src) {
     const why = `${wp.via} uses waypoint ${wp.hostname}, which only a mesh workload can reach (over HBONE): refused (fail closed)`;
     tracked.close({ flags: 'DENY', error: why, refused: true });
     conn.resetAndDestroy();
     return;
   }
   try {
-    if (wp && src && pool) {
+    if (wp && src) {
       // Through the waypoint: HBONE to one of its endpoints, carrying the address the app
       // dialled (a Service's VIP and port, or the pod's) — the waypoint routes from there.
       const stream = await pool.connect({
@@ -87,7 +100,7 @@ export async function outbound(ctx: ProxyContext, pod: PodProxy, conn: net.Socke
       });
       const { done, count } = ctx.connections.track(tracked, info);
       done((await splice(conn, stream, count)).error);
-    } else if (hbone && src && pool && dst.workload) {
+    } else if (hbone && src && dst.workload) {
       const stream = await pool.connect({
         source: await sourceOf(ctx, src),
         dstAddr: { host: dst.ip, port: HBONE_PORT },

@@ -84,7 +84,6 @@ export class Ztunnel {
           new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
         ]).finally(() => clearTimeout(timer));
       },
-      poolOf: (pod) => this.pods.get(pod.uid)?.pool,
       workloadOf: (pod) => this.state.workloadByPodUid(pod.uid) ?? pod.provisional,
       identityOf: (w) => this.identityOf(w),
     };
@@ -227,7 +226,7 @@ export class Ztunnel {
       {
         outbound: (pod, c) => {
           held(c);
-          void outbound(this.ctx, pod, c);
+          void outbound(this.ctx, pod, c, pool);
         },
         plaintextInbound: (pod, c) => {
           held(c);
