@@ -96,7 +96,24 @@ export class CertificateClient implements CertificateProvider {
     this.client.getChannel().getConnectivityState(true);
   }
 
-  async fetch(identity: SpiffeId): Promise<WorkloadCertificate> {
+  /** Resolves true once the channel to the CA is connected (TLS done), false after `timeoutMs`. */
+  connected(timeoutMs: number): Promise<boolean> {
+    const channel = this.client.getChannel();
+    const deadline = Date.now() + timeoutMs;
+    return new Promise((resolve) => {
+      const check = (): void => {
+        const state = channel.getConnectivityState(true);
+        if (state === grpc.connectivityState.READY) return resolve(true);
+        if (Date.now() >= deadline || state === grpc.connectivityState.SHUTDOWN) return resolve(false);
+        channel.watchConnectivityState(state, deadline, check);
+      };
+      check();
+    });
+  }
+
+  /** `onSent`: called once the request is handed to the channel (a restarted ztunnel waits for
+   * that before it loads the rest of its modules, which blocks its event loop; see boot.ts). */
+  async fetch(identity: SpiffeId, opts: { onSent?: () => void } = {}): Promise<WorkloadCertificate> {
     const uri = formatSpiffeId(identity);
     const keys = await generateKeyPair();
     const csr = await createCsr(keys, uri);
@@ -108,12 +125,12 @@ export class CertificateClient implements CertificateProvider {
       validity_duration: this.o.validitySeconds ?? 0,
       metadata: stringStruct({ ImpersonatedIdentity: uri }),
     };
-    const res = await this.call(req, md, uri);
+    const res = await this.call(req, md, uri, opts.onSent);
     const receivedAt = new Date();
     return this.check(res, identity, keys.privateKeyPem, await keyPairFingerprint(keys), receivedAt);
   }
 
-  private call(req: CertificateRequest, md: grpc.Metadata, uri: string): Promise<CertificateResponse> {
+  private call(req: CertificateRequest, md: grpc.Metadata, uri: string, onSent?: () => void): Promise<CertificateResponse> {
     const deadline = new Date(Date.now() + (this.o.timeoutMs ?? 10_000));
     return new Promise((resolve, reject) => {
       const c = this.client as unknown as {
@@ -125,6 +142,7 @@ export class CertificateClient implements CertificateProvider {
           reject(new CaClientError('MESH_ERR_CA_REQUEST', `CA refused or failed the certificate for ${uri}: ${grpc.status[err.code] ?? err.code}: ${err.details}${hint}`, err.code, err));
         } else resolve(res!);
       });
+      onSent?.();
     });
   }
 

@@ -40,6 +40,8 @@ export class ZtunnelBoot {
   readonly ownIdentity: SpiffeId;
   /** The node certificate, requested at once (the config stream presents it). */
   readonly own: Promise<WorkloadCertificate>;
+  private markSent!: () => void;
+  private readonly sent = new Promise<void>((resolve) => (this.markSent = resolve));
   private handlers: ZdsHandlers | undefined;
   private readonly queue: Queued[] = [];
   /** Identities fetched ahead for pods in the queue. */
@@ -47,11 +49,13 @@ export class ZtunnelBoot {
 
   private constructor(cfg: ZtunnelConfig) {
     this.cfg = cfg;
-    this.secrets = new SecretManager({ provider: { fetch: (id) => this.ca.fetch(id) } });
+    const own = spiffeId(cfg.trustDomain, cfg.namespace, cfg.serviceAccount);
+    const ownKey = formatSpiffeId(own);
+    this.secrets = new SecretManager({ provider: { fetch: (id) => this.ca.fetch(id, formatSpiffeId(id) === ownKey ? { onSent: () => this.markSent() } : {}) } });
     this.caRoots = new RotatingCertificates(this.secrets, undefined, cfg.caRoots);
     // Connects now: the TLS handshake with the CA overlaps the key and CSR.
     this.ca = new CertificateClient({ address: cfg.caAddress, credentials: this.caRoots.channelCredentials(), serverName: cfg.serverName, token: cfg.token });
-    this.ownIdentity = spiffeId(cfg.trustDomain, cfg.namespace, cfg.serviceAccount);
+    this.ownIdentity = own;
     this.own = this.secrets.fetchCertificate(this.ownIdentity);
     // A failure is the caller's (Ztunnel.start awaits it); the manager retries meanwhile.
     this.own.catch(() => undefined);
@@ -67,6 +71,22 @@ export class ZtunnelBoot {
     b.zds.start();
     log.info({ uptimeMs: Math.round(process.uptime() * 1000) }, 'requesting the node certificate');
     return b;
+  }
+
+  /**
+   * Resolves once the node certificate's request has left for the CA (the channel connected and
+   * the call made), or after `maxMs`, or when it failed. main.ts waits for this before it loads
+   * the proxy's modules: loading blocks the event loop for tens of ms, and the TLS handshake
+   * with the CA, the key and the CSR each need turns of it — the request would otherwise leave
+   * only once loading is over, and the CA's work would follow it instead of overlapping it.
+   */
+  async requestSent(maxMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const sent = Promise.all([this.sent, this.ca.connected(maxMs)]);
+    await Promise.race([sent, this.own.then(() => undefined, () => undefined), new Promise<void>((r) => (timer = setTimeout(r, maxMs)))]);
+    clearTimeout(timer);
+    // One more turn: the request's frames reach the socket.
+    await new Promise((r) => setImmediate(r));
   }
 
   /** The identity ztunnel.ts will ask for a pod that came with who it is (a provisional workload). */

@@ -16,6 +16,10 @@ import { loadZtunnelSettings } from './config.ts';
 
 const log = logger('ztunnel');
 
+/** How long a starting ztunnel waits for its node certificate's request to leave before it loads
+ * the rest of its modules anyway (the CA unreachable, or slow to connect). */
+const BOOT_SEND_WAIT_MS = 100;
+
 // Relayed bytes live in Buffers outside V8's heap, made and dropped by the GB; with V8's fixed
 // 64 MB external-memory trigger each 64 MB relayed started a full mark-compact of the heap (80 of
 // them per GB, ~40% of a bulk transfer's CPU, issue 16). Counted in the heap's global limit
@@ -38,6 +42,9 @@ async function main(): Promise<void> {
     namespace: cfg.namespace,
     serviceAccount: cfg.serviceAccount,
   });
+  // The node certificate's request on its way first (a few turns of the event loop), then the
+  // proxy's modules while the CA signs.
+  await boot.requestSent(BOOT_SEND_WAIT_MS);
   const [{ Ztunnel }, { decisionFromState }] = await Promise.all([import('./ztunnel.ts'), import('./policy.ts')]);
   // How long Node took to load the modules that serve: most of a restart's time to serve (see ARCHITECTURE.md).
   log.info({ uptimeMs: Math.round(process.uptime() * 1000) }, 'modules loaded');
