@@ -8,7 +8,7 @@ import { tracingEnv } from '../common/shared-settings.ts';
 import { CONTROLLER_SERVICE_ACCOUNT } from '../identity/index.ts';
 import { NodeCredentials } from './node-auth.ts';
 import { AUTHORIZATION, ConfigServer, L7_AUTHORIZATION, ROUTE, SERVICE, WORKLOAD } from '../xds/index.ts';
-import { kubeCaBackend, type RunningCa, startCa } from './ca/index.ts';
+import { kubeCaBackend, podInfo, type RunningCa, startCa } from './ca/index.ts';
 import { Relay, type RelayPeer } from '../flows/relay.ts';
 import { type ServingObserver, serveObserver } from '../flows/server.ts';
 import { packageVersion } from '../cli/commands/version.ts';
@@ -234,6 +234,8 @@ export class Controller {
         custom.listClusterCustomObject({ group: c.group, version: c.version, plural: c.plural }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
       );
     }
+    // The CA's node check reads the pod informer first (NodeAuthorizer.useCache).
+    ca.authorizer.useCache((node) => (caches.pods!.list() as k8s.V1Pod[]).filter((p) => p.spec?.nodeName === node).map(podInfo));
     // The config stream admits a node's own credential only, for a node that exists.
     const nodes = new NodeCredentials(config.trustDomain, ca.config.trustedNodeAccounts, (n) => caches.nodes!.get(n) !== undefined);
     // …and a waypoint's own identity, for a waypoint Gateway that exists.

@@ -1,7 +1,7 @@
 // Asks the CA for a workload certificate: a fresh P-256 key per request, a CSR whose only SAN is
 // the identity, the node's service-account token as bearer metadata. The answer is checked before
 // it is used: the leaf names that identity, carries our key, and chains to the returned roots.
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import {
   createCsr,
@@ -58,11 +58,17 @@ export interface CertificateClientOptions {
   readonly timeoutMs?: number;
 }
 
-/** A token source reading a projected token file on every call. */
-export function tokenFile(path: string): () => Promise<string> {
-  return async () => {
+/**
+ * A token source reading a projected token file on every call. Synchronously: the file is a
+ * few hundred bytes on a tmpfs, and an asynchronous read is four trips through libuv's thread
+ * pool (open, stat, read, close), each waiting for a turn of the event loop — 26–53 ms of a
+ * restarted ztunnel's first certificate requests, while the rest of its start kept the loop busy
+ * (measured in test/e2e/ztunnel-restart.test.ts).
+ */
+export function tokenFile(path: string): () => string {
+  return () => {
     try {
-      return (await readFile(path, 'utf8')).trim();
+      return readFileSync(path, 'utf8').trim();
     } catch (e) {
       throw new CaClientError('MESH_ERR_CA_TOKEN', `cannot read the node token at ${path}: ${(e as Error).message} — is the projected service-account token mounted?`, undefined, e);
     }
@@ -90,7 +96,24 @@ export class CertificateClient implements CertificateProvider {
     this.client.getChannel().getConnectivityState(true);
   }
 
-  async fetch(identity: SpiffeId): Promise<WorkloadCertificate> {
+  /** Resolves true once the channel to the CA is connected (TLS done), false after `timeoutMs`. */
+  connected(timeoutMs: number): Promise<boolean> {
+    const channel = this.client.getChannel();
+    const deadline = Date.now() + timeoutMs;
+    return new Promise((resolve) => {
+      const check = (): void => {
+        const state = channel.getConnectivityState(true);
+        if (state === grpc.connectivityState.READY) return resolve(true);
+        if (Date.now() >= deadline || state === grpc.connectivityState.SHUTDOWN) return resolve(false);
+        channel.watchConnectivityState(state, deadline, check);
+      };
+      check();
+    });
+  }
+
+  /** `onSent`: called once the request is handed to the channel (a restarted ztunnel waits for
+   * that before it loads the rest of its modules, which blocks its event loop; see boot.ts). */
+  async fetch(identity: SpiffeId, opts: { onSent?: () => void } = {}): Promise<WorkloadCertificate> {
     const uri = formatSpiffeId(identity);
     const keys = await generateKeyPair();
     const csr = await createCsr(keys, uri);
@@ -102,12 +125,12 @@ export class CertificateClient implements CertificateProvider {
       validity_duration: this.o.validitySeconds ?? 0,
       metadata: stringStruct({ ImpersonatedIdentity: uri }),
     };
-    const res = await this.call(req, md, uri);
+    const res = await this.call(req, md, uri, opts.onSent);
     const receivedAt = new Date();
     return this.check(res, identity, keys.privateKeyPem, await keyPairFingerprint(keys), receivedAt);
   }
 
-  private call(req: CertificateRequest, md: grpc.Metadata, uri: string): Promise<CertificateResponse> {
+  private call(req: CertificateRequest, md: grpc.Metadata, uri: string, onSent?: () => void): Promise<CertificateResponse> {
     const deadline = new Date(Date.now() + (this.o.timeoutMs ?? 10_000));
     return new Promise((resolve, reject) => {
       const c = this.client as unknown as {
@@ -119,6 +142,7 @@ export class CertificateClient implements CertificateProvider {
           reject(new CaClientError('MESH_ERR_CA_REQUEST', `CA refused or failed the certificate for ${uri}: ${grpc.status[err.code] ?? err.code}: ${err.details}${hint}`, err.code, err));
         } else resolve(res!);
       });
+      onSent?.();
     });
   }
 

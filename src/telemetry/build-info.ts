@@ -1,7 +1,7 @@
 // istio_build{component, tag}: Istio's build-info gauge (always 1), which its dashboards read for
 // the versions running ("Ztunnel Versions" in the ztunnel dashboard).
 import { readFileSync } from 'node:fs';
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from '../common/prom.ts';
 
 /** The checkout's (or image's) package.json version. */
 function version(): string {

@@ -3,7 +3,7 @@
 // established until the last connection ends, or until the deadline (MESH_DRAIN_TIMEOUT; 0 waits
 // for ever), when it resets what is left and says how many. Visible while it lasts: admin
 // (/config_dump's `drain`), metrics, readiness (not ready) and `meshctl status`.
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from '../common/prom.ts';
 import { logger } from '../common/log.ts';
 import type { ConnectionManager } from './connection-manager.ts';
 

@@ -1,18 +1,24 @@
 // Entry point of the ztunnel process: `node src/ztunnel/main.ts` (the DaemonSet's ztunnel container).
 // Its settings (src/ztunnel/config.ts) share the node's with the agent (MESH_NODE_NAME,
 // MESH_CONTROLLER, MESH_MARK, …) and its bpffs directory.
+//
+// Startup order (ARCHITECTURE.md, "ztunnel start / restart order"): only what asks the CA for
+// the node certificate and connects to the agent (boot.ts) is imported statically; the proxy
+// (ztunnel.ts) loads while those requests are out, and what serves no traffic (the admin,
+// metrics and readiness servers, the process metrics) loads once ztunnel is ready.
 import { readFileSync } from 'node:fs';
+import { flushCompileCache } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
-import { collectDefaultMetrics, Registry } from 'prom-client';
 import { logger } from '../common/log.ts';
 import { tokenFile } from '../identity/index.ts';
+import { ZtunnelBoot } from './boot.ts';
 import { loadZtunnelSettings } from './config.ts';
-import { decisionFromState } from './policy.ts';
-import { Ztunnel } from './ztunnel.ts';
-import { LogLevels, startZtunnelServers } from '../admin/index.ts';
-import { registerBuildInfo } from '../telemetry/index.ts';
 
 const log = logger('ztunnel');
+
+/** How long a starting ztunnel waits for its node certificate's request to leave before it loads
+ * the rest of its modules anyway (the CA unreachable, or slow to connect). */
+const BOOT_SEND_WAIT_MS = 100;
 
 // Relayed bytes live in Buffers outside V8's heap, made and dropped by the GB; with V8's fixed
 // 64 MB external-memory trigger each 64 MB relayed started a full mark-compact of the heap (80 of
@@ -21,26 +27,35 @@ const log = logger('ztunnel');
 setFlagsFromString('--external-memory-accounted-in-global-limit');
 
 async function main(): Promise<void> {
-  // How long Node took to load our modules: most of a restart's time to serve (see ARCHITECTURE.md).
-  log.info({ uptimeMs: Math.round(process.uptime() * 1000) }, 'modules loaded');
   const cfg = loadZtunnelSettings();
-  const z = await Ztunnel.start(
-    {
-      nodeName: cfg.nodeName,
-      xdsAddress: cfg.xdsAddress,
-      caAddress: cfg.caAddress,
-      serverName: cfg.serverName,
-      trustDomain: cfg.trustDomain,
-      caRoots: readFileSync(cfg.caRootFile, 'utf8'),
-      token: tokenFile(cfg.tokenFile),
-      bpffsDir: cfg.bpffsDir,
-      zdsSocket: cfg.zdsSocket,
-      mark: cfg.mark,
-      namespace: cfg.namespace,
-      serviceAccount: cfg.serviceAccount,
-    },
-    decisionFromState,
-  );
+  const boot = ZtunnelBoot.start({
+    nodeName: cfg.nodeName,
+    xdsAddress: cfg.xdsAddress,
+    caAddress: cfg.caAddress,
+    serverName: cfg.serverName,
+    trustDomain: cfg.trustDomain,
+    caRoots: readFileSync(cfg.caRootFile, 'utf8'),
+    token: tokenFile(cfg.tokenFile),
+    bpffsDir: cfg.bpffsDir,
+    zdsSocket: cfg.zdsSocket,
+    mark: cfg.mark,
+    namespace: cfg.namespace,
+    serviceAccount: cfg.serviceAccount,
+  });
+  // The node certificate's request on its way first (a few turns of the event loop), then the
+  // proxy's modules while the CA signs.
+  await boot.requestSent(BOOT_SEND_WAIT_MS);
+  const [{ Ztunnel }, { decisionFromState }] = await Promise.all([import('./ztunnel.ts'), import('./policy.ts')]);
+  // How long Node took to load the modules that serve: most of a restart's time to serve (see ARCHITECTURE.md).
+  log.info({ uptimeMs: Math.round(process.uptime() * 1000) }, 'modules loaded');
+  const z = await Ztunnel.start(boot, decisionFromState);
+  // Loading the rest blocks the event loop for tens of ms: not while pods' listeners are opening.
+  await z.podsServed(1000);
+  const [{ collectDefaultMetrics, Registry }, { LogLevels, startZtunnelServers }, { registerBuildInfo }] = await Promise.all([
+    import('prom-client'),
+    import('../admin/index.ts'),
+    import('../telemetry/index.ts'),
+  ]);
   if (cfg.tracingEndpoint) {
     // Loaded only now: a ztunnel without L4 spans never pays for OpenTelemetry.
     const { createTracer } = await import('../tracing/index.ts');
@@ -60,6 +75,10 @@ async function main(): Promise<void> {
     readiness: { host: cfg.listenHost, port: cfg.readinessPort, ready: () => z.readiness() },
   });
   log.info({ admin: servers.admin.port, metrics: servers.metrics.port, readiness: servers.readiness.port }, 'admin, metrics and readiness listening');
+  // Node writes its compile cache (NODE_COMPILE_CACHE) when the process exits — which a crashed
+  // ztunnel never does, so its replacement would compile every module again (~0.45 s more before
+  // it serves). Written now, once everything that serves has loaded.
+  flushCompileCache();
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { logger } from '../common/log.ts';
 import { ZtunnelMaps } from '../datapath/index.ts';
 import { HbonePool, HboneServer } from '../hbone/index.ts';
-import { CertificateClient, formatSpiffeId, parseSpiffeId, RotatingCertificates, SecretManager, type SpiffeId, spiffeId, type WorkloadCertificate } from '../identity/index.ts';
+import { type CertificateClient, formatSpiffeId, parseSpiffeId, RotatingCertificates, type SecretManager, type SpiffeId, spiffeId, type WorkloadCertificate } from '../identity/index.ts';
 import { type MeshTypes, MeshState } from '../state/index.ts';
 import type { MtlsCredentials } from '../tls/index.ts';
 import { AUTHORIZATION, ConfigClient, SERVICE, WORKLOAD, type Workload } from '../xds/index.ts';
@@ -22,7 +22,8 @@ import { plaintextInbound } from './inbound-passthrough.ts';
 import { outbound } from './outbound.ts';
 import { PodProxy } from './pod.ts';
 import { AccessLog, Telemetry } from './telemetry/index.ts';
-import { ZdsClient } from './zds-client.ts';
+import type { ZtunnelBoot } from './boot.ts';
+import type { ZdsClient } from './zds-client.ts';
 
 export type { InboundPolicy, ZtunnelConfig } from './context.ts';
 
@@ -54,31 +55,17 @@ export class Ztunnel {
   private markSynced!: () => void;
   private readonly synced = new Promise<void>((resolve) => (this.markSynced = resolve));
 
-  private constructor(cfg: ZtunnelConfig, policy: InboundPolicy) {
+  private constructor(boot: ZtunnelBoot, policy: InboundPolicy) {
+    const cfg = boot.cfg;
     this.cfg = cfg;
     this.policy = policy;
     this.maps = new ZtunnelMaps(cfg.bpffsDir);
-    // The CA client trusts the mounted bundle plus the roots the CA hands out as they rotate.
-    this.secrets = new SecretManager({ provider: { fetch: (id) => this.ca.fetch(id) } });
-    this.caRoots = new RotatingCertificates(this.secrets, undefined, cfg.caRoots);
-    this.ca = new CertificateClient({ address: cfg.caAddress, credentials: this.caRoots.channelCredentials(), serverName: cfg.serverName, token: cfg.token });
+    // The CA client, its certificates and the ZDS connection began before this module loaded (boot.ts).
+    this.secrets = boot.secrets;
+    this.caRoots = boot.caRoots;
+    this.ca = boot.ca;
     this.drainer = new Drain(this.connections, this.telemetry.metrics.registry);
-    this.zds = new ZdsClient(cfg.zdsSocket, {
-      snapshot: (pods) => {
-        const keep = new Set(pods.map((p) => p.uid));
-        this.wanted.clear();
-        for (const uid of keep) this.wanted.add(uid);
-        for (const uid of this.pods.keys()) if (!keep.has(uid)) void this.removePod(uid);
-      },
-      add: (p) => {
-        this.wanted.add(p.uid);
-        return this.addPod(p);
-      },
-      del: (uid) => {
-        this.wanted.delete(uid);
-        return this.removePod(uid);
-      },
-    });
+    this.zds = boot.zds;
     this.telemetry.onClose = (r) => this.zds.report(r);
     this.ctx = {
       cfg,
@@ -110,6 +97,23 @@ export class Ztunnel {
         if (cert) this.renewed(id, cert);
       }
     });
+    // Last: the handlers use everything above, and the pods that waited are handled at once.
+    boot.adopt({
+      snapshot: (pods) => {
+        const keep = new Set(pods.map((p) => p.uid));
+        this.wanted.clear();
+        for (const uid of keep) this.wanted.add(uid);
+        for (const uid of this.pods.keys()) if (!keep.has(uid)) void this.removePod(uid);
+      },
+      add: (p) => {
+        this.wanted.add(p.uid);
+        return this.addPod(p);
+      },
+      del: (uid) => {
+        this.wanted.delete(uid);
+        return this.removePod(uid);
+      },
+    });
   }
 
   /** What a pod's HBONE server presents and trusts: its current certificate, and the CA's current
@@ -130,16 +134,21 @@ export class Ztunnel {
     if (pods) log.info({ identity, serial: cert.leaf.serial, notAfter: cert.leaf.notAfter, pods }, 'serving a renewed certificate');
   }
 
-  static async start(cfg: ZtunnelConfig, policy: InboundPolicy): Promise<Ztunnel> {
-    const z = new Ztunnel(cfg, policy);
-    // The node's pods first: the agent tells who each pod is (ZDS), so their listeners open while
-    // the config stream is still connecting — after a restart, capture is served again sooner.
-    z.zds.start();
-    const ownId = spiffeId(cfg.trustDomain, cfg.namespace, cfg.serviceAccount);
+  /**
+   * Takes over what `boot` began (ZtunnelBoot.start: the node certificate, ZDS, the pods'
+   * certificates) and serves: the pods first — the agent tells who each pod is (ZDS), so their
+   * listeners open while the config stream is still connecting; after a restart, capture is
+   * served again sooner — and the config stream once the node certificate is in.
+   */
+  static async start(boot: ZtunnelBoot, policy: InboundPolicy): Promise<Ztunnel> {
+    const cfg = boot.cfg;
+    const z = new Ztunnel(boot, policy);
+    const ownId = boot.ownIdentity;
     z.ownIdentity = ownId;
-    await z.secrets.fetchCertificate(ownId);
     // The node certificate, renewed at half-life like any other: the config stream presents the
-    // current one on every (re)connect.
+    // current one on every (re)connect. The stream starts before the certificate is in: its
+    // channel resolves and connects, and its TLS handshake waits for the certificate (grpc-js's
+    // certificate-provider credentials).
     z.own = new RotatingCertificates(z.secrets, ownId, cfg.caRoots);
     z.config = new ConfigClient<MeshTypes>({
       address: cfg.xdsAddress,
@@ -158,6 +167,8 @@ export class Ztunnel {
     // policies at all); only then is the type complete in the state.
     z.config.on('ready', (type: string) => apply(type as keyof MeshTypes));
     z.config.start();
+    await boot.own;
+    log.info({ uptimeMs: Math.round(process.uptime() * 1000) }, 'node certificate');
     await z.config.ready(30_000);
     for (const t of [WORKLOAD, SERVICE, AUTHORIZATION] as const) z.state.replace(t, [...z.config.entries(t)].map(([k, e]) => [k, e.value] as [string, never]), z.config.isReady(t));
     z.markSynced();
@@ -272,6 +283,12 @@ export class Ztunnel {
       drain: this.drainer.status(),
       pods: [...this.pods.values()].map((p) => ({ uid: p.proxy.uid, netns: p.proxy.netnsPath, addresses: p.proxy.addresses })),
     };
+  }
+
+  /** Resolves once every pod the agent named is served, or after `timeoutMs`. */
+  async podsServed(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until && [...this.wanted].some((uid) => !this.pods.has(uid))) await new Promise((r) => setTimeout(r, 5));
   }
 
   readiness(): Readiness {

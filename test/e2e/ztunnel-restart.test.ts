@@ -1,7 +1,9 @@
 // ztunnel killed and restarted: while it is down, enrolled pods get refusals — never plaintext to
 // each other — and new connections work again soon after it is back.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor } from '../helpers/mesh.ts';
@@ -28,6 +30,15 @@ const SERVER = `require('node:net').createServer((s) => { s.on('error', () => {}
 
 test('ztunnel killed and restarted: refusals meanwhile, no plaintext, and service again within seconds', async (t) => {
   if (!(await requireRoot(t))) return;
+  // A compile cache of its own, empty at first, as a new node pod's emptyDir: what the
+  // replacement finds there is what the crashed ztunnel wrote before it was killed (main.ts
+  // flushes it once serving), not what some earlier process wrote at a clean exit.
+  const compileCache = mkdtempSync(join(tmpdir(), 'mesh-restart-compile-cache-'));
+  process.env.NODE_COMPILE_CACHE = compileCache;
+  t.teardown(() => {
+    delete process.env.NODE_COMPILE_CACHE;
+    rmSync(compileCache, { recursive: true, force: true });
+  });
   const mesh = await startMesh(t, { ztunnel: true });
   await mesh.core.createNamespace({ body: { metadata: { name: 'shop', labels: { 'mesh.io/dataplane-mode': 'ambient' } } } });
   const mk = (name: string, node: string, command: string[]) =>
@@ -93,7 +104,7 @@ test('ztunnel killed and restarted: refusals meanwhile, no plaintext, and servic
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as { time: string; msg: string; pod?: string; uptimeMs?: number })
-    .filter((l) => ['modules loaded', 'serving pod', 'ztunnel ready'].includes(l.msg))
+    .filter((l) => ['requesting the node certificate', 'modules loaded', 'node certificate', 'config stream connected', 'serving pod', 'ztunnel ready'].includes(l.msg))
     .map((l) => `${l.msg}${l.pod ? ` ${l.pod}` : ''} +${Date.parse(l.time) - spawnedAt} ms${l.uptimeMs !== undefined ? ` (uptime ${l.uptimeMs} ms)` : ''}`);
   t.log(`replacement's start, from its spawn: ${milestones.join('; ')}`);
   await new Promise((r) => setTimeout(r, 500));

@@ -3,7 +3,7 @@
 import { formatSpiffeId, type SpiffeId } from '../../identity/index.ts';
 import type { Caller } from './authn.ts';
 import { CaError, permissionDenied } from './errors.ts';
-import type { PodLookup } from './kube.ts';
+import type { PodInfo, PodLookup } from './kube.ts';
 
 export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
 export const POD_NAME_EXTRA = 'authentication.kubernetes.io/pod-name';
@@ -11,16 +11,30 @@ export const POD_UID_EXTRA = 'authentication.kubernetes.io/pod-uid';
 
 const SA_USER = /^system:serviceaccount:([^:]+):([^:]+)$/;
 
+/** The pods scheduled on a node as a watch cache holds them (the controller's pod informer). */
+export type CachedPodsOnNode = (node: string) => readonly PodInfo[];
+
 export class NodeAuthorizer {
   private readonly pods: PodLookup;
   private readonly trusted: ReadonlySet<string>;
   private readonly systemNamespaces: ReadonlySet<string>;
+  private cached: CachedPodsOnNode | undefined;
 
   /** `trustedNodeAccounts`: usernames like system:serviceaccount:mesh-system:mesh-node. */
   constructor(pods: PodLookup, trustedNodeAccounts: readonly string[]) {
     this.pods = pods;
     this.trusted = new Set(trustedNodeAccounts);
     this.systemNamespaces = new Set(trustedNodeAccounts.flatMap((u) => SA_USER.exec(u)?.[1] ?? []));
+  }
+
+  /**
+   * Answers the node check from a watch cache when it shows a live pod with the identity on the
+   * node (Istio's CA checks its pod informer only), and asks the API server only when it does
+   * not: a pod created a moment ago may not have reached the cache yet. A list call per
+   * certificate was a round trip to the API server on a restarted ztunnel's path to serving.
+   */
+  useCache(cached: CachedPodsOnNode): void {
+    this.cached = cached;
   }
 
   /** Whether the caller is a trusted node account (a node's ztunnel or agent). */
@@ -77,21 +91,16 @@ export class NodeAuthorizer {
         `node ${node} may not obtain identity ${formatSpiffeId(identity)}: in namespace ${identity.namespace} a node may obtain only its own node identity (${[...this.trusted].map((u) => u.replace('system:serviceaccount:', '').replace(':', '/')).join(', ')})`,
       );
     }
+    const runs = (p: PodInfo) =>
+      p.namespace === identity.namespace && p.serviceAccountName === identity.serviceAccount && p.nodeName === node && p.phase !== 'Succeeded' && p.phase !== 'Failed';
+    if (this.cached?.(node).some(runs)) return;
     let pods;
     try {
       pods = await this.pods.podsOnNode(node);
     } catch (e) {
       throw e instanceof CaError ? e : new CaError('MESH_ERR_CA_KUBE', `listing pods on node ${node} failed: ${(e as Error).message}`, e);
     }
-    const live = pods.some(
-      (p) =>
-        p.namespace === identity.namespace &&
-        p.serviceAccountName === identity.serviceAccount &&
-        p.nodeName === node &&
-        p.phase !== 'Succeeded' &&
-        p.phase !== 'Failed',
-    );
-    if (!live) {
+    if (!pods.some(runs)) {
       throw permissionDenied(
         `node ${node} may not obtain identity ${formatSpiffeId(identity)}: no running pod in namespace ${identity.namespace} with service account ${identity.serviceAccount} is scheduled on that node`,
       );

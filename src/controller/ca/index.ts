@@ -12,7 +12,7 @@ import { CaServer } from './server.ts';
 
 export { CertificateAuthority, createSelfSignedRoot, type CaMaterial, type IssuedCertificate } from './authority.ts';
 export { bearerToken, TokenReviewAuthenticator, type Authenticator, type Caller } from './authn.ts';
-export { NodeAuthorizer, NODE_NAME_EXTRA, POD_NAME_EXTRA, POD_UID_EXTRA } from './authz.ts';
+export { type CachedPodsOnNode, NodeAuthorizer, NODE_NAME_EXTRA, POD_NAME_EXTRA, POD_UID_EXTRA } from './authz.ts';
 export { CA_CONFIG_DEFAULTS, caConfig, type CaConfig } from './config.ts';
 export { CaError, type CaErrorCode } from './errors.ts';
 export {
@@ -35,6 +35,8 @@ export interface RunningCa {
   readonly config: CaConfig;
   readonly authority: CertificateAuthority;
   readonly server: CaServer;
+  /** The node check; the controller gives it its pod informer (useCache). */
+  readonly authorizer: NodeAuthorizer;
   readonly publisher: RootCertPublisher;
   readonly port: number;
   close(): Promise<void>;
@@ -50,11 +52,12 @@ export async function startCa(kube: CaKube, input: Partial<CaConfig> & { trustDo
   const material = await loadCaMaterial(kube, config);
   const authority = new CertificateAuthority(material);
   const publisher = new RootCertPublisher(kube, material.roots);
+  const authorizer = new NodeAuthorizer(kube, config.trustedNodeAccounts);
   const server = new CaServer({
     trustDomain: config.trustDomain,
     authority,
     authenticator: deps.authenticator ?? new TokenReviewAuthenticator(kube, { audiences: config.audiences }),
-    authorizer: new NodeAuthorizer(kube, config.trustedNodeAccounts),
+    authorizer,
     defaultTtlMs: config.defaultTtlMs,
     maxTtlMs: config.maxTtlMs,
     servingNames: config.servingNames,
@@ -72,6 +75,7 @@ export async function startCa(kube: CaKube, input: Partial<CaConfig> & { trustDo
     config,
     authority,
     server,
+    authorizer,
     publisher,
     port,
     async close() {

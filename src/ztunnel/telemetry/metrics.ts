@@ -14,7 +14,7 @@
 // names), which are bounded by the cluster; still, past `maxSeries` distinct label sets, new
 // ones fold into a series whose workload-level labels read "overflow" (namespaces, reporter,
 // flags and security policy stay exact), counted by mesh_ztunnel_metric_series_overflow_total.
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from '../../common/prom.ts';
 import { emptyLabels, LABEL_NAMES, OVERFLOW, overflowLabels, type Reporter, type ResponseFlag, seriesKey, type TrafficLabels } from '../../telemetry/labels.ts';
 
 export { OVERFLOW };
