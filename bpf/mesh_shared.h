@@ -37,8 +37,8 @@
 #define MESH_EV_STEERED 2  /* inbound connection assigned to ztunnel's inbound/HBONE socket */
 #define MESH_EV_PASSED 3   /* enrolled pod, but left alone (see reason) */
 #define MESH_EV_REFUSED 4  /* enrolled pod, connection refused (fail closed): see reason */
-#define MESH_EV_OBSERVED 5 /* a pod outside the mesh connected (plaintext); seen, not touched */
-#define MESH_EV_CLOSED 6   /* an observed connection closed; carries its byte counts */
+#define MESH_EV_OBSERVED 5 /* a connection of a pod outside the mesh (plaintext), seen, not touched;
+			    * reported once, when it closed: tuple, start_ns and byte counts */
 
 /* mesh_event.reason */
 #define MESH_R_NONE 0
@@ -129,8 +129,9 @@ struct mesh_event {
 	__u16 family;
 	__u16 pad;
 	__u32 pod_id;
-	__u64 bytes_sent; /* MESH_EV_CLOSED only: bytes the pod sent (acked) and received */
+	__u64 bytes_sent; /* MESH_EV_OBSERVED only: bytes the pod sent (acked) and received */
 	__u64 bytes_recv;
+	__u64 start_ns; /* MESH_EV_OBSERVED only: when it was established (ts_ns: when it closed) */
 };
 
 #endif

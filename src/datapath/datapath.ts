@@ -22,7 +22,7 @@ import {
 import { dirname, join } from 'node:path';
 import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, ZTUNNEL_MARK_DEFAULT } from '../common/constants.ts';
 import { DatapathError, explainLoadError } from './errors.ts';
-import { type DatapathEvent, decodeEvent, STAT_EVENTS_LOST, u32Key } from './layout.ts';
+import { type DatapathEvent, decodeEvent, LAYOUT, STAT_EVENTS_LOST, u32Key } from './layout.ts';
 import { bpfObjectPath, type NativeError, type NativeMap, native, type RingReader } from './native.ts';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -38,6 +38,7 @@ export const MAP_NAMES = [
   'mesh_excl_cidrs',
   'mesh_socks',
   'mesh_pending',
+  'mesh_observed',
   'mesh_orig_dst',
   'mesh_deliveries',
   'mesh_events',
@@ -364,11 +365,17 @@ export class Datapath {
    * is delivered at once. 0 takes every event as it comes.
    */
   readEvents(onEvents: (events: DatapathEvent[]) => void, pollMs = 100, batchMs = EVENT_BATCH_MS): { close(): void } {
+    const size = LAYOUT.mesh_event.size;
     const reader = new (native().RingReader)(
       this.maps.mesh_events.fd,
-      (records) => onEvents(records.map(decodeEvent)),
+      (batch) => {
+        const evs = new Array<DatapathEvent>(batch.length / size);
+        for (let i = 0; i < evs.length; i++) evs[i] = decodeEvent(batch, i * size);
+        onEvents(evs);
+      },
       pollMs,
       batchMs,
+      size,
     );
     this.readers.add(reader);
     return {
