@@ -80,21 +80,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mesh_pending SEC(".maps") __weak;
 
-/* When an observed connection (a pod outside the mesh) was established, by its socket cookie,
- * until its close reports it. Written by sockops at ACTIVE_ESTABLISHED; read and deleted by sockops
- * at TCP_CLOSE. A hash with preallocated per-CPU LRU lists: an update takes a free node and one
- * bucket lock, where socket storage allocated (and charged to the cgroup) per connection cost
- * ~0.7 µs more per connect (bench/capture.ts --prog-stats). Beyond its size in open observed
- * connections the oldest lose their start (their flow starts at the close). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, __u64);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} mesh_observed SEC(".maps") __weak;
-
 /* Original destinations keyed by the tuple ztunnel's outbound listener accepts. Written by
  * sockops; read and deleted by ztunnel. LRU: entries ztunnel never claims age out. */
 struct {
@@ -144,7 +129,7 @@ const volatile __u16 mesh_outbound_port __weak = MESH_PORT_OUTBOUND;
 const volatile __u16 mesh_inbound_port __weak = MESH_PORT_INBOUND;
 const volatile __u16 mesh_hbone_port __weak = MESH_PORT_HBONE;
 const volatile __u8 mesh_emit_passed __weak = 1;
-/* Report connections of pods outside the mesh (MESH_EV_OBSERVED, at their close) for flows. */
+/* Report connections of pods outside the mesh (MESH_EV_OPENED, MESH_EV_OBSERVED) for flows. */
 const volatile __u8 mesh_observe __weak = 1;
 
 /* Emits struct mesh_event into the object's BTF (a ring buffer has no value type), so that its

@@ -38,7 +38,9 @@
 #define MESH_EV_PASSED 3   /* enrolled pod, but left alone (see reason) */
 #define MESH_EV_REFUSED 4  /* enrolled pod, connection refused (fail closed): see reason */
 #define MESH_EV_OBSERVED 5 /* a connection of a pod outside the mesh (plaintext), seen, not touched;
-			    * reported once, when it closed: tuple, start_ns and byte counts */
+			    * at its close: tuple and byte counts (start_ns: filled in by the reader) */
+#define MESH_EV_OPENED 6   /* that connection established: ts_ns and sock_cookie only. The agent's
+			    * reader keeps the time by cookie and hands over the OBSERVED alone */
 
 /* mesh_event.reason */
 #define MESH_R_NONE 0
@@ -131,7 +133,8 @@ struct mesh_event {
 	__u32 pod_id;
 	__u64 bytes_sent; /* MESH_EV_OBSERVED only: bytes the pod sent (acked) and received */
 	__u64 bytes_recv;
-	__u64 start_ns; /* MESH_EV_OBSERVED only: when it was established (ts_ns: when it closed) */
+	__u64 start_ns; /* MESH_EV_OBSERVED only, written by the reader (addon/ringbuf.cc) from the
+			 * MESH_EV_OPENED of the same socket: when it was established; 0 unknown */
 };
 
 #endif

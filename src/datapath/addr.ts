@@ -58,9 +58,14 @@ function isV4Mapped(b: Buffer, o: number): boolean {
   return b[o + 10] === 0xff && b[o + 11] === 0xff;
 }
 
-/** Formats a mesh_addr (at byte `o` of `b`): dotted quad for v4-mapped, RFC 5952 text otherwise,
- * '' for all-zero. The v4 case reads the bytes in place: it runs for every datapath event. */
-export function formatMeshAddress(b: Buffer, o = 0): string {
+/** Formats a mesh_addr: dotted quad for v4-mapped, RFC 5952 text otherwise, '' for all-zero. */
+export function formatMeshAddress(b: Buffer): string {
+  return formatMeshAddressAt(b, 0);
+}
+
+/** formatMeshAddress of the mesh_addr at byte `o` of `b`. The v4 case reads the bytes in place:
+ * it runs twice for every datapath event. */
+export function formatMeshAddressAt(b: Buffer, o: number): string {
   if (isV4Mapped(b, o)) return `${b[o + 12]}.${b[o + 13]}.${b[o + 14]}.${b[o + 15]}`;
   const a16 = b.subarray(o, o + 16);
   if (a16.every((x) => x === 0)) return '';

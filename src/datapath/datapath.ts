@@ -38,7 +38,6 @@ export const MAP_NAMES = [
   'mesh_excl_cidrs',
   'mesh_socks',
   'mesh_pending',
-  'mesh_observed',
   'mesh_orig_dst',
   'mesh_deliveries',
   'mesh_events',

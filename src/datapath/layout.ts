@@ -1,6 +1,6 @@
 // Codecs for the structs in bpf/mesh_shared.h. The offsets below are checked against the BTF of
 // the built object by test/bpf/layout.test.ts, so a change on either side fails the build.
-import { formatMeshAddress } from './addr.ts';
+import { formatMeshAddress, formatMeshAddressAt } from './addr.ts';
 
 // The flag and kind values of bpf/mesh_shared.h live with the other shared numbers.
 export { DIR_INBOUND, DIR_OUTBOUND, POD_F_ENROLLED, POD_F_TRANSPARENT, SOCK_HBONE, SOCK_INBOUND } from '../common/constants.ts';
@@ -40,7 +40,7 @@ export const LAYOUT = {
 
 export const UID_SIZE = 64;
 
-export const EVENT_KINDS = { 1: 'CAPTURED', 2: 'STEERED', 3: 'PASSED', 4: 'REFUSED', 5: 'OBSERVED' } as const;
+export const EVENT_KINDS = { 1: 'CAPTURED', 2: 'STEERED', 3: 'PASSED', 4: 'REFUSED', 5: 'OBSERVED', 6: 'OPENED' } as const;
 export type EventKind = (typeof EVENT_KINDS)[keyof typeof EVENT_KINDS];
 
 export const EVENT_REASONS = {
@@ -192,7 +192,8 @@ export interface DatapathEvent {
   /** OBSERVED only: bytes the pod's socket sent (acknowledged by the peer) and received. */
   bytesSent: bigint;
   bytesRecv: bigint;
-  /** OBSERVED only: when the connection was established (tsNs: when it closed); else 0. */
+  /** OBSERVED only: when the connection was established (tsNs: when it closed), from the OPENED
+   * event the reader joined to it (OPENED events never reach JavaScript); 0 when unknown. */
   startNs: bigint;
 }
 
@@ -204,8 +205,8 @@ export function decodeEvent(b: Buffer, o = 0): DatapathEvent {
     tsNs: b.readBigUInt64LE(o),
     sockCookie: b.readBigUInt64LE(o + 8),
     netnsCookie: b.readBigUInt64LE(o + 16),
-    src: formatMeshAddress(b, o + 24),
-    dst: formatMeshAddress(b, o + 40),
+    src: formatMeshAddressAt(b, o + 24),
+    dst: formatMeshAddressAt(b, o + 40),
     sport: b.readUInt16LE(o + 56),
     dport: b.readUInt16LE(o + 58),
     newPort: b.readUInt16LE(o + 60),

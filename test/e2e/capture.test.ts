@@ -408,6 +408,7 @@ test('a pod outside the mesh is observed, never touched: one OBSERVED event at t
   await new Promise((res) => setTimeout(res, 100));
   const seen = events.filter((e) => e.kind === 'OBSERVED');
   t.is(seen.length, 1, 'exactly one event for the one connection (loopback is not reported)');
+  t.false(events.some((e) => e.kind === 'OPENED'), 'the reader keeps OPENED to itself: it only dates the OBSERVED');
   t.like(seen[0], { src: s.other.ip4, dst: s.server.ip4, dport: 8080, family: 4 });
   t.is(String(seen[0]?.sockCookie), String(r?.cookie), 'named by the client socket cookie');
   t.true((seen[0]?.sport ?? 0) > 0, 'with its source port');
