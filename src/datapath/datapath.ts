@@ -58,8 +58,8 @@ export interface DatapathOptions {
   hbonePort?: number;
   /** Emit PASSED events (enrolled pod, left alone). On by default: flows explain skips too. */
   emitPassed?: boolean;
-  /** Report connections of pods outside the mesh (OBSERVED, then CLOSED with byte counts), so
-   * that flows show plaintext traffic too. On by default. */
+  /** Report connections of pods outside the mesh (one OBSERVED per connection, at its close, with
+   * its start and byte counts), so that flows show plaintext traffic too. On by default. */
   observe?: boolean;
 }
 
