@@ -92,15 +92,19 @@ class RingReader : public Napi::ObjectWrap<RingReader> {
     while (!stop_.load()) {
       int n = ring_buffer__poll(rb_, poll_ms_);
       if (n < 0 && n != -EINTR) break;
-      if (pending_.empty()) continue;
-      auto* batch = new Batch(std::move(pending_));
-      pending_.clear();
-      napi_status s = tsfn_.NonBlockingCall(batch, [](Napi::Env env, Napi::Function cb, Batch* b) {
-        // The buffer takes the vector's storage: no copy on the JavaScript thread either.
-        auto buf = Napi::Buffer<uint8_t>::New(env, b->data(), b->size(), [](Napi::Env, uint8_t*, Batch* v) { delete v; }, b);
-        cb.Call({buf});
-      });
-      if (s != napi_ok) delete batch;
+      if (n <= 0) continue;
+      // A batch of OPENED records alone leaves nothing to hand over, but still waits below: else
+      // connections that open faster than they close would wake this thread once each.
+      if (!pending_.empty()) {
+        auto* batch = new Batch(std::move(pending_));
+        pending_.clear();
+        napi_status s = tsfn_.NonBlockingCall(batch, [](Napi::Env env, Napi::Function cb, Batch* b) {
+          // The buffer takes the vector's storage: no copy on the JavaScript thread either.
+          auto buf = Napi::Buffer<uint8_t>::New(env, b->data(), b->size(), [](Napi::Env, uint8_t*, Batch* v) { delete v; }, b);
+          cb.Call({buf});
+        });
+        if (s != napi_ok) delete batch;
+      }
       if (batch_ms_ > 0) {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait_for(lock, std::chrono::milliseconds(batch_ms_), [this] { return stop_.load(); });
