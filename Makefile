@@ -9,7 +9,7 @@ BPF_SRCS := bpf/connect.bpf.c bpf/sockops.bpf.c bpf/sk_lookup.bpf.c
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS := bpf/mesh_shared.h bpf/mesh_maps.bpf.h
 ADDON := build/Release/mesh_native.node
-ADDON_SRCS := $(wildcard addon/*.cc addon/*.h) binding.gyp
+ADDON_SRCS := $(wildcard addon/*.cc addon/*.h) binding.gyp bpf/mesh_shared.h
 # node-gyp needs Node's headers and must not download them (no internet): use the system's.
 NODEDIR := $(shell test -f /usr/include/node/node_api.h && echo --nodedir=/usr)
 APT_PACKAGES := clang llvm libbpf-dev libmnl-dev libelf-dev zlib1g-dev bpftool iproute2 nftables make g++ python3 \

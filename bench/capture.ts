@@ -11,10 +11,12 @@
 //   baseline-ip  no program runs (outside the subtree), connecting to the pod's own IP
 //   observed     programs attached, pod not enrolled, same connections: two ring-buffer events each
 // Every round runs all three, in a rotating order, so drift in the machine hits each alike.
-//   npm run bench -- [--connects N] [--rounds R] [--prog-stats] [--batch-ms MS]
+//   npm run bench -- [--connects N] [--rounds R] [--prog-stats] [--flows] [--batch-ms MS]
 // --prog-stats turns on kernel.bpf_stats_enabled for the run (restored after) and reports, per
 // scenario, the time the programs spent per connect (run_time_ns / connects, connect4 and sockops
 // apart): the eBPF part of capture, without the loopback hop and without the event reader.
+// --flows hands the events to the agent's FlowCollector (one plaintext flow per observed connection,
+// into a FlowRing), so that the reader's CPU column counts what the agent does with them.
 // --batch-ms sets the event reader's pause after each batch (Datapath.readEvents; 0 = a wakeup
 // per event, as before the pause existed).
 import { once } from 'node:events';
@@ -24,6 +26,8 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Enrolment } from '../src/agent/index.ts';
+import { FlowCollector } from '../src/agent/flows.ts';
+import { FlowRing } from '../src/flows/ring.ts';
 import { Datapath, EVENT_BATCH_MS, native } from '../src/datapath/index.ts';
 import type { PodNet } from '../src/local/index.ts';
 import { createScratch, uniquePrefix } from '../test/helpers/topology.ts';
@@ -35,6 +39,7 @@ const { values } = parseArgs({
     connects: { type: 'string', default: '10000' },
     rounds: { type: 'string', default: '5' },
     'prog-stats': { type: 'boolean', default: false },
+    flows: { type: 'boolean', default: false },
     'batch-ms': { type: 'string', default: String(EVENT_BATCH_MS) },
   },
 });
@@ -85,12 +90,21 @@ async function main(): Promise<void> {
     const en = new Enrolment(dp);
     en.enrol({ uid: enrolled.uid, netnsPath: enrolled.netnsPath, addresses: [enrolled.ip4] });
     let events = 0;
-    const reader = dp.readEvents((e) => (events += e.length), 100, Number(values['batch-ms']));
+    const flowRing = new FlowRing();
+    const collector = values.flows ? new FlowCollector({ ring: flowRing, nodeName: 'a', resolve: () => undefined }) : undefined;
+    const reader = dp.readEvents(
+      (e) => {
+        events += e.length;
+        collector?.onKernelEvents(e);
+      },
+      100,
+      Number(values['batch-ms']),
+    );
     // Program time per scenario: run_time_ns and run_cnt before and after each sample.
     const progs = ['mesh_connect4', 'mesh_sockops'] as const;
     const progTotals = () => progs.map((name) => native().progInfo(dp!.programFd(name)));
-    const progTime: Record<Scenario, { connects: number; ns: [bigint, bigint]; runs: [bigint, bigint] }> = Object.fromEntries(
-      (Object.keys(samples) as Scenario[]).map((s) => [s, { connects: 0, ns: [0n, 0n], runs: [0n, 0n] }]),
+    const progTime: Record<Scenario, { connects: number; ns: [bigint, bigint]; runs: [bigint, bigint]; readerCpuUs: number; mainCpuUs: number }> = Object.fromEntries(
+      (Object.keys(samples) as Scenario[]).map((s) => [s, { connects: 0, ns: [0n, 0n], runs: [0n, 0n], readerCpuUs: 0, mainCpuUs: 0 }]),
     ) as never;
     const run: Record<Scenario, () => Promise<Sample>> = {
       baseline: () => measureOutside(plain, outside),
@@ -104,13 +118,19 @@ async function main(): Promise<void> {
       for (let i = 0; i < scenarios.length; i++) {
         const s = scenarios[(r + i) % scenarios.length]!;
         const before = progTotals();
+        const cpuBefore = process.cpuUsage();
+        const mainBefore = process.threadCpuUsage();
         const sample = await run[s]();
         const after = progTotals();
         samples[s].push(sample);
         // The listener accepts (and resets) behind the client's connects: let it finish before
         // the next scenario starts, or its backlog steals the CPU from whichever comes next.
         await new Promise((r) => setTimeout(r, SETTLE_MS));
+        const cpu = process.cpuUsage(cpuBefore);
+        const main = process.threadCpuUsage(mainBefore);
         const t = progTime[s];
+        t.readerCpuUs += cpu.user + cpu.system;
+        t.mainCpuUs += main.user + main.system;
         t.connects += sample.n;
         for (let p = 0; p < progs.length; p++) {
           t.ns[p]! += after[p]!.runTimeNs - before[p]!.runTimeNs;
@@ -126,7 +146,17 @@ async function main(): Promise<void> {
       scenarios.map((sc) => {
         const t = progTime[sc];
         const per = (p: number) => Math.round(Number(t.ns[p]) / t.connects);
-        return [sc, { connect4_ns: per(0), sockops_ns: per(1), total_ns: per(0) + per(1), sockops_runs_per_connect: Number(t.runs[1]) / t.connects }];
+        return [
+          sc,
+          {
+            connect4_ns: per(0),
+            sockops_ns: per(1),
+            total_ns: per(0) + per(1),
+            sockops_runs_per_connect: Number(t.runs[1]) / t.connects,
+            reader_cpu_ns: Math.round((t.readerCpuUs * 1000) / t.connects),
+            main_thread_cpu_ns: Math.round((t.mainCpuUs * 1000) / t.connects),
+          },
+        ];
       }),
     );
     const summary = summarize(samples);
@@ -138,6 +168,7 @@ async function main(): Promise<void> {
       summary,
       eventsDelivered: events,
       eventsLost: String(dp.eventsLost()),
+      ...(collector ? { flows: flowRing.seenFlows, flowsPending: collector.pending() } : {}),
       batchMs: Number(values['batch-ms']),
       ...(values['prog-stats'] ? { progStats } : {}),
       samples,
@@ -146,12 +177,16 @@ async function main(): Promise<void> {
     const file = new URL(`results/capture-${report.date.replace(/[:.]/g, '-')}.json`, import.meta.url);
     writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
     print(summary, events, dp.eventsLost());
+    if (collector) console.log(`flows made: ${flowRing.seenFlows}, still pending: ${JSON.stringify(collector.pending())}`);
     if (values['prog-stats']) {
       console.log('\neBPF time per connect (bpf_stats run_time_ns / connects), ns:');
-      console.log('scenario      connect4    sockops      total   sockops runs/connect');
+      console.log('scenario      connect4    sockops      total   sockops runs/connect   reader+bench CPU   of it JS thread');
       for (const [name, p] of Object.entries(progStats)) {
-        console.log(`${name.padEnd(11)} ${String(p.connect4_ns).padStart(10)} ${String(p.sockops_ns).padStart(10)} ${String(p.total_ns).padStart(10)} ${p.sockops_runs_per_connect.toFixed(1).padStart(22)}`);
+        console.log(
+          `${name.padEnd(11)} ${String(p.connect4_ns).padStart(10)} ${String(p.sockops_ns).padStart(10)} ${String(p.total_ns).padStart(10)} ${p.sockops_runs_per_connect.toFixed(1).padStart(22)} ${String(p.reader_cpu_ns).padStart(18)} ${String(p.main_thread_cpu_ns).padStart(17)}`,
+        );
       }
+      console.log('(reader+bench CPU: this process — the event reader thread, decoding, --flows and the bench itself —, ns per connect; of it JS thread: its main thread alone)');
     }
     console.log(`\nfull results: ${fileURLToPath(file)}`);
   } finally {

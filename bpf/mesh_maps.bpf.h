@@ -129,7 +129,7 @@ const volatile __u16 mesh_outbound_port __weak = MESH_PORT_OUTBOUND;
 const volatile __u16 mesh_inbound_port __weak = MESH_PORT_INBOUND;
 const volatile __u16 mesh_hbone_port __weak = MESH_PORT_HBONE;
 const volatile __u8 mesh_emit_passed __weak = 1;
-/* Report connections of pods outside the mesh (MESH_EV_OBSERVED / MESH_EV_CLOSED) for flows. */
+/* Report connections of pods outside the mesh (MESH_EV_OPENED, MESH_EV_OBSERVED) for flows. */
 const volatile __u8 mesh_observe __weak = 1;
 
 /* Emits struct mesh_event into the object's BTF (a ring buffer has no value type), so that its
@@ -245,6 +245,7 @@ static __always_inline void mesh_emit(__u8 kind, __u8 reason, __u64 sock_cookie,
 	e->pod_id = pod_id;
 	e->bytes_sent = 0;
 	e->bytes_recv = 0;
+	e->start_ns = 0;
 	bpf_ringbuf_submit(e, 0);
 }
 

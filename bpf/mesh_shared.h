@@ -37,8 +37,10 @@
 #define MESH_EV_STEERED 2  /* inbound connection assigned to ztunnel's inbound/HBONE socket */
 #define MESH_EV_PASSED 3   /* enrolled pod, but left alone (see reason) */
 #define MESH_EV_REFUSED 4  /* enrolled pod, connection refused (fail closed): see reason */
-#define MESH_EV_OBSERVED 5 /* a pod outside the mesh connected (plaintext); seen, not touched */
-#define MESH_EV_CLOSED 6   /* an observed connection closed; carries its byte counts */
+#define MESH_EV_OBSERVED 5 /* a connection of a pod outside the mesh (plaintext), seen, not touched;
+			    * at its close: tuple and byte counts (start_ns: filled in by the reader) */
+#define MESH_EV_OPENED 6   /* that connection established: ts_ns and sock_cookie only. The agent's
+			    * reader keeps the time by cookie and hands over the OBSERVED alone */
 
 /* mesh_event.reason */
 #define MESH_R_NONE 0
@@ -129,8 +131,10 @@ struct mesh_event {
 	__u16 family;
 	__u16 pad;
 	__u32 pod_id;
-	__u64 bytes_sent; /* MESH_EV_CLOSED only: bytes the pod sent (acked) and received */
+	__u64 bytes_sent; /* MESH_EV_OBSERVED only: bytes the pod sent (acked) and received */
 	__u64 bytes_recv;
+	__u64 start_ns; /* MESH_EV_OBSERVED only, written by the reader (addon/ringbuf.cc) from the
+			 * MESH_EV_OPENED of the same socket: when it was established; 0 unknown */
 };
 
 #endif

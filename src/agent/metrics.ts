@@ -58,7 +58,7 @@ export function agentMetrics(src: AgentMetricsSource): Registry {
   });
   new Counter({
     name: 'mesh_datapath_events_total',
-    help: 'Decisions the eBPF programs reported, by event (CAPTURED, STEERED, PASSED, REFUSED, OBSERVED, CLOSED) and reason',
+    help: 'Decisions the eBPF programs reported, by event (CAPTURED, STEERED, PASSED, REFUSED, OBSERVED: one per connection of a pod outside the mesh, at its close) and reason',
     labelNames: ['event', 'reason'],
     registers: [registry],
     collect(this: Counter) {

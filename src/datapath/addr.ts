@@ -53,16 +53,23 @@ export function meshAddress(ip: string): Buffer {
   return Buffer.from((a.kind() === 'ipv4' ? (a as ipaddr.IPv4).toIPv4MappedAddress() : a).toByteArray());
 }
 
-function isV4Mapped(b: Buffer): boolean {
-  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
-  return b[10] === 0xff && b[11] === 0xff;
+function isV4Mapped(b: Buffer, o: number): boolean {
+  for (let i = o; i < o + 10; i++) if (b[i] !== 0) return false;
+  return b[o + 10] === 0xff && b[o + 11] === 0xff;
 }
 
 /** Formats a mesh_addr: dotted quad for v4-mapped, RFC 5952 text otherwise, '' for all-zero. */
 export function formatMeshAddress(b: Buffer): string {
-  if (isV4Mapped(b)) return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  if (b.every((x) => x === 0)) return '';
-  const a = ipaddr.fromByteArray([...b]) as ipaddr.IPv6;
+  return formatMeshAddressAt(b, 0);
+}
+
+/** formatMeshAddress of the mesh_addr at byte `o` of `b`. The v4 case reads the bytes in place:
+ * it runs twice for every datapath event. */
+export function formatMeshAddressAt(b: Buffer, o: number): string {
+  if (isV4Mapped(b, o)) return `${b[o + 12]}.${b[o + 13]}.${b[o + 14]}.${b[o + 15]}`;
+  const a16 = b.subarray(o, o + 16);
+  if (a16.every((x) => x === 0)) return '';
+  const a = ipaddr.fromByteArray([...a16]) as ipaddr.IPv6;
   return a.isIPv4MappedAddress() ? a.toIPv4Address().toString() : a.toString();
 }
 

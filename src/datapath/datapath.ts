@@ -22,7 +22,7 @@ import {
 import { dirname, join } from 'node:path';
 import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, ZTUNNEL_MARK_DEFAULT } from '../common/constants.ts';
 import { DatapathError, explainLoadError } from './errors.ts';
-import { type DatapathEvent, decodeEvent, STAT_EVENTS_LOST, u32Key } from './layout.ts';
+import { type DatapathEvent, decodeEvent, LAYOUT, STAT_EVENTS_LOST, u32Key } from './layout.ts';
 import { bpfObjectPath, type NativeError, type NativeMap, native, type RingReader } from './native.ts';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -58,8 +58,8 @@ export interface DatapathOptions {
   hbonePort?: number;
   /** Emit PASSED events (enrolled pod, left alone). On by default: flows explain skips too. */
   emitPassed?: boolean;
-  /** Report connections of pods outside the mesh (OBSERVED, then CLOSED with byte counts), so
-   * that flows show plaintext traffic too. On by default. */
+  /** Report connections of pods outside the mesh (one OBSERVED per connection, at its close, with
+   * its start and byte counts), so that flows show plaintext traffic too. On by default. */
   observe?: boolean;
 }
 
@@ -364,11 +364,17 @@ export class Datapath {
    * is delivered at once. 0 takes every event as it comes.
    */
   readEvents(onEvents: (events: DatapathEvent[]) => void, pollMs = 100, batchMs = EVENT_BATCH_MS): { close(): void } {
+    const size = LAYOUT.mesh_event.size;
     const reader = new (native().RingReader)(
       this.maps.mesh_events.fd,
-      (records) => onEvents(records.map(decodeEvent)),
+      (batch) => {
+        const evs = new Array<DatapathEvent>(batch.length / size);
+        for (let i = 0; i < evs.length; i++) evs[i] = decodeEvent(batch, i * size);
+        onEvents(evs);
+      },
       pollMs,
       batchMs,
+      size,
     );
     this.readers.add(reader);
     return {

@@ -1,6 +1,6 @@
 // Codecs for the structs in bpf/mesh_shared.h. The offsets below are checked against the BTF of
 // the built object by test/bpf/layout.test.ts, so a change on either side fails the build.
-import { formatMeshAddress } from './addr.ts';
+import { formatMeshAddress, formatMeshAddressAt } from './addr.ts';
 
 // The flag and kind values of bpf/mesh_shared.h live with the other shared numbers.
 export { DIR_INBOUND, DIR_OUTBOUND, POD_F_ENROLLED, POD_F_TRANSPARENT, SOCK_HBONE, SOCK_INBOUND } from '../common/constants.ts';
@@ -16,7 +16,7 @@ export const LAYOUT = {
   mesh_delivery_key: { size: 36, fields: { src: 0, dst: 16, sport: 32, dport: 34 } },
   mesh_orig_dst: { size: 32, fields: { addr: 0, port: 16, family: 18, pod_id: 20, sock_cookie: 24 } },
   mesh_event: {
-    size: 88,
+    size: 96,
     fields: {
       ts_ns: 0,
       sock_cookie: 8,
@@ -33,13 +33,14 @@ export const LAYOUT = {
       pod_id: 68,
       bytes_sent: 72,
       bytes_recv: 80,
+      start_ns: 88,
     },
   },
 } as const;
 
 export const UID_SIZE = 64;
 
-export const EVENT_KINDS = { 1: 'CAPTURED', 2: 'STEERED', 3: 'PASSED', 4: 'REFUSED', 5: 'OBSERVED', 6: 'CLOSED' } as const;
+export const EVENT_KINDS = { 1: 'CAPTURED', 2: 'STEERED', 3: 'PASSED', 4: 'REFUSED', 5: 'OBSERVED', 6: 'OPENED' } as const;
 export type EventKind = (typeof EVENT_KINDS)[keyof typeof EVENT_KINDS];
 
 export const EVENT_REASONS = {
@@ -188,28 +189,33 @@ export interface DatapathEvent {
   dport: number;
   newPort: number;
   podId: number;
-  /** CLOSED only: bytes the pod's socket sent (acknowledged by the peer) and received. */
+  /** OBSERVED only: bytes the pod's socket sent (acknowledged by the peer) and received. */
   bytesSent: bigint;
   bytesRecv: bigint;
+  /** OBSERVED only: when the connection was established (tsNs: when it closed), from the OPENED
+   * event the reader joined to it (OPENED events never reach JavaScript); 0 when unknown. */
+  startNs: bigint;
 }
 
-export function decodeEvent(b: Buffer): DatapathEvent {
-  const kind = b.readUInt8(62) as keyof typeof EVENT_KINDS;
-  const reason = b.readUInt8(63) as keyof typeof EVENT_REASONS;
+/** Decodes the struct mesh_event at byte `o` of `b` (the reader hands over a batch as one buffer). */
+export function decodeEvent(b: Buffer, o = 0): DatapathEvent {
+  const kind = b.readUInt8(o + 62) as keyof typeof EVENT_KINDS;
+  const reason = b.readUInt8(o + 63) as keyof typeof EVENT_REASONS;
   return {
-    tsNs: b.readBigUInt64LE(0),
-    sockCookie: b.readBigUInt64LE(8),
-    netnsCookie: b.readBigUInt64LE(16),
-    src: formatMeshAddress(b.subarray(24, 40)),
-    dst: formatMeshAddress(b.subarray(40, 56)),
-    sport: b.readUInt16LE(56),
-    dport: b.readUInt16LE(58),
-    newPort: b.readUInt16LE(60),
+    tsNs: b.readBigUInt64LE(o),
+    sockCookie: b.readBigUInt64LE(o + 8),
+    netnsCookie: b.readBigUInt64LE(o + 16),
+    src: formatMeshAddressAt(b, o + 24),
+    dst: formatMeshAddressAt(b, o + 40),
+    sport: b.readUInt16LE(o + 56),
+    dport: b.readUInt16LE(o + 58),
+    newPort: b.readUInt16LE(o + 60),
     kind: EVENT_KINDS[kind] ?? 'UNKNOWN',
     reason: EVENT_REASONS[reason] ?? `reason-${reason}`,
-    family: b.readUInt16LE(64) === 10 ? 6 : 4,
-    podId: b.readUInt32LE(68),
-    bytesSent: b.readBigUInt64LE(72),
-    bytesRecv: b.readBigUInt64LE(80),
+    family: b.readUInt16LE(o + 64) === 10 ? 6 : 4,
+    podId: b.readUInt32LE(o + 68),
+    bytesSent: b.readBigUInt64LE(o + 72),
+    bytesRecv: b.readBigUInt64LE(o + 80),
+    startNs: b.readBigUInt64LE(o + 88),
   };
 }

@@ -98,7 +98,9 @@ export interface Native {
   closeFd(fd: number): void;
   /** Writes `file` (a net sysctl, absolute) from inside the netns. */
   netnsSysctl(netnsPath: string, file: string, value: string): void;
-  RingReader: new (mapFd: number, onBatch: (records: Buffer[]) => void, pollMs?: number, batchMs?: number) => RingReader;
+  /** Delivers each batch as one buffer of whole records of `recordSize` bytes, back to back
+   * (a record of another size is cut or zero-filled to it: every program writes one struct). */
+  RingReader: new (mapFd: number, onBatch: (records: Buffer) => void, pollMs: number, batchMs: number, recordSize: number) => RingReader;
   constants: {
     BPF_CGROUP_INET4_CONNECT: number;
     BPF_CGROUP_INET6_CONNECT: number;

@@ -155,7 +155,7 @@ test('--time-format: hubble\'s layouts, in UTC', (t) => {
 });
 
 const ev = (over: Partial<DatapathEvent>): DatapathEvent => ({
-  tsNs: process.hrtime.bigint(), sockCookie: 9n, netnsCookie: 5n, kind: 'OBSERVED', reason: '', family: 4, src: '10.101.0.9', sport: 41000, dst: '10.100.0.2', dport: 8080, newPort: 0, podId: 0, bytesSent: 0n, bytesRecv: 0n, ...over,
+  tsNs: process.hrtime.bigint(), sockCookie: 9n, netnsCookie: 5n, kind: 'OBSERVED', reason: '', family: 4, src: '10.101.0.9', sport: 41000, dst: '10.100.0.2', dport: 8080, newPort: 0, podId: 0, bytesSent: 0n, bytesRecv: 0n, startNs: 0n, ...over,
 });
 
 function collected(ring: FlowRing): Flow[] {
@@ -186,8 +186,8 @@ test('collector: ztunnel\'s refusal is a DROPPED flow with its reason; the decid
   col.onRecord({ ...base, direction: 'inbound', mtls: true, flags: '-', policy: { namespace: 'shop', name: 'allow-client', kind: 'AuthorizationPolicy', allowed: true },
     src: { addr: '10.101.0.3:40003', workload: 'client', namespace: 'shop' }, dst: { addr: '10.100.0.2:8080', workload: 'web', namespace: 'shop' } });
   for (const [src, cookie] of [['10.101.0.9', 1n], ['10.101.0.10', 2n], ['10.101.0.11', 3n], ['10.250.0.1', 4n]] as const) {
-    col.onKernelEvents([ev({ src, sockCookie: cookie })]);
-    col.onKernelEvents([ev({ src, sockCookie: cookie, kind: 'CLOSED', bytesSent: 4n, bytesRecv: 4n })]);
+    const now = process.hrtime.bigint();
+    col.onKernelEvents([ev({ src, sockCookie: cookie, startNs: now - 1_000_000n, tsNs: now, bytesSent: 4n, bytesRecv: 4n })]);
   }
   const rec: L7Record = { startMs: Date.now(), reporter: 'waypoint shop/waypoint', src: { ip: '10.101.0.3', port: 40004, identity: 'spiffe://cluster.local/ns/shop/sa/client' }, dst: { ip: '10.100.0.2', port: 8080, service: 'shop/web.shop.svc.cluster.local' }, upstream: null, method: 'POST', url: '/admin', protocol: 'HTTP', status: 403, flags: 'RBAC', latencyMs: 0.4, traceId: 'ab'.repeat(16), policy: 'shop/deny-post' };
   col.onL7(rec);

@@ -12,13 +12,13 @@ import type { Flow } from '../../src/flows/types.ts';
 const DB: AddressInfo = { namespace: 'store', podName: 'db', serviceAccount: 'db', nodeName: 'node1', inMesh: true };
 
 const ev = (over: Partial<DatapathEvent>): DatapathEvent => ({
-  tsNs: process.hrtime.bigint(), sockCookie: 9n, netnsCookie: 5n, kind: 'OBSERVED', reason: '', family: 4, src: '10.101.0.9', sport: 41000, dst: '10.100.0.2', dport: 8080, newPort: 0, podId: 0, bytesSent: 0n, bytesRecv: 0n, ...over,
+  tsNs: process.hrtime.bigint(), sockCookie: 9n, netnsCookie: 5n, kind: 'OBSERVED', reason: '', family: 4, src: '10.101.0.9', sport: 41000, dst: '10.100.0.2', dport: 8080, newPort: 0, podId: 0, bytesSent: 0n, bytesRecv: 0n, startNs: 0n, ...over,
 });
 
-/** One plaintext connection of a bystander, open and closed. */
+/** One plaintext connection of a bystander: reported once, at its close. */
 function connection(col: FlowCollector, src: string, cookie: bigint): void {
-  col.onKernelEvents([ev({ src, sockCookie: cookie })]);
-  col.onKernelEvents([ev({ src, sockCookie: cookie, kind: 'CLOSED', bytesSent: 3n, bytesRecv: 4n })]);
+  const now = process.hrtime.bigint();
+  col.onKernelEvents([ev({ src, sockCookie: cookie, startNs: now - 1_000_000n, tsNs: now, bytesSent: 3n, bytesRecv: 4n })]);
 }
 
 /** What a follower sees: each flow as it enters the ring (no enrich-on-read is wired here). */

@@ -181,7 +181,7 @@ test('collector: joins ztunnel\'s record with the kernel capture by socket cooki
     resolve: (ip) => (ip === '10.101.0.3' ? { namespace: 'shop', podName: 'client', serviceAccount: 'client', nodeName: 'node2' } : ip === '10.100.0.2' ? { namespace: 'shop', podName: 'web', nodeName: 'node1' } : undefined),
   });
   const ev = (over: Partial<DatapathEvent>): DatapathEvent => ({
-    tsNs: process.hrtime.bigint(), sockCookie: 77n, netnsCookie: 5n, kind: 'CAPTURED', reason: '', family: 4, src: '0.0.0.0', sport: 0, dst: '10.100.0.2', dport: 8080, newPort: 15001, podId: 1, bytesSent: 0n, bytesRecv: 0n, ...over,
+    tsNs: process.hrtime.bigint(), sockCookie: 77n, netnsCookie: 5n, kind: 'CAPTURED', reason: '', family: 4, src: '0.0.0.0', sport: 0, dst: '10.100.0.2', dport: 8080, newPort: 15001, podId: 1, bytesSent: 0n, bytesRecv: 0n, startNs: 0n, ...over,
   });
   col.onKernelEvents([ev({})]);
   col.onRecord({
@@ -196,7 +196,44 @@ test('collector: joins ztunnel\'s record with the kernel capture by socket cooki
   t.like(flows[0]?.source, { podName: 'client', serviceAccount: 'client', identity: 'spiffe://cluster.local/ns/shop/sa/client' });
   t.like(flows[1], { verdict: 'DROPPED', trafficDirection: 'INGRESS', reporter: 'kernel', kernel: { decision: 'REFUSED', reason: 'no-ztunnel-socket' } });
   t.like(flows[1]?.source, { podName: 'web' });
-  t.deepEqual(col.pending(), { captured: 0, steered: 0, observed: 0 }, 'the capture was consumed by the join');
+  t.deepEqual(col.pending(), { captured: 0, steered: 0 }, 'the capture was consumed by the join');
+});
+
+test('collector: a pod outside the mesh is one OBSERVED event at the close, one plaintext flow from when it began', (t) => {
+  const ring = new FlowRing(16);
+  const col = new FlowCollector({
+    ring,
+    nodeName: 'node1',
+    resolve: (ip) => (ip === '10.101.0.9' ? { namespace: 'plain', podName: 'legacy', inMesh: false, notCapturedReason: 'namespace plain has no mesh.io/dataplane-mode=ambient label' } : ip === '10.100.0.2' ? { namespace: 'shop', podName: 'web', service: 'web.shop.svc.cluster.local' } : undefined),
+  });
+  const closedNs = process.hrtime.bigint();
+  const startNs = closedNs - 250_000_000n;
+  col.onKernelEvents([{
+    tsNs: closedNs, startNs, sockCookie: 42n, netnsCookie: 5n, kind: 'OBSERVED', reason: '', family: 4,
+    src: '10.101.0.9', sport: 41000, dst: '10.100.0.2', dport: 8080, newPort: 8080, podId: 0, bytesSent: 12n, bytesRecv: 345n,
+  }]);
+  const it = ring.at(0);
+  const f = it && 'flow' in it ? it.flow : undefined;
+  t.like(f, {
+    verdict: 'FORWARDED',
+    reporter: 'kernel',
+    summary: 'TCP plaintext (not in the mesh)',
+    ip: { source: '10.101.0.9', destination: '10.100.0.2', encrypted: false },
+    tcp: { sourcePort: 41000, destinationPort: 8080 },
+    bytesSent: 12,
+    bytesReceived: 345,
+    durationMs: 250,
+    destinationService: 'web.shop.svc.cluster.local',
+    notCapturedReason: 'namespace plain has no mesh.io/dataplane-mode=ambient label',
+    kernel: { decision: 'OBSERVED', socketCookie: 42 },
+  });
+  t.like(f?.source, { podName: 'legacy', namespace: 'plain' });
+  t.like(f?.destination, { podName: 'web', namespace: 'shop' });
+  // The flow's time is when the connection began (as before, when an event came at the connect).
+  const wallNowNs = Date.now() * 1e6;
+  t.true(Math.abs(f!.timeUnixNano - (wallNowNs - 250e6)) < 50e6, `flow time ${f!.timeUnixNano} ≈ now - 250 ms`);
+  t.is(f?.kernel?.timeUnixNano, f?.timeUnixNano);
+  t.is(ring.at(1), undefined, 'one flow, nothing waits for another event');
 });
 
 test('collector: a connection refused for an address the mesh does not know is a DROPPED flow that says why, with no pod behind it', (t) => {
@@ -205,7 +242,7 @@ test('collector: a connection refused for an address the mesh does not know is a
   // sk_lookup could not place the address in a pod: no netns cookie, no pod id, no port steered to.
   col.onKernelEvents([{
     tsNs: process.hrtime.bigint(), sockCookie: 0n, netnsCookie: 0n, kind: 'REFUSED', reason: 'unknown-address', family: 6,
-    src: 'fe80::1', sport: 41000, dst: 'fe80::8c2e:55ff:fe01:203', dport: 8080, newPort: 0, podId: 0, bytesSent: 0n, bytesRecv: 0n,
+    src: 'fe80::1', sport: 41000, dst: 'fe80::8c2e:55ff:fe01:203', dport: 8080, newPort: 0, podId: 0, bytesSent: 0n, bytesRecv: 0n, startNs: 0n,
   }]);
   const it = ring.at(0);
   const f = it && 'flow' in it ? it.flow : undefined;
