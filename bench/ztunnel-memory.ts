@@ -4,9 +4,11 @@
 // mesh (latency at 1,000 rps; connections held). A two-node local cluster: root, and run it under
 // the netns lock. Bounded: 2 × 2 × --seconds of load (1,000 rps, then wrk saturation), one hold of
 // --conns connections, per namespace.
-//   node bench/ztunnel-memory.ts [--conns 10000] [--seconds 10] [--node-options '--max-semi-space-size=2']
-// --node-options runs the ztunnels with those Node/V8 flags (NODE_OPTIONS): run once with and once
-// without, and compare each run's mesh figures against its own no-mesh baseline.
+//   node bench/ztunnel-memory.ts [--conns 10000] [--seconds 10] [--node-options=--max-semi-space-size=2]
+// --node-options runs the ztunnels with those Node/V8 flags (NODE_OPTIONS) in place of their own
+// (ZTUNNEL_NODE_FLAGS, src/ztunnel/config.ts); `--node-options=--max-semi-space-size=0` is V8's
+// default heap. Run once with and once without, and compare each run's mesh figures against its
+// own no-mesh baseline.
 // RSS counts the pages of the Node binary that a process touched (file-backed, shared with every
 // other Node process on the node); RssAnon is what the process itself allocated. Both are printed.
 import { spawn } from 'node:child_process';
@@ -16,6 +18,7 @@ import { parseArgs } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor } from '../test/helpers/mesh.ts';
 import { uniquePrefix } from '../test/helpers/topology.ts';
+import { ZTUNNEL_NODE_FLAGS } from '../src/ztunnel/config.ts';
 import { heyPercentiles, runPod } from './lib.ts';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, conns: { type: 'string', default: '10000' }, 'node-options': { type: 'string', default: '' } } });
@@ -153,7 +156,7 @@ async function main(): Promise<void> {
     const m = results.meshed!;
     const n = (v: number | string | undefined) => Number(v).toFixed(1);
     console.log(`\nztunnel memory, ${SECONDS} s at 1,000 rps, ${CONNS} connections held (${new Date().toISOString()})`);
-    console.log(`ztunnel NODE_OPTIONS: ${values['node-options'] || '(none)'}`);
+    console.log(`ztunnel Node flags: ${values['node-options'] || `${ZTUNNEL_NODE_FLAGS.join(' ')} (its own)`}`);
     console.log(`floor: a bare Node ${process.version} process idling: ${fmt(floor)}`);
     console.log(`ztunnel idle (max of two nodes):         ${n(m.idle_rss_mb)} MB RSS, ${n(m.idle_anon_mb)} MB anon   (target ≤ 50 MB; ${(Number(m.idle_rss_mb) / floor.rssMb).toFixed(2)}× the floor)`);
     console.log(`ztunnel at 1,000 rps (peak):             ${n(m.rate_peak_rss_mb)} MB RSS, ${n(m.rate_peak_anon_mb)} MB anon   (target ≤ 80 MB)`);

@@ -26,6 +26,7 @@ import { controlRequest } from '../agent/control.ts';
 import { formatDuration, hostEnv } from '../common/settings.ts';
 import { cniAddRequest, podInMesh, requireServed } from '../cni/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
+import { ZTUNNEL_NODE_FLAGS } from '../ztunnel/config.ts';
 import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate, WAYPOINT_IMAGE } from './waypoints.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
@@ -63,7 +64,10 @@ export interface LocalMeshOptions {
    * cluster's Service addresses nor its names — give a host address (loopback).
    */
   l4SpansEndpoint?: string;
-  /** Node/V8 flags for the ztunnel processes (NODE_OPTIONS), e.g. heap settings a benchmark compares. */
+  /**
+   * Node/V8 flags for the ztunnel processes (NODE_OPTIONS), e.g. heap settings a benchmark
+   * compares. Given, they replace ztunnel's own (ZTUNNEL_NODE_FLAGS, on its command line).
+   */
   ztunnelNodeOptions?: string;
   onProgress?: (m: string) => void;
 }
@@ -285,7 +289,9 @@ export class LocalMesh {
     if (kind === 'ztunnel' && this.opts.l4SpansEndpoint) {
       Object.assign(settings, tracingEnv({ tracingEndpoint: this.opts.l4SpansEndpoint, tracingProtocol: t?.tracingProtocol ?? 'http/protobuf', tracingSampling: t?.tracingSampling ?? 1, tracingFlushInterval: t?.tracingFlushInterval ?? 5000 }));
     }
-    const child = spawn(process.execPath, [kind === 'agent' ? AGENT : ZTUNNEL], {
+    // ztunnel's V8 flags as the chart gives them, unless a benchmark brings its own.
+    const flags = kind === 'ztunnel' && !this.opts.ztunnelNodeOptions ? ZTUNNEL_NODE_FLAGS : [];
+    const child = spawn(process.execPath, [...flags, kind === 'agent' ? AGENT : ZTUNNEL], {
       env: {
         // The caller's own MESH_* variables (meshctl's MESH_DEV_*, a test's) are not the child's,
         // and it would refuse them.

@@ -52,6 +52,21 @@ export const ZTUNNEL_SETTINGS = defineSettings(
   (v) => checkMark(v.mark),
 );
 
+/**
+ * Node/V8 flags ztunnel runs with, on node's command line ahead of the entry: the chart's ztunnel
+ * args (daemonset/chart/templates/node.yaml, checked by test/unit/chart.test.ts) and the local
+ * cluster's spawn. They size the heap when the isolate is made, so main.ts cannot set them.
+ *
+ * --max-semi-space-size=1: V8's young generation capped at 1 MB per semi-space. Left to itself V8
+ * sizes it from the machine's memory and grows it under load (an allocation loop took it to 128 MB
+ * on the test machine), so each burst of short-lived objects (per request, per connection) stayed
+ * resident. bench:ztunnel-memory (issue 16; ARCHITECTURE.md, Memory), against V8's default in the
+ * same series: idle 88.3 → 83.1 MB RSS, peak at 1,000 rps 95.0–101.6 → 86.5 MB, holding 2,000
+ * connections 141–153 → 121 MB; the ztunnels' CPU per request at saturation 43.7–47.0 → 45.4 µs
+ * (no change beyond the run-to-run spread).
+ */
+export const ZTUNNEL_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
+
 export type ZtunnelSettings = Values<typeof ZTUNNEL_SETTINGS.settings>;
 
 export function loadZtunnelSettings(env: Env = process.env): ZtunnelSettings {
