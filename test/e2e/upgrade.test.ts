@@ -327,7 +327,14 @@ test.serial('a short drain deadline resets what is left and logs how many', asyn
   const endpoints = JSON.parse(readFileSync(`${mesh.stateDir}/mesh.json`, 'utf8')) as { nodes: Record<string, { ztunnelDraining?: string[] }> };
   const admin = endpoints.nodes.node1?.ztunnelDraining?.[0];
   t.truthy(admin, 'mesh.json lists the draining ztunnel');
-  const dump = (await (await fetch(`http://${admin}/config_dump`)).json()) as { drain: { phase: string; connections: number; deadline?: string }; connections: unknown[] };
+  // SIGTERM reaches the old process's event loop asynchronously: it says "draining" once it has.
+  type Dump = { drain: { phase: string; connections: number; deadline?: string }; connections: unknown[] };
+  let dump: Dump | undefined;
+  await waitFor('the old ztunnel to say it drains', async () => {
+    dump = (await (await fetch(`http://${admin}/config_dump`)).json()) as Dump;
+    return dump.drain.phase === 'draining' ? true : undefined;
+  }, 2000).catch(() => undefined);
+  if (!dump) return t.fail('no config_dump from the draining ztunnel');
   t.log(`draining ztunnel: ${JSON.stringify(dump.drain)}; connections ${JSON.stringify(dump.connections)}`);
   t.is(dump.drain.phase, 'draining');
   t.truthy(dump.drain.deadline);
