@@ -186,18 +186,27 @@ Napi::Array FdArray(Napi::Env env, const std::vector<int>& fds) {
   return out;
 }
 
+// (netnsPath, family, count), as both batch calls take them.
+struct BatchArgs {
+  std::string path;
+  int family;
+  int count;
+};
+
+BatchArgs ReadBatchArgs(const Napi::CallbackInfo& info) {
+  BatchArgs a{ArgString(info, 0, "netnsPath"), ArgInt(info, 1, "family") == 6 ? AF_INET6 : AF_INET, ArgInt(info, 2, "count")};
+  if (a.count < 1 || a.count > 1024) throw Napi::RangeError::New(info.Env(), "count must be in 1-1024");
+  return a;
+}
+
 // netnsSocketBatch(netnsPath, family, count) -> fd[]: MakeSocketBatch, the event loop waiting.
 // configureSocket() then finishes each one.
 Napi::Value NetnsSocketBatch(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = ArgString(info, 0, "netnsPath");
-  int family = ArgInt(info, 1, "family") == 6 ? AF_INET6 : AF_INET;
-  int count = ArgInt(info, 2, "count");
-  if (count < 1 || count > 1024) throw Napi::RangeError::New(env, "count must be in 1-1024");
+  BatchArgs a = ReadBatchArgs(info);
   std::vector<int> fds;
   NativeError err;
-  if (MakeSocketBatch(path, family, count, &fds, &err) < 0) throw MakeError(env, err);
-  return FdArray(env, fds);
+  if (MakeSocketBatch(a.path, a.family, a.count, &fds, &err) < 0) throw MakeError(info.Env(), err);
+  return FdArray(info.Env(), fds);
 }
 
 // The same batch off the event loop: a pool thread starts the netns thread and waits for it, so
@@ -228,12 +237,8 @@ class SocketBatchWorker : public Napi::AsyncWorker {
 
 // netnsSocketBatchAsync(netnsPath, family, count) -> Promise<fd[]>
 Napi::Value NetnsSocketBatchAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = ArgString(info, 0, "netnsPath");
-  int family = ArgInt(info, 1, "family") == 6 ? AF_INET6 : AF_INET;
-  int count = ArgInt(info, 2, "count");
-  if (count < 1 || count > 1024) throw Napi::RangeError::New(env, "count must be in 1-1024");
-  auto* w = new SocketBatchWorker(env, std::move(path), family, count);
+  BatchArgs a = ReadBatchArgs(info);
+  auto* w = new SocketBatchWorker(info.Env(), std::move(a.path), a.family, a.count);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -367,15 +367,8 @@ export class Enrolment {
   unenrol(uid: string): boolean {
     const p = this.byUid.get(uid);
     if (!p) return false;
-    if (this.staged.delete(uid)) {
-      // Nothing of it is in the maps: ztunnel stops serving it, and that is all.
-      this.byUid.delete(uid);
-      this.paths.delete(uid);
-      this.netnsKeys.delete(uid);
-      this.emit({ type: 'del', uid, netnsCookie: p.netnsCookie });
-      log.info({ uid, netnsCookie: String(p.netnsCookie) }, 'staged pod dropped before its capture began');
-      return true;
-    }
+    // A staged pod has nothing in the maps: ztunnel stops serving it, and that is all.
+    if (this.staged.delete(uid)) return this.forget(p, 'staged pod dropped before its capture began');
     const m = this.dp.maps;
     const key = layout.u64Key(p.netnsCookie);
     // Capture stops here; the rest is cleanup. Until the link goes, on the next line, sk_lookup
@@ -391,11 +384,16 @@ export class Enrolment {
     }
     this.clearExclusions(p);
     m.mesh_pod_uids.delete(key);
-    this.byUid.delete(uid);
-    this.paths.delete(uid);
-    this.netnsKeys.delete(uid);
-    this.emit({ type: 'del', uid, netnsCookie: p.netnsCookie });
-    log.info({ uid, netnsCookie: String(p.netnsCookie) }, 'pod unenrolled');
+    return this.forget(p, 'pod unenrolled');
+  }
+
+  /** Drops what this process holds of a pod and tells ztunnel (ZDS 'del'). */
+  private forget(p: EnrolledPod, why: string): true {
+    this.byUid.delete(p.uid);
+    this.paths.delete(p.uid);
+    this.netnsKeys.delete(p.uid);
+    this.emit({ type: 'del', uid: p.uid, netnsCookie: p.netnsCookie });
+    log.info({ uid: p.uid, netnsCookie: String(p.netnsCookie) }, why);
     return true;
   }
 
