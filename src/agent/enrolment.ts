@@ -296,11 +296,6 @@ export class Enrolment {
     return true;
   }
 
-  /** Whether the pod's connections are captured (false while it is staged). */
-  capturing(uid: string): boolean {
-    return this.byUid.has(uid) && !this.staged.has(uid);
-  }
-
   /** Writes `next` into the maps over `current` (what they hold for it, if anything) and attaches
    * the pod's sk_lookup. */
   private writeMaps(next: EnrolledPod, current: EnrolledPod | undefined, netnsPath: string): void {

@@ -21,7 +21,7 @@ export interface Authenticator {
 
 /** How long an accepted token is taken without asking again: the API server's own cache of
  * token authentications (tokenSuccessCacheTTL, 10 s). Refusals are never kept. */
-export const TOKEN_CACHE_TTL_MS = 10_000;
+const TOKEN_CACHE_TTL_MS = 10_000;
 const TOKEN_CACHE_MAX = 4096;
 
 /** The `exp` claim of a JWT, in ms — read, not verified (TokenReview verifies): it only shortens the cache. */
