@@ -397,7 +397,11 @@ test.serial('helm uninstall: the pods keep working, unenrolled, and nothing of t
   const r = await helm(['uninstall', 'mesh', '-n', 'mesh-system', '--wait', '--timeout', '90s'], s.env);
   t.is(r.code, 0, r.stderr);
   s.installed = false;
-  await waitFor('the mesh pods gone', async () => ((await meshPods()).length === 0 ? true : undefined), 90_000);
+  await waitFor('the mesh pods gone', async () => ((await meshPods()).length === 0 ? true : undefined), 90_000).catch(async (e: Error) => {
+    for (const p of await meshPods()) t.log(`left: ${p.metadata!.name} on ${p.spec!.nodeName}: ${p.status?.phase}, deleting since ${p.metadata!.deletionTimestamp?.toISOString() ?? '-'} ${JSON.stringify(p.status?.containerStatuses?.map((c) => [c.name, c.ready, c.state]))}`);
+    t.log(meshLogs());
+    throw e;
+  });
   s.figures.push(`helm uninstall → mesh pods gone: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   // The agents' logs say it was an uninstall, not a restart.
   const agentLogs = nodePods.map((name) => `mesh-system_${name}_agent.log`);
