@@ -284,3 +284,38 @@ test('L4 spans: the source ztunnel opens a CLIENT span whose context the CONNECT
   // Without a tracer no traceparent goes on the CONNECT.
   t.is(new Telemetry({ metrics: new TcpMetrics() }).connectionOpened(inbound({ reporter: 'source' })).traceparent, '');
 });
+
+test('the default access log on stdout batches its lines and loses none: full batches at once, the rest 250 ms after, the tail at flush', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { mkdtempSync, openSync, closeSync, readFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'mesh-access-log-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'stdout');
+  const mod = new URL('../../src/ztunnel/telemetry/access-log.ts', import.meta.url).href;
+  // 500 lines (several 8 KiB batches), then one that only the timer writes (the child looks at
+  // its own stdout file 400 ms later), then one that only flush() writes before the exit.
+  const script = `
+    const { AccessLog } = await import(${JSON.stringify(mod)});
+    const { readFileSync } = await import('node:fs');
+    const log = new AccessLog();
+    const e = (i) => ({ direction: 'inbound', src: { addr: '10.0.0.1:' + i }, dst: { addr: '10.0.0.2:80' }, bytesSent: i, bytesRecv: 1, durationMs: 1 });
+    for (let i = 0; i < 500; i++) log.write(e(i));
+    log.write(e(500));
+    await new Promise((r) => setTimeout(r, 400));
+    process.stderr.write('lines after 400 ms: ' + readFileSync(${JSON.stringify(file)}, 'utf8').trim().split('\\n').length + '\\n');
+    log.write(e(501));
+    await log.flush();
+  `;
+  const fd = openSync(file, 'w');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', fd, 'pipe'] });
+  closeSync(fd);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  t.is(code, 0, stderr);
+  const sent = readFileSync(file, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { bytes_sent: number }).bytes_sent);
+  t.deepEqual(sent, Array.from({ length: 502 }, (_, i) => i), 'every line, in order, each whole');
+  t.is(stderr, 'lines after 400 ms: 501\n', 'the last line of a quiet spell went out on the timer');
+});

@@ -13,10 +13,15 @@ import type { AccessLogEntry } from '../../telemetry/index.ts';
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 
 
+/** Lines gather until they make this many characters, or until BATCH_MS has passed. */
+const BATCH_CHARS = 8 * 1024;
+const BATCH_MS = 250;
+
 export interface AccessLogOptions {
   /** Default: stdout, asynchronous (pino.destination with sync: false) — a write never blocks
-   * the proxy's event loop — and buffered: lines go out in 8 KiB writes, or every 250 ms when
-   * traffic is light (one write per line cost ~9% of ztunnel's CPU under connection churn). */
+   * the proxy's event loop — and batched: lines go out in ~8 KiB writes, or 250 ms after the
+   * first when traffic is light (one write per line cost ~9% of ztunnel's CPU under connection
+   * churn). A destination given here gets each line as it is made. */
   destination?: DestinationStream;
   /** Default "info"; "silent" turns the log off. */
   level?: Level | 'silent';
@@ -25,9 +30,18 @@ export interface AccessLogOptions {
 export class AccessLog {
   readonly logger: Logger;
   readonly #dest: DestinationStream;
+  /** Lines not yet handed to the destination (the default one only), and their length. */
+  readonly #batch: string[] | undefined;
+  #batchChars = 0;
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(opts: AccessLogOptions = {}) {
-    this.#dest = opts.destination ?? pino.destination({ dest: 1, sync: false, minLength: 8 * 1024, periodicFlush: 250 });
+    // The lines are gathered here and joined, not in SonicBoom's own buffer (minLength): its
+    // write() measures the byte length of the whole buffered text on every line, which flattens
+    // the growing string each time — ~50 µs a line by 8 KiB, 2.5% of ztunnel's CPU under
+    // connection churn (issue 16).
+    this.#batch = opts.destination ? undefined : [];
+    this.#dest = opts.destination ?? pino.destination({ dest: 1, sync: false });
     this.logger = pino({ level: opts.level ?? 'info', base: { component: 'access' }, timestamp: pino.stdTimeFunctions.isoTime }, this.#dest);
   }
 
@@ -64,11 +78,31 @@ export class AccessLog {
       error: e.error || undefined,
       msg: 'connection complete',
     };
-    this.#dest.write(`${JSON.stringify(rec)}\n`);
+    const line = `${JSON.stringify(rec)}\n`;
+    const batch = this.#batch;
+    if (!batch) return void this.#dest.write(line);
+    batch.push(line);
+    this.#batchChars += line.length;
+    if (this.#batchChars >= BATCH_CHARS) this.#writeBatch();
+    else if (!this.#timer) {
+      this.#timer = setTimeout(() => this.#writeBatch(), BATCH_MS);
+      this.#timer.unref();
+    }
+  }
+
+  #writeBatch(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const batch = this.#batch;
+    if (!batch?.length) return;
+    this.#dest.write(batch.length === 1 ? batch[0]! : batch.join(''));
+    batch.length = 0;
+    this.#batchChars = 0;
   }
 
   /** Writes out what is buffered (on drain, before exit). */
   flush(): Promise<void> {
+    this.#writeBatch();
     return new Promise((resolve) => {
       const d = this.#dest as DestinationStream & { flush?: (cb?: (err?: Error) => void) => void };
       if (typeof d.flush !== 'function') return resolve();
