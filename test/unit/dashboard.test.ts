@@ -183,10 +183,39 @@ test('server: a new node reopens the follow stream', async (t) => {
   const src = memorySource([]);
   const d = await startDashboard({ host: '127.0.0.1', port: 0, source: src, inventory: () => INVENTORY, peersKey: () => key });
   t.teardown(() => d.close());
+  await fetch(new URL('/api/graph', d.url));
   t.is(src.follows, 1);
   key = 'node1,node2';
   await new Promise((r) => setTimeout(r, 2500));
   t.is(src.follows, 2);
+});
+
+test('server: flows are followed only while someone looks at the map; a map asked for after a quiet spell is filled from history first', async (t) => {
+  const now = Date.now();
+  const src = memorySource([flow({ at: now - 1000, src: 'shop/loadgen', dst: 'shop/frontend', destinationService: '' })]);
+  let stopped = 0;
+  const follow = src.follow.bind(src);
+  src.follow = (onFlow: (f: Flow) => void, onEnd: (why: string) => void) => {
+    const f = follow(onFlow, onEnd);
+    return { stop: () => (stopped++, f.stop()) };
+  };
+  const d = await startDashboard({ host: '127.0.0.1', port: 0, source: src, inventory: () => INVENTORY, peersKey: () => 'a', idleMs: 500 });
+  t.teardown(() => d.close());
+  t.is(src.follows, 0, 'no viewer, no flow stream');
+  const map = (await (await fetch(new URL('/api/graph', d.url))).json()) as { edges: { id: string }[] };
+  t.is(src.follows, 1);
+  t.true(map.edges.some((e) => e.id === 'wl:shop/loadgen->wl:shop/frontend'), 'the first answer already has the flows from before it (history fill)');
+  // No viewer for idleMs: the stream stops at the next check (every 2 s).
+  await new Promise((r) => setTimeout(r, 2600));
+  t.is(stopped, 1, 'stopped once idle');
+  // A live viewer keeps it however long it stays.
+  const ctl = new AbortController();
+  const res = await fetch(new URL('/api/events', d.url), { signal: ctl.signal });
+  void res.body!.getReader().read();
+  t.is(src.follows, 2);
+  await new Promise((r) => setTimeout(r, 2600));
+  t.is(stopped, 1, 'kept while the page is open');
+  ctl.abort();
 });
 
 test('server: a port in use is refused with the setting to change, and nothing is left running', async (t) => {

@@ -2,7 +2,8 @@
 // node_modules — the cluster may have no internet, so no CDN), the map as JSON (/api/graph) and as
 // a live stream (/api/events, Server-Sent Events: one-way, plain HTTP, reconnects by itself, so it
 // passes kubectl port-forward and needs no WebSocket library), and recent flows with meshctl flows'
-// filters (/api/flows). It follows the relay and folds every flow into the ServiceGraph.
+// filters (/api/flows). While someone looks at the map, it follows the relay and folds every flow
+// into the ServiceGraph; when no one has for a while, it stops (see IDLE_MS).
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
@@ -29,7 +30,19 @@ export interface DashboardOptions {
   /** How often the live stream sends the map, ms. */
   pushMs?: number;
   windowMs?: number;
+  /** Stop following flows after this long with no viewer (default IDLE_MS). */
+  idleMs?: number;
 }
+
+/**
+ * The flow stream stops when no page has been open and no map asked for in this long, and starts
+ * again (with a history fill of the map's window, which the nodes' rings still hold) at the next
+ * request. Every flow the relay streams costs each node agent a protobuf encoding and a gRPC
+ * message, and the controller two decodings: under connection churn that was ~40% of each agent's
+ * CPU (bench:profile --load churn, issue 16), paid whether anyone looked or not. Hubble UI follows
+ * only while a browser is connected; five minutes keeps a map that is reloaded or polled warm.
+ */
+const IDLE_MS = 5 * 60_000;
 
 export class DashboardListenError extends Error {
   readonly code = 'MESH_ERR_DASHBOARD_LISTEN';
@@ -76,26 +89,49 @@ export async function startDashboard(o: DashboardOptions): Promise<RunningDashbo
   let followedKey = '';
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
-  const subscribe = () => {
+  /** The history fill of the latest subscription: a map asked for waits for it. */
+  let filled: Promise<void> = Promise.resolve();
+  const clients = new Set<ServerResponse>();
+  const idleMs = o.idleMs ?? IDLE_MS;
+  let viewedAt = 0;
+  const wanted = () => !closed && (clients.size > 0 || Date.now() - viewedAt < idleMs);
+  const unsubscribe = () => {
+    clearTimeout(retry);
+    retry = undefined;
     following?.stop();
+    following = undefined;
+  };
+  const subscribe = () => {
+    unsubscribe();
     followedKey = o.peersKey();
     following = o.source.follow(fold, (why) => {
       following = undefined;
-      if (closed) return;
+      if (!wanted()) return;
       log.debug({ why }, 'flow stream ended; following again in 1 s');
       retry = setTimeout(subscribe, 1000);
     });
-    o.source
+    filled = o.source
       .history({ number: 0, sinceUnixNano: nowNs() - GRAPH_DEFAULTS.keepMs * 1e6, whitelist: [], blacklist: [] })
       .then((rs) => rs.forEach((r) => r.responseTypes === 'flow' && fold(r.flow)))
       .catch((e: Error) => log.debug({ err: e.message }, 'the history fill failed'));
   };
-  subscribe();
+  /** Someone looks at the map: follow the flows (again), and say when the map is complete. */
+  const viewed = (): Promise<void> => {
+    viewedAt = Date.now();
+    if (!following && !retry) {
+      log.debug('a viewer: following the flows');
+      subscribe();
+    }
+    return filled;
+  };
   const watchPeers = setInterval(() => {
-    if (!closed && o.peersKey() !== followedKey) subscribe();
+    if (closed || !following) return;
+    if (!wanted()) {
+      log.debug({ idleMs }, 'no viewer: the flow stream stops until the next one');
+      unsubscribe();
+    } else if (o.peersKey() !== followedKey) subscribe();
   }, 2000);
 
-  const clients = new Set<ServerResponse>();
   const snapshot = () => {
     try {
       return graph.snapshot(o.inventory());
@@ -126,8 +162,12 @@ export async function startDashboard(o: DashboardOptions): Promise<RunningDashbo
       return res.end(file.body);
     }
     if (url.pathname === '/healthz') return json(res, 200, { ok: true });
-    if (url.pathname === '/api/graph') return json(res, 200, snapshot() ?? { error: 'the map could not be built: see the controller log' });
+    if (url.pathname === '/api/graph') {
+      await viewed();
+      return json(res, 200, snapshot() ?? { error: 'the map could not be built: see the controller log' });
+    }
     if (url.pathname === '/api/events') {
+      await viewed();
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
       // First frame at once, so the page draws without waiting a tick.
       const s = snapshot();
@@ -170,8 +210,7 @@ export async function startDashboard(o: DashboardOptions): Promise<RunningDashbo
     closed = true;
     clearInterval(push);
     clearInterval(watchPeers);
-    if (retry) clearTimeout(retry);
-    following?.stop();
+    unsubscribe();
     o.source.close();
     throw e;
   }
@@ -186,8 +225,7 @@ export async function startDashboard(o: DashboardOptions): Promise<RunningDashbo
       closed = true;
       clearInterval(push);
       clearInterval(watchPeers);
-      if (retry) clearTimeout(retry);
-      following?.stop();
+      unsubscribe();
       for (const c of clients) c.end();
       clients.clear();
       server.closeAllConnections();
