@@ -63,11 +63,15 @@ async function main(): Promise<void> {
       const wrk = phases.has('saturation') ? await runPod(mesh, ns, 'wrk', 'node2', ['wrk', '-t2', '-c32', `-d${SECONDS}s`, '--latency', `http://${web}:8080/`], SECONDS) : '';
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk)?.[1]);
       const cpuWrk = ztCpu() - cpuWrk0;
+      const agents = ['agent-node1', 'agent-node2'].map((k) => mesh.processes.get(k)!.pid!);
+      const agentCpu = () => agents.map(cpuAndRss).reduce((a, u) => a + u.cpuSeconds, 0);
       const split0 = z.map(cpuAndRss);
+      const agentChurn0 = agentCpu();
       const churnOut = phases.has('churn') ? await runPod(mesh, ns, 'churn', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '16', '-disable-keepalive', `http://${web}:8080/`], SECONDS) : '';
       const cpuChurn = ztCpu() - cpuWrk0 - cpuWrk;
       // Each ztunnel's user and kernel time per connection: the kernel's share is the sockets'
       // syscalls and, on veth and loopback, the softirq work of the packets this process sends.
+      const agentChurn = agentCpu() - agentChurn0;
       const split = z.map(cpuAndRss).map((a, i) => ({ user: a.userSeconds - split0[i]!.userSeconds, sys: a.sysSeconds - split0[i]!.sysSeconds }));
       const churn = churnOut ? { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(churnOut)?.[1]), ...heyPercentiles(churnOut) } : { rps: NaN, ...NO_HEY };
       const ztBytes = async () => {
@@ -100,6 +104,8 @@ async function main(): Promise<void> {
         churn_errors: churn.errors,
         zt_cpu_us_per_connection: (cpuChurn * 1e6) / (churn.rps * SECONDS),
         // node1's ztunnel serves the destination, node2's the source (the clients run on node2).
+        // The node agents' share: kernel events and ztunnel's records made into flows.
+        agent_cpu_us_per_connection: (agentChurn * 1e6) / (churn.rps * SECONDS),
         zt_dst_user_us_per_connection: (split[0]!.user * 1e6) / (churn.rps * SECONDS),
         zt_dst_sys_us_per_connection: (split[0]!.sys * 1e6) / (churn.rps * SECONDS),
         zt_src_user_us_per_connection: (split[1]!.user * 1e6) / (churn.rps * SECONDS),
@@ -124,7 +130,7 @@ async function main(): Promise<void> {
     if (phases.has('saturation')) console.log(`saturation (wrk)     ${p.wrk_rps!.toFixed(0).padStart(8)} ${m.wrk_rps!.toFixed(0).padStart(9)}   ×${(m.wrk_rps! / p.wrk_rps!).toFixed(2)} rps`);
     if (phases.has('churn')) console.log(`new conn/request     ${p.churn_rps!.toFixed(0).padStart(8)} ${m.churn_rps!.toFixed(0).padStart(9)}   ×${(m.churn_rps! / p.churn_rps!).toFixed(2)} rps (p50 ${p.churn_p50_ms!.toFixed(1)} → ${m.churn_p50_ms!.toFixed(1)} ms)`);
     if (phases.has('bulk')) console.log(`bulk (iperf3)        ${p.iperf_gbps!.toFixed(2).padStart(8)} ${m.iperf_gbps!.toFixed(2).padStart(9)}   ×${(m.iperf_gbps! / p.iperf_gbps!).toFixed(2)} Gbit/s`);
-    console.log(`ztunnel CPU per new connection: source ${m.zt_src_user_us_per_connection!.toFixed(0)} user + ${m.zt_src_sys_us_per_connection!.toFixed(0)} sys µs, destination ${m.zt_dst_user_us_per_connection!.toFixed(0)} user + ${m.zt_dst_sys_us_per_connection!.toFixed(0)} sys µs`);
+    console.log(`ztunnel CPU per new connection: source ${m.zt_src_user_us_per_connection!.toFixed(0)} user + ${m.zt_src_sys_us_per_connection!.toFixed(0)} sys µs, destination ${m.zt_dst_user_us_per_connection!.toFixed(0)} user + ${m.zt_dst_sys_us_per_connection!.toFixed(0)} sys µs; node agents (both) ${m.agent_cpu_us_per_connection!.toFixed(0)} µs`);
     console.log(`ztunnel CPU (both): ${m.zt_cpu_us_per_connection!.toFixed(0)} µs per new connection, ${m.zt_cpu_us_per_request_wrk!.toFixed(0)} µs per request at saturation, ${m.zt_cpu_s_per_gb!.toFixed(2)} s per GB bulk`);
     console.log(`ztunnels: ${m.ztunnel_cpu_cores!.toFixed(2)} cores busy during the meshed phase (both), max RSS ${m.ztunnel_rss_mb!.toFixed(0)} MB`);
     // Pods enrolled at sandbox creation: every connection of the meshed phase is captured. (Before
