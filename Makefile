@@ -14,7 +14,7 @@ ADDON_SRCS := $(wildcard addon/*.cc addon/*.h) binding.gyp bpf/mesh_shared.h
 NODEDIR := $(shell test -f /usr/include/node/node_api.h && echo --nodedir=/usr)
 APT_PACKAGES := clang llvm libbpf-dev libmnl-dev libelf-dev zlib1g-dev bpftool iproute2 nftables make g++ python3 \
   pkg-config kmod tshark wrk hey iperf3 stunnel4 prometheus \
-  podman runc busybox-static containernetworking-plugins
+  podman runc busybox-static containernetworking-plugins chromium
 
 .PHONY: all bpf addon setup test clean images
 all: bpf addon
