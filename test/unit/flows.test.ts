@@ -3,7 +3,7 @@
 // falls a ring behind) and the relay merging two nodes and reporting one that is down.
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
-import { FlowCollector } from '../../src/agent/flows.ts';
+import { FlowCollector, splitAddr } from '../../src/agent/flows.ts';
 import { buildRequest, compactLine, type FlowsOptions } from '../../src/cli/commands/flows.ts';
 import type { DatapathEvent } from '../../src/datapath/index.ts';
 import { requestMatches } from '../../src/flows/filter.ts';
@@ -257,4 +257,19 @@ test('collector: a connection refused for an address the mesh does not know is a
   t.regex(f?.dropReasonDesc ?? '', /^fe80::8c2e:55ff:fe01:203 is an address of an enrolled pod that the mesh does not know \(link-local/);
   t.like(f?.destination, { podName: '', namespace: '' });
   t.regex(compactLine({ responseTypes: 'flow', flow: f!, nodeName: 'node1', timeUnixNano: f!.timeUnixNano }, false), /\[fe80::1\]:41000 \(plaintext\) -> \[fe80::8c2e:55ff:fe01:203\]:8080 \(plaintext\) fail-closed DROPPED .*does not know.*kernel: REFUSED\)$/);
+});
+
+test('splitAddr: ztunnel\'s address texts into ip and port (IPv4, bracketed IPv6, v4-mapped), anything else with port 0', (t) => {
+  const cases: [string, [string, number]][] = [
+    ['10.244.1.7:8080', ['10.244.1.7', 8080]],
+    ['[fd00:10:244::5]:443', ['fd00:10:244::5', 443]],
+    ['[::ffff:10.0.0.1]:80', ['10.0.0.1', 80]],
+    ['::ffff:10.0.0.1:80', ['10.0.0.1', 80]],
+    ['10.0.0.1', ['10.0.0.1', 0]],
+    ['fd00::1', ['fd00::1', 0]],
+    ['10.0.0.1:', ['10.0.0.1:', 0]],
+    ['host:http', ['host:http', 0]],
+    ['', ['', 0]],
+  ];
+  for (const [text, want] of cases) t.deepEqual(splitAddr(text), want, text);
 });
