@@ -147,13 +147,14 @@ async function main(): Promise<void> {
         wrk_rps: satRps,
         wrk_ztunnel_cpu_us_per_request: satCpuUs,
         wrk_peak_rss_mb: Math.max(...sat.peak.map((m) => m.rssMb)),
+        wrk_peak_anon_mb: Math.max(...sat.peak.map((m) => m.anonMb)),
         held: Number(held[1]),
         hold_failed: Number(held[2]),
         hold_open_ms: Number(held[3]),
         still_open_after_hold: Number(alive[1]),
         hold_peak_rss_mb: Math.max(...hold.peak.map((m) => m.rssMb)),
         hold_peak_anon_mb: Math.max(...hold.peak.map((m) => m.anonMb)),
-        detail: `idle ${idle.map(fmt).join(' / ')}; 1000 rps peak ${rate.peak.map(fmt).join(' / ')}; holding peak ${hold.peak.map(fmt).join(' / ')} (node1 / node2)`,
+        detail: `idle ${idle.map(fmt).join(' / ')}; 1000 rps peak ${rate.peak.map(fmt).join(' / ')}; saturation peak ${sat.peak.map(fmt).join(' / ')}; holding peak ${hold.peak.map(fmt).join(' / ')} (node1 / node2)`,
       };
     }
     const p = results.plain!;
@@ -167,7 +168,7 @@ async function main(): Promise<void> {
     console.log(`ztunnel at 1,000 rps (peak):             ${n(m.rate_peak_rss_mb)} MB RSS, ${n(m.rate_peak_anon_mb)} MB anon   (target ≤ 80 MB)`);
     console.log(`  1 KB @1000 rps p50/p99: no mesh ${n(p.p50_ms)}/${n(p.p99_ms)} ms, mesh ${n(m.p50_ms)}/${n(m.p99_ms)} ms; errors ${p.rate_errors} / ${m.rate_errors}`);
     console.log(`  ztunnels' CPU at 1,000 rps (both): ${Number(m.rate_ztunnel_cores).toFixed(3)} cores`);
-    console.log(`saturation (wrk -c32): no mesh ${Number(p.wrk_rps).toFixed(0)} rps, mesh ${Number(m.wrk_rps).toFixed(0)} rps (×${(Number(m.wrk_rps) / Number(p.wrk_rps)).toFixed(2)}); ztunnel peak ${n(m.wrk_peak_rss_mb)} MB RSS; ztunnels' CPU ${n(m.wrk_ztunnel_cpu_us_per_request)} µs per request (both)`);
+    console.log(`saturation (wrk -c32): no mesh ${Number(p.wrk_rps).toFixed(0)} rps, mesh ${Number(m.wrk_rps).toFixed(0)} rps (×${(Number(m.wrk_rps) / Number(p.wrk_rps)).toFixed(2)}); ztunnel peak ${n(m.wrk_peak_rss_mb)} MB RSS, ${n(m.wrk_peak_anon_mb)} MB anon; ztunnels' CPU ${n(m.wrk_ztunnel_cpu_us_per_request)} µs per request (both)`);
     console.log(`connections held: no mesh ${p.held} (failed ${p.hold_failed}, open after ${5} s: ${p.still_open_after_hold}), mesh ${m.held} (failed ${m.hold_failed}, open after 5 s: ${m.still_open_after_hold}); opened in ${p.hold_open_ms} / ${m.hold_open_ms} ms`);
     console.log(`ztunnel while holding them (peak):       ${n(m.hold_peak_rss_mb)} MB RSS, ${n(m.hold_peak_anon_mb)} MB anon`);
     console.log(`meshed: ${m.detail}`);
