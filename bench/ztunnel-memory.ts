@@ -5,10 +5,12 @@
 // the netns lock. Bounded: 2 × 2 × --seconds of load (1,000 rps, then wrk saturation), one hold of
 // --conns connections, per namespace.
 //   node bench/ztunnel-memory.ts [--conns 10000] [--seconds 10] [--node-options=--max-semi-space-size=2]
+//     [--ztunnel-env=MALLOC_ARENA_MAX=1]
 // --node-options runs the ztunnels with those Node/V8 flags (NODE_OPTIONS) in place of their own
 // (ZTUNNEL_NODE_FLAGS, src/ztunnel/config.ts); `--node-options=--max-semi-space-size=0` is V8's
 // default heap. Run once with and once without, and compare each run's mesh figures against its
-// own no-mesh baseline.
+// own no-mesh baseline. --ztunnel-env (K=V, comma-separated; `K=` leaves K unset) likewise
+// replaces ztunnel's own process environment (ZTUNNEL_PROCESS_ENV), e.g. glibc's malloc tunables.
 // RSS counts the pages of the Node binary that a process touched (file-backed, shared with every
 // other Node process on the node); RssAnon is what the process itself allocated. Both are printed.
 import { spawn } from 'node:child_process';
@@ -18,13 +20,15 @@ import { parseArgs } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor } from '../test/helpers/mesh.ts';
 import { uniquePrefix } from '../test/helpers/topology.ts';
-import { ZTUNNEL_NODE_FLAGS } from '../src/ztunnel/config.ts';
+import { ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../src/ztunnel/config.ts';
 import { heyPercentiles, runPod } from './lib.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, conns: { type: 'string', default: '10000' }, 'node-options': { type: 'string', default: '' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, conns: { type: 'string', default: '10000' }, 'node-options': { type: 'string', default: '' }, 'ztunnel-env': { type: 'string' } } });
 const SECONDS = Number(values.seconds);
 const CONNS = Number(values.conns);
 const NODE = process.execPath;
+const ZTUNNEL_ENV = values['ztunnel-env'] === undefined ? undefined : Object.fromEntries(values['ztunnel-env'].split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+const envText = (e: Readonly<Record<string, string>>) => Object.entries(e).map(([k, v]) => (v ? `${k}=${v}` : `${k} unset`)).join(' ') || 'none';
 const WEB = `const body = Buffer.alloc(1024, 'x'); require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(body)); }).listen(8080);`;
 // Answers each connection once and keeps it open.
 const HOLDER = `require('node:net').createServer((s) => { s.on('error', () => {}); s.once('data', () => s.write('ok')); }).listen(9090);`;
@@ -96,7 +100,7 @@ async function main(): Promise<void> {
     const floor = mem(bare.pid!);
     bare.kill();
 
-    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mz'), ztunnelNodeOptions: values['node-options'] });
+    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mz'), ztunnelNodeOptions: values['node-options'], ...(ZTUNNEL_ENV ? { ztunnelEnv: ZTUNNEL_ENV } : {}) });
     const zpids = () => ['ztunnel-node1', 'ztunnel-node2'].map((k) => mesh.processes.get(k)!.pid!);
     const results: Record<string, Record<string, number | string>> = {};
     for (const [ns, ambient] of [['plain', false], ['meshed', true]] as const) {
@@ -143,13 +147,14 @@ async function main(): Promise<void> {
         wrk_rps: satRps,
         wrk_ztunnel_cpu_us_per_request: satCpuUs,
         wrk_peak_rss_mb: Math.max(...sat.peak.map((m) => m.rssMb)),
+        wrk_peak_anon_mb: Math.max(...sat.peak.map((m) => m.anonMb)),
         held: Number(held[1]),
         hold_failed: Number(held[2]),
         hold_open_ms: Number(held[3]),
         still_open_after_hold: Number(alive[1]),
         hold_peak_rss_mb: Math.max(...hold.peak.map((m) => m.rssMb)),
         hold_peak_anon_mb: Math.max(...hold.peak.map((m) => m.anonMb)),
-        detail: `idle ${idle.map(fmt).join(' / ')}; 1000 rps peak ${rate.peak.map(fmt).join(' / ')}; holding peak ${hold.peak.map(fmt).join(' / ')} (node1 / node2)`,
+        detail: `idle ${idle.map(fmt).join(' / ')}; 1000 rps peak ${rate.peak.map(fmt).join(' / ')}; saturation peak ${sat.peak.map(fmt).join(' / ')}; holding peak ${hold.peak.map(fmt).join(' / ')} (node1 / node2)`,
       };
     }
     const p = results.plain!;
@@ -157,12 +162,13 @@ async function main(): Promise<void> {
     const n = (v: number | string | undefined) => Number(v).toFixed(1);
     console.log(`\nztunnel memory, ${SECONDS} s at 1,000 rps, ${CONNS} connections held (${new Date().toISOString()})`);
     console.log(`ztunnel Node flags: ${values['node-options'] || `${ZTUNNEL_NODE_FLAGS.join(' ')} (its own)`}`);
+    console.log(`ztunnel process env: ${ZTUNNEL_ENV ? envText(ZTUNNEL_ENV) : `${envText(ZTUNNEL_PROCESS_ENV)} (its own)`}`);
     console.log(`floor: a bare Node ${process.version} process idling: ${fmt(floor)}`);
     console.log(`ztunnel idle (max of two nodes):         ${n(m.idle_rss_mb)} MB RSS, ${n(m.idle_anon_mb)} MB anon   (target ≤ 50 MB; ${(Number(m.idle_rss_mb) / floor.rssMb).toFixed(2)}× the floor)`);
     console.log(`ztunnel at 1,000 rps (peak):             ${n(m.rate_peak_rss_mb)} MB RSS, ${n(m.rate_peak_anon_mb)} MB anon   (target ≤ 80 MB)`);
     console.log(`  1 KB @1000 rps p50/p99: no mesh ${n(p.p50_ms)}/${n(p.p99_ms)} ms, mesh ${n(m.p50_ms)}/${n(m.p99_ms)} ms; errors ${p.rate_errors} / ${m.rate_errors}`);
     console.log(`  ztunnels' CPU at 1,000 rps (both): ${Number(m.rate_ztunnel_cores).toFixed(3)} cores`);
-    console.log(`saturation (wrk -c32): no mesh ${Number(p.wrk_rps).toFixed(0)} rps, mesh ${Number(m.wrk_rps).toFixed(0)} rps (×${(Number(m.wrk_rps) / Number(p.wrk_rps)).toFixed(2)}); ztunnel peak ${n(m.wrk_peak_rss_mb)} MB RSS; ztunnels' CPU ${n(m.wrk_ztunnel_cpu_us_per_request)} µs per request (both)`);
+    console.log(`saturation (wrk -c32): no mesh ${Number(p.wrk_rps).toFixed(0)} rps, mesh ${Number(m.wrk_rps).toFixed(0)} rps (×${(Number(m.wrk_rps) / Number(p.wrk_rps)).toFixed(2)}); ztunnel peak ${n(m.wrk_peak_rss_mb)} MB RSS, ${n(m.wrk_peak_anon_mb)} MB anon; ztunnels' CPU ${n(m.wrk_ztunnel_cpu_us_per_request)} µs per request (both)`);
     console.log(`connections held: no mesh ${p.held} (failed ${p.hold_failed}, open after ${5} s: ${p.still_open_after_hold}), mesh ${m.held} (failed ${m.hold_failed}, open after 5 s: ${m.still_open_after_hold}); opened in ${p.hold_open_ms} / ${m.hold_open_ms} ms`);
     console.log(`ztunnel while holding them (peak):       ${n(m.hold_peak_rss_mb)} MB RSS, ${n(m.hold_peak_anon_mb)} MB anon`);
     console.log(`meshed: ${m.detail}`);

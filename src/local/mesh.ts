@@ -26,7 +26,7 @@ import { controlRequest } from '../agent/control.ts';
 import { formatDuration, hostEnv } from '../common/settings.ts';
 import { cniAddRequest, podInMesh, requireServed } from '../cni/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
-import { ZTUNNEL_NODE_FLAGS } from '../ztunnel/config.ts';
+import { ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../ztunnel/config.ts';
 import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate, WAYPOINT_IMAGE } from './waypoints.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
@@ -69,6 +69,11 @@ export interface LocalMeshOptions {
    * compares. Given, they replace ztunnel's own (ZTUNNEL_NODE_FLAGS, on its command line).
    */
   ztunnelNodeOptions?: string;
+  /**
+   * The ztunnel processes' own environment (glibc's MALLOC_* tunables, e.g.) in place of
+   * ZTUNNEL_PROCESS_ENV, for a benchmark to compare; a key whose value is '' is left unset.
+   */
+  ztunnelEnv?: Readonly<Record<string, string>>;
   onProgress?: (m: string) => void;
 }
 
@@ -289,10 +294,10 @@ export class LocalMesh {
     if (kind === 'ztunnel' && this.opts.l4SpansEndpoint) {
       Object.assign(settings, tracingEnv({ tracingEndpoint: this.opts.l4SpansEndpoint, tracingProtocol: t?.tracingProtocol ?? 'http/protobuf', tracingSampling: t?.tracingSampling ?? 1, tracingFlushInterval: t?.tracingFlushInterval ?? 5000 }));
     }
-    // ztunnel's V8 flags as the chart gives them, unless a benchmark brings its own.
+    // ztunnel's V8 flags and process environment as the chart gives them, unless a benchmark
+    // brings its own.
     const flags = kind === 'ztunnel' && !this.opts.ztunnelNodeOptions ? ZTUNNEL_NODE_FLAGS : [];
-    const child = spawn(process.execPath, [...flags, kind === 'agent' ? AGENT : ZTUNNEL], {
-      env: {
+    const env: Record<string, string> = {
         // The caller's own MESH_* variables (meshctl's MESH_DEV_*, a test's) are not the child's,
         // and it would refuse them.
         ...hostEnv(),
@@ -301,7 +306,11 @@ export class LocalMesh {
         // ztunnel's modules, measured): a restarted ztunnel serves again sooner.
         NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? join(tmpdir(), 'mesh-node-compile-cache'),
         ...(kind === 'ztunnel' && this.opts.ztunnelNodeOptions ? { NODE_OPTIONS: this.opts.ztunnelNodeOptions } : {}),
-      },
+        ...(kind === 'ztunnel' ? (this.opts.ztunnelEnv ?? ZTUNNEL_PROCESS_ENV) : {}),
+    };
+    for (const [k, v] of Object.entries(env)) if (v === '') delete env[k];
+    const child = spawn(process.execPath, [...flags, kind === 'agent' ? AGENT : ZTUNNEL], {
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const key = `${kind}-${node}`;

@@ -67,6 +67,28 @@ export const ZTUNNEL_SETTINGS = defineSettings(
  */
 export const ZTUNNEL_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
 
+/**
+ * Environment ztunnel's process starts with, beside ZTUNNEL_NODE_FLAGS and for the same reason:
+ * glibc reads it when the process starts, before any code of ours runs, so main.ts cannot set
+ * it. The chart's ztunnel env (daemonset/chart/templates/node.yaml, checked by
+ * test/unit/chart.test.ts) and the local cluster's spawn give it.
+ *
+ * MALLOC_ARENA_MAX=2: glibc gives each thread that allocates a malloc arena of its own, up to 8
+ * per core, and pages freed in an arena mostly stay resident. ztunnel's threads (V8's compiler
+ * and GC workers, libuv's pool) allocate mostly while modules load: on a node pod's first start,
+ * with Node's compile cache still empty, Node strips our TypeScript with amaro's WebAssembly, and
+ * its compilation on the worker threads left ~10 MB in their arenas for the process's life.
+ * Measured (issue 16), ztunnel's modules loaded, idle after GC, 2–3 runs each: cold compile
+ * cache 48.1–51.2 MB anonymous unset, 39.6–39.9 with 2, 38.2–38.9 with 1; with a warm cache
+ * 24.0–24.4 unset, 23.3–23.5 capped. bench:ztunnel-memory (warm cache, 2,000 connections; unset / 2 / 1 alternating,
+ * 2–3 runs each, anonymous MB): idle 28.6–29.2 / 28.2–28.4 / 27.7–28.6, 1,000 rps peak
+ * 30.8–31.7 / 29.1–29.8 / 28.2–29.1, holding 60.2–61.2 / 58.1–63.3 / 56.7–61.4; the ztunnels'
+ * CPU per request at saturation 109.6–111.5 / 94.9–115.0 / 94.5–122.7 µs (this machine's noise:
+ * no cost shows). 2 rather than 1: with 1 every thread takes the main thread's arena lock, for
+ * under a megabyte more.
+ */
+export const ZTUNNEL_PROCESS_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
+
 export type ZtunnelSettings = Values<typeof ZTUNNEL_SETTINGS.settings>;
 
 export function loadZtunnelSettings(env: Env = process.env): ZtunnelSettings {

@@ -51,8 +51,8 @@ async function main(): Promise<void> {
   const z = await Ztunnel.start(boot, decisionFromState);
   // Loading the rest blocks the event loop for tens of ms: not while pods' listeners are opening.
   await z.podsServed(1000);
-  const [{ collectDefaultMetrics, Registry }, { LogLevels, startZtunnelServers }, { registerBuildInfo }] = await Promise.all([
-    import('prom-client'),
+  const [{ collectProcessMetrics, Registry }, { LogLevels, startZtunnelServers }, { registerBuildInfo }] = await Promise.all([
+    import('../common/prom.ts'),
     import('../admin/index.ts'),
     import('../telemetry/index.ts'),
   ]);
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   // The process's own health next to Istio's series: resident memory, heap, event-loop lag, GC
   // pauses and CPU (prom-client's default metrics: process_*, nodejs_*).
   const processMetrics = new Registry();
-  collectDefaultMetrics({ register: processMetrics });
+  collectProcessMetrics(processMetrics);
   registerBuildInfo(processMetrics, 'ztunnel');
   // /logging reaches the loggers the traffic goes through (hbone, authz, xds, identity, ztunnel,
   // …: one per component in this process) and the access log.

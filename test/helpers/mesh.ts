@@ -55,6 +55,7 @@ export async function startMesh(
     tracing?: Partial<TracingSettings>;
     l4SpansEndpoint?: string;
     ztunnelNodeOptions?: string;
+    ztunnelEnv?: Readonly<Record<string, string>>;
     controllerReplicas?: number;
     controllerSettings?: Record<string, string>;
   } = {},
@@ -80,6 +81,7 @@ export async function startMesh(
     ...(opts.tracing ? { tracing: opts.tracing } : {}),
     ...(opts.l4SpansEndpoint ? { l4SpansEndpoint: opts.l4SpansEndpoint } : {}),
     ...(opts.ztunnelNodeOptions ? { ztunnelNodeOptions: opts.ztunnelNodeOptions } : {}),
+    ...(opts.ztunnelEnv ? { ztunnelEnv: opts.ztunnelEnv } : {}),
     ...(opts.controllerReplicas ? { controllerReplicas: opts.controllerReplicas, controllerSettings: opts.controllerSettings ?? {} } : {}),
   });
   held.local = local;
