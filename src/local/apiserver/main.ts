@@ -5,7 +5,7 @@
 // adminToken} once listening and answers {type:'memory'} with process.memoryUsage() (after a full
 // GC when run with --expose-gc) and its CPU time so far (process.cpuUsage(), µs); {type:'trace'}
 // with {type:'trace', syncs, gcs}: the log's batch writes (wal.ts WalSync) and this process's GC
-// pauses ({at, ms}; at in ms since the epoch) since the previous 'trace' — the first one starts
+// pauses ({at, ms, kind}; at in ms since the epoch, kind as perf_hooks reports it) since the previous 'trace' — the first one starts
 // recording. SIGTERM stops it cleanly.
 import { subscribe } from 'node:diagnostics_channel';
 import { PerformanceObserver } from 'node:perf_hooks';
@@ -25,7 +25,7 @@ else console.log(JSON.stringify(ready));
 
 // Bounded, in case a caller starts tracing and never asks again.
 const TRACE_MAX = 100_000;
-let trace: { syncs: WalSync[]; gcs: { at: number; ms: number }[] } | undefined;
+let trace: { syncs: WalSync[]; gcs: { at: number; ms: number; kind?: number }[] } | undefined;
 
 process.on('message', (m: { type?: string }) => {
   if (m?.type === 'memory') {
@@ -36,7 +36,7 @@ process.on('message', (m: { type?: string }) => {
       trace = { syncs: [], gcs: [] };
       subscribe(walSyncChannel.name, (s) => void (trace!.syncs.length < TRACE_MAX && trace!.syncs.push(s as WalSync)));
       new PerformanceObserver((list) => {
-        for (const e of list.getEntries()) if (trace!.gcs.length < TRACE_MAX) trace!.gcs.push({ at: performance.timeOrigin + e.startTime, ms: e.duration });
+        for (const e of list.getEntries()) if (trace!.gcs.length < TRACE_MAX) trace!.gcs.push({ at: performance.timeOrigin + e.startTime, ms: e.duration, kind: (e as { detail?: { kind?: number } }).detail?.kind });
       }).observe({ entryTypes: ['gc'] });
     }
     process.send?.({ type: 'trace', ...trace });
