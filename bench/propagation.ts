@@ -25,6 +25,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as https from 'node:https';
+import { loadavg } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -465,7 +466,8 @@ function report(samples: Sample[], apiTrace: ApiTrace, gcs: Span[], clientGcs: S
   console.log(
     `${what}: initial sync of every client ${sync} ms; API write → applied at each client (${each.length} samples): ${stats(each)}; at every client (the last one, ${samples.length} changes): ${stats(last)}`,
   );
-  console.log(`  API write round trip: ${stats(samples.map((s) => s.reply))}`);
+  // The machine's load (1-minute average) as the samples ended: other work on the same cores.
+  console.log(`  API write round trip: ${stats(samples.map((s) => s.reply))} (load average ${loadavg()[0]!.toFixed(1)})`);
   console.log(`  write → in the controller's store: ${stats(samples.map((s) => s.store))}`);
   console.log(`  controller's store → applied at the last client: ${stats(samples.map((s) => Math.max(...s.clients) - s.store))}`);
   const slowSyncs = apiTrace.syncs.filter((x) => x.ms >= 50);
