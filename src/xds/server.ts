@@ -417,13 +417,16 @@ export class ConfigServer<M extends ResourceMap = MeshTypes> extends EventEmitte
 
   #push(): void {
     this.#timer = undefined;
-    this.#lastPush = Date.now();
+    let sent = false;
     for (const s of this.#streams) {
       if (!s.admitted || s.blocked || s.closed) continue;
       for (const [type, sub] of s.subs) {
-        while (!s.blocked && sub.inflight.size < this.#opts.maxInFlight && this.#respond(s, type, sub));
+        while (!s.blocked && sub.inflight.size < this.#opts.maxInFlight && this.#respond(s, type, sub)) sent = true;
       }
     }
+    // Only a push that sent something holds the next one back: every ACK schedules a push, and
+    // one that found nothing to send used to delay the next change by up to pushIntervalMs.
+    if (sent) this.#lastPush = Date.now();
   }
 
   /** Sends one response for the type if there is anything to send; false otherwise. */

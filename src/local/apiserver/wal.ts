@@ -11,6 +11,7 @@
 // After a failed write or sync the file's state is unknown (the kernel may have dropped the dirty
 // pages: "fsyncgate", PostgreSQL 2018), so the log refuses every later append until a restart
 // replays what did reach the disk.
+import { channel } from 'node:diagnostics_channel';
 import { crc32 } from 'node:zlib';
 import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,6 +20,20 @@ import { syncDir } from './files.ts';
 
 const log = logger('apiserver');
 const SLOW_SYNC_MS = 100;
+
+/**
+ * Every batch's write + fdatasync, for whoever listens (bench/propagation.ts, through main.ts, to
+ * tell this disk's stalls apart from the rest of a write's path): {at (ms since the epoch, when the
+ * write began), ms (write + fdatasync), records, bytes}. Nothing is built when no one listens.
+ */
+export const walSyncChannel = channel('mesh:apiserver:wal-sync');
+
+export interface WalSync {
+  at: number;
+  ms: number;
+  records: number;
+  bytes: number;
+}
 
 interface Pending {
   line: string;
@@ -170,10 +185,14 @@ export class Wal {
       try {
         if (this.failed !== undefined) throw this.failed;
         const buf = Buffer.from(batch.map((p) => p.line).join(''));
+        const writeStart = performance.now();
         for (let off = 0; off < buf.length; ) off += (await this.fh!.write(buf, off)).bytesWritten;
         const syncStart = performance.now();
         await this.fh!.datasync();
         const ms = performance.now() - syncStart;
+        if (walSyncChannel.hasSubscribers) {
+          walSyncChannel.publish({ at: performance.timeOrigin + writeStart, ms: performance.now() - writeStart, records: batch.length, bytes: buf.length } satisfies WalSync);
+        }
         if (ms >= SLOW_SYNC_MS) log.warn({ ms: Math.round(ms), records: batch.length, bytes: buf.length }, 'a log fdatasync was slow; every write in the batch waited for it — is the disk busy or throttled?');
         this.bytes += buf.length;
       } catch (err) {
