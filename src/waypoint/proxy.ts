@@ -458,9 +458,16 @@ function headerString(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** The last principal namespaceOf() read, and its namespace: requests come in runs from one client. */
+let lastPrincipal = '';
+let lastNamespace = '';
+
 /** "td/ns/x/sa/y" → "x". */
 function namespaceOf(principal: string): string {
+  if (principal === lastPrincipal) return lastNamespace;
   const parts = principal.split('/');
   const i = parts.indexOf('ns');
-  return i >= 0 ? (parts[i + 1] ?? '') : '';
+  lastPrincipal = principal;
+  lastNamespace = i >= 0 ? (parts[i + 1] ?? '') : '';
+  return lastNamespace;
 }
