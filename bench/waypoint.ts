@@ -149,6 +149,7 @@ async function main(): Promise<void> {
         ...(before && atRate && saturated
           ? {
               waypoint_cpu_cores_at_1000rps: (atRate.cpuSeconds - before.cpuSeconds) / fixedWall,
+              waypoint_cpu_us_per_request_at_rate: ((atRate.cpuSeconds - before.cpuSeconds) * 1e6) / fixed.n,
               waypoint_rss_mb: atRate.rssMb,
               waypoint_anon_mb: atRate.anonMb,
               waypoint_cpu_us_per_request_saturated: ((saturated.cpuSeconds - atRate.cpuSeconds) * 1e6) / (rps * SECONDS),
@@ -160,7 +161,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(results));
     const l7 = results.l7;
     if (l7) {
-      console.log(`waypoint at 1,000 rps: ${l7.waypoint_cpu_cores_at_1000rps!.toFixed(2)} vCPU, ${l7.waypoint_rss_mb!.toFixed(0)} MB RSS (${l7.waypoint_anon_mb!.toFixed(0)} MB anonymous) (Istio's waypoint, published: 0.25 vCPU, 60 MB)`);
+      console.log(`waypoint at 1,000 rps: ${l7.waypoint_cpu_cores_at_1000rps!.toFixed(2)} vCPU (${l7.waypoint_cpu_us_per_request_at_rate!.toFixed(0)} µs per request), ${l7.waypoint_rss_mb!.toFixed(0)} MB RSS (${l7.waypoint_anon_mb!.toFixed(0)} MB anonymous) (Istio's waypoint, published: 0.25 vCPU, 60 MB)`);
       console.log(`waypoint at saturation: ${l7.wrk_rps!.toFixed(0)} rps, ${l7.waypoint_cpu_us_per_request_saturated!.toFixed(0)} µs of CPU per request, ${l7.waypoint_rss_mb_saturated!.toFixed(0)} MB RSS`);
     }
     const [p, l4] = [results.plain, results.l4];
