@@ -67,9 +67,10 @@ export const WAYPOINT_ENTRY = 'src/waypoint/main.ts';
  * load, and each burst of per-request garbage then stays resident.
  * --max-semi-space-size=1: young generation capped at 1 MB per semi-space. bench:waypoint
  * (issue 16, L7 phase, with MALLOC_ARENA_MAX=2): the waypoint pod at 1,000 rps 229–266 MB RSS
- * with V8's default (3 runs) → 152–190 MB (5 runs), after saturation 294–309 → 192–202 MB. Unlike
- * ztunnel's, it costs CPU: 502–592 µs per request at saturation with the default, 541–642 µs
- * capped (this host's spread is ±10%; 4 MB measured like 1 MB). ARCHITECTURE.md, issue 16.
+ * with V8's default (3 runs) → 144–190 MB (7 runs), after saturation 294–309 → 193–202 MB. Unlike
+ * ztunnel's, it costs CPU: 502–592 µs per request at saturation with the default, 624–642 µs
+ * capped, 541–597 µs capped once the access log and flow records were batched (4 MB: 484–640 µs,
+ * this host's spread). ARCHITECTURE.md, issue 16.
  */
 export const WAYPOINT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
 
