@@ -14,6 +14,7 @@ import { parseDuration } from '../common/settings.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
 import { LABEL_DATAPLANE_MODE, LABEL_GATEWAY_NAME, WAYPOINT_CLASS } from './model/types.ts';
 import { installOwner } from './owner.ts';
+import { WAYPOINT_ENTRY, WAYPOINT_NODE_FLAGS, WAYPOINT_PROCESS_ENV } from '../waypoint/config.ts';
 
 const log = logger('waypoints');
 
@@ -42,9 +43,14 @@ export function drainGraceSeconds(env: Readonly<Record<string, string>>): number
 export interface WaypointTemplate {
   image: string;
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
-  /** Overrides the image's entrypoint when non-empty. */
+  /** Overrides the image's entrypoint (node) when non-empty. */
   command: string[];
-  /** Added to the waypoint's own settings (e.g. where the controller is). */
+  /** The waypoint's entry file, node's argument after the flags; default WAYPOINT_ENTRY (the image's). */
+  entry?: string;
+  /** Node/V8 flags ahead of the entry in place of WAYPOINT_NODE_FLAGS (a benchmark's comparison). */
+  nodeFlags?: readonly string[];
+  /** Added to the waypoint's own settings (e.g. where the controller is) and WAYPOINT_PROCESS_ENV;
+   * a WAYPOINT_PROCESS_ENV key given as '' is left unset. */
   env: Record<string, string>;
   /** Extra volumes and their mounts (the local cluster mounts the host's runtime and sockets). */
   volumes: k8s.V1Volume[];
@@ -191,7 +197,10 @@ export class WaypointDeployer {
       { name: 'MESH_TRUST_DOMAIN', value: this.trustDomain },
       { name: 'MESH_TOKEN_FILE', value: `${TOKEN_DIR}/mesh-token` },
       { name: 'MESH_CA_ROOT_FILE', value: `${ROOT_DIR}/root-cert.pem` },
-      ...Object.entries(t.env).map(([k, v]) => ({ name: k, value: v })),
+      // The process's own environment (glibc's tunables) under the template's, which may unset it.
+      ...Object.entries({ ...WAYPOINT_PROCESS_ENV, ...t.env })
+        .filter(([k, v]) => v !== '' || !(k in WAYPOINT_PROCESS_ENV))
+        .map(([k, v]) => ({ name: k, value: v })),
     ];
     return {
       serviceAccountName: name,
@@ -202,6 +211,8 @@ export class WaypointDeployer {
           image: t.image,
           imagePullPolicy: t.imagePullPolicy,
           ...(t.command.length ? { command: t.command } : {}),
+          // V8's flags first (WAYPOINT_NODE_FLAGS says why), then the entry.
+          args: [...(t.nodeFlags ?? WAYPOINT_NODE_FLAGS), t.entry ?? WAYPOINT_ENTRY],
           env,
           ports: [
             { name: 'mesh', containerPort: HBONE_PORT, protocol: 'TCP' },

@@ -74,6 +74,10 @@ export interface LocalMeshOptions {
    * ZTUNNEL_PROCESS_ENV, for a benchmark to compare; a key whose value is '' is left unset.
    */
   ztunnelEnv?: Readonly<Record<string, string>>;
+  /** Node/V8 flags of the waypoint pods in place of WAYPOINT_NODE_FLAGS, for a benchmark to compare. */
+  waypointNodeFlags?: readonly string[];
+  /** More environment of the waypoint pods (over WAYPOINT_PROCESS_ENV; a key given as '' is left unset). */
+  waypointEnv?: Readonly<Record<string, string>>;
   onProgress?: (m: string) => void;
 }
 
@@ -186,7 +190,10 @@ export class LocalMesh {
     });
     const waypointsFrom = waypoints.from;
     this.progress(waypointsFrom === 'image' ? `waypoints run the image ${WAYPOINT_IMAGE} (${waypoints.why})` : `waypoints run this checkout on the host's runtime (${waypoints.why})`);
-    const waypointTemplate = localWaypointTemplate(this.stateDir, this.opts.logLevel, waypointsFrom);
+    const waypointTemplate = localWaypointTemplate(this.stateDir, this.opts.logLevel, waypointsFrom, {
+      ...(this.opts.waypointNodeFlags ? { nodeFlags: this.opts.waypointNodeFlags } : {}),
+      ...(this.opts.waypointEnv ? { env: this.opts.waypointEnv } : {}),
+    });
     if (this.opts.controllerReplicas) {
       await this.startReplicas(this.opts.controllerReplicas, waypointTemplate);
     } else {

@@ -81,9 +81,15 @@ export async function ensureHostfsImage(): Promise<void> {
 
 /**
  * The waypoint pod template of the local cluster: the waypoint image (`from: 'image'`), or the
- * waypoint from this checkout on the host's runtime (`'hostfs'`).
+ * waypoint from this checkout on the host's runtime (`'hostfs'`). `proc` is a benchmark's Node flags
+ * and process environment in place of the waypoint's own (WAYPOINT_NODE_FLAGS, WAYPOINT_PROCESS_ENV).
  */
-export function localWaypointTemplate(stateDir: string, logLevel = 'info', from: 'image' | 'hostfs' = 'hostfs'): WaypointTemplate {
+export function localWaypointTemplate(
+  stateDir: string,
+  logLevel = 'info',
+  from: 'image' | 'hostfs' = 'hostfs',
+  proc: { nodeFlags?: readonly string[]; env?: Readonly<Record<string, string>> } = {},
+): WaypointTemplate {
   const sockets = join(stateDir, 'controller-sockets');
   mkdirSync(sockets, { recursive: true });
   mkdirSync(l7FlowsDir(stateDir), { recursive: true });
@@ -94,7 +100,10 @@ export function localWaypointTemplate(stateDir: string, logLevel = 'info', from:
     MESH_LOG_LEVEL: logLevel,
     // $(MESH_NODE_NAME) is expanded by the kubelet from the variable the deployer sets before it.
     MESH_L7_FLOWS_SOCKET: `${L7_IN_POD}/$(MESH_NODE_NAME).sock`,
+    // A benchmark's process environment (WAYPOINT_PROCESS_ENV's keys; '' unsets one).
+    ...proc.env,
   };
+  const flags = proc.nodeFlags ? { nodeFlags: proc.nodeFlags } : {};
   if (from === 'image') {
     // The image's own entrypoint and user; only the sockets come from the host.
     const mounts = [
@@ -105,6 +114,7 @@ export function localWaypointTemplate(stateDir: string, logLevel = 'info', from:
       image: WAYPOINT_IMAGE,
       imagePullPolicy: 'Never',
       command: [],
+      ...flags,
       env,
       volumes: mounts.map((m) => ({ name: m.name, hostPath: { path: m.path, type: 'Directory' } })),
       volumeMounts: mounts.map((m) => ({ name: m.name, mountPath: m.inPod, readOnly: m.name !== 'mesh-sockets' })),
@@ -132,7 +142,9 @@ export function localWaypointTemplate(stateDir: string, logLevel = 'info', from:
   return {
     image: HOSTFS_IMAGE,
     imagePullPolicy: 'Never',
-    command: [nodeBin, WAYPOINT_MAIN],
+    command: [nodeBin],
+    entry: WAYPOINT_MAIN,
+    ...flags,
     env,
     volumes,
     volumeMounts,

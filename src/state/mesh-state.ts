@@ -58,6 +58,8 @@ export class MeshState {
   private byPodUid = new Map<string, Workload>();
   private byVip = new Map<string, Service>();
   private backends = new Map<string, Workload[]>();
+  /** endpoints()' answers until the next change: the waypoint asks on every request. */
+  private endpointCache = new Map<string, readonly ServiceEndpoint[]>();
   private compiled: CompiledPolicies | undefined;
   /** The types whose full state has arrived at least once (the config stream's "synced"). */
   private readonly syncedTypes = new Set<keyof MeshTypes>();
@@ -94,6 +96,7 @@ export class MeshState {
     this.byIp = new Map();
     this.byPodUid = new Map();
     this.backends = new Map();
+    this.endpointCache = new Map();
     for (const w of this.workloads.values()) {
       for (const a of w.addresses) this.byIp.set(ipText(a), w);
       if (w.podUid) this.byPodUid.set(w.podUid, w);
@@ -174,7 +177,18 @@ export class MeshState {
    * The healthy workloads backing a Service ("namespace/hostname") on one of its ports, each with
    * its address and the target port the service port maps to on it.
    */
-  endpoints(service: string, servicePort: number): ServiceEndpoint[] {
+  endpoints(service: string, servicePort: number): readonly ServiceEndpoint[] {
+    const key = `${service}\u0000${servicePort}`;
+    const cached = this.endpointCache.get(key);
+    if (cached) return cached;
+    const list = this.#endpoints(service, servicePort);
+    // Bounded: a client may dial any port of a Service.
+    if (this.endpointCache.size >= 4096) this.endpointCache.clear();
+    this.endpointCache.set(key, list);
+    return list;
+  }
+
+  #endpoints(service: string, servicePort: number): readonly ServiceEndpoint[] {
     return (this.backends.get(service) ?? []).flatMap((w) => {
       if (w.status !== 'HEALTHY') return [];
       const p = w.services[service]?.ports.find((x) => x.servicePort === servicePort);

@@ -36,6 +36,8 @@ export interface RequestTrace {
   readonly traceparent: string;
   /** Every trace header to set on the upstream request (traceparent, tracestate, B3). */
   readonly headers: Readonly<Record<string, string>>;
+  /** Whether end() records anything: when not, its attributes need not be built. */
+  readonly recording: boolean;
   /** Ends the span (a no-op when it is not recorded). `error`: the request failed (5xx, reset). */
   end(attributes: Attributes, opts: { durationMs: number; error: boolean; statusMessage?: string }): void;
 }
@@ -104,7 +106,7 @@ export function randomHex(n: number): string {
   return /^0+$/.test(hex) ? randomHex(n) : hex;
 }
 
-const NOT_RECORDED = (headers: Record<string, string>): RequestTrace => ({ traceparent: headers['traceparent'] ?? '', headers, end: () => {} });
+const NOT_RECORDED = (headers: Record<string, string>): RequestTrace => ({ traceparent: headers['traceparent'] ?? '', headers, recording: false, end: () => {} });
 
 /** Propagation only: a new span id per hop in the caller's trace (or a new trace), never recorded. */
 class PropagatingTracer implements MeshTracer {
@@ -148,6 +150,7 @@ class ExportingTracer implements MeshTracer {
     return {
       traceparent: out['traceparent'] ?? '',
       headers: out,
+      recording: true,
       end: (attributes, opts) => {
         span.setAttributes(attributes);
         if (opts.error) span.setStatus({ code: SpanStatusCode.ERROR, ...(opts.statusMessage ? { message: opts.statusMessage } : {}) });

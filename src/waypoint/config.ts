@@ -56,6 +56,32 @@ export const WAYPOINT_SETTINGS = defineSettings('the waypoint', {
   }),
 });
 
+/** The waypoint's entry, relative to the image's working directory (make images, src/images/build.ts). */
+export const WAYPOINT_ENTRY = 'src/waypoint/main.ts';
+
+/**
+ * Node/V8 flags the waypoint runs with, on node's command line ahead of the entry: the deployer
+ * puts them in every waypoint pod's args (src/controller/waypoint-deployer.ts). They size the heap
+ * when the isolate is made, so main.ts cannot set them. The same setting as ztunnel's, for the
+ * same reason (ZTUNNEL_NODE_FLAGS in src/ztunnel/config.ts): V8 grows its young generation under
+ * load, and each burst of per-request garbage then stays resident.
+ * --max-semi-space-size=1: young generation capped at 1 MB per semi-space. bench:waypoint
+ * (issue 16, L7 phase, with MALLOC_ARENA_MAX=2): the waypoint pod at 1,000 rps 229–266 MB RSS
+ * with V8's default (3 runs) → 144–190 MB (7 runs), after saturation 294–309 → 193–202 MB. Unlike
+ * ztunnel's, it costs CPU: 502–592 µs per request at saturation with the default, 624–642 µs
+ * capped, 541–597 µs capped once the access log and flow records were batched (4 MB: 484–640 µs,
+ * this host's spread). ARCHITECTURE.md, issue 16.
+ */
+export const WAYPOINT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
+
+/**
+ * Environment the waypoint's process starts with (glibc reads it before any code of ours runs):
+ * the deployer adds it to every waypoint pod's env under the template's own. As ztunnel's
+ * (ZTUNNEL_PROCESS_ENV in src/ztunnel/config.ts): MALLOC_ARENA_MAX=2 keeps V8's and libuv's
+ * worker threads from each holding a malloc arena of their own.
+ */
+export const WAYPOINT_PROCESS_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
+
 export type WaypointSettings = Values<typeof WAYPOINT_SETTINGS.settings>;
 
 export function loadWaypointSettings(env: Env = process.env): WaypointSettings {

@@ -25,8 +25,11 @@ export function forwardHeaders(h: Fields): HeaderMap {
 export function hopByHop(h: Fields): ReadonlySet<string> {
   const named = headerText(h.connection);
   if (!named) return HOP_BY_HOP;
+  // The usual values ("keep-alive", "upgrade") name fields already in the set: no copy per message.
+  const names = named.split(',').map((n) => n.trim().toLowerCase()).filter((n) => n && !HOP_BY_HOP.has(n));
+  if (names.length === 0) return HOP_BY_HOP;
   const set = new Set(HOP_BY_HOP);
-  for (const n of named.split(',')) if (n.trim()) set.add(n.trim().toLowerCase());
+  for (const n of names) set.add(n);
   return set;
 }
 

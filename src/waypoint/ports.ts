@@ -12,7 +12,7 @@ export interface WaypointView {
   serviceByVip(ip: string): Service | undefined;
   workloadByIp(ip: string): Workload | undefined;
   /** HEALTHY workloads backing "namespace/hostname" on a service port, with their target port. */
-  endpoints(service: string, servicePort: number): ServiceEndpoint[];
+  endpoints(service: string, servicePort: number): readonly ServiceEndpoint[];
 }
 
 export interface AuthzDecision {

@@ -96,6 +96,7 @@ export class L7Proxy {
   private pendingMeta: StreamMeta | undefined;
   private readonly open = new Set<Duplex>();
   private readonly h2Sessions = new Set<http2.ServerHttp2Session>();
+  private readonly candidatesOf = new WeakMap<readonly ServiceEndpoint[], { service: string; list: readonly Candidate[] }>();
   private draining = false;
   /** Called by handle() when the last stream closes during a drain. */
   private onIdle: (() => void) | undefined;
@@ -273,13 +274,13 @@ export class L7Proxy {
 
     let rule: RouteRule | undefined;
     let backend: { service: string; port: number };
-    let candidates: Candidate[];
+    let candidates: readonly Candidate[];
     if (service) {
       const decision = this.route(ex, service);
       if (!decision) return;
       rule = decision.rule;
       backend = decision.backend;
-      candidates = this.opts.state.endpoints(backend.service, backend.port).map((e) => this.candidate(e, backend.service));
+      candidates = this.candidates(backend.service, backend.port);
     } else {
       // A pod dialled by its IP: that workload only, no routes (Istio routes by Service only).
       const w = this.opts.state.workloadByIp(info.destination.ip);
@@ -306,10 +307,23 @@ export class L7Proxy {
     }
     for (const m of ex.mirrors) {
       if (!m.service) continue;
-      const mirrorTargets = this.opts.state.endpoints(m.service, m.port).map((e) => this.candidate(e, m.service));
+      const mirrorTargets = this.candidates(m.service, m.port);
       ex.mirror(mirrorTargets, m.service ? this.opts.resilience(m.service) : NO_RESILIENCE);
     }
     return { rule, backend };
+  }
+
+  /**
+   * The endpoints of a Service's port as candidates: made once per endpoint list the state hands
+   * out (MeshState keeps one until the next change), not on every request.
+   */
+  private candidates(service: string, port: number): readonly Candidate[] {
+    const endpoints = this.opts.state.endpoints(service, port);
+    const made = this.candidatesOf.get(endpoints);
+    if (made?.service === service) return made.list;
+    const list = endpoints.map((e) => this.candidate(e, service));
+    this.candidatesOf.set(endpoints, { service, list });
+    return list;
   }
 
   private candidate(e: ServiceEndpoint, service: string): Candidate {
@@ -363,8 +377,8 @@ export class L7Proxy {
     const info = bareRequest(meta, service);
     const targets = service ? [this.opts.gatewayKey, `Service/${service}`] : [this.opts.gatewayKey];
     if (!this.opts.authorize(info, targets).allowed) return void stream.destroy();
-    let candidates: Candidate[];
-    if (service) candidates = this.opts.state.endpoints(service, meta.dst.port).map((e) => this.candidate(e, service));
+    let candidates: readonly Candidate[];
+    if (service) candidates = this.candidates(service, meta.dst.port);
     else {
       const w = this.opts.state.workloadByIp(meta.dst.ip);
       candidates = w ? [this.candidate({ workload: w, ip: meta.dst.ip, port: meta.dst.port, appProtocol: '' }, '')] : [];
@@ -382,7 +396,7 @@ export class L7Proxy {
     }
   }
 
-  private async forwardTcp(stream: Duplex, candidates: Candidate[], policy: ResiliencePort, head: Buffer | undefined): Promise<void> {
+  private async forwardTcp(stream: Duplex, candidates: readonly Candidate[], policy: ResiliencePort, head: Buffer | undefined): Promise<void> {
     const tried = new Set<string>();
     for (let n = 0; n <= TCP_CONNECT_RETRIES && !stream.destroyed; n++) {
       const ep = this.balancer.pick(
@@ -458,9 +472,16 @@ function headerString(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** The last principal namespaceOf() read, and its namespace: requests come in runs from one client. */
+let lastPrincipal = '';
+let lastNamespace = '';
+
 /** "td/ns/x/sa/y" → "x". */
 function namespaceOf(principal: string): string {
+  if (principal === lastPrincipal) return lastNamespace;
   const parts = principal.split('/');
   const i = parts.indexOf('ns');
-  return i >= 0 ? (parts[i + 1] ?? '') : '';
+  lastPrincipal = principal;
+  lastNamespace = i >= 0 ? (parts[i + 1] ?? '') : '';
+  return lastNamespace;
 }

@@ -325,7 +325,8 @@ export class RequestTelemetry {
       grpcStatus: r.grpcStatus,
       flags: r.flags,
     });
-    r.trace?.end(spanAttributes(r, labels), { durationMs: r.durationMs, error: r.status === 0 || r.status >= 500, ...(r.flags !== '-' ? { statusMessage: r.flags } : {}) });
+    // A span's attributes only for a span that is recorded (most are not: sampling, or no exporter).
+    if (r.trace?.recording) r.trace.end(spanAttributes(r, labels), { durationMs: r.durationMs, error: r.status === 0 || r.status >= 500, ...(r.flags !== '-' ? { statusMessage: r.flags } : {}) });
     const s = this.#get(labels);
     s.requests++;
     observe(s.duration, r.durationMs);

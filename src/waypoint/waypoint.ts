@@ -11,6 +11,7 @@
 // stream keeps the last good config.
 import net from 'node:net';
 import { logger } from '../common/log.ts';
+import { LineBatch } from '../common/line-batch.ts';
 import { HbonePool, HboneServer, type HboneTunnel } from '../hbone/index.ts';
 import { CertificateClient, formatSpiffeId, RotatingCertificates, SecretManager, type SpiffeId, spiffeId, type WorkloadCertificate } from '../identity/index.ts';
 import { MeshState, type MeshTypes } from '../state/index.ts';
@@ -69,6 +70,12 @@ export class Waypoint {
   private readonly proxy: L7Proxy;
   private serial = '';
   private readonly l7Flows: L7FlowSender | undefined;
+  /**
+   * The access log's lines reach stdout joined, ~8 KiB at a time or 250 ms after the first line
+   * of a quiet spell, as ztunnel's do: a write per request (synchronous, to a pipe) was 9% of the
+   * waypoint's CPU at 1,000 rps (issue 16).
+   */
+  private readonly accessLog = new LineBatch((text) => process.stdout.write(text), { maxChars: 8 * 1024, maxMs: 250 });
   /** Set from SIGTERM on (drain()): not ready, so that no new client picks it. */
   private draining = false;
 
@@ -83,7 +90,7 @@ export class Waypoint {
       registry,
       lookup: this.state,
       waypoint: { namespace: cfg.namespace, name: cfg.name },
-      accessLog: (line) => process.stdout.write(`${line}\n`),
+      accessLog: (line) => this.accessLog.push(`${line}\n`),
       onFlow: (f) => {
         this.flows.push(f);
         // Trimmed in halves, not per request: config_dump shows the last 200.
@@ -249,6 +256,7 @@ export class Waypoint {
     this.proxy.close();
     await this.hbone?.close();
     this.l7Flows?.close();
+    this.accessLog.flush();
     // What is batched goes out before the process ends.
     await this.cfg.tracer?.shutdown().catch((e: Error) => log.warn({ err: e.message }, 'could not send the last spans'));
     await this.pool.close(1000);

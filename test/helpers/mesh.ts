@@ -56,6 +56,8 @@ export async function startMesh(
     l4SpansEndpoint?: string;
     ztunnelNodeOptions?: string;
     ztunnelEnv?: Readonly<Record<string, string>>;
+    waypointNodeFlags?: readonly string[];
+    waypointEnv?: Readonly<Record<string, string>>;
     controllerReplicas?: number;
     controllerSettings?: Record<string, string>;
   } = {},
@@ -82,6 +84,8 @@ export async function startMesh(
     ...(opts.l4SpansEndpoint ? { l4SpansEndpoint: opts.l4SpansEndpoint } : {}),
     ...(opts.ztunnelNodeOptions ? { ztunnelNodeOptions: opts.ztunnelNodeOptions } : {}),
     ...(opts.ztunnelEnv ? { ztunnelEnv: opts.ztunnelEnv } : {}),
+    ...(opts.waypointNodeFlags ? { waypointNodeFlags: opts.waypointNodeFlags } : {}),
+    ...(opts.waypointEnv ? { waypointEnv: opts.waypointEnv } : {}),
     ...(opts.controllerReplicas ? { controllerReplicas: opts.controllerReplicas, controllerSettings: opts.controllerSettings ?? {} } : {}),
   });
   held.local = local;

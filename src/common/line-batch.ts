@@ -1,0 +1,50 @@
+// Lines (access log, flow records) gathered and written joined: one write per `maxChars` of text,
+// or `maxMs` after the first line of a quiet spell, instead of a syscall (and a wake-up of
+// whoever reads) per line. ztunnel's flow records and access log do the same (zds-client.ts,
+// telemetry/access-log.ts); the waypoint writes a line of each per request (issue 16: the two
+// writes were 15% of the waypoint's CPU at 1,000 rps).
+
+export class LineBatch {
+  readonly #write: (text: string, lines: number) => void;
+  readonly #maxChars: number;
+  readonly #maxMs: number;
+  #pending = '';
+  #lines = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  /** `write` gets the joined text (each line with its own '\n') and how many lines it holds. */
+  constructor(write: (text: string, lines: number) => void, opts: { maxChars: number; maxMs: number }) {
+    this.#write = write;
+    this.#maxChars = opts.maxChars;
+    this.#maxMs = opts.maxMs;
+  }
+
+  /** Lines waiting. */
+  get size(): number {
+    return this.#lines;
+  }
+
+  /** Adds a line, which must end with '\n'. */
+  push(line: string): void {
+    if (this.#lines === 0) {
+      this.#timer = setTimeout(this.flush, this.#maxMs);
+      this.#timer.unref();
+    }
+    // V8 joins the strings lazily (a rope); the write flattens it once.
+    this.#pending += line;
+    this.#lines++;
+    if (this.#pending.length >= this.#maxChars) this.flush();
+  }
+
+  /** Writes what waits (at the timer, at the size limit, and before the process ends). */
+  readonly flush = (): void => {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const n = this.#lines;
+    if (n === 0) return;
+    const text = this.#pending;
+    this.#pending = '';
+    this.#lines = 0;
+    this.#write(text, n);
+  };
+}
