@@ -7,7 +7,7 @@ test('lines leave joined at the size limit, at the timer and on flush, in order'
   const writes: [string, number][] = [];
   const b = new LineBatch((text, n) => writes.push([text, n]), { maxChars: 10, maxMs: 30 });
   b.push('abcd\n');
-  t.is(b.size, 1);
+  t.is(b.chars, 5);
   t.deepEqual(writes, [], 'nothing leaves before the limit or the timer');
   b.push('efgh\n');
   t.deepEqual(writes, [['abcd\nefgh\n', 2]], 'the size limit writes at once');
@@ -18,5 +18,5 @@ test('lines leave joined at the size limit, at the timer and on flush, in order'
   b.flush();
   b.flush();
   t.deepEqual(writes.slice(2), [['j\n', 1]], 'flush writes what waits, once');
-  t.is(b.size, 0);
+  t.is(b.chars, 0);
 });
