@@ -26,11 +26,12 @@ import { controlRequest } from '../agent/control.ts';
 import { formatDuration, hostEnv } from '../common/settings.ts';
 import { cniAddRequest, podInMesh, requireServed } from '../cni/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
-import { ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../ztunnel/config.ts';
+import { ZTUNNEL_ENTRY, ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../ztunnel/config.ts';
+import { bundleZtunnel } from '../images/ztunnel-bundle.ts';
 import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate, WAYPOINT_IMAGE } from './waypoints.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
-const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
+const ZTUNNEL = fileURLToPath(new URL(`../../${ZTUNNEL_ENTRY}`, import.meta.url));
 const CONTROLLER_REPLICA = fileURLToPath(new URL('../controller/main.ts', import.meta.url));
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
 /** Separates a retired (draining) process's key from its pid: "ztunnel-node1~4242". */
@@ -65,8 +66,9 @@ export interface LocalMeshOptions {
    */
   l4SpansEndpoint?: string;
   /**
-   * Node/V8 flags for the ztunnel processes (NODE_OPTIONS), e.g. heap settings a benchmark
-   * compares. Given, they replace ztunnel's own (ZTUNNEL_NODE_FLAGS, on its command line).
+   * Node/V8 flags for the ztunnel processes (space-separated), e.g. heap settings a benchmark
+   * compares. Given, they replace ztunnel's own (ZTUNNEL_NODE_FLAGS) on its command line, where
+   * Node takes V8 flags that NODE_OPTIONS refuses (--single-threaded-gc, e.g.).
    */
   ztunnelNodeOptions?: string;
   /**
@@ -303,7 +305,7 @@ export class LocalMesh {
     }
     // ztunnel's V8 flags and process environment as the chart gives them, unless a benchmark
     // brings its own.
-    const flags = kind === 'ztunnel' && !this.opts.ztunnelNodeOptions ? ZTUNNEL_NODE_FLAGS : [];
+    const flags = kind !== 'ztunnel' ? [] : this.opts.ztunnelNodeOptions ? this.opts.ztunnelNodeOptions.split(/\s+/).filter(Boolean) : ZTUNNEL_NODE_FLAGS;
     const env: Record<string, string> = {
       // The caller's own MESH_* variables (meshctl's MESH_DEV_*, a test's) are not the child's,
       // and it would refuse them.
@@ -312,7 +314,6 @@ export class LocalMesh {
       // Node's on-disk compile cache halves a component's start (0.84 → 0.43 s to load
       // ztunnel's modules, measured): a restarted ztunnel serves again sooner.
       NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? join(tmpdir(), 'mesh-node-compile-cache'),
-      ...(kind === 'ztunnel' && this.opts.ztunnelNodeOptions ? { NODE_OPTIONS: this.opts.ztunnelNodeOptions } : {}),
     };
     // ztunnel's process environment; a benchmark's key given as '' is left unset (only those:
     // a host variable that is set but empty passes as it is).
@@ -322,6 +323,8 @@ export class LocalMesh {
         else env[k] = v;
       }
     }
+    // ztunnel runs bundled, as in the image; bundled now, so it runs the checkout as it is.
+    if (kind === 'ztunnel') await bundleZtunnel();
     const child = spawn(process.execPath, [...flags, kind === 'agent' ? AGENT : ZTUNNEL], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
