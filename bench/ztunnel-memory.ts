@@ -5,12 +5,13 @@
 // the netns lock. Bounded: 2 × 2 × --seconds of load (1,000 rps, then wrk saturation), one hold of
 // --conns connections, per namespace.
 //   node bench/ztunnel-memory.ts [--conns 10000] [--seconds 10] [--node-options=--max-semi-space-size=2]
-//     [--ztunnel-env=MALLOC_ARENA_MAX=1]
+//     [--ztunnel-env=MALLOC_ARENA_MAX=1] [--from-source]
 // --node-options runs the ztunnels with those Node/V8 flags (on their command line) in place of
 // their own (ZTUNNEL_NODE_FLAGS, src/ztunnel/config.ts); `--node-options=--max-semi-space-size=0` is V8's
 // default heap. Run once with and once without, and compare each run's mesh figures against its
 // own no-mesh baseline. --ztunnel-env (K=V, comma-separated; `K=` leaves K unset) likewise
 // replaces ztunnel's own process environment (ZTUNNEL_PROCESS_ENV), e.g. glibc's malloc tunables.
+// --from-source runs ztunnel from src/ztunnel/main.ts instead of its bundle (ZTUNNEL_ENTRY).
 // RSS counts the pages of the Node binary that a process touched (file-backed, shared with every
 // other Node process on the node); RssAnon is what the process itself allocated. Both are printed.
 import { spawn } from 'node:child_process';
@@ -23,7 +24,7 @@ import { uniquePrefix } from '../test/helpers/topology.ts';
 import { ZTUNNEL_ENTRY, ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../src/ztunnel/config.ts';
 import { heyPercentiles, runPod } from './lib.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, conns: { type: 'string', default: '10000' }, 'node-options': { type: 'string', default: '' }, 'ztunnel-env': { type: 'string' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, conns: { type: 'string', default: '10000' }, 'node-options': { type: 'string', default: '' }, 'ztunnel-env': { type: 'string' }, 'from-source': { type: 'boolean', default: false } } });
 const SECONDS = Number(values.seconds);
 const CONNS = Number(values.conns);
 const NODE = process.execPath;
@@ -122,7 +123,7 @@ async function main(): Promise<void> {
     const floor = mem(bare.pid!);
     bare.kill();
 
-    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mz'), ztunnelNodeOptions: values['node-options'], ...(ZTUNNEL_ENV ? { ztunnelEnv: ZTUNNEL_ENV } : {}) });
+    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mz'), ztunnelNodeOptions: values['node-options'], ...(ZTUNNEL_ENV ? { ztunnelEnv: ZTUNNEL_ENV } : {}), ztunnelFromSource: values['from-source'] });
     const zpids = () => ['ztunnel-node1', 'ztunnel-node2'].map((k) => mesh.processes.get(k)!.pid!);
     const results: Record<string, Record<string, number | string>> = {};
     for (const [ns, ambient] of [['plain', false], ['meshed', true]] as const) {
@@ -186,7 +187,7 @@ async function main(): Promise<void> {
     const m = results.meshed!;
     const n = (v: number | string | undefined) => Number(v).toFixed(1);
     console.log(`\nztunnel memory, ${SECONDS} s at 1,000 rps, ${CONNS} connections held (${new Date().toISOString()})`);
-    console.log(`ztunnel runs: ${ZTUNNEL_ENTRY}`);
+    console.log(`ztunnel runs: ${values['from-source'] ? 'src/ztunnel/main.ts (--from-source)' : ZTUNNEL_ENTRY}`);
     console.log(`ztunnel Node flags: ${values['node-options'] || `${ZTUNNEL_NODE_FLAGS.join(' ')} (its own)`}`);
     console.log(`ztunnel process env: ${ZTUNNEL_ENV ? envText(ZTUNNEL_ENV) : `${envText(ZTUNNEL_PROCESS_ENV)} (its own)`}`);
     console.log(`floor: a bare Node ${process.version} process idling: ${fmt(floor)}`);

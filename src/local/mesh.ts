@@ -32,6 +32,7 @@ import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypoin
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
 const ZTUNNEL = fileURLToPath(new URL(`../../${ZTUNNEL_ENTRY}`, import.meta.url));
+const ZTUNNEL_SOURCE = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
 const CONTROLLER_REPLICA = fileURLToPath(new URL('../controller/main.ts', import.meta.url));
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
 /** Separates a retired (draining) process's key from its pid: "ztunnel-node1~4242". */
@@ -80,6 +81,8 @@ export interface LocalMeshOptions {
   waypointNodeFlags?: readonly string[];
   /** More environment of the waypoint pods (over WAYPOINT_PROCESS_ENV; a key given as '' is left unset). */
   waypointEnv?: Readonly<Record<string, string>>;
+  /** ztunnel runs src/ztunnel/main.ts rather than its bundle (ZTUNNEL_ENTRY), for a benchmark to compare. */
+  ztunnelFromSource?: boolean;
   onProgress?: (m: string) => void;
 }
 
@@ -324,8 +327,8 @@ export class LocalMesh {
       }
     }
     // ztunnel runs bundled, as in the image; bundled now, so it runs the checkout as it is.
-    if (kind === 'ztunnel') await bundleZtunnel();
-    const child = spawn(process.execPath, [...flags, kind === 'agent' ? AGENT : ZTUNNEL], {
+    if (kind === 'ztunnel' && !this.opts.ztunnelFromSource) await bundleZtunnel();
+    const child = spawn(process.execPath, [...flags, kind === 'agent' ? AGENT : this.opts.ztunnelFromSource ? ZTUNNEL_SOURCE : ZTUNNEL], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -520,7 +523,7 @@ export async function sweepLocalMesh(stateDir: string): Promise<string[]> {
       } catch {
         continue; // gone already
       }
-      if (cmd.includes(AGENT) || cmd.includes(ZTUNNEL) || cmd.includes(CONTROLLER_REPLICA)) {
+      if (cmd.includes(AGENT) || cmd.includes(ZTUNNEL) || cmd.includes(ZTUNNEL_SOURCE) || cmd.includes(CONTROLLER_REPLICA)) {
         process.kill(pid, 'SIGKILL');
         removed.push(`mesh process ${pid}`);
       }
