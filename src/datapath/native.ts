@@ -82,8 +82,6 @@ export interface Native {
   probeHelper(progType: number, helperId: number): boolean;
   numPossibleCpus(): number;
   libbpfVersion(): string;
-  /** glibc's malloc_trim(0): the free pages inside malloc's arenas back to the kernel; true if any were. */
-  mallocTrim(): boolean;
   netnsSocket(netnsPath: string, opts: NetnsSocketOptions): number;
   netnsCookie(netnsPath: string): bigint;
   socketCookie(fd: number): bigint;

@@ -22,10 +22,6 @@ const log = logger('ztunnel');
  * the rest of its modules anyway (the CA unreachable, or slow to connect). */
 const BOOT_SEND_WAIT_MS = 100;
 
-/** How often ztunnel hands malloc's free pages back to the kernel (malloc_trim: well under a
- * millisecond here, against megabytes kept resident under load otherwise). */
-const MALLOC_TRIM_INTERVAL_MS = 5_000;
-
 // Relayed bytes live in Buffers outside V8's heap, made and dropped by the GB; with V8's fixed
 // 64 MB external-memory trigger each 64 MB relayed started a full mark-compact of the heap (80 of
 // them per GB, ~40% of a bulk transfer's CPU, issue 16). Counted in the heap's global limit
@@ -85,11 +81,6 @@ async function main(): Promise<void> {
   // ztunnel never does, so its replacement would compile every module again (~0.45 s more before
   // it serves). Written now, once everything that serves has loaded.
   flushCompileCache();
-  // glibc keeps the pages of freed malloc chunks inside its arenas resident (it trims only the
-  // top of the main heap): TLS and HTTP/2 state of connections come and gone. Handed back every
-  // MALLOC_TRIM_INTERVAL_MS; issue 16, ARCHITECTURE.md "Memory" has the figures.
-  const { native } = await import('../datapath/index.ts');
-  setInterval(() => native().mallocTrim(), MALLOC_TRIM_INTERVAL_MS).unref();
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
