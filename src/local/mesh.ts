@@ -315,7 +315,8 @@ export class LocalMesh {
       ...hostEnv(),
       ...settings,
       // Node's on-disk compile cache halves a component's start (0.84 → 0.43 s to load
-      // ztunnel's modules, measured): a restarted ztunnel serves again sooner.
+      // ztunnel's modules from src/, measured): a restarted agent serves again sooner. ztunnel's
+      // bundle loads as fast without it (ARCHITECTURE.md, Memory).
       NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? join(tmpdir(), 'mesh-node-compile-cache'),
     };
     // ztunnel's process environment; a benchmark's key given as '' is left unset (only those:
