@@ -5,10 +5,11 @@
 // The anchor for latency runs in the same run: the 1 KB at 1,000 rps phase between the same kind
 // of pods without the mesh, through a pair of native TLS proxies (Debian's stunnel4, mutual TLS
 // 1.3) — one in the client pod, one in the server pod — which is what two ztunnels stand for.
-//   node bench/mesh.ts [--seconds 10] [--no-stunnel] [--phases latency,saturation,churn,bulk] [--node-options=FLAGS]
+//   node bench/mesh.ts [--seconds 10] [--no-stunnel] [--phases latency,saturation,churn,bulk] [--node-options=FLAGS] [--from-source]
 // --phases runs only those phases (default: all four; the stunnel anchor runs with latency only),
 // e.g. `--phases saturation,churn` for connection cost alone. --node-options runs the ztunnels with
-// those Node/V8 flags in place of their own (ZTUNNEL_NODE_FLAGS), to weigh a heap setting's CPU.
+// those Node/V8 flags in place of their own (ZTUNNEL_NODE_FLAGS), to weigh a heap setting's CPU;
+// --from-source runs them from src/ztunnel/main.ts instead of their bundle (ZTUNNEL_ENTRY).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +21,7 @@ import { heyPercentiles, runPod } from './lib.ts';
 import { uniquePrefix } from '../test/helpers/topology.ts';
 
 const PHASES = ['latency', 'saturation', 'churn', 'bulk'] as const;
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, 'no-stunnel': { type: 'boolean', default: false }, phases: { type: 'string', default: PHASES.join(',') }, 'node-options': { type: 'string', default: '' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, 'no-stunnel': { type: 'boolean', default: false }, phases: { type: 'string', default: PHASES.join(',') }, 'node-options': { type: 'string', default: '' }, 'from-source': { type: 'boolean', default: false } } });
 const SECONDS = Number(values.seconds);
 const phases = new Set(values.phases!.split(','));
 for (const p of phases) if (!(PHASES as readonly string[]).includes(p)) throw new Error(`--phases: ${p} is not one of ${PHASES.join(', ')}`);
@@ -38,7 +39,7 @@ function cpuAndRss(pid: number): { cpuSeconds: number; userSeconds: number; sysS
 async function main(): Promise<void> {
   const cleanups: (() => Promise<void> | void)[] = [];
   try {
-    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mb'), ...(values['node-options'] ? { ztunnelNodeOptions: values['node-options'] } : {}) });
+    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mb'), ...(values['node-options'] ? { ztunnelNodeOptions: values['node-options'] } : {}), ztunnelFromSource: values['from-source'] });
     const results: Record<string, Record<string, number>> = {};
     for (const [ns, ambient] of [['plain', false], ['meshed', true]] as const) {
       await mesh.core.createNamespace({ body: { metadata: { name: ns, labels: ambient ? { 'mesh.io/dataplane-mode': 'ambient' } : {} } } });

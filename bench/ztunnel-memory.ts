@@ -5,12 +5,13 @@
 // the netns lock. Bounded: 2 × 2 × --seconds of load (1,000 rps, then wrk saturation), one hold of
 // --conns connections, per namespace.
 //   node bench/ztunnel-memory.ts [--conns 10000] [--seconds 10] [--node-options=--max-semi-space-size=2]
-//     [--ztunnel-env=MALLOC_ARENA_MAX=1]
-// --node-options runs the ztunnels with those Node/V8 flags (NODE_OPTIONS) in place of their own
-// (ZTUNNEL_NODE_FLAGS, src/ztunnel/config.ts); `--node-options=--max-semi-space-size=0` is V8's
+//     [--ztunnel-env=MALLOC_ARENA_MAX=1] [--from-source]
+// --node-options runs the ztunnels with those Node/V8 flags (on their command line) in place of
+// their own (ZTUNNEL_NODE_FLAGS, src/ztunnel/config.ts); `--node-options=--max-semi-space-size=0` is V8's
 // default heap. Run once with and once without, and compare each run's mesh figures against its
 // own no-mesh baseline. --ztunnel-env (K=V, comma-separated; `K=` leaves K unset) likewise
 // replaces ztunnel's own process environment (ZTUNNEL_PROCESS_ENV), e.g. glibc's malloc tunables.
+// --from-source runs ztunnel from src/ztunnel/main.ts instead of its bundle (ZTUNNEL_ENTRY).
 // RSS counts the pages of the Node binary that a process touched (file-backed, shared with every
 // other Node process on the node); RssAnon is what the process itself allocated. Both are printed.
 import { spawn } from 'node:child_process';
@@ -20,10 +21,10 @@ import { parseArgs } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
 import { startMesh, waitFor } from '../test/helpers/mesh.ts';
 import { uniquePrefix } from '../test/helpers/topology.ts';
-import { ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../src/ztunnel/config.ts';
+import { ZTUNNEL_ENTRY, ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../src/ztunnel/config.ts';
 import { heyPercentiles, runPod } from './lib.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, conns: { type: 'string', default: '10000' }, 'node-options': { type: 'string', default: '' }, 'ztunnel-env': { type: 'string' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, conns: { type: 'string', default: '10000' }, 'node-options': { type: 'string', default: '' }, 'ztunnel-env': { type: 'string' }, 'from-source': { type: 'boolean', default: false } } });
 const SECONDS = Number(values.seconds);
 const CONNS = Number(values.conns);
 const NODE = process.execPath;
@@ -57,18 +58,40 @@ const one = () => new Promise((done) => {
 interface Mem {
   rssMb: number;
   anonMb: number;
+  fileMb: number;
+  threads: number;
 }
 function mem(pid: number): Mem {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) / 1024;
-  return { rssMb: kb('VmRSS'), anonMb: kb('RssAnon') };
+  return { rssMb: kb('VmRSS'), anonMb: kb('RssAnon'), fileMb: kb('RssFile'), threads: Number(/^Threads:\s+(\d+)/m.exec(status)?.[1]) };
+}
+/**
+ * Where a process's resident pages are, from /proc/PID/smaps: the Node binary, other files (libc,
+ * the addon), glibc's main heap ([heap]), thread stacks and the anonymous mappings (V8's heap and
+ * code, other threads' malloc arenas), in MB.
+ */
+function smapsSplit(pid: number): string {
+  const by = new Map<string, number>();
+  let name = '';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const path = head[1]!;
+      name = path === '' ? 'anon' : path === process.execPath || path.endsWith('/node') ? 'node binary' : path.startsWith('[stack') ? 'stack' : path.startsWith('[') ? path : 'other files';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) by.set(name, (by.get(name) ?? 0) + Number(rss[1]) / 1024);
+  }
+  return [...by].filter(([, mb]) => mb >= 0.05).sort((a, b) => b[1] - a[1]).map(([k, mb]) => `${k} ${mb.toFixed(1)}`).join(', ');
 }
 /** CPU seconds a process has used (user + system). */
 function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(stat[11]) + Number(stat[12])) / 100;
 }
-const fmt = (m: Mem) => `${m.rssMb.toFixed(1)} MB (anon ${m.anonMb.toFixed(1)})`;
+const fmt = (m: Mem) => `${m.rssMb.toFixed(1)} MB (anon ${m.anonMb.toFixed(1)}, file ${m.fileMb.toFixed(1)}, ${m.threads} threads)`;
 
 /** The largest RSS of `pids` seen every 250 ms while `work` runs. */
 async function peakDuring<T>(pids: number[], work: Promise<T>): Promise<{ value: T; peak: Mem[] }> {
@@ -100,7 +123,7 @@ async function main(): Promise<void> {
     const floor = mem(bare.pid!);
     bare.kill();
 
-    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mz'), ztunnelNodeOptions: values['node-options'], ...(ZTUNNEL_ENV ? { ztunnelEnv: ZTUNNEL_ENV } : {}) });
+    const mesh = await startMesh({ teardown: (fn) => cleanups.push(fn) }, { ztunnel: true, prefix: uniquePrefix().replace(/^mt/, 'mz'), ztunnelNodeOptions: values['node-options'], ...(ZTUNNEL_ENV ? { ztunnelEnv: ZTUNNEL_ENV } : {}), ztunnelFromSource: values['from-source'] });
     const zpids = () => ['ztunnel-node1', 'ztunnel-node2'].map((k) => mesh.processes.get(k)!.pid!);
     const results: Record<string, Record<string, number | string>> = {};
     for (const [ns, ambient] of [['plain', false], ['meshed', true]] as const) {
@@ -117,10 +140,12 @@ async function main(): Promise<void> {
       if (ambient) await waitFor('servers enrolled', () => ((mesh.logs.get('ztunnel-node1') ?? '').includes(`"pod":"${ns}/holder"`) ? true : undefined));
       await sleep(3000);
       const idle = zpids().map(mem);
+      const idleSplit = zpids().map(smapsSplit);
       const cpu0 = zpids().map(cpuSeconds);
       const t0 = Date.now();
       const rate = await peakDuring(zpids(), runPod(mesh, ns, 'fixed', 'node2', ['hey', '-z', `${SECONDS}s`, '-c', '8', '-q', '125', `http://${web}:8080/`], SECONDS));
       const fixed = heyPercentiles(rate.value);
+      const rateSplit = zpids().map(smapsSplit);
       const rateCores = zpids().reduce((a, p, i) => a + cpuSeconds(p) - cpu0[i]!, 0) / ((Date.now() - t0) / 1000);
       // Saturation (wrk, 32 connections): what a heap setting may cost in throughput. The ztunnels'
       // CPU per request there is the steadier measure on a shared machine: rps moves with the
@@ -155,12 +180,14 @@ async function main(): Promise<void> {
         hold_peak_rss_mb: Math.max(...hold.peak.map((m) => m.rssMb)),
         hold_peak_anon_mb: Math.max(...hold.peak.map((m) => m.anonMb)),
         detail: `idle ${idle.map(fmt).join(' / ')}; 1000 rps peak ${rate.peak.map(fmt).join(' / ')}; saturation peak ${sat.peak.map(fmt).join(' / ')}; holding peak ${hold.peak.map(fmt).join(' / ')} (node1 / node2)`,
+        split: `idle: ${idleSplit.join(' / ')}; after 1000 rps: ${rateSplit.join(' / ')} (node1 / node2, MB)`,
       };
     }
     const p = results.plain!;
     const m = results.meshed!;
     const n = (v: number | string | undefined) => Number(v).toFixed(1);
     console.log(`\nztunnel memory, ${SECONDS} s at 1,000 rps, ${CONNS} connections held (${new Date().toISOString()})`);
+    console.log(`ztunnel runs: ${values['from-source'] ? 'src/ztunnel/main.ts (--from-source)' : ZTUNNEL_ENTRY}`);
     console.log(`ztunnel Node flags: ${values['node-options'] || `${ZTUNNEL_NODE_FLAGS.join(' ')} (its own)`}`);
     console.log(`ztunnel process env: ${ZTUNNEL_ENV ? envText(ZTUNNEL_ENV) : `${envText(ZTUNNEL_PROCESS_ENV)} (its own)`}`);
     console.log(`floor: a bare Node ${process.version} process idling: ${fmt(floor)}`);
@@ -172,6 +199,7 @@ async function main(): Promise<void> {
     console.log(`connections held: no mesh ${p.held} (failed ${p.hold_failed}, open after ${5} s: ${p.still_open_after_hold}), mesh ${m.held} (failed ${m.hold_failed}, open after 5 s: ${m.still_open_after_hold}); opened in ${p.hold_open_ms} / ${m.hold_open_ms} ms`);
     console.log(`ztunnel while holding them (peak):       ${n(m.hold_peak_rss_mb)} MB RSS, ${n(m.hold_peak_anon_mb)} MB anon`);
     console.log(`meshed: ${m.detail}`);
+    console.log(`meshed, resident by mapping: ${m.split}`);
     console.log(JSON.stringify({ floor, results }));
   } finally {
     for (const c of cleanups.reverse()) await c();

@@ -1,7 +1,7 @@
 // `make images`: builds the mesh's OCI images into the host's local image store (containers-storage)
 // with `podman build`, FROM scratch, holding only what runs:
 //   localhost/mesh-controller  node src/controller/main.ts              uid 1337
-//   localhost/mesh-node        node src/agent/main.ts | src/ztunnel/main.ts, the addon, its shared
+//   localhost/mesh-node        node src/agent/main.ts | build/ztunnel/main.mjs (ztunnel bundled), the addon, its shared
 //                              libraries and the BPF object             root (loads BPF, enters netns)
 //   localhost/mesh-waypoint    node src/waypoint/main.ts               uid 1337
 // Each holds the pinned Node 24 binary (node_modules/node, stripped) and the shared libraries it
@@ -21,6 +21,8 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { computeManifest, MANIFEST_FILE, manifestForImage } from '../cni/bundle.ts';
 import { entryPackages, keepPackageFile, packageClosure, sharedLibraries } from './contents.ts';
+import { bundleZtunnelSync } from './ztunnel-bundle.ts';
+import { ZTUNNEL_ENTRY } from '../ztunnel/config.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 const STAGE = join(ROOT, 'build/images');
@@ -128,6 +130,9 @@ function stageNative(runtimeLibs: string[]): void {
 function stageApp(spec: ImageSpec, files: string[]): void {
   const dir = join(STAGE, `app-${spec.name}`);
   for (const f of files) copyInto(dir, join(ROOT, f), join('app', f), 0o644);
+  // ztunnel runs bundled (ZTUNNEL_ENTRY, src/images/ztunnel-bundle.ts); its sources stay beside
+  // it for reading, and their packages in the image for prom-client's metric files it requires.
+  if (spec.entries.includes('src/ztunnel/main.ts')) copyInto(dir, bundleZtunnelSync(ROOT), join('app', ZTUNNEL_ENTRY), 0o644);
   cpSync(join(ROOT, 'proto'), join(dir, 'app/proto'), { recursive: true });
   const pkg = packageJson();
   writeFileSync(join(dir, 'app/package.json'), `${JSON.stringify({ name: pkg.name, version: pkg.version, private: true, license: pkg.license, type: 'module' }, null, 2)}\n`);

@@ -26,11 +26,13 @@ import { controlRequest } from '../agent/control.ts';
 import { formatDuration, hostEnv } from '../common/settings.ts';
 import { cniAddRequest, podInMesh, requireServed } from '../cni/index.ts';
 import { CA_TOKEN_AUDIENCE } from '../identity/index.ts';
-import { ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../ztunnel/config.ts';
+import { ZTUNNEL_ENTRY, ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV } from '../ztunnel/config.ts';
+import { bundleZtunnel } from '../images/ztunnel-bundle.ts';
 import { ensureWaypointImage, forwardControllerSockets, l7FlowsDir, localWaypointTemplate, WAYPOINT_IMAGE } from './waypoints.ts';
 
 const AGENT = fileURLToPath(new URL('../agent/main.ts', import.meta.url));
-const ZTUNNEL = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
+const ZTUNNEL = fileURLToPath(new URL(`../../${ZTUNNEL_ENTRY}`, import.meta.url));
+const ZTUNNEL_SOURCE = fileURLToPath(new URL('../ztunnel/main.ts', import.meta.url));
 const CONTROLLER_REPLICA = fileURLToPath(new URL('../controller/main.ts', import.meta.url));
 export const SERVER_NAME = 'mesh-controller.mesh-system.svc';
 /** Separates a retired (draining) process's key from its pid: "ztunnel-node1~4242". */
@@ -65,8 +67,9 @@ export interface LocalMeshOptions {
    */
   l4SpansEndpoint?: string;
   /**
-   * Node/V8 flags for the ztunnel processes (NODE_OPTIONS), e.g. heap settings a benchmark
-   * compares. Given, they replace ztunnel's own (ZTUNNEL_NODE_FLAGS, on its command line).
+   * Node/V8 flags for the ztunnel processes (space-separated), e.g. heap settings a benchmark
+   * compares. Given, they replace ztunnel's own (ZTUNNEL_NODE_FLAGS) on its command line, where
+   * Node takes V8 flags that NODE_OPTIONS refuses (--single-threaded-gc, e.g.).
    */
   ztunnelNodeOptions?: string;
   /**
@@ -78,6 +81,8 @@ export interface LocalMeshOptions {
   waypointNodeFlags?: readonly string[];
   /** More environment of the waypoint pods (over WAYPOINT_PROCESS_ENV; a key given as '' is left unset). */
   waypointEnv?: Readonly<Record<string, string>>;
+  /** ztunnel runs src/ztunnel/main.ts rather than its bundle (ZTUNNEL_ENTRY), for a benchmark to compare. */
+  ztunnelFromSource?: boolean;
   onProgress?: (m: string) => void;
 }
 
@@ -303,16 +308,16 @@ export class LocalMesh {
     }
     // ztunnel's V8 flags and process environment as the chart gives them, unless a benchmark
     // brings its own.
-    const flags = kind === 'ztunnel' && !this.opts.ztunnelNodeOptions ? ZTUNNEL_NODE_FLAGS : [];
+    const flags = kind !== 'ztunnel' ? [] : this.opts.ztunnelNodeOptions ? this.opts.ztunnelNodeOptions.split(/\s+/).filter(Boolean) : ZTUNNEL_NODE_FLAGS;
     const env: Record<string, string> = {
       // The caller's own MESH_* variables (meshctl's MESH_DEV_*, a test's) are not the child's,
       // and it would refuse them.
       ...hostEnv(),
       ...settings,
       // Node's on-disk compile cache halves a component's start (0.84 → 0.43 s to load
-      // ztunnel's modules, measured): a restarted ztunnel serves again sooner.
+      // ztunnel's modules from src/, measured): a restarted agent serves again sooner. ztunnel's
+      // bundle loads as fast without it (ARCHITECTURE.md, Memory).
       NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? join(tmpdir(), 'mesh-node-compile-cache'),
-      ...(kind === 'ztunnel' && this.opts.ztunnelNodeOptions ? { NODE_OPTIONS: this.opts.ztunnelNodeOptions } : {}),
     };
     // ztunnel's process environment; a benchmark's key given as '' is left unset (only those:
     // a host variable that is set but empty passes as it is).
@@ -322,7 +327,9 @@ export class LocalMesh {
         else env[k] = v;
       }
     }
-    const child = spawn(process.execPath, [...flags, kind === 'agent' ? AGENT : ZTUNNEL], {
+    // ztunnel runs bundled, as in the image; bundled now, so it runs the checkout as it is.
+    if (kind === 'ztunnel' && !this.opts.ztunnelFromSource) await bundleZtunnel();
+    const child = spawn(process.execPath, [...flags, kind === 'agent' ? AGENT : this.opts.ztunnelFromSource ? ZTUNNEL_SOURCE : ZTUNNEL], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -517,7 +524,7 @@ export async function sweepLocalMesh(stateDir: string): Promise<string[]> {
       } catch {
         continue; // gone already
       }
-      if (cmd.includes(AGENT) || cmd.includes(ZTUNNEL) || cmd.includes(CONTROLLER_REPLICA)) {
+      if (cmd.includes(AGENT) || cmd.includes(ZTUNNEL) || cmd.includes(ZTUNNEL_SOURCE) || cmd.includes(CONTROLLER_REPLICA)) {
         process.kill(pid, 'SIGKILL');
         removed.push(`mesh process ${pid}`);
       }

@@ -53,6 +53,13 @@ export const ZTUNNEL_SETTINGS = defineSettings(
 );
 
 /**
+ * The file ztunnel runs, relative to the root (the image's /app, the checkout): src/ztunnel/main.ts
+ * bundled with what it loads (src/images/ztunnel-bundle.ts says why and how much it saves). The
+ * chart's ztunnel args give it after ZTUNNEL_NODE_FLAGS; the local cluster bundles and runs it.
+ */
+export const ZTUNNEL_ENTRY = 'build/ztunnel/main.mjs';
+
+/**
  * Node/V8 flags ztunnel runs with, on node's command line ahead of the entry: the chart's ztunnel
  * args (daemonset/chart/templates/node.yaml, checked by test/unit/chart.test.ts) and the local
  * cluster's spawn. They size the heap when the isolate is made, so main.ts cannot set them.

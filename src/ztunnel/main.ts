@@ -1,4 +1,6 @@
-// Entry point of the ztunnel process: `node src/ztunnel/main.ts` (the DaemonSet's ztunnel container).
+// Entry point of the ztunnel process. It runs bundled with what it loads (ZTUNNEL_ENTRY,
+// build/ztunnel/main.mjs, made by src/images/ztunnel-bundle.ts: the DaemonSet's ztunnel container
+// and the local cluster); `node src/ztunnel/main.ts` runs the same code from the sources.
 // Its settings (src/ztunnel/config.ts) share the node's with the agent (MESH_NODE_NAME,
 // MESH_CONTROLLER, MESH_MARK, …) and its bpffs directory.
 //

@@ -148,7 +148,8 @@ test('waypoint image: with no settings it says MESH_WAYPOINT_NAME is not set', a
 
 test('node image: ztunnel, the agent and the CNI installer check their settings; the addon loads libbpf and the BPF object passes the verifier', async (t) => {
   if (!(await ready(t))) return;
-  const zt = await run(image('node'), { args: ['src/ztunnel/main.ts'] });
+  // The chart's ztunnel container runs the bundle (ZTUNNEL_ENTRY).
+  const zt = await run(image('node'), { args: ['build/ztunnel/main.mjs'] });
   t.is(zt.code, 1);
   t.regex(zt.stderr + zt.stdout, /MESH_NODE_NAME is not set/);
   const agent = await run(image('node'), { env: { MESH_BPFFS: '/sys/fs/bpf' } });

@@ -58,6 +58,7 @@ export async function startMesh(
     ztunnelEnv?: Readonly<Record<string, string>>;
     waypointNodeFlags?: readonly string[];
     waypointEnv?: Readonly<Record<string, string>>;
+    ztunnelFromSource?: boolean;
     controllerReplicas?: number;
     controllerSettings?: Record<string, string>;
   } = {},
@@ -86,6 +87,7 @@ export async function startMesh(
     ...(opts.ztunnelEnv ? { ztunnelEnv: opts.ztunnelEnv } : {}),
     ...(opts.waypointNodeFlags ? { waypointNodeFlags: opts.waypointNodeFlags } : {}),
     ...(opts.waypointEnv ? { waypointEnv: opts.waypointEnv } : {}),
+    ...(opts.ztunnelFromSource ? { ztunnelFromSource: true } : {}),
     ...(opts.controllerReplicas ? { controllerReplicas: opts.controllerReplicas, controllerSettings: opts.controllerSettings ?? {} } : {}),
   });
   held.local = local;

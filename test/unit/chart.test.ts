@@ -8,7 +8,7 @@ import * as yaml from 'js-yaml';
 import { AGENT_SETTINGS } from '../../src/agent/config.ts';
 import { CONTROLLER_SETTINGS } from '../../src/controller/config.ts';
 import { MESH_RBAC_MANIFEST } from '../../src/local/mesh-rbac.ts';
-import { ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV, ZTUNNEL_SETTINGS } from '../../src/ztunnel/config.ts';
+import { ZTUNNEL_ENTRY, ZTUNNEL_NODE_FLAGS, ZTUNNEL_PROCESS_ENV, ZTUNNEL_SETTINGS } from '../../src/ztunnel/config.ts';
 import { CHART, helm, type Manifest, renderChart } from '../helpers/helm.ts';
 import { checkKubernetesTypes } from '../helpers/k8s-types.ts';
 
@@ -97,7 +97,7 @@ test('the defaults render the controller, the node DaemonSet and the RBAC, and n
   // read-only image, and holds no secrets.
   const zt = pod.containers.find((c: Manifest) => c.name === 'ztunnel');
   // The heap flags the local cluster gives ztunnel, and the benchmark measured.
-  t.deepEqual(zt.args, [...ZTUNNEL_NODE_FLAGS, 'src/ztunnel/main.ts']);
+  t.deepEqual(zt.args, [...ZTUNNEL_NODE_FLAGS, ZTUNNEL_ENTRY]);
   // And the process environment it starts with (glibc's malloc tunables).
   for (const [k, v] of Object.entries(ZTUNNEL_PROCESS_ENV)) t.is(containerEnv(zt)[k], v, k);
   t.true(zt.securityContext.readOnlyRootFilesystem);
