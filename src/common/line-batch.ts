@@ -5,6 +5,11 @@
 // churn) and the waypoint's (a line of each per request: 15% of its CPU at 1,000 rps) go through
 // it (issue 16).
 
+/** Log lines (ztunnel's and the waypoint's access logs): ~8 KiB writes, or 250 ms after the first. */
+export const LOG_BATCH = { maxChars: 8 * 1024, maxMs: 250 } as const;
+/** Flow records to the node agent (ztunnel's, the waypoint's L7 ones): 64 KiB writes, or 100 ms after the first. */
+export const FLOW_BATCH = { maxChars: 64 * 1024, maxMs: 100 } as const;
+
 export class LineBatch {
   readonly #write: (text: string, lines: number) => void;
   readonly #maxChars: number;

@@ -7,19 +7,12 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
-import { LineBatch } from '../common/line-batch.ts';
+import { FLOW_BATCH, LineBatch } from '../common/line-batch.ts';
 import { logger } from '../common/log.ts';
 
 const log = logger('flows');
 /** Records kept while the connection to the agent opens. */
 const QUEUE_MAX = 256;
-/**
- * Records gather for up to this long, or this many characters, and leave in one write: a write
- * per request was a syscall and an agent wake-up each, 6% of the waypoint's CPU at 1,000 rps
- * (issue 16). ztunnel's flow records to the agent wait as long (zds-client.ts).
- */
-const FLUSH_MS = 100;
-const FLUSH_CHARS = 64 * 1024;
 
 export interface L7Record {
   /** Start of the request, ms since the epoch. */
@@ -117,7 +110,9 @@ export class L7FlowSender {
   private connecting = false;
   private retryAt = 0;
   private readonly queue: string[] = [];
-  private readonly batch = new LineBatch((text, n) => this.write(text, n), { maxChars: FLUSH_CHARS, maxMs: FLUSH_MS });
+  /** Records leave batched: a write per request was a syscall and an agent wake-up each, 6% of
+   * the waypoint's CPU at 1,000 rps (issue 16). */
+  private readonly batch = new LineBatch((text, n) => this.write(text, n), FLOW_BATCH);
   dropped = 0;
   sent = 0;
 

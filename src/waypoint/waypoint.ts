@@ -11,7 +11,7 @@
 // stream keeps the last good config.
 import net from 'node:net';
 import { logger } from '../common/log.ts';
-import { LineBatch } from '../common/line-batch.ts';
+import { LineBatch, LOG_BATCH } from '../common/line-batch.ts';
 import { HbonePool, HboneServer, type HboneTunnel } from '../hbone/index.ts';
 import { CertificateClient, formatSpiffeId, RotatingCertificates, SecretManager, type SpiffeId, spiffeId, type WorkloadCertificate } from '../identity/index.ts';
 import { MeshState, type MeshTypes } from '../state/index.ts';
@@ -75,7 +75,7 @@ export class Waypoint {
    * of a quiet spell, as ztunnel's do: a write per request (synchronous, to a pipe) was 9% of the
    * waypoint's CPU at 1,000 rps (issue 16).
    */
-  private readonly accessLog = new LineBatch((text) => process.stdout.write(text), { maxChars: 8 * 1024, maxMs: 250 });
+  private readonly accessLog = new LineBatch((text) => process.stdout.write(text), LOG_BATCH);
   /** Set from SIGTERM on (drain()): not ready, so that no new client picks it. */
   private draining = false;
 

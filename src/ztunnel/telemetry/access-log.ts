@@ -9,13 +9,10 @@
 // Its own pino instance (not a child of the component logger) so that it can go to its own
 // destination and be turned off (level "silent") without touching the other logs; its logger is
 // exposed so the admin /logging endpoint can change its level under the name "access".
-import { LineBatch } from '../../common/line-batch.ts';
+import { LineBatch, LOG_BATCH } from '../../common/line-batch.ts';
 import type { AccessLogEntry } from '../../telemetry/index.ts';
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 
-/** Lines gather until they make this many characters, or until BATCH_MS has passed. */
-const BATCH_CHARS = 8 * 1024;
-const BATCH_MS = 250;
 
 export interface AccessLogOptions {
   /** Default: stdout, asynchronous (pino.destination with sync: false) — a write never blocks
@@ -40,7 +37,7 @@ export class AccessLog {
     // connection churn (issue 16).
     const dest = opts.destination ?? pino.destination({ dest: 1, sync: false });
     this.#dest = dest;
-    this.#batch = opts.destination ? undefined : new LineBatch((text) => void dest.write(text), { maxChars: BATCH_CHARS, maxMs: BATCH_MS });
+    this.#batch = opts.destination ? undefined : new LineBatch((text) => void dest.write(text), LOG_BATCH);
     this.logger = pino({ level: opts.level ?? 'info', base: { component: 'access' }, timestamp: pino.stdTimeFunctions.isoTime }, this.#dest);
   }
 
