@@ -315,6 +315,8 @@ test.serial('meshctl dashboard on a cluster: port-forwards to the running contro
   const url = await waitFor('meshctl dashboard to print the URL', () => /^(http:\/\/127\.0\.0\.1:\d+\/\?namespace=shop)$/m.exec(out)?.[1], 60_000).catch((e: Error) => {
     throw new Error(`${e.message}: ${out} ${err}`);
   });
+  // stderr is its own pipe: its line may be read after stdout's URL although written before it.
+  await waitFor('meshctl dashboard to say where it forwards', () => (/forwarding to /.test(err) ? true : undefined), 5_000).catch(() => undefined);
   t.regex(err, /forwarding to mesh-system\/mesh-controller-standin/);
   t.is(await (await fetch(url)).text(), 'stand-in controller /?namespace=shop', 'the URL reaches the pod through the port-forward');
   p.kill('SIGINT');
